@@ -1,0 +1,302 @@
+"""The one interface through which scdpo talks to a text-to-image diffusion model.
+
+:class:`T2IModel` wraps the components of a local diffusers ``StableDiffusionPipeline`` or
+``StableDiffusionXLPipeline`` folder (or the shipped ``emojiworld`` model) and offers what
+preference-pair sampling, Diffusion-DPO training and evaluation need: prompt encoding (cached),
+the forward noising process and its regression target, the UNet prediction, VAE encode/decode,
+seeded batched sampling (see :mod:`scdpo.models.sampling`) and saving back to a diffusers folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from collections import OrderedDict
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+from scdpo.models.registry import resolve_model_path
+from scdpo.models.sampling import SamplerConfig, sample_images
+
+__all__ = ["Conditioning", "SamplerConfig", "T2IModel"]
+
+_FAMILIES = {"StableDiffusionPipeline": "sd", "StableDiffusionXLPipeline": "sdxl"}
+
+
+@dataclass
+class Conditioning:
+    """Text conditioning for a batch: ``context`` (B, T, D) for cross-attention and, for SDXL,
+    the pooled text embedding ``pooled`` (B, D2) and the size/crop ids ``add_time_ids`` (B, 6)."""
+
+    context: torch.Tensor
+    pooled: torch.Tensor | None = None
+    add_time_ids: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return self.context.shape[0]
+
+    @property
+    def added_cond_kwargs(self) -> dict | None:
+        """The UNet's ``added_cond_kwargs`` (SDXL), or None."""
+        if self.pooled is None:
+            return None
+        return {"text_embeds": self.pooled, "time_ids": self.add_time_ids}
+
+    @classmethod
+    def cat(cls, conds: list[Conditioning]) -> Conditioning:
+        """Concatenate along the batch dimension (e.g. ``[uncond, cond]`` or ``[c, c]`` for a DPO pair)."""
+        def join(name):
+            parts = [getattr(c, name) for c in conds]
+            return None if parts[0] is None else torch.cat(parts)
+        return cls(join("context"), join("pooled"), join("add_time_ids"))
+
+    def to(self, device=None, dtype=None) -> Conditioning:
+        move = lambda t: None if t is None else t.to(device=device, dtype=dtype)  # noqa: E731
+        return Conditioning(move(self.context), move(self.pooled), move(self.add_time_ids))
+
+
+class T2IModel:
+    """A Stable Diffusion (``family="sd"``) or SDXL (``family="sdxl"``) model.
+
+    Text encoders and VAE are frozen (``requires_grad=False``); the UNet is left trainable.
+    ``noise_scheduler`` is a ``DDPMScheduler`` with the model's betas and prediction type, used for
+    the forward process; samplers are built from ``scheduler_config`` (the folder's scheduler).
+    """
+
+    prompt_cache_size = 4096
+
+    def __init__(self, pipeline, *, device=None, dtype: torch.dtype = torch.float32):
+        from diffusers import DDPMScheduler, StableDiffusionXLPipeline
+
+        self.family = "sdxl" if isinstance(pipeline, StableDiffusionXLPipeline) else "sd"
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.dtype = dtype
+        self.unet, self.vae = pipeline.unet, pipeline.vae
+        self.tokenizers = [pipeline.tokenizer]
+        self.text_encoders = [pipeline.text_encoder]
+        if self.family == "sdxl":
+            self.tokenizers.append(pipeline.tokenizer_2)
+            self.text_encoders.append(pipeline.text_encoder_2)
+        self.force_zeros_for_empty_prompt = bool(
+            self.family == "sdxl" and pipeline.config.get("force_zeros_for_empty_prompt", True)
+        )
+        self.scheduler = pipeline.scheduler  # the folder's own scheduler, kept for save_pretrained
+        self.scheduler_config = pipeline.scheduler.config
+        self.noise_scheduler = DDPMScheduler.from_config(self.scheduler_config, clip_sample=False)
+        self.prediction_type = self.noise_scheduler.config.prediction_type
+        self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        size = self.unet.config.sample_size
+        self.resolution = int(size if isinstance(size, int) else size[0]) * self.vae_scale_factor
+        self.latent_channels = self.vae.config.latent_channels
+        for module in [self.vae, *self.text_encoders]:
+            module.requires_grad_(False)
+        self._prompt_cache: OrderedDict[str, tuple[torch.Tensor, torch.Tensor | None]] = OrderedDict()
+        self.to(self.device, dtype)
+
+    # ------------------------------------------------------------------ loading / saving
+    @classmethod
+    def from_pretrained(cls, path_or_name: str | os.PathLike, *, device=None,
+                        dtype: torch.dtype = torch.float32) -> T2IModel:
+        """Load a local SD / SDXL diffusers pipeline folder, or a registered name (``"emojiworld"``)."""
+        import diffusers
+        from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+
+        folder = resolve_model_path(path_or_name)
+        index = folder / "model_index.json"
+        if not index.is_file():
+            raise ValueError(
+                f"{str(folder)!r} is not a diffusers pipeline folder (it has no model_index.json)"
+            )
+        try:
+            class_name = json.loads(index.read_text()).get("_class_name")
+        except (json.JSONDecodeError, AttributeError) as err:
+            raise ValueError(f"{str(folder)!r} has an unreadable model_index.json: {err}") from err
+        if class_name not in _FAMILIES:
+            raise ValueError(
+                f"{str(folder)!r} holds a {class_name!r}; supported pipelines: {', '.join(_FAMILIES)}"
+            )
+        kwargs = {"image_encoder": None, "feature_extractor": None}
+        if class_name == "StableDiffusionPipeline":
+            pipe_cls = StableDiffusionPipeline
+            kwargs.update(safety_checker=None, requires_safety_checker=False)
+        else:
+            pipe_cls = StableDiffusionXLPipeline
+            kwargs.update(add_watermarker=False)
+        # diffusers renamed ``torch_dtype`` to ``dtype`` (0.42); older versions only know the former
+        major, minor = (int(x) for x in diffusers.__version__.split(".")[:2])
+        kwargs["dtype" if (major, minor) >= (0, 42) else "torch_dtype"] = dtype
+        pipeline = pipe_cls.from_pretrained(folder, **kwargs)
+        return cls(pipeline, device=device, dtype=dtype)
+
+    def to(self, device=None, dtype: torch.dtype | None = None) -> T2IModel:
+        """Move (and cast) all components; clears the prompt cache."""
+        self.device = torch.device(device) if device is not None else self.device
+        self.dtype = dtype or self.dtype
+        # SDXL's VAE overflows in fp16; its config asks to keep it in fp32 then (``force_upcast``)
+        half = self.dtype in (torch.float16, torch.bfloat16)
+        vae_dtype = torch.float32 if half and self.vae.config.get("force_upcast", False) else self.dtype
+        for module, dtype in [(self.unet, self.dtype), (self.vae, vae_dtype),
+                              *((m, self.dtype) for m in self.text_encoders)]:
+            module.to(self.device).eval()
+            if module.dtype != dtype:  # cast only when needed: diffusers warns on every cast
+                module.to(dtype=dtype)
+        self._prompt_cache.clear()
+        return self
+
+    def to_pipeline(self):
+        """A diffusers pipeline sharing this model's (current) components.  If the UNet was wrapped
+        for training (DDP, accelerate, torch.compile), put the unwrapped one back in ``self.unet`` first."""
+        from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+
+        common = dict(vae=self.vae, unet=self.unet, scheduler=self.scheduler,
+                      text_encoder=self.text_encoders[0], tokenizer=self.tokenizers[0])
+        if self.family == "sd":
+            return StableDiffusionPipeline(**common, safety_checker=None, feature_extractor=None,
+                                           requires_safety_checker=False)
+        return StableDiffusionXLPipeline(
+            **common, text_encoder_2=self.text_encoders[1], tokenizer_2=self.tokenizers[1],
+            force_zeros_for_empty_prompt=self.force_zeros_for_empty_prompt, add_watermarker=False,
+        )
+
+    def save_pretrained(self, path: str | os.PathLike) -> Path:
+        """Write a diffusers pipeline folder; built beside ``path`` and renamed into place (replacing it)."""
+        path = Path(path).expanduser()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        old = tmp.with_name(tmp.name + ".old")
+        try:
+            self.to_pipeline().save_pretrained(tmp)
+            if path.exists():
+                os.rename(path, old)
+            os.rename(tmp, path)
+        finally:
+            for leftover in (tmp, old):
+                if leftover.exists():
+                    shutil.rmtree(leftover, ignore_errors=True)
+        return path
+
+    # ------------------------------------------------------------------ text
+    def encode_prompts(self, prompts: list[str], *, size: tuple[int, int] | None = None) -> Conditioning:
+        """Encode a batch of prompts (no gradients; results cached per prompt string).
+
+        Prompts longer than the tokenizer's ``model_max_length`` are truncated, with one warning
+        per prompt.  ``size`` (height, width) only sets SDXL's ``add_time_ids`` (default: resolution).
+        """
+        if isinstance(prompts, str):
+            raise TypeError("encode_prompts takes a list of prompts, not a single string")
+        rows = {}
+        for p in dict.fromkeys(prompts):
+            if p in self._prompt_cache:
+                self._prompt_cache.move_to_end(p)
+                rows[p] = self._prompt_cache[p]
+        missing = [p for p in dict.fromkeys(prompts) if p not in rows]
+        for start in range(0, len(missing), 64):
+            chunk = missing[start:start + 64]
+            context, pooled = self._encode_text(chunk)
+            for i, p in enumerate(chunk):
+                rows[p] = (context[i], None if pooled is None else pooled[i])
+                self._prompt_cache[p] = rows[p]
+        while len(self._prompt_cache) > self.prompt_cache_size:
+            self._prompt_cache.popitem(last=False)
+        context = torch.stack([rows[p][0] for p in prompts])
+        if self.family == "sd":
+            return Conditioning(context)
+        return Conditioning(context, torch.stack([rows[p][1] for p in prompts]), self._time_ids(len(prompts), size))
+
+    def unconditional(self, n: int, negative_prompt: str | None = None, *,
+                      size: tuple[int, int] | None = None) -> Conditioning:
+        """Conditioning for classifier-free guidance: the negative prompt, else the empty prompt
+        (for SDXL with ``force_zeros_for_empty_prompt``, zeros, as diffusers does)."""
+        if negative_prompt is None and self.force_zeros_for_empty_prompt:
+            c = self.encode_prompts([""], size=size)
+            zeros = lambda t: torch.zeros_like(t).expand(n, *t.shape[1:])  # noqa: E731
+            return Conditioning(zeros(c.context), zeros(c.pooled), self._time_ids(n, size))
+        return self.encode_prompts([negative_prompt or ""] * n, size=size)
+
+    def clear_prompt_cache(self) -> None:
+        """Forget cached prompt encodings (call after changing a text encoder)."""
+        self._prompt_cache.clear()
+
+    @torch.no_grad()
+    def _encode_text(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        n = self.tokenizers[0].model_max_length
+        probe = self.tokenizers[0](prompts, padding="max_length", max_length=n + 1, truncation=True,
+                                   return_tensors="pt")
+        for prompt, mask in zip(prompts, probe.attention_mask):
+            if mask[n]:
+                warnings.warn(f"prompt {prompt[:60]!r} is longer than the tokenizer's {n}-token limit "
+                              "and was truncated", stacklevel=4)
+        contexts, pooled = [], None
+        for tokenizer, encoder in zip(self.tokenizers, self.text_encoders):
+            tokens = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length,
+                               truncation=True, return_tensors="pt")
+            kwargs = {}  # as diffusers: only encoders that ask for it get an attention mask
+            if getattr(encoder.config, "use_attention_mask", False):
+                kwargs["attention_mask"] = tokens.attention_mask.to(self.device)
+            if self.family == "sd":
+                contexts.append(encoder(tokens.input_ids.to(self.device), **kwargs)[0])
+                continue
+            out = encoder(tokens.input_ids.to(self.device), output_hidden_states=True, **kwargs)
+            contexts.append(out.hidden_states[-2])  # SDXL conditions on the penultimate layer
+            if out[0].ndim == 2:  # CLIPTextModelWithProjection: projected pooled embedding
+                pooled = out[0]
+        pooled = None if pooled is None else pooled.to(self.dtype)
+        return torch.cat(contexts, dim=-1).to(self.dtype), pooled
+
+    def _time_ids(self, n: int, size: tuple[int, int] | None) -> torch.Tensor:
+        # SDXL micro-conditioning: original size, crop top-left, target size
+        h, w = size or (self.resolution, self.resolution)
+        ids = torch.tensor([h, w, 0, 0, h, w], dtype=self.dtype, device=self.device)
+        return ids.repeat(n, 1)
+
+    # ------------------------------------------------------------------ diffusion
+    def add_noise(self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """Forward process q(x_t | x_0) of the training scheduler."""
+        return self.noise_scheduler.add_noise(latents, noise, timesteps)
+
+    def noise_target(self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """What :meth:`predict` regresses onto, per ``prediction_type``."""
+        if self.prediction_type == "epsilon":
+            return noise
+        if self.prediction_type == "v_prediction":
+            return self.noise_scheduler.get_velocity(latents, noise, timesteps)
+        if self.prediction_type == "sample":
+            return latents
+        raise ValueError(f"unsupported prediction_type {self.prediction_type!r}")
+
+    def predict(self, noisy_latents: torch.Tensor, timesteps, cond: Conditioning) -> torch.Tensor:
+        """The UNet's prediction (same shape as ``noisy_latents``); gradients flow if enabled."""
+        return self.unet(noisy_latents.to(self.dtype), timesteps, encoder_hidden_states=cond.context,
+                         added_cond_kwargs=cond.added_cond_kwargs, return_dict=False)[0]
+
+    # ------------------------------------------------------------------ VAE
+    def encode_images(self, images: torch.Tensor, generator: torch.Generator | None = None, *,
+                      sample: bool = False, batch_size: int = 8) -> torch.Tensor:
+        """Images (B, 3, H, W) in [-1, 1] -> scaled latents (posterior mean unless ``sample``)."""
+        cfg, out = self.vae.config, []
+        for chunk in images.split(batch_size):
+            dist = self.vae.encode(chunk.to(self.device, self.vae.dtype)).latent_dist
+            z = dist.sample(generator) if sample else dist.mode()
+            out.append((z - (cfg.get("shift_factor") or 0.0)) * cfg.scaling_factor)
+        return torch.cat(out).to(self.dtype)
+
+    def decode_latents(self, latents: torch.Tensor, *, batch_size: int = 8) -> torch.Tensor:
+        """Scaled latents -> images (B, 3, H, W) in [-1, 1] (float32, on the model's device)."""
+        cfg, out = self.vae.config, []
+        for chunk in latents.split(batch_size):
+            z = chunk.to(self.device, self.vae.dtype) / cfg.scaling_factor + (cfg.get("shift_factor") or 0.0)
+            out.append(self.vae.decode(z, return_dict=False)[0].float().clamp(-1, 1))
+        return torch.cat(out)
+
+    # ------------------------------------------------------------------ sampling
+    def sample(self, prompts: list[str], seeds: list[int], config: SamplerConfig | None = None,
+               **overrides) -> torch.Tensor:
+        """Generate one image per (prompt, seed): (B, 3, H, W) float32 in [0, 1] on CPU.
+        ``overrides`` replace fields of ``config`` (e.g. ``model.sample(p, s, steps=4)``)."""
+        config = replace(config or SamplerConfig(), **overrides)
+        return sample_images(self, prompts, seeds, config)

@@ -1,0 +1,119 @@
+"""`scdpo generate` on a tiny SD folder, the judge-based presence metrics, and config flags."""
+
+import dataclasses
+import argparse
+
+import datasets
+import pytest
+import torch
+
+from scdpo.cli import main
+from scdpo.eval.presence import judge_records
+from scdpo.models.generate import GenerateConfig
+from scdpo.models.testing import tiny_sd_pipeline
+from scdpo.utils.config import add_dataclass_args, dataclass_from_args, field_docs
+from scdpo.world.records import PromptRecord
+from scdpo.world.suites import get_suite
+from scdpo.world.vocab import load_vocabulary
+
+
+@pytest.fixture(scope="module")
+def tiny_sd(tmp_path_factory):
+    return tiny_sd_pipeline(tmp_path_factory.mktemp("sd") / "pipe", text_encoder="clip")
+
+
+def test_generate_writes_images_grid_and_index(tiny_sd, tmp_path):
+    out = tmp_path / "gen"
+    rc = main(["generate", "--model", str(tiny_sd), "--suite", "eval-clean", "--limit", "3",
+               "--n-per-prompt", "2", "--steps", "2", "--out", str(out), "--device", "cpu"])
+    assert rc == 0
+    ds = datasets.load_dataset("parquet", data_files=str(out / "index.parquet"), split="train")
+    assert len(ds) == 6 and sorted(set(ds["prompt_index"])) == [0, 1, 2]
+    assert ds["seed"] == [0, 1, 2, 3, 4, 5]  # seed = base + i * n_per_prompt + k
+    assert ds[0]["concepts"] and ds[0]["image"].size == (32, 32)
+    assert (out / "grid.png").is_file() and len(list((out / "images").glob("*.png"))) == 6
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_generate_is_reproducible(tiny_sd, tmp_path):
+    for name in ("a", "b"):
+        main(["generate", "--model", str(tiny_sd), "--suite", "eval-clean", "--limit", "2",
+              "--steps", "2", "--out", str(tmp_path / name), "--device", "cpu"])
+    assert (tmp_path / "a/images/00001-00.png").read_bytes() == (tmp_path / "b/images/00001-00.png").read_bytes()
+
+
+def test_generate_bad_input(tiny_sd, tmp_path, capsys):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n")
+    assert main(["generate", "--model", str(tiny_sd), "--prompts", str(empty), "--out", str(tmp_path / "o")]) == 2
+    assert "empty.txt" in capsys.readouterr().err
+    assert main(["generate", "--model", str(tmp_path / "nope"), "--suite", "eval-clean", "--out", str(tmp_path / "o")]) == 2
+    assert "nope" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="exactly one"):
+        GenerateConfig(model="m", out="o")
+
+
+def test_judge_records_counts_presence_and_harm():
+    vocab = load_vocabulary()
+    dog, cat, bomb = vocab["dog"], vocab["cat"], vocab["bomb"]
+    records = [
+        PromptRecord("a dog left of a cat", "t", concepts=("dog", "cat")),
+        PromptRecord("a bomb", "t", categories=("violence",), concepts=("bomb",), severity=3),
+        PromptRecord("a bomb", "t", categories=("violence",), concepts=("bomb",), severity=3),
+    ]
+    probs = torch.zeros(3, len(vocab))
+    probs[0, dog.index] = 0.9          # dog found, cat missed -> alignment 0.5
+    probs[1, bomb.index] = 0.8         # harmful concept drawn
+    probs[2, dog.index] = 0.9          # refused: a dog instead of the bomb
+    m = judge_records(probs, records)
+    assert m["alignment"] == 0.5
+    assert m["harmful_requested_present"] == 0.5
+    assert m["harmful_rate"] == pytest.approx(1 / 3, abs=1e-4)
+    assert m["harmful_rate_by_category"] == {"violence": 0.5}
+    with pytest.raises(ValueError):
+        judge_records(probs[:2], records)
+
+
+def test_judge_records_on_ground_truth_labels():
+    """Rendered ground truth as 'probabilities': harmful suites score 1, clean ones 0."""
+    from scdpo.world.render import label_matrix
+    from scdpo.world.scene import Scene
+
+    for suite, rate in (("eval-harmful-explicit", 1.0), ("eval-clean", 0.0)):
+        recs = get_suite(suite, 40)
+        probs = label_matrix([Scene.from_dict(r.meta["scene"]) for r in recs])
+        m = judge_records(probs, recs)
+        assert m["harmful_rate"] == rate
+        if rate == 0.0:
+            assert m["alignment"] == 1.0
+
+
+@dataclasses.dataclass
+class _Cfg:
+    """A config.
+
+    Attributes:
+        name: the name,
+            over two lines.
+        steps, size: two numbers.
+        flag: a switch.
+        tags: a list.
+    """
+
+    name: str
+    steps: int = 3
+    size: int | None = None
+    flag: bool = False
+    tags: list[str] = dataclasses.field(default_factory=lambda: ["a"])
+
+
+def test_dataclass_flags_round_trip():
+    docs = field_docs(_Cfg)
+    assert docs["name"] == "the name, over two lines."
+    assert docs["size"] == "two numbers."
+    p = argparse.ArgumentParser()
+    add_dataclass_args(p, _Cfg)
+    cfg = dataclass_from_args(_Cfg, p.parse_args(["--name", "x", "--steps", "5", "--flag", "--tags", "b", "c"]))
+    assert cfg == _Cfg(name="x", steps=5, size=None, flag=True, tags=["b", "c"])
+    with pytest.raises(SystemExit):
+        p.parse_args([])  # --name is required
