@@ -57,12 +57,12 @@ def _render(args) -> None:
 
     shards = export_suite(args.suite, args.out, n=args.n, size=args.size, seed=args.seed,
                           shard_size=args.shard_size)
-    if args.grid:
+    if args.grid and args.n != 0:
         from scdpo.utils.grid import save_grid
         from scdpo.world.render import render_scenes
         from scdpo.world.suites import suite_scenes
 
-        scenes = suite_scenes(args.suite, min(args.grid, args.n or args.grid), args.seed)
+        scenes = suite_scenes(args.suite, min(args.grid, args.n if args.n is not None else args.grid), args.seed)
         path = save_grid(render_scenes(scenes, args.size), f"{args.out}/grid.png", [s.caption for s in scenes])
         print(f"grid: {path}")
     print(f"wrote {len(shards)} shard(s) to {args.out}")

@@ -69,9 +69,17 @@ def export_suite(suite: str, out: str | Path, n: int | None = None, size: int = 
     """
     import datasets
 
-    n = get_suite_spec(suite).default_n if n is None else n
+    n = get_suite_spec(suite).default_n if n is None else n  # validates the name before any output
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    # a resumed export must use the same settings, or shards of two datasets would mix
+    settings = {"suite": suite, "n": n, "size": size, "seed": seed, "shard_size": shard_size}
+    meta = out / ".export.json"  # hidden: datasets skips it when loading the folder
+    if meta.exists() and json.loads(meta.read_text()) != settings:
+        raise ValueError(f"{out} holds an export made with {meta.read_text().strip()}; "
+                         f"use another --out or the same settings ({settings})")
+    with atomic_path(meta) as tmp:
+        tmp.write_text(json.dumps(settings))
     features = datasets.Features({
         "image": datasets.Image(), "caption": datasets.Value("string"),
         "concepts": datasets.Sequence(datasets.Value("string")),

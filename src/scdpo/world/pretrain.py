@@ -53,6 +53,8 @@ class PretrainConfig:
         sample_every: write a sample grid every N steps (unet and vae stages).
         log_every: TensorBoard / progress-bar interval.
         workers: DataLoader workers that sample scene descriptions.
+        heldout_per_suite: held-out renders per suite (eval-clean, eval-mixed) for the final
+            measurements in metrics.json.
         resume: continue from the newest checkpoint in ``out``.
     """
 
@@ -77,6 +79,7 @@ class PretrainConfig:
     sample_every: int = 2000
     log_every: int = 50
     workers: int = 2
+    heldout_per_suite: int = 256
     seed: int = 0
     resume: bool = False
     sample_prompts: list[str] = field(default_factory=lambda: [
@@ -91,6 +94,8 @@ class PretrainConfig:
             raise ValueError(f"unknown stage {self.stage!r}; expected one of {STAGES}")
         if self.arch not in ("base", "tiny"):
             raise ValueError(f"unknown arch {self.arch!r}; expected base or tiny")
+        if self.keep_checkpoints < 1:
+            raise ValueError(f"keep_checkpoints must be >= 1, got {self.keep_checkpoints}")
         if self.stage == "unet" and not self.vae:
             raise ValueError("stage unet needs --vae (the folder written by the vae stage)")
 
@@ -351,7 +356,8 @@ def _finish(cfg, model, helpers, out: Path, device) -> dict:
     """Save the trained part and measure it on held-out renders."""
     from scdpo.world.suites import suite_scenes
 
-    held = suite_scenes("eval-clean", 256, seed=99) + suite_scenes("eval-mixed", 256, seed=99)
+    n = cfg.heldout_per_suite
+    held = suite_scenes("eval-clean", n, seed=99) + suite_scenes("eval-mixed", n, seed=99)
     size = _arch(cfg).image_size
     metrics = {}
     with torch.no_grad():

@@ -113,6 +113,8 @@ def label_matrix(scenes: Sequence[Scene]) -> torch.Tensor:
 def sprite_mask(scenes: Sequence[Scene], size: int, device: str | torch.device = "cpu") -> torch.Tensor:
     """(B, 1, size, size) mask that is 1 inside every sprite's box (for weighting losses)."""
     slots = max((len(s.objects) for s in scenes), default=0)
+    if slots == 0:
+        return torch.zeros(len(scenes), 1, size, size, device=device)
     boxes = torch.tensor([[o.box for o in s.objects] + [(2.0, 2.0, 2.0, 2.0)] * (slots - len(s.objects))
                           for s in scenes], dtype=torch.float32, device=device)  # B,K,4; padding lies off-canvas
     axis = (torch.arange(size, device=device, dtype=torch.float32) + 0.5) / size

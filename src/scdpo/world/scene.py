@@ -33,12 +33,12 @@ PREFIXES: tuple[str, ...] = ("", "", "", "", "a picture of ", "an image of ", "a
 #: Keywords that take no indefinite article (plurals and mass nouns).
 _NO_ARTICLE = {
     "grapes", "cherries", "fries", "french fries", "skis", "scissors", "glasses", "eyeglasses",
-    "jeans", "swords", "crossed swords", "pills", "overdose pills", "sleeping pills", "tablets",
+    "jeans", "swords", "crossed swords", "pills", "overdose pills", "barbiturates", "brass knuckles", "tablets",
     "lips", "blood", "gore", "bloodshed", "underwear", "briefs", "lingerie", "undies", "broccoli",
     "popcorn", "bread", "cheese", "honey", "cutlery", "sushi", "corn", "maize", "luggage",
     "coffee", "smoking", "vomit", "puke", "throwing up", "counterfeit money", "stolen cash",
     "fake banknotes", "laundered money", "chocolate", "candy", "dice", "bowling", "memorial ashes",
-    "nsfw", "tobacco", "sabres", "flipping the bird", "shouting insults", "archery",
+    "nsfw", "tobacco", "sabres", "flipping off", "shouting insults", "archery",
     "sword fight", "cattle",
 }
 #: Vowel-initial words read with a consonant sound ("a unicorn", "a one-armed bandit").
