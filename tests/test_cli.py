@@ -147,24 +147,16 @@ def test_render_non_integer_n_is_usage_error(tmp_path, capsys):
 
 @pytest.fixture
 def fast_pretrain(monkeypatch):
-    """Shrink the held-out evaluation of ``pretrain._finish`` (512 renders) to 8 scenes, record
-    where each run's data stream starts, and leave accelerate's global state clean afterwards."""
+    """Record where each run's data stream starts, and leave accelerate's global state clean."""
     import scdpo.world.pretrain as pretrain
-    import scdpo.world.suites as suites
 
-    real_scenes, real_loader = suites.suite_scenes, pretrain.scene_loader
+    real_loader = pretrain.scene_loader
     starts = []
-
-    def small_heldout(name, n=None, seed=0, start=0):
-        if seed == 99:  # _finish's held-out set
-            n = min(n or 4, 4)
-        return real_scenes(name, n, seed, start)
 
     def recording_loader(suite, batch_size, seed=0, start_batch=0, workers=0):
         starts.append(start_batch)
         return real_loader(suite, batch_size, seed, start_batch, workers)
 
-    monkeypatch.setattr(suites, "suite_scenes", small_heldout)
     monkeypatch.setattr(pretrain, "scene_loader", recording_loader)
     yield starts
     from accelerate.state import AcceleratorState
@@ -172,7 +164,8 @@ def fast_pretrain(monkeypatch):
     AcceleratorState._reset_state(reset_partial_state=True)
 
 
-COMMON = ["--arch", "tiny", "--batch-size", "4", "--workers", "0", "--sample-every", "0", "--log-every", "1"]
+COMMON = ["--arch", "tiny", "--batch-size", "4", "--workers", "0", "--sample-every", "0", "--log-every", "1",
+          "--heldout-per-suite", "4"]
 
 
 def test_pretrain_vae_resume_and_judge(tmp_path, fast_pretrain, capsys):
@@ -243,3 +236,19 @@ def test_pretrain_bad_arch_is_exit_2(tmp_path, capsys):
     assert code == 2
     assert "huge" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_pretrain_unet_from_latent_pool_with_profile(tmp_path, fast_pretrain):
+    """The UNet stage trains from a cached latent pool (no per-step rendering: the scene stream is
+    never opened), writes a profile, and its pipeline loads through T2IModel and samples."""
+    from scdpo.models.t2i import T2IModel
+
+    assert main(["world", "pretrain-vae", *COMMON, "--max-steps", "1", "--out", str(tmp_path / "vae")]) == 0
+    fast_pretrain.clear()
+    assert main(["world", "pretrain", *COMMON, "--max-steps", "8", "--pool-size", "8", "--profile-steps", "2",
+                 "--vae", str(tmp_path / "vae" / "vae"), "--out", str(tmp_path / "unet")]) == 0
+    assert fast_pretrain == []
+    assert "steps" in (tmp_path / "unet" / "profile.txt").read_text()
+    model = T2IModel.from_pretrained(tmp_path / "unet" / "pipeline", device="cpu")
+    img = model.sample(["a dog"], [0], steps=2, progress=False)
+    assert img.shape == (1, 3, 64, 64) and 0 <= img.min() and img.max() <= 1

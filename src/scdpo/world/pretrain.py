@@ -9,6 +9,7 @@ accelerate provides the device, mixed precision, TensorBoard logging and checkpo
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -53,6 +54,11 @@ class PretrainConfig:
         sample_every: write a sample grid every N steps (unet and vae stages).
         log_every: TensorBoard / progress-bar interval.
         workers: DataLoader workers that sample scene descriptions.
+        pool_size: unet stage only: if > 0, encode this many ``train`` scenes once (latents and
+            token states, kept on the device) and draw every batch from that pool instead of
+            rendering and encoding each batch; 0 streams fresh scenes every step.
+        profile_steps: if > 0, profile this many steps (after 5 warm-up steps) with
+            torch.profiler and write the top operators to ``out/profile.txt``.
         heldout_per_suite: held-out renders per suite (eval-clean, eval-mixed) for the final
             measurements in metrics.json.
         resume: continue from the newest checkpoint in ``out``.
@@ -79,6 +85,8 @@ class PretrainConfig:
     sample_every: int = 2000
     log_every: int = 50
     workers: int = 2
+    pool_size: int = 0
+    profile_steps: int = 0
     heldout_per_suite: int = 256
     seed: int = 0
     resume: bool = False
@@ -189,12 +197,25 @@ def _build(cfg: PretrainConfig, device):
     scale = vae.config.scaling_factor
     alphas = sched.alphas_cumprod.to(device)
 
-    def loss_fn(scenes):
+    def encode(scenes):
         with torch.no_grad():
             x = render_scenes(scenes, size, device) * 2 - 1
             z = vae.encode(x).latent_dist.mean * scale
-            caps = [("" if torch.rand(()) < cfg.cfg_dropout else s.caption) for s in scenes]
-            ctx = bm.encode_captions(tokenizer, text_encoder, caps).float()
+            ctx = bm.encode_captions(tokenizer, text_encoder, [s.caption for s in scenes])
+        return z, ctx
+
+    empty = bm.encode_captions(tokenizer, text_encoder, [""])[0].float()
+    pool = _latent_pool(cfg, encode) if cfg.pool_size else None
+
+    def loss_fn(scenes):
+        if pool is None:
+            z, ctx = encode(scenes)
+        else:  # a random batch of cached latents and token states
+            idx = torch.randint(0, len(pool[0]), (cfg.batch_size,), device=device)
+            z, ctx = pool[0][idx], pool[1][idx]
+        z, ctx = z.float(), ctx.float()
+        drop = torch.rand(len(z), device=device) < cfg.cfg_dropout
+        ctx = torch.where(drop[:, None, None], empty, ctx)
         noise = torch.randn_like(z)
         t = torch.randint(0, sched.config.num_train_timesteps, (len(z),), device=device)
         a = alphas[t].view(-1, 1, 1, 1)
@@ -202,7 +223,44 @@ def _build(cfg: PretrainConfig, device):
         pred = model(noisy, t, ctx).sample.float()
         loss = F.mse_loss(pred, noise)
         return loss, {}
-    return model, loss_fn, {"vae": vae, "tokenizer": tokenizer, "text_encoder": text_encoder}
+    return model, loss_fn, {"vae": vae, "tokenizer": tokenizer, "text_encoder": text_encoder, "pool": pool}
+
+
+def _latent_pool(cfg: PretrainConfig, encode, chunk: int = 1024):
+    """Latents and token states of ``train`` scenes 0 .. pool_size-1, computed once and kept on
+    the device in half precision (bf16 on CUDA), so a step costs only the UNet pass."""
+    from scdpo.world.suites import suite_scenes
+
+    zs, cs = [], []
+    dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
+    for start in tqdm(range(0, cfg.pool_size, chunk), desc="latent pool", unit="chunk"):
+        z, ctx = encode(suite_scenes("train", min(chunk, cfg.pool_size - start), cfg.seed, start=start))
+        zs.append(z.to(dtype))
+        cs.append(ctx.to(dtype))
+    return torch.cat(zs), torch.cat(cs)
+
+
+class _Profiler:
+    """torch.profiler over ``profile_steps`` steps after 5 warm-up steps; writes out/profile.txt."""
+
+    def __init__(self, cfg: PretrainConfig, out: Path):
+        self.first, self.last, self.out, self.prof = 5, 5 + cfg.profile_steps, out, None
+
+    def step(self, step: int) -> None:
+        from torch.profiler import ProfilerActivity, profile
+
+        if step == self.first:
+            acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+            self.prof = profile(activities=acts)
+            self.prof.__enter__()
+        elif step == self.last and self.prof is not None:
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            self.prof.__exit__(None, None, None)
+            key = "self_cuda_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
+            table = self.prof.key_averages().table(sort_by=key, row_limit=40)
+            (self.out / "profile.txt").write_text(f"{self.last - self.first} steps\n{table}\n")
+            self.prof = None
 
 
 def _learning_rate(cfg: PretrainConfig, step: int, elapsed: float) -> float:
@@ -252,7 +310,11 @@ def run(cfg: PretrainConfig) -> dict:
         log.info("resumed from %s at step %d", last, progress.step)
     acc.init_trackers(f"pretrain-{cfg.stage}", config={k: v for k, v in asdict(cfg).items() if isinstance(v, (int, float, str, bool))})
 
-    loader = scene_loader("train", cfg.batch_size, cfg.seed, start_batch=progress.step, workers=cfg.workers)
+    if helpers.get("pool") is not None:
+        loader = itertools.repeat(None)  # batches come from the pool inside loss_fn
+    else:
+        loader = scene_loader("train", cfg.batch_size, cfg.seed, start_batch=progress.step, workers=cfg.workers)
+    profiler = _Profiler(cfg, out) if cfg.profile_steps else None
     start = time.time()
     bar = tqdm(total=cfg.max_steps, initial=progress.step, desc=f"pretrain {cfg.stage}", disable=not acc.is_main_process)
     model.train()
@@ -274,6 +336,8 @@ def run(cfg: PretrainConfig) -> dict:
             ema.step(acc.unwrap_model(model).parameters())
         progress.step += 1
         bar.update(1)
+        if profiler is not None:
+            profiler.step(progress.step)
         if progress.step % cfg.log_every == 0 or progress.step == 1:
             scalars = {"loss": loss.item(), "grad_norm": float(grad_norm), "lr": lr,
                        **{k: float(v.detach()) for k, v in extra.items()}}
