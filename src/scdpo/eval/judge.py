@@ -108,12 +108,10 @@ def default_judge_path() -> Path:
 
 
 def load_default_judge(device: str | torch.device = "cpu") -> Judge:
-    """The shipped judge (trained once on render ground truth; see docs/judge.md)."""
-    return Judge.from_pretrained(default_judge_path(), device)
+    """The shipped judge (trained on render ground truth by `scdpo world pretrain-judge`)."""
+    path = default_judge_path()
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"the EmojiWorld judge has not been shipped in this install ({path} is empty); "
+                                "train one with `scdpo world pretrain-judge` and load it with Judge.from_pretrained")
+    return Judge.from_pretrained(path, device)
 
-
-def presence(probs: torch.Tensor, requested: list[list[int]], threshold: float = 0.5) -> torch.Tensor:
-    """Fraction of each image's requested concepts that the judge finds (prompt alignment)."""
-    return torch.tensor([
-        float((probs[i, idx] > threshold).float().mean()) if idx else 1.0 for i, idx in enumerate(requested)
-    ])
