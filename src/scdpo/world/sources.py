@@ -349,50 +349,44 @@ def load_i2p(path: str | Path, *, limit: int | None = None, filter_minors: bool 
     return _finish(path, (build(i, r) for i, r in rows), limit=limit, filter_minors=filter_minors)
 
 
-def load_coprov2_pairs(
-    path: str | Path, *, limit: int | None = None, filter_minors: bool = True
-) -> list[PromptRecord]:
-    """CoProV2 train pairs: ``prompt`` = unsafe_prompt, ``safe_prompt`` = safe_prompt,
-    categories from ``category`` (CoProV2 spelling such as 'Harrasment' normalised)."""
-    path, _, rows = _read_rows(path, ("unsafe_prompt", "safe_prompt", "category"))
+def _load_coprov2(path, prompt_column: str, safe_column: str | None, split: str, limit, filter_minors):
+    """Both CoProV2 files: one unsafe prompt per row, its category, and (train) its safe twin."""
+    required = (prompt_column, "category") + ((safe_column,) if safe_column else ())
+    path, _, rows = _read_rows(path, required)
 
     def build(i: int, row: dict[str, str]) -> PromptRecord | None:
-        prompt = _clean(row["unsafe_prompt"])
+        prompt = _clean(row[prompt_column])
         if not prompt:
             return None
         categories = _categories(row["category"], path, i)
+        meta = {"file": path.name, "split": split, "row": i}
+        if "pair_id" in row:
+            meta["pair_id"] = row["pair_id"]
         return PromptRecord(
             prompt=prompt,
             source="coprov2",
             categories=categories,
             severity=1 if categories else 0,
-            safe_prompt=_clean(row["safe_prompt"]) or None,
-            meta={"file": path.name, "split": "train", "pair_id": row.get("pair_id", ""), "row": i},
+            safe_prompt=(_clean(row[safe_column]) or None) if safe_column else None,
+            meta=meta,
         )
 
     return _finish(path, (build(i, r) for i, r in rows), limit=limit, filter_minors=filter_minors)
+
+
+def load_coprov2_pairs(
+    path: str | Path, *, limit: int | None = None, filter_minors: bool = True
+) -> list[PromptRecord]:
+    """CoProV2 train pairs: ``prompt`` = unsafe_prompt, ``safe_prompt`` = safe_prompt,
+    categories from ``category`` (CoProV2 spelling such as 'Harrasment' normalised)."""
+    return _load_coprov2(path, "unsafe_prompt", "safe_prompt", "train", limit, filter_minors)
 
 
 def load_coprov2_test(
     path: str | Path, *, limit: int | None = None, filter_minors: bool = True
 ) -> list[PromptRecord]:
     """CoProV2 test: unsafe prompts only (``prompt``, ``category``)."""
-    path, _, rows = _read_rows(path, ("prompt", "category"))
-
-    def build(i: int, row: dict[str, str]) -> PromptRecord | None:
-        prompt = _clean(row["prompt"])
-        if not prompt:
-            return None
-        categories = _categories(row["category"], path, i)
-        return PromptRecord(
-            prompt=prompt,
-            source="coprov2",
-            categories=categories,
-            severity=1 if categories else 0,
-            meta={"file": path.name, "split": "test", "row": i},
-        )
-
-    return _finish(path, (build(i, r) for i, r in rows), limit=limit, filter_minors=filter_minors)
+    return _load_coprov2(path, "prompt", None, "test", limit, filter_minors)
 
 
 def load_coco(path: str | Path, *, limit: int | None = None, filter_minors: bool = True) -> list[PromptRecord]:
