@@ -133,7 +133,7 @@ def _load_vae(path: str, device):
     return AutoencoderKL.from_pretrained(path).requires_grad_(False).eval().to(device)
 
 
-def _augment(x: torch.Tensor, g: torch.Generator | None = None) -> torch.Tensor:
+def _augment(x: torch.Tensor) -> torch.Tensor:
     """Generator-like corruptions for the judge: blur, noise and a colour shift, per image."""
     b = len(x)
     r = torch.rand(b, 3, device=x.device)
@@ -263,6 +263,12 @@ class _Profiler:
             self.prof = None
 
 
+def _check_finite(loss: torch.Tensor, step: int, stage: str) -> None:
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"non-finite loss at step {step} of stage {stage}; the checkpoints "
+                                 "kept are from before it (resume from them with a lower --lr)")
+
+
 def _learning_rate(cfg: PretrainConfig, step: int, elapsed: float) -> float:
     warm = min(1.0, (step + 1) / max(cfg.warmup_steps, 1))
     if cfg.lr_schedule == "constant":
@@ -323,8 +329,6 @@ def run(cfg: PretrainConfig) -> dict:
             break
         with acc.autocast():
             loss, extra = loss_fn(scenes)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite loss at step {progress.step} of stage {cfg.stage}")
         acc.backward(loss)
         grad_norm = acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
         lr = _learning_rate(cfg, progress.step, time.time() - start)
@@ -338,6 +342,10 @@ def run(cfg: PretrainConfig) -> dict:
         bar.update(1)
         if profiler is not None:
             profiler.step(progress.step)
+        # finiteness is checked where the loss is read anyway (logging, checkpoints), not every
+        # step: a per-step check is a device sync on the hot path
+        if progress.step % cfg.log_every == 0 or progress.step == 1 or progress.step % cfg.checkpoint_every == 0:
+            _check_finite(loss, progress.step, cfg.stage)
         if progress.step % cfg.log_every == 0 or progress.step == 1:
             scalars = {"loss": loss.item(), "grad_norm": float(grad_norm), "lr": lr,
                        **{k: float(v.detach()) for k, v in extra.items()}}
