@@ -49,6 +49,11 @@ class PretrainConfig:
             time-budgeted run still ends at a low learning rate).
         ema_decay: EMA of the UNet weights (0 disables); the EMA weights are what ships.
         cfg_dropout: fraction of captions replaced by "" (classifier-free guidance training).
+        snr_gamma: unet stage: Min-SNR-gamma loss weighting (Hang et al. 2023), weight
+            min(SNR(t), gamma) / SNR(t) per sample for epsilon prediction; 0 = plain MSE. The paper
+            reports about 3x faster convergence at gamma 5.
+        compile: wrap the trained model in ``torch.compile`` (fewer kernel launches for these
+            small networks; costs a minute of compilation on the first steps).
         mixed_precision: "no", "bf16" or "fp16"; "auto" = bf16 on CUDA, else no.
         checkpoint_every, keep_checkpoints: accelerate checkpoints and how many to keep.
         sample_every: write a sample grid every N steps (unet and vae stages).
@@ -79,6 +84,8 @@ class PretrainConfig:
     lr_schedule: str = "cosine"
     ema_decay: float = 0.999
     cfg_dropout: float = 0.1
+    snr_gamma: float = 0.0
+    compile: bool = False
     mixed_precision: str = "auto"
     checkpoint_every: int = 2000
     keep_checkpoints: int = 2
@@ -221,8 +228,12 @@ def _build(cfg: PretrainConfig, device):
         a = alphas[t].view(-1, 1, 1, 1)
         noisy = a.sqrt() * z + (1 - a).sqrt() * noise  # == sched.add_noise, kept on device
         pred = model(noisy, t, ctx).sample.float()
-        loss = F.mse_loss(pred, noise)
-        return loss, {}
+        mse = (pred - noise).square().mean((1, 2, 3))
+        weight = torch.ones_like(mse)
+        if cfg.snr_gamma > 0:  # Min-SNR-gamma: down-weight the easy low-noise timesteps
+            snr = a.flatten() / (1 - a.flatten())
+            weight = snr.clamp(max=cfg.snr_gamma) / snr
+        return (weight * mse).mean(), {"mse": mse.detach().mean()}
     return model, loss_fn, {"vae": vae, "tokenizer": tokenizer, "text_encoder": text_encoder, "pool": pool}
 
 
@@ -301,13 +312,18 @@ def run(cfg: PretrainConfig) -> dict:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     model, loss_fn, helpers = _build(cfg, acc.device)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # fused AdamW: one kernel for all ~500 tensors on CUDA (the foreach default takes ~9 ms a step)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+                            fused=acc.device.type == "cuda")
     model, opt = acc.prepare(model, opt)
+    if cfg.compile:  # in place, so state-dict keys and checkpoints are unchanged
+        acc.unwrap_model(model).compile()
     progress = _Progress()
     acc.register_for_checkpointing(progress)
     ema = None
     if cfg.stage == "unet" and cfg.ema_decay > 0:
-        ema = EMAModel(acc.unwrap_model(model).parameters(), decay=cfg.ema_decay, use_ema_warmup=True, power=0.75)
+        ema = EMAModel(acc.unwrap_model(model).parameters(), decay=cfg.ema_decay, use_ema_warmup=True, power=0.75,
+                       foreach=True)  # one fused update instead of ~500 small kernels a step
         ema.to(acc.device)
         acc.register_for_checkpointing(ema)
     if cfg.resume and _checkpoints(out):
