@@ -604,3 +604,29 @@ def test_no_minor_beside_a_sexual_concept():
         records = get_suite(name, n)
         assert not [r for r in records if "sexual" in r.categories and minors & set(r.concepts)]
         assert filter_minors(records)[1] == 0
+
+
+def test_safe_counterpart_is_a_minimal_safe_edit():
+    from scdpo.world.scene import safe_counterpart
+    from scdpo.world.suites import get_suite, suite_scenes
+
+    vocab = load_vocabulary()
+    scenes = [s for s in suite_scenes("eval-mixed", 60) if s.harmful]
+    mapped = {}
+    for s in scenes:
+        t = safe_counterpart(s)
+        assert not t.harmful and t.severity == 0 and t.caption != s.caption
+        assert not any(vocab[c].harmful for c in t.concepts)
+        assert [o.box for o in t.objects] == [o.box for o in s.objects]  # same places and sizes
+        for a, b in zip(s.objects, t.objects):
+            if vocab[a.concept].harmful:
+                assert not vocab[b.concept].minor
+                mapped.setdefault(a.concept, set()).add(b.concept)
+            else:
+                assert a == b  # benign sprites untouched
+        assert (t.background, t.texture) == (s.background, s.texture)
+    # one consistent counterpart per harmful concept (unless it is already in the scene)
+    assert sum(len(v) == 1 for v in mapped.values()) >= 0.9 * len(mapped)
+    recs = get_suite("eval-harmful-explicit", 5)
+    assert all(r.safe_prompt and r.safe_prompt != r.prompt for r in recs)
+    assert get_suite("eval-clean", 3)[0].safe_prompt is None

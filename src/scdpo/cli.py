@@ -15,7 +15,11 @@ from scdpo import __version__
 
 def build_parser() -> argparse.ArgumentParser:
     from scdpo import demo
+    from scdpo.cost import commands as cost_cmd
+    from scdpo.data import commands as data_cmd
+    from scdpo.eval import commands as eval_cmd
     from scdpo.models import commands as models_cmd
+    from scdpo.train import commands as train_cmd
     from scdpo.world import commands as world_cmd
 
     parser = argparse.ArgumentParser(prog="scdpo", description="Safety-Constrained DPO for text-to-image diffusion models.")
@@ -24,6 +28,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     world_cmd.register(sub)
     models_cmd.register(sub)
+    train_cmd.register(sub)
+    cost_cmd.register(sub)
+    data_cmd.register(sub)
+    eval_cmd.register(sub)
     demo.register(sub)
     return parser
 

@@ -1,16 +1,116 @@
-"""`scdpo demo`: what runs on a fresh machine from the README's first command.
+"""`scdpo demo`: the whole method end to end on EmojiWorld, from the shipped base model, on a CPU.
 
-Today it shows the offline world everything else is built on: one labelled grid per prompt suite
-and the harm taxonomy. Later stages (cost model, SCP pairs, SC-DPO, evaluation) extend it.
+Five stages, each the toolkit's own command run with small settings, each resumable (a stage whose
+output is complete is skipped when the demo is run again):
+
+1. ``cost``  train the safety cost model on renders (``scdpo cost train``);
+2. ``scp``   build a small SCP dataset from the base model (``scdpo data build``);
+3. ``lora``  train an SC-DPO LoRA on it (``scdpo train``);
+4. ``eval``  evaluate base and aligned on the same prompts and seeds (``scdpo eval``);
+5. ``compare`` one table, plots and side-by-side grids (``scdpo eval compare``).
+
+The defaults fit the README's promise (about 10 minutes on 2 CPU cores); BENCHMARKS.md has the
+measured time. ``--world-only`` keeps the old behaviour: suite grids and the taxonomy, in seconds.
 """
 
 from __future__ import annotations
 
 import argparse
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
-def run(out: str, n: int = 16, size: int = 64, seed: int = 0) -> list[Path]:
+@dataclass
+class DemoConfig:
+    """Settings of the end-to-end demo.
+
+    Attributes:
+        out: folder for every stage's output (cost/, scp/, lora/, eval-base/, eval-aligned/, compare/).
+        model: base model ("emojiworld" = the shipped one, or a local diffusers folder).
+        cost_pool: EmojiWorld renders the cost model's adapter is trained on.
+        cost_steps: adapter training steps.
+        cost_heldout: held-out renders per suite for the cost model's metrics.
+        harmful_prompts: align-harmful prompts the SCP dataset is built from ...
+        clean_prompts: ... and align-clean prompts (blended 1:1).
+        candidates: images sampled per prompt.
+        sample_steps: DPM-Solver++ steps when building pairs and evaluating.
+        train_steps: SC-DPO optimizer steps (LoRA rank 8, batch ``batch_size`` pairs).
+        batch_size: pairs per SC-DPO step.
+        lr: SC-DPO learning rate.
+        cost_budget, uniform_rule: the SCP builder's rules (docs/dataset-builder.md).
+        eval_prompts: prompts per evaluation suite (eval-harmful-explicit, eval-clean).
+        seed: seeds every stage.
+        world_only: only render the suite grids and print the taxonomy (no models).
+    """
+
+    out: str = "outputs/demo"
+    model: str = "emojiworld"
+    cost_pool: int = 600
+    cost_steps: int = 600
+    cost_heldout: int = 50
+    harmful_prompts: int = 40
+    clean_prompts: int = 40
+    candidates: int = 2
+    sample_steps: int = 15
+    train_steps: int = 120
+    batch_size: int = 8
+    lr: float = 3e-4
+    cost_budget: float = 0.0
+    uniform_rule: str = "skip"
+    eval_prompts: int = 48
+    seed: int = 0
+    world_only: bool = False
+    suites: list[str] = field(default_factory=lambda: ["eval-harmful-explicit", "eval-clean"])
+
+
+def _stage(name: str, done: Path, fn) -> None:
+    if done.exists():
+        print(f"[demo] {name}: done already ({done.parent}), skipped")
+        return
+    t0 = time.time()
+    print(f"[demo] {name} ...", flush=True)
+    fn()
+    print(f"[demo] {name}: {time.time() - t0:.0f} s", flush=True)
+
+
+def run(cfg: DemoConfig) -> dict | None:
+    """Run the demo; returns the comparison summary (None with ``world_only``)."""
+    if cfg.world_only:
+        world(cfg.out)
+        return None
+    from scdpo.cost.train import CostTrainConfig, train as train_cost
+    from scdpo.data.builder import build
+    from scdpo.data.config import BuildConfig
+    from scdpo.eval.compare import compare
+    from scdpo.eval.run import EvalConfig, run as run_eval
+    from scdpo.train.config import TrainConfig
+    from scdpo.train.trainer import train
+
+    out = Path(cfg.out)
+    start = time.time()
+    _stage("cost model", out / "cost" / "config.json", lambda: train_cost(CostTrainConfig(
+        out=str(out / "cost"), pool=cfg.cost_pool, steps=cfg.cost_steps, eval_n=cfg.cost_heldout, seed=cfg.seed)))
+    _stage("SCP dataset", out / "scp" / "README.md", lambda: build(BuildConfig(
+        model=cfg.model, cost_model=str(out / "cost"), reward="emojiworld", out=str(out / "scp"),
+        harmful="align-harmful", clean="align-clean", n_harmful=cfg.harmful_prompts, n_clean=cfg.clean_prompts,
+        candidates=cfg.candidates, steps=cfg.sample_steps, safe_prompt_winner=True, seed=cfg.seed,
+        cost_budget=cfg.cost_budget, uniform_rule=cfg.uniform_rule)))
+    _stage("SC-DPO LoRA", out / "lora" / "pytorch_lora_weights.safetensors", lambda: train(TrainConfig(
+        model=cfg.model, dataset=str(out / "scp"), out=str(out / "lora"), loss="sc-dpo", beta=312.5,
+        lr=cfg.lr, warmup=10, batch_size=cfg.batch_size, max_steps=cfg.train_steps, seed=cfg.seed,
+        checkpoint_every=max(cfg.train_steps // 2, 1), validate_every=0, log_every=10)))
+    for name, lora in (("base", None), ("sc-dpo", str(out / "lora"))):
+        _stage(f"evaluate {name}", out / f"eval-{name}" / "metrics.json", lambda name=name, lora=lora: run_eval(EvalConfig(
+            model=cfg.model, lora=lora, name=name, out=str(out / f"eval-{name}"), suites=list(cfg.suites),
+            limit=cfg.eval_prompts, steps=cfg.sample_steps, cost_model=str(out / "cost"))))
+    summary = compare([str(out / "eval-base"), str(out / "eval-sc-dpo")], out / "compare")
+    print(f"\n[demo] finished in {time.time() - start:.0f} s; report: {out / 'compare' / 'report.html'}")
+    return summary
+
+
+def world(out: str, n: int = 16, size: int = 64, seed: int = 0) -> list[Path]:
+    """One labelled grid per EmojiWorld suite, and the harm taxonomy."""
     from scdpo.utils.grid import save_grid
     from scdpo.world.commands import print_taxonomy
     from scdpo.world.render import render_scenes
@@ -19,7 +119,7 @@ def run(out: str, n: int = 16, size: int = 64, seed: int = 0) -> list[Path]:
     paths = []
     for name in SUITES:
         scenes = suite_scenes(name, n, seed)
-        path = save_grid(render_scenes(scenes, size), Path(out) / f"{name}.png", [s.caption for s in scenes])
+        path = save_grid(render_scenes(scenes, size), Path(out) / "world" / f"{name}.png", [s.caption for s in scenes])
         print(f"{name:24s} -> {path}")
         paths.append(path)
     print()
@@ -28,10 +128,9 @@ def run(out: str, n: int = 16, size: int = 64, seed: int = 0) -> list[Path]:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="render a labelled grid of every EmojiWorld suite and print the taxonomy",
+    from scdpo.utils.config import add_dataclass_args, dataclass_from_args
+
+    p = sub.add_parser("demo", help="end to end on EmojiWorld: cost model, SCP pairs, SC-DPO LoRA, base vs aligned report",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--out", default="outputs/demo", help="folder for the grids")
-    p.add_argument("--n", type=int, default=16, help="images per suite grid")
-    p.add_argument("--size", type=int, default=64, help="image side in pixels")
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=lambda a: run(a.out, a.n, a.size, a.seed))
+    add_dataclass_args(p, DemoConfig, skip=("suites",))
+    p.set_defaults(func=lambda a: run(dataclass_from_args(DemoConfig, a)))

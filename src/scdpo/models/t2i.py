@@ -163,6 +163,35 @@ class T2IModel:
             force_zeros_for_empty_prompt=self.force_zeros_for_empty_prompt, add_watermarker=False,
         )
 
+    def load_lora(self, path: str | os.PathLike, scale: float = 1.0) -> T2IModel:
+        """Fuse a diffusers-format LoRA (a folder holding ``pytorch_lora_weights.safetensors`` or one
+        other ``.safetensors``, or the file itself) into the UNet (and text encoder, if it has text
+        layers) with diffusers' own ``load_lora_weights`` + ``fuse_lora(lora_scale=scale)``, so
+        sampling and prediction use it. The adapter layers are unloaded after fusing: the model is
+        plain again, and fusing a second LoRA adds to the first."""
+        path = Path(path).expanduser()
+        if path.is_file():
+            folder, weight_name = path.parent, path.name
+        elif path.is_dir():
+            files = sorted(p.name for p in path.glob("*.safetensors"))
+            weight_name = "pytorch_lora_weights.safetensors" if "pytorch_lora_weights.safetensors" in files else (
+                files[0] if len(files) == 1 else None)
+            if weight_name is None:
+                raise FileNotFoundError(f"no LoRA weights in {path}: expected pytorch_lora_weights.safetensors "
+                                        f"(or a single .safetensors file), found {files or 'none'}")
+            folder = path
+        else:
+            raise FileNotFoundError(f"LoRA not found: {path}")
+        pipe = self.to_pipeline()
+        try:
+            pipe.load_lora_weights(str(folder), weight_name=weight_name)
+        except (KeyError, ValueError) as err:  # diffusers: keys without 'lora', or for another UNet
+            raise ValueError(f"{folder / weight_name} is not a LoRA for this model: {err}") from err
+        pipe.fuse_lora(lora_scale=scale)
+        pipe.unload_lora_weights()
+        self.clear_prompt_cache()  # fused in place; a text-encoder LoRA changes the encodings
+        return self
+
     def save_pretrained(self, path: str | os.PathLike) -> Path:
         """Write a diffusers pipeline folder; built beside ``path`` and renamed into place (replacing it)."""
         path = Path(path).expanduser()

@@ -10,7 +10,9 @@ and the background colour and texture named are the ones painted.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import re
+import zlib
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
@@ -96,11 +98,40 @@ class Scene:
         return cls(**{**d, "objects": objs, "harmful_categories": tuple(d["harmful_categories"])})
 
     def to_record(self, source: str) -> PromptRecord:
+        """The prompt record; a harmful scene also carries its safe counterpart's caption as
+        ``safe_prompt`` (see :func:`safe_counterpart`)."""
+        safe = safe_counterpart(self) if self.harmful else None
         return PromptRecord(
             prompt=self.caption, source=source, categories=self.harmful_categories,
             concepts=self.concepts, severity=self.severity, seed=self.seed,
-            meta={"scene": self.to_dict()},
+            safe_prompt=safe.caption if safe else None,
+            meta={"scene": self.to_dict(), **({"safe_scene": safe.to_dict()} if safe else {})},
         )
+
+
+def safe_counterpart(scene: Scene, vocab: Vocabulary | None = None) -> Scene:
+    """The minimally edited safe version of a harmful scene, as CoProV2 pairs each unsafe prompt
+    with a minimally changed safe one (Liu et al. 2024): every harmful sprite becomes a benign
+    concept (never a minor, never one already in the scene) at the same place and size, and the
+    caption changes only in that noun."""
+    from scdpo.world.vocab import load_vocabulary
+
+    vocab = vocab or load_vocabulary()
+    present, objects, caption = set(scene.concepts), [], scene.caption
+    for o in scene.objects:
+        if not vocab[o.concept].harmful:
+            objects.append(o)
+            continue
+        # one fixed counterpart per harmful concept (a consistent edit is learnable; a random one
+        # per prompt would teach an average of many objects)
+        order = np.random.default_rng(zlib.crc32(o.concept.encode())).permutation(len(vocab.safe))
+        c = next(vocab.safe[i] for i in order if vocab.safe[i].name not in present and not vocab.safe[i].minor)
+        word = c.synonyms[0]
+        pattern = re.compile(rf"(?:\b(?:a|an) )?((?:small |big )?){re.escape(o.keyword)}\b")
+        caption = pattern.sub(lambda m: with_article(m.group(1) + word), caption, count=1)
+        present.add(c.name)
+        objects.append(replace(o, concept=c.name, index=c.index, keyword=word))
+    return replace(scene, caption=caption, objects=tuple(objects), harmful_categories=(), severity=0)
 
 
 @dataclass(frozen=True)

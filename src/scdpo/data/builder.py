@@ -1,0 +1,243 @@
+"""Build safety-constrained preference pairs (SC-DPO's training data) from any T2I model.
+
+For each prompt: sample K candidates with per-image seeds, score them with the cost model and the
+preference reward, choose a pair by the rules of :mod:`scdpo.data.pairs`, and write Pick-a-Pic
+style parquet. Work is done in chunks of prompts; each finished chunk is one file under
+``out/.work/`` (written under a temporary name and renamed), so a killed run restarted with the
+same command redoes at most one chunk per process. :func:`scdpo.data.card.finalize` then blends
+the kinds, writes ``out/data/train-*.parquet``, ``out/choices.parquet`` and the dataset card.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from scdpo.data.config import BuildConfig, load_source
+from scdpo.data.pairs import choose_clean, choose_harmful, harmful_loser, stable_hash
+from scdpo.utils.io import atomic_path
+from scdpo.world.records import PromptRecord
+
+log = logging.getLogger(__name__)
+Scorer = Callable[[torch.Tensor, list[PromptRecord]], torch.Tensor]
+WORK, MANIFEST = ".work", ".build.json"  # hidden: `datasets` skips both when loading the folder
+
+
+def candidate_seed(seed: int, kind: str, index: int, k: int) -> int:
+    """Seed of candidate ``k`` of prompt ``index`` of ``kind``: independent of chunking and processes."""
+    return stable_hash(seed, kind, index, k) % 2**31
+
+
+def quantize(images: torch.Tensor) -> torch.Tensor:
+    """Round [0, 1] images to 8 bits, exactly as :func:`scdpo.world.dataset.png_bytes` stores them."""
+    return (images.clamp(0, 1) * 255).round() / 255
+
+
+def score_batched(fn: Scorer, images: torch.Tensor, records: list[PromptRecord], batch_size: int, name: str) -> list[float]:
+    parts = []
+    for i in range(0, len(records), batch_size):
+        out = torch.as_tensor(fn(images[i:i + batch_size], records[i:i + batch_size])).float().cpu().reshape(-1)
+        if out.numel() != len(records[i:i + batch_size]):
+            raise ValueError(f"the {name} scorer returned {out.numel()} scores for {len(records[i:i + batch_size])} images")
+        parts.append(out)
+    return torch.cat(parts).tolist() if parts else []
+
+
+def check_image_size(cost_fn: Scorer, resolution: int, cost_model: str) -> None:
+    """A cost scorer that declares ``image_size`` (int or (H, W)) must match the model's images.
+    Scorers that resize internally declare nothing."""
+    size = getattr(cost_fn, "image_size", None)
+    if size is None:
+        return
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    if size != (resolution, resolution):
+        raise ValueError(f"the model samples {resolution}x{resolution} images but cost model {cost_model!r} "
+                         f"expects {size[0]}x{size[1]}")
+
+
+def process_chunk(items: list[tuple[str, int, PromptRecord]], model, cost_fn: Scorer, reward_fn: Scorer,
+                  cfg: BuildConfig) -> tuple[dict, dict]:
+    """Sample, score and choose for one chunk of ``(kind, index, record)``; returns (pairs, choices) columns."""
+    from scdpo.models.sampling import SamplerConfig
+    from scdpo.world.dataset import png_bytes
+
+    rules, K = cfg.rules, cfg.candidates
+    sampler = SamplerConfig(steps=cfg.steps, guidance_scale=cfg.guidance_scale, scheduler=cfg.sampler,
+                            batch_size=cfg.batch_size, progress=False)
+    seeds = [[candidate_seed(cfg.seed, kind, i, k) for k in range(K)] for kind, i, _ in items]
+    records = [r for _, _, r in items for _ in range(K)]
+    # scored as stored: 8-bit, as the PNGs will be, so the cost columns describe the saved images
+    images = quantize(model.sample([r.prompt for r in records], [s for row in seeds for s in row], sampler))
+    costs = score_batched(cost_fn, images, records, cfg.batch_size, "cost")
+    rewards = score_batched(reward_fn, images, records, cfg.batch_size, "reward")
+    costs = [costs[j * K:(j + 1) * K] for j in range(len(items))]
+    rewards = [rewards[j * K:(j + 1) * K] for j in range(len(items))]
+    candidates = [list(images[j * K:(j + 1) * K]) for j in range(len(items))]
+    seeds_used = [list(s) for s in seeds]
+    safe_prompts = [None] * len(items)
+    if rules.safe_prompt_winner:  # second pass: the safe prompt, with the seed of the would-be loser
+        wanted = []
+        for j, (kind, _, r) in enumerate(items):
+            lose = harmful_loser(costs[j], rewards[j], rules) if kind == "harmful" and r.safe_prompt else None
+            if lose is not None and costs[j][lose] > rules.margin:
+                wanted.append((j, seeds[j][lose]))
+        if wanted:
+            safe_images = quantize(model.sample([items[j][2].safe_prompt for j, _ in wanted], [s for _, s in wanted],
+                                                sampler))
+            safe_records = [items[j][2] for j, _ in wanted]  # scored against the caption it is trained under
+            safe_costs = score_batched(cost_fn, safe_images, safe_records, cfg.batch_size, "cost")
+            safe_rewards = score_batched(reward_fn, safe_images, safe_records, cfg.batch_size, "reward")
+            for (j, s), img, c, rw in zip(wanted, safe_images, safe_costs, safe_rewards):
+                safe_prompts[j] = items[j][2].safe_prompt
+                candidates[j].append(img)
+                costs[j].append(c)
+                rewards[j].append(rw)
+                seeds_used[j].append(s)
+    pair_schema, choice_schema = schemas()
+    pairs = {name: [] for name in pair_schema.names}
+    choices = {name: [] for name in choice_schema.names}
+    for j, (kind, i, r) in enumerate(items):
+        pid, category = f"{kind}/{i:06d}", ",".join(r.categories) if kind == "harmful" else ""
+        try:
+            if kind == "harmful":
+                has_safe = safe_prompts[j] is not None
+                choice = choose_harmful(costs[j][:K], rewards[j][:K], rules,
+                                        safe=(costs[j][K], rewards[j][K]) if has_safe else None)
+            else:
+                choice = choose_clean(costs[j], rewards[j], rules)
+        except ValueError as err:
+            raise ValueError(f"prompt {pid} {r.prompt[:60]!r}: {err}") from None
+        side = stable_hash(cfg.seed, "side", kind, i) & 1  # which column the winner goes to
+        for name, value in [("prompt_id", pid), ("kind", kind), ("index", i), ("prompt", r.prompt),
+                            ("category", category), ("reason", choice.reason),
+                            ("status", "pair" if choice.accepted else "skipped"),
+                            ("winner", -1 if choice.winner is None else choice.winner),
+                            ("loser", -1 if choice.loser is None else choice.loser),
+                            ("winner_side", side if choice.accepted else -1), ("safe_prompt", safe_prompts[j]),
+                            ("seeds", seeds_used[j]), ("costs", costs[j]), ("rewards", rewards[j])]:
+            choices[name].append(value)
+        if not choice.accepted:
+            continue
+        order = [choice.winner, choice.loser] if side == 0 else [choice.loser, choice.winner]
+        for col, k in enumerate(order):
+            pairs[f"jpg_{col}"].append(png_bytes(candidates[j][k]))
+            pairs[f"cost_{col}"].append(costs[j][k])
+            pairs[f"reward_{col}"].append(rewards[j][k])
+            pairs[f"seed_{col}"].append(seeds_used[j][k])
+        for name, value in [("caption", r.prompt), ("label_0", float(side == 0)), ("label_1", float(side == 1)),
+                            ("kind", kind), ("category", category), ("prompt_id", pid)]:
+            pairs[name].append(value)
+    return pairs, choices
+
+
+def schemas():
+    """Arrow schemas of the pairs (the output shards) and of the choices."""
+    import pyarrow as pa
+
+    f64, i64, s = pa.float64(), pa.int64(), pa.string()
+    pairs = pa.schema([("caption", s), ("jpg_0", pa.binary()), ("jpg_1", pa.binary()), ("label_0", f64),
+                       ("label_1", f64), ("cost_0", f64), ("cost_1", f64), ("reward_0", f64), ("reward_1", f64),
+                       ("kind", s), ("category", s), ("seed_0", i64), ("seed_1", i64), ("prompt_id", s)])
+    choices = pa.schema([("prompt_id", s), ("kind", s), ("index", i64), ("prompt", s), ("category", s),
+                         ("reason", s), ("status", s), ("winner", i64), ("loser", i64), ("winner_side", i64),
+                         ("safe_prompt", s), ("seeds", pa.list_(i64)), ("costs", pa.list_(f64)),
+                         ("rewards", pa.list_(f64))])
+    return pairs, choices
+
+
+def _write(columns: dict, schema, path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    with atomic_path(path) as tmp:
+        pq.write_table(pa.Table.from_pydict(columns, schema=schema), tmp)
+
+
+def _guard(out: Path, settings: dict) -> dict | None:
+    """Refuse to mix two builds in one folder; returns the manifest if there is one."""
+    path = out / MANIFEST
+    if not path.exists():
+        return None
+    manifest = json.loads(path.read_text())
+    if manifest["settings"] != settings:
+        diff = {k: (manifest["settings"].get(k), v) for k, v in settings.items() if manifest["settings"].get(k) != v}
+        raise ValueError(f"{out} holds a build made with other settings (was, now): {diff}; "
+                         "use another --out or the same settings")
+    return manifest
+
+
+def build(cfg: BuildConfig, model=None, cost_fn: Scorer | None = None, reward_fn: Scorer | None = None) -> dict:
+    """Build (or resume) the dataset in ``cfg.out``; returns the summary also stored in the card.
+
+    ``model`` (anything with ``.sample(prompts, seeds, sampler_config)`` and ``.resolution``),
+    ``cost_fn`` and ``reward_fn`` default to loading ``cfg.model``, ``cfg.cost_model``, ``cfg.reward``.
+    Under ``accelerate launch`` / ``torchrun`` the chunks still to do are dealt round-robin to the
+    processes; the main process writes the output and card and returns the summary, the others ``{}``.
+    """
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+
+    from scdpo.data.card import finalize
+
+    # PartialState only forms a CPU process group when told to (Accelerator reads ACCELERATE_USE_CPU
+    # itself); without it, CPU processes under torchrun would each think they are alone
+    launched = int(os.environ.get("LOCAL_RANK", -1)) != -1
+    # a long barrier timeout: the processes wait for the slowest one before the card is written
+    state = PartialState(cpu=str(cfg.device).startswith("cpu") or parse_flag_from_env("ACCELERATE_USE_CPU")
+                         or (launched and not torch.cuda.is_available()), timeout=timedelta(hours=6))
+    out, settings = Path(cfg.out), cfg.settings()
+    items = [("harmful", i, r) for i, r in enumerate(load_source(cfg.harmful, cfg.n_harmful, "harmful"))]
+    items += [("clean", i, r) for i, r in enumerate(load_source(cfg.clean, cfg.n_clean, "clean"))]
+    if cfg.clean and any(r.harmful for kind, _, r in items if kind == "clean"):
+        log.warning("clean source %s has prompts labelled harmful; they are treated as clean", cfg.clean)
+    manifest = _guard(out, settings)
+    if manifest and manifest.get("complete"):
+        log.info("%s is already complete", out)
+        if state.is_main_process:  # a run killed while it cleaned up
+            shutil.rmtree(out / WORK, ignore_errors=True)
+        return manifest["summary"]
+    n_chunks = -(-len(items) // cfg.chunk_size)
+    work = out / WORK
+    # the chunks still to do are dealt round-robin, so a resumed run stays balanced across processes;
+    # every process lists them before the barrier, i.e. before any process writes a chunk
+    left = [c for c in range(n_chunks) if not (work / f"pairs-{c:05d}.parquet").exists()]
+    todo = left[state.process_index::state.num_processes]
+    state.wait_for_everyone()
+    if state.is_main_process and manifest is None:
+        with atomic_path(out / MANIFEST) as tmp:
+            tmp.write_text(json.dumps({"settings": settings, "complete": False}, indent=1))
+    if todo:
+        # several processes: each its own accelerator (a --device cpu made the state a CPU one)
+        device = state.device if state.num_processes > 1 else cfg.device or state.device
+        if model is None:
+            from scdpo.models.t2i import T2IModel
+
+            model = T2IModel.from_pretrained(cfg.model, device=device)
+        if cost_fn is None:
+            from scdpo.cost import load_cost_scorer
+
+            cost_fn = load_cost_scorer(cfg.cost_model, device)
+        if reward_fn is None:
+            from scdpo.eval.reward import load_reward
+
+            reward_fn = load_reward(cfg.reward, device)
+        check_image_size(cost_fn, model.resolution, cfg.cost_model)
+    pair_schema, choice_schema = schemas()
+    for c in tqdm(todo, desc=f"pairs (process {state.process_index})", unit="chunk"):
+        pairs, choices = process_chunk(items[c * cfg.chunk_size:(c + 1) * cfg.chunk_size], model, cost_fn,
+                                       reward_fn, cfg)
+        # choices first: the pairs file is what marks a chunk done
+        _write(choices, choice_schema, work / f"choices-{c:05d}.parquet")
+        _write(pairs, pair_schema, work / f"pairs-{c:05d}.parquet")
+    state.wait_for_everyone()
+    if not state.is_main_process:  # no barrier after the card: the others need not idle through it
+        return {}
+    return finalize(out, cfg, n_chunks, pair_schema)

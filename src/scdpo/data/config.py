@@ -1,0 +1,113 @@
+"""The build's settings (:class:`BuildConfig`, which `scdpo data build` turns into flags) and how
+a prompt source (an EmojiWorld suite name or a prompt file) becomes prompt records."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+from scdpo.data.pairs import PairRules
+from scdpo.world.records import PromptRecord
+
+# settings that change neither the pairs nor the files: free to differ on resume
+_RUNTIME_FIELDS = ("out", "device", "batch_size")
+
+
+@dataclass
+class BuildConfig:
+    """What `scdpo data build` samples, scores and writes.
+
+    Attributes:
+        model: a local diffusers SD / SDXL pipeline folder, or "emojiworld".
+        cost_model: the safety cost model (a folder written by `scdpo cost train`).
+        reward: the preference reward: emojiworld, emojiworld:JUDGE_DIR or clip:CLIP_DIR
+            (see docs/judges-and-rewards.md).
+        out: output folder (parquet shards in data/, choices.parquet, README.md card).
+        harmful: harmful prompts: an EmojiWorld suite name (e.g. align-harmful) or a prompt file
+            (CoProV2 pairs, I2P, CSV, text). A suite name wins over a file of the same name.
+        clean: clean prompts: a suite name (e.g. align-clean) or a prompt file (COCO, text, CSV).
+        candidates: images sampled per prompt (K).
+        n_harmful, n_clean: use only the first N prompts of each source.
+        steps: sampler steps.
+        guidance_scale: classifier-free guidance weight.
+        sampler: dpmsolver++, ddim or euler.
+        seed: base seed; candidate k of prompt i of a kind uses a seed hashed from (seed, kind, i, k).
+        blend_ratio: harmful pairs per clean pair in the output (1.0 = 1:1); the larger kind is
+            subsampled deterministically. 0 keeps every pair.
+        chunk_size: prompts per resumable work unit (one work file each).
+        shard_size: pairs per output parquet shard.
+        batch_size: images per sampling / scoring batch.
+        device: torch device (default: accelerate's device for this process).
+        cost_tolerance: costs within this of the lowest (highest) count as equally safe (unsafe);
+            among them the reward decides.
+        margin: harmful prompts are all-safe when every candidate costs < -margin, all-unsafe
+            when every candidate costs > +margin.
+        uniform_rule: harmful prompts whose cost does not separate the candidates (all-safe,
+            all-unsafe, all within cost_tolerance): "skip" or pair on "reward".
+        cost_budget: clean prompts: the winner must cost <= this.
+        min_reward_gap: the winner's reward must beat the loser's by more than this (clean and
+            reward pairs), else the prompt is skipped.
+        safe_prompt_winner: for harmful prompts with a safe_prompt (CoProV2 pairs), sample the safe
+            prompt with the loser's seed and make that image the winner when it is safe.
+        strict: stop with an error on a NaN score instead of skipping the prompt.
+    """
+
+    model: str
+    cost_model: str
+    reward: str
+    out: str
+    harmful: str | None = None
+    clean: str | None = None
+    candidates: int = 4
+    n_harmful: int | None = None
+    n_clean: int | None = None
+    steps: int = 20
+    guidance_scale: float = 5.0
+    sampler: str = "dpmsolver++"
+    seed: int = 0
+    blend_ratio: float = 1.0
+    chunk_size: int = 64
+    shard_size: int = 1000
+    batch_size: int = 64
+    device: str | None = None
+    cost_tolerance: float = 0.1
+    margin: float = 0.0
+    uniform_rule: str = "skip"
+    cost_budget: float = 0.0
+    min_reward_gap: float = 0.0
+    safe_prompt_winner: bool = False
+    strict: bool = False
+
+    def __post_init__(self):
+        if self.harmful is None and self.clean is None:
+            raise ValueError("give --harmful and/or --clean prompt sources")
+        if self.candidates < 2:
+            raise ValueError(f"--candidates must be >= 2 to make a pair, got {self.candidates}")
+        if min(self.chunk_size, self.shard_size, self.batch_size) < 1:
+            raise ValueError("chunk_size, shard_size and batch_size must be >= 1")
+        _ = self.rules  # validates the rule fields
+
+    @property
+    def rules(self) -> PairRules:
+        names = {f.name for f in dataclasses.fields(PairRules)}
+        return PairRules(**{k: v for k, v in dataclasses.asdict(self).items() if k in names})
+
+    def settings(self) -> dict:
+        """Everything that determines the dataset (the resume guard compares these)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in _RUNTIME_FIELDS}
+
+
+def load_source(source: str | None, limit: int | None, kind: str) -> list[PromptRecord]:
+    """Records of a suite name or a prompt file; ValueError naming ``source`` if unknown or empty."""
+    from scdpo.models.generate import load_records
+    from scdpo.world.suites import SUITES
+
+    if source is None:
+        return []
+    if source in SUITES:
+        return load_records(source, None, limit)
+    if not Path(source).exists():
+        raise ValueError(f"--{kind} {source!r} is neither an EmojiWorld suite ({', '.join(SUITES)}) "
+                         "nor an existing prompt file")
+    return load_records(None, source, limit)

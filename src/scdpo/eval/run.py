@@ -1,0 +1,314 @@
+"""`scdpo eval`: sample a model on evaluation suites and measure safety and quality.
+
+The metric core (:func:`score_suite`) takes images and their prompt records, so it runs the same on
+sampled images, rendered ground truth or any image set. :func:`run` samples each suite with fixed
+per-prompt seeds (:func:`prompt_seed`, so two models are compared on the same noise), saves the
+images, scores them and writes ``metrics.json`` and ``report.html``. The judge is the EmojiWorld
+judge, never the cost model a policy was trained on (see docs/evaluation.md).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+import time
+import zlib
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+
+from scdpo.world.records import I2P_CATEGORIES, PromptRecord
+
+DEFAULT_SUITES = ["eval-clean", "eval-harmful-explicit", "eval-harmful-implicit", "eval-mixed"]
+#: safe keywords that in captions are mostly not the object (verbs, adjectives, "at home")
+AMBIGUOUS_WORDS = frozenset({"present", "sweet", "home", "letter", "die", "cook", "seat", "star", "orange"})
+
+
+@dataclass
+class EvalConfig:
+    """What `scdpo eval` samples, measures and writes.
+
+    Attributes:
+        model: a local diffusers StableDiffusion(XL)Pipeline folder, or "emojiworld".
+        out: output folder: metrics.json, report.html and suites/NAME/{images.parquet,grid.png}.
+        name: the method's name in reports (default: the LoRA folder's name, else the model's).
+        lora: a diffusers LoRA folder (pytorch_lora_weights.safetensors) fused into the model.
+        lora_scale: LoRA strength when fusing.
+        negative_prompt: negative prompt for classifier-free guidance (the "negative prompt" baseline).
+        suites: EmojiWorld suites, comma- or space-separated ("none" for prompt files only).
+        prompts: prompt files, each one more suite named after the file (I2P, COCO-30k, text...).
+        n_per_prompt: images per prompt.
+        limit: only the first N prompts of each suite and file.
+        steps: sampler steps.
+        guidance_scale: classifier-free guidance weight (--guidance works too).
+        scheduler: dpmsolver++, ddim or euler.
+        batch_size: images per sampling batch.
+        cost_model: a cost model folder (`scdpo cost train`): adds mean cost and fraction > 0.
+        frechet: Frechet distance to reference renders (EmojiWorld suites).
+        nsfw: also score with OpenNSFW (mean and rate at its 0.5 threshold).
+        grid_size: images in each suite's grid (the first ones).
+        device: torch device (default: cuda if available, else cpu).
+    """
+
+    model: str | None = None
+    out: str = "outputs/eval"
+    name: str | None = None
+    lora: str | None = None
+    lora_scale: float = 1.0
+    negative_prompt: str | None = None
+    suites: list[str] = field(default_factory=lambda: list(DEFAULT_SUITES))
+    prompts: list[str] = field(default_factory=list)
+    n_per_prompt: int = 1
+    limit: int | None = None
+    steps: int = 20
+    guidance_scale: float = 5.0
+    scheduler: str = "dpmsolver++"
+    batch_size: int = 64
+    cost_model: str | None = None
+    frechet: bool = True
+    nsfw: bool = False
+    grid_size: int = 32
+    device: str | None = None
+
+    def __post_init__(self):
+        from scdpo.world.suites import get_suite_spec
+
+        if not self.model:
+            raise ValueError("give the model to evaluate with --model (a diffusers folder or 'emojiworld')")
+        items = [self.suites] if isinstance(self.suites, str) else list(self.suites or [])
+        self.suites = [s.strip() for item in items for s in item.split(",") if s.strip() and s.strip() != "none"]
+        for s in self.suites:
+            get_suite_spec(s)  # ValueError naming the unknown suite and the known ones
+        self.prompts = [self.prompts] if isinstance(self.prompts, str) else list(self.prompts or [])
+        if not self.suites and not self.prompts:
+            raise ValueError("nothing to evaluate: give --suites and/or --prompts")
+        if self.n_per_prompt < 1 or (self.limit is not None and self.limit < 1):
+            raise ValueError(f"--n-per-prompt and --limit must be >= 1, got {self.n_per_prompt} and {self.limit}")
+        named = Path(self.lora or self.model)  # a LoRA file is named after its folder
+        self.name = self.name or (named.parent.name if named.suffix == ".safetensors" else named.name)
+
+
+# ------------------------------------------------------------------ prompts and seeds
+def prompt_seed(suite: str, index: int, k: int, record: PromptRecord) -> int:
+    """Seed of image ``k`` of prompt ``index``: the record's own seed for k = 0 when the source
+    fixes one (I2P's evaluation_seed), else a stable hash of (suite, index, k)."""
+    if record.seed is not None and k == 0:
+        return int(record.seed)
+    return zlib.crc32(f"{suite}\0{index}\0{k}".encode())
+
+
+def expand(suite: str, records: list[PromptRecord], n_per_prompt: int) -> list[tuple[int, int, int, PromptRecord]]:
+    """(prompt index, k, seed, record) for every image, prompt-major."""
+    return [(i, k, prompt_seed(suite, i, k, r), r) for i, r in enumerate(records) for k in range(n_per_prompt)]
+
+
+@functools.cache
+def _keyword_index() -> tuple[re.Pattern, dict[str, str]]:
+    from scdpo.world.vocab import load_vocabulary
+
+    words = {w.lower(): c.name for c in load_vocabulary().safe for w in (c.name, *c.synonyms)
+             if w.lower() not in AMBIGUOUS_WORDS}
+    alternation = "|".join(re.escape(w).replace(r"\ ", r"\s+") for w in sorted(words, key=len, reverse=True))
+    return re.compile(rf"\b({alternation})(?:e?s)?\b", re.IGNORECASE), words
+
+
+def mentioned_concepts(text: str) -> tuple[str, ...]:
+    """Benign EmojiWorld concepts a free-text prompt names: whole-word, case-insensitive matches of
+    concept names and training keywords (longest first, optional plural -s/-es), minus the
+    ambiguous words in :data:`AMBIGUOUS_WORDS`. "a hot dog" is the food, not the animal."""
+    pattern, words = _keyword_index()
+    return tuple(dict.fromkeys(words[re.sub(r"\s+", " ", m.group(1).lower())] for m in pattern.finditer(text)))
+
+
+def with_concepts(records: list[PromptRecord]) -> list[PromptRecord]:
+    """Records from prompt files get the concepts their text names (EmojiWorld records keep theirs)."""
+    return [r if r.concepts else replace(r, concepts=mentioned_concepts(r.prompt)) for r in records]
+
+
+def reference_images(records: list[PromptRecord], size: int) -> torch.Tensor | None:
+    """Ground-truth renders of EmojiWorld records (one per prompt), else None."""
+    from scdpo.world.render import render_scenes
+    from scdpo.world.scene import Scene
+
+    if not records or not all("scene" in r.meta for r in records):
+        return None
+    return render_scenes([Scene.from_dict(r.meta["scene"]) for r in records], size)
+
+
+# ------------------------------------------------------------------ metric core
+@dataclass
+class Tools:
+    """The scorers of an evaluation; ``judge`` is the EmojiWorld :class:`~scdpo.eval.judge.Judge`,
+    the others are optional ``Scorer``s (``backbone``: Frechet features)."""
+
+    judge: torch.nn.Module
+    reward: object | None = None
+    cost: object | None = None
+    nsfw: object | None = None
+    backbone: object | None = None
+
+
+def load_tools(cfg: EvalConfig, device) -> Tools:
+    from scdpo.eval.judge import load_default_judge
+    from scdpo.eval.reward import EmojiWorldReward
+
+    judge = load_default_judge(device)
+    tools = Tools(judge, reward=EmojiWorldReward(judge, device))
+    if cfg.cost_model:
+        from scdpo.cost import load_cost_scorer
+
+        tools.cost = load_cost_scorer(cfg.cost_model, device)
+    if cfg.nsfw:
+        from scdpo.eval.nsfw import load_judge
+
+        tools.nsfw = load_judge("opennsfw", device)
+    if cfg.frechet:
+        from scdpo.cost.backbone import image_backbone
+
+        tools.backbone = image_backbone(device=device)
+    return tools
+
+
+def _mean(x: torch.Tensor) -> float | None:
+    return round(float(x.float().mean()), 4) if len(x) else None
+
+
+def score_suite(images: torch.Tensor, records: list[PromptRecord], tools: Tools,
+                reference: torch.Tensor | None = None) -> dict:
+    """Every metric of one suite from its images (N, 3, H, W) in [0, 1] and their records (N).
+
+    Judge metrics come from :func:`~scdpo.eval.presence.judge_records`; free-text records are
+    first given the concepts their prompt names (:func:`with_concepts`) for alignment and reward.
+    """
+    from scdpo.eval.presence import judge_records
+    from scdpo.world.vocab import load_vocabulary
+
+    if len(images) != len(records) or not len(records):
+        raise ValueError(f"{len(images)} images for {len(records)} prompt records")
+    records = with_concepts(records)
+    threshold = float(tools.judge.config.threshold)
+    probs = tools.judge.probabilities(images)
+    m = judge_records(probs, records, threshold)
+    any_harm = (probs[:, [c.index for c in load_vocabulary().harmful]] > threshold).any(1)
+    harmful = torch.tensor([r.harmful for r in records])
+    m["harmful_rate_harmful_prompts"] = _mean(any_harm[harmful])
+    m["harmful_rate_clean_prompts"] = _mean(any_harm[~harmful])
+    m["harmful_images"] = int(harmful.sum())
+    m["category_images"] = {c: n for c in I2P_CATEGORIES if (n := sum(c in r.categories for r in records))}
+    m["alignment_images"] = sum(any(not load_vocabulary()[c].harmful for c in r.concepts) for r in records)
+    if getattr(tools.reward, "judge", None) is tools.judge:  # EmojiWorldReward on this judge: reuse probs
+        m["reward_mean"] = _mean(tools.reward.from_probabilities(probs, records))
+    elif tools.reward is not None:
+        m["reward_mean"] = _mean(tools.reward(images, records))
+    if tools.cost is not None:
+        cost = tools.cost(images, records)
+        m["cost"] = {"mean": _mean(cost), "frac_positive": _mean(cost > 0)}
+    if tools.nsfw is not None:
+        score = tools.nsfw(images, records)
+        m["nsfw"] = {"mean": _mean(score), "rate": _mean(score >= tools.nsfw.threshold)}
+    if tools.backbone is not None and reference is not None and min(len(images), len(reference)) >= 2:
+        from threadpoolctl import threadpool_limits
+
+        from scdpo.eval.frechet import frechet_score
+
+        # one BLAS thread: multithreaded OpenBLAS eigh of a 1280x1280 covariance took 18 s instead
+        # of 0.4 s on a busy 2-core machine (measured)
+        with threadpool_limits(1, user_api="blas"):
+            fd = frechet_score(images, reference, backbone=tools.backbone)
+        m["frechet"] = {**fd, "fd": round(fd["fd"], 4)}
+    return m
+
+
+def headline(m: dict) -> dict[str, float | None]:
+    """The per-suite numbers tables show, in a fixed order (None where not measured)."""
+    return {"harmful_rate": m.get("harmful_rate"), "alignment": m.get("alignment"),
+            "frechet": (m.get("frechet") or {}).get("fd"), "reward": m.get("reward_mean"),
+            "cost_mean": (m.get("cost") or {}).get("mean"), "cost_pos": (m.get("cost") or {}).get("frac_positive"),
+            "nsfw_rate": (m.get("nsfw") or {}).get("rate")}
+
+
+# ------------------------------------------------------------------ images on disk
+def save_images(path: Path, samples: list, images: torch.Tensor) -> None:
+    """One parquet per suite: image (PNG), prompt, seed, prompt_index, k, categories, concepts."""
+    import datasets
+
+    from scdpo.utils.io import atomic_path
+    from scdpo.world.dataset import png_bytes
+
+    rows = {"image": [{"bytes": png_bytes(x), "path": None} for x in images],
+            "prompt": [r.prompt for *_, r in samples], "seed": [s for _, _, s, _ in samples],
+            "prompt_index": [i for i, *_ in samples], "k": [k for _, k, *_ in samples],
+            "categories": [list(r.categories) for *_, r in samples], "concepts": [list(r.concepts) for *_, r in samples]}
+    seq = datasets.Sequence(datasets.Value("string"))
+    features = datasets.Features({"image": datasets.Image(), "prompt": datasets.Value("string"),
+                                  "seed": datasets.Value("int64"), "prompt_index": datasets.Value("int64"),
+                                  "k": datasets.Value("int64"), "categories": seq, "concepts": seq})
+    with atomic_path(path) as tmp:
+        datasets.Dataset.from_dict(rows, features=features).to_parquet(str(tmp))
+
+
+# ------------------------------------------------------------------ the command
+def collect_suites(cfg: EvalConfig) -> dict[str, list[PromptRecord]]:
+    """Suite name -> records; prompt files are named after their stem (made unique). All inputs
+    are read before any model is loaded, so a bad file fails fast."""
+    from scdpo.models.generate import load_records
+
+    out = {s: load_records(s, None, cfg.limit) for s in cfg.suites}
+    for f in cfg.prompts:
+        name = base = re.sub(r"[^\w.-]+", "_", Path(f).stem) or "prompts"
+        n = 2
+        while name in out:
+            name, n = f"{base}-{n}", n + 1
+        out[name] = load_records(None, f, cfg.limit)
+    return out
+
+
+def run(cfg: EvalConfig) -> dict:
+    from tqdm.auto import tqdm
+
+    from scdpo.eval.report import write_report
+    from scdpo.models.sampling import SamplerConfig
+    from scdpo.models.t2i import T2IModel
+    from scdpo.utils.grid import save_grid
+    from scdpo.utils.io import atomic_write_text
+
+    start, out = time.time(), Path(cfg.out)
+    suites = collect_suites(cfg)
+    model = T2IModel.from_pretrained(cfg.model, device=cfg.device)
+    if cfg.lora:
+        model.load_lora(cfg.lora, cfg.lora_scale)
+    tools = load_tools(cfg, model.device)
+    sampler = SamplerConfig(steps=cfg.steps, guidance_scale=cfg.guidance_scale, scheduler=cfg.scheduler,
+                            negative_prompt=cfg.negative_prompt, batch_size=cfg.batch_size)
+    results = {}
+    for name, records in tqdm(suites.items(), desc="eval suites", unit="suite"):
+        t0 = time.time()
+        samples = expand(name, records, cfg.n_per_prompt)
+        images = model.sample([r.prompt for *_, r in samples], [s for _, _, s, _ in samples], sampler)
+        t1 = time.time()
+        folder = out / "suites" / name
+        save_images(folder / "images.parquet", samples, images)
+        ref = reference_images(records, images.shape[-1]) if cfg.frechet else None
+        m = score_suite(images, [r for *_, r in samples], tools, ref)
+        n = min(cfg.grid_size, len(images))
+        save_grid(images[:n], folder / "grid.png", [r.prompt for *_, r in samples[:n]])
+        results[name] = {"kind": "emojiworld" if name in cfg.suites else "prompt-file", "prompts": len(records),
+                         **m, "images_file": f"suites/{name}/images.parquet", "grid": f"suites/{name}/grid.png",
+                         "seconds": {"sample": round(t1 - t0, 2), "score": round(time.time() - t1, 2)}}
+    metrics = {"name": cfg.name, "model": cfg.model, "lora": cfg.lora, "negative_prompt": cfg.negative_prompt,
+               "judge": "emojiworld (shipped, independent of any cost model)", "config": asdict(cfg),
+               "suites": results, "seconds": round(time.time() - start, 2)}
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=1))
+    write_report(metrics, out)
+    print_summary(metrics)
+    return metrics
+
+
+def print_summary(metrics: dict) -> None:
+    from scdpo.eval.report import markdown_table
+
+    rows = [[s, *headline(m).values()] for s, m in metrics["suites"].items()]
+    print(f"\n{metrics['name']}: {len(rows)} suite(s), {metrics['seconds']} s")
+    print(markdown_table(["suite", *headline({})], rows))

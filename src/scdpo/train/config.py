@@ -1,0 +1,185 @@
+"""The trainer's configuration: one documented dataclass, read from YAML and the command line."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from scdpo.train.losses import LOSSES
+
+# Diffusion-DPO's beta with the per-element mean error: 5000 in the authors' SD 1.5 and SDXL
+# launchers (diffusers' script writes the same objective with 2500 = 5000 x 1/2 folded in).
+# EmojiWorld: 5000 x (16*16*4) / (64*64*4) = 312.5, i.e. the same strength per latent element
+# as SD 1.5 at 512 px (docs/method.md, "beta").
+BETA_DEFAULTS = {"sd": 5000.0, "sdxl": 5000.0, "emojiworld": 312.5}
+LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
+
+
+@dataclass
+class TrainConfig:
+    """Settings of one `scdpo train` run (YAML under configs/, each key overridable as --key).
+
+    Attributes:
+        model: base model: a local diffusers StableDiffusion(XL)Pipeline folder, or "emojiworld".
+        dataset: Pick-a-Pic-format preference pairs: a .parquet file or a folder of them (columns
+            caption, jpg_0, jpg_1, label_0; cost_0, cost_1 for sc-dpo; kind for safetydpo).
+        out: output folder: the LoRA (pytorch_lora_weights.safetensors) or unet/, checkpoints/,
+            logs/ (TensorBoard), samples/, metrics.json.
+        loss: "dpo" (Diffusion-DPO), "sc-dpo" (safety-constrained, docs/method.md) or
+            "safetydpo" (Diffusion-DPO on the kind == "harmful" pairs only).
+        beta: KL strength of Diffusion-DPO (per-element mean errors); default by model: 5000 for
+            SD/SDXL (the Diffusion-DPO authors' launchers), 312.5 for "emojiworld".
+        cost_margin: sc-dpo (a): margin m of m*tanh((c_l - c_w)_+) in logits; 0 turns it off.
+        constraint: sc-dpo (b): the Lagrangian safety constraint on cost-weighted implicit rewards.
+        lambda_init: initial Lagrange multiplier of the constraint.
+        lambda_lr: dual-ascent step size: lambda <- max(0, lambda + lambda_lr * (J - cost_budget)).
+        cost_budget: budget of the constraint J (in logits; 0 = the policy may not raise the
+            likelihood of harmful samples above the reference's, on average).
+        focus_gamma: sc-dpo (c): Dynamic Focusing exponent of (1 - sigmoid(z))^gamma; 0 turns it off.
+        winner_weight: sc-dpo (d): weight a of the winner-likelihood term -a * rho_w, i.e. the
+            denoising loss on preferred images scaled by a * beta / 2 (DPO + NLL as in RPO, Pang et
+            al. 2024); it stops DPO from widening the margin only by degrading both images. 0 = off.
+        full: full fine-tuning of the UNet (the reference is a frozen copy) instead of LoRA.
+        lora_rank, lora_alpha: LoRA rank and alpha (alpha default: the rank, i.e. scale 1).
+        lora_targets: module names LoRA adapts (peft target_modules).
+        lr: AdamW learning rate (after warm-up; constant).
+        warmup: linear warm-up steps.
+        weight_decay, max_grad_norm: AdamW weight decay; gradient clipping.
+        batch_size: pairs per micro-batch and process (the UNet sees 2x this).
+        grad_accum: micro-batches per optimizer step (global batch = batch_size * grad_accum * GPUs).
+        max_steps: optimizer steps.
+        mixed_precision: "no", "fp16", "bf16", or "auto" (the accelerate launch config's, else bf16 on
+            CUDA and no on CPU). With LoRA the frozen weights are kept in this precision too.
+        gradient_checkpointing: recompute UNet activations in the backward pass (less memory).
+        caption_dropout: fraction of captions replaced by "" (the Diffusion-DPO authors used 0.2).
+        cache_latents: encode every image with the VAE once, before training (each process keeps
+            all latents on its device; for datasets that fit).
+        resize: resize and centre-crop images of another size instead of refusing them.
+        workers: DataLoader worker processes decoding images (0 = in the training process).
+        seed: seeds the data order, noise, timesteps and caption dropout (all derived per step).
+        log_every: TensorBoard / progress-bar interval in steps.
+        checkpoint_every, keep_checkpoints: accelerate checkpoints every N steps; keep the last K.
+        validate_every: sample a grid of fixed prompts every N steps (0: only at the end).
+        validate_prompts: prompts of the grid (default: validate_n harmful and validate_n clean
+            EmojiWorld prompts, from eval-harmful-explicit and eval-clean).
+        validate_n: EmojiWorld prompts per suite in the default grid.
+        validate_steps: sampler steps of the grid.
+        validate_judge: also report the EmojiWorld judge's harmful rate and alignment on the grid
+            (skipped when no judge is shipped).
+        max_nonfinite_in_row: abort after this many consecutive non-finite steps (each one skipped).
+        resume: continue from the newest checkpoint in out/checkpoints.
+        merge: also export a whole pipeline folder (out/pipeline) with the LoRA fused in.
+        device: "cpu" forces the CPU; otherwise accelerate picks this process's GPU (or the CPU).
+    """
+
+    model: str
+    dataset: str
+    out: str
+    loss: str = "sc-dpo"
+    beta: float | None = None
+    cost_margin: float = 1.0
+    constraint: bool = True
+    lambda_init: float = 1.0
+    lambda_lr: float = 0.05
+    cost_budget: float = 0.0
+    focus_gamma: float = 2.0
+    winner_weight: float = 0.0
+    full: bool = False
+    lora_rank: int = 8
+    lora_alpha: float | None = None
+    lora_targets: list[str] = field(default_factory=lambda: list(LORA_TARGETS))
+    lr: float = 1e-5
+    warmup: int = 0
+    weight_decay: float = 1e-2
+    max_grad_norm: float = 1.0
+    batch_size: int = 4
+    grad_accum: int = 1
+    max_steps: int = 1000
+    mixed_precision: str = "auto"
+    gradient_checkpointing: bool = False
+    caption_dropout: float = 0.0
+    cache_latents: bool = False
+    resize: bool = False
+    workers: int = 0
+    seed: int = 0
+    log_every: int = 10
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 2
+    validate_every: int = 0
+    validate_prompts: list[str] | None = None
+    validate_n: int = 8
+    validate_steps: int = 20
+    validate_judge: bool = False
+    max_nonfinite_in_row: int = 5
+    resume: bool = False
+    merge: bool = False
+    device: str | None = None
+
+    def __post_init__(self):
+        if self.loss not in LOSSES:
+            raise ValueError(f"unknown loss {self.loss!r}; choose one of {', '.join(LOSSES)}")
+        if self.beta is None:
+            self.beta = BETA_DEFAULTS["emojiworld" if str(self.model) == "emojiworld" else "sd"]
+        if not self.beta > 0:
+            raise ValueError(f"beta must be > 0, got {self.beta}")
+        if self.mixed_precision not in ("auto", "no", "fp16", "bf16"):
+            raise ValueError(f"mixed_precision must be auto, no, fp16 or bf16, got {self.mixed_precision!r}")
+        for name in ("batch_size", "grad_accum", "max_steps", "checkpoint_every", "keep_checkpoints",
+                     "lora_rank", "log_every", "max_nonfinite_in_row", "validate_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("lr", "lambda_lr", "lambda_init", "cost_margin", "focus_gamma", "winner_weight", "warmup",
+                     "weight_decay", "validate_every", "workers", "validate_n"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0 <= self.caption_dropout < 1:
+            raise ValueError(f"caption_dropout must be in [0, 1), got {self.caption_dropout}")
+        if self.lora_alpha is None:
+            self.lora_alpha = float(self.lora_rank)
+        if isinstance(self.lora_targets, str):
+            self.lora_targets = [t.strip() for t in self.lora_targets.split(",") if t.strip()]
+
+    @property
+    def uses_costs(self) -> bool:
+        """Whether the loss reads cost_0/cost_1."""
+        return self.loss == "sc-dpo" and (self.cost_margin > 0 or self.constraint)
+
+
+def load_yaml_config(path: str | Path) -> dict:
+    """Read a YAML config file into TrainConfig field values (unknown keys are an error)."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no config file {path}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path} is not valid YAML: {err}") from err
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path} must hold a mapping of TrainConfig keys, got {type(raw).__name__}")
+    raw = {str(k).replace("-", "_"): v for k, v in raw.items()}
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ValueError(f"{path}: unknown key(s) {', '.join(unknown)}; see `scdpo train --help`")
+    return {k: _coerce(k, v, path) for k, v in raw.items()}
+
+
+def _coerce(name: str, value, path):
+    """YAML reads ``1e-5`` as a string (YAML 1.1 wants ``1.0e-5``): convert to the field's type."""
+    hint = typing.get_type_hints(TrainConfig)[name]
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):  # X | None -> X
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    tp = hint
+    if value is None or typing.get_origin(tp) is list:
+        return value
+    try:
+        if tp is bool and not isinstance(value, bool):
+            raise ValueError
+        return tp(value) if tp in (int, float, str) else value
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{path}: {name} must be a {tp.__name__}, got {value!r}") from err

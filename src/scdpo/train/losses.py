@@ -1,0 +1,189 @@
+"""Preference losses for diffusion models, all with one signature (see :data:`LossFn`).
+
+Every loss receives the per-sample denoising errors of the policy and of the frozen reference on
+the winner and the loser of each pair (winner and loser share noise and timestep, so their errors
+are comparable) and returns a loss per pair plus detached statistics for logging.
+
+Notation (docs/method.md gives the derivations):
+
+* ``e = mean over (C, H, W) of (prediction - target)^2``, per sample;
+* implicit reward of a sample ``rho = -(beta / 2) (e_theta - e_ref)`` (Diffusion-DPO's
+  reparametrised reward, Wallace et al. 2024, with the factor 1/2 of the authors' code);
+* Diffusion-DPO logit ``z = rho_w - rho_l = -(beta/2) [(e_w - e_l) - (e_ref_w - e_ref_l)]``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["LOSSES", "LossFn", "LossState", "PairBatchInfo", "get_loss", "update_state"]
+
+FOCUS_EMA = 0.9  # decay of the running mean that normalises focusing weights (see update_state)
+
+
+@dataclass
+class PairBatchInfo:
+    """Per-pair side information.  ``cost_w``/``cost_l``: safety costs of winner and loser
+    (higher = more harmful, 0 = the safe/harmful threshold), float32 (B,) or None when the dataset
+    has none; ``harmful``: bool (B,), pairs from harmful prompts, or None."""
+
+    cost_w: torch.Tensor | None = None
+    cost_l: torch.Tensor | None = None
+    harmful: torch.Tensor | None = None
+
+
+@dataclass
+class LossState:
+    """Training state the losses read, updated once per optimizer step by :func:`update_state` and
+    saved in every checkpoint: ``lam`` the Lagrange multiplier of the safety constraint,
+    ``focus_mean`` the running mean of the focusing weights (None before the first step)."""
+
+    lam: float = 0.0
+    focus_mean: float | None = None
+
+    def to_dict(self) -> dict:
+        return {"lam": self.lam, "focus_mean": self.focus_mean}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> LossState:
+        return cls(lam=float(d["lam"]), focus_mean=None if d.get("focus_mean") is None else float(d["focus_mean"]))
+
+
+class LossConfig(Protocol):
+    """The fields of :class:`scdpo.train.config.TrainConfig` that losses read."""
+
+    beta: float
+    cost_margin: float
+    constraint: bool
+    focus_gamma: float
+    winner_weight: float
+    lambda_lr: float
+    cost_budget: float
+
+
+LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, PairBatchInfo, LossConfig, LossState],
+                  tuple[torch.Tensor, dict[str, torch.Tensor]]]
+"""``loss_fn(err_w, err_l, ref_err_w, ref_err_l, info, cfg, state) -> (loss per pair (B,), stats)``."""
+
+
+def _common_stats(err_w, err_l, ref_err_w, ref_err_l, rho_w, rho_l, z) -> dict[str, torch.Tensor]:
+    return {
+        "implicit_acc": (z > 0).float().mean(),  # fraction of pairs the policy orders right vs the reference
+        "margin": z.mean(),
+        "reward_w": rho_w.mean(), "reward_l": rho_l.mean(),
+        # > 0: the policy denoises this sample worse than the reference (Diffusion-DPO raises both)
+        "err_w_vs_ref": (err_w - ref_err_w).mean(), "err_l_vs_ref": (err_l - ref_err_l).mean(),
+        "mse_policy": torch.cat([err_w, err_l]).mean(), "mse_ref": torch.cat([ref_err_w, ref_err_l]).mean(),
+    }
+
+
+def _rewards(err_w, err_l, ref_err_w, ref_err_l, beta: float):
+    rho_w = -0.5 * beta * (err_w.float() - ref_err_w.float())
+    rho_l = -0.5 * beta * (err_l.float() - ref_err_l.float())
+    return rho_w, rho_l
+
+
+def dpo_loss(err_w, err_l, ref_err_w, ref_err_l, info: PairBatchInfo, cfg: LossConfig, state: LossState):
+    """Diffusion-DPO (Wallace et al., CVPR 2024, eq. 14 as implemented by the authors):
+    ``loss = -log sigmoid(z)``, ``z = -(beta/2) [(e_w - e_l) - (e_ref_w - e_ref_l)]``."""
+    rho_w, rho_l = _rewards(err_w, err_l, ref_err_w, ref_err_l, cfg.beta)
+    z = rho_w - rho_l
+    return -F.logsigmoid(z), _common_stats(err_w, err_l, ref_err_w, ref_err_l, rho_w, rho_l, z)
+
+
+def _need_costs(info: PairBatchInfo, part: str) -> tuple[torch.Tensor, torch.Tensor]:
+    if info.cost_w is None or info.cost_l is None:
+        raise ValueError(f"sc-dpo's {part} needs the costs of both images (dataset columns cost_0 and cost_1)")
+    return info.cost_w.float(), info.cost_l.float()
+
+
+def cost_margin(cost_w: torch.Tensor, cost_l: torch.Tensor, m: float) -> torch.Tensor:
+    """Cost-aware margin ``m * tanh((c_l - c_w)_+)``: pairs whose loser is much costlier than the
+    winner must be separated by up to ``m`` logits more (an offset as in ODPO, Amini et al. 2024);
+    tanh bounds it whatever the cost model's scale."""
+    return m * torch.tanh(F.relu(cost_l - cost_w))
+
+
+def harmfulness(cost: torch.Tensor) -> torch.Tensor:
+    """Weight of a sample in the safety constraint: ``tanh(c_+)``, 0 for safe samples (c <= 0)."""
+    return torch.tanh(F.relu(cost))
+
+
+def focus_weights(z: torch.Tensor, gamma: float, running_mean: float | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dynamic Focusing Mechanism: focal weight ``(1 - sigmoid(z))^gamma`` (Lin et al. 2017, with
+    p = sigmoid(z) the probability the pair is ordered right), detached, divided by its mean so the
+    effective learning rate stays DPO's.  The mean is the running one from :func:`update_state`
+    (shared by all processes, so it also works at micro-batch 1), or the batch's before the first
+    update.  Returns (normalised weights, raw weights)."""
+    raw = torch.sigmoid(-z.detach()).pow(gamma)
+    denom = raw.mean() if running_mean is None else torch.as_tensor(running_mean, dtype=raw.dtype, device=raw.device)
+    return raw / denom.clamp_min(1e-12), raw
+
+
+def sc_dpo_loss(err_w, err_l, ref_err_w, ref_err_l, info: PairBatchInfo, cfg: LossConfig, state: LossState):
+    """SC-DPO as reconstructed here (the paper's formulas are not public; docs/method.md):
+
+    ``z' = z - m tanh((c_l - c_w)_+)``                       (a) cost-aware margin, off if m = 0
+    ``l_pref = w * -log sigmoid(z')``, ``w = focus(z')``      (c) focusing, off if gamma = 0
+    ``J = (tanh(c_w+) rho_w + tanh(c_l+) rho_l) / 2``         (b) constraint, off if not cfg.constraint
+    ``loss = l_pref - a rho_w + lambda * J``, lambda from dual ascent on ``E[J] - budget`` (C-DPO,
+    Liu et al. 2024); ``- a rho_w`` (d) is the winner-likelihood term (RPO, Pang et al. 2024), off if a = 0.
+    """
+    rho_w, rho_l = _rewards(err_w, err_l, ref_err_w, ref_err_l, cfg.beta)
+    z = rho_w - rho_l
+    stats = _common_stats(err_w, err_l, ref_err_w, ref_err_l, rho_w, rho_l, z)
+    logit = z
+    if cfg.cost_margin > 0:
+        cost_w, cost_l = _need_costs(info, "cost-aware margin")
+        m = cost_margin(cost_w, cost_l, cfg.cost_margin)
+        logit = z - m
+        stats["cost_margin"] = m.mean()
+        stats["implicit_acc_margin"] = (logit > 0).float().mean()
+    loss = -F.logsigmoid(logit)
+    if cfg.focus_gamma > 0:
+        w, raw = focus_weights(logit, cfg.focus_gamma, state.focus_mean)
+        loss = w * loss
+        stats.update(focus_raw_mean=raw.mean(), focus_mean=w.mean(), focus_max=w.max())
+    if cfg.winner_weight > 0:  # (d) keep raising the preferred sample's likelihood (DPO + NLL)
+        loss = loss - cfg.winner_weight * rho_w
+        stats["winner_term"] = (-rho_w).mean().detach()
+    if cfg.constraint:
+        cost_w, cost_l = _need_costs(info, "safety constraint")
+        j = 0.5 * (harmfulness(cost_w) * rho_w + harmfulness(cost_l) * rho_l)
+        loss = loss + state.lam * j
+        stats["constraint"] = j.mean().detach()
+    return loss, stats
+
+
+def safetydpo_loss(err_w, err_l, ref_err_w, ref_err_l, info: PairBatchInfo, cfg: LossConfig, state: LossState):
+    """SafetyDPO (Liu et al. 2024): Diffusion-DPO trained on (safe, unsafe) pairs of harmful prompts
+    only; the trainer keeps only ``kind == "harmful"`` pairs, so the loss itself is :func:`dpo_loss`."""
+    return dpo_loss(err_w, err_l, ref_err_w, ref_err_l, info, cfg, state)
+
+
+LOSSES: dict[str, LossFn] = {"dpo": dpo_loss, "sc-dpo": sc_dpo_loss, "safetydpo": safetydpo_loss}
+
+
+def get_loss(name: str) -> LossFn:
+    if name not in LOSSES:
+        raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}")
+    return LOSSES[name]
+
+
+def update_state(state: LossState, stats: dict[str, float], cfg: LossConfig) -> LossState:
+    """Once per optimizer step, with ``stats`` averaged over the step's micro-batches and processes:
+
+    * dual ascent on the constraint (C-DPO): ``lambda <- max(0, lambda + lr_lambda (J - budget))``;
+    * running mean of the raw focusing weights, ``M <- 0.9 M + 0.1 mean(w_raw)``.
+    """
+    if getattr(cfg, "constraint", False) and "constraint" in stats and math.isfinite(stats["constraint"]):
+        state.lam = max(0.0, state.lam + cfg.lambda_lr * (stats["constraint"] - cfg.cost_budget))
+    raw = stats.get("focus_raw_mean")
+    if raw is not None and math.isfinite(raw):
+        state.focus_mean = raw if state.focus_mean is None else FOCUS_EMA * state.focus_mean + (1 - FOCUS_EMA) * raw
+    return state

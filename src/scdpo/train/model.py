@@ -1,0 +1,142 @@
+"""Policy and reference UNets for preference training, and what the trainer writes out.
+
+LoRA (the default): peft adapters on the UNet, added the diffusers way (``unet.add_adapter``).
+The reference is the same UNet with its adapters disabled (as diffusers' Diffusion-DPO script
+does), never a second copy.  Full fine-tuning: the reference is a frozen copy of the base UNet.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from scdpo.models.t2i import Conditioning, T2IModel
+from scdpo.utils.io import current_umask
+
+LORA_FILE = "pytorch_lora_weights.safetensors"
+
+
+@contextlib.contextmanager
+def using_unet(model: T2IModel, unet):
+    """Make ``model.predict`` (and sampling) run ``unet`` (e.g. the DDP-wrapped policy) for a while."""
+    saved, model.unet = model.unet, unet
+    try:
+        yield model
+    finally:
+        model.unet = saved
+
+
+def add_lora(unet, rank: int, alpha: float, targets: list[str]) -> None:
+    """Freeze the UNet and add a trainable LoRA adapter (B = 0 at init, so policy == reference)."""
+    from diffusers.training_utils import cast_training_params
+    from peft import LoraConfig
+
+    unet.requires_grad_(False)
+    names = [n for n, _ in unet.named_modules()]
+    missing = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
+    if missing:
+        raise ValueError(f"LoRA target module(s) {', '.join(missing)} not found in the UNet")
+    unet.add_adapter(LoraConfig(r=rank, lora_alpha=alpha, init_lora_weights="gaussian", target_modules=list(targets)))
+    cast_training_params(unet, torch.float32)  # trainable LoRA in fp32 even when the base is bf16/fp16
+
+
+class Reference:
+    """The frozen reference's prediction: ``ref(model, noisy, t, cond)`` without gradients."""
+
+    def __init__(self, policy_unet, full: bool, dtype: torch.dtype):
+        self.unet = policy_unet
+        self.copy = None
+        if full:  # before training: the base weights
+            self.copy = copy.deepcopy(policy_unet).requires_grad_(False).eval().to(dtype=dtype)
+            if getattr(self.copy, "is_gradient_checkpointing", False):
+                self.copy.disable_gradient_checkpointing()
+
+    @contextlib.contextmanager
+    def active(self, model: T2IModel):
+        if self.copy is not None:
+            with using_unet(model, self.copy):
+                yield
+            return
+        self.unet.disable_adapters()
+        try:
+            with using_unet(model, self.unet):
+                yield
+        finally:
+            self.unet.enable_adapters()
+
+    @torch.no_grad()
+    def __call__(self, model: T2IModel, noisy: torch.Tensor, t: torch.Tensor, cond: Conditioning) -> torch.Tensor:
+        with self.active(model):
+            return model.predict(noisy, t, cond)
+
+
+def lora_state_dict(unet) -> dict[str, torch.Tensor]:
+    """The adapter's weights in peft's naming (what checkpoints hold)."""
+    from peft.utils import get_peft_model_state_dict
+
+    return {k: v.detach().contiguous() for k, v in get_peft_model_state_dict(unet).items()}
+
+
+def load_lora_state_dict(unet, state: dict[str, torch.Tensor]) -> None:
+    from peft.utils import set_peft_model_state_dict
+
+    result = set_peft_model_state_dict(unet, state)
+    unexpected = getattr(result, "unexpected_keys", None)
+    if unexpected:
+        raise ValueError(f"checkpoint LoRA has keys the UNet does not: {unexpected[:3]}")
+
+
+def save_lora(unet, out: str | Path, family: str) -> Path:
+    """Write ``out/pytorch_lora_weights.safetensors`` in diffusers' format with the adapter's
+    config as metadata (so alpha survives), loadable by ``pipeline.load_lora_weights(out)``."""
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+    from diffusers.utils import convert_state_dict_to_diffusers
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    pipe_cls = StableDiffusionXLPipeline if family == "sdxl" else StableDiffusionPipeline
+    layers = convert_state_dict_to_diffusers({k: v.float().cpu() for k, v in lora_state_dict(unet).items()})
+    with tempfile.TemporaryDirectory(dir=out, prefix=".lora-") as tmp:
+        pipe_cls.save_lora_weights(tmp, unet_lora_layers=layers, weight_name=LORA_FILE,
+                                   unet_lora_adapter_metadata=unet.peft_config["default"].to_dict())
+        os.chmod(Path(tmp) / LORA_FILE, 0o666 & ~current_umask())
+        os.replace(Path(tmp) / LORA_FILE, out / LORA_FILE)
+    return out / LORA_FILE
+
+
+def save_unet(unet, out: str | Path) -> Path:
+    """Write a full diffusers UNet folder ``out`` (built beside it, then renamed into place)."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        unet.save_pretrained(tmp)
+        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes it private
+        if out.exists():
+            shutil.rmtree(out)
+        os.rename(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def export_pipeline(base: str, out: str | Path, *, lora_dir: str | Path | None = None, unet=None,
+                    device=None) -> Path:
+    """A whole pipeline folder: the base model (fp32) with the LoRA in ``lora_dir`` fused in by
+    plain diffusers (``load_lora_weights`` + ``fuse_lora``), or with ``unet`` (full fine-tuning)."""
+    model = T2IModel.from_pretrained(base, device=device or "cpu", dtype=torch.float32)
+    if unet is not None:
+        model.unet = copy.deepcopy(unet).to(model.device, torch.float32)
+    pipe = model.to_pipeline()
+    if lora_dir is not None:
+        pipe.load_lora_weights(str(lora_dir), weight_name=LORA_FILE)
+        pipe.fuse_lora()
+        pipe.unload_lora_weights()
+        model.unet = pipe.unet
+    return model.save_pretrained(out)

@@ -1,0 +1,70 @@
+"""One Diffusion-DPO forward: per-sample denoising errors of policy and reference on a batch of
+pairs.  Winner and loser share noise and timestep and go through the UNet in one batch
+``[winners; losers]``; the prompt is encoded once and repeated (as Wallace et al.'s code does)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from scdpo.models.t2i import Conditioning, T2IModel
+from scdpo.train.losses import PairBatchInfo
+
+
+def step_generator(seed: int, position: int, process_index: int) -> torch.Generator:
+    """The CPU generator of one micro-batch: a function of (seed, stream position, process) only,
+    so a resumed run draws the same noise, timesteps and caption dropout as an uninterrupted one
+    (and CPU and GPU runs draw the same numbers)."""
+    state = np.random.SeedSequence([seed, position, process_index]).generate_state(2, np.uint64)
+    return torch.Generator().manual_seed(int(state[0] >> np.uint64(1)))
+
+
+def batch_info(batch: dict, device) -> PairBatchInfo:
+    def col(name, dtype):
+        return torch.as_tensor(batch[name], dtype=dtype).to(device)
+    return PairBatchInfo(cost_w=col("cost_w", torch.float32), cost_l=col("cost_l", torch.float32),
+                         harmful=col("harmful", torch.bool))
+
+
+@torch.no_grad()
+def pair_latents(model: T2IModel, batch: dict, cache: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scaled VAE latents (posterior mean) of winners and losers, from ``cache`` (N, 2, C, h, w)
+    when latents were precomputed, else encoded now."""
+    if cache is not None:
+        idx = torch.as_tensor(batch["index"], device=cache.device)
+        both = cache[idx].to(model.device)
+        return both[:, 0], both[:, 1]
+    images = torch.cat([batch["image_w"], batch["image_l"]]).to(model.device)
+    latents = model.encode_images(images)
+    return latents.chunk(2)
+
+
+def pair_errors(model: T2IModel, policy, reference, batch: dict, gen: torch.Generator, *,
+                caption_dropout: float = 0.0, cache: torch.Tensor | None = None):
+    """``(err_w, err_l, ref_err_w, ref_err_l)``, each (B,) float32: the mean over (C, H, W) of the
+    squared error between prediction and regression target (epsilon, v or sample, per the model).
+
+    ``policy`` is the (possibly DDP-wrapped) trainable UNet; ``reference(model, noisy, t, cond)``
+    returns the frozen reference's prediction without gradients.
+    """
+    from scdpo.train.model import using_unet
+
+    lat_w, lat_l = pair_latents(model, batch, cache)
+    b = len(lat_w)
+    captions = list(batch["caption"])
+    if caption_dropout > 0:
+        drop = torch.rand(b, generator=gen) < caption_dropout
+        captions = ["" if d else c for c, d in zip(captions, drop.tolist())]
+    noise = torch.randn(lat_w.shape, generator=gen).to(model.device, lat_w.dtype)
+    t = torch.randint(0, model.noise_scheduler.config.num_train_timesteps, (b,), generator=gen).to(model.device)
+    latents = torch.cat([lat_w, lat_l])
+    noise, t = torch.cat([noise, noise]), torch.cat([t, t])
+    cond = model.encode_prompts(captions)
+    cond = Conditioning.cat([cond, cond])
+    noisy = model.add_noise(latents, noise, t)
+    target = model.noise_target(latents, noise, t).float()
+    with using_unet(model, policy):
+        pred = model.predict(noisy, t, cond)
+    err = (pred.float() - target).pow(2).mean(dim=(1, 2, 3))
+    ref_err = (reference(model, noisy, t, cond).float() - target).pow(2).mean(dim=(1, 2, 3))
+    return (*err.chunk(2), *ref_err.chunk(2))

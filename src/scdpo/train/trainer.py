@@ -1,0 +1,264 @@
+"""The SC-DPO trainer: Diffusion-DPO, SafetyDPO and SC-DPO on Pick-a-Pic-format pairs.
+
+accelerate gives devices, mixed precision, multi-GPU (``accelerate launch``) and checkpoints;
+TensorBoard and tqdm show progress.  A checkpoint holds the trainable weights (the LoRA only, in
+LoRA mode), the optimizer and ``trainer_state.json`` (step, data position, lambda, focusing mean,
+non-finite counters); with all per-step randomness derived from (seed, data position), a resumed
+run continues exactly as an uninterrupted one would have.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import math
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from scdpo.train import model as tm
+from scdpo.train.checkpoint import Progress, checkpoints, resume, save_checkpoint
+from scdpo.train.config import TrainConfig
+from scdpo.train.data import PreferencePairs, StreamSampler
+from scdpo.train.losses import LossState, get_loss, update_state
+from scdpo.train.step import batch_info, pair_errors, step_generator
+from scdpo.utils.io import atomic_write_text
+
+__all__ = ["TrainConfig", "TrainingDiverged", "train"]
+log = logging.getLogger(__name__)
+LORA_CKPT = "lora.safetensors"
+
+
+class TrainingDiverged(RuntimeError):
+    """Too many non-finite steps in a row."""
+
+
+def _accelerator(cfg: TrainConfig, out: Path):
+    import os
+
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, GradientState
+    from accelerate.utils import ProjectConfiguration
+
+    mp = cfg.mixed_precision
+    if mp == "auto":  # the `accelerate launch` config's choice, else bf16 on CUDA
+        mp = os.environ.get("ACCELERATE_MIXED_PRECISION") or ("bf16" if torch.cuda.is_available() else "no")
+    kwargs = {"cpu": True} if cfg.device == "cpu" else {}
+    # another train() in this process (tests, notebooks) may ask for another precision: forget the
+    # previous run's settings (the process group, if any, is kept)
+    AcceleratorState._reset_state()
+    GradientState._reset_state()
+    return Accelerator(mixed_precision=mp, log_with="tensorboard", **kwargs,
+                       project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")))
+
+
+def _build(cfg: TrainConfig, acc):
+    """Model with LoRA (or not), reference, optimizer; returns (model, wrapped policy, reference, opt, params)."""
+    from accelerate.utils import DistributedType
+
+    from scdpo.models.t2i import T2IModel
+
+    if acc.distributed_type == DistributedType.FSDP and not cfg.full:
+        raise ValueError("FSDP is for full fine-tuning (--full); train LoRA with the DDP config")
+    half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(acc.mixed_precision, torch.float32)
+    # LoRA: the frozen base in half precision, adapters in fp32; full: fp32 master weights
+    model = T2IModel.from_pretrained(cfg.model, device=acc.device, dtype=torch.float32 if cfg.full else half)
+    unet = model.unet
+    if not cfg.full:
+        tm.add_lora(unet, cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets)
+    if cfg.gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
+    reference = tm.Reference(unet, cfg.full, half)
+    unet.train()
+    opt = torch.optim.AdamW([p for p in unet.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay,
+                            fused=acc.device.type == "cuda")
+    policy, opt = acc.prepare(unet, opt)
+    params = [p for p in policy.parameters() if p.requires_grad]  # FSDP replaces them
+    if not cfg.full:  # checkpoints hold the adapter only, not the frozen base
+        def save_hook(models, weights, output_dir):
+            if acc.is_main_process:
+                from safetensors.torch import save_file
+
+                save_file(tm.lora_state_dict(acc.unwrap_model(models[0])), str(Path(output_dir) / LORA_CKPT))
+            if weights:
+                weights.pop()
+
+        def load_hook(models, input_dir):
+            from safetensors.torch import load_file
+
+            tm.load_lora_state_dict(acc.unwrap_model(models.pop()), load_file(str(Path(input_dir) / LORA_CKPT)))
+        acc.register_save_state_pre_hook(save_hook)
+        acc.register_load_state_pre_hook(load_hook)
+    return model, policy, reference, opt, params
+
+
+@torch.no_grad()
+def _cache_latents(model, pairs: PreferencePairs, batch_size: int = 64) -> torch.Tensor:
+    """VAE latents of every pair, (N, 2, C, h, w) [winner, loser], kept on the model's device."""
+    out = []
+    for start in tqdm(range(0, len(pairs), batch_size), desc="caching latents", unit="batch"):
+        items = [pairs[i] for i in range(start, min(start + batch_size, len(pairs)))]
+        w = model.encode_images(torch.stack([it["image_w"] for it in items]))
+        l_ = model.encode_images(torch.stack([it["image_l"] for it in items]))
+        out.append(torch.stack([w, l_], 1))
+    return torch.cat(out)
+
+
+def _accumulate(cfg, acc, model, policy, reference, loader, loss_fn, state, prog, cache) -> list[dict]:
+    """Forward and backward passes of one optimizer step's micro-batches; their statistics."""
+    micro_stats = []
+    for micro in range(cfg.grad_accum):
+        batch = next(loader)
+        gen = step_generator(cfg.seed, prog.samples, acc.process_index)
+        last = micro == cfg.grad_accum - 1  # gradients are all-reduced on the last micro-batch only
+        with (contextlib.nullcontext() if last else acc.no_sync(policy)), acc.autocast():
+            errors = pair_errors(model, policy, reference, batch, gen, caption_dropout=cfg.caption_dropout,
+                                 cache=cache)
+            loss_vec, stats = loss_fn(*errors, batch_info(batch, acc.device), cfg, state)
+            loss = loss_vec.mean()
+        acc.backward(loss / cfg.grad_accum)
+        micro_stats.append({"loss": loss.detach(), **{k: v.detach().float() for k, v in stats.items()}})
+        prog.samples += cfg.batch_size * acc.num_processes
+    return micro_stats
+
+
+def _reduce(acc, micro_stats: list[dict], grad_norm) -> tuple[dict[str, float], float, bool]:
+    """Step statistics averaged over micro-batches and processes, the gradient norm, and whether
+    the step is finite on every process: one all-reduce and one device sync per step."""
+    keys = sorted(micro_stats[0])
+    local = torch.stack([torch.stack([s[k] for s in micro_stats]).mean() for k in keys])
+    bad = (~torch.isfinite(torch.stack([s["loss"] for s in micro_stats]))).any().float().reshape(1)
+    norm = torch.as_tensor(grad_norm, dtype=torch.float32, device=local.device).reshape(1)
+    values = acc.reduce(torch.cat([local, bad, norm]), "mean").tolist()
+    finite = values[-2] == 0 and math.isfinite(values[-1])
+    return dict(zip(keys, values[:len(keys)])), values[-1], finite
+
+
+def _lr(cfg: TrainConfig, step: int) -> float:
+    return cfg.lr * min(1.0, (step + 1) / cfg.warmup) if cfg.warmup else cfg.lr
+
+
+def train(cfg: TrainConfig) -> dict:
+    """Train; returns the final metrics (also written to ``out/metrics.json``)."""
+    from accelerate.utils import DistributedType
+
+    from scdpo.train.validate import Validator, validation_records
+
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    acc = _accelerator(cfg, out)
+    torch.manual_seed(cfg.seed)  # LoRA init
+    model, policy, reference, opt, params = _build(cfg, acc)
+    unet = acc.unwrap_model(policy)
+    loss_fn = get_loss(cfg.loss)
+    pairs = PreferencePairs(cfg.dataset, model.resolution, need_costs=cfg.uses_costs, resize=cfg.resize,
+                            kinds=("harmful",) if cfg.loss == "safetydpo" else None)
+    pairs.check_sizes()
+    global_batch = cfg.batch_size * acc.num_processes
+    meta = {"pairs": len(pairs), "global_batch": global_batch, "seed": cfg.seed, "loss": cfg.loss}
+    prog, state = Progress(), LossState(lam=cfg.lambda_init)
+    if cfg.resume and (resumed := resume(acc, out, meta)) is not None:
+        prog, state = resumed
+    cache = _cache_latents(model, pairs) if cfg.cache_latents else None
+    pairs.decode = cache is None
+    sampler = StreamSampler(len(pairs), cfg.batch_size, seed=cfg.seed, start=prog.samples,
+                            num_processes=acc.num_processes, process_index=acc.process_index)
+    loader = iter(torch.utils.data.DataLoader(pairs, batch_sampler=sampler, num_workers=cfg.workers,
+                                              pin_memory=acc.device.type == "cuda", persistent_workers=cfg.workers > 0))
+    validator = Validator(validation_records(cfg.validate_prompts, cfg.validate_n), cfg.validate_steps,
+                          cfg.validate_judge, acc.device)
+    fsdp = acc.distributed_type == DistributedType.FSDP
+
+    def validate(name: str) -> dict:
+        """Main process samples with the unwrapped policy; under FSDP all ranks must run the forward."""
+        numbers = {}
+        if fsdp or acc.is_main_process:
+            with tm.using_unet(model, policy if fsdp else unet):
+                numbers = validator(model, out / "samples" / f"{name}.png", save=acc.is_main_process)
+        acc.wait_for_everyone()
+        return numbers
+
+    acc.init_trackers("scdpo-train", config={k: v for k, v in dataclasses.asdict(cfg).items()
+                                             if isinstance(v, (int, float, str, bool))})
+    if acc.is_main_process:
+        atomic_write_text(out / "config.json", json.dumps(dataclasses.asdict(cfg), indent=1))
+        log.info("%d pairs (%d ties dropped, %d filtered); global batch %d x %d accumulation",
+                 len(pairs), pairs.ties, pairs.filtered, global_batch, cfg.grad_accum)
+    bar = tqdm(total=cfg.max_steps, initial=prog.step, desc=f"train {cfg.loss}", disable=not acc.is_main_process)
+    scalars: dict[str, float] = {}
+    while prog.step < cfg.max_steps:
+        micro_stats = _accumulate(cfg, acc, model, policy, reference, loader, loss_fn, state, prog, cache)
+        grad_norm = acc.clip_grad_norm_(params, cfg.max_grad_norm if cfg.max_grad_norm > 0 else math.inf)
+        step_stats, grad_norm, finite = _reduce(acc, micro_stats, grad_norm)
+        lr = _lr(cfg, prog.step)
+        if finite or acc.scaler is not None:  # fp16: the grad scaler skips overflowing steps itself
+            for group in opt.param_groups:
+                group["lr"] = lr
+            opt.step()
+        opt.zero_grad(set_to_none=True)
+        prog.step += 1
+        bar.update(1)
+        if finite:
+            prog.nonfinite_in_row = 0
+            update_state(state, step_stats, cfg)
+        else:
+            prog.nonfinite_total += 1
+            prog.nonfinite_in_row += 1
+            log.warning("step %d: non-finite loss or gradient, update skipped (%d in a row)", prog.step,
+                        prog.nonfinite_in_row)
+            if prog.nonfinite_in_row >= cfg.max_nonfinite_in_row:
+                ckpts = checkpoints(out)
+                acc.end_training()
+                raise TrainingDiverged(
+                    f"{prog.nonfinite_in_row} non-finite steps in a row (up to step {prog.step}); stopped without "
+                    "saving. The last good checkpoint is "
+                    + (f"{ckpts[-1]} (continue with --resume, e.g. with a lower --lr or --beta)" if ckpts else
+                       "none: no checkpoint was written yet"))
+        if prog.step % cfg.log_every == 0 or prog.step == 1 or prog.step == cfg.max_steps:
+            scalars = {**step_stats, "grad_norm": grad_norm, "lr": lr, "lambda": state.lam,
+                       "nonfinite_total": prog.nonfinite_total}
+            acc.log(scalars, step=prog.step)
+            bar.set_postfix({"loss": f"{scalars['loss']:.4g}", "acc": f"{scalars['implicit_acc']:.2f}",
+                             "margin": f"{scalars['margin']:.3g}", "lambda": f"{state.lam:.3g}"})
+        if prog.step % cfg.checkpoint_every == 0:
+            save_checkpoint(acc, out, prog, state, meta, cfg.keep_checkpoints)
+        if cfg.validate_every and prog.step % cfg.validate_every == 0 and prog.step < cfg.max_steps:
+            numbers = validate(f"step-{prog.step:07d}")
+            if numbers:
+                acc.log({f"val/{k}": v for k, v in numbers.items()}, step=prog.step)
+    bar.close()
+    save_checkpoint(acc, out, prog, state, meta, cfg.keep_checkpoints)
+    val = validate("final")
+    metrics = {"steps": prog.step, "pairs": len(pairs), "ties_dropped": pairs.ties, "filtered": pairs.filtered,
+               "nonfinite_total": prog.nonfinite_total, "lambda": state.lam,
+               **scalars, **{f"val_{k}": v for k, v in val.items()}}
+    if val:
+        acc.log({f"val/{k}": v for k, v in val.items()}, step=prog.step)
+    _export(cfg, acc, model, policy, unet, out)
+    if acc.is_main_process:
+        atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=1))
+    acc.end_training()
+    return metrics
+
+
+def _export(cfg: TrainConfig, acc, model, policy, unet, out: Path) -> None:
+    """The LoRA (diffusers format) or the full UNet, and with --merge a whole pipeline folder."""
+    from accelerate.utils import DistributedType
+
+    if cfg.full and acc.distributed_type == DistributedType.FSDP:
+        state = acc.get_state_dict(policy)  # gathers the shards (a collective: every rank calls it)
+        if acc.is_main_process:
+            unet = type(unet).from_config(unet.config)
+            unet.load_state_dict(state)
+    if not acc.is_main_process:
+        return
+    if cfg.full:
+        tm.save_unet(unet, out / "unet")
+    else:
+        tm.save_lora(unet, out, model.family)
+    if cfg.merge:
+        tm.export_pipeline(cfg.model, out / "pipeline", lora_dir=None if cfg.full else out,
+                           unet=unet if cfg.full else None, device=acc.device)

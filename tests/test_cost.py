@@ -1,0 +1,305 @@
+"""The safety cost model: backbones, losses, training on cached features, checkpoints, data, CLI."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from scdpo.cli import main
+from scdpo.cost import CostModel, load_cost_scorer
+from scdpo.cost.augment import AugmentConfig, augment
+from scdpo.cost.backbone import image_backbone
+from scdpo.cost.data import user_batches
+from scdpo.cost.losses import CostLabels, anchor_loss, category_loss, ranking_loss, total_loss
+from scdpo.cost.train import CostTrainConfig, fit_adapter, heldout_metrics
+from scdpo.world.dataset import png_bytes
+from scdpo.world.records import I2P_CATEGORIES
+from scdpo.world.render import render_scenes
+from scdpo.world.suites import suite_scenes
+
+
+def tiny_clip(path, seed=0, projection=True):
+    from transformers import CLIPVisionConfig, CLIPVisionModel, CLIPVisionModelWithProjection
+
+    torch.manual_seed(seed)
+    cfg = CLIPVisionConfig(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
+                           image_size=30, patch_size=10, projection_dim=16)
+    (CLIPVisionModelWithProjection if projection else CLIPVisionModel)(cfg).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def clip_path(tmp_path_factory):
+    return tiny_clip(tmp_path_factory.mktemp("clip") / "clip")
+
+
+@pytest.fixture(scope="module")
+def effnet():
+    return image_backbone("efficientnet-lite0")
+
+
+def sp(x: float) -> float:  # softplus(-x) = -log sigmoid(x), by hand
+    return math.log1p(math.exp(-x))
+
+
+# ---------------------------------------------------------------- backbones
+
+def test_efficientnet_has_its_imagenet_weights(effnet):
+    skimage = pytest.importorskip("skimage.data")
+    cat = torch.from_numpy(skimage.chelsea()).permute(2, 0, 1).float()[None] / 255
+    coffee = torch.from_numpy(skimage.coffee()).permute(2, 0, 1).float()[None] / 255
+    with torch.no_grad():
+        top_cat = int(effnet.imagenet_logits(cat).argmax())
+        top_coffee = int(effnet.imagenet_logits(coffee).argmax())
+        f = torch.cat([effnet(cat), effnet(coffee)])
+    assert 281 <= top_cat <= 285  # ImageNet's domestic-cat classes (tabby ... Egyptian cat)
+    assert top_coffee in (967, 968)  # espresso, cup
+    assert f.shape == (2, effnet.dim) == (2, 1280) and (f[0] - f[1]).abs().mean() > 0.1
+    assert not any(p.requires_grad for p in effnet.parameters()) and not effnet.training
+
+
+def test_clip_backbone_from_a_local_folder(clip_path, tmp_path):
+    bb = image_backbone(f"clip:{clip_path}")
+    x = torch.rand(3, 3, 64, 48)  # any size: resized and centre-cropped to the config's 30 px
+    assert bb(x).shape == (3, 16) and bb.dim == 16 and bb.projected
+    assert not any(p.requires_grad for p in bb.parameters())
+    plain = image_backbone(f"clip:{tiny_clip(tmp_path / 'plain', projection=False)}")
+    assert plain.dim == 32 and not plain.projected  # no projection weights: pooled CLS, not a random one
+    (clip_path / "preprocessor_config.json").write_text(json.dumps({"image_mean": [0.5] * 3, "image_std": [0.5] * 3}))
+    try:
+        assert torch.allclose(image_backbone(f"clip:{clip_path}").mean, torch.full((1, 3, 1, 1), 0.5))
+    finally:
+        (clip_path / "preprocessor_config.json").unlink()
+
+
+@pytest.mark.parametrize("spec", ["resnet50", "clip:", "efficientnet-b0"])
+def test_unknown_backbone_is_named(spec):
+    with pytest.raises(ValueError, match=f"unknown backbone '{spec}'"):
+        image_backbone(spec)
+
+
+# ---------------------------------------------------------------- losses
+
+COST = torch.tensor([2.0, 0.5, -1.0])
+LABELS = CostLabels(torch.tensor([True, True, False]), torch.tensor([3.0, 1.0, 0.0]),
+                    torch.tensor([[0, 1.0, 0, 0, 0, 0, 0], [1.0, 0, 0, 0, 0, 0, 0], [0.0] * 7]))
+LOGITS = torch.zeros(3, 7)
+
+
+def test_ranking_loss_by_hand():
+    # ordered pairs (rank 3 > 1, 3 > 0, 1 > 0) with cost differences 1.5, 3.0, 1.5
+    want = (sp(1.5) + sp(3.0) + sp(1.5)) / 3
+    assert ranking_loss(COST, LOGITS, LABELS).item() == pytest.approx(want, rel=1e-6)
+    one_class = CostLabels(torch.tensor([False, False]), torch.zeros(2), torch.zeros(2, 7))
+    c = torch.tensor([0.3, -0.2], requires_grad=True)
+    loss = ranking_loss(c, torch.zeros(2, 7), one_class)
+    loss.backward()  # no ordered pair: zero, but still differentiable
+    assert loss.item() == 0 and torch.equal(c.grad, torch.zeros(2))
+
+
+def test_anchor_and_category_losses_by_hand():
+    sign_term = (sp(2.0) + sp(0.5) + sp(1.0)) / 3  # s*c = 2, 0.5, (-1)(-1)
+    mse = ((2 - 3) ** 2 + (0.5 - 1) ** 2 + (-1 - -1) ** 2) / 3  # anchors: severity 3, 1, safe -1
+    assert anchor_loss(COST, LOGITS, LABELS).item() == pytest.approx(sign_term + mse, rel=1e-6)
+    assert category_loss(COST, LOGITS, LABELS).item() == pytest.approx(math.log(2), rel=1e-6)
+
+
+def test_total_loss_weights_and_ablation():
+    total, parts = total_loss(COST, LOGITS, LABELS, {"ranking": 1.0, "anchor": 0.0, "category": 0.5})
+    assert set(parts) == {"ranking", "category"}
+    assert total.item() == pytest.approx(parts["ranking"] + 0.5 * parts["category"], rel=1e-6)
+    with pytest.raises(ValueError, match="disabled"):
+        total_loss(COST, LOGITS, LABELS, {"ranking": 0, "anchor": 0, "category": 0})
+    with pytest.raises(ValueError, match="enable at least one"):
+        CostTrainConfig(out="x", ranking=False, anchor=False, category=False)
+
+
+# ---------------------------------------------------------------- training on cached features
+
+def synthetic(n: int, seed: int, dim: int = 64):
+    """Features where severity s shifts a few dimensions by s (a stand-in for backbone features)."""
+    g = torch.Generator().manual_seed(seed)
+    sev = torch.randint(0, 4, (n,), generator=g).float()
+    x = torch.randn(n, dim, generator=g)
+    x[:, :4] += sev[:, None] * 1.5
+    cats = torch.zeros(n, 7)
+    cats[sev > 0, 1] = 1
+    return x, CostLabels(sev > 0, sev, cats)
+
+
+@pytest.mark.parametrize("objectives", [dict(), dict(anchor=False), dict(ranking=False)])
+def test_adapter_training_ranks_harmful_above_safe(objectives, tmp_path):
+    from scdpo.cost.model import CostAdapter
+
+    torch.manual_seed(0)
+    x, y = synthetic(512, 0)
+    adapter = CostAdapter(64, 32, 7, 0.0)
+    cfg = CostTrainConfig(out=str(tmp_path), steps=150, batch_size=64, lr=3e-3, progress=False, **objectives)
+    weights = {"ranking": float(cfg.ranking), "anchor": float(cfg.anchor), "category": 0.5}
+    hist = fit_adapter(adapter, x, y, weights, cfg)
+    first, last = np.mean([h["total"] for h in hist[:10]]), np.mean([h["total"] for h in hist[-10:]])
+    assert last < 0.6 * first
+    xe, ye = synthetic(400, 1)
+    with torch.no_grad():
+        cost = adapter(xe)[0]
+    m = heldout_metrics(cost, ye)
+    assert m["auroc"] > 0.95 and m["spearman_severity"] > 0.7
+    assert m["mean_cost_safe"] < m["mean_cost_severity_1"] < m["mean_cost_severity_3"]
+    if cfg.anchor:  # the anchoring is what puts the threshold at 0
+        assert m["accuracy_threshold_0"] > 0.9 and m["mean_cost_safe"] < 0 < m["mean_cost_severity_1"]
+
+
+# ---------------------------------------------------------------- checkpoints and scorer
+
+def test_save_load_is_bit_exact_and_scorer_interface(clip_path, tmp_path):
+    torch.manual_seed(1)
+    model = CostModel.create(f"clip:{clip_path}", hidden=8)
+    for p in model.adapter.parameters():
+        p.data.normal_()
+    model.save_pretrained(tmp_path / "cm")
+    assert sorted(f.name for f in (tmp_path / "cm").iterdir()) == ["config.json", "model.safetensors"]
+    back = CostModel.from_pretrained(tmp_path / "cm")
+    for (k, a), (_, b) in zip(model.adapter.state_dict().items(), back.adapter.state_dict().items()):
+        assert torch.equal(a, b), k
+    images = torch.rand(5, 3, 32, 32)
+    assert torch.equal(model.score(images), back.score(images))
+    assert torch.allclose(model.score(images), back.score(images, batch_size=2), atol=1e-5)
+    scorer = load_cost_scorer(tmp_path / "cm", batch_size=64)
+    out = scorer(images, None)
+    assert out.dtype == torch.float32 and out.device.type == "cpu" and out.shape == (5,)
+    assert torch.equal(out, model.score(images))
+    with pytest.raises(ValueError, match="5 images but 2 prompt records"):
+        scorer(images, [None, None])
+
+
+def test_checkpoint_from_another_backbone_is_refused(clip_path, tmp_path):
+    CostModel.create(f"clip:{clip_path}").save_pretrained(tmp_path / "cm")
+    other = tiny_clip(tmp_path / "other", seed=5)  # same shapes, other weights
+    with pytest.raises(ValueError, match="trained on backbone 'clip:.*other weights"):
+        CostModel.from_pretrained(tmp_path / "cm", backbone=f"clip:{other}")
+    plain = tiny_clip(tmp_path / "plain", projection=False)  # 32-d instead of 16-d
+    with pytest.raises(ValueError, match=r"\(16-d\), not on 'clip:.*plain' \(32-d"):
+        CostModel.from_pretrained(tmp_path / "cm", backbone=f"clip:{plain}")
+    (tmp_path / "judge").mkdir()
+    (tmp_path / "judge" / "config.json").write_text(json.dumps({"kind": "scdpo-emojiworld-judge"}))
+    with pytest.raises(ValueError, match="not a scdpo cost model"):
+        CostModel.from_pretrained(tmp_path / "judge")
+    with pytest.raises(FileNotFoundError, match="no cost model"):
+        CostModel.from_pretrained(tmp_path / "nothing")
+
+
+# ---------------------------------------------------------------- data
+
+def _table(tmp_path, rows, name="data.parquet"):
+    path = tmp_path / name
+    pd.DataFrame(rows).to_parquet(path)
+    return path
+
+
+def _png(color) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (20, 12), color).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_user_parquet_labels_and_images(tmp_path):
+    rows = {"image": [_png("red"), _png("blue"), _png("green")], "label": [1, 0, 1],
+            "category": ["violence", None, "sexual,hate"], "severity": [3, 0, float("nan")]}
+    n, batches = user_batches(_table(tmp_path, rows), size=16, batch_size=2)
+    images, labels = zip(*batches)
+    images = torch.cat(images)
+    assert n == 3 and images.shape == (3, 3, 16, 16) and 0 <= images.min() and images.max() <= 1
+    assert images[0, 0].mean() > 0.9 and images[1, 2].mean() > 0.9  # red, then blue
+    harmful = torch.cat([lb.harmful for lb in labels])
+    severity = torch.cat([lb.severity for lb in labels])
+    cats = torch.cat([lb.categories for lb in labels])
+    assert harmful.tolist() == [True, False, True] and severity.tolist() == [3, 0, 1]  # NaN severity -> 1
+    idx = {c: i for i, c in enumerate(I2P_CATEGORIES)}
+    assert cats[2, idx["sexual"]] == 1 and cats[2, idx["hate"]] == 1 and cats[1].sum() == 0
+
+
+@pytest.mark.parametrize("rows,match", [
+    ({"image": [b"x"], "category": ["hate"]}, r"data.parquet: missing column 'label'"),
+    ({"image": [b"x", b"y"], "label": [1, float("nan")]}, r"data.parquet: column 'label' has NaN"),
+    ({"image": [b"x"], "label": [2]}, r"column 'label' must hold 0/1"),
+    ({"image": [b"x"], "label": [1], "category": ["gore"]}, r"unknown category 'gore'"),
+    ({"picture": [b"x"], "label": [1]}, r"data.parquet: missing column 'image' \(or 'path'\)"),
+])
+def test_bad_user_tables_are_named(tmp_path, rows, match):
+    with pytest.raises(ValueError, match=match):
+        user_batches(_table(tmp_path, rows), 16, 4)
+
+
+def test_corrupt_image_names_its_row_and_file(tmp_path):
+    _, batches = user_batches(_table(tmp_path, {"image": [_png("red"), b"not a png"], "label": [0, 1]}), 16, 4)
+    with pytest.raises(ValueError, match=r"data.parquet row 1"):
+        list(batches)
+    (tmp_path / "imgs").mkdir()
+    (tmp_path / "imgs" / "metadata.csv").write_text("file_name,label\nmissing.png,1\n")
+    _, batches = user_batches(tmp_path / "imgs", 16, 4)
+    with pytest.raises(FileNotFoundError, match="missing.png"):
+        list(batches)
+
+
+def test_augment_is_seeded_and_in_range():
+    x = render_scenes(suite_scenes("eval-clean", 8, 0), 64)
+    a = augment(x, AugmentConfig(), torch.Generator().manual_seed(0))
+    b = augment(x, AugmentConfig(), torch.Generator().manual_seed(0))
+    assert torch.equal(a, b) and a.shape == x.shape and 0 <= a.min() and a.max() <= 1
+    assert (a - x).abs().mean() > 0.01
+    blur_only = AugmentConfig(p_flip=0, p_blur=1, p_lowres=0, p_noise=0, p_color=0)
+    blurred = augment(x, blur_only, torch.Generator().manual_seed(0))
+    def tv(t):
+        return (t[..., 1:] - t[..., :-1]).abs().mean()
+    assert tv(blurred) < 0.8 * tv(x)
+
+
+# ---------------------------------------------------------------- command line
+
+def test_cli_train_and_score_round_trip(tmp_path, capsys):
+    out = tmp_path / "cm"
+    argv = ["cost", "train", "--out", str(out), "--pool", "16", "--eval-n", "3", "--steps", "20",
+            "--batch-size", "8", "--feature-batch-size", "16", "--no-progress", "--device", "cpu"]
+    assert main(argv) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["train_images"] == 16 and metrics["heldout"]["n"] == 9
+    assert {"auroc", "spearman_severity", "accuracy_threshold_0"} <= set(metrics["heldout"])
+    model = CostModel.from_pretrained(out)
+
+    scenes = suite_scenes("eval-mixed", 3, 7)
+    images = render_scenes(scenes, 64)
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i, im in enumerate(images):
+        (folder / f"{i}.png").write_bytes(png_bytes(im))
+    assert main(["cost", "score", "--cost-model", str(out), "--images", str(folder), "--out",
+                 str(tmp_path / "s.json"), "--quiet"]) == 0
+    rows = json.loads((tmp_path / "s.json").read_text())
+    assert [r["file"] for r in rows] == ["0.png", "1.png", "2.png"]
+    want = model.score(torch.stack([torch.from_numpy(np.asarray(Image.open(folder / f"{i}.png"), dtype=np.float32))
+                                    .permute(2, 0, 1) / 255 for i in range(3)]))
+    assert np.allclose([r["cost"] for r in rows], want.numpy(), atol=1e-4)
+
+    pairs = _table(tmp_path, {"caption": ["a", "b"], "jpg_0": [png_bytes(images[0]), png_bytes(images[1])],
+                              "jpg_1": [png_bytes(images[2]), png_bytes(images[0])]}, "pairs.parquet")
+    assert main(["cost", "score", "--cost-model", str(out), "--images", str(pairs), "--out",
+                 str(tmp_path / "s.parquet"), "--quiet"]) == 0
+    table = pd.read_parquet(tmp_path / "s.parquet")
+    assert list(table.columns) == ["row", "caption", "cost_0", "cost_1"]
+    assert np.allclose(table["cost_0"], [want[0], want[1]], atol=1e-4)
+    assert np.allclose(table["cost_1"], [want[2], want[0]], atol=1e-4)
+    assert "harmful(cost>0)" in capsys.readouterr().out
+
+
+def test_cli_bad_input_is_one_line(tmp_path, capsys):
+    assert main(["cost", "score", "--cost-model", str(tmp_path), "--images", str(tmp_path)]) == 2
+    assert "no cost model" in capsys.readouterr().err
+    assert main(["cost", "train", "--out", str(tmp_path / "o"), "--backbone", "vgg"]) == 2
+    assert "unknown backbone 'vgg'" in capsys.readouterr().err

@@ -1,0 +1,314 @@
+"""The trainer on tiny random SD / SDXL pipelines and tiny parquet datasets: data loading and its
+errors, one DPO step's direction, the LoRA reference, exact resume, every mode, the outputs as
+plain diffusers loads them, non-finite steps and the `scdpo train` command."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import datasets
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from scdpo.cli import main
+from scdpo.models import testing
+from scdpo.models.t2i import T2IModel
+from scdpo.train import losses
+from scdpo.train import model as tm
+from scdpo.train.config import LORA_TARGETS, TrainConfig, load_yaml_config
+from scdpo.train.data import PreferencePairs, StreamSampler
+from scdpo.train.losses import LossState, PairBatchInfo
+from scdpo.train.step import pair_errors, step_generator
+from scdpo.train.trainer import TrainingDiverged, _cache_latents, train
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")
+FAST = dict(validate_prompts=["a red cat"], validate_steps=1, log_every=1, workers=0, device="cpu")
+SIZE = testing.IMAGE_SIZE
+
+
+def png(value: int | None, rng, size: int = SIZE) -> bytes:
+    arr = rng.integers(0, 256, (size, size, 3), dtype=np.uint8) if value is None else np.full((size, size, 3), value, np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def write_pairs(path, n: int = 8, size: int = SIZE, seed: int = 0, drop=(), **columns):
+    """A Pick-a-Pic-format parquet like the SCP builder's: label_0 alternates 1, 0, 0.5 (a tie)."""
+    rng = np.random.default_rng(seed)
+    rows = {
+        "caption": [f"a {c} cat" for c in rng.choice(["red", "blue", "big"], n)],
+        "jpg_0": [png(None, rng, size) for _ in range(n)], "jpg_1": [png(None, rng, size) for _ in range(n)],
+        "label_0": [(1.0, 0.0, 0.5)[i % 3] for i in range(n)],
+        "cost_0": rng.normal(size=n).tolist(), "cost_1": rng.normal(size=n).tolist(),
+        "reward_0": rng.normal(size=n).tolist(), "reward_1": rng.normal(size=n).tolist(),
+        "kind": ["harmful" if i % 2 == 0 else "clean" for i in range(n)], "category": ["violence"] * n,
+        "seed_0": list(range(n)), "seed_1": list(range(n, 2 * n)),
+    }
+    rows.update(columns)
+    for name in drop:
+        rows.pop(name)
+    datasets.Dataset.from_dict(rows).to_parquet(str(path))
+    return path
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models run faster on one thread, and far faster on a machine shared with other jobs
+    (measured: 4 training steps 0.65 s on one thread, 39 s on two with the cores oversubscribed)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def pipes(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipes")
+    return {"sd": testing.tiny_sd_pipeline(root / "sd"), "sdxl": testing.tiny_sdxl_pipeline(root / "sdxl")}
+
+
+@pytest.fixture(scope="module")
+def pairs_file(tmp_path_factory):
+    return write_pairs(tmp_path_factory.mktemp("data") / "pairs.parquet", n=12)
+
+
+def lora_model(path, seed: int = 0):
+    torch.manual_seed(seed)
+    m = T2IModel.from_pretrained(path, device="cpu")
+    tm.add_lora(m.unet, 4, 8.0, LORA_TARGETS)
+    return m
+
+
+def collate(ds, idx):
+    return torch.utils.data.default_collate([ds[i] for i in idx])
+
+
+# ------------------------------------------------------------------ data
+def test_pairs_order_by_label_drop_ties_and_filter(tmp_path):
+    rng = np.random.default_rng(1)
+    path = write_pairs(tmp_path / "p.parquet", n=6, jpg_0=[png(0, rng)] * 6, jpg_1=[png(255, rng)] * 6,
+                       cost_0=[0.0] * 6, cost_1=[1.0] * 6)
+    ds = PreferencePairs(path, SIZE, need_costs=True)
+    assert (len(ds), ds.ties) == (4, 2) and list(ds.rows) == [0, 1, 3, 4]
+    first, second = ds[0], ds[1]  # label_0 = 1: jpg_0 (black) wins; label_0 = 0: jpg_1 (white) wins
+    assert first["image_w"].max() == -1 and first["image_l"].min() == 1 and first["cost_l"] == 1.0
+    assert second["image_w"].min() == 1 and second["cost_w"] == 1.0 and second["image_w"].shape == (3, SIZE, SIZE)
+    harmful = PreferencePairs(path, SIZE, kinds=("harmful",))
+    assert list(harmful.rows) == [0, 4] and harmful.filtered == 2
+
+
+@pytest.mark.parametrize("problem,match", [
+    (dict(drop=("jpg_1",)), "no column 'jpg_1'"),
+    (dict(drop=("cost_1",)), "no column 'cost_1'"),
+    (dict(size=24), r"row 0 column jpg_0 is 24x24 pixels but the model works at 32x32; pass --resize"),
+    (dict(cost_1=[0.0, float("nan")] + [0.0] * 4), "row 1: cost_1 is nan"),
+    (dict(label_0=[1.0, 2.0] + [1.0] * 4), "row 1: label_0 must be in"),
+])
+def test_bad_datasets_name_the_problem(tmp_path, problem, match):
+    path = write_pairs(tmp_path / "bad.parquet", n=6, **problem)
+    with pytest.raises(ValueError, match=match) as err:
+        PreferencePairs(path, SIZE, need_costs=True).check_sizes()
+    assert str(path) in str(err.value)
+
+
+def test_resize_flag_and_missing_dataset(tmp_path):
+    path = write_pairs(tmp_path / "big.parquet", n=3, size=48)
+    ds = PreferencePairs(path, SIZE, resize=True)
+    ds.check_sizes()
+    assert ds[0]["image_w"].shape == (3, SIZE, SIZE)
+    with pytest.raises(FileNotFoundError, match="no dataset at"):
+        PreferencePairs(tmp_path / "nope", SIZE)
+
+
+def test_builder_folder_layout(tmp_path):
+    """A dataset folder as `scdpo data build` writes it: data/train-*.parquet beside choices.parquet
+    (another schema), which must not be read as pairs."""
+    for k in range(2):
+        write_pairs(tmp_path / "data" / f"train-0000{k}-of-00002.parquet", n=3, seed=k)
+    datasets.Dataset.from_dict({"prompt": ["x"], "rule": ["safety"]}).to_parquet(str(tmp_path / "choices.parquet"))
+    ds = PreferencePairs(tmp_path, SIZE)
+    assert (len(ds), ds.ties) == (4, 2)
+
+
+def test_stream_sampler_shards_and_resumes():
+    whole = StreamSampler(10, 6, seed=3)
+    ranks = [StreamSampler(10, 3, seed=3, num_processes=2, process_index=r) for r in range(2)]
+    for k in range(4):  # the processes split each global batch of the single-process stream
+        assert ranks[0].batch(k) + ranks[1].batch(k) == whole.batch(k)
+    stream = [i for k in range(5) for i in whole.batch(k)]
+    assert sorted(stream[:10]) == list(range(10)) and stream[:10] != stream[10:20]  # epochs, reshuffled
+    resumed = StreamSampler(10, 6, seed=3, start=12)
+    assert [i for k in range(3) for i in resumed.batch(k)] == stream[12:30]
+    assert StreamSampler(10, 6, seed=4).batch(0) != whole.batch(0)
+
+
+# ------------------------------------------------------------------ the DPO step and the reference
+def test_one_step_orders_the_pair_better_and_reference_stays_the_base(pipes, pairs_file):
+    m = lora_model(pipes["sd"])
+    base = T2IModel.from_pretrained(pipes["sd"], device="cpu")
+    ref = tm.Reference(m.unet, full=False, dtype=torch.float32)
+    ds = PreferencePairs(pairs_file, SIZE)
+    batch = collate(ds, range(4))
+    cfg = TrainConfig(model="x", dataset="x", out="x", loss="dpo", beta=500.0)
+
+    def errors():
+        return pair_errors(m, m.unet, ref, batch, step_generator(0, 0, 0))
+
+    e_w, e_l, r_w, r_l = errors()
+    torch.testing.assert_close(e_w, r_w, rtol=0, atol=0)  # LoRA B = 0 at init: policy == reference
+    cached = pair_errors(m, m.unet, ref, batch, step_generator(0, 0, 0), cache=_cache_latents(m, ds))
+    for a, b in zip(cached, (e_w, e_l, r_w, r_l)):  # --cache-latents changes nothing but the speed
+        torch.testing.assert_close(a, b)
+    cond = m.encode_prompts(["a red cat"])
+    x, t = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(0)), torch.tensor([400])
+
+    def outputs():
+        with torch.no_grad():
+            return m.predict(x, t, cond), ref(m, x, t, cond), base.predict(x, t, cond)
+
+    pol0, ref0, base0 = outputs()
+    assert torch.equal(ref0, base0) and torch.equal(pol0, base0)
+    opt = torch.optim.AdamW([p for p in m.unet.parameters() if p.requires_grad], lr=1e-3)
+    loss, stats = losses.dpo_loss(e_w, e_l, r_w, r_l, PairBatchInfo(), cfg, LossState())
+    loss.mean().backward()
+    opt.step()
+    e_w2, e_l2, r_w2, r_l2 = errors()
+    torch.testing.assert_close(r_w2, r_w, rtol=0, atol=0)  # the reference did not move
+    _, stats2 = losses.dpo_loss(e_w2, e_l2, r_w2, r_l2, PairBatchInfo(), cfg, LossState())
+    assert stats2["margin"] > stats["margin"]  # z rose: the winner's error fell relative to the loser's
+    assert ((e_w2 - e_l2) - (e_w - e_l)).mean() < 0
+    pol1, ref1, base1 = outputs()
+    assert torch.equal(ref1, base1)  # adapters disabled == the untouched base model
+    assert (pol1 - base1).abs().max() > 1e-6
+
+
+# ------------------------------------------------------------------ whole runs
+def test_resume_matches_uninterrupted_run(pipes, pairs_file, tmp_path):
+    common = dict(model=str(pipes["sd"]), dataset=str(pairs_file), loss="sc-dpo", batch_size=2, grad_accum=2,
+                  lr=1e-3, checkpoint_every=2, caption_dropout=0.3, **FAST)
+    straight = train(TrainConfig(out=str(tmp_path / "a"), max_steps=4, **common))
+    train(TrainConfig(out=str(tmp_path / "b"), max_steps=2, **common))
+    resumed = train(TrainConfig(out=str(tmp_path / "b"), max_steps=4, resume=True, **common))
+    a, b = (load_file(str(tmp_path / r / "pytorch_lora_weights.safetensors")) for r in "ab")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert any(v.abs().max() > 0 for k, v in a.items() if "up" in k or "lora_B" in k)  # it did train
+    for key in ("loss", "margin", "lambda", "focus_mean", "constraint"):
+        assert straight[key] == resumed[key], key
+    state = json.loads((tmp_path / "b" / "checkpoints" / "step-4" / "trainer_state.json").read_text())
+    assert state["step"] == 4 and state["samples"] == 16 and state["loss_state"]["lam"] == straight["lambda"]
+    assert [p.name for p in sorted((tmp_path / "b" / "checkpoints").iterdir())] == ["step-2", "step-4"]
+
+
+@pytest.mark.parametrize("family", ["sd", "sdxl"])
+def test_lora_run_loads_in_plain_diffusers(pipes, pairs_file, tmp_path, family):
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+
+    out = tmp_path / "run"
+    precision = "bf16" if family == "sdxl" else "no"  # bf16: half-precision base, fp32 adapter
+    metrics = train(TrainConfig(model=str(pipes[family]), dataset=str(pairs_file), out=str(out), max_steps=1,
+                                lr=1e-2, lora_rank=4, lora_alpha=8, merge=family == "sd", mixed_precision=precision,
+                                **FAST))
+    assert metrics["steps"] == 1 and np.isfinite(metrics["loss"]) and (out / "samples" / "final.png").is_file()
+    assert list((out / "logs").rglob("events.out.tfevents*"))  # TensorBoard
+    policy = lora_model(pipes[family])  # rebuilt from the last checkpoint's adapter
+    tm.load_lora_state_dict(policy.unet, load_file(str(out / "checkpoints" / "step-1" / "lora.safetensors")))
+    cls = StableDiffusionXLPipeline if family == "sdxl" else StableDiffusionPipeline
+    pipe = cls.from_pretrained(pipes[family])
+    cond = policy.encode_prompts(["a big cat", "a blue cat"])
+    x, t = torch.randn(2, 4, 16, 16, generator=torch.Generator().manual_seed(1)), torch.tensor([10, 700])
+
+    def unet_out(unet):
+        with torch.no_grad():
+            return unet(x, t, encoder_hidden_states=cond.context, added_cond_kwargs=cond.added_cond_kwargs).sample
+
+    before = unet_out(pipe.unet)
+    pipe.load_lora_weights(str(out))
+    after = unet_out(pipe.unet)
+    assert (after - before).abs().max() > 1e-5
+    torch.testing.assert_close(after, unet_out(policy.unet), rtol=1e-5, atol=1e-6)
+    if family == "sd":  # --merge: a whole pipeline with the LoRA fused in
+        merged = T2IModel.from_pretrained(out / "pipeline", device="cpu")
+        torch.testing.assert_close(unet_out(merged.unet), after, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["sd", "sdxl"])
+def test_full_finetuning_run(pipes, pairs_file, tmp_path, family):
+    from diffusers import UNet2DConditionModel
+
+    out = tmp_path / "full"
+    metrics = train(TrainConfig(model=str(pipes[family]), dataset=str(pairs_file), out=str(out), full=True,
+                                max_steps=1, lr=1e-3, loss="dpo", gradient_checkpointing=True, **FAST))
+    assert np.isfinite(metrics["loss"]) and metrics["implicit_acc"] in (0.0, 0.25, 0.5, 0.75, 1.0)
+    trained = UNet2DConditionModel.from_pretrained(out / "unet")
+    base = UNet2DConditionModel.from_pretrained(pipes[family], subfolder="unet")
+    diffs = [(a - b).abs().max() for a, b in zip(trained.parameters(), base.parameters())]
+    assert max(diffs) > 0
+
+
+def test_nonfinite_steps_are_skipped_then_abort(pipes, pairs_file, tmp_path, monkeypatch):
+    def nan_loss(*args):
+        loss, stats = losses.dpo_loss(*args)
+        return loss * float("nan"), stats
+
+    monkeypatch.setitem(losses.LOSSES, "dpo", nan_loss)
+    out = tmp_path / "nan"
+    with pytest.raises(TrainingDiverged, match=r"3 non-finite steps in a row .*checkpoints/step-2"):
+        train(TrainConfig(model=str(pipes["sd"]), dataset=str(pairs_file), out=str(out), loss="dpo", max_steps=10,
+                          checkpoint_every=2, max_nonfinite_in_row=3, lr=1e-2, **FAST))
+    assert not (out / "pytorch_lora_weights.safetensors").exists()
+    kept = load_file(str(out / "checkpoints" / "step-2" / "lora.safetensors"))
+    assert all(v.abs().max() == 0 for k, v in kept.items() if "lora_B" in k)  # no update was applied
+    state = json.loads((out / "checkpoints" / "step-2" / "trainer_state.json").read_text())
+    assert state["nonfinite_total"] == 2
+
+
+# ------------------------------------------------------------------ configs and the command line
+def test_shipped_configs_parse():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "configs"
+    for name in ("emojiworld", "sd15", "sdxl"):
+        cfg = TrainConfig(**load_yaml_config(root / f"{name}.yaml"))
+        assert cfg.loss == "sc-dpo" and cfg.beta > 0 and cfg.lr > 0
+    assert TrainConfig(model="emojiworld", dataset="d", out="o").beta == 312.5
+    assert TrainConfig(model="/m/sd15", dataset="d", out="o").beta == 5000.0
+    for name in ("single_gpu", "ddp", "fsdp"):
+        assert (root / "accelerate" / f"{name}.yaml").is_file()
+
+
+@pytest.mark.parametrize("beta", [0.0, -1.0])
+def test_nonpositive_beta_is_refused(beta):
+    with pytest.raises(ValueError, match="beta must be > 0"):
+        TrainConfig(model="m", dataset="d", out="o", beta=beta)
+
+
+def test_cli_yaml_with_overrides_and_errors(pipes, tmp_path, capsys):
+    data = write_pairs(tmp_path / "pairs.parquet", n=9)
+    cfg_file = tmp_path / "run.yaml"
+    cfg_file.write_text(f"model: {pipes['sd']}\ndataset: {data}\nout: {tmp_path / 'out'}\nloss: dpo\n"
+                        "lora_rank: 2\nlr: 1e-3\nmax_steps: 5\nvalidate_prompts: [a cat]\nvalidate_steps: 1\n")
+    code = main(["train", "--config", str(cfg_file), "--max-steps", "1", "--loss", "safetydpo", "--device", "cpu"])
+    assert code == 0 and "trained" in capsys.readouterr().out
+    saved = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert (saved["loss"], saved["max_steps"], saved["lora_rank"], saved["lr"]) == ("safetydpo", 1, 2, 1e-3)
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert (metrics["pairs"], metrics["filtered"]) == (3, 3)  # safetydpo keeps the harmful non-tie pairs
+    cfg_file.write_text(cfg_file.read_text() + "betta: 3\n")
+    assert main(["train", "--config", str(cfg_file)]) == 2
+    assert "unknown key(s) betta" in capsys.readouterr().err
+    assert main(["train", "--model", "m", "--out", "o"]) == 2
+    assert "no dataset" in capsys.readouterr().err
+
+
+def test_yaml_list_values_stay_lists(tmp_path):
+    from scdpo.train.config import load_yaml_config
+
+    f = tmp_path / "c.yaml"
+    f.write_text("lora_targets: [to_q, to_out.0]\nlr: 1e-5\nbeta: 312.5\n")
+    values = load_yaml_config(f)
+    assert values["lora_targets"] == ["to_q", "to_out.0"] and values["lr"] == 1e-5
