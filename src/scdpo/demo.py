@@ -97,7 +97,7 @@ def run(cfg: DemoConfig) -> dict | None:
         candidates=cfg.candidates, steps=cfg.sample_steps, safe_prompt_winner=True, seed=cfg.seed,
         cost_budget=cfg.cost_budget, uniform_rule=cfg.uniform_rule)))
     _stage("SC-DPO LoRA", out / "lora" / "pytorch_lora_weights.safetensors", lambda: train(TrainConfig(
-        model=cfg.model, dataset=str(out / "scp"), out=str(out / "lora"), loss="sc-dpo", beta=312.5,
+        model=cfg.model, dataset=str(out / "scp"), out=str(out / "lora"), loss="sc-dpo", beta=312.5, winner_weight=1.0,
         lr=cfg.lr, warmup=10, batch_size=cfg.batch_size, max_steps=cfg.train_steps, seed=cfg.seed,
         checkpoint_every=max(cfg.train_steps // 2, 1), validate_every=0, log_every=10)))
     for name, lora in (("base", None), ("sc-dpo", str(out / "lora"))):

@@ -15,28 +15,11 @@ import torch
 from tqdm.auto import tqdm
 
 from scdpo.data.builder import Scorer, score_batched
+from scdpo.utils.datasets import parquet_files
 from scdpo.utils.io import atomic_path
 from scdpo.world.records import PromptRecord
 
 REQUIRED = ("caption", "jpg_0", "jpg_1")
-
-
-def _parquet_files(src: Path) -> list[Path]:
-    if src.is_file():
-        return [src]
-    if not src.is_dir():
-        raise FileNotFoundError(f"dataset not found: {src}")
-    from datasets.data_files import DataFilesDict, EmptyDatasetError, get_data_patterns
-
-    # the files `datasets.load_dataset(src)` would load (so a build's choices.parquet is not one)
-    try:
-        found = DataFilesDict.from_patterns(get_data_patterns(str(src)), base_path=str(src))
-    except EmptyDatasetError:
-        found = {}
-    files = sorted({Path(f) for split in found.values() for f in split if str(f).endswith(".parquet")})
-    if not files:
-        raise ValueError(f"no parquet files in {src}")
-    return files
 
 
 def _decode(value, path: Path, row: int, column: str):
@@ -77,7 +60,7 @@ def annotate(dataset: str | Path, cost_fn: Scorer, out: str | Path, batch_size: 
     import pyarrow.parquet as pq
 
     src, out = Path(dataset), Path(out)
-    files = _parquet_files(src)
+    files = parquet_files(src)
     for f in files:  # check every file before writing anything
         missing = [c for c in REQUIRED if c not in pq.read_schema(f).names]
         if missing:
