@@ -25,11 +25,11 @@ from scdpo.world.render import render_scenes
 from scdpo.world.suites import suite_scenes
 
 
-def tiny_clip(path, seed=0, projection=True):
+def tiny_clip(path, seed=0, projection=True, hidden=32):
     from transformers import CLIPVisionConfig, CLIPVisionModel, CLIPVisionModelWithProjection
 
     torch.manual_seed(seed)
-    cfg = CLIPVisionConfig(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
+    cfg = CLIPVisionConfig(hidden_size=hidden, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
                            image_size=30, patch_size=10, projection_dim=16)
     (CLIPVisionModelWithProjection if projection else CLIPVisionModel)(cfg).save_pretrained(path)
     return path
@@ -63,12 +63,18 @@ def test_efficientnet_has_its_imagenet_weights(effnet):
     assert top_coffee in (967, 968)  # espresso, cup
     assert f.shape == (2, effnet.dim) == (2, 1280) and (f[0] - f[1]).abs().mean() > 0.1
     assert not any(p.requires_grad for p in effnet.parameters()) and not effnet.training
+    with torch.no_grad():
+        fmap = effnet.feature_map(torch.cat([cat[..., :300, :300], coffee[..., :300, :300]]))
+    assert fmap.shape == (2, effnet.map_dim, 7, 7) == (2, 1664, 7, 7)
+    # the head part of the map, averaged, is the pooled feature
+    torch.testing.assert_close(fmap[:1, -1280:].mean((2, 3)), effnet(cat[..., :300, :300]), atol=1e-4, rtol=1e-4)
 
 
 def test_clip_backbone_from_a_local_folder(clip_path, tmp_path):
     bb = image_backbone(f"clip:{clip_path}")
     x = torch.rand(3, 3, 64, 48)  # any size: resized and centre-cropped to the config's 30 px
     assert bb(x).shape == (3, 16) and bb.dim == 16 and bb.projected
+    assert bb.feature_map(x).shape == (3, 32, 3, 3) and bb.map_dim == 32  # 3x3 patches of 10 px
     assert not any(p.requires_grad for p in bb.parameters())
     plain = image_backbone(f"clip:{tiny_clip(tmp_path / 'plain', projection=False)}")
     assert plain.dim == 32 and not plain.projected  # no projection weights: pooled CLS, not a random one
@@ -77,6 +83,26 @@ def test_clip_backbone_from_a_local_folder(clip_path, tmp_path):
         assert torch.allclose(image_backbone(f"clip:{clip_path}").mean, torch.full((1, 3, 1, 1), 0.5))
     finally:
         (clip_path / "preprocessor_config.json").unlink()
+
+
+def test_feature_map_sees_a_corner_sprite_in_its_corner(effnet):
+    """The spatial map is what lets the pooled cost see one small object: a harmful sprite drawn in
+    the top-left corner changes the top-left cells of the map, not the far corner."""
+    from dataclasses import replace
+
+    from scdpo.world.scene import SceneObject
+    from scdpo.world.vocab import load_vocabulary
+
+    plain = replace(suite_scenes("eval-clean", 1, 3)[0], objects=(), texture="plain")
+    pistol = load_vocabulary().by_name["pistol"]
+    sprite = SceneObject("pistol", pistol.index, "pistol", (0.0, 0.0, 0.3, 0.3), "small")
+    with_sprite = replace(plain, objects=(sprite,))
+    images = render_scenes([plain, with_sprite], 64)
+    assert (images[1] - images[0]).abs().sum() > 0
+    with torch.no_grad():
+        fmap = effnet.feature_map(images)
+    change = (fmap[1] - fmap[0]).abs().mean(0)  # (7, 7)
+    assert change[:3, :3].mean() > 5 * change[-3:, -3:].mean()
 
 
 @pytest.mark.parametrize("spec", ["resnet50", "clip:", "efficientnet-b0"])
@@ -111,6 +137,34 @@ def test_anchor_and_category_losses_by_hand():
     assert category_loss(COST, LOGITS, LABELS).item() == pytest.approx(math.log(2), rel=1e-6)
 
 
+def test_concept_loss_and_label_helpers():
+    from scdpo.cost.losses import concept_loss
+
+    concepts = torch.tensor([[1.0, 0.0], [0.0, 0.0], [0.0, 1.0]])
+    labels = CostLabels(*LABELS[:3], concepts)
+    logits = torch.cat([LOGITS, torch.tensor([[2.0, -1.0], [0.0, 0.0], [0.0, 0.0]])], 1)  # 7 categories + 2 concepts
+    want = (sp(2.0) + sp(1.0) + 2 * math.log(2) + 2 * math.log(2)) / 3  # BCE summed over concepts, mean over images
+    assert concept_loss(COST, logits, labels).item() == pytest.approx(want, rel=1e-6)
+    assert category_loss(COST, logits, labels).item() == pytest.approx(math.log(2), rel=1e-6)  # first 7 columns only
+    assert concept_loss(COST, LOGITS, LABELS).item() == 0  # labels without concepts: nothing to learn
+    with pytest.raises(ValueError, match="0 concept logits but the labels have 2"):
+        concept_loss(COST, LOGITS, labels)
+    both = CostLabels.cat([labels.select(slice(0, 2)), labels.select(torch.tensor([2]))])
+    assert all(torch.equal(a, b) for a, b in zip(both, labels))
+    assert CostLabels.cat([labels, LABELS]).concepts is None  # only when every part has them
+
+
+def test_lse_pool_lies_between_mean_and_max():
+    from scdpo.cost.model import lse_pool
+
+    s = torch.tensor([[0.0, 1.0, 4.0], [2.0, 2.0, 2.0]])
+    pooled = lse_pool(s, 0.5)
+    assert (s.mean(1) <= pooled + 1e-6).all() and (pooled <= s.amax(1) + 1e-6).all()
+    assert pooled[1].item() == pytest.approx(2.0)  # constant scores pool to themselves
+    assert lse_pool(s, 1e-3)[0].item() == pytest.approx(4.0, abs=0.01)
+    assert lse_pool(s, 1e3)[0].item() == pytest.approx(5 / 3, abs=0.01)
+
+
 def test_total_loss_weights_and_ablation():
     total, parts = total_loss(COST, LOGITS, LABELS, {"ranking": 1.0, "anchor": 0.0, "category": 0.5})
     assert set(parts) == {"ranking", "category"}
@@ -123,12 +177,14 @@ def test_total_loss_weights_and_ablation():
 
 # ---------------------------------------------------------------- training on cached features
 
-def synthetic(n: int, seed: int, dim: int = 64):
-    """Features where severity s shifts a few dimensions by s (a stand-in for backbone features)."""
+def synthetic(n: int, seed: int, dim: int = 64, locations: int = 9):
+    """Feature maps (n, locations, dim) where severity s shifts a few dimensions by s at ONE random
+    location (a stand-in for a small harmful object in a backbone's feature map)."""
     g = torch.Generator().manual_seed(seed)
     sev = torch.randint(0, 4, (n,), generator=g).float()
-    x = torch.randn(n, dim, generator=g)
-    x[:, :4] += sev[:, None] * 1.5
+    x = torch.randn(n, locations, dim, generator=g)
+    where = torch.randint(0, locations, (n,), generator=g)
+    x[torch.arange(n), where, :4] += sev[:, None] * 2.5
     cats = torch.zeros(n, 7)
     cats[sev > 0, 1] = 1
     return x, CostLabels(sev > 0, sev, cats)
@@ -141,7 +197,7 @@ def test_adapter_training_ranks_harmful_above_safe(objectives, tmp_path):
     torch.manual_seed(0)
     x, y = synthetic(512, 0)
     adapter = CostAdapter(64, 32, 7, 0.0)
-    cfg = CostTrainConfig(out=str(tmp_path), steps=150, batch_size=64, lr=3e-3, progress=False, **objectives)
+    cfg = CostTrainConfig(out=str(tmp_path), steps=300, batch_size=64, lr=3e-3, progress=False, **objectives)
     weights = {"ranking": float(cfg.ranking), "anchor": float(cfg.anchor), "category": 0.5}
     hist = fit_adapter(adapter, x, y, weights, cfg)
     first, last = np.mean([h["total"] for h in hist[:10]]), np.mean([h["total"] for h in hist[-10:]])
@@ -154,13 +210,25 @@ def test_adapter_training_ranks_harmful_above_safe(objectives, tmp_path):
     assert m["mean_cost_safe"] < m["mean_cost_severity_1"] < m["mean_cost_severity_3"]
     if cfg.anchor:  # the anchoring is what puts the threshold at 0
         assert m["accuracy_threshold_0"] > 0.9 and m["mean_cost_safe"] < 0 < m["mean_cost_severity_1"]
+    # multiple-instance pooling: a harmful object at any ONE location (a corner, the centre) of an
+    # otherwise safe map raises the image's cost as much, and above the same map without it
+    safe = xe[ye.severity == 0][:50]
+    with torch.no_grad():
+        base = adapter(safe)[0]
+        for where in (0, 4, 8):
+            marked = safe.clone()
+            marked[:, where, :4] += 3 * 2.5
+            raised = adapter(marked)[0]
+            assert (raised > base + 1).float().mean() > 0.95
+            if cfg.anchor:
+                assert (raised > 0).float().mean() > 0.95 and (base < 0).float().mean() > 0.9
 
 
 # ---------------------------------------------------------------- checkpoints and scorer
 
 def test_save_load_is_bit_exact_and_scorer_interface(clip_path, tmp_path):
     torch.manual_seed(1)
-    model = CostModel.create(f"clip:{clip_path}", hidden=8)
+    model = CostModel.create(f"clip:{clip_path}", hidden=8, concepts=["dog", "pistol", "cat"])
     for p in model.adapter.parameters():
         p.data.normal_()
     model.save_pretrained(tmp_path / "cm")
@@ -170,6 +238,8 @@ def test_save_load_is_bit_exact_and_scorer_interface(clip_path, tmp_path):
         assert torch.equal(a, b), k
     images = torch.rand(5, 3, 32, 32)
     assert torch.equal(model.score(images), back.score(images))
+    cost, logits = back(images)  # the concept head is auxiliary: the model gives cost and 7 categories
+    assert cost.shape == (5,) and logits.shape == (5, 7) and back.config.concepts == ["dog", "pistol", "cat"]
     assert torch.allclose(model.score(images), back.score(images, batch_size=2), atol=1e-5)
     scorer = load_cost_scorer(tmp_path / "cm", batch_size=64)
     out = scorer(images, None)
@@ -184,9 +254,13 @@ def test_checkpoint_from_another_backbone_is_refused(clip_path, tmp_path):
     other = tiny_clip(tmp_path / "other", seed=5)  # same shapes, other weights
     with pytest.raises(ValueError, match="trained on backbone 'clip:.*other weights"):
         CostModel.from_pretrained(tmp_path / "cm", backbone=f"clip:{other}")
-    plain = tiny_clip(tmp_path / "plain", projection=False)  # 32-d instead of 16-d
-    with pytest.raises(ValueError, match=r"\(16-d\), not on 'clip:.*plain' \(32-d"):
-        CostModel.from_pretrained(tmp_path / "cm", backbone=f"clip:{plain}")
+    wide = tiny_clip(tmp_path / "wide", hidden=48)  # 48-d patch features instead of 32-d
+    with pytest.raises(ValueError, match=r"\(32-d\), not on 'clip:.*wide' \(48-d"):
+        CostModel.from_pretrained(tmp_path / "cm", backbone=f"clip:{wide}")
+    cfg = json.loads((tmp_path / "cm" / "config.json").read_text())
+    (tmp_path / "cm" / "config.json").write_text(json.dumps({**cfg, "version": 2}))  # the pooled-feature adapter
+    with pytest.raises(ValueError, match="format 2.*retrain"):
+        CostModel.from_pretrained(tmp_path / "cm")
     (tmp_path / "judge").mkdir()
     (tmp_path / "judge" / "config.json").write_text(json.dumps({"kind": "scdpo-emojiworld-judge"}))
     with pytest.raises(ValueError, match="not a scdpo cost model"):
@@ -271,7 +345,9 @@ def test_cli_train_and_score_round_trip(tmp_path, capsys):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["train_images"] == 16 and metrics["heldout"]["n"] == 9
     assert {"auroc", "spearman_severity", "accuracy_threshold_0"} <= set(metrics["heldout"])
+    assert set(metrics["final_loss"]) == {"ranking", "anchor", "category", "concept", "total"}
     model = CostModel.from_pretrained(out)
+    assert len(model.config.concepts) == model.adapter.net[-1].out_features - 8 == 261
 
     scenes = suite_scenes("eval-mixed", 3, 7)
     images = render_scenes(scenes, 64)
@@ -296,6 +372,30 @@ def test_cli_train_and_score_round_trip(tmp_path, capsys):
     assert np.allclose(table["cost_0"], [want[0], want[1]], atol=1e-4)
     assert np.allclose(table["cost_1"], [want[2], want[0]], atol=1e-4)
     assert "harmful(cost>0)" in capsys.readouterr().out
+
+
+def test_vae_round_trip_defaults_to_the_generators_own_vae_on_renders():
+    from scdpo.cost.train import resolve_vae
+
+    assert resolve_vae(CostTrainConfig(out="x")) == "emojiworld"  # EmojiWorld renders: the base model's decoder
+    assert resolve_vae(CostTrainConfig(out="x", data="mine.parquet")) is None  # user images: none unless asked
+    assert resolve_vae(CostTrainConfig(out="x", vae="none")) is None
+    assert resolve_vae(CostTrainConfig(out="x", data="mine.parquet", vae="/vae")) == "/vae"
+
+
+def test_cli_train_on_user_data_with_clip(clip_path, tmp_path, capsys):
+    images = render_scenes(suite_scenes("eval-mixed", 12, 0), 32)
+    rows = {"image": [png_bytes(im) for im in images], "label": [i % 2 for i in range(12)],
+            "category": ["violence" if i % 2 else None for i in range(12)]}
+    out = tmp_path / "cm"
+    assert main(["cost", "train", "--out", str(out), "--data", str(_table(tmp_path, rows)), "--backbone",
+                 f"clip:{clip_path}", "--steps", "5", "--batch-size", "4", "--val-fraction", "0.25",
+                 "--no-progress", "--device", "cpu"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["train_images"] == 9 and metrics["heldout"]["n"] == 3
+    assert "concept" not in metrics["final_loss"]  # user data names no concepts: no concept head
+    model = CostModel.from_pretrained(out)
+    assert model.config.concepts == [] and model.config.feature_dim == 32 and model.backbone.spec == f"clip:{clip_path}"
 
 
 def test_cli_bad_input_is_one_line(tmp_path, capsys):

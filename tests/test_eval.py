@@ -275,3 +275,32 @@ def test_bad_input(tiny, tmp_path, capsys):
     assert "no LoRA weights" in capsys.readouterr().err
     with pytest.raises(ValueError, match="nothing to evaluate"):
         EvalConfig(model="m", suites="none")
+
+
+def test_oracle_negative_prompt_names_the_prompts_harmful_concepts_and_keeps_order(tiny):
+    from scdpo.eval.run import concept_negative, sample_all
+    from scdpo.models.sampling import SamplerConfig
+
+    harmful, clean = get_suite("eval-mixed", n=1)[0], get_suite("eval-clean", n=1)[0]
+    names = concept_negative(harmful, None).split(", ")
+    assert names and all(load_vocabulary()[n].harmful for n in names)
+    assert set(names) <= set(harmful.concepts)
+    assert concept_negative(clean, "x") == "x"  # no harmful concept: the default
+    model = T2IModel.from_pretrained(tiny, device="cpu")
+    recs = [replace_prompt(harmful, "a cat"), clean, replace_prompt(harmful, "a dog")]
+    samples = expand("s", recs, 1)
+    cfg = SamplerConfig(steps=2, progress=False)
+    grouped = sample_all(model, samples, cfg, negative_from_concepts=True)
+    plain = sample_all(model, samples, cfg)
+    assert torch.allclose(grouped[1], plain[1], atol=1e-5)  # the clean prompt keeps the empty negative prompt
+    # a harmful prompt sampled alone with its oracle negative prompt is the same image
+    alone = model.sample([recs[2].prompt], [samples[2][2]],
+                         SamplerConfig(steps=2, progress=False, negative_prompt=concept_negative(harmful, None)))
+    assert torch.allclose(grouped[2], alone[0], atol=1e-5)
+    assert not torch.allclose(grouped[0], plain[0], atol=1e-4)
+
+
+def replace_prompt(record: PromptRecord, prompt: str) -> PromptRecord:
+    from dataclasses import replace
+
+    return replace(record, prompt=prompt)

@@ -46,8 +46,8 @@ class DemoConfig:
 
     out: str = "outputs/demo"
     model: str = "emojiworld"
-    cost_pool: int = 600
-    cost_steps: int = 600
+    cost_pool: int = 1500
+    cost_steps: int = 800
     cost_heldout: int = 50
     harmful_prompts: int = 40
     clean_prompts: int = 40

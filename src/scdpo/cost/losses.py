@@ -16,11 +16,27 @@ import torch.nn.functional as F
 
 class CostLabels(NamedTuple):
     """Per-image targets: ``harmful`` (B,) bool, ``severity`` (B,) float (0 safe, 1-3 harmful),
-    ``categories`` (B, C) multi-hot float."""
+    ``categories`` (B, C) multi-hot float, and optionally ``concepts`` (B, V) multi-hot float: which
+    EmojiWorld concepts are drawn (render ground truth; None or V = 0 for data without them)."""
 
     harmful: torch.Tensor
     severity: torch.Tensor
     categories: torch.Tensor
+    concepts: torch.Tensor | None = None
+
+    def select(self, idx) -> "CostLabels":
+        """The rows ``idx`` of every field (index, slice, mask or index tensor)."""
+        return CostLabels(*(None if t is None else t[idx] for t in self))
+
+    def to(self, device) -> "CostLabels":
+        return CostLabels(*(None if t is None else t.to(device) for t in self))
+
+    @staticmethod
+    def cat(parts: "list[CostLabels]") -> "CostLabels":
+        """Rows of several label sets, in order; ``concepts`` only when every part has them."""
+        if not parts:
+            return CostLabels(torch.zeros(0, dtype=torch.bool), torch.zeros(0), torch.zeros(0, 7))
+        return CostLabels(*(None if any(t is None for t in col) else torch.cat(col) for col in zip(*parts)))
 
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, CostLabels], torch.Tensor]
@@ -54,11 +70,28 @@ def anchor_loss(cost: torch.Tensor, logits: torch.Tensor, labels: CostLabels) ->
 
 
 def category_loss(cost: torch.Tensor, logits: torch.Tensor, labels: CostLabels) -> torch.Tensor:
-    """Binary cross-entropy of the per-category logits against the multi-hot I2P categories."""
-    return F.binary_cross_entropy_with_logits(logits, labels.categories.to(logits.dtype))
+    """Binary cross-entropy of the per-category logits (the first C columns of ``logits``) against
+    the multi-hot I2P categories."""
+    c = labels.categories.shape[1]
+    return F.binary_cross_entropy_with_logits(logits[:, :c], labels.categories.to(logits.dtype))
 
 
-LOSSES: dict[str, LossFn] = {"ranking": ranking_loss, "anchor": anchor_loss, "category": category_loss}
+def concept_loss(cost: torch.Tensor, logits: torch.Tensor, labels: CostLabels) -> torch.Tensor:
+    """Auxiliary multiple-instance concept loss: binary cross-entropy of the concept logits (the
+    columns of ``logits`` after the C category ones) against the render's multi-hot concepts,
+    summed over concepts and averaged over images. It teaches the shared per-location features which
+    object is drawn, not only whether it is harmful. 0 when the labels carry no concepts."""
+    if labels.concepts is None or labels.concepts.shape[1] == 0:
+        return cost.sum() * 0.0
+    c, v = labels.categories.shape[1], labels.concepts.shape[1]
+    if logits.shape[1] != c + v:
+        raise ValueError(f"the adapter gives {logits.shape[1] - c} concept logits but the labels have {v} concepts")
+    bce = F.binary_cross_entropy_with_logits(logits[:, c:], labels.concepts.to(logits.dtype), reduction="none")
+    return bce.sum(1).mean()
+
+
+LOSSES: dict[str, LossFn] = {"ranking": ranking_loss, "anchor": anchor_loss, "category": category_loss,
+                             "concept": concept_loss}
 
 
 def total_loss(cost: torch.Tensor, logits: torch.Tensor, labels: CostLabels,

@@ -4,6 +4,12 @@
 score in the sense of Safe-RLHF's cost model (Dai et al. 2023): higher is more harmful and 0 is the
 safe/harmful threshold (see docs/cost-model.md for the losses that make it so). The category logits
 follow the seven I2P categories. Only the adapter is saved; the backbone is named by its spec.
+
+The adapter scores every location of the backbone's feature map and pools the scores with
+log-sum-exp (multiple-instance learning: an image is as harmful as its most harmful region), so
+one small harmful object is not averaged away by the rest of the image. Models trained on
+EmojiWorld renders also have per-location concept logits (max-pooled), an auxiliary head that is
+trained on the renders' concept labels and unused when scoring.
 """
 
 from __future__ import annotations
@@ -23,6 +29,9 @@ from scdpo.utils.io import atomic_path
 from scdpo.world.records import I2P_CATEGORIES, PromptRecord
 
 KIND = "scdpo-cost-model"
+# 3: per-location adapter on feature maps (+ concept head); 1, 2 (never released): pooled features,
+# an adapter with an affine LayerNorm
+VERSION = 3
 Scorer = Callable[[torch.Tensor, "list[PromptRecord] | None"], torch.Tensor]
 
 
@@ -32,61 +41,96 @@ class CostModelConfig:
 
     Attributes:
         backbone: backbone spec (``efficientnet-lite0`` or ``clip:PATH``).
-        feature_dim: the backbone's feature size (checked on load).
+        feature_dim: the backbone's feature-map channels (checked on load).
         backbone_fingerprint: sum of |w| of the backbone's weights (checked on load).
         hidden: adapter hidden width.
         dropout: adapter dropout.
+        tau: temperature of the log-sum-exp pooling over locations (small: max, large: mean).
         categories: names of the category logits, in order.
+        concepts: names of the auxiliary concept logits (EmojiWorld vocabulary order); empty: no
+            concept head.
+        version: checkpoint format.
     """
 
     backbone: str = DEFAULT_BACKBONE
-    feature_dim: int = 1280
+    feature_dim: int = 1664
     backbone_fingerprint: float | None = None
     hidden: int = 256
-    dropout: float = 0.1
+    dropout: float = 0.5
+    tau: float = 0.5
     categories: list[str] = field(default_factory=lambda: list(I2P_CATEGORIES))
+    concepts: list[str] = field(default_factory=list)
+    version: int = VERSION
+
+
+def lse_pool(scores: torch.Tensor, tau: float, dim: int = 1) -> torch.Tensor:
+    """Log-sum-exp pooling ``tau * log(mean_k exp(s_k / tau))`` over ``dim`` (Pinheiro & Collobert
+    2015, "From image-level to pixel-level labeling with convolutional networks", r = 1/tau): the
+    mean of the scores for large tau, their maximum as tau -> 0, smooth in between."""
+    k = scores.shape[dim]
+    return tau * (torch.logsumexp(scores / tau, dim) - math.log(k))
 
 
 class CostAdapter(nn.Module):
-    """``features (B, dim) -> (B, 1 + C)``: LayerNorm, one hidden GELU layer, linear out.
+    """``features (B, K, dim) -> cost (B,), logits (B, C + V)``: the same small MLP scores each of
+    the K locations (a 1x1 convolution over the feature map) with a cost, C category logits and V
+    concept logits; :func:`lse_pool` pools the cost and the category logits over locations, the
+    concept logits are max-pooled (one object is one location's evidence). ``(B, dim)`` input is
+    treated as K = 1.
 
-    The LayerNorm makes one learning rate work for backbones whose features have different scales.
+    A LayerNorm without affine parameters standardises each location's features first, so one
+    learning rate fits backbones and layers of different scales; its scale and shift would be
+    redundant with the first linear layer, and without them the backward pass skips the gradient
+    of the (large) input, a third of the training time.
     """
 
-    def __init__(self, dim: int, hidden: int, n_categories: int, dropout: float):
+    def __init__(self, dim: int, hidden: int, n_categories: int, dropout: float, tau: float = 0.5,
+                 n_concepts: int = 0):
         super().__init__()
-        self.net = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout),
-                                 nn.Linear(hidden, 1 + n_categories))
+        self.tau, self.n_categories = tau, n_categories
+        self.norm = nn.LayerNorm(dim, elementwise_affine=False)
+        self.net = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout),
+                                 nn.Linear(hidden, 1 + n_categories + n_concepts))
 
     def forward(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out = self.net(feats)
-        return out[:, 0], out[:, 1:]
+        if feats.dim() == 2:
+            feats = feats[:, None]
+        out = self.net(self.norm(feats.float()))
+        head = lse_pool(out[..., :1 + self.n_categories], self.tau)
+        return head[:, 0], torch.cat([head[:, 1:], out[..., 1 + self.n_categories:].amax(1)], 1)
 
 
 class CostModel(nn.Module):
     def __init__(self, config: CostModelConfig, backbone: Backbone | None = None):
         super().__init__()
         self.backbone = backbone if backbone is not None else image_backbone(config.backbone)
-        if self.backbone.dim != config.feature_dim:
-            raise ValueError(f"backbone {self.backbone.spec!r} gives {self.backbone.dim}-d features but the cost "
+        if self.backbone.map_dim != config.feature_dim:
+            raise ValueError(f"backbone {self.backbone.spec!r} gives {self.backbone.map_dim}-d features but the cost "
                              f"model expects {config.feature_dim}-d (it was made for {config.backbone!r})")
         if config.backbone_fingerprint is None:
             config.backbone_fingerprint = self.backbone.fingerprint()
         self.config = config
-        self.adapter = CostAdapter(config.feature_dim, config.hidden, len(config.categories), config.dropout)
+        self.adapter = CostAdapter(config.feature_dim, config.hidden, len(config.categories), config.dropout,
+                                   config.tau, len(config.concepts))
 
     @classmethod
-    def create(cls, backbone: str | Backbone = DEFAULT_BACKBONE, hidden: int = 256, dropout: float = 0.1,
+    def create(cls, backbone: str | Backbone = DEFAULT_BACKBONE, hidden: int = 256, dropout: float = 0.5,
+               tau: float = 0.5, concepts: list[str] | None = None,
                device: str | torch.device = "cpu") -> "CostModel":
+        """An untrained cost model on ``backbone`` (a spec or a built backbone)."""
         bb = image_backbone(backbone, device) if isinstance(backbone, str) else backbone
-        return cls(CostModelConfig(backbone=bb.spec, feature_dim=bb.dim, hidden=hidden, dropout=dropout), bb).to(device)
+        config = CostModelConfig(backbone=bb.spec, feature_dim=bb.map_dim, hidden=hidden, dropout=dropout, tau=tau,
+                                 concepts=list(concepts or []))
+        return cls(config, bb).to(device)
 
     @property
     def device(self) -> torch.device:
         return next(self.adapter.parameters()).device
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.adapter(self.backbone(images))
+        """Images in [0, 1] -> cost (B,), category logits (B, C)."""
+        cost, logits = self.adapter(self.backbone.feature_map(images).flatten(2).transpose(1, 2))
+        return cost, logits[:, :len(self.config.categories)]
 
     @torch.no_grad()
     def score(self, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
@@ -117,15 +161,18 @@ class CostModel(nn.Module):
         raw = json.loads(cfg_file.read_text())
         if raw.pop("kind", None) != KIND:
             raise ValueError(f"{path} is not a scdpo cost model checkpoint (config.json kind is not {KIND!r})")
+        if raw.get("version", 1) != VERSION:
+            raise ValueError(f"cost model {path} has checkpoint format {raw.get('version', 1)}, this scdpo reads "
+                             f"format {VERSION}: retrain it with `scdpo cost train`")
         config = CostModelConfig(**raw)
         bb = backbone if backbone is not None else config.backbone
         bb = image_backbone(bb, device) if isinstance(bb, str) else bb
         trained_on = f"{config.backbone!r} ({config.feature_dim}-d)"
-        if bb.dim != config.feature_dim or (
+        if bb.map_dim != config.feature_dim or (
                 config.backbone_fingerprint is not None
                 and not math.isclose(bb.fingerprint(), config.backbone_fingerprint, rel_tol=1e-6)):
             raise ValueError(f"cost model {path} was trained on backbone {trained_on}, not on {bb.spec!r} "
-                             f"({bb.dim}-d, other weights): load it with the backbone it was trained on")
+                             f"({bb.map_dim}-d, other weights): load it with the backbone it was trained on")
         model = cls(config, bb)
         model.adapter.load_state_dict(load_file(str(path / "model.safetensors"), device="cpu"))
         return model.to(device).eval()

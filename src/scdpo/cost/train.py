@@ -27,6 +27,7 @@ from scdpo.cost.backbone import DEFAULT_BACKBONE, Backbone, image_backbone
 from scdpo.cost.losses import CostLabels, total_loss
 from scdpo.cost.model import CostModel, CostModelConfig
 from scdpo.utils.io import atomic_path, atomic_write_text
+from scdpo.world.vocab import load_vocabulary
 
 log = logging.getLogger(__name__)
 EVAL_SUITES = ("eval-clean", "eval-harmful-explicit", "eval-mixed")
@@ -47,16 +48,23 @@ class CostTrainConfig:
             itself has 0.2); scenes of the other class are skipped until it is reached.
         views: augmented copies of each pool image (each gets its own random artifacts).
         augment: apply the generator-artifact augmentations (blur, noise, colour shift ...).
-        vae: optional VAE (folder, pipeline folder or "emojiworld"): half of the pool is passed
-            through its encode-decode round trip before the other augmentations.
+        vae: VAE whose encode-decode round trip half of the pool goes through before the other
+            augmentations (a VAE folder, a pipeline folder or "emojiworld"). "auto" (default): the
+            shipped EmojiWorld base model's VAE for EmojiWorld renders, none for user data; "none":
+            no round trip. Generated images come out of that decoder, so the cost model sees its
+            softening in training (measured: docs/cost-model.md).
         image_size: render size of EmojiWorld scenes (the backbone resizes to its own input).
         eval_n: held-out renders per evaluation suite (eval-clean, eval-harmful-explicit, eval-mixed).
         val_fraction: user data only: fraction of rows held out for metrics.
         ranking, anchor, category: enable the contrastive ranking, the cost anchoring and the
             category BCE objectives (for ablations; see docs/cost-model.md).
         category_weight: weight of the category BCE in the total loss.
+        concept: enable the auxiliary concept objective (per-location concept logits, max-pooled,
+            BCE against the render's concepts); EmojiWorld data only, ignored for user data.
+        concept_weight: weight of the concept objective (a BCE summed over the 261 concepts).
         steps, batch_size, lr, weight_decay: adapter optimisation (AdamW, cosine decay to a tenth of lr).
         hidden, dropout: adapter width and dropout.
+        tau: temperature of the log-sum-exp pooling of per-location costs (small: max, large: mean).
         feature_batch_size: images per backbone forward pass.
         cache: folder to cache pool and held-out features in (keyed by every setting that changes
             them), so ablations and re-runs skip the backbone; none by default.
@@ -75,7 +83,7 @@ class CostTrainConfig:
     harmful_fraction: float = 0.5
     views: int = 1
     augment: bool = True
-    vae: str | None = None
+    vae: str | None = "auto"
     image_size: int = 64
     eval_n: int = 300
     val_fraction: float = 0.1
@@ -83,12 +91,15 @@ class CostTrainConfig:
     anchor: bool = True
     category: bool = True
     category_weight: float = 0.5
+    concept: bool = True
+    concept_weight: float = 0.1
     steps: int = 2000
-    batch_size: int = 256
+    batch_size: int = 128
     lr: float = 1e-3
-    weight_decay: float = 0.01
+    weight_decay: float = 0.05
     hidden: int = 256
-    dropout: float = 0.1
+    dropout: float = 0.5
+    tau: float = 0.5
     feature_batch_size: int = 64
     cache: str | None = None
     device: str = "auto"
@@ -105,6 +116,13 @@ class CostTrainConfig:
             raise ValueError("views must be >= 1, steps >= 0 and batch_size >= 2")
 
 
+def resolve_vae(cfg: CostTrainConfig) -> str | None:
+    """The VAE ``cfg.vae`` names: "auto" is the EmojiWorld base model's for EmojiWorld data."""
+    if cfg.vae == "auto":
+        return "emojiworld" if cfg.data == "emojiworld" else None
+    return None if cfg.vae in (None, "", "none") else cfg.vae
+
+
 def resolve_device(device: str) -> torch.device:
     if device == "auto":
         acc = torch.accelerator.current_accelerator(check_available=True)
@@ -114,18 +132,14 @@ def resolve_device(device: str) -> torch.device:
 
 # ---------------------------------------------------------------- features
 
-def _labels_cat(parts: list[CostLabels]) -> CostLabels:
-    return CostLabels(*(torch.cat(t) for t in zip(*parts))) if parts else CostLabels(
-        torch.zeros(0, dtype=torch.bool), torch.zeros(0), torch.zeros(0, 7))
-
-
 def _extract(backbone: Backbone, batches, total: int, desc: str, cfg: CostTrainConfig, train: bool,
              augmented: bool | None = None):
     """Features of every batch, with their labels. ``train``: ``views`` augmented copies and the
     optional VAE round trip; ``augmented`` (default: ``train and cfg.augment``) applies the artifacts."""
     augmented = (train and cfg.augment) if augmented is None else augmented
     g = torch.Generator().manual_seed(cfg.seed + (0 if train else 1))
-    vae = load_vae(cfg.vae, next(backbone.parameters()).device) if (train and cfg.vae) else None
+    name = resolve_vae(cfg)
+    vae = load_vae(name, next(backbone.parameters()).device) if (train and name) else None
     feats, labels = [], []
     views = cfg.views if train else 1
     bar = tqdm(total=total * views, desc=desc, unit="img", disable=not cfg.progress)
@@ -136,29 +150,39 @@ def _extract(backbone: Backbone, batches, total: int, desc: str, cfg: CostTrainC
                 x = torch.cat([vae_roundtrip(x[: len(x) // 2], vae), x[len(x) // 2:]])
             if augmented:
                 x = augment(x, cfg.augmentation, g)
-            feats.append(backbone.features(x, cfg.feature_batch_size))
+            feats.append(backbone.spatial_features(x, cfg.feature_batch_size))
             labels.append(lab)
             bar.update(len(x))
     bar.close()
-    return (torch.cat(feats) if feats else torch.zeros(0, backbone.dim)), _labels_cat(labels)
+    empty = torch.zeros(0, 1, backbone.map_dim, dtype=torch.float16)
+    return (torch.cat(feats) if feats else empty), CostLabels.cat(labels)
 
 
 def _cached(cfg: CostTrainConfig, backbone: Backbone, kind: str, make):
     """``make()`` once per distinct setting; the result is kept as safetensors in ``cfg.cache``."""
     if not cfg.cache:
         return make()
-    keys = {"kind": kind, "backbone": backbone.spec, "fp": round(backbone.fingerprint(), 3), "data": cfg.data,
-            "suite": cfg.suite, "pool": cfg.pool, "hf": cfg.harmful_fraction, "views": cfg.views,
-            "augment": cfg.augment and asdict(cfg.augmentation), "vae": cfg.vae, "size": cfg.image_size,
-            "eval_n": cfg.eval_n, "val": cfg.val_fraction, "seed": cfg.seed}
-    path = Path(cfg.cache) / f"{kind}-{hashlib.sha1(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:16]}.safetensors"
+    # every setting that changes these features, and no other (held-out renders are shared by runs
+    # that differ only in their training pool)
+    keys = {"kind": kind, "format": "map-fp16-concepts", "backbone": backbone.spec,
+            "fp": round(backbone.fingerprint(), 3), "data": cfg.data, "size": cfg.image_size, "seed": cfg.seed}
+    if kind == "train" or kind.startswith("user"):
+        keys.update(suite=cfg.suite, pool=cfg.pool, hf=cfg.harmful_fraction, views=cfg.views, vae=resolve_vae(cfg),
+                    val=cfg.val_fraction, augment=cfg.augment and asdict(cfg.augmentation))
+    else:
+        keys.update(eval_n=cfg.eval_n, augment=kind == "eval-aug" and asdict(cfg.augmentation))
+    digest = hashlib.sha1(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:16]
+    path = Path(cfg.cache) / f"{kind}-{digest}.safetensors"
     if path.is_file():
         t = load_file(str(path))
-        return t["features"], CostLabels(t["harmful"].bool(), t["severity"], t["categories"])
+        return t["features"], CostLabels(t["harmful"].bool(), t["severity"], t["categories"], t.get("concepts"))
     feats, lab = make()
+    tensors = {"features": feats.contiguous(), "harmful": lab.harmful.to(torch.uint8),
+               "severity": lab.severity.float(), "categories": lab.categories.float()}
+    if lab.concepts is not None:
+        tensors["concepts"] = lab.concepts.to(torch.uint8)
     with atomic_path(path) as tmp:
-        save_file({"features": feats.contiguous(), "harmful": lab.harmful.to(torch.uint8),
-                   "severity": lab.severity.float(), "categories": lab.categories.float()}, str(tmp))
+        save_file(tensors, str(tmp))
     return feats, lab
 
 
@@ -189,12 +213,12 @@ def build_features(cfg: CostTrainConfig, backbone: Backbone):
         size = backbone.input_size
         _, batches = D.user_batches(cfg.data, size, cfg.feature_batch_size)
         images, labels = zip(*batches)  # user sets are small enough to hold decoded at 224 px
-        return torch.cat(images), _labels_cat(list(labels))
+        return torch.cat(images), CostLabels.cat(list(labels))
 
     def split(rows, train):
         def make():
             images, lab = user_set()
-            sub = CostLabels(*(t[rows] for t in lab))
+            sub = lab.select(rows)
             return _extract(backbone, [(images[rows], sub)], len(rows), "features", cfg, train)
         return make
     return {"train": _cached(cfg, backbone, "user-train", split(perm[n_val:], True)),
@@ -227,14 +251,14 @@ def fit_adapter(adapter: torch.nn.Module, x: torch.Tensor, y: CostLabels, weight
     device = next(adapter.parameters()).device
     opt = torch.optim.AdamW(adapter.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(cfg.steps, 1), eta_min=cfg.lr * 0.1)
-    x, y = x.to(device), CostLabels(*(t.to(device) for t in y))
+    x, y = x.to(device), y.to(device)
     g = torch.Generator().manual_seed(cfg.seed)
     adapter.train()
     history = []
     for step in tqdm(range(cfg.steps), desc="train adapter", disable=not cfg.progress):
         idx = torch.randint(0, len(x), (min(cfg.batch_size, len(x)),), generator=g).to(device)
         cost, logits = adapter(x[idx])
-        loss, parts = total_loss(cost, logits, CostLabels(*(t[idx] for t in y)), weights)
+        loss, parts = total_loss(cost, logits, y.select(idx), weights)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -245,6 +269,15 @@ def fit_adapter(adapter: torch.nn.Module, x: torch.Tensor, y: CostLabels, weight
                 writer.add_scalar(f"loss/{k}", v, step)
     adapter.eval()
     return history
+
+
+@torch.no_grad()
+def adapter_costs(adapter: torch.nn.Module, feats: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """Costs of cached features, batched on the adapter's device; float32 CPU (N,)."""
+    adapter.eval()
+    dev = next(adapter.parameters()).device
+    out = [adapter(feats[i:i + batch_size].to(dev))[0].float().cpu() for i in range(0, len(feats), batch_size)]
+    return torch.cat(out) if out else torch.zeros(0)
 
 
 def train(cfg: CostTrainConfig) -> dict:
@@ -263,9 +296,14 @@ def train(cfg: CostTrainConfig) -> dict:
                          f"{int(y.harmful.sum())} harmful)")
     t_feat = time.perf_counter() - t0
 
-    model = CostModel(CostModelConfig(backbone=backbone.spec, feature_dim=backbone.dim, hidden=cfg.hidden,
-                                      dropout=cfg.dropout), backbone).to(device)
-    weights = {"ranking": float(cfg.ranking), "anchor": float(cfg.anchor), "category": cfg.category_weight * cfg.category}
+    # the concept head exists only where the data names its concepts (EmojiWorld renders)
+    concepts = load_vocabulary().names if (cfg.concept and y.concepts is not None) else []
+    model = CostModel(CostModelConfig(backbone=backbone.spec, feature_dim=backbone.map_dim, hidden=cfg.hidden,
+                                      dropout=cfg.dropout, tau=cfg.tau, concepts=concepts), backbone).to(device)
+    if not concepts:
+        y = CostLabels(*y[:3])
+    weights = {"ranking": float(cfg.ranking), "anchor": float(cfg.anchor),
+               "category": cfg.category_weight * cfg.category, "concept": cfg.concept_weight * bool(concepts)}
     writer = SummaryWriter(str(out / "logs"))
     t1 = time.perf_counter()
     history = fit_adapter(model.adapter, x, y, weights, cfg, writer)
@@ -273,9 +311,8 @@ def train(cfg: CostTrainConfig) -> dict:
     t_train = time.perf_counter() - t1
     model.eval()
     metrics = {}
-    with torch.no_grad():
-        for name, (xe, ye) in sets.items():
-            metrics[name] = heldout_metrics(model.adapter(xe.to(device))[0].float().cpu(), ye)
+    for name, (xe, ye) in sets.items():
+        metrics[name] = heldout_metrics(adapter_costs(model.adapter, xe), ye)
     metrics.update({"final_loss": history[-1] if history else {}, "train_images": len(x),
                     "feature_seconds": round(t_feat, 1), "adapter_seconds": round(t_train, 1),
                     "total_seconds": round(time.perf_counter() - t0, 1), "device": str(device),

@@ -95,7 +95,7 @@ def category_plot(names: list[str], rates: list[dict[str, float]]) -> bytes:
     from matplotlib.figure import Figure
 
     cats = [c for c in I2P_CATEGORIES if any(c in r for r in rates)]
-    fig = Figure(figsize=(max(6, 1.2 * len(cats) + 2), 4))
+    fig = Figure(figsize=(max(6, 1.2 * len(cats) + 2) + 2.5, 4))  # room for the legend on the right
     ax = fig.add_subplot()
     width = 0.8 / max(1, len(names))
     for j, (name, r) in enumerate(zip(names, rates)):
@@ -103,7 +103,8 @@ def category_plot(names: list[str], rates: list[dict[str, float]]) -> bytes:
     ax.set_xticks([i + 0.4 - width / 2 for i in range(len(cats))], cats, rotation=20)
     ax.set_ylabel("harmful rate (judge)")
     ax.set_ylim(0, 1.05)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: never over the bars
+    fig.tight_layout()
     return _png(fig)
 
 

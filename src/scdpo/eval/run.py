@@ -37,6 +37,9 @@ class EvalConfig:
         lora: a diffusers LoRA folder (pytorch_lora_weights.safetensors) fused into the model.
         lora_scale: LoRA strength when fusing.
         negative_prompt: negative prompt for classifier-free guidance (the "negative prompt" baseline).
+        negative_from_concepts: per-prompt negative prompt naming the harmful concepts the prompt's
+            ground truth holds (EmojiWorld records; others get ``negative_prompt``): an oracle upper
+            bound on what negative prompting can do, since a user does not know them in advance.
         suites: EmojiWorld suites, comma- or space-separated ("none" for prompt files only).
         prompts: prompt files, each one more suite named after the file (I2P, COCO-30k, text...).
         n_per_prompt: images per prompt.
@@ -58,6 +61,7 @@ class EvalConfig:
     lora: str | None = None
     lora_scale: float = 1.0
     negative_prompt: str | None = None
+    negative_from_concepts: bool = False
     suites: list[str] = field(default_factory=lambda: list(DEFAULT_SUITES))
     prompts: list[str] = field(default_factory=list)
     n_per_prompt: int = 1
@@ -135,6 +139,32 @@ def reference_images(records: list[PromptRecord], size: int) -> torch.Tensor | N
     if not records or not all("scene" in r.meta for r in records):
         return None
     return render_scenes([Scene.from_dict(r.meta["scene"]) for r in records], size)
+
+
+def concept_negative(record: PromptRecord, default: str | None) -> str | None:
+    """The oracle negative prompt of a record: its harmful concepts' names, else ``default``."""
+    from scdpo.world.vocab import load_vocabulary
+
+    known = load_vocabulary().by_name
+    names = [c for c in record.concepts if c in known and known[c].harmful]
+    return ", ".join(names) if names else default
+
+
+def sample_all(model, samples: list, sampler, negative_from_concepts: bool = False) -> torch.Tensor:
+    """Images of ``expand()``'s samples in order; with per-prompt negative prompts, each group of
+    samples sharing one negative prompt is sampled as its own batch (the seeds fix the noise, so
+    grouping does not change any image)."""
+    prompts, seeds = [r.prompt for *_, r in samples], [s for _, _, s, _ in samples]
+    if not negative_from_concepts:
+        return model.sample(prompts, seeds, sampler)
+    negatives = [concept_negative(r, sampler.negative_prompt) for *_, r in samples]
+    images = [None] * len(samples)
+    for neg in dict.fromkeys(negatives):
+        idx = [i for i, n in enumerate(negatives) if n == neg]
+        out = model.sample([prompts[i] for i in idx], [seeds[i] for i in idx], replace(sampler, negative_prompt=neg))
+        for i, img in zip(idx, out):
+            images[i] = img
+    return torch.stack(images)
 
 
 # ------------------------------------------------------------------ metric core
@@ -286,7 +316,7 @@ def run(cfg: EvalConfig) -> dict:
     for name, records in tqdm(suites.items(), desc="eval suites", unit="suite"):
         t0 = time.time()
         samples = expand(name, records, cfg.n_per_prompt)
-        images = model.sample([r.prompt for *_, r in samples], [s for _, _, s, _ in samples], sampler)
+        images = sample_all(model, samples, sampler, cfg.negative_from_concepts)
         t1 = time.time()
         folder = out / "suites" / name
         save_images(folder / "images.parquet", samples, images)
@@ -297,7 +327,8 @@ def run(cfg: EvalConfig) -> dict:
         results[name] = {"kind": "emojiworld" if name in cfg.suites else "prompt-file", "prompts": len(records),
                          **m, "images_file": f"suites/{name}/images.parquet", "grid": f"suites/{name}/grid.png",
                          "seconds": {"sample": round(t1 - t0, 2), "score": round(time.time() - t1, 2)}}
-    metrics = {"name": cfg.name, "model": cfg.model, "lora": cfg.lora, "negative_prompt": cfg.negative_prompt,
+    negative = "the prompt's harmful concepts" if cfg.negative_from_concepts else cfg.negative_prompt
+    metrics = {"name": cfg.name, "model": cfg.model, "lora": cfg.lora, "negative_prompt": negative,
                "judge": "emojiworld (shipped, independent of any cost model)", "config": asdict(cfg),
                "suites": results, "seconds": round(time.time() - start, 2)}
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=1))

@@ -7,6 +7,7 @@ the device (up to floating point differences of the device's kernels).
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -33,6 +34,15 @@ class SamplerConfig:
     height, width: image size in pixels; None means the model's native resolution.  Must be a
         multiple of the VAE's downsampling factor (8 for SD/SDXL).
     progress: show a tqdm bar over batches.
+    attention: the scaled-dot-product attention kernel preferred on CUDA: ``"auto"`` (torch's
+        choice), ``"flash"``, ``"cudnn"``, ``"efficient"`` or ``"math"`` (docs/performance.md).
+    fuse_qkv: fuse the q/k/v projections of every attention layer into one matmul while
+        sampling (restored afterwards; ignored when the UNet carries LoRA adapters, which the fused
+        layer would bypass). Off by default: on an H200 it changed nothing (docs/performance.md).
+    channels_last: run the UNet and VAE in channels-last memory format while sampling.
+    compile: ``torch.compile`` the UNet's resnet and transformer blocks (in place, once; the
+        first batch takes longer while it compiles).
+    vae_batch_size: images per VAE decoder call.
     """
 
     steps: int = 20
@@ -43,12 +53,22 @@ class SamplerConfig:
     height: int | None = None
     width: int | None = None
     progress: bool = True
+    attention: str = "auto"
+    fuse_qkv: bool = False
+    channels_last: bool = False
+    compile: bool = False
+    vae_batch_size: int = 8
 
     def __post_init__(self):
         if self.scheduler not in SCHEDULERS:
             raise ValueError(f"unknown scheduler {self.scheduler!r}; choose one of {SCHEDULERS}")
-        if self.steps < 1 or self.batch_size < 1:
-            raise ValueError(f"steps and batch_size must be >= 1, got {self.steps} and {self.batch_size}")
+        if self.steps < 1 or self.batch_size < 1 or self.vae_batch_size < 1:
+            raise ValueError(f"steps, batch_size and vae_batch_size must be >= 1, got {self.steps}, "
+                             f"{self.batch_size} and {self.vae_batch_size}")
+        from scdpo.models.speed import ATTENTION_BACKENDS
+
+        if self.attention not in ATTENTION_BACKENDS:
+            raise ValueError(f"unknown attention backend {self.attention!r}; choose one of {ATTENTION_BACKENDS}")
 
 
 def make_scheduler(name: str, scheduler_config):
@@ -64,14 +84,35 @@ def make_scheduler(name: str, scheduler_config):
     raise ValueError(f"unknown scheduler {name!r}; choose one of {SCHEDULERS}")
 
 
+def speed_levers(model: T2IModel, config: SamplerConfig) -> contextlib.ExitStack:
+    """The context in which :func:`sample_images` runs the UNet: ``config``'s speed levers."""
+    from scdpo.models import speed
+
+    stack = contextlib.ExitStack()
+    stack.enter_context(speed.attention_backend(config.attention, model.device))
+    if config.fuse_qkv:
+        stack.enter_context(speed.fused_qkv(model.unet))
+    if config.channels_last:
+        for module in (model.unet, model.vae):
+            stack.enter_context(speed.channels_last(module))
+    if config.compile:
+        speed.compile_blocks(model.unet)
+    return stack
+
+
 @torch.no_grad()
 def sample_images(model: T2IModel, prompts: list[str], seeds: list[int], config: SamplerConfig) -> torch.Tensor:
     """See :meth:`T2IModel.sample`."""
-    from scdpo.models.t2i import Conditioning
-
     if isinstance(prompts, str) or len(prompts) != len(seeds):
         raise ValueError(f"need a list of prompts and one seed per prompt, got {len(prompts)} prompts "
                          f"and {len(seeds)} seeds")
+    with speed_levers(model, config):
+        return _sample(model, prompts, seeds, config)
+
+
+def _sample(model: T2IModel, prompts: list[str], seeds: list[int], config: SamplerConfig) -> torch.Tensor:
+    from scdpo.models.t2i import Conditioning
+
     height, width = config.height or model.resolution, config.width or model.resolution
     factor = model.vae_scale_factor
     if height % factor or width % factor:
@@ -99,5 +140,5 @@ def sample_images(model: T2IModel, prompts: list[str], seeds: list[int], config:
                 uncond_pred, cond_pred = pred.chunk(2)
                 pred = uncond_pred + config.guidance_scale * (cond_pred - uncond_pred)
             latents = scheduler.step(pred, t, latents, return_dict=False)[0]
-        images.append(((model.decode_latents(latents) + 1) / 2).cpu())
+        images.append(((model.decode_latents(latents, batch_size=config.vae_batch_size) + 1) / 2).cpu())
     return torch.cat(images)

@@ -8,6 +8,7 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from scdpo.models.speed import ATTENTION_BACKENDS
 from scdpo.train.losses import LOSSES
 
 # Diffusion-DPO's beta with the per-element mean error: 5000 in the authors' SD 1.5 and SDXL
@@ -53,6 +54,16 @@ class TrainConfig:
         max_steps: optimizer steps.
         mixed_precision: "no", "fp16", "bf16", or "auto" (the accelerate launch config's, else bf16 on
             CUDA and no on CPU). With LoRA the frozen weights are kept in this precision too.
+        autocast: with bf16 mixed precision, compute under torch.autocast as diffusers' training
+            scripts do (True), or hold bf16 weights and compute without autocast (False: full
+            fine-tuning keeps fp32 master weights for the optimizer; not under FSDP). None (the
+            default) picks what measured best on an H200 (docs/performance.md): no autocast for
+            full fine-tuning (1.17x the plain step, losses within bf16 tolerance), autocast for
+            LoRA (no autocast gained nothing there and moved the losses further from fp32).
+        attention: the scaled-dot-product attention kernel preferred on CUDA: auto (torch's
+            choice), flash, cudnn, efficient or math (docs/performance.md).
+        compile: torch.compile each resnet and transformer block of the UNet (regional
+            compilation; the first steps take longer while it compiles).
         gradient_checkpointing: recompute UNet activations in the backward pass (less memory).
         caption_dropout: fraction of captions replaced by "" (the Diffusion-DPO authors used 0.2).
         cache_latents: encode every image with the VAE once, before training (each process keeps
@@ -99,6 +110,9 @@ class TrainConfig:
     grad_accum: int = 1
     max_steps: int = 1000
     mixed_precision: str = "auto"
+    autocast: bool | None = None
+    attention: str = "auto"
+    compile: bool = False
     gradient_checkpointing: bool = False
     caption_dropout: float = 0.0
     cache_latents: bool = False
@@ -125,6 +139,8 @@ class TrainConfig:
             self.beta = BETA_DEFAULTS["emojiworld" if str(self.model) == "emojiworld" else "sd"]
         if not self.beta > 0:
             raise ValueError(f"beta must be > 0, got {self.beta}")
+        if self.attention not in ATTENTION_BACKENDS:
+            raise ValueError(f"attention must be one of {', '.join(ATTENTION_BACKENDS)}, got {self.attention!r}")
         if self.mixed_precision not in ("auto", "no", "fp16", "bf16"):
             raise ValueError(f"mixed_precision must be auto, no, fp16 or bf16, got {self.mixed_precision!r}")
         for name in ("batch_size", "grad_accum", "max_steps", "checkpoint_every", "keep_checkpoints",

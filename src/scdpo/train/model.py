@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from scdpo.models.speed import ATTENTION_BACKENDS, attention_backend, compile_blocks  # noqa: F401 (trainer levers)
 from scdpo.models.t2i import Conditioning, T2IModel
 from scdpo.utils.io import current_umask
 
@@ -70,10 +71,46 @@ class Reference:
         finally:
             self.unet.enable_adapters()
 
-    @torch.no_grad()
     def __call__(self, model: T2IModel, noisy: torch.Tensor, t: torch.Tensor, cond: Conditioning) -> torch.Tensor:
-        with self.active(model):
-            return model.predict(noisy, t, cond)
+        # inference mode (no autograd bookkeeping at all); the clone, outside it, is an ordinary
+        # tensor the loss may combine with the policy's
+        with torch.inference_mode(), self.active(model):
+            pred = model.predict(noisy, t, cond)
+        return pred.clone()
+
+
+class MasterWeights:
+    """fp32 master copies of bf16 trainable weights ("Mixed precision training", Micikevicius et
+    al. 2018): the UNet computes in bf16 without autocast, the optimizer updates the fp32 copies
+    (``self.master``, build the optimizer on these), and each step's result is rounded back into
+    the UNet.  ``grads_to_master`` before clipping, ``master_to_model`` after ``optimizer.step``.
+    Gradients accumulate in bf16 over micro-batches (as DDP reduces them)."""
+
+    def __init__(self, named_params):
+        self.names, self.params = zip(*[(n, p) for n, p in named_params if p.requires_grad])
+        self.master = [p.detach().float().clone().requires_grad_(True) for p in self.params]
+
+    @torch.no_grad()
+    def grads_to_master(self) -> None:
+        for p, m in zip(self.params, self.master):
+            m.grad = None if p.grad is None else p.grad.float()
+            p.grad = None
+
+    @torch.no_grad()
+    def master_to_model(self) -> None:
+        torch._foreach_copy_(list(self.params), self.master)  # rounds to the model's dtype
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {n: m.detach() for n, m in zip(self.names, self.master)}
+
+    @torch.no_grad()
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        missing = [n for n in self.names if n not in state]
+        if missing:
+            raise ValueError(f"master weights lack {len(missing)} parameter(s), e.g. {missing[0]}")
+        for n, m in zip(self.names, self.master):
+            m.copy_(state[n])
+        self.master_to_model()
 
 
 def lora_state_dict(unet) -> dict[str, torch.Tensor]:

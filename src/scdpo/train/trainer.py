@@ -30,6 +30,7 @@ from scdpo.utils.io import atomic_write_text
 __all__ = ["TrainConfig", "TrainingDiverged", "train"]
 log = logging.getLogger(__name__)
 LORA_CKPT = "lora.safetensors"
+MASTER_CKPT = "master_weights.safetensors"
 
 
 class TrainingDiverged(RuntimeError):
@@ -56,27 +57,57 @@ def _accelerator(cfg: TrainConfig, out: Path):
 
 
 def _build(cfg: TrainConfig, acc):
-    """Model with LoRA (or not), reference, optimizer; returns (model, wrapped policy, reference, opt, params)."""
-    from accelerate.utils import DistributedType
+    """Model with LoRA (or not), reference, optimizer; returns (model, wrapped policy, reference,
+    opt, params to clip, master weights or None)."""
+    from accelerate.utils import AutocastKwargs, DistributedType
 
     from scdpo.models.t2i import T2IModel
 
-    if acc.distributed_type == DistributedType.FSDP and not cfg.full:
+    fsdp = acc.distributed_type == DistributedType.FSDP
+    if fsdp and not cfg.full:
         raise ValueError("FSDP is for full fine-tuning (--full); train LoRA with the DDP config")
     half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(acc.mixed_precision, torch.float32)
-    # LoRA: the frozen base in half precision, adapters in fp32; full: fp32 master weights
+    # pure bf16 (docs/performance.md): bf16 weights, no autocast; full mode keeps fp32 master weights
+    autocast = (not cfg.full) if cfg.autocast is None else cfg.autocast
+    pure = not autocast and acc.mixed_precision == "bf16" and not fsdp
+    if pure:
+        acc.autocast_handler = AutocastKwargs(enabled=False)  # read by prepare() and acc.autocast()
+    # LoRA: the frozen base in half precision, adapters in fp32; full: fp32 weights (under autocast,
+    # or the master copies of bf16 ones, taken before rounding)
     model = T2IModel.from_pretrained(cfg.model, device=acc.device, dtype=torch.float32 if cfg.full else half)
     unet = model.unet
+    master = None
+    if pure and cfg.full:
+        master = tm.MasterWeights(unet.named_parameters())
+        model.to(dtype=half)
     if not cfg.full:
         tm.add_lora(unet, cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets)
     if cfg.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
     reference = tm.Reference(unet, cfg.full, half)
+    if cfg.compile:
+        for module in (unet, reference.copy):
+            if module is not None:
+                tm.compile_blocks(module)
     unet.train()
-    opt = torch.optim.AdamW([p for p in unet.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay,
-                            fused=acc.device.type == "cuda")
+    trainable = master.master if master else [p for p in unet.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=acc.device.type == "cuda")
     policy, opt = acc.prepare(unet, opt)
-    params = [p for p in policy.parameters() if p.requires_grad]  # FSDP replaces them
+    params = master.master if master else [p for p in policy.parameters() if p.requires_grad]  # FSDP replaces them
+    if master is not None:  # the fp32 master weights travel with checkpoints (safetensors, no pickle)
+        def save_master(models, weights, output_dir):
+            if acc.is_main_process:
+                from safetensors.torch import save_file
+
+                state = {k: v.contiguous() for k, v in master.state_dict().items()}
+                save_file(state, str(Path(output_dir) / MASTER_CKPT))
+
+        def load_master(models, input_dir):
+            from safetensors.torch import load_file
+
+            master.load_state_dict(load_file(str(Path(input_dir) / MASTER_CKPT), device=str(acc.device)))
+        acc.register_save_state_pre_hook(save_master)
+        acc.register_load_state_pre_hook(load_master)
     if not cfg.full:  # checkpoints hold the adapter only, not the frozen base
         def save_hook(models, weights, output_dir):
             if acc.is_main_process:
@@ -92,7 +123,7 @@ def _build(cfg: TrainConfig, acc):
             tm.load_lora_state_dict(acc.unwrap_model(models.pop()), load_file(str(Path(input_dir) / LORA_CKPT)))
         acc.register_save_state_pre_hook(save_hook)
         acc.register_load_state_pre_hook(load_hook)
-    return model, policy, reference, opt, params
+    return model, policy, reference, opt, params, master
 
 
 @torch.no_grad()
@@ -114,7 +145,8 @@ def _accumulate(cfg, acc, model, policy, reference, loader, loss_fn, state, prog
         batch = next(loader)
         gen = step_generator(cfg.seed, prog.samples, acc.process_index)
         last = micro == cfg.grad_accum - 1  # gradients are all-reduced on the last micro-batch only
-        with (contextlib.nullcontext() if last else acc.no_sync(policy)), acc.autocast():
+        with (contextlib.nullcontext() if last else acc.no_sync(policy)), acc.autocast(), \
+                tm.attention_backend(cfg.attention, acc.device):
             errors = pair_errors(model, policy, reference, batch, gen, caption_dropout=cfg.caption_dropout,
                                  cache=cache)
             loss_vec, stats = loss_fn(*errors, batch_info(batch, acc.device), cfg, state)
@@ -151,7 +183,7 @@ def train(cfg: TrainConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     acc = _accelerator(cfg, out)
     torch.manual_seed(cfg.seed)  # LoRA init
-    model, policy, reference, opt, params = _build(cfg, acc)
+    model, policy, reference, opt, params, master = _build(cfg, acc)
     unet = acc.unwrap_model(policy)
     loss_fn = get_loss(cfg.loss)
     pairs = PreferencePairs(cfg.dataset, model.resolution, need_costs=cfg.uses_costs, resize=cfg.resize,
@@ -191,6 +223,8 @@ def train(cfg: TrainConfig) -> dict:
     scalars: dict[str, float] = {}
     while prog.step < cfg.max_steps:
         micro_stats = _accumulate(cfg, acc, model, policy, reference, loader, loss_fn, state, prog, cache)
+        if master is not None:
+            master.grads_to_master()  # clip and step in fp32
         grad_norm = acc.clip_grad_norm_(params, cfg.max_grad_norm if cfg.max_grad_norm > 0 else math.inf)
         step_stats, grad_norm, finite = _reduce(acc, micro_stats, grad_norm)
         lr = _lr(cfg, prog.step)
@@ -198,6 +232,8 @@ def train(cfg: TrainConfig) -> dict:
             for group in opt.param_groups:
                 group["lr"] = lr
             opt.step()
+            if master is not None:
+                master.master_to_model()
         opt.zero_grad(set_to_none=True)
         prog.step += 1
         bar.update(1)
@@ -237,6 +273,8 @@ def train(cfg: TrainConfig) -> dict:
                **scalars, **{f"val_{k}": v for k, v in val.items()}}
     if val:
         acc.log({f"val/{k}": v for k, v in val.items()}, step=prog.step)
+    if master is not None:  # export the fp32 master weights, not their bf16 rounding
+        unet.to(torch.float32).load_state_dict(master.state_dict(), strict=False)
     _export(cfg, acc, model, policy, unet, out)
     if acc.is_main_process:
         atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=1))

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# The full EmojiWorld comparison of docs/results.md: cost model -> SCP dataset -> every method of
+# issue 7 (Diffusion-DPO, SafetyDPO, SC-DPO and its ablations) -> evaluation of each against the
+# base model and the negative-prompt baselines -> one comparison table.
+#
+#   bash benchmarks/emojiworld_alignment.sh            # GPU scale (one H200: about 8 minutes)
+#   TINY=1 R=/tmp/r bash benchmarks/emojiworld_alignment.sh   # seconds-scale dry run on a CPU
+#
+# Stages run in order and each is skipped when its output exists (STAGES="train eval" reruns two).
+# Trainings and evaluations of different methods are independent, so they run concurrently
+# (PAR of them at once): on one GPU the tiny EmojiWorld UNet is launch-bound, not compute-bound.
+set -u
+R=${R:-runs/emojiworld-alignment}
+STAGES=${STAGES:-"cost data train eval compare"}
+PAR=${PAR:-8}
+if [ "${TINY:-0}" = 1 ]; then
+    COST="--pool 64 --eval-n 16 --steps 20"; NPROMPTS=6; CAND=2; TSTEPS=2; TBATCH=2; ELIMIT="--limit 4"; SSTEPS=2
+else
+    COST="--pool 8000 --eval-n 300"; NPROMPTS=2000; CAND=4; TSTEPS=1000; TBATCH=32; ELIMIT=""; SSTEPS=20
+fi
+# one fixed negative prompt: the most severe concepts of every category that fit the text
+# encoder's 32 tokens (29 with [CLS]/[SEP])
+NEG="pistol bomb dagger blood axe razor noose pills underwear bikini zombie skull coffin syringe burglar ogre cursing face middle finger fist"
+SUITES=${SUITES:-"eval-harmful-explicit eval-harmful-implicit eval-clean eval-mixed"}
+# method | trainer flags on top of configs/emojiworld.yaml (METHODS=... replaces the list: a sweep)
+METHODS=${METHODS:-"
+dpo|--loss dpo
+safetydpo|--loss safetydpo
+sc-dpo|--loss sc-dpo
+sc-dpo-no-dfm|--loss sc-dpo --focus-gamma 0
+sc-dpo-no-constraint|--loss sc-dpo --no-constraint
+sc-dpo-no-winner-term|--loss sc-dpo --winner-weight 0
+"}
+mkdir -p "$R/logs"
+has() { case " $STAGES " in *" $1 "*) return 0;; esac; return 1; }
+scdpo() { python3 -m scdpo.cli "$@"; }
+# run "$@" in the background with its log; at most PAR at once
+bg() { local log=$1; shift; while [ "$(jobs -rp | wc -l)" -ge "$PAR" ]; do sleep 1; done
+       ( "$@" > "$R/logs/$log.log" 2>&1; echo $? > "$R/logs/$log.rc" ) & }
+stamp() { echo "[$(date +%T)] $*"; }
+
+if has cost && [ ! -f "$R/cost/config.json" ]; then
+    stamp cost; scdpo cost train --out "$R/cost" $COST --no-progress > "$R/logs/cost.log" 2>&1 || { tail "$R/logs/cost.log"; exit 1; }
+fi
+if has data && [ ! -f "$R/scp/README.md" ]; then
+    stamp data
+    scdpo data build --model emojiworld --cost-model "$R/cost" --reward emojiworld \
+        --harmful align-harmful --clean align-clean --n-harmful $NPROMPTS --n-clean $NPROMPTS \
+        --candidates $CAND --steps $SSTEPS --safe-prompt-winner --batch-size 256 --chunk-size 500 \
+        --out "$R/scp" > "$R/logs/data.log" 2>&1 || { tail "$R/logs/data.log"; exit 1; }
+fi
+if has train; then
+    stamp train
+    while IFS='|' read -r name flags; do
+        [ -z "$name" ] || [ -f "$R/lora-$name/pytorch_lora_weights.safetensors" ] && continue
+        bg "train-$name" scdpo train --config configs/emojiworld.yaml --dataset "$R/scp" --out "$R/lora-$name" \
+            --max-steps $TSTEPS --batch-size $TBATCH --warmup 50 --validate-every 0 --checkpoint-every 100000 \
+            --log-every 50 $flags
+    done <<< "$METHODS"
+    wait
+fi
+if has eval; then
+    stamp eval
+    ev() { local name=$1; shift
+           [ -f "$R/eval-$name/metrics.json" ] || bg "eval-$name" scdpo eval --model emojiworld --suites $SUITES \
+               $ELIMIT --steps $SSTEPS --batch-size 256 --cost-model "$R/cost" --name "$name" --out "$R/eval-$name" "$@"; }
+    if [ "${BASELINES:-1}" = 1 ]; then
+        ev base
+        ev negative-prompt --negative-prompt "$NEG"
+        ev negative-prompt-oracle --negative-from-concepts
+    fi
+    while IFS='|' read -r name flags; do
+        [ -n "$name" ] && [ -f "$R/lora-$name/pytorch_lora_weights.safetensors" ] && ev "$name" --lora "$R/lora-$name"
+    done <<< "$METHODS"
+    wait
+fi
+if has compare; then
+    stamp compare
+    runs=$(ls -d "$R"/eval-*/ 2>/dev/null | while read -r d; do [ -f "$d/metrics.json" ] && echo "${d%/}"; done)
+    scdpo eval compare $runs --out "$R/compare" > "$R/logs/compare.log" 2>&1
+    cat "$R/compare/table.md" 2>/dev/null || tail "$R/logs/compare.log"
+fi
+for f in "$R"/logs/*.rc; do [ "$(cat "$f")" = 0 ] || { echo "FAILED: $f"; tail -5 "${f%.rc}.log"; }; done
+stamp done

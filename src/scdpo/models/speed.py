@@ -1,0 +1,97 @@
+"""Speed levers for the UNet on CUDA, shared by the trainer and the sampler (docs/performance.md):
+the attention kernel, regional ``torch.compile``, fused QKV projections and channels-last memory.
+Each is exact up to floating-point summation order; on the CPU they are no-ops unless asked."""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+
+import torch
+
+ATTENTION_BACKENDS = ("auto", "flash", "cudnn", "efficient", "math")
+COMPILE_BLOCKS = ("ResnetBlock2D", "Transformer2DModel")
+
+
+def attention_backend(name: str, device) -> contextlib.AbstractContextManager:
+    """Which kernel torch's scaled-dot-product attention (what diffusers' attention processors
+    call) prefers on CUDA: ``"flash"`` (FlashAttention-2), ``"cudnn"`` (cuDNN's fused attention),
+    ``"efficient"`` (memory-efficient) first, the others after it for shapes it does not support
+    (cuDNN, for one, may refuse SD 1.5's 160-wide heads); ``"math"`` only the reference kernel.
+    ``"auto"``, and any non-CUDA device, leave torch's own choice."""
+    if name not in ATTENTION_BACKENDS:
+        raise ValueError(f"unknown attention backend {name!r}; choose one of {', '.join(ATTENTION_BACKENDS)}")
+    if name == "auto" or torch.device(device).type != "cuda":
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    kernels = {"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION,
+               "efficient": SDPBackend.EFFICIENT_ATTENTION}
+    if name == "math":
+        return sdpa_kernel(SDPBackend.MATH)
+    order = [kernels[name], *(k for k in kernels.values() if k != kernels[name]), SDPBackend.MATH]
+    if "set_priority" not in inspect.signature(sdpa_kernel).parameters:  # torch < 2.6: that kernel only
+        return sdpa_kernel(kernels[name])
+    return sdpa_kernel(order, set_priority=True)
+
+
+def compile_blocks(unet, blocks: tuple[str, ...] = COMPILE_BLOCKS, **compile_kwargs) -> int:
+    """Regional ``torch.compile``: compile each repeated block of the UNet in place (resnet and
+    transformer blocks, where inductor fuses GroupNorm/SiLU/LayerNorm/GEGLU with their
+    neighbours) rather than the whole model: shorter compile, the same kernels (diffusers'
+    ``compile_repeated_blocks`` does this for the transformer blocks only).  Idempotent; returns
+    the number of blocks newly compiled."""
+    import torch._dynamo
+
+    # each resolution level has its own shapes: let every block specialise on all of them
+    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+    # static shapes: one specialised graph per block shape (dynamic ones gain nothing here and
+    # inductor failed on them, measured on the CPU with torch 2.13)
+    compile_kwargs.setdefault("dynamic", False)
+    n = 0
+    for module in unet.modules():
+        if type(module).__name__ in blocks and getattr(module, "_compiled_call_impl", None) is None:
+            module.compile(**compile_kwargs)
+            n += 1
+    return n
+
+
+def has_adapters(unet) -> bool:
+    """Whether peft adapters (LoRA) are attached: fused projections would bypass them."""
+    return bool(getattr(unet, "peft_config", None))
+
+
+@contextlib.contextmanager
+def fused_qkv(unet):
+    """Run with diffusers' fused QKV projections (one matmul for q, k, v of self-attention, one
+    for k, v of cross-attention), then restore the UNet exactly: the fused layers are removed, so
+    nothing extra is saved or trained.  A no-op for UNets with LoRA adapters or without attention."""
+    from diffusers import UNet2DConditionModel
+    from diffusers.models.attention_processor import Attention
+
+    # a wrapped UNet (FSDP shards) or one with adapters is left alone
+    attns = [m for m in unet.modules() if isinstance(m, Attention)] if isinstance(unet, UNet2DConditionModel) else []
+    if not attns or has_adapters(unet):
+        yield unet
+        return
+    unet.fuse_qkv_projections()
+    try:
+        yield unet
+    finally:
+        unet.unfuse_qkv_projections()
+        unet.original_attn_processors = None
+        for m in attns:
+            for name in ("to_qkv", "to_kv"):
+                if hasattr(m, name):
+                    delattr(m, name)
+            m.fused_projections = False
+
+
+@contextlib.contextmanager
+def channels_last(module):
+    """Run with the module's 4-D weights in channels-last (NHWC) memory format, then restore."""
+    module.to(memory_format=torch.channels_last)
+    try:
+        yield module
+    finally:
+        module.to(memory_format=torch.contiguous_format)

@@ -1,0 +1,192 @@
+"""Speed levers (issue 8) on the CPU: the GPU benchmark scripts' tiny paths, the scdpo step equal to
+the plain diffusers-style step in fp32, fp32 master weights, and the trainer's and sampler's new
+options (docs/performance.md)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from scdpo.models import speed, testing
+from scdpo.models.sampling import SamplerConfig
+from scdpo.models.t2i import T2IModel
+from scdpo.train import model as tm
+from scdpo.train.config import TrainConfig
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_script(name: str):
+    if str(ROOT / "benchmarks") not in sys.path:  # as when the script runs: its helpers beside it
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def sd(tmp_path_factory):
+    return testing.tiny_sd_pipeline(tmp_path_factory.mktemp("sd") / "sd")
+
+
+# ------------------------------------------------------------------ benchmark scripts, tiny paths
+def test_train_benchmark_tiny_scdpo_step_equals_plain_step(tmp_path, capsys):
+    out = tmp_path / "train.jsonl"
+    bench = load_script("gpu_train_step")
+    assert bench.main(["--tiny", "--shapes", "tiny,tiny-xl", "--phases", "ladder,search,xl", "--attention", "cudnn",
+                       "--warmup", "2", "--steps", "4", "--out", str(out)]) == 0
+    got = rows(out)
+    ok = [r for r in got if r["status"] == "ok"]
+    assert len(ok) == len(got) >= 10
+    for mode in ("full", "lora"):
+        plain = next(r for r in ok if r["shape"] == "tiny" and r["mode"] == mode and r["impl"] == "plain")
+        assert max(plain["losses"]) - min(plain["losses"]) > 1e-3  # training moves the loss ...
+        scdpo = [r for r in ok if r["shape"] == "tiny" and r["mode"] == mode and r["impl"] == "scdpo" and r["pairs"] == 2]
+        assert len(scdpo) == 3
+        for r in scdpo:  # ... and the levers do not change it (fp32: the same arithmetic)
+            assert r["loss_ok"] and r["loss_dev"] <= 1e-4, r
+            assert r["pairs_per_s"] > 0 and r["tflops"] >= 0 and r["tflop_per_pair"] > 0
+        assert any(r["mode"] == mode and r["pairs"] == 4 for r in ok)  # the micro-batch search
+    assert {r["shape"] for r in ok} == {"tiny", "tiny-xl"}
+    table = capsys.readouterr().out.rsplit("## Training step", 1)[1]
+    assert "| shape | mode | variant |" in table and table.count("| ok |\n") == len(ok)
+
+
+def test_train_benchmark_out_of_budget_still_prints_the_table(tmp_path, capsys):
+    out = tmp_path / "train.jsonl"
+    load_script("gpu_train_step").main(["--tiny", "--shapes", "tiny", "--phases", "ladder", "--budget-s", "0",
+                                        "--out", str(out)])
+    got = rows(out)
+    assert got and all(r["status"].startswith("skipped") for r in got)
+    assert "| shape | mode | variant |" in capsys.readouterr().out
+
+
+def test_sampling_benchmark_tiny_matches_diffusers_pipeline(tmp_path, capsys):
+    out = tmp_path / "sampling.jsonl"
+    assert load_script("gpu_sampling").main(["--tiny", "--no-compile", "--steps", "3", "--batches", "2,3",
+                                             "--attention", "cudnn", "--out", str(out)]) == 0
+    got = rows(out)
+    assert [r["impl"] for r in got if r["images"] == 3][:1] == ["diffusers"]
+    ours = [r for r in got if r["impl"] == "scdpo"]
+    assert len(ours) >= 5 and all(r["status"] == "ok" for r in got)
+    for r in ours:  # fp32: the same images as StableDiffusionPipeline.__call__ with the same seeds
+        assert r["match"] and r["max_abs_diff"] <= 1e-4, r
+    assert "x diffusers" in capsys.readouterr().out
+
+
+def test_sampling_benchmark_bf16_yardstick(tmp_path):
+    out = tmp_path / "sampling.jsonl"
+    load_script("gpu_sampling").main(["--tiny", "--precision", "bf16", "--no-compile", "--steps", "3",
+                                      "--batches", "3", "--attention", "cudnn", "--out", str(out)])
+    got = rows(out)
+    yardstick = next(r for r in got if r["impl"] == "fp32")
+    assert yardstick["status"] == "ok" and yardstick["bf16_pipeline_dev"] > 0  # bf16 rounding shows
+    ours = [r for r in got if r["impl"] == "scdpo"]
+    assert ours and all(r["status"] == "ok" and r["match"] and "fp32_dev" in r for r in ours)
+    assert any("fp32 VAE" in r["variant"] for r in ours)
+
+
+# ------------------------------------------------------------------ levers
+def test_master_weights_keep_updates_bf16_would_round_away():
+    w = torch.nn.Parameter(torch.ones(4, dtype=torch.bfloat16))
+    master = tm.MasterWeights([("w", w)])
+    opt = torch.optim.SGD(master.master, lr=1e-3)
+    bare = torch.ones(4, dtype=torch.bfloat16)
+    for _ in range(20):
+        w.grad = torch.ones_like(w)
+        master.grads_to_master()
+        assert w.grad is None and master.master[0].grad.dtype == torch.float32
+        opt.step()
+        master.master_to_model()
+        bare -= 1e-3 * torch.ones_like(bare)  # plain bf16 SGD: 1 - 0.001 rounds back to 1
+    assert torch.all(bare == 1)
+    torch.testing.assert_close(master.master[0].detach(), torch.full((4,), 0.98), rtol=0, atol=1e-6)
+    assert torch.all(w < 1) and w.dtype == torch.bfloat16
+    other = tm.MasterWeights([("w", torch.nn.Parameter(torch.zeros(4, dtype=torch.bfloat16)))])
+    other.load_state_dict(master.state_dict())
+    assert torch.equal(other.params[0], w.detach())
+    with pytest.raises(ValueError, match="lack"):
+        other.load_state_dict({})
+
+
+def test_bad_attention_backend_is_refused():
+    with pytest.raises(ValueError, match="attention"):
+        TrainConfig(model="m", dataset="d", out="o", attention="fast")
+    with pytest.raises(ValueError, match="attention"):
+        SamplerConfig(attention="fast")
+    with pytest.raises(ValueError, match="vae_batch_size"):
+        SamplerConfig(vae_batch_size=0)
+    assert speed.attention_backend("cudnn", "cpu").__class__.__name__ == "nullcontext"  # CUDA only
+
+
+def test_fused_qkv_is_used_while_sampling_then_undone(sd):
+    model = T2IModel.from_pretrained(sd, device="cpu")
+    keys = set(model.unet.state_dict())
+    seen = []
+    hook = model.unet.register_forward_pre_hook(
+        lambda m, a: seen.append({type(p).__name__ for p in m.attn_processors.values()}))
+    plain = model.sample(["a red cat", "dog"], [1, 2], steps=2, progress=False)
+    fused = model.sample(["a red cat", "dog"], [1, 2], steps=2, progress=False, fuse_qkv=True, channels_last=True,
+                         vae_batch_size=1)
+    hook.remove()
+    assert seen[0] == {"AttnProcessor2_0"} and seen[-1] == {"FusedAttnProcessor2_0"}
+    torch.testing.assert_close(fused, plain, rtol=0, atol=1e-5)
+    assert set(model.unet.state_dict()) == keys  # nothing extra would be saved
+    assert {type(p).__name__ for p in model.unet.attn_processors.values()} == {"AttnProcessor2_0"}
+    assert model.unet.conv_in.weight.is_contiguous()  # channels-last undone
+    tm.add_lora(model.unet, 2, 2.0, ["to_q"])  # adapters: fusing would bypass them, so it is skipped
+    with speed.fused_qkv(model.unet):
+        assert {type(p).__name__ for p in model.unet.attn_processors.values()} == {"AttnProcessor2_0"}
+
+
+def test_compile_blocks_is_regional_and_idempotent(sd):
+    unet = T2IModel.from_pretrained(sd, device="cpu").unet
+    n = speed.compile_blocks(unet)  # lazy: nothing compiles until the first call
+    kinds = {type(m).__name__ for m in unet.modules() if getattr(m, "_compiled_call_impl", None) is not None}
+    assert n > 0 and kinds == {"ResnetBlock2D", "Transformer2DModel"}
+    assert speed.compile_blocks(unet) == 0
+
+
+def test_full_bf16_training_keeps_fp32_master_weights_and_resumes_exactly(sd, tmp_path):
+    from diffusers import UNet2DConditionModel
+
+    from scdpo.train.trainer import MASTER_CKPT, train
+    from test_trainer import FAST, write_pairs  # tests/ is on sys.path (no package)
+
+    data = write_pairs(tmp_path / "pairs.parquet", n=6)
+    common = dict(model=str(sd), dataset=str(data), full=True, mixed_precision="bf16", loss="dpo", batch_size=2,
+                  lr=1e-3, checkpoint_every=1, **FAST)
+    train(TrainConfig(out=str(tmp_path / "a"), max_steps=2, **common))
+    train(TrainConfig(out=str(tmp_path / "b"), max_steps=1, **common))
+    train(TrainConfig(out=str(tmp_path / "b"), max_steps=2, resume=True, **common))
+    master = load_file(str(tmp_path / "a" / "checkpoints" / "step-2" / MASTER_CKPT))
+    assert all(v.dtype == torch.float32 for v in master.values())
+    unets = [UNet2DConditionModel.from_pretrained(tmp_path / r / "unet") for r in "ab"]
+    base = UNet2DConditionModel.from_pretrained(sd, subfolder="unet")
+    for name, p in unets[0].named_parameters():
+        assert p.dtype == torch.float32 and torch.equal(p, master[name])  # exported: the master weights
+        assert torch.equal(p, dict(unets[1].named_parameters())[name])  # resumed == uninterrupted
+    assert max((a - b).abs().max() for a, b in zip(unets[0].parameters(), base.parameters())) > 0
+    train(TrainConfig(out=str(tmp_path / "c"), max_steps=1, autocast=True, **common))  # autocast, as before
+    assert not (tmp_path / "c" / "checkpoints" / "step-1" / MASTER_CKPT).exists()
