@@ -190,3 +190,18 @@ def test_full_bf16_training_keeps_fp32_master_weights_and_resumes_exactly(sd, tm
     assert max((a - b).abs().max() for a, b in zip(unets[0].parameters(), base.parameters())) > 0
     train(TrainConfig(out=str(tmp_path / "c"), max_steps=1, autocast=True, **common))  # autocast, as before
     assert not (tmp_path / "c" / "checkpoints" / "step-1" / MASTER_CKPT).exists()
+
+
+@pytest.mark.parametrize("full, autocast, precision, fsdp, expected", [
+    (True, None, "bf16", False, True),     # full fine-tuning: bf16 weights + fp32 master (measured faster)
+    (False, None, "bf16", False, False),   # LoRA: autocast (no gain measured, larger loss error)
+    (False, False, "bf16", False, True),   # forced
+    (True, True, "bf16", False, False),    # forced
+    (True, None, "fp16", False, False),    # fp16 always autocasts
+    (True, None, "bf16", True, False),     # FSDP keeps its own mixed precision
+])
+def test_pure_bf16_default_follows_the_measurement(tmp_path, full, autocast, precision, fsdp, expected):
+    from scdpo.train.trainer import pure_bf16
+
+    cfg = TrainConfig(model="m", dataset="d", out=str(tmp_path), full=full, autocast=autocast)
+    assert pure_bf16(cfg, precision, fsdp) is expected

@@ -56,6 +56,14 @@ def _accelerator(cfg: TrainConfig, out: Path):
                        project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")))
 
 
+def pure_bf16(cfg: TrainConfig, mixed_precision: str, fsdp: bool = False) -> bool:
+    """Whether the UNet holds bf16 weights and computes without autocast (docs/performance.md):
+    ``cfg.autocast`` when set, else what measured best on an H200 (full fine-tuning yes, with fp32
+    master weights; LoRA no). Only with bf16 mixed precision, never under FSDP."""
+    autocast = (not cfg.full) if cfg.autocast is None else cfg.autocast
+    return not autocast and mixed_precision == "bf16" and not fsdp
+
+
 def _build(cfg: TrainConfig, acc):
     """Model with LoRA (or not), reference, optimizer; returns (model, wrapped policy, reference,
     opt, params to clip, master weights or None)."""
@@ -67,9 +75,7 @@ def _build(cfg: TrainConfig, acc):
     if fsdp and not cfg.full:
         raise ValueError("FSDP is for full fine-tuning (--full); train LoRA with the DDP config")
     half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(acc.mixed_precision, torch.float32)
-    # pure bf16 (docs/performance.md): bf16 weights, no autocast; full mode keeps fp32 master weights
-    autocast = (not cfg.full) if cfg.autocast is None else cfg.autocast
-    pure = not autocast and acc.mixed_precision == "bf16" and not fsdp
+    pure = pure_bf16(cfg, acc.mixed_precision, fsdp)
     if pure:
         acc.autocast_handler = AutocastKwargs(enabled=False)  # read by prepare() and acc.autocast()
     # LoRA: the frozen base in half precision, adapters in fp32; full: fp32 weights (under autocast,
