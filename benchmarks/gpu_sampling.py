@@ -19,12 +19,8 @@ JSON lines go to ``--out`` as rows finish; a markdown table is printed last, als
 
 from __future__ import annotations
 
-import argparse
 import gc
 import json
-import os
-import signal
-import sys
 import tempfile
 import time
 from dataclasses import replace
@@ -32,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from gpu_common import SD15_UNET, OutOfBudget, hard_stop, sync  # noqa: E402 (benchmarks/ is on sys.path)
+from gpu_common import SD15_UNET, OutOfBudget, base_parser, cancel_stop, exit_now, hard_stop, sync  # noqa: E402 (benchmarks/ is on sys.path)
 
 SD15_VAE = dict(in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2, norm_num_groups=32,
                 down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
@@ -239,21 +235,14 @@ def table(runner: Runner) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--tiny", action="store_true", help="the tiny test pipeline on the CPU (fp32): the code path in seconds")
+    p = base_parser(__doc__, "the tiny test pipeline on the CPU (fp32): the code path in seconds", 180.0)
     p.add_argument("--batches", default=None, help="comma list of batch sizes, the largest gets the lever ladder "
                    "(default 16,64; --tiny 2,4)")
-    p.add_argument("--precision", choices=("bf16", "fp32"), default=None, help="default bf16; --tiny: fp32")
     p.add_argument("--steps", type=int, default=25)
     p.add_argument("--guidance", type=float, default=7.5)
-    p.add_argument("--attention", default="cudnn",
-                   help="preferred SDPA kernels tried as levers, comma list of flash, cudnn, efficient (the other rows "
-                        "use torch's own choice)")
     p.add_argument("--no-compile", dest="compile", action="store_false", help="skip the torch.compile row")
     p.add_argument("--compile-mode", default=None, help="torch.compile mode of that row (e.g. max-autotune-no-cudagraphs)")
     p.add_argument("--tol", type=float, default=0.02, help="largest |image difference| (in [0, 1]) counted as a match")
-    p.add_argument("--budget-s", type=float, default=180.0)
-    p.add_argument("--out", default=None, help="append JSON lines here, flushed after every row")
     args = p.parse_args(argv)
     args.batches = sorted(int(b) for b in (args.batches or ("2,4" if args.tiny else "16,64")).split(","))
     args.attention = [a for a in args.attention.split(",") if a]
@@ -291,8 +280,7 @@ def main(argv=None) -> int:
             runner.emit({"variant": "-", "images": 0,
                          "status": f"crashed: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"})
     finally:
-        if hasattr(signal, "SIGALRM"):
-            signal.alarm(0)
+        cancel_stop()
     if runner is not None:
         print(f"\n## Sampling, {info['device']}, torch {info['torch']}, {args.steps} DDIM steps, guidance "
               f"{args.guidance}, {args.size} px, {time.perf_counter() - runner.start:.0f} s\n")
@@ -301,6 +289,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    code = main()
-    sys.stdout.flush()
-    os._exit(code)  # no teardown of compile workers / CUDA context eating into the device call
+    exit_now(main())

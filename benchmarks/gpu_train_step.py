@@ -25,13 +25,9 @@ markdown table is printed last, also when the ``--budget-s`` wall-time budget ru
 
 from __future__ import annotations
 
-import argparse
 import copy
 import gc
 import json
-import os
-import signal
-import sys
 import tempfile
 import time
 import types
@@ -40,7 +36,7 @@ from pathlib import Path
 
 import torch
 
-from gpu_common import SD15_UNET, OutOfBudget, hard_stop, sync  # noqa: E402 (benchmarks/ is on sys.path)
+from gpu_common import SD15_UNET, OutOfBudget, base_parser, cancel_stop, exit_now, hard_stop, sync  # noqa: E402 (benchmarks/ is on sys.path)
 import torch.nn.functional as F
 
 SDXL = dict(sample_size=128, in_channels=4, out_channels=4, layers_per_block=2,
@@ -227,9 +223,7 @@ def build_scdpo(bench: Bench, v: Variant) -> dict:
         tm.add_lora(unet, LORA_RANK, float(LORA_RANK), list(LORA_TARGETS))
     reference = tm.Reference(unet, full, bench.dtype)
     if v.compile:
-        for module in (unet, reference.copy):
-            if module is not None:
-                tm.compile_blocks(module)
+        tm.compile_policy_and_reference(unet, reference)
     unet.train()
     trainable = master.master if master else [p for p in unet.parameters() if p.requires_grad]
     fused = v.fused_adamw and bench.device.type == "cuda"
@@ -484,26 +478,19 @@ def table(runner: Runner) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--tiny", action="store_true", help="tiny UNets on the CPU: test the code path in seconds")
+    p = base_parser(__doc__, "tiny UNets on the CPU: test the code path in seconds (fp32, where plain and scdpo "
+                    "must agree exactly)", 450.0)
     p.add_argument("--shapes", default=None, help="comma list of sd15, sdxl (default both; --tiny: tiny, tiny-xl)")
     p.add_argument("--modes", default="full,lora")
-    p.add_argument("--attention", default="cudnn",
-                   help="preferred SDPA kernels tried as levers, comma list of flash, cudnn, efficient (the other rows "
-                        "use torch's own choice)")
     p.add_argument("--phases", default="ladder,search,xl,compile",
                    help="comma list, run in this order: ladder, search, xl, compile (see run_phases)")
     p.add_argument("--warmup", type=int, default=4)
     p.add_argument("--steps", type=int, default=16, help="timed steps of the base-batch rows (warmup + steps "
                    "losses are compared with the plain step's)")
-    p.add_argument("--precision", choices=("bf16", "fp32"), default=None,
-                   help="compute precision (default bf16; --tiny: fp32, where plain and scdpo must agree exactly)")
     p.add_argument("--lr-full", type=float, default=1e-5)
     p.add_argument("--lr-lora", type=float, default=1e-4)
     p.add_argument("--loss-tol", type=float, default=0.02,
                    help="max |loss - plain loss| over the steps (bf16: plus twice plain's distance from fp32)")
-    p.add_argument("--budget-s", type=float, default=450.0, help="wall-time budget; rows that would not fit are skipped")
-    p.add_argument("--out", default=None, help="append JSON lines here, flushed after every row")
     args = p.parse_args(argv)
     args.modes = [m for m in args.modes.split(",") if m]
     args.attention = [a for a in args.attention.split(",") if a]
@@ -538,14 +525,11 @@ def main(argv=None) -> int:
         runner.emit({"shape": "-", "variant": "-", "mode": "-", "pairs": 0,
                      "status": f"crashed: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"})
     finally:
-        if hasattr(signal, "SIGALRM"):
-            signal.alarm(0)
+        cancel_stop()
     print(f"\n## Training step, {info['device']}, torch {info['torch']}, {time.perf_counter() - runner.start:.0f} s\n")
     print(table(runner), flush=True)
     return 0
 
 
 if __name__ == "__main__":
-    code = main()
-    sys.stdout.flush()
-    os._exit(code)  # no teardown of compile workers / CUDA context eating into the device call
+    exit_now(main())

@@ -26,16 +26,7 @@ from scdpo.world.suites import get_suite
 from scdpo.world.vocab import load_vocabulary
 
 FAST = ["--steps", "1", "--limit", "2", "--device", "cpu", "--no-frechet"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: on the shared 2-core machine, busy with other jobs, a tiny-pipeline
-    sample took 6.6 s with torch's 2 threads and 0.04 s with 1 (measured); restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

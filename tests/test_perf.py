@@ -19,7 +19,7 @@ from scdpo.models.t2i import T2IModel
 from scdpo.train import model as tm
 from scdpo.train.config import TrainConfig
 
-pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")
+pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning"), pytest.mark.usefixtures("one_thread")]
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -35,14 +35,6 @@ def load_script(name: str):
 
 def rows(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

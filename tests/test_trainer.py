@@ -25,7 +25,7 @@ from scdpo.train.losses import LossState, PairBatchInfo
 from scdpo.train.step import pair_errors, step_generator
 from scdpo.train.trainer import TrainingDiverged, _cache_latents, train
 
-pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")
+pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning"), pytest.mark.usefixtures("one_thread")]
 FAST = dict(validate_prompts=["a red cat"], validate_steps=1, log_every=1, workers=0, device="cpu")
 SIZE = testing.IMAGE_SIZE
 
@@ -54,16 +54,6 @@ def write_pairs(path, n: int = 8, size: int = SIZE, seed: int = 0, drop=(), **co
         rows.pop(name)
     datasets.Dataset.from_dict(rows).to_parquet(str(path))
     return path
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run faster on one thread, and far faster on a machine shared with other jobs
-    (measured: 4 training steps 0.65 s on one thread, 39 s on two with the cores oversubscribed)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -79,6 +79,13 @@ class Reference:
         return pred.clone()
 
 
+def compile_policy_and_reference(unet, reference: Reference) -> None:
+    """Regional torch.compile of the policy UNet and, in full mode, of the reference copy."""
+    for module in (unet, reference.copy):
+        if module is not None:
+            compile_blocks(module)
+
+
 class MasterWeights:
     """fp32 master copies of bf16 trainable weights ("Mixed precision training", Micikevicius et
     al. 2018): the UNet computes in bf16 without autocast, the optimizer updates the fp32 copies

@@ -92,9 +92,7 @@ def _build(cfg: TrainConfig, acc):
         unet.enable_gradient_checkpointing()
     reference = tm.Reference(unet, cfg.full, half)
     if cfg.compile:
-        for module in (unet, reference.copy):
-            if module is not None:
-                tm.compile_blocks(module)
+        tm.compile_policy_and_reference(unet, reference)
     unet.train()
     trainable = master.master if master else [p for p in unet.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=acc.device.type == "cuda")
