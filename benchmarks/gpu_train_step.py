@@ -234,11 +234,11 @@ def build_scdpo(bench: Bench, v: Variant) -> dict:
 
 def scdpo_step(bench: Bench, s: dict, batch: dict, gen: torch.Generator, attention: str) -> torch.Tensor:
     """One micro-batch of scdpo.train.trainer (_accumulate + the optimizer step), Diffusion-DPO loss."""
-    from scdpo.train import model as tm
+    from scdpo.models.speed import attention_backend
     from scdpo.train.losses import LossState, PairBatchInfo, get_loss
     from scdpo.train.step import pair_errors
 
-    with tm.attention_backend(attention, bench.device):
+    with attention_backend(attention, bench.device):
         errors = pair_errors(bench.model, s["unet"], s["ref"], batch, gen, cache=bench.latents)
         loss_vec, _ = get_loss("dpo")(*errors, PairBatchInfo(), types.SimpleNamespace(beta=BETA), LossState())
         loss = loss_vec.mean()

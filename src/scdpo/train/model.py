@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from scdpo.models.speed import ATTENTION_BACKENDS, attention_backend, compile_blocks  # noqa: F401 (trainer levers)
+from scdpo.models.speed import compile_blocks
 from scdpo.models.t2i import Conditioning, T2IModel
 from scdpo.utils.io import current_umask
 

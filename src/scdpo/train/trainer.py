@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from scdpo.models.speed import attention_backend
 from scdpo.train import model as tm
 from scdpo.train.checkpoint import Progress, checkpoints, resume, save_checkpoint
 from scdpo.train.config import TrainConfig
@@ -150,7 +151,7 @@ def _accumulate(cfg, acc, model, policy, reference, loader, loss_fn, state, prog
         gen = step_generator(cfg.seed, prog.samples, acc.process_index)
         last = micro == cfg.grad_accum - 1  # gradients are all-reduced on the last micro-batch only
         with (contextlib.nullcontext() if last else acc.no_sync(policy)), acc.autocast(), \
-                tm.attention_backend(cfg.attention, acc.device):
+                attention_backend(cfg.attention, acc.device):
             errors = pair_errors(model, policy, reference, batch, gen, caption_dropout=cfg.caption_dropout,
                                  cache=cache)
             loss_vec, stats = loss_fn(*errors, batch_info(batch, acc.device), cfg, state)
