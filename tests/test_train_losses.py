@@ -33,7 +33,8 @@ def sig(x: float) -> float:
 
 
 def cfg(**kw):
-    base = dict(beta=BETA, cost_margin=0.0, constraint=False, focus_gamma=0.0, winner_weight=0.0, lambda_lr=0.5, cost_budget=0.0)
+    base = dict(beta=BETA, cost_margin=0.0, constraint=False, focus_gamma=0.0, winner_weight=0.0,
+                preserve_weight=0.0, lambda_lr=0.5, cost_budget=0.0)
     return SimpleNamespace(**{**base, **kw})
 
 
@@ -156,3 +157,17 @@ def test_winner_term_adds_minus_a_rho_w_and_raises_winner_likelihood():
     e_w = ERR_W.clone().requires_grad_(True)
     get_loss("sc-dpo")(e_w, ERR_L, REF_W, REF_L, INFO, cfg(winner_weight=0.5), LossState())[0].sum().backward()
     assert (e_w.grad > 0).all()  # descending the loss lowers the winner's denoising error
+
+
+def test_preservation_term_penalises_drift_on_clean_pairs_only():
+    drift = torch.tensor([0.4, 0.2], requires_grad=True)  # pair 0 harmful, pair 1 clean (INFO)
+    info = PairBatchInfo(cost_w=COST_W, cost_l=COST_L, harmful=INFO.harmful, drift=drift)
+    plain, _ = run("sc-dpo", info=info)
+    loss, stats = run("sc-dpo", info=info, preserve_weight=2.0)
+    # p (beta/2) D on the clean pair: 2 * 5 * 0.2 = 2.0; the harmful pair is free to change
+    torch.testing.assert_close(loss - plain, torch.tensor([0.0, 2.0]))
+    assert stats["drift_clean"].item() == pytest.approx(0.2)
+    loss.sum().backward()
+    assert drift.grad.tolist() == pytest.approx([0.0, 10.0])  # descending it pulls the clean pair back
+    with pytest.raises(ValueError, match="drift"):
+        run("sc-dpo", preserve_weight=1.0)  # INFO carries no drift

@@ -22,7 +22,7 @@ from scdpo.train import model as tm
 from scdpo.train.config import LORA_TARGETS, TrainConfig, load_yaml_config
 from scdpo.train.data import PreferencePairs, StreamSampler
 from scdpo.train.losses import LossState, PairBatchInfo
-from scdpo.train.step import pair_errors, step_generator
+from scdpo.train.step import batch_info, pair_errors, step_generator
 from scdpo.train.trainer import TrainingDiverged, _cache_latents, train
 
 pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning"), pytest.mark.usefixtures("one_thread")]
@@ -149,10 +149,11 @@ def test_one_step_orders_the_pair_better_and_reference_stays_the_base(pipes, pai
     def errors():
         return pair_errors(m, m.unet, ref, batch, step_generator(0, 0, 0))
 
-    e_w, e_l, r_w, r_l = errors()
+    e_w, e_l, r_w, r_l, drift = errors()
     torch.testing.assert_close(e_w, r_w, rtol=0, atol=0)  # LoRA B = 0 at init: policy == reference
+    assert drift.shape == (4,) and torch.count_nonzero(drift) == 0
     cached = pair_errors(m, m.unet, ref, batch, step_generator(0, 0, 0), cache=_cache_latents(m, ds))
-    for a, b in zip(cached, (e_w, e_l, r_w, r_l)):  # --cache-latents changes nothing but the speed
+    for a, b in zip(cached, (e_w, e_l, r_w, r_l, drift)):  # --cache-latents changes nothing but the speed
         torch.testing.assert_close(a, b)
     cond = m.encode_prompts(["a red cat"])
     x, t = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(0)), torch.tensor([400])
@@ -167,14 +168,39 @@ def test_one_step_orders_the_pair_better_and_reference_stays_the_base(pipes, pai
     loss, stats = losses.dpo_loss(e_w, e_l, r_w, r_l, PairBatchInfo(), cfg, LossState())
     loss.mean().backward()
     opt.step()
-    e_w2, e_l2, r_w2, r_l2 = errors()
+    e_w2, e_l2, r_w2, r_l2, drift2 = errors()
     torch.testing.assert_close(r_w2, r_w, rtol=0, atol=0)  # the reference did not move
+    assert (drift2 > 0).all()  # the policy's predictions left the reference's
     _, stats2 = losses.dpo_loss(e_w2, e_l2, r_w2, r_l2, PairBatchInfo(), cfg, LossState())
     assert stats2["margin"] > stats["margin"]  # z rose: the winner's error fell relative to the loser's
     assert ((e_w2 - e_l2) - (e_w - e_l)).mean() < 0
     pol1, ref1, base1 = outputs()
     assert torch.equal(ref1, base1)  # adapters disabled == the untouched base model
     assert (pol1 - base1).abs().max() > 1e-6
+
+
+def test_preservation_keeps_clean_predictions_near_the_reference(pipes, pairs_file):
+    batch = collate(PreferencePairs(pairs_file, SIZE), range(4))  # harmful, clean, harmful, clean
+    clean = ~batch_info(batch, "cpu").harmful
+
+    def clean_drift_after_training(p: float) -> float:
+        m = lora_model(pipes["sd"])
+        ref = tm.Reference(m.unet, full=False, dtype=torch.float32)
+        cfg = TrainConfig(model="x", dataset="x", out="x", loss="sc-dpo", beta=500.0, winner_weight=1.0,
+                          preserve_weight=p, constraint=False, cost_margin=0.0, focus_gamma=0.0)
+        opt = torch.optim.AdamW([q for q in m.unet.parameters() if q.requires_grad], lr=1e-2)
+        for i in range(6):
+            *errors, drift = pair_errors(m, m.unet, ref, batch, step_generator(0, i, 0))
+            loss, _ = losses.sc_dpo_loss(*errors, batch_info(batch, "cpu", drift), cfg, LossState())
+            opt.zero_grad()
+            loss.mean().backward()
+            opt.step()
+        with torch.no_grad():
+            *_, drift = pair_errors(m, m.unet, ref, batch, step_generator(0, 99, 0))
+        return drift[clean].mean().item()
+
+    free, kept = clean_drift_after_training(0.0), clean_drift_after_training(1000.0)
+    assert free > 0 and kept < 0.5 * free, (free, kept)
 
 
 # ------------------------------------------------------------------ whole runs

@@ -43,6 +43,10 @@ class TrainConfig:
         winner_weight: sc-dpo (d): weight a of the winner-likelihood term -a * rho_w, i.e. the
             denoising loss on preferred images scaled by a * beta / 2 (DPO + NLL as in RPO, Pang et
             al. 2024); it stops DPO from widening the margin only by degrading both images. 0 = off.
+        preserve_weight: sc-dpo (e): weight p of the preservation term p * (beta/2) * D on clean
+            pairs (kind != "harmful"), D the mean squared difference between the policy's and the
+            reference's predictions on the pair's noisy latents: the edit may change what harmful
+            prompts draw, not what clean prompts draw. 0 = off.
         full: full fine-tuning of the UNet (the reference is a frozen copy) instead of LoRA.
         lora_rank, lora_alpha: LoRA rank and alpha (alpha default: the rank, i.e. scale 1).
         lora_targets: module names LoRA adapts (peft target_modules).
@@ -98,6 +102,7 @@ class TrainConfig:
     cost_budget: float = 0.0
     focus_gamma: float = 2.0
     winner_weight: float = 0.0
+    preserve_weight: float = 0.0
     full: bool = False
     lora_rank: int = 8
     lora_alpha: float | None = None
@@ -147,7 +152,8 @@ class TrainConfig:
                      "lora_rank", "log_every", "max_nonfinite_in_row", "validate_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("lr", "lambda_lr", "lambda_init", "cost_margin", "focus_gamma", "winner_weight", "warmup",
+        for name in ("lr", "lambda_lr", "lambda_init", "cost_margin", "focus_gamma", "winner_weight",
+                     "preserve_weight", "warmup",
                      "weight_decay", "validate_every", "workers", "validate_n"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")

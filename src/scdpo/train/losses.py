@@ -30,11 +30,14 @@ FOCUS_EMA = 0.9  # decay of the running mean that normalises focusing weights (s
 class PairBatchInfo:
     """Per-pair side information.  ``cost_w``/``cost_l``: safety costs of winner and loser
     (higher = more harmful, 0 = the safe/harmful threshold), float32 (B,) or None when the dataset
-    has none; ``harmful``: bool (B,), pairs from harmful prompts, or None."""
+    has none; ``harmful``: bool (B,), pairs from harmful prompts, or None; ``drift``: float32 (B,),
+    the mean squared difference between policy and reference predictions on the pair (with
+    gradient; ``scdpo.train.step.pair_errors`` computes it), or None."""
 
     cost_w: torch.Tensor | None = None
     cost_l: torch.Tensor | None = None
     harmful: torch.Tensor | None = None
+    drift: torch.Tensor | None = None
 
 
 @dataclass
@@ -62,6 +65,7 @@ class LossConfig(Protocol):
     constraint: bool
     focus_gamma: float
     winner_weight: float
+    preserve_weight: float
     lambda_lr: float
     cost_budget: float
 
@@ -131,8 +135,11 @@ def sc_dpo_loss(err_w, err_l, ref_err_w, ref_err_l, info: PairBatchInfo, cfg: Lo
     ``z' = z - m tanh((c_l - c_w)_+)``                       (a) cost-aware margin, off if m = 0
     ``l_pref = w * -log sigmoid(z')``, ``w = focus(z')``      (c) focusing, off if gamma = 0
     ``J = (tanh(c_w+) rho_w + tanh(c_l+) rho_l) / 2``         (b) constraint, off if not cfg.constraint
-    ``loss = l_pref - a rho_w + lambda * J``, lambda from dual ascent on ``E[J] - budget`` (C-DPO,
-    Liu et al. 2024); ``- a rho_w`` (d) is the winner-likelihood term (RPO, Pang et al. 2024), off if a = 0.
+    ``loss = l_pref - a rho_w + lambda * J + p (beta/2) D [clean]``, lambda from dual ascent on
+    ``E[J] - budget`` (C-DPO, Liu et al. 2024); ``- a rho_w`` (d) is the winner-likelihood term (RPO,
+    Pang et al. 2024), off if a = 0; ``D`` (e) is the policy's drift from the reference's prediction
+    on clean pairs only (a preservation term, as DreamBooth's prior preservation, Ruiz et al. 2023,
+    anchors what the edit must not change), off if p = 0.
     """
     rho_w, rho_l = _rewards(err_w, err_l, ref_err_w, ref_err_l, cfg.beta)
     z = rho_w - rho_l
@@ -152,6 +159,12 @@ def sc_dpo_loss(err_w, err_l, ref_err_w, ref_err_l, info: PairBatchInfo, cfg: Lo
     if cfg.winner_weight > 0:  # (d) keep raising the preferred sample's likelihood (DPO + NLL)
         loss = loss - cfg.winner_weight * rho_w
         stats["winner_term"] = (-rho_w).mean().detach()
+    if cfg.preserve_weight > 0:  # (e) clean prompts keep the reference's predictions
+        if info.drift is None:
+            raise ValueError("sc-dpo's preservation term needs the policy-reference drift (PairBatchInfo.drift)")
+        clean = torch.ones_like(info.drift) if info.harmful is None else (~info.harmful).float()
+        loss = loss + cfg.preserve_weight * 0.5 * cfg.beta * clean * info.drift
+        stats["drift_clean"] = (clean * info.drift).sum().detach() / clean.sum().clamp_min(1)
     if cfg.constraint:
         cost_w, cost_l = _need_costs(info, "safety constraint")
         j = 0.5 * (harmfulness(cost_w) * rho_w + harmfulness(cost_l) * rho_l)

@@ -19,11 +19,11 @@ def step_generator(seed: int, position: int, process_index: int) -> torch.Genera
     return torch.Generator().manual_seed(int(state[0] >> np.uint64(1)))
 
 
-def batch_info(batch: dict, device) -> PairBatchInfo:
+def batch_info(batch: dict, device, drift: torch.Tensor | None = None) -> PairBatchInfo:
     def col(name, dtype):
         return torch.as_tensor(batch[name], dtype=dtype).to(device)
     return PairBatchInfo(cost_w=col("cost_w", torch.float32), cost_l=col("cost_l", torch.float32),
-                         harmful=col("harmful", torch.bool))
+                         harmful=col("harmful", torch.bool), drift=drift)
 
 
 @torch.no_grad()
@@ -41,8 +41,10 @@ def pair_latents(model: T2IModel, batch: dict, cache: torch.Tensor | None) -> tu
 
 def pair_errors(model: T2IModel, policy, reference, batch: dict, gen: torch.Generator, *,
                 caption_dropout: float = 0.0, cache: torch.Tensor | None = None):
-    """``(err_w, err_l, ref_err_w, ref_err_l)``, each (B,) float32: the mean over (C, H, W) of the
-    squared error between prediction and regression target (epsilon, v or sample, per the model).
+    """``(err_w, err_l, ref_err_w, ref_err_l, drift)``, each (B,) float32. The errors are the mean
+    over (C, H, W) of the squared error between prediction and regression target (epsilon, v or
+    sample, per the model); ``drift`` is the mean squared difference between the policy's and the
+    reference's predictions, averaged over winner and loser (what sc-dpo's preservation term reads).
 
     ``policy`` is the (possibly DDP-wrapped) trainable UNet; ``reference(model, noisy, t, cond)``
     returns the frozen reference's prediction without gradients.
@@ -65,6 +67,8 @@ def pair_errors(model: T2IModel, policy, reference, batch: dict, gen: torch.Gene
     target = model.noise_target(latents, noise, t).float()
     with using_unet(model, policy):
         pred = model.predict(noisy, t, cond)
+    ref_pred = reference(model, noisy, t, cond).float()
     err = (pred.float() - target).pow(2).mean(dim=(1, 2, 3))
-    ref_err = (reference(model, noisy, t, cond).float() - target).pow(2).mean(dim=(1, 2, 3))
-    return (*err.chunk(2), *ref_err.chunk(2))
+    ref_err = (ref_pred - target).pow(2).mean(dim=(1, 2, 3))
+    drift = (pred.float() - ref_pred).pow(2).mean(dim=(1, 2, 3)).view(2, b).mean(0)
+    return (*err.chunk(2), *ref_err.chunk(2), drift)

@@ -152,9 +152,9 @@ def _accumulate(cfg, acc, model, policy, reference, loader, loss_fn, state, prog
         last = micro == cfg.grad_accum - 1  # gradients are all-reduced on the last micro-batch only
         with (contextlib.nullcontext() if last else acc.no_sync(policy)), acc.autocast(), \
                 attention_backend(cfg.attention, acc.device):
-            errors = pair_errors(model, policy, reference, batch, gen, caption_dropout=cfg.caption_dropout,
-                                 cache=cache)
-            loss_vec, stats = loss_fn(*errors, batch_info(batch, acc.device), cfg, state)
+            *errors, drift = pair_errors(model, policy, reference, batch, gen, caption_dropout=cfg.caption_dropout,
+                                         cache=cache)
+            loss_vec, stats = loss_fn(*errors, batch_info(batch, acc.device, drift), cfg, state)
             loss = loss_vec.mean()
         acc.backward(loss / cfg.grad_accum)
         micro_stats.append({"loss": loss.detach(), **{k: v.detach().float() for k, v in stats.items()}})
