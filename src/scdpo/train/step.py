@@ -66,9 +66,9 @@ def pair_errors(model: T2IModel, policy, reference, batch: dict, gen: torch.Gene
     noisy = model.add_noise(latents, noise, t)
     target = model.noise_target(latents, noise, t).float()
     with using_unet(model, policy):
-        pred = model.predict(noisy, t, cond)
+        pred = model.predict(noisy, t, cond).float()
     ref_pred = reference(model, noisy, t, cond).float()
-    err = (pred.float() - target).pow(2).mean(dim=(1, 2, 3))
+    err = (pred - target).pow(2).mean(dim=(1, 2, 3))
     ref_err = (ref_pred - target).pow(2).mean(dim=(1, 2, 3))
-    drift = (pred.float() - ref_pred).pow(2).mean(dim=(1, 2, 3)).view(2, b).mean(0)
+    drift = (pred - ref_pred).pow(2).mean(dim=(1, 2, 3)).view(2, b).mean(0)
     return (*err.chunk(2), *ref_err.chunk(2), drift)
