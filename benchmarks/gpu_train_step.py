@@ -239,7 +239,7 @@ def scdpo_step(bench: Bench, s: dict, batch: dict, gen: torch.Generator, attenti
     from scdpo.train.step import pair_errors
 
     with attention_backend(attention, bench.device):
-        *errors, _ = pair_errors(bench.model, s["unet"], s["ref"], batch, gen, cache=bench.latents)
+        errors = pair_errors(bench.model, s["unet"], s["ref"], batch, gen, cache=bench.latents).errors
         loss_vec, _ = get_loss("dpo")(*errors, PairBatchInfo(), types.SimpleNamespace(beta=BETA), LossState())
         loss = loss_vec.mean()
     loss.backward()

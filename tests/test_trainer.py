@@ -149,7 +149,7 @@ def test_one_step_orders_the_pair_better_and_reference_stays_the_base(pipes, pai
     def errors():
         return pair_errors(m, m.unet, ref, batch, step_generator(0, 0, 0))
 
-    e_w, e_l, r_w, r_l, drift = errors()
+    e_w, e_l, r_w, r_l, drift, _ = errors()
     torch.testing.assert_close(e_w, r_w, rtol=0, atol=0)  # LoRA B = 0 at init: policy == reference
     assert drift.shape == (4,) and torch.count_nonzero(drift) == 0
     cached = pair_errors(m, m.unet, ref, batch, step_generator(0, 0, 0), cache=_cache_latents(m, ds))
@@ -168,7 +168,7 @@ def test_one_step_orders_the_pair_better_and_reference_stays_the_base(pipes, pai
     loss, stats = losses.dpo_loss(e_w, e_l, r_w, r_l, PairBatchInfo(), cfg, LossState())
     loss.mean().backward()
     opt.step()
-    e_w2, e_l2, r_w2, r_l2, drift2 = errors()
+    e_w2, e_l2, r_w2, r_l2, drift2, _ = errors()
     torch.testing.assert_close(r_w2, r_w, rtol=0, atol=0)  # the reference did not move
     assert (drift2 > 0).all()  # the policy's predictions left the reference's
     _, stats2 = losses.dpo_loss(e_w2, e_l2, r_w2, r_l2, PairBatchInfo(), cfg, LossState())
@@ -177,6 +177,26 @@ def test_one_step_orders_the_pair_better_and_reference_stays_the_base(pipes, pai
     pol1, ref1, base1 = outputs()
     assert torch.equal(ref1, base1)  # adapters disabled == the untouched base model
     assert (pol1 - base1).abs().max() > 1e-6
+
+
+def test_timestep_range_bounds_the_training_timesteps(pipes, pairs_file, monkeypatch):
+    m = lora_model(pipes["sd"])
+    ref = tm.Reference(m.unet, full=False, dtype=torch.float32)
+    batch = collate(PreferencePairs(pairs_file, SIZE), range(4))
+    seen, add_noise = [], m.add_noise
+    monkeypatch.setattr(m, "add_noise", lambda x, n, t: seen.append(t) or add_noise(x, n, t))
+    for i in range(8):
+        pair_errors(m, m.unet, ref, batch, step_generator(0, i, 0), timesteps=(600, 700))
+    t = torch.cat(seen)
+    assert t.min() >= 600 and t.max() <= 699 and len(t.unique()) > 5
+    for bad in (dict(min_timestep=-1), dict(min_timestep=500, max_timestep=500)):
+        with pytest.raises(ValueError, match="min_timestep"):
+            TrainConfig(model="x", dataset="x", out="x", **bad)
+    with pytest.raises(ValueError, match="preserve_below_timestep needs"):
+        TrainConfig(model="x", dataset="x", out="x", preserve_below_timestep=400)  # preserve_weight 0
+    errors = pair_errors(m, m.unet, ref, batch, step_generator(0, 0, 0), timesteps=(0, 1000))
+    info = batch_info(batch, "cpu", errors, preserve_below=500)
+    assert torch.equal(info.preserve_only, errors.t < 500) and batch_info(batch, "cpu", errors).preserve_only is None
 
 
 def test_preservation_keeps_clean_predictions_near_the_reference(pipes, pairs_file):
@@ -190,13 +210,13 @@ def test_preservation_keeps_clean_predictions_near_the_reference(pipes, pairs_fi
                           preserve_weight=p, constraint=False, cost_margin=0.0, focus_gamma=0.0)
         opt = torch.optim.AdamW([q for q in m.unet.parameters() if q.requires_grad], lr=1e-2)
         for i in range(6):
-            *errors, drift = pair_errors(m, m.unet, ref, batch, step_generator(0, i, 0))
-            loss, _ = losses.sc_dpo_loss(*errors, batch_info(batch, "cpu", drift), cfg, LossState())
+            errors = pair_errors(m, m.unet, ref, batch, step_generator(0, i, 0))
+            loss, _ = losses.sc_dpo_loss(*errors.errors, batch_info(batch, "cpu", errors), cfg, LossState())
             opt.zero_grad()
             loss.mean().backward()
             opt.step()
         with torch.no_grad():
-            *_, drift = pair_errors(m, m.unet, ref, batch, step_generator(0, 99, 0))
+            drift = pair_errors(m, m.unet, ref, batch, step_generator(0, 99, 0)).drift
         return drift[clean].mean().item()
 
     free, kept = clean_drift_after_training(0.0), clean_drift_after_training(1000.0)

@@ -4,6 +4,8 @@ pairs.  Winner and loser share noise and timestep and go through the UNet in one
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import torch
 
@@ -19,11 +21,32 @@ def step_generator(seed: int, position: int, process_index: int) -> torch.Genera
     return torch.Generator().manual_seed(int(state[0] >> np.uint64(1)))
 
 
-def batch_info(batch: dict, device, drift: torch.Tensor | None = None) -> PairBatchInfo:
+class PairErrors(NamedTuple):
+    """What :func:`pair_errors` returns, each (B,): the four denoising errors the losses read,
+    the policy's drift from the reference and the timestep each pair was noised to."""
+
+    err_w: torch.Tensor
+    err_l: torch.Tensor
+    ref_err_w: torch.Tensor
+    ref_err_l: torch.Tensor
+    drift: torch.Tensor
+    t: torch.Tensor
+
+    @property
+    def errors(self) -> tuple[torch.Tensor, ...]:
+        """``(err_w, err_l, ref_err_w, ref_err_l)``: the first arguments of every loss."""
+        return self.err_w, self.err_l, self.ref_err_w, self.ref_err_l
+
+
+def batch_info(batch: dict, device, errors: PairErrors | None = None, preserve_below: int = 0) -> PairBatchInfo:
+    """The losses' side information of a batch; with ``errors``, the drift, and with
+    ``preserve_below > 0`` the pairs noised below that timestep (sc-dpo's timestep split)."""
     def col(name, dtype):
         return torch.as_tensor(batch[name], dtype=dtype).to(device)
+    drift = None if errors is None else errors.drift
+    low = None if errors is None or preserve_below <= 0 else errors.t < preserve_below
     return PairBatchInfo(cost_w=col("cost_w", torch.float32), cost_l=col("cost_l", torch.float32),
-                         harmful=col("harmful", torch.bool), drift=drift)
+                         harmful=col("harmful", torch.bool), drift=drift, preserve_only=low)
 
 
 @torch.no_grad()
@@ -40,14 +63,16 @@ def pair_latents(model: T2IModel, batch: dict, cache: torch.Tensor | None) -> tu
 
 
 def pair_errors(model: T2IModel, policy, reference, batch: dict, gen: torch.Generator, *,
-                caption_dropout: float = 0.0, cache: torch.Tensor | None = None):
-    """``(err_w, err_l, ref_err_w, ref_err_l, drift)``, each (B,) float32. The errors are the mean
+                caption_dropout: float = 0.0, cache: torch.Tensor | None = None,
+                timesteps: tuple[int, int | None] = (0, None)) -> PairErrors:
+    """``(err_w, err_l, ref_err_w, ref_err_l, drift, t)``, each (B,), float32 but ``t``. The errors are the mean
     over (C, H, W) of the squared error between prediction and regression target (epsilon, v or
     sample, per the model); ``drift`` is the mean squared difference between the policy's and the
     reference's predictions, averaged over winner and loser (what sc-dpo's preservation term reads).
 
     ``policy`` is the (possibly DDP-wrapped) trainable UNet; ``reference(model, noisy, t, cond)``
-    returns the frozen reference's prediction without gradients.
+    returns the frozen reference's prediction without gradients. ``timesteps = (lo, hi)``: training
+    timesteps are drawn uniformly from ``lo .. hi - 1`` (``hi`` None: the scheduler's last).
     """
     from scdpo.train.model import using_unet
 
@@ -58,7 +83,9 @@ def pair_errors(model: T2IModel, policy, reference, batch: dict, gen: torch.Gene
         drop = torch.rand(b, generator=gen) < caption_dropout
         captions = ["" if d else c for c, d in zip(captions, drop.tolist())]
     noise = torch.randn(lat_w.shape, generator=gen).to(model.device, lat_w.dtype)
-    t = torch.randint(0, model.noise_scheduler.config.num_train_timesteps, (b,), generator=gen).to(model.device)
+    lo, hi = timesteps
+    hi = model.noise_scheduler.config.num_train_timesteps if hi is None else hi
+    t = torch.randint(lo, hi, (b,), generator=gen).to(model.device)
     latents = torch.cat([lat_w, lat_l])
     noise, t = torch.cat([noise, noise]), torch.cat([t, t])
     cond = model.encode_prompts(captions)
@@ -71,4 +98,4 @@ def pair_errors(model: T2IModel, policy, reference, batch: dict, gen: torch.Gene
     err = (pred - target).pow(2).mean(dim=(1, 2, 3))
     ref_err = (ref_pred - target).pow(2).mean(dim=(1, 2, 3))
     drift = (pred - ref_pred).pow(2).mean(dim=(1, 2, 3)).view(2, b).mean(0)
-    return (*err.chunk(2), *ref_err.chunk(2), drift)
+    return PairErrors(*err.chunk(2), *ref_err.chunk(2), drift, t[:b])

@@ -82,6 +82,10 @@ def _build(cfg: TrainConfig, acc):
     # LoRA: the frozen base in half precision, adapters in fp32; full: fp32 weights (under autocast,
     # or the master copies of bf16 ones, taken before rounding)
     model = T2IModel.from_pretrained(cfg.model, device=acc.device, dtype=torch.float32 if cfg.full else half)
+    n_t = model.noise_scheduler.config.num_train_timesteps
+    if cfg.min_timestep >= n_t or (cfg.max_timestep or 0) > n_t:
+        raise ValueError(f"min_timestep/max_timestep ({cfg.min_timestep}, {cfg.max_timestep}) must lie within "
+                         f"the model's {n_t} training timesteps")
     unet = model.unet
     master = None
     if pure and cfg.full:
@@ -152,9 +156,10 @@ def _accumulate(cfg, acc, model, policy, reference, loader, loss_fn, state, prog
         last = micro == cfg.grad_accum - 1  # gradients are all-reduced on the last micro-batch only
         with (contextlib.nullcontext() if last else acc.no_sync(policy)), acc.autocast(), \
                 attention_backend(cfg.attention, acc.device):
-            *errors, drift = pair_errors(model, policy, reference, batch, gen, caption_dropout=cfg.caption_dropout,
-                                         cache=cache)
-            loss_vec, stats = loss_fn(*errors, batch_info(batch, acc.device, drift), cfg, state)
+            errors = pair_errors(model, policy, reference, batch, gen, caption_dropout=cfg.caption_dropout,
+                                 cache=cache, timesteps=(cfg.min_timestep, cfg.max_timestep))
+            info = batch_info(batch, acc.device, errors, cfg.preserve_below_timestep)
+            loss_vec, stats = loss_fn(*errors.errors, info, cfg, state)
             loss = loss_vec.mean()
         acc.backward(loss / cfg.grad_accum)
         micro_stats.append({"loss": loss.detach(), **{k: v.detach().float() for k, v in stats.items()}})
