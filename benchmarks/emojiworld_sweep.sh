@@ -7,7 +7,7 @@
 #   SWEEP=preserve bash benchmarks/emojiworld_sweep.sh  the preservation term on clean pairs
 #   SWEEP=concept bash benchmarks/emojiworld_sweep.sh   concept-level layers, high timesteps only
 #   SWEEP=timestep bash benchmarks/emojiworld_sweep.sh  image-side LoRA on high timesteps, with preservation
-#   SWEEP=split bash benchmarks/emojiworld_sweep.sh     high timesteps and the timestep split, stronger rate
+#   SWEEP=final bash benchmarks/emojiworld_sweep.sh     rate 3e-3, timesteps 600/700 and up, preservation 5-10
 # (R=... for another output folder; the stages and their skipping are emojiworld_alignment.sh's)
 FF="to_q to_k to_v to_out.0 ff.net.0.proj ff.net.2 proj_in proj_out"
 # every layer that sees image features only: self-attention, the cross-attention's query and
@@ -64,15 +64,12 @@ image-lr2e-3-t600-p3|--lr 2e-3 --lora-targets $U --min-timestep 600 --preserve-w
 image-lr3e-3-t400-p10|--lr 3e-3 --lora-targets $U --min-timestep 400 --preserve-weight 10
 image-r32-lr1e-3-t400-p10|--lr 1e-3 --lora-rank 32 --lora-alpha 32 --lora-targets $U --min-timestep 400 --preserve-weight 10
 " ;;
-split) export METHODS="
+final) export METHODS="
 image-lr3e-3-t600-p10|--lr 3e-3 --lora-targets $U --min-timestep 600 --preserve-weight 10
 image-lr3e-3-t600-p5|--lr 3e-3 --lora-targets $U --min-timestep 600 --preserve-weight 5
 image-lr3e-3-t700-p5|--lr 3e-3 --lora-targets $U --min-timestep 700 --preserve-weight 5
-image-lr3e-3-s600-p3|--lr 3e-3 --lora-targets $U --preserve-below-timestep 600 --preserve-weight 3
-image-lr3e-3-s600-p10|--lr 3e-3 --lora-targets $U --preserve-below-timestep 600 --preserve-weight 10
-image-lr3e-3-s500-p5|--lr 3e-3 --lora-targets $U --preserve-below-timestep 500 --preserve-weight 5
 " ;;
-*) echo "unknown SWEEP=$SWEEP (recipes, targets, image, preserve, concept, timestep or split)"; exit 2 ;;
+*) echo "unknown SWEEP=$SWEEP (recipes, targets, image, preserve, concept, timestep or final)"; exit 2 ;;
 esac
 export SUITES="eval-harmful-explicit eval-harmful-implicit eval-clean" BASELINES=0
 R=${R:-runs/emojiworld-sweep} exec bash "$(dirname "$0")/emojiworld_alignment.sh"

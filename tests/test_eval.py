@@ -142,6 +142,18 @@ def test_seeds_are_fixed_per_prompt():
     assert [(i, k) for i, k, _, _ in expand("s", [r, fixed], 2)] == [(0, 0), (0, 1), (1, 0), (1, 1)]
 
 
+def test_suite_seed_draws_fresh_prompts_of_the_same_recipe():
+    from scdpo.eval.run import collect_suites
+
+    draw0, draw1 = (collect_suites(EvalConfig(model="emojiworld", suites=["eval-harmful-implicit"], limit=37,
+                                              suite_seed=s))["eval-harmful-implicit"] for s in (0, 1))
+    assert [r.prompt for r in draw0] == [r.prompt for r in get_suite("eval-harmful-implicit", n=37)]  # the default
+    assert sum(a.prompt != b.prompt for a, b in zip(draw0, draw1)) > 30  # fresh prompts ...
+    assert [r.concepts for r in draw0] == [r.concepts for r in draw1]  # ... naming the same concepts in turn
+    heldout = {k for c in load_vocabulary().harmful for k in c.heldout}
+    assert all(any(k in r.prompt for k in heldout) for r in draw1)  # still held-out keywords only
+
+
 def test_two_runs_share_prompts_and_seeds(runs):
     base, other = (pd.read_parquet(runs / n / "suites/eval-clean/images.parquet") for n in ("base", "lora"))
     assert list(base["seed"]) == list(other["seed"]) and list(base["prompt"]) == list(other["prompt"])

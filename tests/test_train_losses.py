@@ -172,17 +172,3 @@ def test_preservation_term_penalises_drift_on_clean_pairs_only():
     with pytest.raises(ValueError, match="drift"):
         run("sc-dpo", preserve_weight=1.0)  # INFO carries no drift
 
-
-def test_timestep_split_leaves_only_the_preservation_term_on_low_timestep_pairs():
-    drift = torch.tensor([0.4, 0.2])  # pair 0 harmful, pair 1 clean (INFO)
-    low = torch.tensor([True, False])  # pair 0 was noised below preserve_below_timestep
-    base = dict(cost_w=COST_W, cost_l=COST_L, harmful=INFO.harmful, drift=drift)
-    full, _ = run("sc-dpo", info=PairBatchInfo(**base), preserve_weight=2.0, winner_weight=1.0)
-    split, stats = run("sc-dpo", info=PairBatchInfo(**base, preserve_only=low), preserve_weight=2.0, winner_weight=1.0)
-    # the low pair, harmful though it is, only keeps the reference: p (beta/2) D = 2 * 5 * 0.4
-    torch.testing.assert_close(split, torch.stack([torch.tensor(4.0), full[1]]))
-    assert stats["preserve_only"].item() == pytest.approx(0.5)
-    e_w = ERR_W.clone().requires_grad_(True)
-    get_loss("sc-dpo")(e_w, ERR_L, REF_W, REF_L, PairBatchInfo(**base, preserve_only=low),
-                       cfg(preserve_weight=2.0, winner_weight=1.0), LossState())[0].sum().backward()
-    assert e_w.grad[0] == 0 and e_w.grad[1] != 0  # no preference gradient from the low pair

@@ -41,6 +41,9 @@ class EvalConfig:
             ground truth holds (EmojiWorld records; others get ``negative_prompt``): an oracle upper
             bound on what negative prompting can do, since a user does not know them in advance.
         suites: EmojiWorld suites, comma- or space-separated ("none" for prompt files only).
+        suite_seed: which draw of the suites' prompts: 0, the default, is the one every number in
+            docs/ uses; another value gives fresh prompts of the same recipe, a held-out test for a
+            recipe tuned on draw 0.
         prompts: prompt files, each one more suite named after the file (I2P, COCO-30k, text...).
         n_per_prompt: images per prompt.
         limit: only the first N prompts of each suite and file.
@@ -63,6 +66,7 @@ class EvalConfig:
     negative_prompt: str | None = None
     negative_from_concepts: bool = False
     suites: list[str] = field(default_factory=lambda: list(DEFAULT_SUITES))
+    suite_seed: int = 0
     prompts: list[str] = field(default_factory=list)
     n_per_prompt: int = 1
     limit: int | None = None
@@ -285,7 +289,7 @@ def collect_suites(cfg: EvalConfig) -> dict[str, list[PromptRecord]]:
     are read before any model is loaded, so a bad file fails fast."""
     from scdpo.models.generate import load_records
 
-    out = {s: load_records(s, None, cfg.limit) for s in cfg.suites}
+    out = {s: load_records(s, None, cfg.limit, cfg.suite_seed) for s in cfg.suites}
     for f in cfg.prompts:
         name = base = re.sub(r"[^\w.-]+", "_", Path(f).stem) or "prompts"
         n = 2

@@ -52,12 +52,14 @@ class GenerateConfig:
             raise ValueError(f"--n-per-prompt must be >= 1, got {self.n_per_prompt}")
 
 
-def load_records(suite: str | None, prompts: str | None, limit: int | None = None) -> list[PromptRecord]:
-    """Prompt records from a suite name or a prompt file (one way to read prompts everywhere)."""
+def load_records(suite: str | None, prompts: str | None, limit: int | None = None,
+                 suite_seed: int = 0) -> list[PromptRecord]:
+    """Prompt records from a suite name (its draw ``suite_seed``) or a prompt file (one way to read
+    prompts everywhere)."""
     if suite is not None:
         from scdpo.world.suites import get_suite
 
-        records = get_suite(suite, n=limit)
+        records = get_suite(suite, n=limit, seed=suite_seed)
     else:
         from scdpo.world.sources import load_prompt_file
 

@@ -47,10 +47,6 @@ class TrainConfig:
             pairs (kind != "harmful"), D the mean squared difference between the policy's and the
             reference's predictions on the pair's noisy latents: the edit may change what harmful
             prompts draw, not what clean prompts draw. 0 = off.
-        preserve_below_timestep: sc-dpo (e), timestep split: pairs noised below this timestep, of
-            every kind, learn only the preservation term; the full loss applies above it. The
-            high-noise steps decide which objects appear, the low ones how they look, so the edit
-            stays where it removes harmful objects. 0 = off; needs preserve_weight > 0.
         full: full fine-tuning of the UNet (the reference is a frozen copy) instead of LoRA.
         lora_rank, lora_alpha: LoRA rank and alpha (alpha default: the rank, i.e. scale 1).
         lora_targets: module names LoRA adapts (peft target_modules).
@@ -76,8 +72,8 @@ class TrainConfig:
         caption_dropout: fraction of captions replaced by "" (the Diffusion-DPO authors used 0.2).
         min_timestep, max_timestep: training timesteps are drawn uniformly from min_timestep ..
             max_timestep - 1 (None: the scheduler's num_train_timesteps), as kohya's sd-scripts'
-            options of the same names. High timesteps decide which objects appear, low ones their
-            details (docs/training.md).
+            options of the same names. High timesteps decide which objects appear, low ones how
+            they look: the best EmojiWorld run trains on 700 .. 999 only (docs/results.md).
         cache_latents: encode every image with the VAE once, before training (each process keeps
             all latents on its device; for datasets that fit).
         resize: resize and centre-crop images of another size instead of refusing them.
@@ -111,7 +107,6 @@ class TrainConfig:
     focus_gamma: float = 2.0
     winner_weight: float = 0.0
     preserve_weight: float = 0.0
-    preserve_below_timestep: int = 0
     full: bool = False
     lora_rank: int = 8
     lora_alpha: float | None = None
@@ -164,15 +159,12 @@ class TrainConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("lr", "lambda_lr", "lambda_init", "cost_margin", "focus_gamma", "winner_weight",
-                     "preserve_weight", "preserve_below_timestep", "warmup",
+                     "preserve_weight", "warmup",
                      "weight_decay", "validate_every", "workers", "validate_n"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.min_timestep < 0 or (self.max_timestep is not None and self.max_timestep <= self.min_timestep):
             raise ValueError(f"need 0 <= min_timestep < max_timestep, got {self.min_timestep} and {self.max_timestep}")
-        if self.preserve_below_timestep and not (self.loss == "sc-dpo" and self.preserve_weight > 0):
-            raise ValueError("preserve_below_timestep needs --loss sc-dpo and preserve_weight > 0 "
-                             f"(got loss {self.loss!r}, preserve_weight {self.preserve_weight})")
         if not 0 <= self.caption_dropout < 1:
             raise ValueError(f"caption_dropout must be in [0, 1), got {self.caption_dropout}")
         if self.lora_alpha is None:

@@ -32,15 +32,12 @@ class PairBatchInfo:
     (higher = more harmful, 0 = the safe/harmful threshold), float32 (B,) or None when the dataset
     has none; ``harmful``: bool (B,), pairs from harmful prompts, or None; ``drift``: float32 (B,),
     the mean squared difference between policy and reference predictions on the pair (with
-    gradient; ``scdpo.train.step.pair_errors`` computes it), or None; ``preserve_only``: bool (B,),
-    pairs that learn only the preservation term (sc-dpo's timestep split: those noised below
-    ``preserve_below_timestep``), or None."""
+    gradient; ``scdpo.train.step.pair_errors`` computes it), or None."""
 
     cost_w: torch.Tensor | None = None
     cost_l: torch.Tensor | None = None
     harmful: torch.Tensor | None = None
     drift: torch.Tensor | None = None
-    preserve_only: torch.Tensor | None = None
 
 
 @dataclass
@@ -138,8 +135,7 @@ def sc_dpo_loss(err_w, err_l, ref_err_w, ref_err_l, info: PairBatchInfo, cfg: Lo
     ``z' = z - m tanh((c_l - c_w)_+)``                       (a) cost-aware margin, off if m = 0
     ``l_pref = w * -log sigmoid(z')``, ``w = focus(z')``      (c) focusing, off if gamma = 0
     ``J = (tanh(c_w+) rho_w + tanh(c_l+) rho_l) / 2``         (b) constraint, off if not cfg.constraint
-    ``loss = l_pref - a rho_w + lambda * J + p (beta/2) D [clean]``, and ``p (beta/2) D`` alone on the
-    pairs of ``info.preserve_only`` (the timestep split), lambda from dual ascent on
+    ``loss = l_pref - a rho_w + lambda * J + p (beta/2) D [clean]``, lambda from dual ascent on
     ``E[J] - budget`` (C-DPO, Liu et al. 2024); ``- a rho_w`` (d) is the winner-likelihood term (RPO,
     Pang et al. 2024), off if a = 0; ``D`` (e) is the policy's drift from the reference's prediction
     on clean pairs only (a preservation term, as DreamBooth's prior preservation, Ruiz et al. 2023,
@@ -169,9 +165,6 @@ def sc_dpo_loss(err_w, err_l, ref_err_w, ref_err_l, info: PairBatchInfo, cfg: Lo
         clean = torch.ones_like(info.drift) if info.harmful is None else (~info.harmful).float()
         loss = loss + cfg.preserve_weight * 0.5 * cfg.beta * clean * info.drift
         stats["drift_clean"] = (clean * info.drift).sum().detach() / clean.sum().clamp_min(1)
-        if info.preserve_only is not None:  # low timesteps: every pair only keeps the reference's prediction
-            loss = torch.where(info.preserve_only, cfg.preserve_weight * 0.5 * cfg.beta * info.drift, loss)
-            stats["preserve_only"] = info.preserve_only.float().mean()
     if cfg.constraint:
         cost_w, cost_l = _need_costs(info, "safety constraint")
         j = 0.5 * (harmfulness(cost_w) * rho_w + harmfulness(cost_l) * rho_l)

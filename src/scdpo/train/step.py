@@ -38,15 +38,12 @@ class PairErrors(NamedTuple):
         return self.err_w, self.err_l, self.ref_err_w, self.ref_err_l
 
 
-def batch_info(batch: dict, device, errors: PairErrors | None = None, preserve_below: int = 0) -> PairBatchInfo:
-    """The losses' side information of a batch; with ``errors``, the drift, and with
-    ``preserve_below > 0`` the pairs noised below that timestep (sc-dpo's timestep split)."""
+def batch_info(batch: dict, device, errors: PairErrors | None = None) -> PairBatchInfo:
+    """The losses' side information of a batch (with ``errors``, the policy's drift too)."""
     def col(name, dtype):
         return torch.as_tensor(batch[name], dtype=dtype).to(device)
-    drift = None if errors is None else errors.drift
-    low = None if errors is None or preserve_below <= 0 else errors.t < preserve_below
     return PairBatchInfo(cost_w=col("cost_w", torch.float32), cost_l=col("cost_l", torch.float32),
-                         harmful=col("harmful", torch.bool), drift=drift, preserve_only=low)
+                         harmful=col("harmful", torch.bool), drift=None if errors is None else errors.drift)
 
 
 @torch.no_grad()

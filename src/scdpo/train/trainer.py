@@ -158,8 +158,7 @@ def _accumulate(cfg, acc, model, policy, reference, loader, loss_fn, state, prog
                 attention_backend(cfg.attention, acc.device):
             errors = pair_errors(model, policy, reference, batch, gen, caption_dropout=cfg.caption_dropout,
                                  cache=cache, timesteps=(cfg.min_timestep, cfg.max_timestep))
-            info = batch_info(batch, acc.device, errors, cfg.preserve_below_timestep)
-            loss_vec, stats = loss_fn(*errors.errors, info, cfg, state)
+            loss_vec, stats = loss_fn(*errors.errors, batch_info(batch, acc.device, errors), cfg, state)
             loss = loss_vec.mean()
         acc.backward(loss / cfg.grad_accum)
         micro_stats.append({"loss": loss.detach(), **{k: v.detach().float() for k, v in stats.items()}})
