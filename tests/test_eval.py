@@ -152,6 +152,8 @@ def test_suite_seed_draws_fresh_prompts_of_the_same_recipe():
     assert [r.concepts for r in draw0] == [r.concepts for r in draw1]  # ... naming the same concepts in turn
     heldout = {k for c in load_vocabulary().harmful for k in c.heldout}
     assert all(any(k in r.prompt for k in heldout) for r in draw1)  # still held-out keywords only
+    with pytest.raises(ValueError, match="--suite-seed must be >= 0"):
+        EvalConfig(model="emojiworld", suite_seed=-1)
 
 
 def test_two_runs_share_prompts_and_seeds(runs):

@@ -171,4 +171,3 @@ def test_preservation_term_penalises_drift_on_clean_pairs_only():
     assert drift.grad.tolist() == pytest.approx([0.0, 10.0])  # descending it pulls the clean pair back
     with pytest.raises(ValueError, match="drift"):
         run("sc-dpo", preserve_weight=1.0)  # INFO carries no drift
-

@@ -185,11 +185,11 @@ def test_timestep_range_bounds_the_training_timesteps(pipes, pairs_file, monkeyp
     batch = collate(PreferencePairs(pairs_file, SIZE), range(4))
     seen, add_noise = [], m.add_noise  # what the UNet is given, not only what pair_errors reports
     monkeypatch.setattr(m, "add_noise", lambda x, n, t: seen.append(t) or add_noise(x, n, t))
-    reported = torch.cat([pair_errors(m, m.unet, ref, batch, step_generator(0, i, 0), timesteps=(600, 700)).t
+    reported = torch.cat([pair_errors(m, m.unet, ref, batch, step_generator(0, i, 0), timesteps=(600, 602)).t
                           for i in range(8)])
     t = torch.cat(seen)
     assert torch.equal(t, torch.cat([torch.cat([r, r]) for r in reported.split(4)]))  # winner and loser share t
-    assert t.min() >= 600 and t.max() <= 699 and len(t.unique()) > 5
+    assert set(t.tolist()) == {600, 601}  # max_timestep is exclusive, as kohya's
     for bad in (dict(min_timestep=-1), dict(min_timestep=500, max_timestep=500)):
         with pytest.raises(ValueError, match="min_timestep"):
             TrainConfig(model="x", dataset="x", out="x", **bad)
@@ -338,6 +338,9 @@ def test_cli_yaml_with_overrides_and_errors(pipes, tmp_path, capsys):
     assert "unknown key(s) betta" in capsys.readouterr().err
     assert main(["train", "--model", "m", "--out", "o"]) == 2
     assert "no dataset" in capsys.readouterr().err
+    cfg_file.write_text(cfg_file.read_text().replace("betta: 3\n", ""))
+    assert main(["train", "--config", str(cfg_file), "--max-timestep", "5000", "--device", "cpu"]) == 2
+    assert "within the model's 1000 training timesteps" in capsys.readouterr().err
 
 
 def test_yaml_list_values_stay_lists(tmp_path):

@@ -92,6 +92,8 @@ class EvalConfig:
         self.prompts = [self.prompts] if isinstance(self.prompts, str) else list(self.prompts or [])
         if not self.suites and not self.prompts:
             raise ValueError("nothing to evaluate: give --suites and/or --prompts")
+        if self.suite_seed < 0:
+            raise ValueError(f"--suite-seed must be >= 0, got {self.suite_seed}")
         if self.n_per_prompt < 1 or (self.limit is not None and self.limit < 1):
             raise ValueError(f"--n-per-prompt and --limit must be >= 1, got {self.n_per_prompt} and {self.limit}")
         named = Path(self.lora or self.model)  # a LoRA file is named after its folder

@@ -69,7 +69,8 @@ def pair_errors(model: T2IModel, policy, reference, batch: dict, gen: torch.Gene
 
     ``policy`` is the (possibly DDP-wrapped) trainable UNet; ``reference(model, noisy, t, cond)``
     returns the frozen reference's prediction without gradients. ``timesteps = (lo, hi)``: training
-    timesteps are drawn uniformly from ``lo .. hi - 1`` (``hi`` None: the scheduler's last).
+    timesteps are drawn uniformly from ``lo .. hi - 1`` (``hi`` None: the scheduler's
+    ``num_train_timesteps``).
     """
     from scdpo.train.model import using_unet
 
