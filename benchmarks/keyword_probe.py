@@ -38,7 +38,8 @@ def main() -> None:
         model.load_lora(args.lora)
     images = torch.cat([model.sample(prompts[i:i + 64], seeds[i:i + 64], steps=args.steps)
                         for i in range(0, len(prompts), 64)])
-    present = load_default_judge().probabilities(images) > 0.5
+    judge = load_default_judge()
+    present = judge.probabilities(images) > judge.config.threshold  # the threshold scdpo eval uses
     rates = {}
     for j, (mode, concept, kw) in enumerate(rows):
         hits = present[j * args.seeds:(j + 1) * args.seeds, concept.index]

@@ -403,3 +403,7 @@ def test_cli_bad_input_is_one_line(tmp_path, capsys):
     assert "no cost model" in capsys.readouterr().err
     assert main(["cost", "train", "--out", str(tmp_path / "o"), "--backbone", "vgg"]) == 2
     assert "unknown backbone 'vgg'" in capsys.readouterr().err
+    for flag, value, match in (("--tau", "0", "tau must be > 0"), ("--concept-weight", "-1", "concept_weight must be >= 0")):
+        assert main(["cost", "train", "--out", str(tmp_path / "o"), flag, value]) == 2
+        assert match in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()  # refused before anything is written

@@ -94,7 +94,7 @@ class _Cfg:
 
     Attributes:
         name: the name,
-            over two lines.
+            over two lines: still the name.
         steps, size: two numbers.
         flag: a switch.
         tags: a list.
@@ -109,7 +109,8 @@ class _Cfg:
 
 def test_dataclass_flags_round_trip():
     docs = field_docs(_Cfg)
-    assert docs["name"] == "the name, over two lines."
+    assert docs["name"] == "the name, over two lines: still the name."
+    assert set(docs) == {"name", "steps", "size", "flag", "tags"}
     assert docs["size"] == "two numbers."
     p = argparse.ArgumentParser()
     add_dataclass_args(p, _Cfg)
@@ -117,3 +118,13 @@ def test_dataclass_flags_round_trip():
     assert cfg == _Cfg(name="x", steps=5, size=None, flag=True, tags=["b", "c"])
     with pytest.raises(SystemExit):
         p.parse_args([])  # --name is required
+
+
+def test_every_shipped_config_documents_exactly_its_fields():
+    from scdpo.cost.train import CostTrainConfig
+    from scdpo.data.config import BuildConfig
+    from scdpo.eval.run import EvalConfig
+    from scdpo.train.config import TrainConfig
+
+    for cls in (TrainConfig, EvalConfig, CostTrainConfig, BuildConfig):
+        assert set(field_docs(cls)) <= {f.name for f in dataclasses.fields(cls)}, cls.__name__

@@ -85,6 +85,8 @@ def test_sample_sizes(models):
         SamplerConfig(scheduler="pndm")
     with pytest.raises(ValueError, match="seed"):
         m.sample(["a", "b"], [0], SamplerConfig(**FAST))
+    with pytest.raises(ValueError, match="3 negative prompts for 2 prompts"):
+        m.sample(["a", "b"], [0, 1], SamplerConfig(**FAST, negative_prompt=["x", "y", "z"]))
 
 
 def test_sdxl_conditioning(models):
@@ -97,6 +99,11 @@ def test_sdxl_conditioning(models):
     u = m.unconditional(2)  # diffusers' force_zeros_for_empty_prompt
     assert len(u) == 2 and not u.context.any() and not u.pooled.any()
     assert m.unconditional(2, "ugly").context.abs().sum() > 0
+    per = m.unconditional(2, ["ugly", None])  # one negative prompt per image; None: zeros, as above
+    assert torch.equal(per.context[0], m.unconditional(1, "ugly").context[0]) and not per.context[1].any()
+    assert torch.equal(per.pooled[0], m.unconditional(1, "ugly").pooled[0]) and not per.pooled[1].any()
+    with pytest.raises(ValueError, match="1 negative prompts for 2 images"):
+        m.unconditional(2, ["ugly"])
     both = Conditioning.cat([u, c])
     assert len(both) == 5 and both.add_time_ids.shape == (5, 6)
     assert models["clip"].encode_prompts(["a"]).added_cond_kwargs is None

@@ -174,6 +174,7 @@ def test_full_bf16_training_keeps_fp32_master_weights_and_resumes_exactly(sd, tm
     train(TrainConfig(out=str(tmp_path / "b"), max_steps=2, resume=True, **common))
     master = load_file(str(tmp_path / "a" / "checkpoints" / "step-2" / MASTER_CKPT))
     assert all(v.dtype == torch.float32 for v in master.values())
+    assert not list((tmp_path / "a" / "checkpoints" / "step-2").glob("model*.safetensors"))  # no bf16 copy beside them
     unets = [UNet2DConditionModel.from_pretrained(tmp_path / r / "unet") for r in "ab"]
     base = UNet2DConditionModel.from_pretrained(sd, subfolder="unet")
     for name, p in unets[0].named_parameters():
@@ -182,6 +183,7 @@ def test_full_bf16_training_keeps_fp32_master_weights_and_resumes_exactly(sd, tm
     assert max((a - b).abs().max() for a, b in zip(unets[0].parameters(), base.parameters())) > 0
     train(TrainConfig(out=str(tmp_path / "c"), max_steps=1, autocast=True, **common))  # autocast, as before
     assert not (tmp_path / "c" / "checkpoints" / "step-1" / MASTER_CKPT).exists()
+    assert list((tmp_path / "c" / "checkpoints" / "step-1").glob("model*.safetensors"))  # the UNet itself, there
 
 
 @pytest.mark.parametrize("full, autocast, precision, fsdp, expected", [
@@ -197,3 +199,12 @@ def test_pure_bf16_default_follows_the_measurement(tmp_path, full, autocast, pre
 
     cfg = TrainConfig(model="m", dataset="d", out=str(tmp_path), full=full, autocast=autocast)
     assert pure_bf16(cfg, precision, fsdp) is expected
+
+
+@pytest.mark.parametrize("precision, fsdp", [("fp16", False), ("bf16", True)])
+def test_explicit_no_autocast_where_it_cannot_apply_is_refused(tmp_path, precision, fsdp):
+    from scdpo.train.trainer import pure_bf16
+
+    cfg = TrainConfig(model="m", dataset="d", out=str(tmp_path), full=True, autocast=False)
+    with pytest.raises(ValueError, match="autocast: false needs bf16 mixed precision without FSDP"):
+        pure_bf16(cfg, precision, fsdp)

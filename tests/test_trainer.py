@@ -149,7 +149,7 @@ def test_one_step_orders_the_pair_better_and_reference_stays_the_base(pipes, pai
     def errors():
         return pair_errors(m, m.unet, ref, batch, step_generator(0, 0, 0))
 
-    e_w, e_l, r_w, r_l, drift, _ = errors()
+    e_w, e_l, r_w, r_l, drift = errors()
     torch.testing.assert_close(e_w, r_w, rtol=0, atol=0)  # LoRA B = 0 at init: policy == reference
     assert drift.shape == (4,) and torch.count_nonzero(drift) == 0
     cached = pair_errors(m, m.unet, ref, batch, step_generator(0, 0, 0), cache=_cache_latents(m, ds))
@@ -168,7 +168,7 @@ def test_one_step_orders_the_pair_better_and_reference_stays_the_base(pipes, pai
     loss, stats = losses.dpo_loss(e_w, e_l, r_w, r_l, PairBatchInfo(), cfg, LossState())
     loss.mean().backward()
     opt.step()
-    e_w2, e_l2, r_w2, r_l2, drift2, _ = errors()
+    e_w2, e_l2, r_w2, r_l2, drift2 = errors()
     torch.testing.assert_close(r_w2, r_w, rtol=0, atol=0)  # the reference did not move
     assert (drift2 > 0).all()  # the policy's predictions left the reference's
     _, stats2 = losses.dpo_loss(e_w2, e_l2, r_w2, r_l2, PairBatchInfo(), cfg, LossState())
@@ -183,13 +183,13 @@ def test_timestep_range_bounds_the_training_timesteps(pipes, pairs_file, monkeyp
     m = lora_model(pipes["sd"])
     ref = tm.Reference(m.unet, full=False, dtype=torch.float32)
     batch = collate(PreferencePairs(pairs_file, SIZE), range(4))
-    seen, add_noise = [], m.add_noise  # what the UNet is given, not only what pair_errors reports
+    seen, add_noise = [], m.add_noise  # the timesteps the UNet's inputs are noised to
     monkeypatch.setattr(m, "add_noise", lambda x, n, t: seen.append(t) or add_noise(x, n, t))
-    reported = torch.cat([pair_errors(m, m.unet, ref, batch, step_generator(0, i, 0), timesteps=(600, 602)).t
-                          for i in range(8)])
-    t = torch.cat(seen)
-    assert torch.equal(t, torch.cat([torch.cat([r, r]) for r in reported.split(4)]))  # winner and loser share t
-    assert set(t.tolist()) == {600, 601}  # max_timestep is exclusive, as kohya's
+    for i in range(8):
+        pair_errors(m, m.unet, ref, batch, step_generator(0, i, 0), timesteps=(600, 602))
+    for t in seen:
+        assert torch.equal(t[:4], t[4:])  # winner and loser share t
+    assert set(torch.cat(seen).tolist()) == {600, 601}  # max_timestep is exclusive, as kohya's
     for bad in (dict(min_timestep=-1), dict(min_timestep=500, max_timestep=500)):
         with pytest.raises(ValueError, match="min_timestep"):
             TrainConfig(model="x", dataset="x", out="x", **bad)
@@ -307,9 +307,6 @@ def test_shipped_configs_parse():
     for name in ("emojiworld", "emojiworld-gpu", "sd15", "sdxl"):
         cfg = TrainConfig(**load_yaml_config(root / f"{name}.yaml"))
         assert cfg.loss == "sc-dpo" and cfg.beta > 0 and cfg.lr > 0
-    gpu = TrainConfig(**load_yaml_config(root / "emojiworld-gpu.yaml"))  # the run docs/results.md reports
-    assert (gpu.min_timestep, gpu.preserve_weight, gpu.lr, gpu.batch_size) == (700, 5.0, 3e-3, 32)
-    assert "attn2.to_k" not in gpu.lora_targets and "attn2.to_out.0" in gpu.lora_targets
     assert TrainConfig(model="emojiworld", dataset="d", out="o").beta == 312.5
     assert TrainConfig(model="/m/sd15", dataset="d", out="o").beta == 5000.0
     for name in ("single_gpu", "ddp", "fsdp"):

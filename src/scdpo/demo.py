@@ -90,7 +90,8 @@ def run(cfg: DemoConfig) -> dict | None:
     out = Path(cfg.out)
     start = time.time()
     _stage("cost model", out / "cost" / "config.json", lambda: train_cost(CostTrainConfig(
-        out=str(out / "cost"), pool=cfg.cost_pool, steps=cfg.cost_steps, eval_n=cfg.cost_heldout, seed=cfg.seed)))
+        out=str(out / "cost"), pool=cfg.cost_pool, steps=cfg.cost_steps, eval_n=cfg.cost_heldout, seed=cfg.seed,
+        vae="auto" if cfg.model == "emojiworld" else cfg.model)))  # the round trip through the generator's own VAE
     _stage("SCP dataset", out / "scp" / "README.md", lambda: build(BuildConfig(
         model=cfg.model, cost_model=str(out / "cost"), reward="emojiworld", out=str(out / "scp"),
         harmful="align-harmful", clean="align-clean", n_harmful=cfg.harmful_prompts, n_clean=cfg.clean_prompts,

@@ -112,6 +112,10 @@ class CostTrainConfig:
             raise ValueError("every objective is disabled: enable at least one of ranking, anchor, category")
         if not 0 < self.harmful_fraction < 1:
             raise ValueError(f"harmful_fraction must be in (0, 1), got {self.harmful_fraction}")
+        if not self.tau > 0:
+            raise ValueError(f"tau must be > 0 (the log-sum-exp pooling divides by it), got {self.tau}")
+        if self.concept_weight < 0:
+            raise ValueError(f"concept_weight must be >= 0, got {self.concept_weight}")
         if self.views < 1 or self.steps < 0 or self.batch_size < 2:
             raise ValueError("views must be >= 1, steps >= 0 and batch_size >= 2")
 

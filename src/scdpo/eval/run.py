@@ -157,20 +157,12 @@ def concept_negative(record: PromptRecord, default: str | None) -> str | None:
 
 
 def sample_all(model, samples: list, sampler, negative_from_concepts: bool = False) -> torch.Tensor:
-    """Images of ``expand()``'s samples in order; with per-prompt negative prompts, each group of
-    samples sharing one negative prompt is sampled as its own batch (the seeds fix the noise, so
-    grouping does not change any image)."""
+    """Images of ``expand()``'s samples in order; with ``negative_from_concepts``, each with its
+    own oracle negative prompt (full batches all the same: the sampler takes one per prompt)."""
     prompts, seeds = [r.prompt for *_, r in samples], [s for _, _, s, _ in samples]
-    if not negative_from_concepts:
-        return model.sample(prompts, seeds, sampler)
-    negatives = [concept_negative(r, sampler.negative_prompt) for *_, r in samples]
-    images = [None] * len(samples)
-    for neg in dict.fromkeys(negatives):
-        idx = [i for i, n in enumerate(negatives) if n == neg]
-        out = model.sample([prompts[i] for i in idx], [seeds[i] for i in idx], replace(sampler, negative_prompt=neg))
-        for i, img in zip(idx, out):
-            images[i] = img
-    return torch.stack(images)
+    if negative_from_concepts:
+        sampler = replace(sampler, negative_prompt=[concept_negative(r, sampler.negative_prompt) for *_, r in samples])
+    return model.sample(prompts, seeds, sampler)
 
 
 # ------------------------------------------------------------------ metric core

@@ -29,7 +29,8 @@ class SamplerConfig:
         ``<= 1`` disables guidance (one UNet pass per step on the prompts only).
     scheduler: ``"dpmsolver++"`` (DPM-Solver++ multistep), ``"ddim"`` (deterministic, eta=0) or
         ``"euler"``; all are built from the model's scheduler config (same betas, prediction type).
-    negative_prompt: replaces the empty unconditional prompt of guidance.
+    negative_prompt: replaces the empty unconditional prompt of guidance: one for every image, or a
+        list with one per prompt (None entries: the empty prompt).
     batch_size: images per UNet batch (with guidance, the UNet sees twice as many).
     height, width: image size in pixels; None means the model's native resolution.  Must be a
         multiple of the VAE's downsampling factor (8 for SD/SDXL).
@@ -48,7 +49,7 @@ class SamplerConfig:
     steps: int = 20
     guidance_scale: float = 5.0
     scheduler: str = "dpmsolver++"
-    negative_prompt: str | None = None
+    negative_prompt: str | list[str | None] | None = None
     batch_size: int = 64
     height: int | None = None
     width: int | None = None
@@ -106,6 +107,8 @@ def sample_images(model: T2IModel, prompts: list[str], seeds: list[int], config:
     if isinstance(prompts, str) or len(prompts) != len(seeds):
         raise ValueError(f"need a list of prompts and one seed per prompt, got {len(prompts)} prompts "
                          f"and {len(seeds)} seeds")
+    if isinstance(config.negative_prompt, list) and len(config.negative_prompt) != len(prompts):
+        raise ValueError(f"{len(config.negative_prompt)} negative prompts for {len(prompts)} prompts")
     with speed_levers(model, config):
         return _sample(model, prompts, seeds, config)
 
@@ -126,7 +129,9 @@ def _sample(model: T2IModel, prompts: list[str], seeds: list[int], config: Sampl
         batch = prompts[start:start + config.batch_size]
         cond = model.encode_prompts(batch, size=(height, width))
         if guided:
-            uncond = model.unconditional(len(batch), config.negative_prompt, size=(height, width))
+            neg = config.negative_prompt
+            neg = neg[start:start + len(batch)] if isinstance(neg, list) else neg
+            uncond = model.unconditional(len(batch), neg, size=(height, width))
             cond = Conditioning.cat([uncond, cond])
         noise = torch.stack([torch.randn(latent_shape, generator=torch.Generator().manual_seed(int(seed)))
                              for seed in seeds[start:start + len(batch)]])

@@ -237,10 +237,20 @@ class T2IModel:
             return Conditioning(context)
         return Conditioning(context, torch.stack([rows[p][1] for p in prompts]), self._time_ids(len(prompts), size))
 
-    def unconditional(self, n: int, negative_prompt: str | None = None, *,
+    def unconditional(self, n: int, negative_prompt: str | list[str | None] | None = None, *,
                       size: tuple[int, int] | None = None) -> Conditioning:
-        """Conditioning for classifier-free guidance: the negative prompt, else the empty prompt
-        (for SDXL with ``force_zeros_for_empty_prompt``, zeros, as diffusers does)."""
+        """Conditioning for classifier-free guidance: the negative prompt (one for all, or a list
+        with one per image), else the empty prompt (for SDXL with ``force_zeros_for_empty_prompt``,
+        zeros, as diffusers does)."""
+        if isinstance(negative_prompt, list):
+            if len(negative_prompt) != n:
+                raise ValueError(f"{len(negative_prompt)} negative prompts for {n} images")
+            c = self.encode_prompts([p or "" for p in negative_prompt], size=size)
+            if not self.force_zeros_for_empty_prompt:
+                return c
+            keep = torch.tensor([p is not None for p in negative_prompt], device=c.context.device)
+            zero = lambda t: None if t is None else t * keep.view(-1, *[1] * (t.dim() - 1)).to(t.dtype)  # noqa: E731
+            return Conditioning(zero(c.context), zero(c.pooled), c.add_time_ids)
         if negative_prompt is None and self.force_zeros_for_empty_prompt:
             c = self.encode_prompts([""], size=size)
             zeros = lambda t: torch.zeros_like(t).expand(n, *t.shape[1:])  # noqa: E731

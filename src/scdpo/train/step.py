@@ -22,15 +22,14 @@ def step_generator(seed: int, position: int, process_index: int) -> torch.Genera
 
 
 class PairErrors(NamedTuple):
-    """What :func:`pair_errors` returns, each (B,): the four denoising errors the losses read,
-    the policy's drift from the reference and the timestep each pair was noised to."""
+    """What :func:`pair_errors` returns, each (B,) float32: the four denoising errors the losses
+    read and the policy's drift from the reference."""
 
     err_w: torch.Tensor
     err_l: torch.Tensor
     ref_err_w: torch.Tensor
     ref_err_l: torch.Tensor
     drift: torch.Tensor
-    t: torch.Tensor
 
     @property
     def errors(self) -> tuple[torch.Tensor, ...]:
@@ -62,7 +61,7 @@ def pair_latents(model: T2IModel, batch: dict, cache: torch.Tensor | None) -> tu
 def pair_errors(model: T2IModel, policy, reference, batch: dict, gen: torch.Generator, *,
                 caption_dropout: float = 0.0, cache: torch.Tensor | None = None,
                 timesteps: tuple[int, int | None] = (0, None)) -> PairErrors:
-    """``(err_w, err_l, ref_err_w, ref_err_l, drift, t)``, each (B,), float32 but ``t``. The errors are the mean
+    """``(err_w, err_l, ref_err_w, ref_err_l, drift)``, each (B,) float32. The errors are the mean
     over (C, H, W) of the squared error between prediction and regression target (epsilon, v or
     sample, per the model); ``drift`` is the mean squared difference between the policy's and the
     reference's predictions, averaged over winner and loser (what sc-dpo's preservation term reads).
@@ -96,4 +95,4 @@ def pair_errors(model: T2IModel, policy, reference, batch: dict, gen: torch.Gene
     err = (pred - target).pow(2).mean(dim=(1, 2, 3))
     ref_err = (ref_pred - target).pow(2).mean(dim=(1, 2, 3))
     drift = (pred - ref_pred).pow(2).mean(dim=(1, 2, 3)).view(2, b).mean(0)
-    return PairErrors(*err.chunk(2), *ref_err.chunk(2), drift, t[:b])
+    return PairErrors(*err.chunk(2), *ref_err.chunk(2), drift)

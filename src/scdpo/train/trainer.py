@@ -60,7 +60,11 @@ def _accelerator(cfg: TrainConfig, out: Path):
 def pure_bf16(cfg: TrainConfig, mixed_precision: str, fsdp: bool = False) -> bool:
     """Whether the UNet holds bf16 weights and computes without autocast (docs/performance.md):
     ``cfg.autocast`` when set, else what measured best on an H200 (full fine-tuning yes, with fp32
-    master weights; LoRA no). Only with bf16 mixed precision, never under FSDP."""
+    master weights; LoRA no). Only with bf16 mixed precision, never under FSDP: an explicit
+    ``autocast: false`` there is an error, not silently ignored."""
+    if cfg.autocast is False and (mixed_precision == "fp16" or fsdp):
+        raise ValueError(f"autocast: false needs bf16 mixed precision without FSDP (got {mixed_precision}"
+                         f"{' under FSDP' if fsdp else ''}); drop it or set mixed_precision: bf16")
     autocast = (not cfg.full) if cfg.autocast is None else cfg.autocast
     return not autocast and mixed_precision == "bf16" and not fsdp
 
@@ -103,18 +107,22 @@ def _build(cfg: TrainConfig, acc):
     opt = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=acc.device.type == "cuda")
     policy, opt = acc.prepare(unet, opt)
     params = master.master if master else [p for p in policy.parameters() if p.requires_grad]  # FSDP replaces them
-    if master is not None:  # the fp32 master weights travel with checkpoints (safetensors, no pickle)
+    if master is not None:  # checkpoints hold the fp32 master weights (safetensors, no pickle) instead of
+        # the bf16 UNet, which is their rounding: loading them restores both
         def save_master(models, weights, output_dir):
             if acc.is_main_process:
                 from safetensors.torch import save_file
 
                 state = {k: v.contiguous() for k, v in master.state_dict().items()}
                 save_file(state, str(Path(output_dir) / MASTER_CKPT))
+            if weights:
+                weights.pop()
 
         def load_master(models, input_dir):
             from safetensors.torch import load_file
 
             master.load_state_dict(load_file(str(Path(input_dir) / MASTER_CKPT), device=str(acc.device)))
+            models.pop()
         acc.register_save_state_pre_hook(save_master)
         acc.register_load_state_pre_hook(load_master)
     if not cfg.full:  # checkpoints hold the adapter only, not the frozen base

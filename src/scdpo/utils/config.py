@@ -22,7 +22,8 @@ def field_docs(cls) -> dict[str, str]:
     section = doc.split("Attributes:", 1)[1]
     docs, current = {}, None
     for line in section.splitlines():
-        m = re.match(r"^\s{4,8}([a-z_, ]+):\s*(.*)$", line)
+        # "name:" or "a, b:" at the field indent; a continuation line ending a phrase in ":" is not one
+        m = re.match(r"^\s{4,8}([a-z_][a-z_0-9]*(?:, [a-z_][a-z_0-9]*)*):\s*(.*)$", line)
         if m:
             names = [n.strip() for n in m.group(1).split(",")]
             current = names
