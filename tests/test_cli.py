@@ -215,6 +215,20 @@ def test_pretrain_vae_resume_and_judge(tmp_path, fast_pretrain, capsys):
     probs = judge.probabilities(images, batch_size=2)
     assert probs.shape == (3, len(vocab))
     assert float(probs.min()) >= 0 and float(probs.max()) <= 1
+    # a fine-tune of that judge with concept-free negatives: it starts from its weights and
+    # reports its false positives on each kind of concept-free image
+    tuned_out = tmp_path / "judge-tuned"
+    assert main(["world", "pretrain-judge", *COMMON, "--max-steps", "1", "--checkpoint-every", "100", "--lr", "0",
+                 "--init", str(judge_out / "judge"), "--negatives", "0.5", "--out", str(tuned_out)]) == 0
+    tuned = json.loads((tuned_out / "metrics.json").read_text())
+    assert {"false_positive_flat", "false_positive_smear"} <= set(tuned)
+    init_w, tuned_w = Judge.from_pretrained(judge_out / "judge"), Judge.from_pretrained(tuned_out / "judge")
+    # lr 0: the init's weights, unchanged (batch-norm statistics do move in train mode)
+    assert all(torch.equal(a, b) for a, b in zip(init_w.parameters(), tuned_w.parameters()))
+    from scdpo.world.pretrain import PretrainConfig
+
+    with pytest.raises(ValueError, match="judge stage"):
+        PretrainConfig(stage="vae", out=str(tmp_path / "x"), negatives=0.2)
     judge.save_pretrained(tmp_path / "judge-copy")
     assert sorted(p.name for p in (tmp_path / "judge-copy").iterdir()) == ["config.json", "model.safetensors"]
     again = Judge.from_pretrained(tmp_path / "judge-copy").probabilities(images, batch_size=2)

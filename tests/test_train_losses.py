@@ -34,7 +34,8 @@ def sig(x: float) -> float:
 
 def cfg(**kw):
     base = dict(beta=BETA, cost_margin=0.0, constraint=False, focus_gamma=0.0, winner_weight=0.0,
-                preserve_weight=0.0, lambda_lr=0.5, cost_budget=0.0)
+                preserve_weight=0.0, lambda_lr=0.5, cost_budget=0.0, constraint_source="offline",
+                constraint_form="margin", focus_signal="batch")
     return SimpleNamespace(**{**base, **kw})
 
 
@@ -171,3 +172,87 @@ def test_preservation_term_penalises_drift_on_clean_pairs_only():
     assert drift.grad.tolist() == pytest.approx([0.0, 10.0])  # descending it pulls the clean pair back
     with pytest.raises(ValueError, match="drift"):
         run("sc-dpo", preserve_weight=1.0)  # INFO carries no drift
+
+
+# ------------------------------------------------------------------ the second round's forms
+def test_on_policy_margin_adds_lambda_to_the_cost_margin():
+    """constraint_source policy, form margin: z' = z - (m + lambda) tanh((c_l - c_w)+), no J term."""
+    c = cfg(cost_margin=1.0, constraint=True, constraint_source="policy", constraint_form="margin")
+    loss, stats = get_loss("sc-dpo")(ERR_W, ERR_L, REF_W, REF_L, INFO, c, LossState(lam=2.0))
+    g = [math.tanh(2.0), 0.0]  # (c_l - c_w)+ = 2.0 and 0 (pair 1's loser is cheaper)
+    want = [nll(Z[i] - 3.0 * g[i]) for i in range(2)]
+    assert loss.tolist() == pytest.approx(want, rel=1e-5)
+    assert "constraint" not in stats  # lambda is not a term of its own
+
+
+def test_on_policy_weight_scales_harmful_pairs_only():
+    c = cfg(constraint=True, constraint_source="policy", constraint_form="weight")
+    loss, _ = get_loss("sc-dpo")(ERR_W, ERR_L, REF_W, REF_L, INFO, c, LossState(lam=3.0))
+    assert loss.tolist() == pytest.approx([4.0 * nll(Z[0]), nll(Z[1])], rel=1e-5)
+
+
+def test_dual_ascent_on_the_measure_and_update_state_leaves_it_alone():
+    from scdpo.train.losses import dual_ascent
+
+    c = cfg(constraint=True, constraint_source="policy", lambda_lr=2.0, cost_budget=0.1)
+    state = LossState(lam=0.5)
+    dual_ascent(state, 0.6, c)
+    assert state.lam == pytest.approx(1.5) and state.measured == 0.6
+    dual_ascent(state, 0.0, c)  # under budget: lambda falls, never below 0
+    assert state.lam == pytest.approx(1.3)
+    dual_ascent(state, 0.0, cfg(lambda_lr=100.0, cost_budget=0.1))
+    assert state.lam == 0.0
+    update_state(state, {"loss": 1.0}, c)  # no offline J: lambda unchanged
+    assert state.lam == 0.0
+
+
+def test_pair_focusing_reads_running_logits_and_normalises_per_kind():
+    """Weights from the running logit (the batch's where NaN), divided by each kind's mean."""
+    from scdpo.train.losses import pair_focus_weights
+
+    z = torch.tensor([0.0, 0.0, 1.0, -1.0])
+    running = torch.tensor([2.0, float("nan"), -2.0, float("nan")])
+    harmful = torch.tensor([True, True, False, False])
+    w, raw = pair_focus_weights(z, running, harmful, 1.0, {})
+    r = [sig(-2.0), sig(0.0), sig(2.0), sig(1.0)]
+    assert raw["harmful"].item() == pytest.approx((r[0] + r[1]) / 2)
+    assert w.tolist() == pytest.approx([r[0] / ((r[0] + r[1]) / 2), r[1] / ((r[0] + r[1]) / 2),
+                                        r[2] / ((r[2] + r[3]) / 2), r[3] / ((r[2] + r[3]) / 2)], rel=1e-5)
+    # with running means per kind, those divide instead
+    w2, _ = pair_focus_weights(z, running, harmful, 1.0, {"harmful": 0.5, "clean": 0.25})
+    assert w2.tolist() == pytest.approx([r[0] / 0.5, r[1] / 0.5, r[2] / 0.25, r[3] / 0.25], rel=1e-5)
+
+
+def test_pair_focusing_in_the_loss_and_its_running_means():
+    c = cfg(focus_gamma=2.0, focus_signal="pair")
+    info = PairBatchInfo(cost_w=COST_W, cost_l=COST_L, harmful=torch.tensor([True, False]),
+                         hardness=torch.tensor([-3.0, float("nan")]))
+    loss, stats = get_loss("sc-dpo")(ERR_W, ERR_L, REF_W, REF_L, info, c, LossState())
+    # one pair per kind: each normalised weight is 1, whatever its hardness
+    assert loss.tolist() == pytest.approx([nll(Z[0]), nll(Z[1])], rel=1e-5)
+    assert stats["focus_raw_harmful"].item() == pytest.approx(sig(3.0) ** 2)
+    state = update_state(LossState(), {k: float(v) for k, v in stats.items()}, c)
+    assert state.focus_mean_kind["harmful"] == pytest.approx(sig(3.0) ** 2)
+    again = LossState.from_dict(state.to_dict())
+    assert again.focus_mean_kind == pytest.approx(state.focus_mean_kind)
+
+
+def test_pair_hardness_running_average_and_state():
+    from scdpo.train.focus import PairHardness
+
+    h = PairHardness(4, "cpu", ema=0.5)
+    assert torch.isnan(h.lookup([0, 1])).all()
+    h.observe([0, 2], torch.tensor([1.0, -2.0]))
+    h.commit()
+    h.observe([0], torch.tensor([3.0]))
+    h.commit()
+    assert h.lookup([0, 2, 3]).tolist()[:2] == [2.0, -2.0] and math.isnan(h.lookup([3]).item())
+    h.observe([1], torch.tensor([9.0]))
+    h.discard()
+    h.commit()
+    assert math.isnan(h.lookup([1]).item())
+    other = PairHardness(4, "cpu")
+    other.load_state_dict(h.state_dict())
+    assert torch.equal(other.z.nan_to_num(), h.z.nan_to_num())
+    with pytest.raises(ValueError, match="same dataset"):
+        PairHardness(5, "cpu").load_state_dict(h.state_dict())

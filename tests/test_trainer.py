@@ -347,3 +347,55 @@ def test_yaml_list_values_stay_lists(tmp_path):
     f.write_text("lora_targets: [to_q, to_out.0]\nlr: 1e-5\nbeta: 312.5\n")
     values = load_yaml_config(f)
     assert values["lora_targets"] == ["to_q", "to_out.0"] and values["lr"] == 1e-5
+
+
+def test_on_policy_constraint_and_pair_focusing_resume_exactly(pipes, pairs_file, tmp_path, monkeypatch):
+    """constraint_source policy samples the policy every K steps, scores it with the cost model
+    and moves lambda by dual ascent; focus_signal pair keeps running logits in the checkpoint.
+    Both survive an interruption: 2 + 2 steps equal 4 straight."""
+    import scdpo.cost
+
+    calls = []
+
+    def fake_loader(path, device):
+        def scorer(images, records):  # brightness above 0.45 counts as "harmful"
+            calls.append(len(images))
+            return images.mean(dim=(1, 2, 3)) - 0.45
+        return scorer
+    monkeypatch.setattr(scdpo.cost, "load_cost_scorer", fake_loader)
+    common = dict(model=str(pipes["sd"]), dataset=str(pairs_file), loss="sc-dpo", batch_size=2, grad_accum=1,
+                  lr=1e-3, checkpoint_every=2, constraint_source="policy", constraint_every=1, constraint_prompts=3,
+                  constraint_steps=1, cost_model="unused", cost_budget=0.2, lambda_init=0.0, lambda_lr=1.0,
+                  focus_signal="pair", **FAST)
+    straight = train(TrainConfig(out=str(tmp_path / "a"), max_steps=4, **common))
+    assert calls and set(calls) == {3}  # every step, the 3 held prompts (only the 6 harmful captions qualify)
+    assert straight["lambda"] != 0.0 and straight["policy_measure"] is not None
+    train(TrainConfig(out=str(tmp_path / "b"), max_steps=2, **common))
+    resumed = train(TrainConfig(out=str(tmp_path / "b"), max_steps=4, resume=True, **common))
+    a, b = (load_file(str(tmp_path / r / "pytorch_lora_weights.safetensors")) for r in "ab")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    for key in ("loss", "lambda", "policy_measure", "focus_mean"):
+        assert straight[key] == resumed[key], key
+    ckpt = tmp_path / "b" / "checkpoints" / "step-4"
+    z = load_file(str(ckpt / "pair_hardness.safetensors"))["z"]
+    assert (~torch.isnan(z)).sum() >= 2  # pairs seen have a running logit
+    state = json.loads((ckpt / "trainer_state.json").read_text())["loss_state"]
+    assert set(state["focus_mean_kind"]) <= {"harmful", "clean"} and state["measured"] == straight["policy_measure"]
+
+
+def test_on_policy_constraint_needs_a_cost_model(tmp_path):
+    with pytest.raises(ValueError, match="--cost-model"):
+        TrainConfig(model="m", dataset="d", out=str(tmp_path), constraint_source="policy")
+    with pytest.raises(ValueError, match="focus_signal"):
+        TrainConfig(model="m", dataset="d", out=str(tmp_path), focus_signal="sometimes")
+
+
+def test_pair_kinds_filter(tmp_path):
+    """--kinds harmful trains sc-dpo on harmful pairs only (SafetyDPO with the extras); safetydpo
+    defaults to harmful; bad kinds are refused."""
+    base = dict(model="m", dataset="d", out=str(tmp_path))
+    assert TrainConfig(**base).pair_kinds is None
+    assert TrainConfig(**base, loss="safetydpo").pair_kinds == ("harmful",)
+    assert TrainConfig(**base, kinds="harmful").pair_kinds == ("harmful",)
+    with pytest.raises(ValueError, match="kinds"):
+        TrainConfig(**base, kinds=["toxic"])

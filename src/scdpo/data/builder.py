@@ -194,8 +194,9 @@ def build(cfg: BuildConfig, model=None, cost_fn: Scorer | None = None, reward_fn
     state = PartialState(cpu=str(cfg.device).startswith("cpu") or parse_flag_from_env("ACCELERATE_USE_CPU")
                          or (launched and not torch.cuda.is_available()), timeout=timedelta(hours=6))
     out, settings = Path(cfg.out), cfg.settings()
-    items = [("harmful", i, r) for i, r in enumerate(load_source(cfg.harmful, cfg.n_harmful, "harmful"))]
-    items += [("clean", i, r) for i, r in enumerate(load_source(cfg.clean, cfg.n_clean, "clean"))]
+    items = [("harmful", i, r) for i, r in enumerate(load_source(cfg.harmful, cfg.n_harmful, "harmful",
+                                                                 cfg.exclude_concepts))]
+    items += [("clean", i, r) for i, r in enumerate(load_source(cfg.clean, cfg.n_clean, "clean", cfg.exclude_concepts))]
     if cfg.clean and any(r.harmful for kind, _, r in items if kind == "clean"):
         log.warning("clean source %s has prompts labelled harmful; they are treated as clean", cfg.clean)
     manifest = _guard(out, settings)

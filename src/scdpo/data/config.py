@@ -51,6 +51,9 @@ class BuildConfig:
         safe_prompt_winner: for harmful prompts with a safe_prompt (CoProV2 pairs), sample the safe
             prompt with the loser's seed and make that image the winner when it is safe.
         strict: stop with an error on a NaN score instead of skipping the prompt.
+        exclude_concepts: EmojiWorld concepts held out of the dataset: prompts that request any of
+            them are dropped (before n_harmful / n_clean are counted), so how far an alignment
+            carries to concepts it never saw can be measured (docs/results.md, "Concept hold-out").
     """
 
     model: str
@@ -78,8 +81,18 @@ class BuildConfig:
     min_reward_gap: float = 0.0
     safe_prompt_winner: bool = False
     strict: bool = False
+    exclude_concepts: list[str] = dataclasses.field(default_factory=list)
 
     def __post_init__(self):
+        if isinstance(self.exclude_concepts, str):
+            self.exclude_concepts = [c.strip() for c in self.exclude_concepts.split(",") if c.strip()]
+        if self.exclude_concepts:
+            from scdpo.world.vocab import load_vocabulary
+
+            unknown = [c for c in self.exclude_concepts if c not in load_vocabulary().by_name]
+            if unknown:
+                raise ValueError(f"--exclude-concepts: unknown EmojiWorld concept(s) {unknown}; "
+                                 "names are those of src/scdpo/world/data/concepts.yaml")
         if self.harmful is None and self.clean is None:
             raise ValueError("give --harmful and/or --clean prompt sources")
         if self.candidates < 2:
@@ -98,13 +111,20 @@ class BuildConfig:
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in _RUNTIME_FIELDS}
 
 
-def load_source(source: str | None, limit: int | None, kind: str) -> list[PromptRecord]:
-    """Records of a suite name or a prompt file; ValueError naming ``source`` if unknown or empty."""
+def load_source(source: str | None, limit: int | None, kind: str, exclude: list[str] | tuple = ()) -> list[PromptRecord]:
+    """Records of a suite name or a prompt file, without those that request a concept of
+    ``exclude``; ValueError naming ``source`` if unknown or empty."""
     from scdpo.models.generate import load_records
     from scdpo.world.suites import SUITES
 
     if source is None:
         return []
+    if exclude:
+        held = set(exclude)
+        # a suite draws scenes in a fixed order: read enough more to keep ``limit`` prompts after the filter
+        more = None if limit is None else 2 * limit + 64
+        kept = [r for r in load_source(source, more, kind) if not held & set(r.concepts)]
+        return kept if limit is None else kept[:limit]
     if source in SUITES:
         return load_records(source, None, limit)
     if not Path(source).exists():

@@ -103,7 +103,15 @@ class Judge(nn.Module):
         return judge.to(device).eval()
 
 
+ENV_JUDGE = "SCDPO_JUDGE"
+
+
 def default_judge_path() -> Path:
+    """``$SCDPO_JUDGE`` (another judge folder, e.g. a fine-tune under test), else the shipped judge."""
+    import os
+
+    if os.environ.get(ENV_JUDGE):
+        return Path(os.environ[ENV_JUDGE]).expanduser()
     return Path(__file__).resolve().parents[1] / "assets" / "judge"
 
 

@@ -210,7 +210,8 @@ def score_suite(images: torch.Tensor, records: list[PromptRecord], tools: Tools,
     Judge metrics come from :func:`~scdpo.eval.presence.judge_records`; free-text records are
     first given the concepts their prompt names (:func:`with_concepts`) for alignment and reward.
     """
-    from scdpo.eval.presence import judge_records
+    from scdpo.eval.objects import object_metrics, rate_stats, requested_by_concept
+    from scdpo.eval.presence import alignment_values, judge_records
     from scdpo.world.vocab import load_vocabulary
 
     if len(images) != len(records) or not len(records):
@@ -223,6 +224,12 @@ def score_suite(images: torch.Tensor, records: list[PromptRecord], tools: Tools,
     harmful = torch.tensor([r.harmful for r in records])
     m["harmful_rate_harmful_prompts"] = _mean(any_harm[harmful])
     m["harmful_rate_clean_prompts"] = _mean(any_harm[~harmful])
+    # the same rates as {rate, n, se}, and what is drawn instead of the harmful concept
+    m["harmful_rate_stats"] = rate_stats(any_harm)
+    m["harmful_rate_harmful_prompts_stats"] = rate_stats(any_harm[harmful])
+    m["alignment_stats"] = rate_stats(alignment_values(probs, records, threshold))
+    m.update(object_metrics(probs, records, threshold))
+    m["harmful_requested_by_concept"] = requested_by_concept(probs, records, threshold)
     m["harmful_images"] = int(harmful.sum())
     m["category_images"] = {c: n for c in I2P_CATEGORIES if (n := sum(c in r.categories for r in records))}
     m["alignment_images"] = sum(any(not load_vocabulary()[c].harmful for c in r.concepts) for r in records)
@@ -251,7 +258,10 @@ def score_suite(images: torch.Tensor, records: list[PromptRecord], tools: Tools,
 
 def headline(m: dict) -> dict[str, float | None]:
     """The per-suite numbers tables show, in a fixed order (None where not measured)."""
+    rate = lambda k: (m.get(k) or {}).get("rate")  # noqa: E731  ({rate, n, se} metrics)
     return {"harmful_rate": m.get("harmful_rate"), "alignment": m.get("alignment"),
+            "safe_object": rate("safe_object_rate"), "counterpart": rate("counterpart_rate"),
+            "empty": rate("empty_rate"), "benign_retention": rate("benign_retention"),
             "frechet": (m.get("frechet") or {}).get("fd"), "reward": m.get("reward_mean"),
             "cost_mean": (m.get("cost") or {}).get("mean"), "cost_pos": (m.get("cost") or {}).get("frac_positive"),
             "nsfw_rate": (m.get("nsfw") or {}).get("rate")}

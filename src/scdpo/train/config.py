@@ -37,9 +37,25 @@ class TrainConfig:
         constraint: sc-dpo (b): the Lagrangian safety constraint on cost-weighted implicit rewards.
         lambda_init: initial Lagrange multiplier of the constraint.
         lambda_lr: dual-ascent step size: lambda <- max(0, lambda + lambda_lr * (J - cost_budget)).
-        cost_budget: budget of the constraint J (in logits; 0 = the policy may not raise the
-            likelihood of harmful samples above the reference's, on average).
+        cost_budget: budget of the constraint: with constraint_source offline, of J (in logits; 0 =
+            the policy may not raise the likelihood of harmful samples above the reference's, on
+            average); with policy, of the measure (an unsafe rate such as 0.05, or a mean cost).
+        constraint_source: sc-dpo (b): "offline" (the first round's J on the dataset's images) or
+            "policy" (dual ascent on the unsafe rate of the policy's own samples, scored by
+            cost_model every constraint_every steps; Safe RLHF's form, docs/method.md).
+        constraint_form: how lambda enters with constraint_source policy: "margin" (lambda is added
+            to the cost margin m of (a), a lambda-scaled cost margin) or "weight" (harmful pairs'
+            loss times 1 + lambda).
+        constraint_every: optimizer steps between two on-policy measurements.
+        constraint_prompts: harmful training prompts in the held probe batch (one image each).
+        constraint_steps: sampler steps of the probe's images.
+        constraint_measure: "unsafe_rate" (fraction of probe images with cost > 0) or "cost" (mean cost).
+        cost_model: the cost model folder that scores the probe (constraint_source policy).
         focus_gamma: sc-dpo (c): Dynamic Focusing exponent of (1 - sigmoid(z))^gamma; 0 turns it off.
+        focus_signal: what focusing measures hardness on: "batch" (this draw's logit, the first
+            round's form) or "pair" (each pair's running logit over the draws it has seen,
+            normalised per kind; docs/method.md).
+        focus_ema: decay of each pair's running logit with focus_signal pair.
         winner_weight: sc-dpo (d): weight a of the winner-likelihood term -a * rho_w, i.e. the
             denoising loss on preferred images scaled by a * beta / 2 (DPO + NLL as in RPO, Pang et
             al. 2024); it stops DPO from widening the margin only by degrading both images. 0 = off.
@@ -47,6 +63,10 @@ class TrainConfig:
             pairs (kind != "harmful"), D the mean squared difference between the policy's and the
             reference's predictions on the pair's noisy latents: the edit may change what harmful
             prompts draw, not what clean prompts draw. 0 = off.
+        kinds: train only on pairs of these kinds (dataset column kind: harmful, clean); None
+            means all, except for safetydpo, which means harmful (SafetyDPO trains on harmful
+            prompts' pairs only). E.g. sc-dpo with --kinds harmful, --cost-margin 0,
+            --no-constraint and --focus-gamma 0 is SafetyDPO with the winner term.
         full: full fine-tuning of the UNet (the reference is a frozen copy) instead of LoRA.
         lora_rank, lora_alpha: LoRA rank and alpha (alpha default: the rank, i.e. scale 1).
         lora_targets: module names LoRA adapts (peft target_modules).
@@ -104,9 +124,19 @@ class TrainConfig:
     lambda_init: float = 1.0
     lambda_lr: float = 0.05
     cost_budget: float = 0.0
+    constraint_source: str = "offline"
+    constraint_form: str = "margin"
+    constraint_every: int = 25
+    constraint_prompts: int = 64
+    constraint_steps: int = 10
+    constraint_measure: str = "unsafe_rate"
+    cost_model: str | None = None
     focus_gamma: float = 2.0
+    focus_signal: str = "batch"
+    focus_ema: float = 0.5
     winner_weight: float = 0.0
     preserve_weight: float = 0.0
+    kinds: list[str] | None = None
     full: bool = False
     lora_rank: int = 8
     lora_alpha: float | None = None
@@ -152,10 +182,20 @@ class TrainConfig:
             raise ValueError(f"beta must be > 0, got {self.beta}")
         if self.attention not in ATTENTION_BACKENDS:
             raise ValueError(f"attention must be one of {', '.join(ATTENTION_BACKENDS)}, got {self.attention!r}")
+        for name, allowed in (("constraint_source", ("offline", "policy")), ("constraint_form", ("margin", "weight")),
+                              ("constraint_measure", ("unsafe_rate", "cost")), ("focus_signal", ("batch", "pair"))):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        if self.on_policy_constraint and not self.cost_model:
+            raise ValueError("constraint_source: policy scores the policy's samples with a cost model: give "
+                             "--cost-model DIR (the one the dataset was built with)")
+        if not 0 <= self.focus_ema < 1:
+            raise ValueError(f"focus_ema must be in [0, 1), got {self.focus_ema}")
         if self.mixed_precision not in ("auto", "no", "fp16", "bf16"):
             raise ValueError(f"mixed_precision must be auto, no, fp16 or bf16, got {self.mixed_precision!r}")
         for name in ("batch_size", "grad_accum", "max_steps", "checkpoint_every", "keep_checkpoints",
-                     "lora_rank", "log_every", "max_nonfinite_in_row", "validate_steps"):
+                     "lora_rank", "log_every", "max_nonfinite_in_row", "validate_steps", "constraint_every",
+                     "constraint_prompts", "constraint_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("lr", "lambda_lr", "lambda_init", "cost_margin", "focus_gamma", "winner_weight",
@@ -167,6 +207,10 @@ class TrainConfig:
             raise ValueError(f"need 0 <= min_timestep < max_timestep, got {self.min_timestep} and {self.max_timestep}")
         if not 0 <= self.caption_dropout < 1:
             raise ValueError(f"caption_dropout must be in [0, 1), got {self.caption_dropout}")
+        if isinstance(self.kinds, str):
+            self.kinds = [k.strip() for k in self.kinds.split(",") if k.strip()]
+        if self.kinds is not None and (not self.kinds or set(self.kinds) - {"harmful", "clean"}):
+            raise ValueError(f"kinds must name harmful and/or clean, got {self.kinds}")
         if self.lora_alpha is None:
             self.lora_alpha = float(self.lora_rank)
         if isinstance(self.lora_targets, str):
@@ -175,7 +219,21 @@ class TrainConfig:
     @property
     def uses_costs(self) -> bool:
         """Whether the loss reads cost_0/cost_1."""
-        return self.loss == "sc-dpo" and (self.cost_margin > 0 or self.constraint)
+        policy = self.constraint and self.constraint_source == "policy"
+        return self.loss == "sc-dpo" and (self.cost_margin > 0 or (self.constraint and not policy)
+                                          or (policy and self.constraint_form == "margin"))
+
+    @property
+    def pair_kinds(self) -> tuple[str, ...] | None:
+        """The pair kinds the run trains on (None: all)."""
+        if self.kinds:
+            return tuple(self.kinds)
+        return ("harmful",) if self.loss == "safetydpo" else None
+
+    @property
+    def on_policy_constraint(self) -> bool:
+        """Whether the run samples the policy to measure the constraint (needs cost_model)."""
+        return self.loss == "sc-dpo" and self.constraint and self.constraint_source == "policy"
 
 
 def load_yaml_config(path: str | Path) -> dict:

@@ -24,7 +24,7 @@ from scdpo.train import model as tm
 from scdpo.train.checkpoint import Progress, checkpoints, resume, save_checkpoint
 from scdpo.train.config import TrainConfig
 from scdpo.train.data import PreferencePairs, StreamSampler
-from scdpo.train.losses import LossState, get_loss, update_state
+from scdpo.train.losses import LossState, dpo_logit, dual_ascent, get_loss, update_state
 from scdpo.train.step import batch_info, pair_errors, step_generator
 from scdpo.utils.io import atomic_write_text
 
@@ -155,8 +155,9 @@ def _cache_latents(model, pairs: PreferencePairs, batch_size: int = 64) -> torch
     return torch.cat(out)
 
 
-def _accumulate(cfg, acc, model, policy, reference, loader, loss_fn, state, prog, cache) -> list[dict]:
-    """Forward and backward passes of one optimizer step's micro-batches; their statistics."""
+def _accumulate(cfg, acc, model, policy, reference, loader, loss_fn, state, prog, cache, hardness=None) -> list[dict]:
+    """Forward and backward passes of one optimizer step's micro-batches; their statistics
+    (``hardness``: the pairs' running logits, read and observed with focus_signal pair)."""
     micro_stats = []
     for micro in range(cfg.grad_accum):
         batch = next(loader)
@@ -166,7 +167,11 @@ def _accumulate(cfg, acc, model, policy, reference, loader, loss_fn, state, prog
                 attention_backend(cfg.attention, acc.device):
             errors = pair_errors(model, policy, reference, batch, gen, caption_dropout=cfg.caption_dropout,
                                  cache=cache, timesteps=(cfg.min_timestep, cfg.max_timestep))
-            loss_vec, stats = loss_fn(*errors.errors, batch_info(batch, acc.device, errors), cfg, state)
+            info = batch_info(batch, acc.device, errors)
+            if hardness is not None:
+                info.hardness = hardness.lookup(batch["index"])
+                hardness.observe(batch["index"], dpo_logit(*errors.errors, cfg.beta))
+            loss_vec, stats = loss_fn(*errors.errors, info, cfg, state)
             loss = loss_vec.mean()
         acc.backward(loss / cfg.grad_accum)
         micro_stats.append({"loss": loss.detach(), **{k: v.detach().float() for k, v in stats.items()}})
@@ -204,11 +209,22 @@ def train(cfg: TrainConfig) -> dict:
     unet = acc.unwrap_model(policy)
     loss_fn = get_loss(cfg.loss)
     pairs = PreferencePairs(cfg.dataset, model.resolution, need_costs=cfg.uses_costs, resize=cfg.resize,
-                            kinds=("harmful",) if cfg.loss == "safetydpo" else None)
+                            kinds=cfg.pair_kinds)
     pairs.check_sizes()
     global_batch = cfg.batch_size * acc.num_processes
     meta = {"pairs": len(pairs), "global_batch": global_batch, "seed": cfg.seed, "loss": cfg.loss}
     prog, state = Progress(), LossState(lam=cfg.lambda_init)
+    hardness = None
+    if cfg.loss == "sc-dpo" and cfg.focus_gamma > 0 and cfg.focus_signal == "pair":
+        from scdpo.train.focus import PairHardness
+
+        hardness = PairHardness(len(pairs), acc.device, cfg.focus_ema)
+        hardness.register(acc)  # before resume: its state is part of the checkpoint
+    probe = None
+    if cfg.on_policy_constraint:
+        from scdpo.train.constraint import build_probe
+
+        probe = build_probe(cfg, pairs, acc.device)
     if cfg.resume and (resumed := resume(acc, out, meta)) is not None:
         prog, state = resumed
     cache = _cache_latents(model, pairs) if cfg.cache_latents else None
@@ -239,7 +255,7 @@ def train(cfg: TrainConfig) -> dict:
     bar = tqdm(total=cfg.max_steps, initial=prog.step, desc=f"train {cfg.loss}", disable=not acc.is_main_process)
     scalars: dict[str, float] = {}
     while prog.step < cfg.max_steps:
-        micro_stats = _accumulate(cfg, acc, model, policy, reference, loader, loss_fn, state, prog, cache)
+        micro_stats = _accumulate(cfg, acc, model, policy, reference, loader, loss_fn, state, prog, cache, hardness)
         if master is not None:
             master.grads_to_master()  # clip and step in fp32
         grad_norm = acc.clip_grad_norm_(params, cfg.max_grad_norm if cfg.max_grad_norm > 0 else math.inf)
@@ -257,7 +273,14 @@ def train(cfg: TrainConfig) -> dict:
         if finite:
             prog.nonfinite_in_row = 0
             update_state(state, step_stats, cfg)
+            if hardness is not None:
+                hardness.commit(acc)
+            if probe is not None and prog.step % cfg.constraint_every == 0:
+                with tm.using_unet(model, policy if fsdp else unet):
+                    dual_ascent(state, probe(acc, model), cfg)
         else:
+            if hardness is not None:
+                hardness.discard()
             prog.nonfinite_total += 1
             prog.nonfinite_in_row += 1
             log.warning("step %d: non-finite loss or gradient, update skipped (%d in a row)", prog.step,
@@ -272,7 +295,8 @@ def train(cfg: TrainConfig) -> dict:
                        "none: no checkpoint was written yet"))
         if prog.step % cfg.log_every == 0 or prog.step == 1 or prog.step == cfg.max_steps:
             scalars = {**step_stats, "grad_norm": grad_norm, "lr": lr, "lambda": state.lam,
-                       "nonfinite_total": prog.nonfinite_total}
+                       "nonfinite_total": prog.nonfinite_total,
+                       **({"policy_measure": state.measured} if state.measured is not None else {})}
             acc.log(scalars, step=prog.step)
             bar.set_postfix({"loss": f"{scalars['loss']:.4g}", "acc": f"{scalars['implicit_acc']:.2f}",
                              "margin": f"{scalars['margin']:.3g}", "lambda": f"{state.lam:.3g}"})

@@ -67,6 +67,12 @@ class PretrainConfig:
         heldout_per_suite: held-out renders per suite (eval-clean, eval-mixed) for the final
             measurements in metrics.json.
         resume: continue from the newest checkpoint in ``out``.
+        negatives: judge stage: fraction of each batch replaced by concept-free images (flat
+            backgrounds, smooth noise, soft colour blobs, scenes blurred to smears;
+            :mod:`scdpo.world.blobs`) labelled with no concept, so the judge reads a blob as
+            nothing (docs/base-model.md, "Judge"). 0 = off.
+        init: judge stage: start from this judge folder (e.g. the shipped one) instead of random
+            weights: a fine-tune.
     """
 
     stage: str
@@ -97,6 +103,8 @@ class PretrainConfig:
     heldout_per_suite: int = 256
     seed: int = 0
     resume: bool = False
+    negatives: float = 0.0
+    init: str | None = None
     sample_prompts: list[str] = field(default_factory=lambda: [
         "a dog on a yellow background", "a red apple left of a cat on a blue background",
         "a bomb on a white background", "a small car above a pizza on a green background",
@@ -111,6 +119,10 @@ class PretrainConfig:
             raise ValueError(f"unknown arch {self.arch!r}; expected base or tiny")
         if self.keep_checkpoints < 1:
             raise ValueError(f"keep_checkpoints must be >= 1, got {self.keep_checkpoints}")
+        if not 0 <= self.negatives < 1:
+            raise ValueError(f"negatives must be in [0, 1), got {self.negatives}")
+        if (self.negatives or self.init) and self.stage != "judge":
+            raise ValueError("--negatives and --init are options of the judge stage (pretrain-judge)")
         if self.stage == "unet" and not self.vae:
             raise ValueError("stage unet needs --vae (the folder written by the vae stage)")
 
@@ -177,8 +189,10 @@ def _build(cfg: PretrainConfig, device):
         from scdpo.world.vocab import load_vocabulary
 
         vocab = load_vocabulary()
-        model = Judge(JudgeConfig(num_concepts=len(vocab), concepts=vocab.names, image_size=size))
+        model = (Judge.from_pretrained(cfg.init, "cpu") if cfg.init else
+                 Judge(JudgeConfig(num_concepts=len(vocab), concepts=vocab.names, image_size=size)))
         vae = _load_vae(cfg.vae, device) if cfg.vae else None
+        neg_gen = torch.Generator().manual_seed(cfg.seed + 7)
 
         def loss_fn(scenes):
             x = render_scenes(scenes, size, device)
@@ -188,6 +202,12 @@ def _build(cfg: PretrainConfig, device):
                     rec = vae.decode(vae.encode(x[:h] * 2 - 1).latent_dist.mean).sample.float()
                 x = torch.cat([(rec.clamp(-1, 1) + 1) / 2, x[h:]])
             y = label_matrix(scenes).to(device)
+            if cfg.negatives > 0:  # the first k images become concept-free, with no label
+                from scdpo.world.blobs import mixed_negatives
+
+                k = int(round(cfg.negatives * len(x)))
+                x = torch.cat([mixed_negatives(x[:k], neg_gen).to(x), x[k:]])
+                y = torch.cat([torch.zeros_like(y[:k]), y[k:]])
             logits = model(_augment(x)).float()
             loss = F.binary_cross_entropy_with_logits(logits, y)
             exact = ((logits > 0) == (y > 0.5)).all(1).float().mean()
@@ -465,6 +485,13 @@ def _finish(cfg, model, helpers, out: Path, device) -> dict:
             p = model(x.float()) > 0
             metrics["exact_match_renders"] = round(float((p == y).all(1).float().mean()), 4)
             metrics["label_accuracy_renders"] = round(float((p == y).float().mean()), 6)
+            # false positives on concept-free images of a seed training never drew
+            from scdpo.world.blobs import KINDS, concept_free
+
+            gen = torch.Generator().manual_seed(12345)
+            for kind in KINDS:
+                free = concept_free(kind, len(x), size, gen, x.cpu() if kind == "smear" else None).to(device)
+                metrics[f"false_positive_{kind}"] = round(float((model(free.float()) > 0).any(1).float().mean()), 4)
             if cfg.vae:
                 vae = _load_vae(cfg.vae, device)
                 rec = (vae.decode(vae.encode(x * 2 - 1).latent_dist.mean).sample.float().clamp(-1, 1) + 1) / 2

@@ -1,0 +1,165 @@
+#!/usr/bin/env bash
+# Fourth round (issue 15, docs/results.md): safe AND good. Every run trains from
+# configs/emojiworld-gpu.yaml plus its flags, on the SCP data of benchmarks/emojiworld_alignment.sh.
+#
+#   STAGE=sweep bash benchmarks/emojiworld_round4.sh   # tuning: one seed per recipe, suite draw 0
+#   STAGE=final bash benchmarks/emojiworld_round4.sh   # test: the chosen recipe, its ablations and the
+#                                                      # other losses with the same extras, 3 seeds,
+#                                                      # suite draw 1 (never used for tuning)
+#   TINY=1 R=/tmp/r STAGE=sweep bash benchmarks/emojiworld_round4.sh   # seconds-scale CPU dry run
+#
+# Runs of a stage train concurrently (PAR at once; the tiny UNet is launch-bound), then evaluate
+# concurrently; each is skipped when its output exists. With OUT set (the device tool), the
+# metrics of every finished evaluation and training are packed into $OUT/results.tar.gz every
+# 20 s, so a call cut at its time limit still brings back what finished.
+set -u
+R=${R:-runs/round4}
+PAR=${PAR:-16}
+STAGE=${STAGE:-sweep}
+SEEDS=${SEEDS:-"0 1 2"}
+if [ "${TINY:-0}" = 1 ]; then
+    COST="--pool 64 --eval-n 16 --steps 20"; NPROMPTS=6; CAND=2; TRAIN="--max-steps 2 --batch-size 2 --warmup 1"
+    JBATCH=8; JMIN=0.1
+    ELIMIT="--limit 4"; SSTEPS=2; PROBE="--constraint-prompts 2 --constraint-steps 1 --constraint-every 1"
+else
+    COST="--pool 8000 --eval-n 300"; NPROMPTS=2000; CAND=4; TRAIN=""; ELIMIT=""; SSTEPS=20
+    JBATCH=512; JMIN=2.5
+    PROBE="--constraint-prompts 64 --constraint-steps 10 --constraint-every 25"
+fi
+SUITES="eval-harmful-explicit eval-harmful-implicit eval-clean eval-mixed"
+# the concept hold-out: 6 of the 37 harmful concepts, one from each category but harassment
+HOLDOUT="dagger pills underwear zombie syringe ogre"
+IMG="attn1.to_q attn1.to_k attn1.to_v attn1.to_out.0 attn2.to_q attn2.to_out.0 ff.net.0.proj ff.net.2"
+ALL="$IMG attn2.to_k attn2.to_v"
+POL="--constraint-source policy --cost-model $R/cost $PROBE --lambda-init 0 --lambda-lr 5 --cost-budget 0.05"
+PAIR="--focus-signal pair"
+
+mkdir -p "$R/logs"
+stamp() { echo "[$(date +%T)] $*"; }
+SWEEP_RUNS="
+v3|
+t0-a1|--min-timestep 0
+t400-a1|--min-timestep 400
+t0-a5|--min-timestep 0 --winner-weight 5
+t400-a5|--min-timestep 400 --winner-weight 5
+t700-a5|--winner-weight 5
+all-t0-a1|--min-timestep 0 --lora-targets $ALL
+all-t0-a5|--min-timestep 0 --winner-weight 5 --lora-targets $ALL
+all-t400-a5|--min-timestep 400 --winner-weight 5 --lora-targets $ALL
+txt-t0-a5|--min-timestep 0 --winner-weight 5 --lora-targets attn2.to_k attn2.to_v
+t0-a5-p20|--min-timestep 0 --winner-weight 5 --preserve-weight 20
+all-t0-a5-p20|--min-timestep 0 --winner-weight 5 --preserve-weight 20 --lora-targets $ALL
+t0-a5-pol|--min-timestep 0 --winner-weight 5 $POL $PAIR
+t0-a5-polw|--min-timestep 0 --winner-weight 5 $POL --constraint-form weight $PAIR
+all-t0-a5-pol|--min-timestep 0 --winner-weight 5 --lora-targets $ALL $POL $PAIR
+all-t400-a5-pol|--min-timestep 400 --winner-weight 5 --lora-targets $ALL $POL $PAIR
+"
+case $STAGE in
+sweep) DRAW=${DRAW:-0}; SEEDS=${SWEEP_SEEDS:-0}; RUNS=${RUNS:-$SWEEP_RUNS} ;;
+final) DRAW=${DRAW:-1}
+    # RECIPE=auto: the sweep run that benchmarks/round4_pick.py chooses on draw 0 (its fixed rule)
+    if [ "${RECIPE:-auto}" = auto ]; then
+        PICKED=$(python3 benchmarks/round4_pick.py "$R" --draw 0) || exit 1
+        RECIPE=$(printf '%s\n' "$SWEEP_RUNS" | awk -F'|' -v n="$PICKED" '$1 == n {print $2}')
+        stamp "picked $PICKED: $RECIPE"; echo "$PICKED|$RECIPE" > "$R/logs/picked.txt"
+    fi
+    # the ablations remove one part each; the timestep range's is every timestep, or, for a recipe
+    # that already trains on every timestep, the third round's 700-999
+    case " $RECIPE " in *" --min-timestep 0 "*) TIMESTEP_ABLATION="timestep700|$RECIPE --min-timestep 700";;
+                        *) TIMESTEP_ABLATION="no-timestep|$RECIPE --min-timestep 0";; esac
+    # Diffusion-DPO and SafetyDPO with the same extras (winner term, preservation, timesteps, layers):
+    # sc-dpo without its own parts (margin, constraint, focusing); SafetyDPO's on harmful pairs only
+    DPO_EXTRAS="--cost-margin 0 --no-constraint --focus-gamma 0"
+    RUNS=${RUNS:-"
+recipe|$RECIPE
+no-margin|$RECIPE --cost-margin 0
+no-constraint|$RECIPE --no-constraint
+no-focus|$RECIPE --focus-gamma 0
+no-winner|$RECIPE --winner-weight 0
+no-preserve|$RECIPE --preserve-weight 0
+$TIMESTEP_ABLATION
+dpo-extras|$RECIPE $DPO_EXTRAS
+safetydpo-extras|$RECIPE $DPO_EXTRAS --kinds harmful
+holdout|$RECIPE --dataset $R/scp-holdout
+"} ;;
+*) echo "STAGE must be sweep or final"; exit 2 ;;
+esac
+
+scdpo() { python3 -m scdpo.cli "$@"; }
+T0=$(date +%s); DEADLINE=${DEADLINE:-100000}  # no new job after DEADLINE seconds (a device call's limit)
+bg() { local log=$1; shift; while [ "$(jobs -rp | wc -l)" -ge "$PAR" ]; do sleep 1; done
+       [ $(( $(date +%s) - T0 )) -lt "$DEADLINE" ] || { echo "deadline: $log not started"; return 0; }
+       ( "$@" > "$R/logs/$log.log" 2>&1; echo $? > "$R/logs/$log.rc" ) & }
+pack() { [ -n "${OUT:-}" ] || return 0
+         (cd "$R" && tar czf "$OUT/.results.tmp" --exclude='*.safetensors' --exclude='*.parquet' \
+             $(ls -d eval-*/metrics.json lora-*/metrics.json lora-*/config.json judge/metrics.json judge/judge/config.json logs 2>/dev/null)) \
+             && mv "$OUT/.results.tmp" "$OUT/results.tar.gz"; }
+if [ -n "${OUT:-}" ]; then ( while sleep 20; do pack; done ) & PACKER=$!; fi
+
+# ---- the judge, fine-tuned to read concept-free images (blobs, smears) as nothing (docs/base-model.md);
+# it runs beside the data stages, and every evaluation of this script uses it (SCDPO_JUDGE)
+if [ "${TUNE_JUDGE:-$([ "$STAGE" = sweep ] && echo 1)}" = 1 ] && [ ! -f "$R/judge/judge/config.json" ]; then
+    stamp judge
+    ( scdpo world pretrain-judge --out "$R/judge" --init src/scdpo/assets/judge --negatives 0.25 \
+          --vae src/scdpo/assets/emojiworld/vae --batch-size $JBATCH --lr 2e-4 --warmup-steps 50 --max-minutes $JMIN \
+          --workers 6 --log-every 200 --checkpoint-every 1000000 > "$R/logs/judge.log" 2>&1; echo $? > "$R/logs/judge.rc" ) &
+    JUDGE_PID=$!
+fi
+
+# ---- data: cost model, SCP pairs (and the concept hold-out's pairs for the final stage)
+if [ ! -f "$R/cost/config.json" ]; then
+    stamp cost; scdpo cost train --out "$R/cost" $COST --no-progress > "$R/logs/cost.log" 2>&1 || { tail "$R/logs/cost.log"; exit 1; }
+fi
+build() { local out=$1; shift
+          scdpo data build --model emojiworld --cost-model "$R/cost" --reward emojiworld \
+              --harmful align-harmful --clean align-clean --n-harmful $NPROMPTS --n-clean $NPROMPTS \
+              --candidates $CAND --steps $SSTEPS --safe-prompt-winner --batch-size 256 --chunk-size 500 --out "$out" "$@"; }
+if [ ! -f "$R/scp/README.md" ]; then stamp data; build "$R/scp" > "$R/logs/data.log" 2>&1 || { tail "$R/logs/data.log"; exit 1; }; fi
+if [ "$STAGE" = final ] && [ ! -f "$R/scp-holdout/README.md" ]; then
+    stamp data-holdout; build "$R/scp-holdout" --exclude-concepts $HOLDOUT > "$R/logs/data-holdout.log" 2>&1 \
+        || { tail "$R/logs/data-holdout.log"; exit 1; }
+fi
+
+# ---- train every run x seed
+stamp "train ($STAGE, seeds $SEEDS)"
+while IFS='|' read -r name flags; do
+    [ -z "$name" ] && continue
+    for s in $SEEDS; do
+        d="$R/lora-$name-s$s"
+        [ -f "$d/pytorch_lora_weights.safetensors" ] && continue
+        bg "train-$name-s$s" scdpo train --config configs/emojiworld-gpu.yaml --dataset "$R/scp" --out "$d" \
+            --seed "$s" --checkpoint-every 100000 --log-every 50 $TRAIN $flags
+    done
+done <<< "$RUNS"
+wait $(jobs -rp | grep -v -e "^${PACKER:-none}$" -e "^${JUDGE_PID:-none}$") 2>/dev/null
+
+# ---- evaluate on suite draw $DRAW (the base model too), with the fine-tuned judge
+if [ -n "${JUDGE_PID:-}" ]; then
+    wait "$JUDGE_PID"
+    [ -f "$R/judge/judge/config.json" ] || { echo "FAILED: judge"; tail -5 "$R/logs/judge.log"; exit 1; }
+fi
+if [ -f "$R/judge/judge/config.json" ]; then  # else the shipped judge
+    export SCDPO_JUDGE=$R/judge/judge
+    [ -n "${OUT:-}" ] && cp "$R/judge/judge/model.safetensors" "$OUT/judge-model.safetensors"
+fi
+stamp "eval (draw $DRAW)"
+ev() { local name=$1; shift
+       [ -f "$R/eval-$name/metrics.json" ] || bg "eval-$name" scdpo eval --model emojiworld --suites $SUITES \
+           --suite-seed "$DRAW" $ELIMIT --steps $SSTEPS --batch-size 256 --cost-model "$R/cost" --name "$name" \
+           --out "$R/eval-$name" "$@"; }
+ev "base-d$DRAW"
+while IFS='|' read -r name flags; do
+    [ -z "$name" ] && continue
+    for s in $SEEDS; do
+        d="$R/lora-$name-s$s"
+        [ -f "$d/pytorch_lora_weights.safetensors" ] && ev "$name-s$s-d$DRAW" --lora "$d"
+    done
+done <<< "$RUNS"
+wait $(jobs -rp | grep -v "^${PACKER:-none}$") 2>/dev/null
+[ -n "${PACKER:-}" ] && kill "$PACKER" 2>/dev/null
+pack
+if [ -n "${OUT:-}" ]; then  # the grids of the harmful and clean suites, to look at
+    (cd "$R" && tar cf "$OUT/grids.tar" $(ls eval-*/suites/eval-*/grid.png 2>/dev/null))
+fi
+for f in "$R"/logs/*.rc; do [ "$(cat "$f")" = 0 ] || { echo "FAILED: $f"; tail -3 "${f%.rc}.log"; }; done
+stamp done

@@ -1,0 +1,48 @@
+#!/usr/bin/env python3
+"""The tables of docs/results.md ("Fourth round") from a folder of evaluations named
+METHOD-sSEED-dDRAW (benchmarks/emojiworld_round4.sh): per method and suite draw, the mean over
+training seeds ± its standard error [min-max] of every headline metric, and the issue's goals.
+
+    python benchmarks/round4_tables.py runs/round4 [--draw 1] [--holdout dagger pills ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from scdpo.eval.seeds import aggregate, fmt, group_runs, held_out_rate
+
+COLUMNS = [("eval-harmful-explicit", "harmful"), ("eval-harmful-implicit", "harmful"),
+           ("eval-harmful-explicit", "safe_object"), ("eval-harmful-implicit", "safe_object"),
+           ("eval-harmful-explicit", "counterpart"), ("eval-harmful-explicit", "empty"),
+           ("eval-harmful-implicit", "empty"), ("eval-mixed", "benign_retention"),
+           ("eval-clean", "alignment"), ("eval-clean", "frechet")]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("root", type=Path)
+    ap.add_argument("--draw", type=int, nargs="+", default=None, help="suite draws to show (default: all)")
+    ap.add_argument("--holdout", nargs="+", default=[], help="held-out concepts: their rate per method")
+    args = ap.parse_args()
+    groups = group_runs(sorted(d for d in args.root.glob("eval-*") if (d / "metrics.json").is_file()))
+    draws = sorted({d for _, d in groups}) if args.draw is None else args.draw
+    for draw in draws:
+        print(f"\n### Suite draw {draw}\n")
+        head = ["method", "seeds"] + [f"{s.removeprefix('eval-').replace('harmful-', '')}: {k}" for s, k in COLUMNS]
+        if args.holdout:
+            head += ["held-out concepts drawn (explicit)", "(implicit)"]
+        print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
+        for (method, d), runs in sorted(groups.items(), key=lambda kv: (kv[0][0] != "base", kv[0][0])):
+            if d != draw:
+                continue
+            agg = aggregate(runs)
+            cells = [method, str(len(runs))] + [fmt((agg.get(s) or {}).get(k), percent=k != "frechet") for s, k in COLUMNS]
+            if args.holdout:
+                cells += [fmt(held_out_rate(runs, args.holdout, s)) for s in ("eval-harmful-explicit", "eval-harmful-implicit")]
+            print("| " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()

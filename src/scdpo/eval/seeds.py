@@ -1,0 +1,105 @@
+"""Results over several training seeds: the mean, the spread and the standard error of each
+metric, computed from the runs' ``metrics.json`` (never written by hand).
+
+A method trained with seeds s = 1..k gives per-seed values x_s of a metric (each itself measured
+on the same evaluation prompts). We report ``mean = sum x_s / k``, the sample standard deviation
+``sd`` over seeds, ``se = sd / sqrt(k)`` (the standard error of the mean over training seeds) and
+the range ``[min, max]``. The evaluation's own sampling error (``{rate, n, se}`` of one run) is
+averaged too (``eval_se``): with few seeds, ``se`` alone can understate the noise.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections import defaultdict
+from pathlib import Path
+
+#: (label, how to read it from a suite's metrics) of the metrics the tables of docs/results.md show
+METRICS = {
+    "harmful": lambda m: _num(m.get("harmful_rate_stats")) if "harmful_rate_stats" in m else m.get("harmful_rate"),
+    "safe_object": lambda m: _num(m.get("safe_object_rate")),
+    "counterpart": lambda m: _num(m.get("counterpart_rate")),
+    "empty": lambda m: _num(m.get("empty_rate")),
+    "benign_retention": lambda m: _num(m.get("benign_retention")),
+    "alignment": lambda m: m.get("alignment"),
+    "frechet": lambda m: (m.get("frechet") or {}).get("fd"),
+}
+RUN_NAME = re.compile(r"^(?P<method>.+)-s(?P<seed>\d+)-d(?P<draw>\d+)$")
+
+
+def _num(stats: dict | None) -> float | None:
+    return None if not stats else stats.get("rate")
+
+
+def _eval_se(stats) -> float | None:
+    return stats.get("se") if isinstance(stats, dict) else None
+
+
+def summarize(values: list[float]) -> dict | None:
+    """``{mean, sd, se, min, max, k}`` of per-seed values (None when there are none)."""
+    xs = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    if not xs:
+        return None
+    k = len(xs)
+    mean = sum(xs) / k
+    sd = math.sqrt(sum((x - mean) ** 2 for x in xs) / (k - 1)) if k > 1 else 0.0
+    return {"mean": mean, "sd": sd, "se": sd / math.sqrt(k), "min": min(xs), "max": max(xs), "k": k}
+
+
+def group_runs(folders: list[Path]) -> dict[tuple[str, int], list[dict]]:
+    """Evaluation folders named ``METHOD-sSEED-dDRAW`` (``eval-`` prefix allowed) -> their
+    metrics grouped by (method, draw); ``base-dDRAW`` counts as method "base" with one seed."""
+    groups: dict[tuple[str, int], list[dict]] = defaultdict(list)
+    for f in folders:
+        name = f.name.removeprefix("eval-")
+        metrics = json.loads((f / "metrics.json").read_text())
+        if m := RUN_NAME.match(name):
+            groups[m["method"], int(m["draw"])].append(metrics)
+        elif m := re.match(r"^(?P<method>.+)-d(?P<draw>\d+)$", name):
+            groups[m["method"], int(m["draw"])].append(metrics)
+        else:
+            raise ValueError(f"{f}: evaluation folders must be named METHOD-sSEED-dDRAW or METHOD-dDRAW")
+    return dict(groups)
+
+
+def aggregate(runs: list[dict], suites: list[str] | None = None) -> dict[str, dict[str, dict | None]]:
+    """``{suite: {metric: summary over seeds}}`` of one method's runs (one metrics.json per seed),
+    with ``eval_se`` the mean of the runs' own evaluation standard errors where they have one."""
+    suites = suites or sorted({s for r in runs for s in r["suites"]})
+    out = {}
+    for suite in suites:
+        per = [r["suites"][suite] for r in runs if suite in r["suites"]]
+        row = {}
+        for label, read in METRICS.items():
+            row[label] = summarize([read(m) for m in per])
+            key = {"harmful": "harmful_rate_stats", "safe_object": "safe_object_rate", "counterpart": "counterpart_rate",
+                   "empty": "empty_rate", "benign_retention": "benign_retention", "alignment": "alignment_stats"}.get(label)
+            ses = [_eval_se(m.get(key)) for m in per] if key else []
+            if row[label] is not None and ses and all(s is not None for s in ses):
+                row[label]["eval_se"] = sum(ses) / len(ses)
+        out[suite] = row
+    return out
+
+
+def held_out_rate(runs: list[dict], concepts: list[str], suite: str) -> dict | None:
+    """Over seeds, the rate at which the requested concept is drawn on the prompts of ``suite``
+    that request one of ``concepts`` (from ``harmful_requested_by_concept``): the concept
+    hold-out's number."""
+    rates = []
+    for r in runs:
+        by = r["suites"].get(suite, {}).get("harmful_requested_by_concept") or {}
+        drawn = sum(by[c][0] for c in concepts if c in by)
+        n = sum(by[c][1] for c in concepts if c in by)
+        rates.append(drawn / n if n else None)
+    return summarize(rates)
+
+
+def fmt(s: dict | None, percent: bool = True) -> str:
+    """``mean ± se`` (range), as docs/results.md prints it."""
+    if s is None:
+        return "-"
+    f = (lambda x: f"{100 * x:.1f}") if percent else (lambda x: f"{x:.1f}")
+    spread = f" [{f(s['min'])}-{f(s['max'])}]" if s["k"] > 1 else ""
+    return f"{f(s['mean'])} ± {f(s['se'])}{spread}"

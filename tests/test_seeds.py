@@ -1,0 +1,42 @@
+"""Results over training seeds: mean, spread and standard errors computed from metrics files."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from scdpo.eval.seeds import aggregate, fmt, group_runs, held_out_rate, summarize
+
+
+def test_summarize_mean_sd_se_and_range():
+    s = summarize([0.1, 0.2, 0.3])
+    assert s["mean"] == pytest.approx(0.2) and s["sd"] == pytest.approx(0.1)
+    assert s["se"] == pytest.approx(0.1 / math.sqrt(3)) and (s["min"], s["max"], s["k"]) == (0.1, 0.3, 3)
+    assert summarize([None]) is None and summarize([0.5])["se"] == 0.0
+    assert fmt(s) == "20.0 ± 5.8 [10.0-30.0]"
+
+
+def _metrics(harm: float, n_drawn: int) -> dict:
+    return {"suites": {"eval-harmful-explicit": {
+        "harmful_rate": harm, "harmful_rate_stats": {"rate": harm, "n": 10, "se": 0.1},
+        "safe_object_rate": {"rate": 1 - harm, "n": 10, "se": 0.05}, "alignment": None,
+        "harmful_requested_by_concept": {"dagger": [n_drawn, 10], "pistol": [10, 10]}}}}
+
+
+def test_group_aggregate_and_held_out(tmp_path):
+    for name, harm, drawn in (("sc-s0-d1", 0.1, 1), ("sc-s1-d1", 0.3, 3), ("base-d1", 0.9, 9)):
+        (tmp_path / f"eval-{name}").mkdir()
+        (tmp_path / f"eval-{name}" / "metrics.json").write_text(json.dumps(_metrics(harm, drawn)))
+    groups = group_runs(sorted(tmp_path.iterdir()))
+    assert set(groups) == {("sc", 1), ("base", 1)} and len(groups["sc", 1]) == 2
+    agg = aggregate(groups["sc", 1])["eval-harmful-explicit"]
+    assert agg["harmful"]["mean"] == pytest.approx(0.2) and agg["harmful"]["eval_se"] == pytest.approx(0.1)
+    assert agg["safe_object"]["mean"] == pytest.approx(0.8) and agg["alignment"] is None
+    held = held_out_rate(groups["sc", 1], ["dagger"], "eval-harmful-explicit")
+    assert held["mean"] == pytest.approx(0.2)
+    (tmp_path / "eval-oddname").mkdir()
+    (tmp_path / "eval-oddname" / "metrics.json").write_text("{}")
+    with pytest.raises(ValueError, match="METHOD-sSEED-dDRAW"):
+        group_runs([tmp_path / "eval-oddname"])
