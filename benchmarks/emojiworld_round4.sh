@@ -39,16 +39,13 @@ stamp() { echo "[$(date +%T)] $*"; }
 SWEEP_RUNS="
 v3|
 t0-a1|--min-timestep 0
-t400-a1|--min-timestep 400
 t0-a5|--min-timestep 0 --winner-weight 5
 t400-a5|--min-timestep 400 --winner-weight 5
 t700-a5|--winner-weight 5
-all-t0-a1|--min-timestep 0 --lora-targets $ALL
 all-t0-a5|--min-timestep 0 --winner-weight 5 --lora-targets $ALL
 all-t400-a5|--min-timestep 400 --winner-weight 5 --lora-targets $ALL
 txt-t0-a5|--min-timestep 0 --winner-weight 5 --lora-targets attn2.to_k attn2.to_v
 t0-a5-p20|--min-timestep 0 --winner-weight 5 --preserve-weight 20
-all-t0-a5-p20|--min-timestep 0 --winner-weight 5 --preserve-weight 20 --lora-targets $ALL
 t0-a5-pol|--min-timestep 0 --winner-weight 5 $POL $PAIR
 t0-a5-polw|--min-timestep 0 --winner-weight 5 $POL --constraint-form weight $PAIR
 all-t0-a5-pol|--min-timestep 0 --winner-weight 5 --lora-targets $ALL $POL $PAIR
@@ -94,7 +91,9 @@ pack() { [ -n "${OUT:-}" ] || return 0
          (cd "$R" && tar czf "$OUT/.results.tmp" --exclude='*.safetensors' --exclude='*.parquet' \
              $(ls -d eval-*/metrics.json lora-*/metrics.json lora-*/config.json judge/metrics.json judge/judge/config.json logs 2>/dev/null)) \
              && mv "$OUT/.results.tmp" "$OUT/results.tar.gz"; }
-if [ -n "${OUT:-}" ]; then ( while sleep 20; do pack; done ) & PACKER=$!; fi
+if [ -n "${OUT:-}" ]; then ( while sleep 20; do pack; done ) > /dev/null 2>&1 & PACKER=$!; fi
+# an early exit must not leave the packer or the judge running (they would hold the caller's pipe)
+trap 'kill ${PACKER:-} ${JUDGE_PID:-} 2>/dev/null' EXIT
 
 # ---- the judge, fine-tuned to read concept-free images (blobs, smears) as nothing (docs/base-model.md);
 # it runs beside the data stages, and every evaluation of this script uses it (SCDPO_JUDGE)
@@ -102,7 +101,7 @@ if [ "${TUNE_JUDGE:-$([ "$STAGE" = sweep ] && echo 1)}" = 1 ] && [ ! -f "$R/judg
     stamp judge
     ( scdpo world pretrain-judge --out "$R/judge" --init src/scdpo/assets/judge --negatives 0.25 \
           --vae src/scdpo/assets/emojiworld/vae --batch-size $JBATCH --lr 2e-4 --warmup-steps 50 --max-minutes $JMIN \
-          --workers 6 --log-every 200 --checkpoint-every 1000000 > "$R/logs/judge.log" 2>&1; echo $? > "$R/logs/judge.rc" ) &
+          --workers 4 --log-every 200 --checkpoint-every 1000000 > "$R/logs/judge.log" 2>&1; echo $? > "$R/logs/judge.rc" ) &
     JUDGE_PID=$!
 fi
 

