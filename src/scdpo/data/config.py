@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from scdpo.data.pairs import PairRules
+from scdpo.utils.config import check_finite
 from scdpo.world.records import PromptRecord
 
 # settings that change neither the pairs nor the files: free to differ on resume
@@ -80,6 +81,7 @@ class BuildConfig:
     strict: bool = False
 
     def __post_init__(self):
+        check_finite(self)
         if self.harmful is None and self.clean is None:
             raise ValueError("give --harmful and/or --clean prompt sources")
         if self.candidates < 2:
