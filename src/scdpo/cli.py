@@ -46,7 +46,8 @@ _OS_FIXES = {errno.ENOSPC: "free disk space (or use another --out) and rerun the
              errno.EDQUOT: "free space within your quota (or use another --out) and rerun the same command",
              errno.EACCES: "check the permissions, or choose a folder you can write (--out)",
              errno.EPERM: "check the permissions, or choose a folder you can write (--out)",
-             errno.EROFS: "the file system is read-only: choose another folder (--out)"}
+             errno.EROFS: "the file system is read-only: choose another folder (--out)",
+             errno.ENOTDIR: "a part of the path is a file, not a folder: choose another path"}
 
 
 def main(argv: list[str] | None = None) -> int:

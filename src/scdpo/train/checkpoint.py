@@ -89,6 +89,12 @@ def check_fresh(out: Path, overwrite: bool, settings_now: dict | None = None) ->
                      "--resume, discard them with --overwrite, or use another --out")
 
 
+def _brief(err: Exception) -> str:
+    """An exception as one line (torch's unpickling errors run to a dozen)."""
+    lines = [ln for ln in str(err).splitlines() if ln.strip()]
+    return f"{type(err).__name__}: {lines[0] if lines else ''}"
+
+
 def _check_state_files(acc, ckpt: Path) -> None:
     """Check the state files before accelerate reads them: it skips an unreadable RNG file
     silently (say so in the log) and reads the others with a traceback (name them here)."""
@@ -101,8 +107,8 @@ def _check_state_files(acc, ckpt: Path) -> None:
     try:
         load(rng, map_location="cpu")
     except Exception as err:  # noqa: BLE001  (torch raises several types for bad pickles)
-        log.warning("%s could not be restored (%s: %s); skipped: the RNG state is not needed, every random "
-                    "draw derives from the seed and the data position", rng, type(err).__name__, err)
+        log.warning("%s could not be restored (%s); skipped: the RNG state is not needed, every random "
+                    "draw derives from the seed and the data position", rng, _brief(err))
 
 
 def resume(acc, out: Path, meta: dict) -> tuple[Progress, LossState] | None:
@@ -128,7 +134,7 @@ def resume(acc, out: Path, meta: dict) -> tuple[Progress, LossState] | None:
     try:
         acc.load_state(str(last))
     except Exception as err:  # noqa: BLE001  (safetensors, torch and peft each raise their own types)
-        raise ValueError(f"checkpoint {last} could not be restored ({type(err).__name__}: {err}); delete this "
+        raise ValueError(f"checkpoint {last} could not be restored ({_brief(err)}); delete this "
                          "checkpoint folder to resume from the one before, or start over with --overwrite") from err
     log.info("resumed from %s at step %d", last, prog.step)
     return prog, loss_state
