@@ -134,8 +134,9 @@ def test_nonfinite_weights_are_never_saved_or_exported(sd, data, tmp_path, monke
 # ------------------------------------------------------------------ 3. validate before the first write
 def test_world_render_validates_before_writing(tmp_path, capsys):
     out = tmp_path / "W"
-    for bad, match in [(["--n", "-5"], "--n must be >= 0"), (["--shard-size", "0"], "--shard-size must be >= 1"),
-                       (["--size", "8"], "--size must be >= 16")]:
+    for bad, match in [(["--n", "-5"], "--n -5 is too small: it must be >= 0"),
+                       (["--shard-size", "0"], "--shard-size 0 is too small: it must be >= 1"),
+                       (["--size", "8"], "--size 8 is too small: it must be >= 16")]:
         assert main(["world", "render", "--suite", "eval-clean", "--out", str(out), "--grid", "0", *bad]) == 2
         assert match in capsys.readouterr().err
         assert not out.exists() or not list(out.iterdir())

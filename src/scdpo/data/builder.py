@@ -195,19 +195,19 @@ def build(cfg: BuildConfig, model=None, cost_fn: Scorer | None = None, reward_fn
     from scdpo.utils.lock import folder_lock
 
     out = Path(cfg.out)
-    # the main process holds out's lock: a second build into the same folder is refused
-    with folder_lock(out, "scdpo data build") if state.is_main_process else contextlib.nullcontext():
-        return _build(cfg, state, out, model, cost_fn, reward_fn)
-
-
-def _build(cfg: BuildConfig, state, out: Path, model, cost_fn, reward_fn) -> dict:
-    from scdpo.data.card import finalize
-
-    settings = cfg.settings()
     items = [("harmful", i, r) for i, r in enumerate(load_source(cfg.harmful, cfg.n_harmful, "harmful"))]
     items += [("clean", i, r) for i, r in enumerate(load_source(cfg.clean, cfg.n_clean, "clean"))]
     if cfg.clean and any(r.harmful for kind, _, r in items if kind == "clean"):
         log.warning("clean source %s has prompts labelled harmful; they are treated as clean", cfg.clean)
+    # the main process holds out's lock: a second build into the same folder is refused
+    with folder_lock(out, "scdpo data build") if state.is_main_process else contextlib.nullcontext():
+        return _build(cfg, state, out, items, model, cost_fn, reward_fn)
+
+
+def _build(cfg: BuildConfig, state, out: Path, items: list, model, cost_fn, reward_fn) -> dict:
+    from scdpo.data.card import finalize
+
+    settings = cfg.settings()
     manifest = _guard(out, settings)
     if manifest and manifest.get("complete"):
         log.info("%s is already complete", out)

@@ -75,7 +75,7 @@ def export_suite(suite: str, out: str | Path, n: int | None = None, size: int = 
     for name, value, low in [("--n", n, 0), ("--size", size, 16), ("--shard-size", shard_size, 1),
                              ("batch_size", batch_size, 1)]:
         if value < low:
-            raise ValueError(f"{name} must be >= {low}, got {value}")
+            raise ValueError(f"{name} {value} is too small: it must be >= {low}")
     out = Path(out)
     with folder_lock(out, "scdpo world render"):
         return _export(suite, out, n, size, seed, shard_size, batch_size)
