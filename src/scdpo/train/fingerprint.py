@@ -49,11 +49,12 @@ def dataset_digest(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def fingerprint(cfg: TrainConfig, pairs: int, global_batch: int) -> dict:
-    """What a checkpoint records: the settings, the dataset digest, the usable pairs and the
-    global batch (processes x batch size), and one hash of all of it."""
+def fingerprint(cfg: TrainConfig, pairs: int, global_batch: int, precision: str | None = None) -> dict:
+    """What a checkpoint records: the settings, the dataset digest, the usable pairs, the global
+    batch (processes x batch size) and the precision actually used (``mixed_precision: auto``
+    resolves by machine), and one hash of all of it."""
     record = {"settings": settings(cfg), "dataset_digest": dataset_digest(cfg.dataset), "pairs": pairs,
-              "global_batch": global_batch}
+              "global_batch": global_batch, "precision": precision}
     record["hash"] = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:16]
     return record
 
@@ -70,7 +71,7 @@ def differences(old: dict | None, new: dict) -> list[str]:
             out.append(f"{k} {a!r} -> {b!r}")
     if old.get("dataset_digest") != new.get("dataset_digest"):
         out.append("the dataset's files changed")
-    for k in ("pairs", "global_batch"):
+    for k in ("pairs", "global_batch", "precision"):
         if old.get(k) != new.get(k):
             out.append(f"{k} {old.get(k)!r} -> {new.get(k)!r}")
     return out

@@ -238,7 +238,7 @@ def _train(cfg: TrainConfig, out: Path) -> dict:
                             kinds=("harmful",) if cfg.loss == "safetydpo" else None)
     pairs.check_sizes()
     global_batch = cfg.batch_size * acc.num_processes
-    meta = {"fingerprint": fingerprint(cfg, len(pairs), global_batch)}
+    meta = {"fingerprint": fingerprint(cfg, len(pairs), global_batch, acc.mixed_precision)}
     prog, state = Progress(), LossState(lam=cfg.lambda_init)
     if cfg.resume and (resumed := resume(acc, out, meta)) is not None:
         prog, state = resumed
