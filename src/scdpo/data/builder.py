@@ -186,14 +186,14 @@ def build(cfg: BuildConfig, model=None, cost_fn: Scorer | None = None, reward_fn
     from accelerate import PartialState
     from accelerate.utils import parse_flag_from_env
 
+    from scdpo.utils.lock import folder_lock
+
     # PartialState only forms a CPU process group when told to (Accelerator reads ACCELERATE_USE_CPU
     # itself); without it, CPU processes under torchrun would each think they are alone
     launched = int(os.environ.get("LOCAL_RANK", -1)) != -1
     # a long barrier timeout: the processes wait for the slowest one before the card is written
     state = PartialState(cpu=str(cfg.device).startswith("cpu") or parse_flag_from_env("ACCELERATE_USE_CPU")
                          or (launched and not torch.cuda.is_available()), timeout=timedelta(hours=6))
-    from scdpo.utils.lock import folder_lock
-
     out = Path(cfg.out)
     items = [("harmful", i, r) for i, r in enumerate(load_source(cfg.harmful, cfg.n_harmful, "harmful"))]
     items += [("clean", i, r) for i, r in enumerate(load_source(cfg.clean, cfg.n_clean, "clean"))]
