@@ -50,6 +50,15 @@ _OS_FIXES = {errno.ENOSPC: "free disk space (or use another --out) and rerun the
              errno.ENOTDIR: "a part of the path is a file, not a folder: choose another path"}
 
 
+def _close_bars() -> None:
+    """Close the progress bars an exception left open, so the error line is the last one printed
+    (an open tqdm bar redraws itself when it is garbage-collected at exit)."""
+    from tqdm import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -59,16 +68,19 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `scdpo ... | head`
         return 0
     except KeyboardInterrupt:
+        _close_bars()
         hint = RESUME_HINTS.get(args.command, "rerun the command")
         print(f"\nscdpo: interrupted; {hint}", file=sys.stderr)
         return 130  # 128 + SIGINT, as shells report it
     except (ValueError, FileNotFoundError) as e:
         # bad input: one clear line, no traceback (a KeyError is a bug and keeps its traceback)
+        _close_bars()
         print(f"scdpo: error: {e}", file=sys.stderr)
         return 2
     except OSError as e:
         if e.errno not in _OS_FIXES:
             raise
+        _close_bars()
         where = f"{e.filename}: " if e.filename else ""
         print(f"scdpo: error: {where}{e.strerror}; {_OS_FIXES[e.errno]}", file=sys.stderr)
         return 2
