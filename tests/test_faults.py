@@ -176,3 +176,26 @@ def test_killed_world_render_resumes_exactly(tmp_path):
         run(out)
         assert [(p.name, p.read_bytes()) for p in sorted(out.glob("shard-*.parquet"))] == want, (k, before)
         assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == [".export.json"]
+
+
+# ------------------------------------------------------------------ Ctrl-C, for real
+def test_ctrl_c_exits_130_and_says_how_to_resume(tmp_path):
+    """A real SIGINT to a real `scdpo world render` process once its first shard is written."""
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "R"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.Popen([sys.executable, "-m", "scdpo.cli", "world", "render", "--suite", "train", "--n", "100000",
+                             "--size", "16", "--shard-size", "256", "--grid", "0", "--out", str(out)],
+                            env=env, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as a terminal has it
+    deadline = time.time() + 120
+    while not (out / "shard-00000.parquet").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    err = proc.communicate(timeout=60)[1]
+    assert proc.returncode == 130, err[-500:]
+    assert err.strip().splitlines()[-1] == "scdpo: interrupted; rerun the same command: it resumes from the finished shards"
+    assert not (out / ".scdpo.lock").exists() and not list(out.glob(".*.tmp"))
