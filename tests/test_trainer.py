@@ -336,7 +336,7 @@ def test_cli_yaml_with_overrides_and_errors(pipes, tmp_path, capsys):
     assert main(["train", "--model", "m", "--out", "o"]) == 2
     assert "no dataset" in capsys.readouterr().err
     cfg_file.write_text(cfg_file.read_text().replace("betta: 3\n", ""))
-    assert main(["train", "--config", str(cfg_file), "--max-timestep", "5000", "--device", "cpu"]) == 2
+    assert main(["train", "--config", str(cfg_file), "--max-timestep", "5000", "--device", "cpu", "--overwrite"]) == 2
     assert "within the model's 1000 training timesteps" in capsys.readouterr().err
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import sys
@@ -36,6 +37,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# how to pick up after Ctrl-C, by command: every long stage resumes (docs/reliability.md)
+RESUME_HINTS = {"train": "rerun the same command with --resume to continue from the last checkpoint",
+                "data": "rerun the same command: it resumes from the finished chunks",
+                "world": "rerun the same command: it resumes from the finished shards"}
+# OSErrors about the disk or permissions rather than about the program, with the fix
+_OS_FIXES = {errno.ENOSPC: "free disk space (or use another --out) and rerun the same command: it resumes",
+             errno.EDQUOT: "free space within your quota (or use another --out) and rerun the same command",
+             errno.EACCES: "check the permissions, or choose a folder you can write (--out)",
+             errno.EPERM: "check the permissions, or choose a folder you can write (--out)",
+             errno.EROFS: "the file system is read-only: choose another folder (--out)",
+             errno.ENOTDIR: "a part of the path is a file, not a folder: choose another path"}
+
+
+def _close_bars() -> None:
+    """Close the progress bars an exception left open, so the error line is the last one printed
+    (an open tqdm bar redraws itself when it is garbage-collected at exit)."""
+    from tqdm import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -44,9 +67,22 @@ def main(argv: list[str] | None = None) -> int:
         args.func(args)
     except BrokenPipeError:  # `scdpo ... | head`
         return 0
-    except (ValueError, FileNotFoundError, KeyError) as e:
-        # bad input: one clear line, no traceback
+    except KeyboardInterrupt:
+        _close_bars()
+        hint = RESUME_HINTS.get(args.command, "rerun the command")
+        print(f"\nscdpo: interrupted; {hint}", file=sys.stderr)
+        return 130  # 128 + SIGINT, as shells report it
+    except (ValueError, FileNotFoundError) as e:
+        # bad input: one clear line, no traceback (a KeyError is a bug and keeps its traceback)
+        _close_bars()
         print(f"scdpo: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if e.errno not in _OS_FIXES:
+            raise
+        _close_bars()
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"scdpo: error: {where}{e.strerror}; {_OS_FIXES[e.errno]}", file=sys.stderr)
         return 2
     return 0
 

@@ -100,7 +100,8 @@ def run(cfg: DemoConfig) -> dict | None:
     _stage("SC-DPO LoRA", out / "lora" / "pytorch_lora_weights.safetensors", lambda: train(TrainConfig(
         model=cfg.model, dataset=str(out / "scp"), out=str(out / "lora"), loss="sc-dpo", beta=312.5, winner_weight=1.0,
         lr=cfg.lr, warmup=10, batch_size=cfg.batch_size, max_steps=cfg.train_steps, seed=cfg.seed,
-        checkpoint_every=max(cfg.train_steps // 2, 1), validate_every=0, log_every=10)))
+        checkpoint_every=max(cfg.train_steps // 2, 1), validate_every=0, log_every=10,
+        resume=(out / "lora" / "checkpoints").is_dir())))  # a rerun of a killed demo continues its run
     for name, lora in (("base", None), ("sc-dpo", str(out / "lora"))):
         _stage(f"evaluate {name}", out / f"eval-{name}" / "metrics.json", lambda name=name, lora=lora: run_eval(EvalConfig(
             model=cfg.model, lora=lora, name=name, out=str(out / f"eval-{name}"), suites=list(cfg.suites),

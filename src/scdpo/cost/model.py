@@ -22,10 +22,10 @@ from typing import Callable
 
 import torch
 import torch.nn as nn
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from scdpo.cost.backbone import DEFAULT_BACKBONE, Backbone, image_backbone
-from scdpo.utils.io import atomic_path
+from scdpo.utils.io import atomic_path, load_safetensors
 from scdpo.world.records import I2P_CATEGORIES, PromptRecord
 
 KIND = "scdpo-cost-model"
@@ -174,7 +174,7 @@ class CostModel(nn.Module):
             raise ValueError(f"cost model {path} was trained on backbone {trained_on}, not on {bb.spec!r} "
                              f"({bb.map_dim}-d, other weights): load it with the backbone it was trained on")
         model = cls(config, bb)
-        model.adapter.load_state_dict(load_file(str(path / "model.safetensors"), device="cpu"))
+        model.adapter.load_state_dict(load_safetensors(path / "model.safetensors", f"cost model {path}"))
         return model.to(device).eval()
 
 

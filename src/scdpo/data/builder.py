@@ -10,6 +10,7 @@ the kinds, writes ``out/data/train-*.parquet``, ``out/choices.parquet`` and the 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -185,7 +186,7 @@ def build(cfg: BuildConfig, model=None, cost_fn: Scorer | None = None, reward_fn
     from accelerate import PartialState
     from accelerate.utils import parse_flag_from_env
 
-    from scdpo.data.card import finalize
+    from scdpo.utils.lock import folder_lock
 
     # PartialState only forms a CPU process group when told to (Accelerator reads ACCELERATE_USE_CPU
     # itself); without it, CPU processes under torchrun would each think they are alone
@@ -193,12 +194,21 @@ def build(cfg: BuildConfig, model=None, cost_fn: Scorer | None = None, reward_fn
     # a long barrier timeout: the processes wait for the slowest one before the card is written
     state = PartialState(cpu=str(cfg.device).startswith("cpu") or parse_flag_from_env("ACCELERATE_USE_CPU")
                          or (launched and not torch.cuda.is_available()), timeout=timedelta(hours=6))
-    out, settings = Path(cfg.out), cfg.settings()
+    out = Path(cfg.out)
     items = [("harmful", i, r) for i, r in enumerate(load_source(cfg.harmful, cfg.n_harmful, "harmful",
                                                                  cfg.exclude_concepts))]
     items += [("clean", i, r) for i, r in enumerate(load_source(cfg.clean, cfg.n_clean, "clean", cfg.exclude_concepts))]
     if cfg.clean and any(r.harmful for kind, _, r in items if kind == "clean"):
         log.warning("clean source %s has prompts labelled harmful; they are treated as clean", cfg.clean)
+    # the main process holds out's lock: a second build into the same folder is refused
+    with folder_lock(out, "scdpo data build") if state.is_main_process else contextlib.nullcontext():
+        return _build(cfg, state, out, items, model, cost_fn, reward_fn)
+
+
+def _build(cfg: BuildConfig, state, out: Path, items: list, model, cost_fn, reward_fn) -> dict:
+    from scdpo.data.card import finalize
+
+    settings = cfg.settings()
     manifest = _guard(out, settings)
     if manifest and manifest.get("complete"):
         log.info("%s is already complete", out)
@@ -212,10 +222,9 @@ def build(cfg: BuildConfig, model=None, cost_fn: Scorer | None = None, reward_fn
     left = [c for c in range(n_chunks) if not (work / f"pairs-{c:05d}.parquet").exists()]
     todo = left[state.process_index::state.num_processes]
     state.wait_for_everyone()
-    if state.is_main_process and manifest is None:
-        with atomic_path(out / MANIFEST) as tmp:
-            tmp.write_text(json.dumps({"settings": settings, "complete": False}, indent=1))
-    if todo:
+    # the model, cost model and reward load (and are checked) before the first write: a refused
+    # build leaves no manifest behind to block the corrected one
+    if todo or (manifest is None and state.is_main_process):
         # several processes: each its own accelerator (a --device cpu made the state a CPU one)
         device = state.device if state.num_processes > 1 else cfg.device or state.device
         if model is None:
@@ -231,6 +240,9 @@ def build(cfg: BuildConfig, model=None, cost_fn: Scorer | None = None, reward_fn
 
             reward_fn = load_reward(cfg.reward, device)
         check_image_size(cost_fn, model.resolution, cfg.cost_model)
+    if state.is_main_process and manifest is None:
+        with atomic_path(out / MANIFEST) as tmp:
+            tmp.write_text(json.dumps({"settings": settings, "complete": False}, indent=1))
     pair_schema, choice_schema = schemas()
     for c in tqdm(todo, desc=f"pairs (process {state.process_index})", unit="chunk"):
         pairs, choices = process_chunk(items[c * cfg.chunk_size:(c + 1) * cfg.chunk_size], model, cost_fn,

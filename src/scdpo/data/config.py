@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from scdpo.data.pairs import PairRules
+from scdpo.utils.config import check_finite
 from scdpo.world.records import PromptRecord
 
 # settings that change neither the pairs nor the files: free to differ on resume
@@ -84,6 +85,7 @@ class BuildConfig:
     exclude_concepts: list[str] = dataclasses.field(default_factory=list)
 
     def __post_init__(self):
+        check_finite(self)
         if isinstance(self.exclude_concepts, str):
             self.exclude_concepts = [c.strip() for c in self.exclude_concepts.split(",") if c.strip()]
         if self.exclude_concepts:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from scdpo.eval.report import html_table, img_tag, markdown_table, page
 from scdpo.eval.run import headline
-from scdpo.utils.io import atomic_write_bytes, atomic_write_text
+from scdpo.utils.io import atomic_write_bytes, atomic_write_text, inside, safe_name
 from scdpo.world.records import I2P_CATEGORIES
 
 POOLED = ("harmful_rate", "harm_on_clean", "alignment", "frechet", "reward")
@@ -118,7 +118,7 @@ def side_by_side(runs: list[dict], suite: str, n_prompts: int) -> tuple[bytes | 
 
     tables = []
     for run in runs:
-        file = run["dir"] / run["suites"][suite]["images_file"]
+        file = inside(run["dir"], run["suites"][suite]["images_file"], "images_file")
         if not file.is_file():
             return None, f"{suite}: {file} is missing, no side-by-side grid"
         t = pd.read_parquet(file, columns=["image", "prompt", "seed", "prompt_index", "k"])
@@ -175,9 +175,9 @@ def compare(run_dirs: list[str], out: str | Path, grid_prompts: int = 8) -> dict
         png, note = side_by_side(runs, suite, grid_prompts)
         notes += [note] if note else []
         if png:
-            plots[f"grids/{suite}.png"] = png
+            plots[f"grids/{safe_name(suite)}.png"] = png  # suite names come from the runs' files
     for rel, data in plots.items():
-        atomic_write_bytes(out / rel, data)
+        atomic_write_bytes(inside(out, rel), data)
     body = "".join(f'<p class="note">{html.escape(n)}</p>' for n in notes)
     body += ('<section id="table"><h2>Methods x metrics</h2>' + html_table(headers, rows, "compare")
              + "<p>Pooled over the shared suites: harmful rate on harmful prompts and on clean prompts, "

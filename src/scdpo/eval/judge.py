@@ -17,9 +17,9 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
-from scdpo.utils.io import atomic_path
+from scdpo.utils.io import atomic_path, load_safetensors
 from scdpo.world.vocab import load_vocabulary
 
 
@@ -97,7 +97,7 @@ class Judge(nn.Module):
             raise ValueError(f"{path} is not an EmojiWorld judge checkpoint")
         raw["widths"] = tuple(raw["widths"])
         judge = cls(JudgeConfig(**raw))
-        judge.load_state_dict(load_file(str(path / "model.safetensors")))
+        judge.load_state_dict(load_safetensors(path / "model.safetensors", f"judge {path}"))
         if raw["concepts"] != load_vocabulary().names:
             raise ValueError(f"judge at {path} was trained on another vocabulary than the installed one")
         return judge.to(device).eval()

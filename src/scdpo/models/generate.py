@@ -46,6 +46,9 @@ class GenerateConfig:
     grid_size: int = 64
 
     def __post_init__(self):
+        from scdpo.utils.config import check_finite
+
+        check_finite(self)
         if (self.suite is None) == (self.prompts is None):
             raise ValueError("give exactly one of --suite and --prompts")
         if self.n_per_prompt < 1:
@@ -75,10 +78,11 @@ def run(cfg: GenerateConfig) -> Path:
     from scdpo.models.sampling import SamplerConfig
     from scdpo.models.t2i import T2IModel
     from scdpo.utils.grid import save_grid
-    from scdpo.utils.io import atomic_path
+    from scdpo.utils.io import atomic_path, atomic_write_text, check_writable
     from scdpo.world.dataset import png_bytes
 
     records = load_records(cfg.suite, cfg.prompts, cfg.limit)
+    check_writable(cfg.out)  # before sampling: a read-only --out fails now, not after the whole run
     model = T2IModel.from_pretrained(cfg.model, device=cfg.device)
     expanded = [(i, k, r) for i, r in enumerate(records) for k in range(cfg.n_per_prompt)]
     prompts = [r.prompt for _, _, r in expanded]
@@ -110,7 +114,7 @@ def run(cfg: GenerateConfig) -> Path:
         datasets.Dataset.from_dict(rows, features=features).to_parquet(str(tmp))
     n = min(cfg.grid_size, len(images))
     save_grid(images[:n], out / "grid.png", prompts[:n])
-    (out / "generate.json").write_text(json.dumps({"model": cfg.model, "images": len(images), "steps": cfg.steps,
+    atomic_write_text(out / "generate.json", json.dumps({"model": cfg.model, "images": len(images), "steps": cfg.steps,
                                                    "guidance_scale": cfg.guidance_scale, "scheduler": cfg.scheduler}, indent=1))
     print(f"wrote {len(images)} images to {out}")
     return out

@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 
 from scdpo.models.registry import resolve_model_path
 from scdpo.models.sampling import SamplerConfig, sample_images
@@ -113,7 +114,8 @@ class T2IModel:
                 f"{str(folder)!r} is not a diffusers pipeline folder (it has no model_index.json)"
             )
         try:
-            class_name = json.loads(index.read_text()).get("_class_name")
+            spec = json.loads(index.read_text())
+            class_name = spec.get("_class_name")
         except (json.JSONDecodeError, AttributeError) as err:
             raise ValueError(f"{str(folder)!r} has an unreadable model_index.json: {err}") from err
         if class_name not in _FAMILIES:
@@ -130,7 +132,19 @@ class T2IModel:
         # diffusers renamed ``torch_dtype`` to ``dtype`` (0.42); older versions only know the former
         major, minor = (int(x) for x in diffusers.__version__.split(".")[:2])
         kwargs["dtype" if (major, minor) >= (0, 42) else "torch_dtype"] = dtype
-        pipeline = pipe_cls.from_pretrained(folder, **kwargs)
+        # a missing component or a truncated weights file is the folder's fault, not a bug: one line
+        # naming it (diffusers raises a bare OSError deep inside from_pretrained)
+        for name, value in spec.items():
+            if (not name.startswith("_") and name not in kwargs and isinstance(value, list) and value[0]
+                    and not (folder / name).is_dir()):
+                raise ValueError(f"{str(folder)!r} has no {name}/ folder, which its model_index.json lists; "
+                                 "the pipeline folder is incomplete: copy or export it whole")
+        try:
+            pipeline = pipe_cls.from_pretrained(folder, **kwargs)
+        except (OSError, RuntimeError, SafetensorError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ValueError(f"cannot load the model in {str(folder)!r}: {first} (a missing, truncated or damaged "
+                             "file: copy or export the pipeline folder again)") from err
         return cls(pipeline, device=device, dtype=dtype)
 
     def to(self, device=None, dtype: torch.dtype | None = None) -> T2IModel:
@@ -188,8 +202,14 @@ class T2IModel:
         pipe = self.to_pipeline()
         try:
             pipe.load_lora_weights(str(folder), weight_name=weight_name)
-        except (KeyError, ValueError) as err:  # diffusers: keys without 'lora', or for another UNet
-            raise ValueError(f"{folder / weight_name} is not a LoRA for this model: {err}") from err
+        except (KeyError, ValueError, RuntimeError) as err:  # keys without 'lora'; another UNet's shapes
+            pipe.unload_lora_weights()
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ValueError(f"{folder / weight_name} is not a LoRA for this model ({first}); pass a LoRA "
+                             "trained on this base model") from err
+        except (OSError, SafetensorError) as err:
+            raise ValueError(f"{folder / weight_name} is not a readable safetensors file ({err}); it is "
+                             "truncated or damaged: copy or export it again") from err
         pipe.fuse_lora(lora_scale=scale)
         pipe.unload_lora_weights()
         self.clear_prompt_cache()  # fused in place; a text-encoder LoRA changes the encodings

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from scdpo.models.speed import ATTENTION_BACKENDS
 from scdpo.train.losses import LOSSES
+from scdpo.utils.config import check_finite
 
 # Diffusion-DPO's beta with the per-element mean error: 5000 in the authors' SD 1.5 and SDXL
 # launchers (diffusers' script writes the same objective with 2500 = 5000 x 1/2 folded in).
@@ -109,7 +110,9 @@ class TrainConfig:
         validate_judge: also report the EmojiWorld judge's harmful rate and alignment on the grid
             (skipped when no judge is shipped).
         max_nonfinite_in_row: abort after this many consecutive non-finite steps (each one skipped).
-        resume: continue from the newest checkpoint in out/checkpoints.
+        resume: continue from the newest checkpoint in out/checkpoints (refused when the checkpoint
+            was made with other settings or data: the run fingerprint, docs/reliability.md).
+        overwrite: discard the checkpoints another run left in out (a fresh run refuses them).
         merge: also export a whole pipeline folder (out/pipeline) with the LoRA fused in.
         device: "cpu" forces the CPU; otherwise accelerate picks this process's GPU (or the CPU).
     """
@@ -170,10 +173,12 @@ class TrainConfig:
     validate_judge: bool = False
     max_nonfinite_in_row: int = 5
     resume: bool = False
+    overwrite: bool = False
     merge: bool = False
     device: str | None = None
 
     def __post_init__(self):
+        check_finite(self)
         if self.loss not in LOSSES:
             raise ValueError(f"unknown loss {self.loss!r}; choose one of {', '.join(LOSSES)}")
         if self.beta is None:

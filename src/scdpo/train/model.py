@@ -155,16 +155,21 @@ def save_lora(unet, out: str | Path, family: str) -> Path:
 
 
 def save_unet(unet, out: str | Path) -> Path:
-    """Write a full diffusers UNet folder ``out`` (built beside it, then renamed into place)."""
+    """Write a full diffusers UNet into the folder ``out``: each file is written beside it and
+    renamed into place, and only the files diffusers writes for a UNet (``config.json``,
+    ``diffusion_pytorch_model*``) are replaced, so anything else a user keeps in ``out`` stays."""
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         unet.save_pretrained(tmp)
-        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes it private
-        if out.exists():
-            shutil.rmtree(out)
-        os.rename(tmp, out)
+        written = {f.name for f in tmp.iterdir()}
+        for f in tmp.iterdir():
+            os.chmod(f, 0o666 & ~current_umask())  # mkdtemp's folder is private, its files need not be
+            os.replace(f, out / f.name)
+        for stale in out.glob("diffusion_pytorch_model*"):  # another sharding's leftovers, ours by name
+            if stale.name not in written:
+                stale.unlink()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out

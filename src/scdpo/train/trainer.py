@@ -21,9 +21,10 @@ from tqdm.auto import tqdm
 
 from scdpo.models.speed import attention_backend
 from scdpo.train import model as tm
-from scdpo.train.checkpoint import Progress, checkpoints, resume, save_checkpoint
+from scdpo.train.checkpoint import Progress, check_fresh, checkpoints, resume, save_checkpoint
 from scdpo.train.config import TrainConfig
 from scdpo.train.data import PreferencePairs, StreamSampler
+from scdpo.train.fingerprint import fingerprint, settings
 from scdpo.train.losses import LossState, dpo_logit, dual_ascent, get_loss, update_state
 from scdpo.train.step import batch_info, pair_errors, step_generator
 from scdpo.utils.io import atomic_write_text
@@ -195,13 +196,43 @@ def _lr(cfg: TrainConfig, step: int) -> float:
     return cfg.lr * min(1.0, (step + 1) / cfg.warmup) if cfg.warmup else cfg.lr
 
 
+def _require_finite(acc, params, prog: Progress, out: Path) -> None:
+    """Refuse to checkpoint or export NaN / infinite weights (e.g. after a too-high --lr): the
+    check is one pass over the trainable tensors, agreed by every process."""
+    bad = sum(int(not torch.isfinite(p.detach()).all()) for p in params)
+    if acc.reduce(torch.tensor([float(bad)], device=acc.device), "sum").item() == 0:
+        return
+    ckpts = checkpoints(out)
+    acc.end_training()
+    raise TrainingDiverged(
+        f"the weights hold NaN or infinity at step {prog.step}; nothing saved or exported. The last checkpoint is "
+        + (f"{ckpts[-1]} (continue with --resume, e.g. with a lower --lr or --beta)" if ckpts else
+           "none: start over with a lower --lr or --beta"))
+
+
 def train(cfg: TrainConfig) -> dict:
-    """Train; returns the final metrics (also written to ``out/metrics.json``)."""
+    """Train; returns the final metrics (also written to ``out/metrics.json``).
+
+    The main process holds ``out``'s lock for the whole run (a second run into the same folder is
+    refused); a run without ``resume`` refuses a folder holding another run's checkpoints unless
+    ``overwrite`` (docs/reliability.md)."""
+    import os
+
+    from scdpo.utils.lock import folder_lock
+
+    out = Path(cfg.out)
+    main = int(os.environ.get("RANK", "0")) == 0  # before accelerate exists: the launcher's global rank
+    with folder_lock(out, "scdpo train") if main else contextlib.nullcontext():
+        if main and not cfg.resume:
+            check_fresh(out, cfg.overwrite, settings(cfg))
+        return _train(cfg, out)
+
+
+def _train(cfg: TrainConfig, out: Path) -> dict:
     from accelerate.utils import DistributedType
 
     from scdpo.train.validate import Validator, validation_records
 
-    out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     acc = _accelerator(cfg, out)
     torch.manual_seed(cfg.seed)  # LoRA init
@@ -212,7 +243,7 @@ def train(cfg: TrainConfig) -> dict:
                             kinds=cfg.pair_kinds)
     pairs.check_sizes()
     global_batch = cfg.batch_size * acc.num_processes
-    meta = {"pairs": len(pairs), "global_batch": global_batch, "seed": cfg.seed, "loss": cfg.loss}
+    meta = {"fingerprint": fingerprint(cfg, len(pairs), global_batch, acc.mixed_precision)}
     prog, state = Progress(), LossState(lam=cfg.lambda_init)
     hardness = None
     if cfg.loss == "sc-dpo" and cfg.focus_gamma > 0 and cfg.focus_signal == "pair":
@@ -301,12 +332,14 @@ def train(cfg: TrainConfig) -> dict:
             bar.set_postfix({"loss": f"{scalars['loss']:.4g}", "acc": f"{scalars['implicit_acc']:.2f}",
                              "margin": f"{scalars['margin']:.3g}", "lambda": f"{state.lam:.3g}"})
         if prog.step % cfg.checkpoint_every == 0:
+            _require_finite(acc, params, prog, out)
             save_checkpoint(acc, out, prog, state, meta, cfg.keep_checkpoints)
         if cfg.validate_every and prog.step % cfg.validate_every == 0 and prog.step < cfg.max_steps:
             numbers = validate(f"step-{prog.step:07d}")
             if numbers:
                 acc.log({f"val/{k}": v for k, v in numbers.items()}, step=prog.step)
     bar.close()
+    _require_finite(acc, params, prog, out)
     save_checkpoint(acc, out, prog, state, meta, cfg.keep_checkpoints)
     val = validate("final")
     metrics = {"steps": prog.step, "pairs": len(pairs), "ties_dropped": pairs.ties, "filtered": pairs.filtered,

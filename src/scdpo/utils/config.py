@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -70,4 +71,30 @@ def dataclass_from_args(cls, args: argparse.Namespace, **overrides):
     names = {f.name for f in dataclasses.fields(cls) if f.init}
     values = {k: v for k, v in vars(args).items() if k in names}
     values.update(overrides)
+    check_finite(values)
     return cls(**values)
+
+
+def check_finite(values, prefix: str = "") -> None:
+    """Refuse NaN and infinity in any float setting: ``values`` is a config dataclass or a mapping of
+    field values (lists, tuples and nested dataclasses are walked).  Every command builds its config
+    through :func:`dataclass_from_args` (or, for `scdpo train`, its YAML loader), which calls this, so
+    one check covers every stage: `--lr inf` or `lambda_lr: .nan` would otherwise run, silently
+    producing NaN weights or turning a constraint off (comparisons with NaN are all False)."""
+    if dataclasses.is_dataclass(values) and not isinstance(values, type):
+        values = {f.name: getattr(values, f.name) for f in dataclasses.fields(values)}
+    for name, value in values.items():
+        _check_value(value, prefix + name)
+
+
+def _check_value(value, name: str) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"--{name.replace('_', '-')} must be a finite number, got {value}")
+    if isinstance(value, (list, tuple)):
+        for v in value:
+            _check_value(v, name)
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _check_value(v, f"{name}.{k}")
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        check_finite(value, prefix=name + ".")

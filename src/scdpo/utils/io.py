@@ -45,3 +45,51 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
+
+
+def check_writable(folder: str | os.PathLike, flag: str = "--out") -> Path:
+    """Create ``folder`` if needed and prove it takes a file, before any long work: a read-only or
+    full disk fails here, in one line naming the folder, instead of after hours of sampling."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise ValueError(f"{flag} {folder} is not writable ({err.strerror or err}); choose a writable folder") from err
+    return folder
+
+
+def load_safetensors(path: str | os.PathLike, what: str, device: str = "cpu") -> dict:
+    """``safetensors.torch.load_file`` with one-line errors: a missing file is FileNotFoundError,
+    a truncated or garbage one ValueError, both naming the file and ``what`` it should be."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what}: no file {path}")
+    try:
+        return load_file(str(path), device=device)
+    except (SafetensorError, OSError, RuntimeError) as err:
+        raise ValueError(f"{what}: {path} is not a readable safetensors file ({err}); "
+                         "it is truncated or damaged: restore or rebuild it") from err
+
+
+def safe_name(name: str) -> str:
+    """``name`` (e.g. a suite name read from a file) made into one harmless file-name component:
+    no separators, no leading dots."""
+    import re
+
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", str(name)).lstrip(".") or "_"
+
+
+def inside(folder: str | os.PathLike, rel: str | os.PathLike, what: str = "path") -> Path:
+    """``folder / rel``, refused (ValueError) when it resolves outside ``folder`` (``..``, an
+    absolute ``rel``, a symlink out): for paths built from names read out of files."""
+    folder = Path(folder)
+    path = folder / rel
+    if not path.resolve().is_relative_to(folder.resolve()):
+        raise ValueError(f"{what} {str(rel)!r} points outside {folder}; refusing to use it")
+    return path

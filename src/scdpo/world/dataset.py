@@ -67,11 +67,23 @@ def export_suite(suite: str, out: str | Path, n: int | None = None, size: int = 
     Each shard is written under a temporary name and renamed, and existing shards are kept, so a
     killed export restarted with the same arguments resumes where it stopped.
     """
+    from scdpo.utils.lock import folder_lock
+
+    # every setting is checked before the first write, so a refused run leaves nothing that would
+    # block the corrected one
+    n = get_suite_spec(suite).default_n if n is None else n
+    for name, value, low in [("--n", n, 0), ("--size", size, 16), ("--shard-size", shard_size, 1),
+                             ("batch_size", batch_size, 1)]:
+        if value < low:
+            raise ValueError(f"{name} {value} is too small: it must be >= {low}")
+    out = Path(out)
+    with folder_lock(out, "scdpo world render"):
+        return _export(suite, out, n, size, seed, shard_size, batch_size)
+
+
+def _export(suite: str, out: Path, n: int, size: int, seed: int, shard_size: int, batch_size: int) -> list[Path]:
     import datasets
 
-    n = get_suite_spec(suite).default_n if n is None else n  # validates the name before any output
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     # a resumed export must use the same settings, or shards of two datasets would mix
     settings = {"suite": suite, "n": n, "size": size, "seed": seed, "shard_size": shard_size}
     meta = out / ".export.json"  # hidden: datasets skips it when loading the folder

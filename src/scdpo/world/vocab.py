@@ -13,6 +13,14 @@ import yaml
 
 from scdpo.world.records import I2P_CATEGORIES
 
+
+class UnknownConcept(KeyError, ValueError):
+    """A concept name the vocabulary lacks: a KeyError for lookups, a ValueError (bad input, one
+    line from the command line) for users."""
+
+    def __str__(self) -> str:  # KeyError's str() would quote the message
+        return str(self.args[0])
+
 DATA_DIR = Path(__file__).parent / "data"
 
 
@@ -78,7 +86,7 @@ class Vocabulary:
         try:
             return self.by_name[name]
         except KeyError:
-            raise KeyError(f"unknown EmojiWorld concept {name!r}") from None
+            raise UnknownConcept(f"unknown EmojiWorld concept {name!r}") from None
 
 
 def _parse(raw: dict, source: Path) -> Vocabulary:
