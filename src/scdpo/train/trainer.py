@@ -160,7 +160,9 @@ def _accumulate(cfg, acc, model, policy, reference, loader, loss_fn, state, prog
     micro_stats = []
     for micro in range(cfg.grad_accum):
         batch = next(loader)
-        gen = step_generator(cfg.seed, prog.samples, acc.process_index)
+        # keyed by where this process's slice starts in the data stream, not by its rank: N processes
+        # then draw what one process draws with N times the accumulation (tests/test_trainer_ddp.py)
+        gen = step_generator(cfg.seed, prog.samples + acc.process_index * cfg.batch_size, 0)
         last = micro == cfg.grad_accum - 1  # gradients are all-reduced on the last micro-batch only
         with (contextlib.nullcontext() if last else acc.no_sync(policy)), acc.autocast(), \
                 attention_backend(cfg.attention, acc.device):
