@@ -69,6 +69,7 @@ def test_two_processes_equal_one_with_the_same_global_batch(tmp_path):
     run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     print(f"two processes: {time.perf_counter() - start:.1f} s")
+    assert run.stdout.count(f"trained {two}") == 1  # one summary line, from rank 0
 
     # both ranks took part in one process group and hold the same model and loss state, bit for bit
     ranks = [json.loads((two / f"rank-{r}.json").read_text()) for r in range(2)]
