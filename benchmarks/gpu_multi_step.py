@@ -70,6 +70,11 @@ def pair_batches(bench: Bench, micro: int, rank: int, world: int):
 
 def measure(args) -> dict:
     """One launch: build as the trainer does, warm up, time; the row (main process)."""
+    with tempfile.TemporaryDirectory(prefix="gpu-multi-") as tmp:
+        return _measure(args, Path(tmp))
+
+
+def _measure(args, tmp: Path) -> dict:
     from accelerate.utils import DistributedType
 
     from scdpo.train import trainer
@@ -77,7 +82,6 @@ def measure(args) -> dict:
     from scdpo.train.config import TrainConfig
     from scdpo.train.losses import LossState, get_loss, update_state
 
-    tmp = Path(tempfile.mkdtemp(prefix="gpu-multi-"))
     shape = SHAPES["tiny" if args.tiny else "sd15"]
     # the pair pool, made before the process group exists: Bench writes a tiny pipeline folder,
     # which transformers' save_pretrained would write on the main process only once it does
