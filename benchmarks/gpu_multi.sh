@@ -8,8 +8,9 @@
 #           global batch: 32 = 2 x 16), both evaluated, the metrics compared (gpu_multi_recipe.py).
 # From the repository root on the GPU machine (device tool: carry .whl; the recipe also needs the
 # EmojiWorld assets and .carry/, as docs/results.md describes):
-#     bash benchmarks/gpu_multi.sh                    # both parts (about 3 + 9 minutes)
-#     PARTS=step bash benchmarks/gpu_multi.sh         # one part per call (a call lasts 10 minutes)
+#     bash benchmarks/gpu_multi.sh                    # both parts (estimated 4-5 + 8-10 minutes)
+#     PARTS=step bash benchmarks/gpu_multi.sh         # one part per call (a device-tool call lasts
+#     PARTS=recipe bash benchmarks/gpu_multi.sh       #   at most 10 minutes; a rerun skips what exists)
 #     TINY=1 NO_DEVICE_ENV=1 bash benchmarks/gpu_multi.sh    # CPU dry run: tiny models, gloo, no FSDP
 # Results go to $OUT: step.jsonl and step.md, recipe.md and recipe/*/metrics.json, wall.txt, logs/.
 set -u
@@ -40,7 +41,8 @@ else
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
     nvidia-smi topo -m >> "$OUT/gpu.txt" 2>&1
 fi
-$PY -c "import torch, accelerate, diffusers; print('torch', torch.__version__, 'accelerate', accelerate.__version__, 'diffusers', diffusers.__version__)" | tee -a "$OUT/gpu.txt"
+$PY -c "import torch, accelerate, diffusers as d; print('torch', torch.__version__, 'accelerate', \
+    accelerate.__version__, 'diffusers', d.__version__)" | tee -a "$OUT/gpu.txt"
 
 # launch LOG CONFIG NPROC PORT ARGS...: `accelerate launch` with a shipped config, output to logs/LOG.log
 launch() {
@@ -72,8 +74,9 @@ fi
 
 if has recipe; then
     R=${RECIPE_DIR:-/tmp/multi-recipe$([ "$TINY" = 1 ] && echo -tiny)}  # outside $OUT: images and LoRAs stay
-    if [ "$TINY" = 1 ]; then  # seconds-scale: the tiny EmojiWorld run of emojiworld_alignment.sh
-        BATCH=4; TRAIN="--max-steps 2 --device cpu --validate-n 1 --validate-steps 2"; EVAL="--limit 4 --steps 2 --no-frechet"
+    if [ "$TINY" = 1 ]; then  # a few minutes on a CPU: 2 steps, 4 prompts per suite, 2 sampler steps
+        BATCH=4; TRAIN="--max-steps 2 --device cpu --validate-n 1 --validate-steps 2"
+        EVAL="--limit 4 --steps 2 --no-frechet"
     else
         BATCH=32; TRAIN=""; EVAL="--steps 20 --batch-size 256"
     fi
@@ -107,8 +110,8 @@ if has recipe; then
         [ -f "$R/eval-$g/metrics.json" ] && continue
         dev=$([ $g = 1gpu ] && echo 0 || echo 1)  # one evaluation per GPU
         stamp "recipe-eval-$g"
-        ( CUDA_VISIBLE_DEVICES=$dev timeout "$RECIPE_TIMEOUT" $PY -m scdpo.cli eval --model emojiworld --suites $SUITES \
-              --cost-model "$R/cost" --lora "$R/lora-$g" --name "$g" --out "$R/eval-$g" $EVAL \
+        ( CUDA_VISIBLE_DEVICES=$dev timeout "$RECIPE_TIMEOUT" $PY -m scdpo.cli eval --model emojiworld \
+              --suites $SUITES --cost-model "$R/cost" --lora "$R/lora-$g" --name "$g" --out "$R/eval-$g" $EVAL \
               > "$OUT/logs/recipe-eval-$g.log" 2>&1 || echo "recipe-eval-$g: exit $?" ) &
     done
     wait

@@ -57,7 +57,8 @@ def suite(harm: float, clean_harm: float, align: float, fd: float | None = None)
 def test_recipe_comparison_within_one_standard_error(tmp_path, capsys):
     recipe = load_script("gpu_multi_recipe")
     runs = {"one": {"explicit": suite(0.2, 0.0, 0.9), "clean": suite(0.2, 0.01, 0.9, fd=70.0)},
-            "two": {"explicit": suite(0.23, 0.0, 0.95), "clean": suite(0.2, 0.01, 0.9, fd=71.5), "extra": suite(0, 0, 0)}}
+            "two": {"explicit": suite(0.23, 0.0, 0.95), "clean": suite(0.2, 0.01, 0.9, fd=71.5),
+                    "extra": suite(0, 0, 0)}}
     for name, suites in runs.items():
         (tmp_path / f"eval-{name}").mkdir()
         (tmp_path / f"eval-{name}" / "metrics.json").write_text(json.dumps({"name": name, "suites": suites}))

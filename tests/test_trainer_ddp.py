@@ -82,7 +82,7 @@ def test_two_processes_equal_one_with_the_same_global_batch(tmp_path):
 
     # one process, the same global batch by accumulating the two ranks' micro-batches
     train(TrainConfig(**common, out=str(one), grad_accum=2))
-    single, double = load_file(str(one / "pytorch_lora_weights.safetensors")), load_file(str(two / "pytorch_lora_weights.safetensors"))
+    single, double = (load_file(str(d / "pytorch_lora_weights.safetensors")) for d in (one, two))
     assert single.keys() == double.keys()
     for key in single:
         torch.testing.assert_close(double[key], single[key], rtol=1e-5, atol=1e-6, msg=key)
