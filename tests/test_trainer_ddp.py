@@ -22,7 +22,7 @@ from scdpo.train.config import TrainConfig
 from scdpo.train.trainer import train
 from test_trainer import write_pairs
 
-# slow: three interpreters start (the launcher and two ranks), 26-40 s on a shared 2-core machine
+# slow: three interpreters start (the launcher and two ranks): 39-76 s on the shared, loaded 2-core machine
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning"),
               pytest.mark.usefixtures("one_thread"),
               pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
