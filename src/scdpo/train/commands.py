@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 
 
 def config_from_args(args: argparse.Namespace):
@@ -27,6 +28,8 @@ def _train(args) -> None:
         metrics = train(cfg)
     except TrainingDiverged as err:
         raise SystemExit(f"scdpo: error: {err}") from None
+    if int(os.environ.get("RANK", "0")) != 0:  # one summary line per run, not per process
+        return
     shown = {k: metrics[k] for k in ("steps", "loss", "implicit_acc", "margin", "lambda") if k in metrics}
     print(f"trained {cfg.out}: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                                              for k, v in shown.items()))

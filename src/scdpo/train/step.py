@@ -16,7 +16,9 @@ from scdpo.train.losses import PairBatchInfo
 def step_generator(seed: int, position: int, process_index: int) -> torch.Generator:
     """The CPU generator of one micro-batch: a function of (seed, stream position, process) only,
     so a resumed run draws the same noise, timesteps and caption dropout as an uninterrupted one
-    (and CPU and GPU runs draw the same numbers)."""
+    (and CPU and GPU runs draw the same numbers). The trainer passes the stream position of the
+    process's own slice and ``process_index`` 0, so a data-parallel run draws exactly what one
+    process with the same global batch (by gradient accumulation) draws."""
     state = np.random.SeedSequence([seed, position, process_index]).generate_state(2, np.uint64)
     return torch.Generator().manual_seed(int(state[0] >> np.uint64(1)))
 

@@ -49,13 +49,20 @@ def _accelerator(cfg: TrainConfig, out: Path):
     mp = cfg.mixed_precision
     if mp == "auto":  # the `accelerate launch` config's choice, else bf16 on CUDA
         mp = os.environ.get("ACCELERATE_MIXED_PRECISION") or ("bf16" if torch.cuda.is_available() else "no")
-    kwargs = {"cpu": True} if cfg.device == "cpu" else {}
+    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    # `accelerate launch` of N processes without CUDA: accelerate would make each its own one-process
+    # run, all writing the same --out; on the CPU (gloo) they are one run
+    kwargs = {"cpu": True} if cfg.device == "cpu" or (launched and not torch.cuda.is_available()) else {}
     # another train() in this process (tests, notebooks) may ask for another precision: forget the
     # previous run's settings (the process group, if any, is kept)
     AcceleratorState._reset_state()
     GradientState._reset_state()
-    return Accelerator(mixed_precision=mp, log_with="tensorboard", **kwargs,
-                       project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")))
+    acc = Accelerator(mixed_precision=mp, log_with="tensorboard", **kwargs,
+                      project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")))
+    if launched and acc.num_processes == 1:
+        raise ValueError(f"launched as {os.environ['WORLD_SIZE']} processes, but accelerate set up a one-process "
+                         "run in each; check the `accelerate launch` config (or pass --device cpu)")
+    return acc
 
 
 def pure_bf16(cfg: TrainConfig, mixed_precision: str, fsdp: bool = False) -> bool:
@@ -162,7 +169,9 @@ def _accumulate(cfg, acc, model, policy, reference, loader, loss_fn, state, prog
     micro_stats = []
     for micro in range(cfg.grad_accum):
         batch = next(loader)
-        gen = step_generator(cfg.seed, prog.samples, acc.process_index)
+        # keyed by where this process's slice starts in the data stream, not by its rank: N processes
+        # then draw what one process draws with N times the accumulation (tests/test_trainer_ddp.py)
+        gen = step_generator(cfg.seed, prog.samples + acc.process_index * cfg.batch_size, 0)
         last = micro == cfg.grad_accum - 1  # gradients are all-reduced on the last micro-batch only
         with (contextlib.nullcontext() if last else acc.no_sync(policy)), acc.autocast(), \
                 attention_backend(cfg.attention, acc.device):
