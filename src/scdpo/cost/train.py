@@ -205,7 +205,7 @@ def _cached(cfg: CostTrainConfig, backbone: Backbone, kind: str, make):
     keys = {"kind": kind, "format": "map-fp16-concepts", "backbone": backbone.spec,
             "fp": round(backbone.fingerprint(), 3), "data": cfg.data, "size": cfg.image_size, "seed": cfg.seed}
     if kind.startswith("pairs"):
-        keys.update(pairs=pair_settings(cfg), views=cfg.views, val=cfg.val_fraction, judges=sorted(cfg.anchor_judges),
+        keys.update(pairs=pair_settings(cfg), pool=cfg.pool, views=cfg.views, val=cfg.val_fraction, judges=sorted(cfg.anchor_judges),
                     augment=kind == "pairs-train" and cfg.augment and asdict(cfg.augmentation))
     elif kind == "train" or kind.startswith("user"):
         keys.update(suite=cfg.suite, pool=cfg.pool, hf=cfg.harmful_fraction, views=cfg.views, vae=resolve_vae(cfg),
@@ -272,8 +272,9 @@ def build_features(cfg: CostTrainConfig, backbone: Backbone):
 
 
 def pair_settings(cfg: CostTrainConfig) -> dict:
-    """The settings that change the images of the prompt-pair path (its cache key)."""
-    return {"model": cfg.model, "prompt_pairs": cfg.prompt_pairs, "pool": cfg.pool, "seed": cfg.seed,
+    """The settings that change the images of the prompt-pair path (the image cache's key). Not the
+    number of pairs: pair i's images depend only on pair i, so a larger pool reuses a smaller one's."""
+    return {"model": cfg.model, "prompt_pairs": cfg.prompt_pairs, "seed": cfg.seed,
             "steps": cfg.sample_steps, "guidance": cfg.guidance_scale}
 
 
@@ -393,6 +394,10 @@ def train(cfg: CostTrainConfig) -> dict:
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out)
+    if cfg.prompt_pairs:  # a bad pair file fails before any model is loaded
+        from scdpo.cost.pairs import load_prompt_pairs
+
+        load_prompt_pairs(cfg.prompt_pairs, 1)
     t0 = time.perf_counter()
     backbone = image_backbone(cfg.backbone, device)
     sets = build_features(cfg, backbone)

@@ -69,8 +69,9 @@ class EvalJudge:
     scorer: Scorer
     threshold: float | None = None
 
+    @torch.no_grad()
     def measure(self, images: torch.Tensor, records: list[PromptRecord]) -> dict:
-        s = self.scorer(images, records).float()
+        s = self.scorer(images, records).detach().float().cpu()
         rate = None if self.threshold is None or not len(s) else round(float((s >= self.threshold).float().mean()), 4)
         return {"label": self.label, "mean": round(float(s.mean()), 4) if len(s) else None, "rate": rate,
                 "threshold": self.threshold, "n": len(s)}
