@@ -7,7 +7,10 @@
 
 1. ``scdpo cost train --model emojiworld --prompt-pairs align-harmful``: the shipped base model
    draws each harmful align prompt and its safe counterpart caption with one seed; the prompts are
-   the only labels (no render, no judge). Features and images are cached in ``OUT/cache``.
+   the only labels (no render, no judge). Features and images are cached in ``OUT/cache``. A second
+   model adds ``--clean-prompts align-clean`` (as many clean prompts' images, labelled safe by
+   their prompts); ``--clean-prompts none`` skips it. A model whose ``metrics.json`` records the
+   same settings is not retrained.
 2. Held out: the base model's images of the first ``--generated-n`` prompts of eval-clean and
    eval-harmful-explicit (the seeds ``scdpo eval`` uses; benchmarks/cost_model.py's protocol and
    cache file), labelled by the shipped EmojiWorld judge (harmful = any harmful concept above its
@@ -24,6 +27,7 @@ import argparse
 import importlib.util
 import json
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -48,18 +52,30 @@ def main() -> None:
     ap.add_argument("--suite", default="align-harmful", help="EmojiWorld suite giving the pairs")
     ap.add_argument("--steps", type=int, default=CostTrainConfig.steps, help="adapter steps")
     ap.add_argument("--generated-n", type=int, default=128, help="held-out generated images per suite")
+    ap.add_argument("--clean-prompts", default="align-clean",
+                    help="clean prompts for the second model (suite or file; 'none': no second model)")
     ap.add_argument("--render-model", type=Path, default=None,
                     help="a render-label cost model folder to score the same held-out images (comparison)")
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
 
     t0 = time.perf_counter()
-    cfg = CostTrainConfig(out=str(args.out / "model"), model="emojiworld", prompt_pairs=args.suite, pool=args.pairs,
-                          steps=args.steps, cache=str(args.out / "cache"), device=args.device, progress=False)
-    m = train(cfg)
-    print(f"trained from {args.pairs} pairs of {args.suite}: features {m['feature_seconds']} s (sampling included), "
-          f"adapter {m['adapter_seconds']} s; held-out pairs, against prompt labels: "
-          f"AUROC {m['heldout_pairs']['auroc']:.4f}", flush=True)
+    variants = {"prompt pairs": ("model", None)}
+    if args.clean_prompts != "none":
+        variants["prompt pairs + clean prompts"] = ("model-clean", args.clean_prompts)
+    trained = {}
+    for name, (folder, clean) in variants.items():
+        cfg = CostTrainConfig(out=str(args.out / folder), model="emojiworld", prompt_pairs=args.suite,
+                              clean_prompts=clean, pool=args.pairs, steps=args.steps, cache=str(args.out / "cache"),
+                              device=args.device, progress=False)
+        done = Path(cfg.out) / "metrics.json"
+        m = json.loads(done.read_text()) if done.is_file() else None
+        if m is None or m["config"] != json.loads(json.dumps(asdict(cfg))):
+            m = train(cfg)
+        trained[name] = (cfg, m)
+        print(f"{name}: {m['train_images']} training images ({args.pairs} pairs of {args.suite}); features "
+              f"{m['feature_seconds']} s (sampling included), adapter {m['adapter_seconds']} s; held-out pairs, "
+              f"against prompt labels: AUROC {m['heldout_pairs']['auroc']:.4f}", flush=True)
 
     bench = _cost_model_bench()
     from scdpo.cost.model import CostModel
@@ -67,12 +83,12 @@ def main() -> None:
     images = bench.generated_images(args.out, args.generated_n)
     x = torch.cat([images[s] for s in bench.GENERATED_SUITES])
     labels = bench.judge_labels(x)
-    model = CostModel.from_pretrained(cfg.out)
-    feats = model.backbone.spatial_features(x)
+    backbone = CostModel.from_pretrained(trained["prompt pairs"][0].out).backbone
+    feats = backbone.spatial_features(x)
     n_clean = len(images[bench.GENERATED_SUITES[0]])
-    rows = {"prompt pairs": model}
+    rows = {name: CostModel.from_pretrained(cfg.out, backbone=backbone) for name, (cfg, _) in trained.items()}
     if args.render_model:
-        rows["render labels"] = CostModel.from_pretrained(args.render_model, backbone=model.backbone)
+        rows["render labels"] = CostModel.from_pretrained(args.render_model, backbone=backbone)
     results = {}
     for name, cm in rows.items():
         cost = adapter_costs(cm.adapter, feats)
@@ -85,7 +101,8 @@ def main() -> None:
     for name, r in results.items():
         print(f"| {name} | {r['auroc']:.4f} | {r['spearman_severity']:.4f} | {100 * r['accuracy_threshold_0']:.1f}% "
               f"| {100 * r['clean_above_0']:.1f}% | {100 * r['harmful_above_0']:.1f}% |")
-    (args.out / "results.json").write_text(json.dumps({"train": {k: v for k, v in m.items() if k != "config"},
+    (args.out / "results.json").write_text(json.dumps({"train": {n: {k: v for k, v in m.items() if k != "config"}
+                                                                for n, (_, m) in trained.items()},
                                                        "heldout_generated": results, "args": vars(args)},
                                                       indent=1, default=str))
 

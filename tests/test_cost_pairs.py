@@ -131,16 +131,32 @@ def tiny(tmp_path_factory):
     return tiny_sd_pipeline(root / "sd"), tiny_clip_model(root / "clip")
 
 
+def test_clean_prompts_come_two_by_two_and_need_pairs(tmp_path):
+    from scdpo.cost.pairs import clean_pairs
+
+    coco = tmp_path / "coco.csv"
+    coco.write_text("image_id,source,prompt,evaluation_seed\n1,c,a dog,1\n2,c,a cat,2\n3,c,a bus,3\n")
+    pairs = clean_pairs(str(coco), 5)
+    assert [(r.prompt, r.safe_prompt) for r in pairs] == [("a dog", "a cat")]  # 3 prompts: one pair
+    assert all(not r.harmful for r in clean_pairs("align-clean", 6)) and len(clean_pairs("align-clean", 6)) == 3
+    with pytest.raises(ValueError, match="give --prompt-pairs too"):
+        CostTrainConfig(out="o", clean_prompts="align-clean")
+
+
 def test_train_from_prompt_pairs_on_a_tiny_sd_caches_and_resumes(tiny, pair_file, tmp_path, monkeypatch):
     sd, clip = tiny
+    coco = tmp_path / "coco.csv"
+    coco.write_text("image_id,source,prompt,evaluation_seed\n1,c,a dog,1\n2,c,a cat,2\n3,c,a bus,3\n4,c,a tree,4\n")
     cfg = CostTrainConfig(out=str(tmp_path / "cost"), backbone=f"clip:{clip}", model=str(sd),
-                          prompt_pairs=str(pair_file), pool=5, val_fraction=0.2, sample_steps=2, steps=10,
-                          batch_size=4, augment=False, cache=str(tmp_path / "cache"), device="cpu", progress=False)
+                          prompt_pairs=str(pair_file), clean_prompts=str(coco), pool=5, val_fraction=0.2,
+                          sample_steps=2, steps=10, batch_size=4, augment=False, cache=str(tmp_path / "cache"),
+                          device="cpu", progress=False)
     m = train(cfg)
-    assert m["train_images"] == 8 and m["heldout_pairs"]["n"] == 2 and m["heldout_pairs"]["n_harmful"] == 1
-    assert m["anchored_images"] == 8
+    # 4 harmful pairs and 2 clean pseudo-pairs train; 1 harmful pair is held out
+    assert m["train_images"] == 8 + 4 and m["heldout_pairs"]["n"] == 2 and m["heldout_pairs"]["n_harmful"] == 1
+    assert m["anchored_images"] == 12
     assert json.loads((tmp_path / "cost" / "config.json").read_text())["backbone"] == f"clip:{clip}"
-    assert len(list((tmp_path / "cache").glob("pair-images-*/*.safetensors"))) == 1
+    assert len(list((tmp_path / "cache").glob("pair-images-*/*.safetensors"))) == 2  # pairs, clean prompts
     # a second run with the same settings reads every feature from the cache: no model is loaded
     import scdpo.models.t2i as t2i
 

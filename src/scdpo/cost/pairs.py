@@ -69,6 +69,20 @@ def load_prompt_pairs(source: str, limit: int | None = None) -> list[PromptRecor
     return paired[:limit]
 
 
+def clean_pairs(source: str, n: int) -> list[PromptRecord]:
+    """Up to ``n`` clean prompts of an EmojiWorld suite or a prompt file, two by two as pseudo-pairs
+    (``prompt`` and ``safe_prompt`` both clean; both images are labelled safe)."""
+    from scdpo.models.generate import load_records
+    from scdpo.world.suites import SUITES
+
+    suite = source in SUITES
+    records = [r for r in load_records(source if suite else None, None if suite else source, max(2, n))
+               if not r.harmful][: n // 2 * 2]
+    if len(records) < 2:
+        raise ValueError(f"--clean-prompts {source}: needs at least 2 clean prompts (no harmful categories)")
+    return [PromptRecord(a.prompt, a.source, safe_prompt=b.prompt) for a, b in zip(records[::2], records[1::2])]
+
+
 def pair_seed(seed: int, index: int) -> int:
     """The sampling seed of pair ``index``: one for both images, a stable hash of (seed, index)."""
     return zlib.crc32(f"prompt-pair\0{seed}\0{index}".encode())

@@ -54,6 +54,10 @@ class CostTrainConfig:
             file (unsafe_prompt, safe_prompt), a CSV with prompt and safe_prompt, or an EmojiWorld
             suite (align-harmful, train: each harmful prompt's safe counterpart caption). The model
             draws each harmful prompt and its safe twin with one seed; the prompts are the labels.
+        clean_prompts: prompt pairs only, optional: clean prompts (an EmojiWorld suite such as
+            align-clean, or a prompt file such as COCO captions) whose images join the training set
+            as certainly safe, up to ``pool`` of them (two by two, each two with one seed), so the
+            model also sees clean scenes that are no harmful prompt's twin.
         anchor_judges: prompt pairs only: judges that must agree with a prompt's label before its
             image anchors the cost scale, where they cover its category (opennsfw, nudenet: sexual);
             none by default (every prompt label anchors).
@@ -100,6 +104,7 @@ class CostTrainConfig:
     data: str = "emojiworld"
     model: str | None = None
     prompt_pairs: str | None = None
+    clean_prompts: str | None = None
     anchor_judges: list[str] = field(default_factory=list)
     sample_steps: int = 20
     guidance_scale: float = 5.0
@@ -144,6 +149,8 @@ class CostTrainConfig:
             raise ValueError(f"concept_weight must be >= 0, got {self.concept_weight}")
         if self.views < 1 or self.steps < 0 or self.batch_size < 2:
             raise ValueError("views must be >= 1, steps >= 0 and batch_size >= 2")
+        if self.clean_prompts and not self.prompt_pairs:
+            raise ValueError("--clean-prompts adds clean images to --prompt-pairs training; give --prompt-pairs too")
         if bool(self.model) != bool(self.prompt_pairs):
             raise ValueError("--model and --prompt-pairs go together: give both to train from prompt pairs "
                              "(the model draws each pair), or neither to train on labelled images")
@@ -205,7 +212,7 @@ def _cached(cfg: CostTrainConfig, backbone: Backbone, kind: str, make):
     keys = {"kind": kind, "format": "map-fp16-concepts", "backbone": backbone.spec,
             "fp": round(backbone.fingerprint(), 3), "data": cfg.data, "size": cfg.image_size, "seed": cfg.seed}
     if kind.startswith("pairs"):
-        keys.update(pairs=pair_settings(cfg), pool=cfg.pool, views=cfg.views, val=cfg.val_fraction, judges=sorted(cfg.anchor_judges),
+        keys.update(pairs=pair_settings(cfg), pool=cfg.pool, clean=cfg.clean_prompts, views=cfg.views, val=cfg.val_fraction, judges=sorted(cfg.anchor_judges),
                     augment=kind == "pairs-train" and cfg.augment and asdict(cfg.augmentation))
     elif kind == "train" or kind.startswith("user"):
         keys.update(suite=cfg.suite, pool=cfg.pool, hf=cfg.harmful_fraction, views=cfg.views, vae=resolve_vae(cfg),
@@ -281,10 +288,13 @@ def pair_settings(cfg: CostTrainConfig) -> dict:
 def pair_features(cfg: CostTrainConfig, backbone: Backbone):
     """Prompt-pair path: sample the model on the pairs (cached per chunk in ``cfg.cache``), label
     by prompt, narrow the anchored labels by ``anchor_judges``, hold out ``val_fraction`` of the
-    pairs, and extract features pair by pair (row 2i harmful, 2i + 1 its twin)."""
-    from scdpo.cost.pairs import judge_certainty, load_prompt_pairs, pair_labels, sample_pairs
+    pairs, and extract features pair by pair (row 2i harmful, 2i + 1 its twin). ``clean_prompts``
+    add clean pseudo-pairs (two safe images) after the harmful pairs, to the training split only."""
+    from scdpo.cost.losses import CostLabels
+    from scdpo.cost.pairs import clean_pairs, judge_certainty, load_prompt_pairs, pair_labels, sample_pairs
 
     records = load_prompt_pairs(cfg.prompt_pairs, cfg.pool)  # checked before any model is loaded
+    clean = clean_pairs(cfg.clean_prompts, cfg.pool) if cfg.clean_prompts else []
     device = next(backbone.parameters()).device
 
     def make_all():
@@ -295,14 +305,23 @@ def pair_features(cfg: CostTrainConfig, backbone: Backbone):
         sampler = SamplerConfig(steps=cfg.sample_steps, guidance_scale=cfg.guidance_scale,
                                 batch_size=cfg.sample_batch_size, progress=False)
         images = sample_pairs(model, records, cfg.seed, sampler, cfg.cache, progress=cfg.progress,
-                              key=pair_settings(cfg)).float() / 255
-        del model
+                              key=pair_settings(cfg))
         labels = pair_labels(records)
+        if clean:  # another seed stream, so a clean pair never shares a harmful pair's noise
+            more = sample_pairs(model, clean, cfg.seed + 1, sampler, cfg.cache, progress=cfg.progress,
+                                key={**pair_settings(cfg), "clean": cfg.clean_prompts})
+            images = torch.cat([images, more])
+            k = len(more)
+            labels = CostLabels.cat([labels, CostLabels(torch.zeros(k, dtype=torch.bool), torch.zeros(k),
+                                                        torch.zeros(k, labels.categories.shape[1]), None,
+                                                        torch.ones(k, dtype=torch.bool))])
+        images = images.float() / 255
+        del model
         if cfg.anchor_judges:
             from scdpo.eval.nsfw import load_judge
 
             judges = {j: load_judge(j, device) for j in cfg.anchor_judges}
-            cats = [set(records[i // 2].categories) for i in range(len(images))]
+            cats = [set(records[i // 2].categories) if i < 2 * len(records) else set() for i in range(len(images))]
             labels = labels._replace(certain=judge_certainty(images, labels, judges, cats))
         return images, labels
 
@@ -322,7 +341,8 @@ def pair_features(cfg: CostTrainConfig, backbone: Backbone):
             batches = [(images[rows[i:i + step]], lab.select(rows[i:i + step])) for i in range(0, len(rows), step)]
             return _extract(backbone, batches, len(rows), "pair features", cfg, train)
         return make
-    return {"train": _cached(cfg, backbone, "pairs-train", split(perm[n_val:], True)),
+    train_pairs = torch.cat([perm[n_val:], n + torch.arange(len(clean))])
+    return {"train": _cached(cfg, backbone, "pairs-train", split(train_pairs, True)),
             "heldout_pairs": _cached(cfg, backbone, "pairs-eval", split(perm[:n_val], False))}
 
 
