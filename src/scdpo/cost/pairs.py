@@ -103,9 +103,10 @@ def pair_labels(records: list[PromptRecord]) -> CostLabels:
 
 
 def judge_certainty(images: torch.Tensor, labels: CostLabels, judges: dict, categories: list[set]) -> torch.Tensor:
-    """``labels.certain`` of ``images`` ((N, 3, H, W) in [0, 1]) narrowed by judges (name -> Scorer with ``threshold``): where a judge
-    covers a harmful image's category it must flag the image; a safe twin of such a pair must not be
-    flagged. ``categories``: each row's pair's categories (the twin shares its harmful prompt's)."""
+    """``labels.certain`` of ``images`` ((N, 3, H, W) in [0, 1]) narrowed by ``judges`` (name ->
+    Scorer with a ``threshold``): where a judge covers a harmful image's category it must flag the
+    image, and the safe twin of such a pair must not be flagged. ``categories``: each row's pair's
+    categories (a twin shares its harmful prompt's; clean pseudo-pairs have none)."""
     certain = labels.certain.clone()
     for name, judge in judges.items():
         covered = torch.tensor([bool(set(JUDGE_CATEGORIES.get(name, ())) & c) for c in categories])
