@@ -66,7 +66,8 @@ def runs(tiny, lora, tmp_path_factory):
     prompts = root / "coco.txt"
     prompts.write_text("two dogs on a bus\na hot dog\n")
     CostModel.create().save_pretrained(root / "cost")  # untrained: only its statistics are checked
-    common = ["--model", str(tiny), "--suites", "eval-clean,eval-harmful-explicit", *FAST]
+    # a CLIP-encoded tiny SD counts as a real model; these runs check the EmojiWorld metrics
+    common = ["--model", str(tiny), "--suites", "eval-clean,eval-harmful-explicit", "--domain", "emojiworld", *FAST]
     assert main(["eval", *common, "--prompts", str(prompts), "--cost-model", str(root / "cost"),
                  "--name", "base", "--out", str(root / "base")]) == 0
     assert main(["eval", *common, "--lora", str(lora[0]), "--guidance", "3", "--out", str(root / "lora")]) == 0

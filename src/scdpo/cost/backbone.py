@@ -164,7 +164,14 @@ class CLIPVision(Backbone):
         # without a trained projection in the folder, use the pooled CLS state (never a random projection)
         self.projected = _has_projection(folder)
         cls = CLIPVisionModelWithProjection if self.projected else CLIPVisionModel
-        self.model = cls.from_pretrained(folder).float()
+        kwargs = {}
+        raw = json.loads((folder / "config.json").read_text())
+        if raw.get("model_type") == "clip" and "projection_dim" in raw:
+            # a full CLIPModel folder: its vision config does not carry the projection size
+            from transformers import CLIPVisionConfig
+
+            kwargs["config"] = CLIPVisionConfig.from_pretrained(folder, projection_dim=raw["projection_dim"])
+        self.model = cls.from_pretrained(folder, **kwargs).float()
         cfg = self.model.config
         self.spec = f"clip:{path}"
         self.dim = cfg.projection_dim if self.projected else cfg.hidden_size

@@ -16,13 +16,16 @@ import torch.nn.functional as F
 
 class CostLabels(NamedTuple):
     """Per-image targets: ``harmful`` (B,) bool, ``severity`` (B,) float (0 safe, 1-3 harmful),
-    ``categories`` (B, C) multi-hot float, and optionally ``concepts`` (B, V) multi-hot float: which
-    EmojiWorld concepts are drawn (render ground truth; None or V = 0 for data without them)."""
+    ``categories`` (B, C) multi-hot float, optionally ``concepts`` (B, V) multi-hot float: which
+    EmojiWorld concepts are drawn (render ground truth; None or V = 0 for data without them), and
+    optionally ``certain`` (B,) bool: which labels are certain enough to anchor the cost scale
+    (prompt-pair data, :mod:`scdpo.cost.pairs`; None: every label is)."""
 
     harmful: torch.Tensor
     severity: torch.Tensor
     categories: torch.Tensor
     concepts: torch.Tensor | None = None
+    certain: torch.Tensor | None = None
 
     def select(self, idx) -> "CostLabels":
         """The rows ``idx`` of every field (index, slice, mask or index tensor)."""
@@ -63,10 +66,16 @@ def ranking_loss(cost: torch.Tensor, logits: torch.Tensor, labels: CostLabels) -
 def anchor_loss(cost: torch.Tensor, logits: torch.Tensor, labels: CostLabels) -> torch.Tensor:
     """Cost anchoring: Safe-RLHF's sign term ``-log sigmoid(s * c)`` with s = +1 harmful, -1 safe
     (Eq. 5, second term), plus a squared error to fixed anchors ``a = severity`` (harmful) and
-    ``a = -1`` (safe), so costs are on one scale across prompts and 0 separates safe from harmful."""
+    ``a = -1`` (safe), so costs are on one scale across prompts and 0 separates safe from harmful.
+    Only rows whose label is certain (``labels.certain``, when given) are anchored; 0 when none is."""
     sign = labels.harmful.float() * 2 - 1
     anchor = torch.where(labels.harmful, harm_rank(labels), torch.full_like(cost, SAFE_ANCHOR))
-    return F.softplus(-sign * cost).mean() + F.mse_loss(cost, anchor)
+    per_image = F.softplus(-sign * cost) + (cost - anchor) ** 2
+    if labels.certain is None:
+        return per_image.mean()
+    if not labels.certain.any():
+        return cost.sum() * 0.0
+    return per_image[labels.certain].mean()
 
 
 def category_loss(cost: torch.Tensor, logits: torch.Tensor, labels: CostLabels) -> torch.Tensor:

@@ -4,8 +4,13 @@ The backbone is frozen, so each training image goes through it once: a pool of (
 images is turned into features up front (optionally cached on disk), and the small adapter is
 then trained on those features for many steps. This is what makes CPU training take minutes.
 Held-out figures (AUROC safe vs harmful, Spearman of cost with severity, accuracy of cost > 0)
-are measured on renders of the evaluation suites, drawn at another seed, and saved to
-``out/metrics.json`` beside the model.
+are measured on renders of the evaluation suites, drawn at another seed (prompt pairs and user
+data: on held-out rows), and saved to ``out/metrics.json`` beside the model.
+
+Three data paths feed the same features and the same adapter training: EmojiWorld renders
+(labelled by their scenes), a user's labelled images, and prompt pairs (``model`` +
+``prompt_pairs``: images the model generates, labelled by their prompts; :mod:`scdpo.cost.pairs`),
+the path for real models, which needs no labelled image.
 """
 
 from __future__ import annotations
@@ -41,9 +46,28 @@ class CostTrainConfig:
         out: output folder: model.safetensors + config.json (the model), metrics.json, logs/.
         backbone: frozen image encoder: "efficientnet-lite0" (ImageNet weights, offline) or "clip:PATH".
         data: "emojiworld" (renders of ``suite``) or a user's labelled image folder / parquet file
-            (columns image or path, label, category, severity; see docs/cost-model.md).
+            (columns image or path, label, category, severity; see docs/cost-model.md). Ignored
+            with prompt_pairs.
+        model: the text-to-image model to sample for prompt_pairs: a local diffusers SD / SDXL
+            folder or "emojiworld".
+        prompt_pairs: train from prompt pairs instead of labelled images: a CoProV2 train-pairs
+            file (unsafe_prompt, safe_prompt), a CSV with prompt and safe_prompt, or an EmojiWorld
+            suite (align-harmful, train: each harmful prompt's safe counterpart caption). The model
+            draws each harmful prompt and its safe twin with one seed; the prompts are the labels.
+        clean_prompts: prompt pairs only, optional: clean prompts (an EmojiWorld suite such as
+            align-clean, or a prompt file such as COCO captions) whose images join the training set
+            as certainly safe, up to ``pool`` of them (two by two, each two with one seed), so the
+            model also sees clean scenes that are no harmful prompt's twin.
+        anchor_judges: prompt pairs only: judges that must agree with a prompt's label before its
+            image anchors the cost scale, where they cover its category (opennsfw, nudenet: sexual);
+            none by default (every prompt label anchors).
+        sample_steps, guidance_scale: prompt pairs only: the model's sampler steps and
+            classifier-free guidance (the builder's defaults, so the cost model sees the images the
+            builder will score).
+        sample_batch_size: prompt pairs only: images per sampling batch.
         suite: EmojiWorld suite the training pool is drawn from.
-        pool: EmojiWorld training images (scenes); user data uses every row not held out.
+        pool: EmojiWorld training images (scenes); prompt pairs: pairs sampled (two images
+            each); user data uses every row not held out.
         harmful_fraction: fraction of harmful scenes in the EmojiWorld pool (the train suite
             itself has 0.2); scenes of the other class are skipped until it is reached.
         views: augmented copies of each pool image (each gets its own random artifacts).
@@ -55,7 +79,7 @@ class CostTrainConfig:
             softening in training (measured: docs/cost-model.md).
         image_size: render size of EmojiWorld scenes (the backbone resizes to its own input).
         eval_n: held-out renders per evaluation suite (eval-clean, eval-harmful-explicit, eval-mixed).
-        val_fraction: user data only: fraction of rows held out for metrics.
+        val_fraction: user data and prompt pairs: fraction of rows (pairs) held out for metrics.
         ranking, anchor, category: enable the contrastive ranking, the cost anchoring and the
             category BCE objectives (for ablations; see docs/cost-model.md).
         category_weight: weight of the category BCE in the total loss.
@@ -78,6 +102,13 @@ class CostTrainConfig:
     out: str
     backbone: str = DEFAULT_BACKBONE
     data: str = "emojiworld"
+    model: str | None = None
+    prompt_pairs: str | None = None
+    clean_prompts: str | None = None
+    anchor_judges: list[str] = field(default_factory=list)
+    sample_steps: int = 20
+    guidance_scale: float = 5.0
+    sample_batch_size: int = 64
     suite: str = "train"
     pool: int = 4000
     harmful_fraction: float = 0.5
@@ -118,12 +149,22 @@ class CostTrainConfig:
             raise ValueError(f"concept_weight must be >= 0, got {self.concept_weight}")
         if self.views < 1 or self.steps < 0 or self.batch_size < 2:
             raise ValueError("views must be >= 1, steps >= 0 and batch_size >= 2")
+        if self.clean_prompts and not self.prompt_pairs:
+            raise ValueError("--clean-prompts adds clean images to --prompt-pairs training; give --prompt-pairs too")
+        if bool(self.model) != bool(self.prompt_pairs):
+            raise ValueError("--model and --prompt-pairs go together: give both to train from prompt pairs "
+                             "(the model draws each pair), or neither to train on labelled images")
+        from scdpo.cost.pairs import JUDGE_CATEGORIES
+
+        for j in self.anchor_judges:
+            if j not in JUDGE_CATEGORIES:
+                raise ValueError(f"--anchor-judges {j}: unknown; expected {', '.join(JUDGE_CATEGORIES)}")
 
 
 def resolve_vae(cfg: CostTrainConfig) -> str | None:
     """The VAE ``cfg.vae`` names: "auto" is the EmojiWorld base model's for EmojiWorld data."""
-    if cfg.vae == "auto":
-        return "emojiworld" if cfg.data == "emojiworld" else None
+    if cfg.vae == "auto":  # generated images (prompt pairs) already come out of the model's decoder
+        return "emojiworld" if cfg.data == "emojiworld" and not cfg.prompt_pairs else None
     return None if cfg.vae in (None, "", "none") else cfg.vae
 
 
@@ -170,7 +211,10 @@ def _cached(cfg: CostTrainConfig, backbone: Backbone, kind: str, make):
     # that differ only in their training pool)
     keys = {"kind": kind, "format": "map-fp16-concepts", "backbone": backbone.spec,
             "fp": round(backbone.fingerprint(), 3), "data": cfg.data, "size": cfg.image_size, "seed": cfg.seed}
-    if kind == "train" or kind.startswith("user"):
+    if kind.startswith("pairs"):
+        keys.update(pairs=pair_settings(cfg), pool=cfg.pool, clean=cfg.clean_prompts, views=cfg.views, val=cfg.val_fraction, judges=sorted(cfg.anchor_judges),
+                    augment=kind == "pairs-train" and cfg.augment and asdict(cfg.augmentation))
+    elif kind == "train" or kind.startswith("user"):
         keys.update(suite=cfg.suite, pool=cfg.pool, hf=cfg.harmful_fraction, views=cfg.views, vae=resolve_vae(cfg),
                     val=cfg.val_fraction, augment=cfg.augment and asdict(cfg.augmentation))
     else:
@@ -179,12 +223,15 @@ def _cached(cfg: CostTrainConfig, backbone: Backbone, kind: str, make):
     path = Path(cfg.cache) / f"{kind}-{digest}.safetensors"
     if path.is_file():
         t = load_file(str(path))
-        return t["features"], CostLabels(t["harmful"].bool(), t["severity"], t["categories"], t.get("concepts"))
+        certain = t["certain"].bool() if "certain" in t else None
+        return t["features"], CostLabels(t["harmful"].bool(), t["severity"], t["categories"], t.get("concepts"), certain)
     feats, lab = make()
     tensors = {"features": feats.contiguous(), "harmful": lab.harmful.to(torch.uint8),
                "severity": lab.severity.float(), "categories": lab.categories.float()}
     if lab.concepts is not None:
         tensors["concepts"] = lab.concepts.to(torch.uint8)
+    if lab.certain is not None:
+        tensors["certain"] = lab.certain.to(torch.uint8)
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp))
     return feats, lab
@@ -193,6 +240,8 @@ def _cached(cfg: CostTrainConfig, backbone: Backbone, kind: str, make):
 def build_features(cfg: CostTrainConfig, backbone: Backbone):
     """``{"train": (features, labels), "heldout": ..., ["heldout_augmented": ...]}``: the training
     pool and the held-out sets (clean renders, and the same renders with generator artifacts)."""
+    if cfg.prompt_pairs:
+        return pair_features(cfg, backbone)
     if cfg.data == "emojiworld":
         def train_set():
             scenes = D.balanced_scenes(cfg.suite, cfg.pool, cfg.seed, cfg.harmful_fraction)
@@ -229,6 +278,74 @@ def build_features(cfg: CostTrainConfig, backbone: Backbone):
             "heldout": _cached(cfg, backbone, "user-eval", split(perm[:n_val], False))}
 
 
+def pair_settings(cfg: CostTrainConfig) -> dict:
+    """The settings that change the images of the prompt-pair path (the image cache's key). Not the
+    number of pairs: pair i's images depend only on pair i, so a larger pool reuses a smaller one's."""
+    return {"model": cfg.model, "prompt_pairs": cfg.prompt_pairs, "seed": cfg.seed,
+            "steps": cfg.sample_steps, "guidance": cfg.guidance_scale}
+
+
+def pair_features(cfg: CostTrainConfig, backbone: Backbone):
+    """Prompt-pair path: sample the model on the pairs (cached per chunk in ``cfg.cache``), label
+    by prompt, narrow the anchored labels by ``anchor_judges``, hold out ``val_fraction`` of the
+    pairs, and extract features pair by pair (row 2i harmful, 2i + 1 its twin). ``clean_prompts``
+    add clean pseudo-pairs (two safe images) after the harmful pairs, to the training split only."""
+    from scdpo.cost.losses import CostLabels
+    from scdpo.cost.pairs import clean_pairs, judge_certainty, load_prompt_pairs, pair_labels, sample_pairs
+
+    records = load_prompt_pairs(cfg.prompt_pairs, cfg.pool)  # checked before any model is loaded
+    clean = clean_pairs(cfg.clean_prompts, cfg.pool) if cfg.clean_prompts else []
+    device = next(backbone.parameters()).device
+
+    def make_all():
+        from scdpo.models.sampling import SamplerConfig
+        from scdpo.models.t2i import T2IModel
+
+        model = T2IModel.from_pretrained(cfg.model, device=device)
+        sampler = SamplerConfig(steps=cfg.sample_steps, guidance_scale=cfg.guidance_scale,
+                                batch_size=cfg.sample_batch_size, progress=False)
+        images = sample_pairs(model, records, cfg.seed, sampler, cfg.cache, progress=cfg.progress,
+                              key=pair_settings(cfg))
+        labels = pair_labels(records)
+        if clean:  # another seed stream, so a clean pair never shares a harmful pair's noise
+            more = sample_pairs(model, clean, cfg.seed + 1, sampler, cfg.cache, progress=cfg.progress,
+                                key={**pair_settings(cfg), "clean": cfg.clean_prompts})
+            images = torch.cat([images, more])
+            k = len(more)
+            labels = CostLabels.cat([labels, CostLabels(torch.zeros(k, dtype=torch.bool), torch.zeros(k),
+                                                        torch.zeros(k, labels.categories.shape[1]), None,
+                                                        torch.ones(k, dtype=torch.bool))])
+        images = images.float() / 255
+        del model
+        if cfg.anchor_judges:
+            from scdpo.eval.nsfw import load_judge
+
+            judges = {j: load_judge(j, device) for j in cfg.anchor_judges}
+            cats = [set(records[i // 2].categories) if i < 2 * len(records) else set() for i in range(len(images))]
+            labels = labels._replace(certain=judge_certainty(images, labels, judges, cats))
+        return images, labels
+
+    n = len(records)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed))
+    n_val = max(1, round(n * cfg.val_fraction)) if n > 2 else 0
+    state = {}
+
+    def split(pairs, train):
+        rows = torch.stack([2 * pairs, 2 * pairs + 1], 1).flatten()  # keeps twins adjacent
+
+        def make():
+            if "all" not in state:
+                state["all"] = make_all()
+            images, lab = state["all"]
+            step = max(2, cfg.feature_batch_size // 2 * 2)  # even batches: views keep twins adjacent
+            batches = [(images[rows[i:i + step]], lab.select(rows[i:i + step])) for i in range(0, len(rows), step)]
+            return _extract(backbone, batches, len(rows), "pair features", cfg, train)
+        return make
+    train_pairs = torch.cat([perm[n_val:], n + torch.arange(len(clean))])
+    return {"train": _cached(cfg, backbone, "pairs-train", split(train_pairs, True)),
+            "heldout_pairs": _cached(cfg, backbone, "pairs-eval", split(perm[:n_val], False))}
+
+
 # ---------------------------------------------------------------- metrics and training
 
 def heldout_metrics(cost: torch.Tensor, labels: CostLabels) -> dict:
@@ -249,9 +366,11 @@ def heldout_metrics(cost: torch.Tensor, labels: CostLabels) -> dict:
 
 
 def fit_adapter(adapter: torch.nn.Module, x: torch.Tensor, y: CostLabels, weights: dict[str, float],
-                cfg: CostTrainConfig, writer=None) -> list[dict]:
+                cfg: CostTrainConfig, writer=None, paired: bool = False) -> list[dict]:
     """Train the adapter on cached features (AdamW, cosine decay to 10% of the learning rate) with
-    random minibatches; returns each step's loss parts (with "total")."""
+    random minibatches; returns each step's loss parts (with "total"). ``paired``: rows 2i and 2i + 1
+    are a prompt pair and minibatches are drawn pair by pair, so the ranking term always sees the
+    twin of every harmful image."""
     device = next(adapter.parameters()).device
     opt = torch.optim.AdamW(adapter.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(cfg.steps, 1), eta_min=cfg.lr * 0.1)
@@ -260,7 +379,11 @@ def fit_adapter(adapter: torch.nn.Module, x: torch.Tensor, y: CostLabels, weight
     adapter.train()
     history = []
     for step in tqdm(range(cfg.steps), desc="train adapter", disable=not cfg.progress):
-        idx = torch.randint(0, len(x), (min(cfg.batch_size, len(x)),), generator=g).to(device)
+        if paired:
+            p = torch.randint(0, len(x) // 2, (max(1, min(cfg.batch_size, len(x)) // 2),), generator=g)
+            idx = torch.stack([2 * p, 2 * p + 1], 1).flatten().to(device)
+        else:
+            idx = torch.randint(0, len(x), (min(cfg.batch_size, len(x)),), generator=g).to(device)
         cost, logits = adapter(x[idx])
         loss, parts = total_loss(cost, logits, y.select(idx), weights)
         opt.zero_grad(set_to_none=True)
@@ -291,6 +414,10 @@ def train(cfg: CostTrainConfig) -> dict:
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out)
+    if cfg.prompt_pairs:  # a bad pair file fails before any model is loaded
+        from scdpo.cost.pairs import load_prompt_pairs
+
+        load_prompt_pairs(cfg.prompt_pairs, 1)
     t0 = time.perf_counter()
     backbone = image_backbone(cfg.backbone, device)
     sets = build_features(cfg, backbone)
@@ -305,18 +432,20 @@ def train(cfg: CostTrainConfig) -> dict:
     model = CostModel(CostModelConfig(backbone=backbone.spec, feature_dim=backbone.map_dim, hidden=cfg.hidden,
                                       dropout=cfg.dropout, tau=cfg.tau, concepts=concepts), backbone).to(device)
     if not concepts:
-        y = CostLabels(*y[:3])
+        y = y._replace(concepts=None)
     weights = {"ranking": float(cfg.ranking), "anchor": float(cfg.anchor),
                "category": cfg.category_weight * cfg.category, "concept": cfg.concept_weight * bool(concepts)}
     writer = SummaryWriter(str(out / "logs"))
     t1 = time.perf_counter()
-    history = fit_adapter(model.adapter, x, y, weights, cfg, writer)
+    history = fit_adapter(model.adapter, x, y, weights, cfg, writer, paired=bool(cfg.prompt_pairs))
     writer.close()
     t_train = time.perf_counter() - t1
     model.eval()
     metrics = {}
     for name, (xe, ye) in sets.items():
         metrics[name] = heldout_metrics(adapter_costs(model.adapter, xe), ye)
+    if y.certain is not None:
+        metrics["anchored_images"] = int(y.certain.sum())
     metrics.update({"final_loss": history[-1] if history else {}, "train_images": len(x),
                     "feature_seconds": round(t_feat, 1), "adapter_seconds": round(t_train, 1),
                     "total_seconds": round(time.perf_counter() - t0, 1), "device": str(device),

