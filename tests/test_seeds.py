@@ -16,6 +16,7 @@ def test_summarize_mean_sd_se_and_range():
     assert s["se"] == pytest.approx(0.1 / math.sqrt(3)) and (s["min"], s["max"], s["k"]) == (0.1, 0.3, 3)
     assert summarize([None]) is None and summarize([0.5])["se"] == 0.0
     assert fmt(s) == "20.0 ± 5.8 [10.0-30.0]"
+    assert fmt({**summarize([0.5]), "eval_se": 0.04}) == "50.0 (± 4.0)" and fmt(summarize([2.0]), percent=False) == "2.0"
 
 
 def _metrics(harm: float, n_drawn: int) -> dict:

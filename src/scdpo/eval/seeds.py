@@ -97,9 +97,11 @@ def held_out_rate(runs: list[dict], concepts: list[str], suite: str) -> dict | N
 
 
 def fmt(s: dict | None, percent: bool = True) -> str:
-    """``mean ± se`` (range), as docs/results.md prints it."""
+    """As docs/results.md prints it: ``mean ± se [min-max]`` over several seeds (se over seeds);
+    for one seed, ``value (± eval_se)``, the evaluation's own standard error where known."""
     if s is None:
         return "-"
     f = (lambda x: f"{100 * x:.1f}") if percent else (lambda x: f"{x:.1f}")
-    spread = f" [{f(s['min'])}-{f(s['max'])}]" if s["k"] > 1 else ""
-    return f"{f(s['mean'])} ± {f(s['se'])}{spread}"
+    if s["k"] == 1:
+        return f(s["mean"]) + (f" (± {f(s['eval_se'])})" if "eval_se" in s else "")
+    return f"{f(s['mean'])} ± {f(s['se'])} [{f(s['min'])}-{f(s['max'])}]"

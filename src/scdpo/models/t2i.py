@@ -183,11 +183,8 @@ class T2IModel:
         other ``.safetensors``, or the file itself) into the UNet (and text encoder, if it has text
         layers) with diffusers' own ``load_lora_weights`` + ``fuse_lora(lora_scale=scale)``, so
         sampling and prediction use it. The adapter layers are unloaded after fusing: the model is
-        plain again, and fusing a second LoRA adds to the first. A shipped LoRA's name
-        (``emojiworld-safe``, :data:`scdpo.models.registry.SHIPPED_LORAS`) stands for its folder."""
-        from scdpo.models.registry import resolve_lora_path
-
-        path = resolve_lora_path(path)
+        plain again, and fusing a second LoRA adds to the first."""
+        path = Path(path).expanduser()
         if path.is_file():
             folder, weight_name = path.parent, path.name
         elif path.is_dir():
