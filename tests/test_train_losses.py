@@ -256,3 +256,18 @@ def test_pair_hardness_running_average_and_state():
     assert torch.equal(other.z.nan_to_num(), h.z.nan_to_num())
     with pytest.raises(ValueError, match="same dataset"):
         PairHardness(5, "cpu").load_state_dict(h.state_dict())
+
+
+def test_loss_specs_say_what_each_loss_needs():
+    """The registry, not the trainer, knows which data and state a loss needs."""
+    from scdpo.train.losses import LOSSES
+
+    plain = cfg(cost_margin=0.0, constraint=False, focus_gamma=0.0)
+    assert not LOSSES["dpo"].needs_costs(plain) and LOSSES["dpo"].kinds is None
+    assert LOSSES["safetydpo"].kinds == ("harmful",)
+    assert not LOSSES["sc-dpo"].needs_costs(plain) and LOSSES["sc-dpo"].state(plain) == frozenset()
+    assert LOSSES["sc-dpo"].needs_costs(cfg(cost_margin=1.0))
+    on_policy = cfg(constraint=True, constraint_source="policy", constraint_form="weight", focus_gamma=2.0,
+                    focus_signal="pair")
+    assert LOSSES["sc-dpo"].state(on_policy) == {"pair_hardness", "policy_probe"}
+    assert not LOSSES["sc-dpo"].needs_costs(on_policy)  # the weighted form reads the kind, not the costs

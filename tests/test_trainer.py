@@ -287,7 +287,7 @@ def test_nonfinite_steps_are_skipped_then_abort(pipes, pairs_file, tmp_path, mon
         loss, stats = losses.dpo_loss(*args)
         return loss * float("nan"), stats
 
-    monkeypatch.setitem(losses.LOSSES, "dpo", nan_loss)
+    monkeypatch.setitem(losses.LOSSES, "dpo", losses.LossSpec(nan_loss))
     out = tmp_path / "nan"
     with pytest.raises(TrainingDiverged, match=r"3 non-finite steps in a row .*checkpoints/step-2"):
         train(TrainConfig(model=str(pipes["sd"]), dataset=str(pairs_file), out=str(out), loss="dpo", max_steps=10,

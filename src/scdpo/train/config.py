@@ -224,21 +224,17 @@ class TrainConfig:
     @property
     def uses_costs(self) -> bool:
         """Whether the loss reads cost_0/cost_1."""
-        policy = self.constraint and self.constraint_source == "policy"
-        return self.loss == "sc-dpo" and (self.cost_margin > 0 or (self.constraint and not policy)
-                                          or (policy and self.constraint_form == "margin"))
+        return LOSSES[self.loss].needs_costs(self)
 
     @property
     def pair_kinds(self) -> tuple[str, ...] | None:
         """The pair kinds the run trains on (None: all)."""
-        if self.kinds:
-            return tuple(self.kinds)
-        return ("harmful",) if self.loss == "safetydpo" else None
+        return tuple(self.kinds) if self.kinds else LOSSES[self.loss].kinds
 
     @property
     def on_policy_constraint(self) -> bool:
         """Whether the run samples the policy to measure the constraint (needs cost_model)."""
-        return self.loss == "sc-dpo" and self.constraint and self.constraint_source == "policy"
+        return "policy_probe" in LOSSES[self.loss].state(self)
 
 
 def load_yaml_config(path: str | Path) -> dict:

@@ -21,7 +21,7 @@ from typing import Callable, Protocol
 import torch
 import torch.nn.functional as F
 
-__all__ = ["LOSSES", "LossFn", "LossState", "PairBatchInfo", "dpo_logit", "dual_ascent", "get_loss", "update_state"]
+__all__ = ["LOSSES", "LossFn", "LossSpec", "LossState", "PairBatchInfo", "dpo_logit", "dual_ascent", "get_loss", "update_state"]
 
 FOCUS_EMA = 0.9  # decay of the running mean that normalises focusing weights (see update_state)
 
@@ -252,10 +252,48 @@ def safetydpo_loss(err_w, err_l, ref_err_w, ref_err_l, info: PairBatchInfo, cfg:
     return dpo_loss(err_w, err_l, ref_err_w, ref_err_l, info, cfg, state)
 
 
-LOSSES: dict[str, LossFn] = {"dpo": dpo_loss, "sc-dpo": sc_dpo_loss, "safetydpo": safetydpo_loss}
+@dataclass(frozen=True)
+class LossSpec:
+    """A loss and what it needs from the trainer, so that adding a loss is one function and one
+    :data:`LOSSES` entry (the trainer and the config ask the spec, never the loss's name).
+
+    Attributes:
+        fn: the loss (:data:`LossFn`).
+        needs_costs: whether, under a config, it reads the dataset's cost_0/cost_1 columns.
+        kinds: the pair kinds it trains on by default (None: all); ``--kinds`` overrides.
+        state: which training state, under a config, it needs the trainer to keep:
+            ``"pair_hardness"`` (:class:`scdpo.train.focus.PairHardness`) and/or
+            ``"policy_probe"`` (:class:`scdpo.train.constraint.PolicyProbe`).
+    """
+
+    fn: LossFn
+    needs_costs: Callable[[LossConfig], bool] = lambda cfg: False
+    kinds: tuple[str, ...] | None = None
+    state: Callable[[LossConfig], frozenset[str]] = lambda cfg: frozenset()
+
+    def __call__(self, *args):
+        return self.fn(*args)
 
 
-def get_loss(name: str) -> LossFn:
+def _sc_dpo_costs(cfg) -> bool:
+    policy = cfg.constraint and cfg.constraint_source == "policy"
+    return cfg.cost_margin > 0 or (cfg.constraint and not policy) or (policy and cfg.constraint_form == "margin")
+
+
+def _sc_dpo_state(cfg) -> frozenset[str]:
+    return frozenset({"pair_hardness"} if cfg.focus_gamma > 0 and cfg.focus_signal == "pair" else set()) | (
+        {"policy_probe"} if cfg.constraint and cfg.constraint_source == "policy" else set())
+
+
+LOSSES: dict[str, LossSpec] = {
+    "dpo": LossSpec(dpo_loss),
+    "sc-dpo": LossSpec(sc_dpo_loss, needs_costs=_sc_dpo_costs, state=_sc_dpo_state),
+    "safetydpo": LossSpec(safetydpo_loss, kinds=("harmful",)),
+}
+
+
+def get_loss(name: str) -> LossSpec:
+    """The registered loss ``name`` (callable as a :data:`LossFn`)."""
     if name not in LOSSES:
         raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}")
     return LOSSES[name]

@@ -255,7 +255,7 @@ def _train(cfg: TrainConfig, out: Path) -> dict:
     meta = {"fingerprint": fingerprint(cfg, len(pairs), global_batch, acc.mixed_precision)}
     prog, state = Progress(), LossState(lam=cfg.lambda_init)
     hardness = None
-    if cfg.loss == "sc-dpo" and cfg.focus_gamma > 0 and cfg.focus_signal == "pair":
+    if "pair_hardness" in loss_fn.state(cfg):
         from scdpo.train.focus import PairHardness
 
         hardness = PairHardness(len(pairs), acc.device, cfg.focus_ema)
