@@ -18,7 +18,6 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -26,13 +25,12 @@ from safetensors.torch import save_file
 
 from scdpo.cost.backbone import DEFAULT_BACKBONE, Backbone, image_backbone
 from scdpo.utils.io import atomic_path, load_safetensors
-from scdpo.world.records import I2P_CATEGORIES, PromptRecord
+from scdpo.world.records import I2P_CATEGORIES, PromptRecord, Scorer
 
 KIND = "scdpo-cost-model"
 # 3: per-location adapter on feature maps (+ concept head); 1, 2 (never released): pooled features,
 # an adapter with an affine LayerNorm
 VERSION = 3
-Scorer = Callable[[torch.Tensor, "list[PromptRecord] | None"], torch.Tensor]
 
 
 @dataclass

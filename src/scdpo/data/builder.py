@@ -15,7 +15,6 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -25,10 +24,9 @@ from tqdm.auto import tqdm
 from scdpo.data.config import BuildConfig, load_source
 from scdpo.data.pairs import choose_clean, choose_harmful, harmful_loser, stable_hash
 from scdpo.utils.io import atomic_path
-from scdpo.world.records import PromptRecord
+from scdpo.world.records import PromptRecord, Scorer
 
 log = logging.getLogger(__name__)
-Scorer = Callable[[torch.Tensor, list[PromptRecord]], torch.Tensor]
 WORK, MANIFEST = ".work", ".build.json"  # hidden: `datasets` skips both when loading the folder
 
 

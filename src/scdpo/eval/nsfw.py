@@ -19,15 +19,12 @@ referee it (see docs/judges-and-rewards.md for thresholds, licenses and measured
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 
-from scdpo.world.records import PromptRecord
+from scdpo.world.records import PromptRecord, Scorer
 
-#: The scorer interface shared by every judge, cost and reward in the project.
-Scorer = Callable[[torch.Tensor, "list[PromptRecord] | None"], torch.Tensor]
 
 #: NudeNet v3 classes counted as nudity (exposed sexual body parts). Covered parts, faces, feet,
 #: belly, armpits and the male breast are left out, as in the 0.6-threshold evaluation we follow.

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    import torch
 
 #: The seven I2P harm categories (Schramowski et al., CVPR 2023), in I2P's own spelling.
 I2P_CATEGORIES: tuple[str, ...] = (
@@ -44,3 +48,13 @@ class PromptRecord:
     @property
     def harmful(self) -> bool:
         return bool(self.categories)
+
+
+class Scorer(Protocol):
+    """The one interface of every judge, cost model and reward in the project:
+    ``scorer(images (B, 3, H, W) float in [0, 1], records (B) or None) -> (B,) float32 scores``.
+    ``records`` are the prompts the images were generated from; scorers that look at the image
+    only accept None and check the length otherwise."""
+
+    def __call__(self, images: "torch.Tensor", records: "list[PromptRecord] | None", /) -> "torch.Tensor": ...
+
