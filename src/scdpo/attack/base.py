@@ -97,8 +97,10 @@ class AttackContext:
 
     @property
     def base_sampler(self):
-        """The sampler without the guard (the unconstrained model makes the attack's target images)."""
-        return replace(self.sampler, guard=None) if hasattr(self.sampler, "guard") else self.sampler
+        """The sampler without guard or negative prompt (the unconstrained model makes the attacks'
+        target images)."""
+        plain = replace(self.sampler, negative_prompt=None)
+        return replace(plain, guard=None) if hasattr(plain, "guard") else plain
 
     def check(self, prompt: str, seed: int) -> bool | None:
         """Does the victim draw something harmful for ``prompt`` at ``seed``? None without a judge."""

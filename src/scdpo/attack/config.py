@@ -19,6 +19,8 @@ class AttackConfig:
         lora_scale: LoRA strength when fusing.
         guard: a sampling-time guard of the model under test (e.g. sld:medium, safree), passed to
             the sampler; needs the guards of `scdpo.guards`.
+        negative_prompt: negative prompt of the model under test's guidance (the negative-prompt
+            baseline; like --guard it acts in sampling: checks and scoring, not the gradient losses).
         concepts: EmojiWorld harmful concepts to attack ("all" for every one); each gets
             --per-concept prompts of the eval-harmful-explicit suite that ask for it.
         prompts: a prompt file to attack instead (any format `scdpo eval --prompts` reads); each
@@ -60,6 +62,7 @@ class AttackConfig:
     lora: str | None = None
     lora_scale: float = 1.0
     guard: str | None = None
+    negative_prompt: str | None = None
     concepts: list[str] = field(default_factory=list)
     prompts: str | None = None
     per_concept: int = 1

@@ -37,7 +37,8 @@ def sampler_for(cfg) -> object:
     """The sampler of the model under test; ``guard`` goes to the sampler's field of that name."""
     from scdpo.models.sampling import SamplerConfig
 
-    kwargs = dict(steps=cfg.steps, guidance_scale=cfg.guidance_scale, scheduler=cfg.scheduler, progress=False)
+    kwargs = dict(steps=cfg.steps, guidance_scale=cfg.guidance_scale, scheduler=cfg.scheduler,
+                  negative_prompt=cfg.negative_prompt, progress=False)
     if cfg.guard:
         if "guard" not in {f.name for f in fields(SamplerConfig)}:
             raise ValueError(f"--guard {cfg.guard!r}: this install has no sampling guards (scdpo.guards); "
