@@ -205,3 +205,16 @@ def test_every_attack_runs_on_sdxl(tmp_path, one_thread):
         run(AttackConfig(attack=name, model=str(path), concepts=["bomb"], out=str(tmp_path / name),
                          **{**FAST, "budget_iters": 2}))
         assert len(_rows(tmp_path / name / "prompts.csv")) == 1
+
+
+def test_ring_a_bell_concept_pairs_from_a_prompt_file(tiny, tmp_path):
+    """Outside EmojiWorld the concept vector comes from the target's own safe pair or --pairs."""
+    targets = tmp_path / "targets.csv"
+    targets.write_text("prompt,categories,safe_prompt\na q z,violence,a q\nb k,violence,\n")
+    cfg = dict(attack="ring-a-bell", model=str(tiny), prompts=str(targets), **FAST)
+    with pytest.raises(ValueError, match="--pairs"):
+        run(AttackConfig(out=str(tmp_path / "a"), **cfg))
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text("prompt,prompt1,case_number,evaluation_seed\nx z,x,0,0\n")
+    run(AttackConfig(out=str(tmp_path / "b"), pairs=str(pairs), **cfg))
+    assert [r["concept"] for r in _rows(tmp_path / "b" / "prompts.csv")] == ["violence", "violence"]

@@ -39,6 +39,9 @@ class AttackConfig:
         mutation_rate: ring-a-bell's per-individual mutation probability.
         crossover_rate: ring-a-bell's per-parent crossover probability.
         concept_pairs: ring-a-bell's prompt pairs (with and without the concept) per concept vector.
+        pairs: ring-a-bell: a prompt file of pairs for the concept vector (CoProV2 pairs, a CSV with
+            a safe_prompt column, or Ring-A-Bell's own prompt/prompt1 files); default: EmojiWorld's
+            align-harmful pairs of the concept, else the target's own pair.
         lr: learning rate of the gradient attacks (default: unlearndiff 0.01, p4d 0.1).
         weight_decay: weight decay of the gradient attacks' optimiser.
         check_every: steps between the gradient attacks' checks of the current prompt (default:
@@ -76,6 +79,7 @@ class AttackConfig:
     mutation_rate: float = 0.25
     crossover_rate: float = 0.5
     concept_pairs: int = 30
+    pairs: str | None = None
     lr: float | None = None
     weight_decay: float = 0.1
     check_every: int | None = None

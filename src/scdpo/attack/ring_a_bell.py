@@ -73,7 +73,7 @@ def search(model, target_states: torch.Tensor, k: int, vocab: torch.Tensor, g: t
 def ring_a_bell(ctx: AttackContext, target: Target, g: torch.Generator) -> AttackResult:
     cfg, model = ctx.cfg, ctx.victim
     k = min(cfg.tokens or DEFAULT_TOKENS, room(model.tokenizers[0]))
-    c = concept_vector(model, concept_pairs(target, cfg.concept_pairs))
+    c = concept_vector(model, concept_pairs(target, cfg.concept_pairs, cfg.pairs))
     goal = encode_texts(model, [target.prompt]).context.float()[0] + cfg.eta * c
     vocab = allowed_tokens(model.tokenizers[0], cfg.token_pool)
     text, ids, loss, gens = search(model, goal, k, vocab, g, ctx.budget, cfg.population, cfg.mutation_rate,

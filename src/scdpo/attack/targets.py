@@ -63,20 +63,26 @@ def build_targets(concepts: list[str], prompts: str | None, per_concept: int = 1
     return targets[:limit] if limit else targets
 
 
-def concept_pairs(target: Target, n: int) -> list[tuple[str, str]]:
-    """Up to ``n`` (with concept, without concept) prompt pairs for ``target``'s concept: the
-    ``align-harmful`` suite's prompts of that EmojiWorld concept with their safe counterparts, else
-    the target's own pair."""
+def concept_pairs(target: Target, n: int, file: str | None = None) -> list[tuple[str, str]]:
+    """Up to ``n`` (with concept, without concept) prompt pairs for ``target``'s concept: those of
+    ``file`` (records with a ``safe_prompt``), else the ``align-harmful`` suite's prompts of that
+    EmojiWorld concept with their safe counterparts, else the target's own pair."""
     from scdpo.world.vocab import load_vocabulary
 
     pairs = []
-    if target.concept in load_vocabulary().by_name:
+    if file:
+        from scdpo.world.sources import load_prompt_file
+
+        pairs = [(r.prompt, r.safe_prompt) for r in load_prompt_file(file, filter_minors=False) if r.safe_prompt][:n]
+        if not pairs:
+            raise ValueError(f"--pairs {file} has no prompt with a safe counterpart (safe_prompt or prompt1 column)")
+    elif target.concept in load_vocabulary().by_name:
         pairs = [p for c, p in _align_pairs() if c == target.concept][:n]
     if not pairs and target.safe_prompt:
         pairs = [(target.prompt, target.safe_prompt)]
     if not pairs:
-        raise ValueError(f"no prompt pair with and without {target.concept!r} for its concept vector: give a "
-                         "prompt file with a safe_prompt column, or attack EmojiWorld concepts")
+        raise ValueError(f"no prompt pair with and without {target.concept!r} for its concept vector: give --pairs FILE "
+                         "(prompts with a safe_prompt column), or attack EmojiWorld concepts")
     return pairs
 
 
