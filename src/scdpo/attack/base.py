@@ -60,13 +60,17 @@ class AttackResult:
 
 @dataclass
 class Budget:
-    """Per-target budget: ``iters`` iterations (the attack's own unit) and ``seconds`` of wall clock."""
+    """Per-target budget: ``iters`` iterations (the attack's own unit) and ``seconds`` of wall clock.
+    Attacks ask ``over(done)`` after each iteration, which also advances ``bar`` (a tqdm bar) if any."""
 
     iters: int
     seconds: float | None = None
     start: float = field(default_factory=time.monotonic)
+    bar: object = None
 
     def over(self, done: int) -> bool:
+        if self.bar is not None and done > self.bar.n:
+            self.bar.update(done - self.bar.n)
         return done >= self.iters or (self.seconds is not None and time.monotonic() - self.start >= self.seconds)
 
 

@@ -119,9 +119,12 @@ def run(cfg: AttackConfig, attack_fn=None) -> Path:
             if i < len(state["results"]):
                 continue
             g = torch.Generator().manual_seed(target_seed(cfg.seed, i))
-            ctx.budget = Budget(cfg.budget_iters or DEFAULT_ITERS[cfg.attack], cfg.budget_seconds)
+            iters = cfg.budget_iters or DEFAULT_ITERS[cfg.attack]
+            inner = tqdm(total=iters, desc=f"target {i + 1}", unit="it", leave=False)
+            ctx.budget = Budget(iters, cfg.budget_seconds, bar=inner)
             t0 = time.monotonic()
             res = fn(ctx, target, g)
+            inner.close()
             state["results"].append({**asdict(res), "attack": cfg.attack, "concept": target.concept,
                                      "categories": list(target.categories), "seed": target.seed,
                                      "source_prompt": target.prompt,
