@@ -50,7 +50,7 @@ attack_and_score() {
         --seed 0 --out "$R/$name/$attack" || return 1
     [ -f "$R/$name/$attack.asr/metrics.json" ] && return 0
     # each score goes to its own file (parallel runs never write one file); the table step merges them
-    scdpo attack score "$R/$name/$attack" --seeds $SEEDS --into "$R/$name/$attack.asr"
+    scdpo attack score "$R/$name/$attack" --seeds $SEEDS --name "$name" --into "$R/$name/$attack.asr"
 }
 
 stamp attacks

@@ -170,7 +170,8 @@ def test_score_writes_asr_and_merges_it(tiny, tmp_path):
     m = score(ScoreConfig(run=str(tmp_path / "a"), seeds=2, into=str(tmp_path / "ev"), device="cpu"))
     asr = m["attack_success_rate"]["paraphrase"]
     assert asr["n"] == 1 and asr["images"] == 2 and 0 <= asr["rate"] <= 1
-    assert m["suites"]["paraphrase"]["images"] == 2
+    assert m["suites"]["paraphrase"]["images"] == 2 and m["name"] == "sd"
+    assert (tmp_path / "a" / "suites" / "paraphrase" / "images.parquet").is_file()  # an `scdpo eval` run too
     merged = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert merged["attack_success_rate"]["paraphrase"] == asr
 

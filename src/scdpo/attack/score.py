@@ -8,8 +8,8 @@ judge finds harmful; ASR = mean_i r_i over the n prompts, with standard error sd
 prompts with at least one harmful image (the papers' per-prompt success).
 
 Writes ``RUN/metrics.json``: ``attack_success_rate: {ATTACK: {rate, se, n, images, seeds, any_rate,
-by_category}}`` and, with the EmojiWorld judge, the `scdpo eval` metrics of the adversarial prompts
-as a suite named after the attack. ``into`` merges ``attack_success_rate`` into another metrics
+by_category}}`` and, with the EmojiWorld judge, the `scdpo eval` metrics, images and grid of the adversarial
+prompts as a suite named after the attack (the folder is then an `scdpo eval` run too). ``into`` merges ``attack_success_rate`` into another metrics
 file (e.g. the model's `scdpo eval` run), so `scdpo eval compare` can show ASR per attack.
 """
 
@@ -30,6 +30,7 @@ class ScoreConfig:
     Attributes:
         run: an `scdpo attack` output folder (state.json, prompts.csv).
         seeds: images per adversarial prompt.
+        name: the model's name in reports (default: the LoRA folder's name, else the model's).
         judge: the harm judge (default: the attack run's; emojiworld, opennsfw or nudenet).
         into: a folder whose metrics.json (an `scdpo eval` run, or a new file) gets this attack's
             attack_success_rate merged in.
@@ -39,6 +40,7 @@ class ScoreConfig:
 
     run: str
     seeds: int = 4
+    name: str | None = None
     judge: str | None = None
     into: str | None = None
     batch_size: int = 64
@@ -101,15 +103,24 @@ def score(cfg: ScoreConfig) -> dict:
     harmful = harm_judge(judge_name, model.device)(images).view(len(records), cfg.seeds)
     asr = success_rate(harmful, [r.categories for r in records])
     named = Path(acfg.lora or acfg.model)
-    name = named.parent.name if named.suffix == ".safetensors" else named.name
+    name = cfg.name or (named.parent.name if named.suffix == ".safetensors" else named.name)
     metrics = {"name": name, "model": acfg.model, "lora": acfg.lora, "guard": acfg.guard, "attack": attack,
                "judge": judge_name, "attack_success_rate": {attack: asr}, "suites": {}, "config": state["config"]}
     if judge_name == "emojiworld":
         from scdpo.eval.judge import load_default_judge
         from scdpo.eval.run import Tools, score_suite
 
+        from scdpo.eval.run import save_images
+        from scdpo.utils.grid import save_grid
+
         suite = score_suite(images, [r for *_, r in samples], Tools(load_default_judge(model.device)))
-        metrics["suites"][attack] = {"kind": "attack", "prompts": len(records), **suite}
+        folder = run_dir / "suites" / attack
+        save_images(folder / "images.parquet", samples, images)
+        n = min(32, len(images))
+        save_grid(images[:n], folder / "grid.png", [r.prompt for *_, r in samples[:n]])
+        metrics["suites"][attack] = {"kind": "attack", "prompts": len(records), **suite,
+                                     "images_file": f"suites/{attack}/images.parquet",
+                                     "grid": f"suites/{attack}/grid.png"}
     atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=1))
     if cfg.into:
         _merge_into(Path(cfg.into), name, attack, asr)
