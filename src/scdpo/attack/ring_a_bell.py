@@ -19,7 +19,7 @@ import torch
 
 from scdpo.attack.base import AttackContext, AttackResult, Target, register
 from scdpo.attack.targets import concept_pairs
-from scdpo.attack.text import allowed_tokens, decode, encode_texts, room
+from scdpo.attack.text import allowed_tokens, build_ids, check_shared_vocab, decode, encode_ids, encode_texts, room
 
 DEFAULT_GENERATIONS = 3000
 DEFAULT_TOKENS = 16
@@ -32,25 +32,28 @@ def concept_vector(model, pairs: list[tuple[str, str]]) -> torch.Tensor:
     return (with_c - without).mean(0)
 
 
-def _fitness(model, tokenizer, population: torch.Tensor, vocab: torch.Tensor, target: torch.Tensor):
-    texts = [decode(tokenizer, vocab[row]) for row in population]
-    states = encode_texts(model, texts).context.float()
-    return ((states - target) ** 2).sum((1, 2)).cpu(), texts
+def _fitness(model, population: torch.Tensor, vocab: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    # the token ids are encoded directly, as the authors do: no tokenizer in the loop
+    ids = [torch.stack([build_ids(tok, vocab[row].tolist()) for row in population]) for tok in model.tokenizers]
+    with torch.no_grad():
+        states = encode_ids(model, ids).context.float()
+    return ((states - target) ** 2).sum((1, 2)).cpu()
 
 
 def search(model, target_states: torch.Tensor, k: int, vocab: torch.Tensor, g: torch.Generator, budget,
            population: int, mutation_rate: float, crossover_rate: float):
     """The genetic search of ``k`` tokens (indices into ``vocab``) whose encoding matches
     ``target_states``. Returns (best text, best token ids, best loss, generations run)."""
-    tok = model.tokenizers[0]
+    check_shared_vocab(model)
     pop = torch.randint(len(vocab), (population, k), generator=g)
     best = (float("inf"), None, None)
     gen = 0
     while gen == 0 or not budget.over(gen):  # at least one generation
-        loss, texts = _fitness(model, tok, pop, vocab, target_states)
+        loss = _fitness(model, pop, vocab, target_states)
         order = torch.argsort(loss, stable=True)
         if loss[order[0]] < best[0]:
-            best = (float(loss[order[0]]), texts[order[0]], vocab[pop[order[0]]].tolist())
+            ids = vocab[pop[order[0]]]
+            best = (float(loss[order[0]]), decode(model.tokenizers[0], ids), ids.tolist())
         parents = pop[order[:max(population // 2, 1)]]
         gen += 1
         children = []

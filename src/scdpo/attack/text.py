@@ -31,7 +31,7 @@ class Layout:
 def check_shared_vocab(model) -> None:
     if len(model.tokenizers) > 1 and model.tokenizers[0].get_vocab() != model.tokenizers[1].get_vocab():
         raise ValueError("this model's text encoders use different vocabularies; token-level attacks need one "
-                         "(use the ring-a-bell or paraphrase attack, which work on text)")
+                         "(use the paraphrase attack, which works on text)")
 
 
 def content_ids(tokenizer, text: str) -> list[int]:
