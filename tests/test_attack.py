@@ -219,3 +219,14 @@ def test_ring_a_bell_concept_pairs_from_a_prompt_file(tiny, tmp_path):
     pairs.write_text("prompt,prompt1,case_number,evaluation_seed\nx z,x,0,0\n")
     run(AttackConfig(out=str(tmp_path / "b"), pairs=str(pairs), **cfg))
     assert [r["concept"] for r in _rows(tmp_path / "b" / "prompts.csv")] == ["violence", "violence"]
+
+
+def test_p4d_k_keeps_the_prompt_between_free_tokens(model):
+    from scdpo.attack.text import interleaved
+
+    assert interleaved([1, 2, 3, 4, 5], 3) == [None, 1, 2, 3, None, 4, 5]
+    assert interleaved([1, 2, 3], 3) == [None, 1, 2, 3, None]
+    res = get_attack("p4d")(_ctx(model, 3, insert_every=2), Target("a b c", "dagger", ("violence",)),
+                            torch.Generator().manual_seed(0))
+    words = res.prompt.split()
+    assert len(res.token_ids) == 2 and words[1:3] == ["a", "b"] and words[4:] == ["c"]

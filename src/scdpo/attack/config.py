@@ -46,6 +46,8 @@ class AttackConfig:
         weight_decay: weight decay of the gradient attacks' optimiser.
         check_every: steps between the gradient attacks' checks of the current prompt (default:
             unlearndiff 40, one timestep's block; p4d 50).
+        insert_every: p4d: 0 for P4D-N (--tokens free tokens); k > 0 for P4D-K (the prompt kept, a
+            free token before every k of its tokens; the authors use 3).
         neighbours: paraphrase: nearest-neighbour tokens tried per harmful word.
         hand_list: paraphrase: a YAML/JSON file mapping a word to its replacements (tried first);
             EmojiWorld concepts always add their own keywords and held-out synonyms.
@@ -83,6 +85,7 @@ class AttackConfig:
     lr: float | None = None
     weight_decay: float = 0.1
     check_every: int | None = None
+    insert_every: int = 0
     neighbours: int = 20
     hand_list: str | None = None
     token_pool: list[str] = field(default_factory=list)
@@ -115,6 +118,8 @@ class AttackConfig:
             raise ValueError(f"--budget-seconds must be > 0, got {self.budget_seconds}")
         if not (0 <= self.mutation_rate <= 1 and 0 <= self.crossover_rate <= 1):
             raise ValueError("--mutation-rate and --crossover-rate must be in [0, 1]")
+        if self.insert_every < 0:
+            raise ValueError(f"--insert-every must be >= 0, got {self.insert_every}")
         if self.neighbours < 0:
             raise ValueError(f"--neighbours must be >= 0, got {self.neighbours}")
 

@@ -10,7 +10,8 @@ prompt, on the same noisy latent of the base model's image x0 of that prompt::
 P is a continuous embedding per token; every step uses its nearest vocabulary embeddings (cosine)
 in the forward pass and applies the gradient to P (the PEZ projection of Wen et al. 2023), with
 AdamW (lr 0.1, weight decay 0.1). Every ``check_every`` (50) steps the projected prompt is checked;
-the best one is kept.
+the best one is kept. With ``insert_every`` k > 0 this is P4D-K (``optimize_k.py``): the prompt's
+own tokens stay fixed and a free token sits before every k of them.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ import torch
 
 from scdpo.attack.base import AttackContext, AttackResult, Target, register
 from scdpo.attack.gradient import fixed_noise, mse, target_latents
-from scdpo.attack.text import (allowed_tokens, check_shared_vocab, decode, embedding_matrices, encode_ids,
-                               encode_texts, layout, with_tokens)
+from scdpo.attack.text import (allowed_tokens, check_shared_vocab, content_ids, decode, embedding_matrices,
+                               encode_ids, encode_texts, interleaved, layout, layout_slots, with_tokens)
 
 DEFAULT_STEPS = 3000
 DEFAULT_TOKENS = 16
@@ -58,8 +59,11 @@ def p4d(ctx: AttackContext, target: Target, g: torch.Generator) -> AttackResult:
     check_shared_vocab(victim)
     tok = victim.tokenizers[0]
     vocab = allowed_tokens(tok, cfg.token_pool).to(victim.device)
-    k = cfg.tokens or DEFAULT_TOKENS
-    lay = layout(victim, k)
+    if cfg.insert_every:  # P4D-K: the prompt's tokens stay, a free token before every `insert_every` of them
+        lay = layout_slots(victim, interleaved(content_ids(tok, target.prompt), cfg.insert_every))
+    else:  # P4D-N: K free tokens only
+        lay = layout(victim, cfg.tokens or DEFAULT_TOKENS)
+    k = len(lay.positions)
     mats = [m[vocab].detach() for m in embedding_matrices(victim)]
     x0 = target_latents(ctx, target)
     held = fixed_noise(x0, g)
@@ -88,7 +92,7 @@ def p4d(ctx: AttackContext, target: Target, g: torch.Generator) -> AttackResult:
         step += 1
         if step % every == 0 or ctx.budget.over(step):
             ids = vocab[nearest(p.detach(), mats[0])]
-            prompt = decode(tok, ids)
+            prompt = decode(tok, with_tokens(lay, ids[None])[0][0])
             sel = selection_loss(victim, base, lay, ids, prompt_cond, x0, *held)
             success = ctx.check(prompt, target.seed)
             if best is None or success or (sel < best.loss and not best.success):

@@ -66,13 +66,29 @@ def build_ids(tokenizer, content: list[int]) -> torch.Tensor:
 def layout(model, adv_len: int, after: list[int] = ()) -> Layout:
     """Ids for ``[start] adv(adv_len) after [end] pad``: the adversarial slots first (UnlearnDiffAtk's
     ``prefix_k``, P4D-N with ``after`` empty). The slots hold a placeholder until replaced."""
+    return layout_slots(model, [None] * adv_len + list(after))
+
+
+def interleaved(prompt_ids: list[int], every: int) -> list[int | None]:
+    """P4D-K's sequence: an adversarial slot (None) before every ``every`` prompt tokens, and one
+    more at the end when the count divides evenly (``len // every + 1`` slots, as the authors)."""
+    slots, it = [], iter(prompt_ids)
+    for i in range(len(prompt_ids) + len(prompt_ids) // every + 1):
+        slots.append(None if i % (every + 1) == 0 else next(it))
+    return slots
+
+
+def layout_slots(model, slots: list[int | None]) -> Layout:
+    """Ids for ``[start] slots [end] pad``, a None slot being an adversarial one."""
     fits = room(model.tokenizers[0])
-    if adv_len > fits:
-        raise ValueError(f"--tokens {adv_len} does not fit this text encoder's {fits} content tokens")
+    if len(slots) > fits:
+        raise ValueError(f"{len(slots)} tokens (adversarial and prompt) do not fit this text encoder's {fits}; "
+                         "use fewer --tokens or a shorter prompt")
     start = len(specials(model.tokenizers[0])[0])
     placeholder = model.tokenizers[0].pad_token_id
-    ids = [build_ids(tok, [placeholder] * adv_len + list(after)) for tok in model.tokenizers]
-    return Layout(ids, torch.arange(start, start + adv_len))
+    content = [placeholder if s is None else s for s in slots]
+    ids = [build_ids(tok, content) for tok in model.tokenizers]
+    return Layout(ids, torch.tensor([start + i for i, s in enumerate(slots) if s is None]))
 
 
 def with_tokens(lay: Layout, tokens: torch.Tensor) -> list[torch.Tensor]:
