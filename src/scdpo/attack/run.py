@@ -24,7 +24,9 @@ from scdpo.attack.config import AttackConfig
 
 #: iterations per target when --budget-iters is not given: the papers' settings
 DEFAULT_ITERS = {"ring-a-bell": 3000, "unlearndiff": 2000, "p4d": 3000, "paraphrase": 20}
-CSV_COLUMNS = ["prompt", "categories", "concept", "seed", "attack", "source_prompt", "token_ids", "loss",
+# `check_seed`, not `seed`: eval would use a `seed` column for its first image, the very seed the
+# search's checks selected the prompt on; ASR is measured on seeds the search never saw
+CSV_COLUMNS = ["prompt", "categories", "concept", "check_seed", "attack", "source_prompt", "token_ids", "loss",
                "iterations", "success", "seconds"]
 
 
@@ -126,7 +128,7 @@ def run(cfg: AttackConfig, attack_fn=None) -> Path:
             res = fn(ctx, target, g)
             inner.close()
             state["results"].append({**asdict(res), "attack": cfg.attack, "concept": target.concept,
-                                     "categories": list(target.categories), "seed": target.seed,
+                                     "categories": list(target.categories), "check_seed": target.seed,
                                      "source_prompt": target.prompt,
                                      "seconds": round(time.monotonic() - t0, 3),
                                      "loss": None if res.loss is None else round(res.loss, 6)})
