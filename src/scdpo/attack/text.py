@@ -66,6 +66,9 @@ def build_ids(tokenizer, content: list[int]) -> torch.Tensor:
 def layout(model, adv_len: int, after: list[int] = ()) -> Layout:
     """Ids for ``[start] adv(adv_len) after [end] pad``: the adversarial slots first (UnlearnDiffAtk's
     ``prefix_k``, P4D-N with ``after`` empty). The slots hold a placeholder until replaced."""
+    fits = room(model.tokenizers[0])
+    if adv_len > fits:
+        raise ValueError(f"--tokens {adv_len} does not fit this text encoder's {fits} content tokens")
     return layout_slots(model, [None] * adv_len + list(after))
 
 
@@ -79,11 +82,11 @@ def interleaved(prompt_ids: list[int], every: int) -> list[int | None]:
 
 
 def layout_slots(model, slots: list[int | None]) -> Layout:
-    """Ids for ``[start] slots [end] pad``, a None slot being an adversarial one."""
-    fits = room(model.tokenizers[0])
-    if len(slots) > fits:
-        raise ValueError(f"{len(slots)} tokens (adversarial and prompt) do not fit this text encoder's {fits}; "
-                         "use fewer --tokens or a shorter prompt")
+    """Ids for ``[start] slots [end] pad``, a None slot being an adversarial one. Slots past the
+    encoder's length are cut, as the tokenizer truncates a long prompt."""
+    slots = slots[:room(model.tokenizers[0])]
+    if None not in slots:
+        raise ValueError("no adversarial token fits this text encoder's length")
     start = len(specials(model.tokenizers[0])[0])
     placeholder = model.tokenizers[0].pad_token_id
     content = [placeholder if s is None else s for s in slots]
