@@ -16,6 +16,7 @@ from scdpo import __version__
 
 def build_parser() -> argparse.ArgumentParser:
     from scdpo import demo
+    from scdpo.attack import commands as attack_cmd
     from scdpo.cost import commands as cost_cmd
     from scdpo.data import commands as data_cmd
     from scdpo.eval import commands as eval_cmd
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     cost_cmd.register(sub)
     data_cmd.register(sub)
     eval_cmd.register(sub)
+    attack_cmd.register(sub)
     demo.register(sub)
     return parser
 
