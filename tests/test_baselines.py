@@ -111,3 +111,30 @@ def test_cli(paths, tmp_path, capsys):
     T2IModel.from_pretrained(paths["sdxl"], device="cpu").load_lora(tmp_path / "esd")
     assert main(["baseline", "esd", "--model", str(paths["clip"]), "--variant", "z", "--out", str(tmp_path)]) == 2
     assert "--variant" in capsys.readouterr().err
+
+
+def test_esd_resumes_exactly(paths, tmp_path, monkeypatch):
+    """A run killed after its checkpoint and rerun ends with the LoRA of an uninterrupted run."""
+    import scdpo.baselines.state as state
+    from scdpo.train.model import lora_state_dict
+
+    cfg = ESDConfig(model="-", out="-", iterations=4, batch_size=2, ddim_steps=3, lr=1e-2, rank=2, progress=False,
+                    checkpoint_every=2)
+    whole = load(paths, "minilm")
+    losses = train_esd(whole, ERASE, cfg, resume_dir=tmp_path / "whole")
+    saved = state.save_state
+
+    def save_then_die(*args, **kwargs):
+        saved(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(state, "save_state", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train_esd(load(paths, "minilm"), ERASE, cfg, resume_dir=tmp_path / "killed")
+    monkeypatch.setattr(state, "save_state", saved)
+    resumed = load(paths, "minilm")
+    assert train_esd(resumed, ERASE, cfg, resume_dir=tmp_path / "killed") == losses
+    a, b = lora_state_dict(whole.unet), lora_state_dict(resumed.unet)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ValueError, match="other settings"):
+        train_esd(load(paths, "minilm"), ["blood"], cfg, resume_dir=tmp_path / "killed")

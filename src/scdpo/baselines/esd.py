@@ -50,6 +50,8 @@ class ESDConfig:
         device: torch device (default: cuda if available, else cpu).
         bf16: keep the frozen model in bfloat16 (the LoRA trains in float32).
         progress: show a progress bar.
+        checkpoint_every: save the resumable state (``OUT/.esd-state``) every N steps; a rerun with
+            the same settings continues from it and ends with the same LoRA. 0: never.
     """
 
     model: str
@@ -67,13 +69,16 @@ class ESDConfig:
     device: str | None = None
     bf16: bool = False
     progress: bool = True
+    checkpoint_every: int = 100
 
     def __post_init__(self):
         self.variant = self.variant.lower().removeprefix("esd-")
         if self.variant not in VARIANTS:
             raise ValueError(f"--variant must be x (cross-attention) or u (the rest), got {self.variant!r}")
-        if min(self.iterations, self.batch_size, self.rank, self.ddim_steps) < 1 or self.lr <= 0:
-            raise ValueError("--iterations, --batch-size, --rank and --ddim-steps must be >= 1 and --lr > 0")
+        if min(self.iterations, self.batch_size, self.rank, self.ddim_steps) < 1 or self.lr <= 0 \
+                or self.checkpoint_every < 0:
+            raise ValueError("--iterations, --batch-size, --rank and --ddim-steps must be >= 1, --lr > 0 and "
+                             "--checkpoint-every >= 0")
         split_concepts(self.concepts)
 
 
@@ -105,8 +110,10 @@ def draw_xt(model, cond, uncond, noise, scheduler, till: int, guidance: float) -
     return latents
 
 
-def train_esd(model, concepts: list[str], cfg: ESDConfig) -> list[float]:
-    """Add the LoRA of ESD-``cfg.variant`` to ``model.unet`` and train it; returns the losses."""
+def train_esd(model, concepts: list[str], cfg: ESDConfig, resume_dir: str | Path | None = None) -> list[float]:
+    """Add the LoRA of ESD-``cfg.variant`` to ``model.unet`` and train it; returns the losses.
+    With ``resume_dir``, its saved state is loaded first and saved every ``cfg.checkpoint_every`` steps."""
+    from scdpo.baselines.state import load_state, save_state
     from scdpo.models.sampling import make_scheduler
     from scdpo.train.model import Reference, add_lora
 
@@ -118,11 +125,17 @@ def train_esd(model, concepts: list[str], cfg: ESDConfig) -> list[float]:
     params = [p for p in unet.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=cfg.lr)
     rng = random.Random(cfg.seed)
+    settings = {**asdict(cfg), "concepts": concepts, "out": None, "device": None, "progress": None}
+    losses, first = [], 0
+    loaded = load_state(resume_dir, settings, params, optimizer) if resume_dir is not None else None
+    if loaded is not None:
+        first, state, losses = loaded
+        rng.setstate((state[0], tuple(state[1]), state[2]))
     scheduler = make_scheduler("ddim", model.scheduler_config)
     scheduler.set_timesteps(cfg.ddim_steps, device=model.device)
     res = model.resolution // model.vae_scale_factor
-    losses = []
-    for _ in tqdm(range(cfg.iterations), desc=f"ESD-{cfg.variant}", unit="step", disable=not cfg.progress):
+    for step in tqdm(range(first, cfg.iterations), desc=f"ESD-{cfg.variant}", unit="step", initial=first,
+                     total=cfg.iterations, disable=not cfg.progress):
         prompts = [rng.choice(concepts) for _ in range(cfg.batch_size)]
         till = rng.randrange(cfg.ddim_steps)
         noise = torch.stack([torch.randn((model.latent_channels, res, res),
@@ -140,11 +153,15 @@ def train_esd(model, concepts: list[str], cfg: ESDConfig) -> list[float]:
         losses.append(loss.item())
         if not math.isfinite(losses[-1]):
             raise ValueError(f"ESD loss is {losses[-1]} at step {len(losses)}; lower --lr")
+        if resume_dir is not None and cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 \
+                and step + 1 < cfg.iterations:
+            save_state(resume_dir, settings, step + 1, params, optimizer, rng.getstate(), losses)
     unet.eval()
     return losses
 
 
 def run(cfg: ESDConfig) -> Path:
+    from scdpo.baselines.state import clear_state
     from scdpo.guards.base import default_concepts
     from scdpo.models.t2i import T2IModel
     from scdpo.train.model import save_lora
@@ -153,8 +170,9 @@ def run(cfg: ESDConfig) -> Path:
     model = T2IModel.from_pretrained(cfg.model, device=cfg.device,
                                      dtype=torch.bfloat16 if cfg.bf16 else torch.float32)
     concepts = split_concepts(cfg.concepts) or default_concepts(model)
-    losses = train_esd(model, concepts, cfg)
+    losses = train_esd(model, concepts, cfg, resume_dir=cfg.out)
     path = save_lora(model.unet, cfg.out, model.family)
+    clear_state(cfg.out)
     tail = losses[-max(1, len(losses) // 10):]
     write_record(cfg.out, {"method": f"esd-{cfg.variant}", "settings": asdict(cfg), "concepts": concepts,
                            "loss_first": losses[0], "loss_last_tenth": sum(tail) / len(tail),
