@@ -128,3 +128,23 @@ def test_safree_sampling(models, name):
     torch.testing.assert_close(m.sample(PROMPTS, SEEDS, SamplerConfig(guard=every, **FAST)), guarded)
     filtered = m.sample(PROMPTS, SEEDS, SamplerConfig(guard="safree", **FAST))
     assert filtered.shape == plain.shape and torch.isfinite(filtered).all()
+
+
+def test_configs_take_the_guard(tmp_path):
+    """generate, eval and data build carry --guard to the sampler and reject a bad one before loading a model."""
+    from scdpo.cli import main
+    from scdpo.data.config import BuildConfig
+    from scdpo.eval.run import EvalConfig
+    from scdpo.models.generate import GenerateConfig
+
+    for cfg in (lambda g: GenerateConfig(model="m", out="o", suite="eval-clean", guard=g),
+                lambda g: EvalConfig(model="m", guard=g),
+                lambda g: BuildConfig(model="m", cost_model="c", reward="emojiworld", out="o", clean="x", guard=g)):
+        assert cfg("sld:weak").guard == "sld:weak"
+        with pytest.raises(ValueError, match="unknown guard"):
+            cfg("sdl")
+    build = dict(model="m", cost_model="c", reward="emojiworld", out="o", clean="x")
+    assert "guard" not in BuildConfig(**build).settings()  # builds made before guards still resume
+    assert BuildConfig(**build, guard="safree").settings()["guard"] == "safree"
+    assert main(["generate", "--model", "emojiworld", "--suite", "eval-clean", "--out", str(tmp_path),
+                 "--guard", "sld:huge"]) == 2

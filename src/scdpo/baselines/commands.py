@@ -27,11 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("baseline", help="concept-erasure baselines (ESD, UCE) written as diffusers LoRAs; "
                                         "the inference-time ones are --guard sld:... / safree")
     inner = p.add_subparsers(dest="baseline_command", required=True, metavar="METHOD")
-    e = inner.add_parser("esd", help="ESD-x / ESD-u: fine-tune a LoRA against negative guidance on the concepts",
-                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    e = inner.add_parser("esd", help="ESD-x / ESD-u: fine-tune a LoRA against negative guidance on the concepts")
     add_dataclass_args(e, ESDConfig)
     e.set_defaults(func=_esd)
-    u = inner.add_parser("uce", help="UCE: closed-form edit of the cross-attention keys and values (seconds)",
-                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    u = inner.add_parser("uce", help="UCE: closed-form edit of the cross-attention keys and values (seconds)")
     add_dataclass_args(u, UCEConfig)
     u.set_defaults(func=_uce)
