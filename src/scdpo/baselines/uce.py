@@ -130,13 +130,15 @@ def run(cfg: UCEConfig) -> Path:
     preserve = ([] if (cfg.preserve or "").strip().lower() == "none" else split_concepts(cfg.preserve)) \
         if cfg.preserve is not None else safe_concepts(model)
     preserve = [p for p in preserve if p not in concepts]
+    loaded = time.time()
     edits = uce_edit(model, concepts, guides, preserve, cfg.erase_scale, cfg.preserve_scale, cfg.lamb)
+    edit_seconds = time.time() - loaded
     rank = min(len(concepts), *(min(w.shape) for w in edits.values()))
     delta_to_lora(model.unet, edits, rank)
     path = save_lora(model.unet, cfg.out, model.family)
     write_record(cfg.out, {"method": "uce", "settings": asdict(cfg), "concepts": concepts, "guides": guides,
                            "preserve": preserve, "rank": rank, "modules": len(edits),
-                           "seconds": round(time.time() - start, 2)})
+                           "seconds": round(time.time() - start, 2), "edit_seconds": round(edit_seconds, 3)})
     print(f"UCE: edited {len(edits)} projections for {len(concepts)} concepts ({len(preserve)} preserved) "
-          f"in {time.time() - start:.1f} s; LoRA of rank {rank} in {path}")
+          f"in {edit_seconds:.2f} s ({time.time() - start:.1f} s with loading); LoRA of rank {rank} in {path}")
     return path

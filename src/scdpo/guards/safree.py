@@ -63,16 +63,15 @@ class Safree(Guard):
                 steps: int) -> tuple[torch.Tensor, int]:
         """The prompt's projected context (T, D) and the last step index that uses it."""
         words = prompt.split()
-        spans = word_token_spans(model, words, context.shape[0])
-        e = context.float()
         if len(words) < 2:  # nothing to compare a word's removal with
             return context, -1
+        spans, e = word_token_spans(model, words, context.shape[0]), context.float()
         masked = pooled(model, [" ".join(words[:j] + words[j + 1:]) for j in range(len(words))])
         dist = orthogonal(masked, concept_basis).norm(dim=1)
         n = len(words)
         mean_others = (dist.sum() - dist) / (n - 1)
         trigger = dist >= (1 + self.alpha) * mean_others
-        safe_e = orthogonal(project(e, masked), concept_basis)  # (I - P_C) P_M e for every token
+        safe_e = orthogonal(project_rows(e, masked), concept_basis)  # (I - P_C) P_M e for every token
         keep = torch.ones(e.shape[0], dtype=torch.bool)
         for j, (a, z) in enumerate(spans):
             if trigger[j]:
@@ -90,7 +89,7 @@ def _sigmoid(x: float) -> float:
     return 1 / (1 + math.exp(-x))
 
 
-def project(x: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+def project_rows(x: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
     """Rows of ``x`` projected onto the span of the rows of ``basis``: x B^T (B B^T)^+ B."""
     b = basis.float()
     return x @ b.T @ torch.linalg.pinv(b @ b.T) @ b
@@ -98,7 +97,7 @@ def project(x: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
 
 def orthogonal(x: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
     """(I - P_B) x for the rows of ``x``."""
-    return x - project(x, basis)
+    return x - project_rows(x, basis)
 
 
 def real_token_mask(model, prompts: list[str], length: int) -> torch.Tensor:
