@@ -32,6 +32,7 @@ sld-medium|guard sld:medium
 sld-strong|guard sld:strong
 sld-max|guard sld:max
 safree|guard safree
+safree-no-svf|guard safree:svf=false
 "}
 mkdir -p "$R/logs"
 has() { case " $STAGES " in *" $1 "*) return 0;; esac; return 1; }
