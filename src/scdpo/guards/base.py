@@ -112,7 +112,8 @@ def parse_options(options: list[str], presets: dict[str, dict], fields: dict[str
         if key not in fields:
             raise ValueError(f"unknown {guard} option {key!r}; known: {', '.join(fields)}")
         try:
-            out[key] = (value.strip().lower() in ("1", "true", "yes", "on")) if fields[key] is bool else fields[key](value)
+            flag = value.strip().lower() in ("1", "true", "yes", "on")
+            out[key] = flag if fields[key] is bool else fields[key](value)
         except ValueError as err:
             raise ValueError(f"{guard} option {opt!r}: {err}") from err
     return out
