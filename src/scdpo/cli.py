@@ -14,8 +14,8 @@ from scdpo import __version__
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from scdpo import demo
     from scdpo.baselines import commands as baseline_cmd
+    from scdpo import demo
     from scdpo.cost import commands as cost_cmd
     from scdpo.data import commands as data_cmd
     from scdpo.eval import commands as eval_cmd
@@ -30,10 +30,10 @@ def build_parser() -> argparse.ArgumentParser:
     world_cmd.register(sub)
     models_cmd.register(sub)
     train_cmd.register(sub)
+    baseline_cmd.register(sub)
     cost_cmd.register(sub)
     data_cmd.register(sub)
     eval_cmd.register(sub)
-    baseline_cmd.register(sub)
     demo.register(sub)
     return parser
 

@@ -88,6 +88,9 @@ class EvalConfig:
 
         if not self.model:
             raise ValueError("give the model to evaluate with --model (a diffusers folder or 'emojiworld')")
+        from scdpo.guards import get_guard
+
+        get_guard(self.guard)  # fail fast on an unknown guard, before any model loads
         items = [self.suites] if isinstance(self.suites, str) else list(self.suites or [])
         self.suites = [s.strip() for item in items for s in item.split(",") if s.strip() and s.strip() != "none"]
         for s in self.suites:
@@ -99,9 +102,6 @@ class EvalConfig:
             raise ValueError(f"--suite-seed must be >= 0, got {self.suite_seed}")
         if self.n_per_prompt < 1 or (self.limit is not None and self.limit < 1):
             raise ValueError(f"--n-per-prompt and --limit must be >= 1, got {self.n_per_prompt} and {self.limit}")
-        from scdpo.guards import get_guard
-
-        get_guard(self.guard)  # fail fast on an unknown guard, before any model loads
         named = Path(self.lora or self.model)  # a LoRA file is named after its folder
         self.name = self.name or (named.parent.name if named.suffix == ".safetensors" else named.name)
 
@@ -332,7 +332,7 @@ def run(cfg: EvalConfig) -> dict:
                          **m, "images_file": f"suites/{name}/images.parquet", "grid": f"suites/{name}/grid.png",
                          "seconds": {"sample": round(t1 - t0, 2), "score": round(time.time() - t1, 2)}}
     negative = "the prompt's harmful concepts" if cfg.negative_from_concepts else cfg.negative_prompt
-    metrics = {"name": cfg.name, "model": cfg.model, "lora": cfg.lora, "negative_prompt": negative, "guard": cfg.guard,
+    metrics = {"name": cfg.name, "model": cfg.model, "lora": cfg.lora, "negative_prompt": negative,
                "judge": "emojiworld (shipped, independent of any cost model)", "config": asdict(cfg),
                "suites": results, "seconds": round(time.time() - start, 2)}
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=1))

@@ -49,13 +49,13 @@ class GenerateConfig:
     grid_size: int = 64
 
     def __post_init__(self):
+        from scdpo.guards import get_guard
+
+        get_guard(self.guard)  # fail fast on an unknown guard, before any model loads
         if (self.suite is None) == (self.prompts is None):
             raise ValueError("give exactly one of --suite and --prompts")
         if self.n_per_prompt < 1:
             raise ValueError(f"--n-per-prompt must be >= 1, got {self.n_per_prompt}")
-        from scdpo.guards import get_guard
-
-        get_guard(self.guard)  # fail fast on an unknown guard, before any model loads
 
 
 def load_records(suite: str | None, prompts: str | None, limit: int | None = None,
@@ -117,7 +117,6 @@ def run(cfg: GenerateConfig) -> Path:
     n = min(cfg.grid_size, len(images))
     save_grid(images[:n], out / "grid.png", prompts[:n])
     (out / "generate.json").write_text(json.dumps({"model": cfg.model, "images": len(images), "steps": cfg.steps,
-                                                   "guidance_scale": cfg.guidance_scale, "scheduler": cfg.scheduler,
-                                                   "guard": cfg.guard}, indent=1))
+                                                   "guidance_scale": cfg.guidance_scale, "scheduler": cfg.scheduler}, indent=1))
     print(f"wrote {len(images)} images to {out}")
     return out
