@@ -49,13 +49,13 @@ class GenerateConfig:
     grid_size: int = 64
 
     def __post_init__(self):
-        from scdpo.guards import get_guard
-
-        get_guard(self.guard)  # fail fast on an unknown guard, before any model loads
         if (self.suite is None) == (self.prompts is None):
             raise ValueError("give exactly one of --suite and --prompts")
         if self.n_per_prompt < 1:
             raise ValueError(f"--n-per-prompt must be >= 1, got {self.n_per_prompt}")
+        from scdpo.guards import get_guard
+
+        get_guard(self.guard)  # fail fast on an unknown guard, before any model loads
 
 
 def load_records(suite: str | None, prompts: str | None, limit: int | None = None,
