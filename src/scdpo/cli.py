@@ -15,6 +15,7 @@ from scdpo import __version__
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from scdpo.baselines import commands as baseline_cmd
     from scdpo import demo
     from scdpo.attack import commands as attack_cmd
     from scdpo.cost import commands as cost_cmd
@@ -31,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     world_cmd.register(sub)
     models_cmd.register(sub)
     train_cmd.register(sub)
+    baseline_cmd.register(sub)
     cost_cmd.register(sub)
     data_cmd.register(sub)
     eval_cmd.register(sub)

@@ -43,6 +43,8 @@ class EvalConfig:
         negative_from_concepts: per-prompt negative prompt naming the harmful concepts the prompt's
             ground truth holds (EmojiWorld records; others get ``negative_prompt``): an oracle upper
             bound on what negative prompting can do, since a user does not know them in advance.
+        guard: an inference-time safety guard: sld:weak|medium|strong|max (Safe Latent Diffusion) or
+            safree (docs/baselines.md); default none.
         suites: EmojiWorld suites, comma- or space-separated ("none" for prompt files only).
         suite_seed: which draw of the suites' prompts: 0, the default, is the one every number in
             docs/ uses; another value gives fresh prompts of the same recipe, a held-out test for a
@@ -77,6 +79,7 @@ class EvalConfig:
     lora_scale: float = 1.0
     negative_prompt: str | None = None
     negative_from_concepts: bool = False
+    guard: str | None = None
     suites: list[str] = field(default_factory=lambda: list(DEFAULT_SUITES))
     suite_seed: int = 0
     prompts: list[str] = field(default_factory=list)
@@ -100,6 +103,9 @@ class EvalConfig:
 
         if not self.model:
             raise ValueError("give the model to evaluate with --model (a diffusers folder or 'emojiworld')")
+        from scdpo.guards import get_guard
+
+        get_guard(self.guard)  # fail fast on an unknown guard, before any model loads
         items = [self.suites] if isinstance(self.suites, str) else list(self.suites or [])
         self.suites = [s.strip() for item in items for s in item.split(",") if s.strip() and s.strip() != "none"]
         for s in self.suites:
@@ -368,7 +374,7 @@ def run(cfg: EvalConfig) -> dict:
 
         real_reference = _as_images(cfg.frechet_reference)
     sampler = SamplerConfig(steps=cfg.steps, guidance_scale=cfg.guidance_scale, scheduler=cfg.scheduler,
-                            negative_prompt=cfg.negative_prompt, batch_size=cfg.batch_size)
+                            negative_prompt=cfg.negative_prompt, batch_size=cfg.batch_size, guard=cfg.guard)
     results = {}
     for name, records in tqdm(suites.items(), desc="eval suites", unit="suite"):
         t0 = time.time()
