@@ -71,7 +71,7 @@ def process_chunk(items: list[tuple[str, int, PromptRecord]], model, cost_fn: Sc
 
     rules, K = cfg.rules, cfg.candidates
     sampler = SamplerConfig(steps=cfg.steps, guidance_scale=cfg.guidance_scale, scheduler=cfg.sampler,
-                            batch_size=cfg.batch_size, progress=False)
+                            batch_size=cfg.batch_size, progress=False, guard=cfg.guard)
     seeds = [[candidate_seed(cfg.seed, kind, i, k) for k in range(K)] for kind, i, _ in items]
     records = [r for _, _, r in items for _ in range(K)]
     # scored as stored: 8-bit, as the PNGs will be, so the cost columns describe the saved images

@@ -32,6 +32,8 @@ class BuildConfig:
         steps: sampler steps.
         guidance_scale: classifier-free guidance weight.
         sampler: dpmsolver++, ddim or euler.
+        guard: an inference-time safety guard: sld:weak|medium|strong|max (Safe Latent Diffusion) or
+            safree (docs/baselines.md); default none.
         seed: base seed; candidate k of prompt i of a kind uses a seed hashed from (seed, kind, i, k).
         blend_ratio: harmful pairs per clean pair in the output (1.0 = 1:1); the larger kind is
             subsampled deterministically. 0 keeps every pair.
@@ -68,6 +70,7 @@ class BuildConfig:
     steps: int = 20
     guidance_scale: float = 5.0
     sampler: str = "dpmsolver++"
+    guard: str | None = None
     seed: int = 0
     blend_ratio: float = 1.0
     chunk_size: int = 64
@@ -100,6 +103,9 @@ class BuildConfig:
         if min(self.chunk_size, self.shard_size, self.batch_size) < 1:
             raise ValueError("chunk_size, shard_size and batch_size must be >= 1")
         _ = self.rules  # validates the rule fields
+        from scdpo.guards import get_guard
+
+        get_guard(self.guard)  # fail fast on an unknown guard, before any model loads
 
     @property
     def rules(self) -> PairRules:
@@ -108,7 +114,9 @@ class BuildConfig:
 
     def settings(self) -> dict:
         """Everything that determines the dataset (the resume guard compares these)."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in _RUNTIME_FIELDS}
+        # no guard is left out, so that builds made before guards existed still resume
+        return {k: v for k, v in dataclasses.asdict(self).items()
+                if k not in _RUNTIME_FIELDS and not (k == "guard" and v is None)}
 
 
 def load_source(source: str | None, limit: int | None, kind: str, exclude: list[str] | tuple = ()) -> list[PromptRecord]:

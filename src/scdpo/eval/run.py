@@ -40,6 +40,8 @@ class EvalConfig:
         negative_from_concepts: per-prompt negative prompt naming the harmful concepts the prompt's
             ground truth holds (EmojiWorld records; others get ``negative_prompt``): an oracle upper
             bound on what negative prompting can do, since a user does not know them in advance.
+        guard: an inference-time safety guard: sld:weak|medium|strong|max (Safe Latent Diffusion) or
+            safree (docs/baselines.md); default none.
         suites: EmojiWorld suites, comma- or space-separated ("none" for prompt files only).
         suite_seed: which draw of the suites' prompts: 0, the default, is the one every number in
             docs/ uses; another value gives fresh prompts of the same recipe, a held-out test for a
@@ -65,6 +67,7 @@ class EvalConfig:
     lora_scale: float = 1.0
     negative_prompt: str | None = None
     negative_from_concepts: bool = False
+    guard: str | None = None
     suites: list[str] = field(default_factory=lambda: list(DEFAULT_SUITES))
     suite_seed: int = 0
     prompts: list[str] = field(default_factory=list)
@@ -96,6 +99,9 @@ class EvalConfig:
             raise ValueError(f"--suite-seed must be >= 0, got {self.suite_seed}")
         if self.n_per_prompt < 1 or (self.limit is not None and self.limit < 1):
             raise ValueError(f"--n-per-prompt and --limit must be >= 1, got {self.n_per_prompt} and {self.limit}")
+        from scdpo.guards import get_guard
+
+        get_guard(self.guard)  # fail fast on an unknown guard, before any model loads
         named = Path(self.lora or self.model)  # a LoRA file is named after its folder
         self.name = self.name or (named.parent.name if named.suffix == ".safetensors" else named.name)
 
@@ -319,7 +325,7 @@ def run(cfg: EvalConfig) -> dict:
         model.load_lora(cfg.lora, cfg.lora_scale)
     tools = load_tools(cfg, model.device)
     sampler = SamplerConfig(steps=cfg.steps, guidance_scale=cfg.guidance_scale, scheduler=cfg.scheduler,
-                            negative_prompt=cfg.negative_prompt, batch_size=cfg.batch_size)
+                            negative_prompt=cfg.negative_prompt, batch_size=cfg.batch_size, guard=cfg.guard)
     results = {}
     for name, records in tqdm(suites.items(), desc="eval suites", unit="suite"):
         t0 = time.time()
@@ -336,7 +342,7 @@ def run(cfg: EvalConfig) -> dict:
                          **m, "images_file": f"suites/{name}/images.parquet", "grid": f"suites/{name}/grid.png",
                          "seconds": {"sample": round(t1 - t0, 2), "score": round(time.time() - t1, 2)}}
     negative = "the prompt's harmful concepts" if cfg.negative_from_concepts else cfg.negative_prompt
-    metrics = {"name": cfg.name, "model": cfg.model, "lora": cfg.lora, "negative_prompt": negative,
+    metrics = {"name": cfg.name, "model": cfg.model, "lora": cfg.lora, "negative_prompt": negative, "guard": cfg.guard,
                "judge": "emojiworld (shipped, independent of any cost model)", "config": asdict(cfg),
                "suites": results, "seconds": round(time.time() - start, 2)}
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=1))

@@ -24,6 +24,8 @@ class GenerateConfig:
         guidance_scale: classifier-free guidance weight.
         scheduler: dpmsolver++, ddim or euler.
         negative_prompt: negative prompt for guidance.
+        guard: an inference-time safety guard: sld:weak|medium|strong|max (Safe Latent Diffusion) or
+            safree (docs/baselines.md); default none.
         batch_size: images per batch.
         seed: base seed.
         device: torch device (default: cuda if available, else cpu).
@@ -40,6 +42,7 @@ class GenerateConfig:
     guidance_scale: float = 5.0
     scheduler: str = "dpmsolver++"
     negative_prompt: str | None = None
+    guard: str | None = None
     batch_size: int = 64
     seed: int = 0
     device: str | None = None
@@ -50,6 +53,9 @@ class GenerateConfig:
             raise ValueError("give exactly one of --suite and --prompts")
         if self.n_per_prompt < 1:
             raise ValueError(f"--n-per-prompt must be >= 1, got {self.n_per_prompt}")
+        from scdpo.guards import get_guard
+
+        get_guard(self.guard)  # fail fast on an unknown guard, before any model loads
 
 
 def load_records(suite: str | None, prompts: str | None, limit: int | None = None,
@@ -84,7 +90,7 @@ def run(cfg: GenerateConfig) -> Path:
     prompts = [r.prompt for _, _, r in expanded]
     seeds = [cfg.seed + i * cfg.n_per_prompt + k for i, k, _ in expanded]
     sampler = SamplerConfig(steps=cfg.steps, guidance_scale=cfg.guidance_scale, scheduler=cfg.scheduler,
-                            negative_prompt=cfg.negative_prompt, batch_size=cfg.batch_size)
+                            negative_prompt=cfg.negative_prompt, batch_size=cfg.batch_size, guard=cfg.guard)
     images = model.sample(prompts, seeds, sampler)
     out = Path(cfg.out)
     (out / "images").mkdir(parents=True, exist_ok=True)
@@ -111,6 +117,7 @@ def run(cfg: GenerateConfig) -> Path:
     n = min(cfg.grid_size, len(images))
     save_grid(images[:n], out / "grid.png", prompts[:n])
     (out / "generate.json").write_text(json.dumps({"model": cfg.model, "images": len(images), "steps": cfg.steps,
-                                                   "guidance_scale": cfg.guidance_scale, "scheduler": cfg.scheduler}, indent=1))
+                                                   "guidance_scale": cfg.guidance_scale, "scheduler": cfg.scheduler,
+                                                   "guard": cfg.guard}, indent=1))
     print(f"wrote {len(images)} images to {out}")
     return out

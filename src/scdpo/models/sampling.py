@@ -44,6 +44,8 @@ class SamplerConfig:
     compile: ``torch.compile`` the UNet's resnet and transformer blocks (in place, once; the
         first batch takes longer while it compiles).
     vae_batch_size: images per VAE decoder call.
+    guard: an inference-time safety guard (:mod:`scdpo.guards`): ``"sld:weak|medium|strong|max"``
+        (Safe Latent Diffusion) or ``"safree"``; None: plain classifier-free guidance.
     """
 
     steps: int = 20
@@ -59,6 +61,7 @@ class SamplerConfig:
     channels_last: bool = False
     compile: bool = False
     vae_batch_size: int = 8
+    guard: str | None = None
 
     def __post_init__(self):
         if self.scheduler not in SCHEDULERS:
@@ -70,6 +73,9 @@ class SamplerConfig:
 
         if self.attention not in ATTENTION_BACKENDS:
             raise ValueError(f"unknown attention backend {self.attention!r}; choose one of {ATTENTION_BACKENDS}")
+        from scdpo.guards import get_guard
+
+        get_guard(self.guard)  # ValueError naming an unknown guard or option
 
 
 def make_scheduler(name: str, scheduler_config):
@@ -114,8 +120,10 @@ def sample_images(model: T2IModel, prompts: list[str], seeds: list[int], config:
 
 
 def _sample(model: T2IModel, prompts: list[str], seeds: list[int], config: SamplerConfig) -> torch.Tensor:
+    from scdpo.guards import get_guard
     from scdpo.models.t2i import Conditioning
 
+    guard = get_guard(config.guard)
     height, width = config.height or model.resolution, config.width or model.resolution
     factor = model.vae_scale_factor
     if height % factor or width % factor:
@@ -127,18 +135,25 @@ def _sample(model: T2IModel, prompts: list[str], seeds: list[int], config: Sampl
     for start in tqdm(range(0, len(prompts), config.batch_size), desc="sampling", unit="batch",
                       disable=not config.progress):
         batch = prompts[start:start + config.batch_size]
-        cond = model.encode_prompts(batch, size=(height, width))
+        cond = text = model.encode_prompts(batch, size=(height, width))
+        uncond = None
         if guided:
             neg = config.negative_prompt
             neg = neg[start:start + len(batch)] if isinstance(neg, list) else neg
             uncond = model.unconditional(len(batch), neg, size=(height, width))
             cond = Conditioning.cat([uncond, cond])
+        run = guard.start(model, batch, text, uncond, config) if guard is not None else None
         noise = torch.stack([torch.randn(latent_shape, generator=torch.Generator().manual_seed(int(seed)))
                              for seed in seeds[start:start + len(batch)]])
         scheduler = make_scheduler(config.scheduler, model.scheduler_config)
         scheduler.set_timesteps(config.steps, device=model.device)
         latents = noise.to(model.device, model.dtype) * scheduler.init_noise_sigma
-        for t in scheduler.timesteps:
+        for i, t in enumerate(scheduler.timesteps):
+            if run is not None:  # a guard chooses the conditionings and how they combine
+                c = run.conditioning(i)
+                x = scheduler.scale_model_input(latents.repeat(len(c) // len(latents), 1, 1, 1), t)
+                latents = scheduler.step(run.combine(i, model.predict(x, t, c)), t, latents, return_dict=False)[0]
+                continue
             x = scheduler.scale_model_input(torch.cat([latents, latents]) if guided else latents, t)
             pred = model.predict(x, t, cond)
             if guided:
