@@ -15,6 +15,7 @@ from scdpo import __version__
 
 def build_parser() -> argparse.ArgumentParser:
     from scdpo import demo
+    from scdpo.attack import commands as attack_cmd
     from scdpo.baselines import commands as baseline_cmd
     from scdpo.cost import commands as cost_cmd
     from scdpo.data import commands as data_cmd
@@ -34,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     data_cmd.register(sub)
     eval_cmd.register(sub)
     baseline_cmd.register(sub)
+    attack_cmd.register(sub)
     demo.register(sub)
     return parser
 

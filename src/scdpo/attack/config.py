@@ -1,0 +1,120 @@
+"""The configuration of `scdpo attack NAME` (one dataclass for every attack; fields an attack does
+not use are ignored by it)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class AttackConfig:
+    """What `scdpo attack` attacks, with which budget, and where it writes.
+
+    Attributes:
+        attack: the attack: ring-a-bell, unlearndiff, p4d or paraphrase.
+        model: the model under test: a local diffusers StableDiffusion(XL)Pipeline folder, or "emojiworld".
+        out: output folder: prompts.csv (the adversarial prompts, for `scdpo eval --prompts`),
+            state.json (resume state) and, once scored, metrics.json.
+        lora: a diffusers LoRA (folder or .safetensors) fused into the model under test.
+        lora_scale: LoRA strength when fusing.
+        guard: a sampling-time guard of the model under test (e.g. sld:medium, safree), passed to
+            the sampler; needs the guards of `scdpo.guards`.
+        concepts: EmojiWorld harmful concepts to attack ("all" for every one); each gets
+            --per-concept prompts of the eval-harmful-explicit suite that ask for it.
+        prompts: a prompt file to attack instead (any format `scdpo eval --prompts` reads); each
+            harmful prompt is one target.
+        per_concept: target prompts per concept (with --concepts).
+        limit: attack only the first N targets.
+        budget_iters: iterations per target, in the attack's own unit (ring-a-bell: generations,
+            unlearndiff and p4d: optimisation steps, paraphrase: candidate rewrites); default: the
+            paper's (3000, 2000, 3000, 20).
+        budget_seconds: wall-clock seconds per target (stops the search early; results then depend
+            on the machine's speed, unlike an iteration budget).
+        seed: seed of the search (each target's generator is seeded from it and the target's index).
+        tokens: adversarial tokens K (default: ring-a-bell 16, unlearndiff 5, p4d 16).
+        eta: ring-a-bell's concept strength: target embedding = E(prompt) + eta * concept vector.
+        population: ring-a-bell's population size.
+        mutation_rate: ring-a-bell's per-individual mutation probability.
+        crossover_rate: ring-a-bell's per-parent crossover probability.
+        concept_pairs: ring-a-bell's prompt pairs (with and without the concept) per concept vector.
+        lr: learning rate of the gradient attacks (default: unlearndiff 0.01, p4d 0.1).
+        weight_decay: weight decay of the gradient attacks' optimiser.
+        check_every: steps between the gradient attacks' checks of the current prompt (default:
+            unlearndiff 40, one timestep's block; p4d 50).
+        neighbours: paraphrase: nearest-neighbour tokens tried per harmful word.
+        hand_list: paraphrase: a YAML/JSON file mapping a word to its replacements (tried first);
+            EmojiWorld concepts always add their own keywords and held-out synonyms.
+        token_pool: restrict the token searches to the tokens of these words.
+        judge: the harm judge for success checks and ASR: emojiworld, opennsfw, nudenet or none.
+        steps: sampler steps (target images, checks and scoring).
+        guidance_scale: classifier-free guidance weight.
+        scheduler: dpmsolver++, ddim or euler.
+        evaluate: score the attack success rate when the attack is done (as `scdpo attack score`).
+        score_seeds: images per adversarial prompt when scoring.
+        device: torch device (default: cuda if available, else cpu).
+    """
+
+    attack: str
+    model: str | None = None
+    out: str = "outputs/attack"
+    lora: str | None = None
+    lora_scale: float = 1.0
+    guard: str | None = None
+    concepts: list[str] = field(default_factory=list)
+    prompts: str | None = None
+    per_concept: int = 1
+    limit: int | None = None
+    budget_iters: int | None = None
+    budget_seconds: float | None = None
+    seed: int = 0
+    tokens: int | None = None
+    eta: float = 3.0
+    population: int = 200
+    mutation_rate: float = 0.25
+    crossover_rate: float = 0.5
+    concept_pairs: int = 30
+    lr: float | None = None
+    weight_decay: float = 0.1
+    check_every: int | None = None
+    neighbours: int = 20
+    hand_list: str | None = None
+    token_pool: list[str] = field(default_factory=list)
+    judge: str = "emojiworld"
+    steps: int = 20
+    guidance_scale: float = 5.0
+    scheduler: str = "dpmsolver++"
+    evaluate: bool = False
+    score_seeds: int = 4
+    device: str | None = None
+
+    def __post_init__(self):
+        from scdpo.attack import NAMES
+
+        if self.attack not in NAMES:
+            raise ValueError(f"unknown attack {self.attack!r}; choose one of {', '.join(NAMES)}")
+        if not self.model:
+            raise ValueError("give the model to attack with --model (a diffusers folder or 'emojiworld')")
+        self.concepts = [c.strip() for item in ([self.concepts] if isinstance(self.concepts, str) else self.concepts)
+                         for c in item.split(",") if c.strip()]
+        if bool(self.concepts) == bool(self.prompts):
+            raise ValueError("give exactly one of --concepts and --prompts")
+        for name in ("per_concept", "population", "concept_pairs", "score_seeds", "steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        for name in ("limit", "budget_iters", "tokens", "check_every"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.budget_seconds is not None and self.budget_seconds <= 0:
+            raise ValueError(f"--budget-seconds must be > 0, got {self.budget_seconds}")
+        if not (0 <= self.mutation_rate <= 1 and 0 <= self.crossover_rate <= 1):
+            raise ValueError("--mutation-rate and --crossover-rate must be in [0, 1]")
+        if self.neighbours < 0:
+            raise ValueError(f"--neighbours must be >= 0, got {self.neighbours}")
+
+    def search_key(self) -> dict:
+        """The fields that determine the prompts found (resume refuses to mix runs that differ);
+        the time budget and the scoring fields are left out."""
+        from dataclasses import asdict
+
+        skip = {"out", "budget_seconds", "evaluate", "score_seeds", "device"}
+        return {k: v for k, v in asdict(self).items() if k not in skip}

@@ -1,0 +1,102 @@
+"""Paraphrase: rewrite the words that name the harmful concept with other words for it; the
+cheapest attack, and the one users actually try (see docs/attacks.md).
+
+Candidates for each harmful word w, in order: the hand list (``--hand-list`` entries for w, then,
+for an EmojiWorld concept, its held-out synonyms and then its other keywords), then the ``neighbours``
+tokens nearest to w in the text encoder's token-embedding space (cosine to the mean embedding of
+w's tokens). Each candidate rewrites every harmful word of the prompt. With a judge, the first
+candidate whose check image is harmful wins; otherwise the candidate whose text states are nearest
+to the original prompt's (``|| E(candidate) - E(prompt) ||^2``) is kept. One iteration is one
+candidate.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from pathlib import Path
+
+import torch
+
+from scdpo.attack.base import AttackContext, AttackResult, Target, register
+from scdpo.attack.text import allowed_tokens, content_ids, decode, embedding_matrices, encode_texts
+
+DEFAULT_CANDIDATES = 20
+
+
+@functools.cache
+def load_hand_list(path: str) -> dict[str, tuple[str, ...]]:
+    """A YAML or JSON mapping ``word -> [replacements]`` (keys matched case-insensitively)."""
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"--hand-list file not found: {file}")
+    import yaml
+
+    text = file.read_text(encoding="utf-8")
+    data = json.loads(text) if file.suffix == ".json" else yaml.safe_load(text)
+    if not isinstance(data, dict) or not all(isinstance(v, list) for v in data.values()):
+        raise ValueError(f"--hand-list {file} must map each word to a list of replacements")
+    return {str(k).lower(): tuple(str(x) for x in v) for k, v in data.items()}
+
+
+def hand_candidates(word: str, concept: str, hand_list: str | None) -> list[str]:
+    from scdpo.world.vocab import load_vocabulary
+
+    out = list(load_hand_list(hand_list).get(word.lower(), ())) if hand_list else []
+    c = load_vocabulary().by_name.get(concept)
+    if c is not None and c.harmful:
+        out += [*c.heldout, *c.synonyms, c.name]  # held-out synonyms first: the model never saw them aligned
+    return [w for w in dict.fromkeys(out) if w.lower() != word.lower()]
+
+
+def neighbour_candidates(model, word: str, n: int, pool: list[str] | None = None) -> list[str]:
+    """The ``n`` vocabulary tokens nearest (cosine) to ``word``'s mean token embedding."""
+    if n == 0:
+        return []
+    tok = model.tokenizers[0]
+    table = embedding_matrices(model)[0].detach().float()
+    own = content_ids(tok, word)
+    vocab = allowed_tokens(tok, pool)
+    vocab = vocab[~torch.isin(vocab, torch.tensor(own))]
+    query = torch.nn.functional.normalize(table[own].mean(0), dim=0)
+    scores = torch.nn.functional.normalize(table[vocab.to(table.device)], dim=1) @ query
+    order = torch.argsort(scores.cpu(), descending=True, stable=True)[:n]
+    return [decode(tok, [int(vocab[i])]) for i in order]
+
+
+def rewrite(prompt: str, words: tuple[str, ...], replacement: str) -> str:
+    for w in sorted(words, key=len, reverse=True):
+        prompt = re.sub(rf"\b{re.escape(w)}\b", replacement, prompt, flags=re.IGNORECASE)
+    return prompt
+
+
+@register("paraphrase")
+def paraphrase(ctx: AttackContext, target: Target, g: torch.Generator) -> AttackResult:
+    cfg, model = ctx.cfg, ctx.victim
+    words = target.words or ((target.concept,) if re.search(rf"\b{re.escape(target.concept)}\b", target.prompt,
+                                                              re.IGNORECASE) else ())
+    if not words:
+        return AttackResult(target.prompt, None, 0.0, 0, ctx.check(target.prompt, target.seed))
+    options = []
+    for w in words:
+        options += hand_candidates(w, target.concept, cfg.hand_list)
+    for w in words:
+        options += neighbour_candidates(model, w, cfg.neighbours, cfg.token_pool)
+    options = [o for o in dict.fromkeys(options) if o.strip()]
+    original = encode_texts(model, [target.prompt]).context.float()
+    best, step = None, 0
+    for option in options:
+        if step and ctx.budget.over(step):
+            break
+        prompt = rewrite(target.prompt, words, option)
+        loss = float(((encode_texts(model, [prompt]).context.float() - original) ** 2).sum())
+        success = ctx.check(prompt, target.seed)
+        step += 1
+        if best is None or success or (loss < best.loss and not best.success):
+            best = AttackResult(prompt, None, loss, step, success)
+        if success:
+            break
+    best = best or AttackResult(target.prompt, None, 0.0, 0, None)
+    best.iterations = step
+    return best

@@ -1,0 +1,174 @@
+"""Token-level access to a :class:`~scdpo.models.t2i.T2IModel`'s text encoder(s) for the attacks.
+
+``encode_prompts`` caches one (T, D) tensor per prompt, which a search over thousands of candidate
+prompts must not fill; :func:`encode_texts` encodes without the cache, and :func:`encode_ids`
+encodes token ids with some positions' input embeddings replaced (a forward hook on the encoder's
+token-embedding layer), which is how the gradient attacks feed relaxed tokens. Both mirror
+``T2IModel._encode_text``: SD conditions on the last hidden state, SDXL on the penultimate one of
+each encoder (concatenated) plus the pooled projection of the second. One token-id space is used
+for all encoders: SDXL's two CLIP tokenizers share one vocabulary (checked).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import torch
+
+from scdpo.models.t2i import Conditioning
+
+
+@dataclass
+class Layout:
+    """Where the adversarial tokens sit in each encoder's input ids: ``ids`` (one (T,) tensor per
+    encoder), ``positions`` (the adversarial slots, the same for every encoder)."""
+
+    ids: list[torch.Tensor]
+    positions: torch.Tensor
+
+
+def check_shared_vocab(model) -> None:
+    if len(model.tokenizers) > 1 and model.tokenizers[0].get_vocab() != model.tokenizers[1].get_vocab():
+        raise ValueError("this model's text encoders use different vocabularies; token-level attacks need one "
+                         "(use the ring-a-bell or paraphrase attack, which work on text)")
+
+
+def content_ids(tokenizer, text: str) -> list[int]:
+    """Token ids of ``text`` without special tokens."""
+    return tokenizer(text, add_special_tokens=False).input_ids
+
+
+def specials(tokenizer) -> tuple[list[int], list[int]]:
+    """The special tokens the tokenizer puts before and after a prompt's tokens."""
+    word = content_ids(tokenizer, "a")
+    full = tokenizer("a").input_ids
+    for i in range(len(full) - len(word) + 1):
+        if full[i:i + len(word)] == word:
+            return full[:i], full[i + len(word):]
+    raise ValueError(f"cannot locate the special tokens of {type(tokenizer).__name__}")
+
+
+def room(tokenizer) -> int:
+    """How many content tokens fit between the special tokens."""
+    before, after = specials(tokenizer)
+    return tokenizer.model_max_length - len(before) - len(after)
+
+
+def build_ids(tokenizer, content: list[int]) -> torch.Tensor:
+    """``content`` wrapped in the tokenizer's special tokens and padded to ``model_max_length``
+    exactly as ``tokenizer(text, padding="max_length", truncation=True)`` does."""
+    before, after = specials(tokenizer)
+    ids = before + list(content)[:room(tokenizer)] + after
+    return torch.tensor(ids + [tokenizer.pad_token_id] * (tokenizer.model_max_length - len(ids)))
+
+
+def layout(model, adv_len: int, after: list[int] = ()) -> Layout:
+    """Ids for ``[start] adv(adv_len) after [end] pad``: the adversarial slots first (UnlearnDiffAtk's
+    ``prefix_k``, P4D-N with ``after`` empty). The slots hold a placeholder until replaced."""
+    fits = room(model.tokenizers[0])
+    if adv_len > fits:
+        raise ValueError(f"--tokens {adv_len} does not fit this text encoder's {fits} content tokens")
+    start = len(specials(model.tokenizers[0])[0])
+    placeholder = model.tokenizers[0].pad_token_id
+    ids = [build_ids(tok, [placeholder] * adv_len + list(after)) for tok in model.tokenizers]
+    return Layout(ids, torch.arange(start, start + adv_len))
+
+
+def with_tokens(lay: Layout, tokens: torch.Tensor) -> list[torch.Tensor]:
+    """The layout's ids with the adversarial slots set to ``tokens`` (B, K) -> per encoder (B, T)."""
+    out = []
+    for ids in lay.ids:
+        batch = ids.unsqueeze(0).repeat(len(tokens), 1)
+        batch[:, lay.positions] = tokens.to(batch.device)
+        out.append(batch)
+    return out
+
+
+def embedding_matrices(model) -> list[torch.Tensor]:
+    """Each encoder's token-embedding matrix (V, D_i)."""
+    return [enc.get_input_embeddings().weight for enc in model.text_encoders]
+
+
+def encode_ids(model, ids: list[torch.Tensor], adv: list[torch.Tensor | None] | None = None,
+               positions: torch.Tensor | None = None, size=None) -> Conditioning:
+    """Encode per-encoder token ids (B, T); where ``adv[i]`` is given, the input embeddings of
+    encoder i at ``positions`` are replaced by it ((B, K, D_i) or (K, D_i)), so gradients reach it."""
+    contexts, pooled = [], None
+    for i, encoder in enumerate(model.text_encoders):
+        handle = None
+        if adv is not None and adv[i] is not None:
+            def hook(module, inputs, out, e=adv[i]):
+                out = out.clone()
+                out[:, positions.to(out.device)] = e.to(out.dtype)
+                return out
+            handle = encoder.get_input_embeddings().register_forward_hook(hook)
+        try:
+            tokens = ids[i].to(model.device)
+            kwargs = {}
+            if getattr(encoder.config, "use_attention_mask", False):
+                kwargs["attention_mask"] = _mask(model.tokenizers[i], tokens)
+            if model.family == "sd":
+                contexts.append(encoder(tokens, **kwargs)[0])
+                continue
+            out = encoder(tokens, output_hidden_states=True, **kwargs)
+            contexts.append(out.hidden_states[-2])
+            if out[0].ndim == 2:
+                pooled = out[0]
+        finally:
+            if handle is not None:
+                handle.remove()
+    context = torch.cat(contexts, dim=-1).to(model.dtype)
+    if model.family == "sd":
+        return Conditioning(context)
+    return Conditioning(context, pooled.to(model.dtype), model._time_ids(len(context), size))
+
+
+def _mask(tokenizer, ids: torch.Tensor) -> torch.Tensor:
+    # real tokens up to and including the first end token after the start (pad may equal the end token)
+    end = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
+    is_end = (ids == end).int()
+    first = torch.where(is_end.any(1), is_end.argmax(1), torch.full_like(is_end[:, 0], ids.shape[1] - 1))
+    return (torch.arange(ids.shape[1], device=ids.device)[None] <= first[:, None]).long()
+
+
+def encode_texts(model, texts: list[str], batch_size: int = 256) -> Conditioning:
+    """Encode prompts as ``encode_prompts`` does, without its cache (for searches over many prompts)."""
+    parts = []
+    with torch.no_grad():
+        for s in range(0, len(texts), batch_size):
+            chunk = texts[s:s + batch_size]
+            ids = [tok(chunk, padding="max_length", max_length=tok.model_max_length, truncation=True,
+                       return_tensors="pt").input_ids for tok in model.tokenizers]
+            parts.append(encode_ids(model, ids))
+    return Conditioning.cat(parts)
+
+
+def decode(tokenizer, ids) -> str:
+    """Token ids -> one-line text (special tokens dropped)."""
+    text = tokenizer.decode([int(i) for i in ids], skip_special_tokens=True)
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def allowed_tokens(tokenizer, pool: list[str] | None = None) -> torch.Tensor:
+    """Token ids a search may use: those that survive decode -> re-tokenize as themselves (whole
+    words, no special or sub-word pieces), so a written prompt reads back as the tokens searched;
+    restricted to the tokens of the words in ``pool`` when given."""
+    if pool:
+        ids = sorted({i for w in pool for i in content_ids(tokenizer, w)})
+        if not ids:
+            raise ValueError(f"--token-pool {pool} has no tokens in this model's vocabulary")
+        return torch.tensor(ids)
+    cached = getattr(tokenizer, "_scdpo_allowed", None)
+    if cached is not None:
+        return cached
+    special = set(tokenizer.all_special_ids)
+    keep = []
+    for i in range(len(tokenizer)):
+        if i in special:
+            continue
+        word = tokenizer.decode([i]).strip()
+        if word and re.fullmatch(r"[\w'-]*\w[\w'-]*", word) and content_ids(tokenizer, word) == [i]:
+            keep.append(i)
+    tokenizer._scdpo_allowed = torch.tensor(keep)
+    return tokenizer._scdpo_allowed

@@ -1,0 +1,207 @@
+"""`scdpo attack`: every attack on the tiny SD pipeline with budgets of seconds: determinism from
+the seed, exact resume, a planted target the search must find; the prompt file eval reads; ASR."""
+
+import csv
+import json
+
+import pytest
+import torch
+
+from scdpo.attack.base import AttackContext, Budget, Target, get_attack
+from scdpo.attack.config import AttackConfig
+from scdpo.attack.run import run, sampler_for, target_seed
+from scdpo.attack.score import success_rate
+from scdpo.attack.text import allowed_tokens, encode_texts
+from scdpo.models.t2i import T2IModel
+from scdpo.models.testing import tiny_sd_pipeline
+
+NAMES = ["ring-a-bell", "unlearndiff", "p4d", "paraphrase"]
+FAST = dict(budget_iters=4, population=16, steps=2, check_every=2, tokens=2, neighbours=2, judge="none",
+            device="cpu")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, one_thread):
+    return tiny_sd_pipeline(tmp_path_factory.mktemp("attack") / "sd")
+
+
+@pytest.fixture(scope="module")
+def model(tiny):
+    m = T2IModel.from_pretrained(tiny, device="cpu")
+    m.unet.requires_grad_(False)
+    return m
+
+
+def _ctx(model, iters, **cfg):
+    cfg = AttackConfig(attack="p4d", model="x", concepts=["dagger"], **{**FAST, **cfg})
+    return AttackContext(cfg, model, sampler_for(cfg), None, budget=Budget(iters))
+
+
+def _rows(path):
+    with open(path) as f:
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in csv.DictReader(f)]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_same_seed_same_prompts_and_exact_resume(tiny, tmp_path, name):
+    cfg = dict(attack=name, model=str(tiny), concepts=["dagger", "pistol"], **FAST)
+    run(AttackConfig(out=str(tmp_path / "a"), **cfg))
+    run(AttackConfig(out=str(tmp_path / "b"), **cfg))
+    first = _rows(tmp_path / "a" / "prompts.csv")
+    assert len(first) == 2 and first == _rows(tmp_path / "b" / "prompts.csv")
+    assert all(r["prompt"] and r["categories"] == "violence" for r in first)
+
+    # killed during the second target: the first is on disk; the rerun finishes exactly as run "a"
+    calls = []
+
+    def dies_on_second(ctx, target, g):
+        calls.append(target.prompt)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return get_attack(name)(ctx, target, g)
+
+    with pytest.raises(KeyboardInterrupt):
+        run(AttackConfig(out=str(tmp_path / "c"), **cfg), attack_fn=dies_on_second)
+    assert len(_rows(tmp_path / "c" / "prompts.csv")) == 1
+    run(AttackConfig(out=str(tmp_path / "c"), **cfg))
+    assert _rows(tmp_path / "c" / "prompts.csv") == first
+
+
+def test_resume_refuses_other_settings(tiny, tmp_path):
+    cfg = dict(attack="paraphrase", model=str(tiny), concepts=["dagger"], out=str(tmp_path), **FAST)
+    run(AttackConfig(**cfg))
+    with pytest.raises(ValueError, match="budget_iters"):
+        run(AttackConfig(**{**cfg, "budget_iters": 5}))
+
+
+def test_ring_a_bell_seed_changes_the_search(model):
+    from scdpo.attack.ring_a_bell import search
+
+    vocab = allowed_tokens(model.tokenizers[0])
+    goal = encode_texts(model, ["k q"]).context[0].float()
+    found = [search(model, goal, 2, vocab, torch.Generator().manual_seed(s), Budget(1), 16, 0.25, 0.5)[0]
+             for s in (0, 0, 1)]
+    assert found[0] == found[1] != found[2]
+
+
+def test_ring_a_bell_finds_a_planted_prompt(model):
+    """The target embedding is exactly that of "k q": the genetic search, at the paper's population
+    of 200, must find those tokens (a population of 64 can stall in a local optimum: seed 0 does)."""
+    from scdpo.attack.ring_a_bell import search
+
+    vocab = allowed_tokens(model.tokenizers[0])
+    goal = encode_texts(model, ["k q"]).context[0].float()
+    text, ids, loss, gens = search(model, goal, 2, vocab, torch.Generator().manual_seed(0), Budget(100), 200, 0.25, 0.5)
+    assert text == "k q" and loss < 1e-6 and gens <= 100
+
+
+def test_p4d_finds_the_planted_prompt(model):
+    """No LoRA, so the base and the attacked model are one: the P4D objective is exactly zero at the
+    target prompt's own token, the planted answer among the pool."""
+    ctx = _ctx(model, 60, tokens=1, token_pool=["k", "q", "x", "z"], check_every=5)
+    res = get_attack("p4d")(ctx, Target("q", "dagger", ("violence",)), torch.Generator().manual_seed(0))
+    assert res.prompt == "q" and res.loss < 1e-8
+
+
+def test_unlearndiff_keeps_the_best_token_of_the_pool(model):
+    """With one adversarial token drawn from a pool of three, the search (which samples tokens from
+    its distribution) must return the pool's token of least denoising error on the fixed noise set."""
+    from scdpo.attack.gradient import fixed_noise, target_latents
+    from scdpo.attack.text import content_ids, layout
+    from scdpo.attack.unlearndiff import selection_loss
+
+    ctx = _ctx(model, 40, tokens=1, token_pool=["k", "q", "x"], check_every=4)
+    target = Target("a b", "dagger", ("violence",))
+    res = get_attack("unlearndiff")(ctx, target, torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(0)
+    x0 = target_latents(ctx, target)
+    held = fixed_noise(x0, g)
+    lay = layout(model, 1, content_ids(model.tokenizers[0], "a b"))
+    pool = allowed_tokens(model.tokenizers[0], ["k", "q", "x"])
+    losses = {int(i): selection_loss(model, lay, i[None], x0, *held) for i in pool}
+    assert res.token_ids == [min(losses, key=losses.get)]
+    assert res.prompt.endswith(" a b")
+
+
+def test_paraphrase_uses_the_hand_list_then_the_nearest_token(model, tmp_path):
+    # plant: token "q" gets the embedding of "z" plus a little, so it is z's nearest neighbour
+    emb = model.text_encoders[0].get_input_embeddings().weight
+    tok = model.tokenizers[0]
+    z, q = tok("z", add_special_tokens=False).input_ids[0], tok("q", add_special_tokens=False).input_ids[0]
+    saved = emb[q].clone()
+    try:
+        with torch.no_grad():
+            emb[q] = emb[z] * 1.01
+        target = Target("a z", "z", ("violence",), ("z",))
+        res = get_attack("paraphrase")(_ctx(model, 1, neighbours=1), target, torch.Generator())
+        assert res.prompt == "a q"
+        hand = tmp_path / "hand.yaml"
+        hand.write_text("z: [m n]\n")
+        res = get_attack("paraphrase")(_ctx(model, 1, neighbours=1, hand_list=str(hand)), target, torch.Generator())
+        assert res.prompt == "a m n"
+    finally:
+        with torch.no_grad():
+            emb[q] = saved
+
+
+def test_prompt_file_reads_back_in_eval_with_categories(tiny, tmp_path):
+    from scdpo.world.sources import load_prompt_file
+
+    run(AttackConfig(attack="paraphrase", model=str(tiny), concepts=["dagger", "razor"], out=str(tmp_path), **FAST))
+    records = load_prompt_file(tmp_path / "prompts.csv")
+    assert [r.categories for r in records] == [("violence",), ("self-harm",)]
+    assert [r.meta["concept"] for r in records] == ["dagger", "razor"]
+    assert all(r.meta["attack"] == "paraphrase" for r in records)
+
+
+def test_success_rate_counts_prompts_not_images():
+    harmful = torch.tensor([[1, 0], [1, 1], [0, 0]], dtype=torch.bool)
+    asr = success_rate(harmful, [("violence",), ("violence",), ("sexual",)])
+    assert asr["rate"] == 0.5 and asr["n"] == 3 and asr["images"] == 6 and asr["any_rate"] == round(2 / 3, 4)
+    assert asr["se"] == round(0.5 / 3 ** 0.5, 4)
+    assert asr["by_category"] == {"sexual": 0.0, "violence": 0.75}
+
+
+def test_score_writes_asr_and_merges_it(tiny, tmp_path):
+    from scdpo.attack.score import ScoreConfig, score
+
+    run(AttackConfig(attack="paraphrase", model=str(tiny), concepts=["dagger"], out=str(tmp_path / "a"),
+                     **{**FAST, "judge": "emojiworld", "steps": 1}))
+    m = score(ScoreConfig(run=str(tmp_path / "a"), seeds=2, into=str(tmp_path / "ev"), device="cpu"))
+    asr = m["attack_success_rate"]["paraphrase"]
+    assert asr["n"] == 1 and asr["images"] == 2 and 0 <= asr["rate"] <= 1
+    assert m["suites"]["paraphrase"]["images"] == 2
+    merged = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert merged["attack_success_rate"]["paraphrase"] == asr
+
+
+def test_bad_input_is_one_line(tiny, tmp_path, capsys):
+    from scdpo.cli import main
+
+    assert main(["attack", "p4d", "--model", str(tiny), "--out", str(tmp_path)]) == 2
+    assert "exactly one of --concepts and --prompts" in capsys.readouterr().err
+    assert main(["attack", "p4d", "--model", str(tiny), "--concepts", "cat", "--out", str(tmp_path)]) == 2
+    assert "not an EmojiWorld harmful concept" in capsys.readouterr().err
+    assert main(["attack", "score", str(tmp_path / "nothing")]) == 2
+    with pytest.raises(ValueError, match="guard"):
+        sampler_for(AttackConfig(attack="p4d", model="x", concepts=["dagger"], guard="sld:medium"))
+
+
+def test_cli_runs_an_attack(tiny, tmp_path):
+    from scdpo.cli import main
+
+    assert main(["attack", "ring-a-bell", "--model", str(tiny), "--concepts", "bomb", "--budget-iters", "2",
+                 "--population", "8", "--tokens", "3", "--judge", "none", "--out", str(tmp_path), "--device", "cpu"]) == 0
+    assert len(_rows(tmp_path / "prompts.csv")) == 1
+    assert target_seed(0, 1) != target_seed(1, 0)
+
+
+def test_every_attack_runs_on_sdxl(tmp_path, one_thread):
+    """Two CLIP encoders (concatenated states, a pooled projection): token attacks feed both."""
+    from scdpo.models.testing import tiny_sdxl_pipeline
+
+    path = tiny_sdxl_pipeline(tmp_path / "xl")
+    for name in NAMES:
+        run(AttackConfig(attack=name, model=str(path), concepts=["bomb"], out=str(tmp_path / name),
+                         **{**FAST, "budget_iters": 2}))
+        assert len(_rows(tmp_path / name / "prompts.csv")) == 1
