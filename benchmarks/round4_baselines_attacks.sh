@@ -71,6 +71,7 @@ if [ -n "${OUT:-}" ]; then ( while sleep 20; do pack; done ) & PACKER=$!; fi
 # WHO[file]) writes; a job starts when a slot is free and its file exists, and is dropped when
 # that job failed
 PENDING=()
+SKIPPED=0
 declare -A WHO=()
 job() { rm -f "$R/logs/$1.rc"; PENDING+=("$1|$2|$3"); }
 start() { local name=$1 cmd=$2 left=$(( HARD - $(elapsed) ))
@@ -80,15 +81,18 @@ drain() {
         if [ "$(elapsed)" -ge "$DEADLINE" ]; then
             for j in "${PENDING[@]}"; do echo "deadline: ${j%%|*} not started"; done; PENDING=(); break
         fi
-        local left=() j name need cmd who
+        local left=() j name need cmd who full=0
         for j in "${PENDING[@]}"; do
             IFS='|' read -r name need cmd <<< "$j"
             who=${WHO[$need]:-}
             if [ "$need" != - ] && [ ! -e "$need" ]; then
-                if [ -n "$who" ] && [ -f "$R/logs/$who.rc" ]; then echo "skipped $name: $who failed"; continue; fi
+                if [ -n "$who" ] && [ -f "$R/logs/$who.rc" ]; then echo "skipped $name: $who failed"; SKIPPED=1; continue; fi
                 left+=("$j"); continue
             fi
-            if [ "$(jobs -rp | grep -vc "^${PACKER:-none}$")" -ge "$PAR" ]; then left+=("$j"); continue; fi
+            # once full, full for the rest of this pass: a slot freed mid-scan goes to the earliest
+            # ready job on the next pass, so jobs start in the order they were queued
+            [ "$full" = 0 ] && [ "$(jobs -rp | grep -vc "^${PACKER:-none}$")" -ge "$PAR" ] && full=1
+            if [ "$full" = 1 ]; then left+=("$j"); continue; fi
             start "$name" "$cmd"
         done
         PENDING=("${left[@]+"${left[@]}"}")
@@ -130,9 +134,10 @@ wait $(jobs -rp | grep -v "^${PACKER:-none}$") 2>/dev/null
 python3 benchmarks/round4_asr.py "$R"
 pack
 if [ -n "${OUT:-}" ]; then  # the harmful-explicit grids of the baselines, to look at
-    (cd "$R" && tar cf "$OUT/grids.tar" $(ls eval-{esd,uce,sld,safree}*/suites/eval-harmful-explicit/grid.png 2>/dev/null))
+    grids=$(cd "$R" && ls eval-{esd,uce,sld,safree}*/suites/eval-harmful-explicit/grid.png 2>/dev/null)
+    [ -n "$grids" ] && (cd "$R" && tar cf "$OUT/grids.tar" $grids)
 fi
-fail=0
+fail=$SKIPPED
 for f in "$R"/logs/{baseline,eval,attack}-*.rc; do
     [ -f "$f" ] || continue
     [ "$(cat "$f")" = 0 ] || { fail=1; echo "FAILED ($(cat "$f")): $f"; tail -3 "${f%.rc}.log"; }
