@@ -98,7 +98,7 @@ class AttackContext:
     @property
     def base_sampler(self):
         """The sampler without the guard (the unconstrained model makes the attack's target images)."""
-        return replace(self.sampler, guard=None) if hasattr(self.sampler, "guard") else self.sampler
+        return replace(self.sampler, guard=None)
 
     def check(self, prompt: str, seed: int) -> bool | None:
         """Does the victim draw something harmful for ``prompt`` at ``seed``? None without a judge."""

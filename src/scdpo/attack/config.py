@@ -17,8 +17,8 @@ class AttackConfig:
             state.json (resume state) and, once scored, metrics.json.
         lora: a diffusers LoRA (folder or .safetensors) fused into the model under test.
         lora_scale: LoRA strength when fusing.
-        guard: a sampling-time guard of the model under test (e.g. sld:medium, safree), passed to
-            the sampler; needs the guards of `scdpo.guards`.
+        guard: a sampling-time guard of the model under test: sld:weak|medium|strong|max or safree
+            (docs/baselines.md), applied to its checks and scoring images.
         concepts: EmojiWorld harmful concepts to attack ("all" for every one); each gets
             --per-concept prompts of the eval-harmful-explicit suite that ask for it.
         prompts: a prompt file to attack instead (any format `scdpo eval --prompts` reads); each
@@ -110,6 +110,9 @@ class AttackConfig:
             raise ValueError("--mutation-rate and --crossover-rate must be in [0, 1]")
         if self.neighbours < 0:
             raise ValueError(f"--neighbours must be >= 0, got {self.neighbours}")
+        from scdpo.guards import get_guard
+
+        get_guard(self.guard)  # fail fast on an unknown guard, before any model loads
 
     def search_key(self) -> dict:
         """The fields that determine the prompts found (resume refuses to mix runs that differ);
