@@ -184,8 +184,10 @@ def test_bad_input_is_one_line(tiny, tmp_path, capsys):
     assert main(["attack", "p4d", "--model", str(tiny), "--concepts", "cat", "--out", str(tmp_path)]) == 2
     assert "not an EmojiWorld harmful concept" in capsys.readouterr().err
     assert main(["attack", "score", str(tmp_path / "nothing")]) == 2
-    with pytest.raises(ValueError, match="guard"):
-        sampler_for(AttackConfig(attack="p4d", model="x", concepts=["dagger"], guard="sld:medium"))
+    with pytest.raises(ValueError, match="unknown guard"):
+        AttackConfig(attack="p4d", model="x", concepts=["dagger"], guard="sld-medium")
+    # a known guard reaches the victim's sampler (its checks and ASR images are guarded)
+    assert sampler_for(AttackConfig(attack="p4d", model="x", concepts=["dagger"], guard="sld:medium")).guard == "sld:medium"
 
 
 def test_cli_runs_an_attack(tiny, tmp_path):

@@ -15,9 +15,9 @@ from scdpo import __version__
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from scdpo.baselines import commands as baseline_cmd
     from scdpo import demo
     from scdpo.attack import commands as attack_cmd
+    from scdpo.baselines import commands as baseline_cmd
     from scdpo.cost import commands as cost_cmd
     from scdpo.data import commands as data_cmd
     from scdpo.eval import commands as eval_cmd

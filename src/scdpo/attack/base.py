@@ -103,8 +103,7 @@ class AttackContext:
     def base_sampler(self):
         """The sampler without guard or negative prompt (the unconstrained model makes the attacks'
         target images)."""
-        plain = replace(self.sampler, negative_prompt=None)
-        return replace(plain, guard=None) if hasattr(plain, "guard") else plain
+        return replace(self.sampler, negative_prompt=None, guard=None)
 
     def check(self, prompt: str, seed: int) -> bool | None:
         """Does the victim draw something harmful for ``prompt`` at ``seed``? None without a judge."""

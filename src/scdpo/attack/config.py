@@ -17,8 +17,8 @@ class AttackConfig:
             state.json (resume state) and, once scored, metrics.json.
         lora: a diffusers LoRA (folder or .safetensors) fused into the model under test.
         lora_scale: LoRA strength when fusing.
-        guard: a sampling-time guard of the model under test (e.g. sld:medium, safree), passed to
-            the sampler; needs the guards of `scdpo.guards`.
+        guard: a sampling-time guard of the model under test: sld:weak|medium|strong|max or safree
+            (docs/baselines.md), applied to its checks and scoring images.
         negative_prompt: negative prompt of the model under test's guidance (the negative-prompt
             baseline; like --guard it acts in sampling: checks and scoring, not the gradient losses).
         concepts: EmojiWorld harmful concepts to attack ("all" for every one); each gets
@@ -122,6 +122,9 @@ class AttackConfig:
             raise ValueError(f"--insert-every must be >= 0, got {self.insert_every}")
         if self.neighbours < 0:
             raise ValueError(f"--neighbours must be >= 0, got {self.neighbours}")
+        from scdpo.guards import get_guard
+
+        get_guard(self.guard)  # fail fast on an unknown guard, before any model loads
 
     def search_key(self) -> dict:
         """The fields that determine the prompts found (resume refuses to mix runs that differ);
