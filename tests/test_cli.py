@@ -114,12 +114,30 @@ def test_world_render(tmp_path, capsys):
     shards = sorted(out.glob("shard-*.parquet"))
     assert [p.name for p in shards] == [f"shard-{k:05d}.parquet" for k in range(3)]
     assert [pq.read_metadata(p).num_rows for p in shards] == [5, 5, 2]
-    assert sorted(p.name for p in out.iterdir()) == [".export.json", "grid.png"] + [p.name for p in shards]  # no temp files
-    with Image.open(out / "grid.png") as im:
+    assert sorted(p.name for p in out.iterdir()) == [".export.json"] + [p.name for p in shards]  # no temp files
+    with Image.open(tmp_path / "out-grid.png") as im:  # beside the data, never inside it
         # 4 tiles in one row, 2x upscaled 32 px tiles, 3 caption lines, 4 px padding
         assert im.size == (4 * (64 + 4) + 4, 64 + 3 * 11 + 2 + 4 + 4)
     stdout = capsys.readouterr().out
-    assert "wrote 3 shard(s)" in stdout and "grid.png" in stdout
+    assert "wrote 3 shard(s)" in stdout and "out-grid.png" in stdout
+
+
+def test_readme_datasets_snippet_runs_as_written(tmp_path, monkeypatch, capsys):
+    """The README's `world render` line, then its `datasets` snippet, verbatim, in a fresh folder."""
+    import shlex
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    command = re.search(r"^scdpo (world render [^#\n]*?)\s*$", readme, re.M).group(1)
+    snippet = re.search(r"```python\n(import datasets\n.*?)```", readme, re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    assert main(shlex.split(command)) == 0
+    out = Path(shlex.split(command)[shlex.split(command).index("--out") + 1])
+    assert list(out.glob("*.png")) == [] and out.with_name(out.name + "-grid.png").is_file()
+    scope: dict = {}
+    exec(snippet, scope)  # noqa: S102 (the README's own code)
+    ds = scope["ds"]
+    assert len(ds) == int(re.search(r"--n (\d+)", command).group(1))
+    assert ds[0]["image"].size == (64, 64) and ds[0]["caption"] and ds[0]["categories"]
 
 
 def test_render_unknown_suite_is_exit_2(tmp_path, capsys):
