@@ -444,6 +444,16 @@ def test_annotate_adds_cost_columns(tmp_path, built):
         assert a["cost_1"] == pytest.approx(b["cost_1"] + 10, abs=1e-5)
 
 
+def test_annotate_relative_dataset_path(tmp_path, built, monkeypatch):
+    from scdpo.data.annotate import annotate
+
+    src, _ = built
+    monkeypatch.chdir(src.parent)
+    files = annotate(src.name, fake_cost, "annotated", batch_size=8)  # both relative, as typed on a command line
+    assert files == [Path("annotated") / "data" / p.name for p in sorted((src / "data").glob("*.parquet"))]
+    assert all(f.is_file() for f in files)
+
+
 def test_annotate_missing_columns_is_an_error(tmp_path):
     import pyarrow as pa
 
