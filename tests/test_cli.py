@@ -47,6 +47,60 @@ def test_subcommand_help(argv, capsys):
     assert out.startswith(f"usage: scdpo {' '.join(argv)}")
 
 
+def _parsers(parser, path=()):
+    """Every (sub)parser of the command line with its command path."""
+    import argparse
+
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                yield from _parsers(child, (*path, name))
+
+
+def test_every_command_has_threads_and_prints_each_default_once():
+    from scdpo.cli import build_parser
+
+    parsers = list(_parsers(build_parser()))
+    assert len(parsers) > 15
+    for path, p in parsers:
+        text = " ".join(p.format_help().split())  # unwrapped
+        assert "--threads N" in text, path
+        assert not re.search(r"\(default: [^()]*\) \(default:", text), (path, text)
+        assert "==SUPPRESS==" not in text, path
+    demo_help = dict(parsers)[("demo",)].format_help()
+    assert "eval-sc-dpo/" in demo_help and "eval-aligned" not in demo_help  # the folder the demo writes
+
+
+@pytest.mark.parametrize("argv, want", [(["--threads", "1", "world", "suites"], 1),
+                                        (["world", "suites", "--threads", "2"], 2),
+                                        (["--threads", "2", "world", "suites"], 2)])
+def test_threads_option_sets_torch_and_the_environment(argv, want, monkeypatch, capsys):
+    before = torch.get_num_threads()
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    try:
+        assert main(argv) == 0
+        assert torch.get_num_threads() == want and os.environ["OMP_NUM_THREADS"] == str(want)
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_threads_default_and_bad_value(monkeypatch, capsys):
+    from scdpo.utils.threads import DEFAULT_THREADS, default_threads
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        assert default_threads() == DEFAULT_THREADS == 1
+        assert main(["world", "suites"]) == 0 and torch.get_num_threads() == DEFAULT_THREADS
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")  # an explicit choice outside scdpo is kept
+        assert main(["world", "suites"]) == 0 and torch.get_num_threads() == 2
+        assert main(["--threads", "0", "world", "suites"]) == 2
+        assert "--threads must be an integer >= 1" in capsys.readouterr().err
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_pretrain_help_lists_config_flags(capsys):
     assert _exit_code(["world", "pretrain-vae", "--help"]) == 0
     out = capsys.readouterr().out
