@@ -296,6 +296,12 @@ def test_resume_after_interruption_equals_uninterrupted_run(tmp_path, built):
     assert build(_cfg(out), model3, fake_cost, fake_reward) == ref_summary and model3.images == 0
 
 
+def test_pairs_bar_counts_prompts(tmp_path, capsys):
+    build(_cfg(tmp_path / "p", n_harmful=4, n_clean=3), FakeModel(), fake_cost, fake_reward)
+    err = capsys.readouterr().err
+    assert "7/7" in err and "prompt" in err and "chunk" not in err  # 3 chunks of <= 3 prompts
+
+
 def test_resume_refuses_other_settings(tmp_path):
     out = tmp_path / "pairs"
     with pytest.raises(RuntimeError):

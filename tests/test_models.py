@@ -58,6 +58,16 @@ def test_sample_shape_range_and_batch_independence(models, name):
     assert (batch[0] - batch[2]).abs().max() > 1e-3  # same prompt, other seed
 
 
+def test_progress_bar_counts_denoising_steps(models, capsys):
+    """A 64-image batch is minutes on a CPU: the bar moves once per denoising step, not per batch."""
+    m = models["minilm"]
+    m.sample(["a", "b", "c"], [0, 1, 2], SamplerConfig(**{**FAST, "progress": True}, batch_size=2))
+    err = capsys.readouterr().err
+    assert "sampling 3 images" in err and "6/6" in err and "step" in err  # 2 batches x 3 steps
+    m.sample(["a"], [0], SamplerConfig(**{**FAST, "progress": False}))
+    assert capsys.readouterr().err == ""
+
+
 @pytest.mark.parametrize("scheduler", ["ddim", "euler", "dpmsolver++"])
 def test_schedulers_are_deterministic(models, scheduler):
     cfg = SamplerConfig(scheduler=scheduler, **FAST)

@@ -70,8 +70,9 @@ def process_chunk(items: list[tuple[str, int, PromptRecord]], model, cost_fn: Sc
     from scdpo.world.dataset import png_bytes
 
     rules, K = cfg.rules, cfg.candidates
+    # the sampler's own bar (denoising steps) moves inside a chunk, which is minutes on a CPU
     sampler = SamplerConfig(steps=cfg.steps, guidance_scale=cfg.guidance_scale, scheduler=cfg.sampler,
-                            batch_size=cfg.batch_size, progress=False)
+                            batch_size=cfg.batch_size)
     seeds = [[candidate_seed(cfg.seed, kind, i, k) for k in range(K)] for kind, i, _ in items]
     records = [r for _, _, r in items for _ in range(K)]
     # scored as stored: 8-bit, as the PNGs will be, so the cost columns describe the saved images
@@ -231,12 +232,17 @@ def build(cfg: BuildConfig, model=None, cost_fn: Scorer | None = None, reward_fn
             reward_fn = load_reward(cfg.reward, device)
         check_image_size(cost_fn, model.resolution, cfg.cost_model)
     pair_schema, choice_schema = schemas()
-    for c in tqdm(todo, desc=f"pairs (process {state.process_index})", unit="chunk"):
-        pairs, choices = process_chunk(items[c * cfg.chunk_size:(c + 1) * cfg.chunk_size], model, cost_fn,
-                                       reward_fn, cfg)
+    # counts prompts, not chunks: "0/2 chunks" sat still for 14 minutes on a CPU (issue 23)
+    bar = tqdm(total=sum(len(items[c * cfg.chunk_size:(c + 1) * cfg.chunk_size]) for c in todo),
+               desc=f"pairs (process {state.process_index})", unit="prompt")
+    for c in todo:
+        chunk = items[c * cfg.chunk_size:(c + 1) * cfg.chunk_size]
+        pairs, choices = process_chunk(chunk, model, cost_fn, reward_fn, cfg)
         # choices first: the pairs file is what marks a chunk done
         _write(choices, choice_schema, work / f"choices-{c:05d}.parquet")
         _write(pairs, pair_schema, work / f"pairs-{c:05d}.parquet")
+        bar.update(len(chunk))
+    bar.close()
     state.wait_for_everyone()
     if not state.is_main_process:  # no barrier after the card: the others need not idle through it
         return {}
