@@ -309,3 +309,20 @@ def replace_prompt(record: PromptRecord, prompt: str) -> PromptRecord:
     from dataclasses import replace
 
     return replace(record, prompt=prompt)
+
+
+def test_loading_and_fusing_our_lora_logs_no_warnings(tiny, lora, tmp_path):
+    """EmojiWorld-style pipelines (MiniLM text encoder) and UNet-only LoRAs are ours: diffusers'
+    "Expected types for text_encoder" and "No LoRA keys associated to BertModel" are noise there."""
+    import logging
+
+    records = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append
+    logging.getLogger("diffusers").addHandler(handler)
+    try:
+        T2IModel.from_pretrained(tiny_sd_pipeline(tmp_path / "minilm", text_encoder="minilm"), device="cpu")
+        T2IModel.from_pretrained(tiny, device="cpu").load_lora(lora[0])
+    finally:
+        logging.getLogger("diffusers").removeHandler(handler)
+    assert [r.getMessage() for r in records] == []

@@ -22,10 +22,19 @@ import torch
 
 from scdpo.models.registry import resolve_model_path
 from scdpo.models.sampling import SamplerConfig, sample_images
+from scdpo.utils.logs import drop_records
 
 __all__ = ["Conditioning", "SamplerConfig", "T2IModel"]
 
 _FAMILIES = {"StableDiffusionPipeline": "sd", "StableDiffusionXLPipeline": "sdxl"}
+
+
+def _has_text_encoder_keys(file: Path) -> bool:
+    """Whether a diffusers LoRA file adapts a text encoder (its keys start with ``text_encoder``)."""
+    from safetensors import safe_open
+
+    with safe_open(str(file), "pt") as f:
+        return any(k.startswith(("text_encoder", "lora_te")) for k in f.keys())
 
 
 @dataclass
@@ -113,7 +122,8 @@ class T2IModel:
                 f"{str(folder)!r} is not a diffusers pipeline folder (it has no model_index.json)"
             )
         try:
-            class_name = json.loads(index.read_text()).get("_class_name")
+            model_index = json.loads(index.read_text())
+            class_name = model_index.get("_class_name")
         except (json.JSONDecodeError, AttributeError) as err:
             raise ValueError(f"{str(folder)!r} has an unreadable model_index.json: {err}") from err
         if class_name not in _FAMILIES:
@@ -130,7 +140,11 @@ class T2IModel:
         # diffusers renamed ``torch_dtype`` to ``dtype`` (0.42); older versions only know the former
         major, minor = (int(x) for x in diffusers.__version__.split(".")[:2])
         kwargs["dtype" if (major, minor) >= (0, 42) else "torch_dtype"] = dtype
-        pipeline = pipe_cls.from_pretrained(folder, **kwargs)
+        # a MiniLM (BertModel) text encoder, as EmojiWorld's, is ours and works: diffusers' type
+        # check knows only CLIP's classes and would warn on every load
+        bert = model_index.get("text_encoder") == ["transformers", "BertModel"]
+        with drop_records("diffusers.pipelines.pipeline_utils", *(["Expected types for text_encoder:"] if bert else [])):
+            pipeline = pipe_cls.from_pretrained(folder, **kwargs)
         return cls(pipeline, device=device, dtype=dtype)
 
     def to(self, device=None, dtype: torch.dtype | None = None) -> T2IModel:
@@ -183,8 +197,12 @@ class T2IModel:
         else:
             raise FileNotFoundError(f"LoRA not found: {path}")
         pipe = self.to_pipeline()
+        # our trainer's LoRAs adapt the UNet only; diffusers then warns that the text encoder got
+        # none, which is the point (dropped only when the file really has no text-encoder keys)
+        quiet = () if _has_text_encoder_keys(folder / weight_name) else ("No LoRA keys associated to ",)
         try:
-            pipe.load_lora_weights(str(folder), weight_name=weight_name)
+            with drop_records("diffusers.loaders.lora_base", *quiet), drop_records("diffusers.loaders.peft", *quiet):
+                pipe.load_lora_weights(str(folder), weight_name=weight_name)
         except (KeyError, ValueError) as err:  # diffusers: keys without 'lora', or for another UNet
             raise ValueError(f"{folder / weight_name} is not a LoRA for this model: {err}") from err
         pipe.fuse_lora(lora_scale=scale)
