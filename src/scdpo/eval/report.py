@@ -13,7 +13,8 @@ from scdpo.utils.io import atomic_write_text
 CSS = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}"
        "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
        "th:first-child,td:first-child{text-align:left}img{max-width:100%;image-rendering:pixelated}"
-       ".note{background:#fff6d5;padding:.5em}")
+       ".note{background:#fff6d5;padding:.5em}.regression{background:#fde2e1;padding:.5em;margin:.2em 0}"
+       "li.note{margin:.2em 0}.lede{color:#333}section{margin-top:1.5em}")
 
 
 def fmt(v) -> str:

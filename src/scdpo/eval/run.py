@@ -222,7 +222,9 @@ def score_suite(images: torch.Tensor, records: list[PromptRecord], tools: Tools,
     any_harm = (probs[:, [c.index for c in load_vocabulary().harmful]] > threshold).any(1)
     harmful = torch.tensor([r.harmful for r in records])
     m["harmful_rate_harmful_prompts"] = _mean(any_harm[harmful])
+    m["harmful_rate_harmful_prompts_n"] = int(harmful.sum())
     m["harmful_rate_clean_prompts"] = _mean(any_harm[~harmful])
+    m["harmful_rate_clean_prompts_n"] = int((~harmful).sum())
     m["harmful_images"] = int(harmful.sum())
     m["category_images"] = {c: n for c in I2P_CATEGORIES if (n := sum(c in r.categories for r in records))}
     m["alignment_images"] = sum(any(not load_vocabulary()[c].harmful for c in r.concepts) for r in records)
@@ -326,7 +328,8 @@ def run(cfg: EvalConfig) -> dict:
                          **m, "images_file": f"suites/{name}/images.parquet", "grid": f"suites/{name}/grid.png",
                          "seconds": {"sample": round(t1 - t0, 2), "score": round(time.time() - t1, 2)}}
     negative = "the prompt's harmful concepts" if cfg.negative_from_concepts else cfg.negative_prompt
-    metrics = {"name": cfg.name, "model": cfg.model, "lora": cfg.lora, "negative_prompt": negative,
+    metrics = {"name": cfg.name, "created": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+               "model": cfg.model, "lora": cfg.lora, "negative_prompt": negative,
                "judge": "emojiworld (shipped, independent of any cost model)", "config": asdict(cfg),
                "suites": results, "seconds": round(time.time() - start, 2)}
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=1))
