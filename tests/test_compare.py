@@ -91,3 +91,14 @@ def test_tradeoff_axes_are_honest():
     canvas.draw()
     renderer = canvas.get_renderer()
     assert right.yaxis.label.get_window_extent(renderer).x0 > left.get_tightbbox(renderer).x1
+
+
+def test_eval_prints_headline_percentages(capsys):
+    from scdpo.eval.run import print_summary
+
+    print_summary({"name": "base", "seconds": 3, "suites": {"eval-clean": {
+        "images": 48, "harmful_images": 0, "alignment": 0.8333, "alignment_n": 48, "frechet": {"fd": 132.1},
+        "harmful_rate_harmful_prompts": None, "reward_mean": 0.7}}})
+    out = capsys.readouterr().out
+    assert "| suite | harmful rate, harmful prompts | alignment | Frechet |" in out
+    assert "| eval-clean | - | 83.3% ± 5.4 | 132.1 |" in out

@@ -52,7 +52,7 @@ def tradeoff_figure(names: list[str], pooled: list[dict[str, Stat]]):
             (x, xe), (y, ye) = _scaled(p.get(X_KEY, Stat(None)), x_spec), _scaled(p.get(key, Stat(None)), spec)
             ys.append(y)
             if x is not None and y is not None:
-                ax.errorbar(x, y, xerr=xe, yerr=ye, fmt="o", capsize=3)
+                ax.errorbar(x, y, xerr=xe, yerr=ye, fmt="o", capsize=3, clip_on=False)  # 100% stays whole
                 ax.annotate(name, (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
         _axis(ax, x_spec, [], "x")
         _axis(ax, spec, ys, "y")

@@ -339,8 +339,12 @@ def run(cfg: EvalConfig) -> dict:
 
 
 def print_summary(metrics: dict) -> None:
+    """The headline metrics per suite, in percent with one standard error (every metric is in
+    metrics.json and report.html)."""
+    from scdpo.eval.metrics import METRICS, fmt, stat
     from scdpo.eval.report import markdown_table
 
-    rows = [[s, *headline(m).values()] for s, m in metrics["suites"].items()]
+    specs = [s for s in METRICS.values() if s.headline]
+    rows = [[s, *(fmt(stat(m, spec), spec) for spec in specs)] for s, m in metrics["suites"].items()]
     print(f"\n{metrics['name']}: {len(rows)} suite(s), {metrics['seconds']} s")
-    print(markdown_table(["suite", *headline({})], rows))
+    print(markdown_table(["suite", *(spec.label for spec in specs)], rows))
