@@ -58,6 +58,7 @@ def test_compare_tables_notes_and_metadata(fake_runs, tmp_path, capsys):
     assert any("'sexual'" in n and "83.3% → 100.0%" in n and "6 images" in n and "may be noise" in n for n in notes)
     assert any("alignment on eval-clean got worse" in n for n in notes)
     assert not any("Frechet" in n for n in notes)  # 130 -> 128 is better, not a regression
+    assert not any("all images" in n for n in notes)  # the same 6 images as "harmful prompts": said once
     assert all(n in printed for n in notes)
     # the full table stays in the files: new per-suite rates show up, registered or not
     md = (out / "table.md").read_text()

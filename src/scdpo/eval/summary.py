@@ -110,9 +110,11 @@ def regressions(names: list[str], runs: list[dict], suites: list[str], specs: li
     ref_cats = category_stats(ref, suites)
     for name, run in zip(names[1:], runs[1:]):
         for s in suites:
+            said = set()  # on an all-harmful suite "harmful prompts" and "all images" are one number
             for spec in specs:
                 a, b = stat(ref["suites"][s], spec), stat(run["suites"][s], spec)
-                if (w := worse(a, b, spec)) is not None:
+                if (w := worse(a, b, spec)) is not None and (a, b) not in said:
+                    said.add((a, b))
                     notes.append(f"{name} vs {names[0]}: {spec.label} on {s} got worse, {_change(a, b, spec, w[1])}.")
         for c, b in category_stats(run, suites).items():
             a = ref_cats.get(c, Stat(None))
