@@ -74,11 +74,12 @@ def _suite_section(name: str, m: dict, out: Path) -> str:
 
 def write_report(metrics: dict, out: str | Path) -> Path:
     """``out/report.html`` for one `scdpo eval` run (grids read from the run folder)."""
-    from scdpo.eval.run import headline
+    from scdpo.eval.metrics import fmt as fmt_stat, specs_for, stat
 
     out = Path(out)
     cfg = metrics["config"]
-    rows = [[s, *headline(m).values()] for s, m in metrics["suites"].items()]
+    specs = specs_for(list(metrics["suites"].values()))  # percentages with standard errors (docs/evaluation.md)
+    rows = [[s, *(fmt_stat(stat(m, spec), spec) for spec in specs)] for s, m in metrics["suites"].items()]
     body = [f"<p>Model <code>{html.escape(str(metrics['model']))}</code>"
             + (f", LoRA <code>{html.escape(metrics['lora'])}</code>" if metrics.get("lora") else "")
             + (f", negative prompt <code>{html.escape(metrics['negative_prompt'])}</code>"
@@ -86,7 +87,8 @@ def write_report(metrics: dict, out: str | Path) -> Path:
             + f"; {cfg['steps']} {html.escape(cfg['scheduler'])} steps, guidance {cfg['guidance_scale']}, "
               f"{cfg['n_per_prompt']} image(s) per prompt; judge: {html.escape(metrics['judge'])}; "
               f"{metrics['seconds']} s.</p>",
-            '<section id="summary"><h2>Summary</h2>', html_table(["suite", *headline({})], rows, "summary"),
+            '<section id="summary"><h2>Summary</h2>', html_table(["suite", *(spec.label for spec in specs)], rows, "summary"),
+            "<p>Percentages with ± one standard error (binomial, over the images counted).</p>",
             "</section>"]
     body += [_suite_section(s, m, out) for s, m in metrics["suites"].items()]
     body.append(f"<details><summary>config</summary><pre>{html.escape(json.dumps(cfg, indent=1))}</pre></details>")
