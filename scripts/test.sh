@@ -2,5 +2,5 @@
 # The README's test command (and CI's): set up .venv, run the tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-. scripts/setup.sh "[test]"
+SCDPO_EXTRAS="[test]" . scripts/setup.sh
 python -m pytest -q "$@"

@@ -13,3 +13,50 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def write_fake_run(folder, name: str, suites: dict[str, dict], images: bool = True, **top) -> str:
+    """An `scdpo eval` run folder from given per-suite metrics (the keys a test cares about), with
+    small real images.parquet files so that the comparison grids are drawn."""
+    import json
+    from pathlib import Path
+
+    from scdpo.eval.run import save_images
+    from scdpo.world.records import PromptRecord
+
+    folder = Path(folder)
+    out = {}
+    for s, m in suites.items():
+        n = m.get("images", 4)
+        if images:
+            samples = [(i, 0, 1000 + i, PromptRecord(prompt=f"prompt {i}", source="test")) for i in range(n)]
+            shade = 0.2 if name == "base" else 0.7
+            save_images(folder / "suites" / s / "images.parquet", samples, torch.full((n, 3, 16, 16), shade))
+        out[s] = {"kind": "emojiworld", "prompts": n, "images": n, "harmful_images": 0,
+                  "images_file": f"suites/{s}/images.parquet", "grid": f"suites/{s}/grid.png", **m}
+    metrics = {"name": name, "created": "2026-12-01 12:00 UTC", "model": "emojiworld", "lora": None,
+               "negative_prompt": None, "judge": "emojiworld", "seconds": 1.0,
+               "config": {"steps": 15, "scheduler": "dpmsolver++", "guidance_scale": 5.0, "n_per_prompt": 1,
+                          "suite_seed": 0}, "suites": out, **top}
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    return str(folder)
+
+
+@pytest.fixture
+def fake_runs(tmp_path):
+    """Two runs, base and sc-dpo, as in the demo: the explicit suite (48 harmful prompts) and the clean one."""
+    harm = {"images": 6, "harmful_images": 6, "harmful_rate": 0.8333, "harmful_rate_harmful_prompts": 0.8333,
+            "harmful_rate_harmful_prompts_n": 6, "category_images": {"sexual": 6}}
+    clean = {"images": 8, "harmful_images": 0, "harmful_rate": 0.0, "harmful_rate_clean_prompts": 0.0,
+             "harmful_rate_clean_prompts_n": 8, "alignment": 0.875, "alignment_n": 8, "frechet": {"fd": 130.0}}
+    base = write_fake_run(tmp_path / "eval-base", "base", {
+        "eval-harmful-explicit": {**harm, "harmful_rate_by_category": {"sexual": 0.8333}},
+        "eval-clean": {**clean, "safe_object_rate": 0.5, "safe_object_rate_n": 8}})
+    aligned = write_fake_run(tmp_path / "eval-sc-dpo", "sc-dpo", {
+        "eval-harmful-explicit": {**harm, "harmful_rate": 1.0, "harmful_rate_harmful_prompts": 1.0,
+                                  "harmful_rate_by_category": {"sexual": 1.0}},
+        "eval-clean": {**clean, "alignment": 0.75, "frechet": {"fd": 128.0}, "safe_object_rate": 0.625,
+                       "safe_object_rate_n": 8, "new_thing_rate": 0.25, "new_thing_rate_n": 8}},
+        lora="outputs/demo/lora")
+    return [base, aligned]

@@ -47,6 +47,60 @@ def test_subcommand_help(argv, capsys):
     assert out.startswith(f"usage: scdpo {' '.join(argv)}")
 
 
+def _parsers(parser, path=()):
+    """Every (sub)parser of the command line with its command path."""
+    import argparse
+
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                yield from _parsers(child, (*path, name))
+
+
+def test_every_command_has_threads_and_prints_each_default_once():
+    from scdpo.cli import build_parser
+
+    parsers = list(_parsers(build_parser()))
+    assert len(parsers) > 15
+    for path, p in parsers:
+        text = " ".join(p.format_help().split())  # unwrapped
+        assert "--threads N" in text, path
+        assert not re.search(r"\(default: [^()]*\) \(default:", text), (path, text)
+        assert "==SUPPRESS==" not in text, path
+    demo_help = dict(parsers)[("demo",)].format_help()
+    assert "eval-sc-dpo/" in demo_help and "eval-aligned" not in demo_help  # the folder the demo writes
+
+
+@pytest.mark.parametrize("argv, want", [(["--threads", "1", "world", "suites"], 1),
+                                        (["world", "suites", "--threads", "2"], 2),
+                                        (["--threads", "2", "world", "suites"], 2)])
+def test_threads_option_sets_torch_and_the_environment(argv, want, monkeypatch, capsys):
+    before = torch.get_num_threads()
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    try:
+        assert main(argv) == 0
+        assert torch.get_num_threads() == want and os.environ["OMP_NUM_THREADS"] == str(want)
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_threads_default_and_bad_value(monkeypatch, capsys):
+    from scdpo.utils.threads import DEFAULT_THREADS, default_threads
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        assert default_threads() == DEFAULT_THREADS == 1
+        assert main(["world", "suites"]) == 0 and torch.get_num_threads() == DEFAULT_THREADS
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")  # an explicit choice outside scdpo is kept
+        assert main(["world", "suites"]) == 0 and torch.get_num_threads() == 2
+        assert main(["--threads", "0", "world", "suites"]) == 2
+        assert "--threads must be an integer >= 1" in capsys.readouterr().err
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_pretrain_help_lists_config_flags(capsys):
     assert _exit_code(["world", "pretrain-vae", "--help"]) == 0
     out = capsys.readouterr().out
@@ -114,12 +168,30 @@ def test_world_render(tmp_path, capsys):
     shards = sorted(out.glob("shard-*.parquet"))
     assert [p.name for p in shards] == [f"shard-{k:05d}.parquet" for k in range(3)]
     assert [pq.read_metadata(p).num_rows for p in shards] == [5, 5, 2]
-    assert sorted(p.name for p in out.iterdir()) == [".export.json", "grid.png"] + [p.name for p in shards]  # no temp files
-    with Image.open(out / "grid.png") as im:
+    assert sorted(p.name for p in out.iterdir()) == [".export.json"] + [p.name for p in shards]  # no temp files
+    with Image.open(tmp_path / "out-grid.png") as im:  # beside the data, never inside it
         # 4 tiles in one row, 2x upscaled 32 px tiles, 3 caption lines, 4 px padding
         assert im.size == (4 * (64 + 4) + 4, 64 + 3 * 11 + 2 + 4 + 4)
     stdout = capsys.readouterr().out
-    assert "wrote 3 shard(s)" in stdout and "grid.png" in stdout
+    assert "wrote 3 shard(s)" in stdout and "out-grid.png" in stdout
+
+
+def test_readme_datasets_snippet_runs_as_written(tmp_path, monkeypatch, capsys):
+    """The README's `world render` line, then its `datasets` snippet, verbatim, in a fresh folder."""
+    import shlex
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    command = re.search(r"^scdpo (world render [^#\n]*?)\s*$", readme, re.M).group(1)
+    snippet = re.search(r"```python\n(import datasets\n.*?)```", readme, re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    assert main(shlex.split(command)) == 0
+    out = Path(shlex.split(command)[shlex.split(command).index("--out") + 1])
+    assert list(out.glob("*.png")) == [] and out.with_name(out.name + "-grid.png").is_file()
+    scope: dict = {}
+    exec(snippet, scope)  # noqa: S102 (the README's own code)
+    ds = scope["ds"]
+    assert len(ds) == int(re.search(r"--n (\d+)", command).group(1))
+    assert ds[0]["image"].size == (64, 64) and ds[0]["caption"] and ds[0]["categories"]
 
 
 def test_render_unknown_suite_is_exit_2(tmp_path, capsys):

@@ -224,6 +224,36 @@ def test_adapter_training_ranks_harmful_above_safe(objectives, tmp_path):
                 assert (raised > 0).float().mean() > 0.95 and (base < 0).float().mean() > 0.9
 
 
+def test_feature_bar_moves_per_forward_pass(monkeypatch, tmp_path):
+    """A batch of 256 renders is minutes on a busy CPU: the bar counts each backbone pass."""
+    from scdpo.cost import train as cost_train
+    from scdpo.cost.losses import CostLabels
+
+    class FakeBackbone:
+        map_dim = 4
+
+        def __init__(self):
+            self.calls = []
+
+        def spatial_features(self, x, batch_size):
+            self.calls.append(len(x))
+            return torch.zeros(len(x), 1, self.map_dim, dtype=torch.float16)
+
+    updates = []
+
+    class Recorded(cost_train.tqdm):
+        def update(self, n=1):
+            updates.append(n)
+            return super().update(n)
+
+    monkeypatch.setattr(cost_train, "tqdm", Recorded)
+    labels = CostLabels(torch.zeros(10, dtype=torch.bool), torch.zeros(10), torch.zeros(10, 7))
+    backbone = FakeBackbone()
+    cfg = CostTrainConfig(out=str(tmp_path), feature_batch_size=4, progress=False, vae="none")
+    feats, lab = cost_train._extract(backbone, [(torch.zeros(10, 3, 8, 8), labels)], 10, "f", cfg, train=False)
+    assert backbone.calls == updates == [4, 4, 2] and feats.shape == (10, 1, 4) and len(lab.harmful) == 10
+
+
 # ---------------------------------------------------------------- checkpoints and scorer
 
 def test_save_load_is_bit_exact_and_scorer_interface(clip_path, tmp_path):

@@ -296,6 +296,12 @@ def test_resume_after_interruption_equals_uninterrupted_run(tmp_path, built):
     assert build(_cfg(out), model3, fake_cost, fake_reward) == ref_summary and model3.images == 0
 
 
+def test_pairs_bar_counts_prompts(tmp_path, capsys):
+    build(_cfg(tmp_path / "p", n_harmful=4, n_clean=3), FakeModel(), fake_cost, fake_reward)
+    err = capsys.readouterr().err
+    assert "7/7" in err and "prompt" in err and "chunk" not in err  # 3 chunks of <= 3 prompts
+
+
 def test_resume_refuses_other_settings(tmp_path):
     out = tmp_path / "pairs"
     with pytest.raises(RuntimeError):
@@ -442,6 +448,16 @@ def test_annotate_adds_cost_columns(tmp_path, built):
         # the builder scores its images as stored (8-bit), so annotating reproduces its costs
         assert a["cost_0"] == pytest.approx(b["cost_0"] + 10, abs=1e-5)
         assert a["cost_1"] == pytest.approx(b["cost_1"] + 10, abs=1e-5)
+
+
+def test_annotate_relative_dataset_path(tmp_path, built, monkeypatch):
+    from scdpo.data.annotate import annotate
+
+    src, _ = built
+    monkeypatch.chdir(src.parent)
+    files = annotate(src.name, fake_cost, "annotated", batch_size=8)  # both relative, as typed on a command line
+    assert files == [Path("annotated") / "data" / p.name for p in sorted((src / "data").glob("*.parquet"))]
+    assert all(f.is_file() for f in files)
 
 
 def test_annotate_missing_columns_is_an_error(tmp_path):

@@ -229,10 +229,13 @@ def test_compare_writes_table_plots_and_grids(runs, capsys):
     assert main(["eval", "compare", str(runs / "base"), str(runs / "lora"), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     table = (out / "table.md").read_text()
-    assert "| base |" in table and table.splitlines()[-1] in printed
+    assert "| base |" in table and "## All metrics, per suite" in table
+    header = next(line for line in printed.splitlines() if line.startswith("| method"))
+    assert header == "| method | alignment (eval-clean) | harmful rate, harmful prompts (eval-harmful-explicit) |"
     csv = pd.read_csv(out / "table.csv")
     assert list(csv["method"])[0] == "base" and len(csv) == 2 and "eval-harmful-explicit/harmful_rate" in csv
-    assert "coco/harmful_rate" not in csv  # only in one run: compared on the intersection
+    assert "eval-harmful-explicit/harmful_rate_se" in csv and "eval-clean/alignment_n" in csv
+    assert not any(c.startswith("coco/") for c in csv)  # only in one run: compared on the intersection
     assert "intersection" in table
     for f in ("tradeoff.png", "categories.png", "grids/eval-clean.png", "grids/eval-harmful-explicit.png"):
         assert Image.open(out / f).format == "PNG"
@@ -240,13 +243,18 @@ def test_compare_writes_table_plots_and_grids(runs, capsys):
     assert grid.height > 2 * 64  # one row per method
     report = _Report()
     report.feed((out / "report.html").read_text())
-    assert "table" in report.sections and len(report.images) == 4
+    assert {"metadata", "headline", "pooled", "per-suite", "tradeoff", "grids"} <= set(report.sections)
+    assert len(report.images) == 4
+    m = json.loads((runs / "base/metrics.json").read_text())
+    suite = m["suites"]["eval-harmful-explicit"]  # every rate stores its count (docs/evaluation.md)
+    assert suite["harmful_rate_n"] == suite["images"] == 2
+    assert suite["harmful_rate_harmful_prompts_n"] == suite["harmful_images"] and "created" in m
 
 
 def test_compare_same_name_twice(runs, capsys):
     assert main(["eval", "compare", str(runs / "base"), str(runs / "base"), "--out", str(runs / "cmp2")]) == 0
     out = capsys.readouterr().out
-    assert "| base (base) |" in out and "intersection" not in out  # same suites: no note
+    assert "| base (base) |" in out and "intersection" not in out and "note:" not in out  # same runs: no notes
 
 
 # ------------------------------------------------------------------ CLI and bad input
@@ -310,3 +318,20 @@ def replace_prompt(record: PromptRecord, prompt: str) -> PromptRecord:
     from dataclasses import replace
 
     return replace(record, prompt=prompt)
+
+
+def test_loading_and_fusing_our_lora_logs_no_warnings(tiny, lora, tmp_path):
+    """EmojiWorld-style pipelines (MiniLM text encoder) and UNet-only LoRAs are ours: diffusers'
+    "Expected types for text_encoder" and "No LoRA keys associated to BertModel" are noise there."""
+    import logging
+
+    records = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append
+    logging.getLogger("diffusers").addHandler(handler)
+    try:
+        T2IModel.from_pretrained(tiny_sd_pipeline(tmp_path / "minilm", text_encoder="minilm"), device="cpu")
+        T2IModel.from_pretrained(tiny, device="cpu").load_lora(lora[0])
+    finally:
+        logging.getLogger("diffusers").removeHandler(handler)
+    assert [r.getMessage() for r in records] == []

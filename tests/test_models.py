@@ -58,6 +58,25 @@ def test_sample_shape_range_and_batch_independence(models, name):
     assert (batch[0] - batch[2]).abs().max() > 1e-3  # same prompt, other seed
 
 
+def test_progress_bar_counts_denoising_steps(models, monkeypatch):
+    """A 64-image batch is minutes on a CPU: the bar moves once per denoising step, not per batch."""
+    from scdpo.models import sampling
+
+    bars = []
+
+    class Recorded(sampling.tqdm):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            bars.append(self)
+
+    monkeypatch.setattr(sampling, "tqdm", Recorded)
+    models["minilm"].sample(["a", "b", "c"], [0, 1, 2], SamplerConfig(**{**FAST, "progress": True}, batch_size=2))
+    (bar,) = bars
+    assert (bar.total, bar.n, bar.unit, bar.desc) == (6, 6, "step", "sampling 3 images")  # 2 batches x 3 steps
+    models["minilm"].sample(["a"], [0], SamplerConfig(**FAST))
+    assert bars[1].disable
+
+
 @pytest.mark.parametrize("scheduler", ["ddim", "euler", "dpmsolver++"])
 def test_schedulers_are_deterministic(models, scheduler):
     cfg = SamplerConfig(scheduler=scheduler, **FAST)

@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     eval_cmd.register(sub)
     attack_cmd.register(sub)
     demo.register(sub)
+    _add_threads(parser, top=True)
     return parser
 
 
@@ -63,11 +64,28 @@ def _close_bars() -> None:
         bar.close()
 
 
+def _add_threads(parser: argparse.ArgumentParser, top: bool = False) -> None:
+    """``--threads`` on the top-level parser and on every (sub)command: one option, one place.
+    Below the top its default is SUPPRESS, so ``scdpo --threads 2 demo`` is not reset by ``demo``."""
+    from scdpo.utils.threads import DEFAULT_THREADS
+
+    parser.add_argument("--threads", type=int, default=None if top else argparse.SUPPRESS, metavar="N",
+                        help="CPU threads for torch and BLAS (default: $OMP_NUM_THREADS if set, else "
+                             f"{DEFAULT_THREADS}: more threads than idle cores slow a busy machine down; BENCHMARKS.md)")
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _add_threads(child)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
+        from scdpo.utils.threads import default_threads, set_threads
+
+        set_threads(args.threads if args.threads is not None else default_threads())
         args.func(args)
     except BrokenPipeError:  # `scdpo ... | head`
         return 0

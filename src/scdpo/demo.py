@@ -26,7 +26,7 @@ class DemoConfig:
     """Settings of the end-to-end demo.
 
     Attributes:
-        out: folder for every stage's output (cost/, scp/, lora/, eval-base/, eval-aligned/, compare/).
+        out: folder for every stage's output (cost/, scp/, lora/, eval-base/, eval-sc-dpo/, compare/).
         model: base model ("emojiworld" = the shipped one, or a local diffusers folder).
         cost_pool: EmojiWorld renders the cost model's adapter is trained on.
         cost_steps: adapter training steps.

@@ -195,9 +195,11 @@ def _extract(backbone: Backbone, batches, total: int, desc: str, cfg: CostTrainC
                 x = torch.cat([vae_roundtrip(x[: len(x) // 2], vae), x[len(x) // 2:]])
             if augmented:
                 x = augment(x, cfg.augmentation, g)
-            feats.append(backbone.spatial_features(x, cfg.feature_batch_size))
+            step = cfg.feature_batch_size  # the bar moves per forward pass, not per 256-render batch
+            for i in range(0, len(x), step):
+                feats.append(backbone.spatial_features(x[i:i + step], step))
+                bar.update(len(x[i:i + step]))
             labels.append(lab)
-            bar.update(len(x))
     bar.close()
     empty = torch.zeros(0, 1, backbone.map_dim, dtype=torch.float16)
     return (torch.cat(feats) if feats else empty), CostLabels.cat(labels)

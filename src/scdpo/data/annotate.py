@@ -59,8 +59,10 @@ def annotate(dataset: str | Path, cost_fn: Scorer, out: str | Path, batch_size: 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    src, out = Path(dataset), Path(out)
-    files = parquet_files(src)
+    # resolved: `datasets` lists a folder's files as absolute paths, and a relative --dataset must
+    # still contain them for relative_to below
+    src, out = Path(dataset).expanduser().resolve(), Path(out)
+    files = [f.resolve() for f in parquet_files(src)]
     for f in files:  # check every file before writing anything
         missing = [c for c in REQUIRED if c not in pq.read_schema(f).names]
         if missing:

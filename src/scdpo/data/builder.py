@@ -69,6 +69,7 @@ def process_chunk(items: list[tuple[str, int, PromptRecord]], model, cost_fn: Sc
     from scdpo.world.dataset import png_bytes
 
     rules, K = cfg.rules, cfg.candidates
+    # the sampler's own bar (denoising steps) moves inside a chunk, which is minutes on a CPU
     sampler = SamplerConfig(steps=cfg.steps, guidance_scale=cfg.guidance_scale, scheduler=cfg.sampler,
                             batch_size=cfg.batch_size, progress=False, guard=cfg.guard)
     seeds = [[candidate_seed(cfg.seed, kind, i, k) for k in range(K)] for kind, i, _ in items]
@@ -242,12 +243,17 @@ def _build(cfg: BuildConfig, state, out: Path, items: list, model, cost_fn, rewa
         with atomic_path(out / MANIFEST) as tmp:
             tmp.write_text(json.dumps({"settings": settings, "complete": False}, indent=1))
     pair_schema, choice_schema = schemas()
-    for c in tqdm(todo, desc=f"pairs (process {state.process_index})", unit="chunk"):
-        pairs, choices = process_chunk(items[c * cfg.chunk_size:(c + 1) * cfg.chunk_size], model, cost_fn,
-                                       reward_fn, cfg)
+    # counts prompts, not chunks: "0/2 chunks" sat still for 14 minutes on a CPU (issue 23)
+    bar = tqdm(total=sum(len(items[c * cfg.chunk_size:(c + 1) * cfg.chunk_size]) for c in todo),
+               desc=f"pairs (process {state.process_index})", unit="prompt")
+    for c in todo:
+        chunk = items[c * cfg.chunk_size:(c + 1) * cfg.chunk_size]
+        pairs, choices = process_chunk(chunk, model, cost_fn, reward_fn, cfg)
         # choices first: the pairs file is what marks a chunk done
         _write(choices, choice_schema, work / f"choices-{c:05d}.parquet")
         _write(pairs, pair_schema, work / f"pairs-{c:05d}.parquet")
+        bar.update(len(chunk))
+    bar.close()
     state.wait_for_everyone()
     if not state.is_main_process:  # no barrier after the card: the others need not idle through it
         return {}

@@ -33,9 +33,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_dataclass_args(p, EvalConfig)
     p.set_defaults(func=_run)
     inner = p.add_subparsers(dest="eval_command", metavar="{compare}")
-    c = inner.add_parser("compare", help="compare several `scdpo eval` runs: table, trade-off plots, grids",
+    c = inner.add_parser("compare", help="compare several `scdpo eval` runs: tables with standard errors, notes on "
+                         "regressions, trade-off plots, grids, report.html",
                          formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    c.add_argument("runs", nargs="+", metavar="RUN_DIR", help="folders written by `scdpo eval`")
+    c.add_argument("runs", nargs="+", metavar="RUN_DIR",
+                   help="folders written by `scdpo eval`; the first is the reference for the notes on regressions")
     c.add_argument("--out", required=True, help="folder for table.md, table.csv, plots and report.html")
     c.add_argument("--grid-prompts", type=int, default=8, help="prompts per side-by-side grid")
     c.set_defaults(func=_compare)

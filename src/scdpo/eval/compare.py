@@ -1,10 +1,13 @@
 """`scdpo eval compare`: several `scdpo eval` runs side by side.
 
-Writes ``table.md`` / ``table.csv`` (methods x metrics, also printed), ``tradeoff.png`` (harmful
-rate against alignment and Frechet distance: the safety/quality trade-off SC-DPO is about),
-``categories.png`` (harmful rate per I2P category), ``grids/SUITE.png`` (the same prompts and seeds
-for every method, one row per method) and a self-contained ``report.html``. Runs evaluated on
-different suites are compared on the suites they share, and the report says so.
+Prints the headline table (percentages with one standard error) and writes ``table.md`` (headline,
+pooled and per-suite tables, notes), ``table.csv`` (every number with its standard error and
+count), ``tradeoff.png`` (harmful rate against alignment and Frechet distance: the safety/quality
+trade-off SC-DPO is about), ``categories.png`` (harmful rate per I2P category), ``grids/SUITE.png``
+(the same prompts and seeds for every method, one row per method) and a self-contained
+``report.html`` with the runs' metadata and notes on every metric that got worse. Runs evaluated on
+different suites are compared on the suites they share, and the report says so. Which metrics
+appear is decided by :mod:`scdpo.eval.metrics` from what the runs stored.
 """
 
 from __future__ import annotations
@@ -15,12 +18,13 @@ import io
 import json
 from pathlib import Path
 
+from scdpo import __version__
+from scdpo.eval import summary as sm
+from scdpo.eval.metrics import METRICS, fmt
+from scdpo.eval.plots import category_plot, tradeoff_plot
 from scdpo.eval.report import html_table, img_tag, markdown_table, page
-from scdpo.eval.run import headline
 from scdpo.utils.io import atomic_write_bytes, atomic_write_text, inside, safe_name
 from scdpo.world.records import I2P_CATEGORIES
-
-POOLED = ("harmful_rate", "harm_on_clean", "alignment", "frechet", "reward")
 
 
 def load_run(path: str | Path) -> dict:
@@ -34,78 +38,6 @@ def load_run(path: str | Path) -> dict:
     except (json.JSONDecodeError, KeyError, TypeError) as e:
         raise ValueError(f"{file} is not an `scdpo eval` metrics file: {e}") from None
     return {**run, "dir": path}
-
-
-def _pool(suites: list[dict], key: str, weight: str) -> float | None:
-    pairs = [(m[key], m[weight]) for m in suites if m.get(key) is not None and m.get(weight)]
-    total = sum(w for _, w in pairs)
-    return round(sum(v * w for v, w in pairs) / total, 4) if total else None
-
-
-def pooled(run: dict, suites: list[str]) -> dict[str, float | None]:
-    """One number per metric over ``suites``: rates and means pooled by their image counts,
-    Frechet distance averaged over the suites that have one."""
-    ms = [{**run["suites"][s], "clean_images": run["suites"][s]["images"] - run["suites"][s]["harmful_images"]}
-          for s in suites]
-    fds = [m["frechet"]["fd"] for m in ms if m.get("frechet")]
-    return {"harmful_rate": _pool(ms, "harmful_rate_harmful_prompts", "harmful_images"),
-            "harm_on_clean": _pool(ms, "harmful_rate_clean_prompts", "clean_images"),
-            "alignment": _pool(ms, "alignment", "alignment_images"),
-            "frechet": round(sum(fds) / len(fds), 4) if fds else None,
-            "reward": _pool(ms, "reward_mean", "images")}
-
-
-def category_rates(run: dict, suites: list[str]) -> dict[str, float]:
-    rates = {}
-    for c in I2P_CATEGORIES:
-        pairs = [(m["harmful_rate_by_category"][c], m["category_images"][c]) for m in (run["suites"][s] for s in suites)
-                 if c in m.get("harmful_rate_by_category", {})]
-        if pairs:
-            rates[c] = sum(v * n for v, n in pairs) / sum(n for _, n in pairs)
-    return rates
-
-
-def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    return buf.getvalue()
-
-
-def tradeoff_plot(names: list[str], summary: list[dict]) -> bytes:
-    """Harmful rate (x, lower is safer) against alignment (higher is better) and Frechet distance
-    (lower is better), one labelled point per method."""
-    from matplotlib.figure import Figure  # no pyplot: no global backend state (renders with Agg)
-
-    panels = [k for k in ("alignment", "frechet") if any(s[k] is not None for s in summary)] or ["alignment"]
-    fig = Figure(figsize=(5 * len(panels), 4))
-    for j, key in enumerate(panels):
-        ax = fig.add_subplot(1, len(panels), j + 1)
-        for name, s in zip(names, summary):
-            if s["harmful_rate"] is not None and s[key] is not None:
-                ax.scatter(s["harmful_rate"], s[key])
-                ax.annotate(name, (s["harmful_rate"], s[key]), textcoords="offset points", xytext=(4, 4), fontsize=8)
-        ax.set_xlabel("harmful rate on harmful prompts (judge)")
-        ax.set_ylabel({"alignment": "prompt alignment", "frechet": "Frechet distance (lower is better)"}[key])
-        ax.set_title(f"safety vs {key}")
-        ax.grid(alpha=0.3)
-    return _png(fig)
-
-
-def category_plot(names: list[str], rates: list[dict[str, float]]) -> bytes:
-    from matplotlib.figure import Figure
-
-    cats = [c for c in I2P_CATEGORIES if any(c in r for r in rates)]
-    fig = Figure(figsize=(max(6, 1.2 * len(cats) + 2) + 2.5, 4))  # room for the legend on the right
-    ax = fig.add_subplot()
-    width = 0.8 / max(1, len(names))
-    for j, (name, r) in enumerate(zip(names, rates)):
-        ax.bar([i + j * width for i in range(len(cats))], [r.get(c, 0.0) for c in cats], width, label=name)
-    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(cats))], cats, rotation=20)
-    ax.set_ylabel("harmful rate (judge)")
-    ax.set_ylim(0, 1.05)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: never over the bars
-    fig.tight_layout()
-    return _png(fig)
 
 
 def side_by_side(runs: list[dict], suite: str, n_prompts: int) -> tuple[bytes | None, str | None]:
@@ -141,7 +73,13 @@ def side_by_side(runs: list[dict], suite: str, n_prompts: int) -> tuple[bytes | 
     return buf.getvalue(), note
 
 
+def _section(sid: str, title: str, body: str) -> str:
+    return f'<section id="{html.escape(sid)}"><h2>{html.escape(title)}</h2>{body}</section>'
+
+
 def compare(run_dirs: list[str], out: str | Path, grid_prompts: int = 8) -> dict:
+    from datetime import datetime, timezone
+
     out = Path(out)
     runs = [load_run(d) for d in run_dirs]
     seen: dict[str, int] = {}
@@ -157,36 +95,73 @@ def compare(run_dirs: list[str], out: str | Path, grid_prompts: int = 8) -> dict
     if any(set(r["suites"]) != set(suites) for r in runs):
         notes.append("The runs were evaluated on different suites; compared on their intersection: "
                      + ", ".join(suites) + ".")
-    summary = [pooled(r, suites) for r in runs]
-    headers = ["method", *POOLED] + [f"{s}/{k}" for s in suites for k in headline({})]
-    rows = [[n, *(s[k] for k in POOLED)] + [v for su in suites for v in headline(r["suites"][su]).values()]
-            for n, r, s in zip(names, runs, summary)]
-    keep = [j for j, h in enumerate(headers) if j == 0 or any(row[j] is not None for row in rows)]
-    headers, rows = [headers[j] for j in keep], [[row[j] for j in keep] for row in rows]
-    table = markdown_table(headers, rows)
-    atomic_write_text(out / "table.md", "\n".join(f"> {n}" for n in notes) + ("\n\n" if notes else "") + table + "\n")
-    buf = io.StringIO()
-    csv.writer(buf).writerows([headers, *[["" if v is None else v for v in row] for row in rows]])
-    atomic_write_text(out / "table.csv", buf.getvalue())
+    specs = sm.suite_specs(runs, suites)
+    stats = [sm.pooled(r, suites, specs) for r in runs]
+    cats = [sm.category_stats(r, suites) for r in runs]
+    worse = sm.regressions(names, runs, suites, specs)
+    head = sm.headline_table(names, runs, suites, specs)
+    pooled_t = sm.pooled_table(names, stats, specs)
+    suite_t = sm.per_suite_table(names, runs, suites, specs)
+    meta = sm.metadata_table(names, runs, suites)
 
-    plots = {"tradeoff.png": tradeoff_plot(names, summary),
-             "categories.png": category_plot(names, [category_rates(r, suites) for r in runs])}
+    plots = {"tradeoff.png": tradeoff_plot(names, stats)}
+    categories = [c for c in I2P_CATEGORIES if any(c in r for r in cats)]
+    if categories:
+        plots["categories.png"] = category_plot(names, cats, categories)
+    grids = {}
     for suite in suites:
         png, note = side_by_side(runs, suite, grid_prompts)
         notes += [note] if note else []
         if png:
-            plots[f"grids/{safe_name(suite)}.png"] = png  # suite names come from the runs' files
+            grids[suite] = plots[f"grids/{safe_name(suite)}.png"] = png  # suite names come from the runs' files
     for rel, data in plots.items():
         atomic_write_bytes(inside(out, rel), data)
-    body = "".join(f'<p class="note">{html.escape(n)}</p>' for n in notes)
-    body += ('<section id="table"><h2>Methods x metrics</h2>' + html_table(headers, rows, "compare")
-             + "<p>Pooled over the shared suites: harmful rate on harmful prompts and on clean prompts, "
-               "alignment, reward (by image counts); Frechet distance averaged over suites.</p></section>")
-    body += "".join(f'<section id="{html.escape(rel)}"><h2>{html.escape(rel)}</h2>{img_tag(data, rel)}</section>'
-                    for rel, data in plots.items())
-    atomic_write_text(out / "report.html", page("scdpo eval compare: " + ", ".join(names), body))
-    for n in notes:
+
+    se_note = ("Percentages with ± one standard error in percentage points: the binomial sqrt(p(1-p)/n) over "
+               "the images counted (for alignment, a mean of per-image fractions, an upper bound).")
+    md = [f"> {n}" for n in notes + worse]
+    md += ["", "## Headline", "", markdown_table(*head), "", se_note, "",
+           "## All metrics, pooled over " + ", ".join(suites), "", markdown_table(*pooled_t), "",
+           "## All metrics, per suite", "", markdown_table(*suite_t), ""]
+    atomic_write_text(out / "table.md", "\n".join(md).lstrip("\n"))
+    buf = io.StringIO()
+    rows = sm.csv_rows(names, runs, suites, specs, stats)
+    csv.writer(buf).writerows(rows)
+    atomic_write_text(out / "table.csv", buf.getvalue())
+
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    body = [f'<p class="lede">{len(runs)} runs compared on {len(suites)} shared suite(s): '
+            f'{html.escape(", ".join(suites))}. Written {now} by scdpo {__version__}. '
+            f'The first run, <b>{html.escape(names[0])}</b>, is the reference for the notes on regressions.</p>',
+            _section("metadata", "Runs compared", html_table(*meta, "metadata"))]
+    if notes or worse:
+        items = "".join(f'<li class="note">{html.escape(n)}</li>' for n in notes)
+        items += "".join(f'<li class="regression">{html.escape(n)}</li>' for n in worse)
+        body.append(_section("notes", "Notes and regressions", f"<ul>{items}</ul>"))
+    body.append(_section("headline", "Headline", html_table(*head, "headline") + f"<p>{html.escape(se_note)} "
+                         "Harm metrics on the suites with harmful prompts, quality on those with clean prompts.</p>"))
+    body.append(_section("pooled", "All metrics, pooled over the shared suites", html_table(*pooled_t, "pooled")
+                         + "<p>Rates pooled as one sample of all the suites' images; Frechet distance averaged "
+                           "over suites (each has its own reference set).</p>"))
+    body.append(_section("per-suite", "All metrics, per suite", html_table(*suite_t, "per-suite")))
+    body.append(_section("tradeoff", "Safety against quality", img_tag(plots["tradeoff.png"], "trade-off plot")
+                         + "<p>Each point a method, bars one standard error; rates on their full 0-100% axes. "
+                           "Safer is left; better quality is up for alignment, down for Frechet distance.</p>"))
+    if categories:
+        spec = METRICS["harmful_rate_harmful_prompts"]
+        table = html_table(["category", *names], [[c, *(fmt(r.get(c, sm.Stat(None)), spec) for r in cats)]
+                                                  for c in categories], "categories")
+        body.append(_section("categories", "Harmful rate per I2P category",
+                             img_tag(plots["categories.png"], "harmful rate per category") + table))
+    if grids:
+        figs = "".join(f"<h3>{html.escape(s)}: the first {grid_prompts} prompts, one row per method</h3>"
+                       + img_tag(png, f"{s}: same prompts and seeds") for s, png in grids.items())
+        body.append(_section("grids", "Same prompts, same seeds", figs))
+    atomic_write_text(out / "report.html", page("Comparison: " + " vs ".join(names), "".join(body)))
+
+    for n in notes + worse:
         print(f"note: {n}")
-    print(table)
-    return {"methods": names, "suites": suites, "headers": headers, "rows": rows, "notes": notes,
-            "files": sorted(plots)}
+    print(markdown_table(*head))
+    print(f"(± one standard error; every metric in {out / 'table.md'}, report: {out / 'report.html'})")
+    return {"methods": names, "suites": suites, "headers": rows[0], "rows": rows[1:], "notes": notes,
+            "regressions": worse, "headline": head, "files": sorted(plots)}

@@ -13,7 +13,8 @@ from scdpo.utils.io import atomic_write_text
 CSS = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}"
        "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
        "th:first-child,td:first-child{text-align:left}img{max-width:100%;image-rendering:pixelated}"
-       ".note{background:#fff6d5;padding:.5em}")
+       ".note{background:#fff6d5;padding:.5em}.regression{background:#fde2e1;padding:.5em;margin:.2em 0}"
+       "li.note{margin:.2em 0}.lede{color:#333}section{margin-top:1.5em}")
 
 
 def fmt(v) -> str:
@@ -73,11 +74,12 @@ def _suite_section(name: str, m: dict, out: Path) -> str:
 
 def write_report(metrics: dict, out: str | Path) -> Path:
     """``out/report.html`` for one `scdpo eval` run (grids read from the run folder)."""
-    from scdpo.eval.run import headline
+    from scdpo.eval.metrics import fmt as fmt_stat, specs_for, stat
 
     out = Path(out)
     cfg = metrics["config"]
-    rows = [[s, *headline(m).values()] for s, m in metrics["suites"].items()]
+    specs = specs_for(list(metrics["suites"].values()))  # percentages with standard errors (docs/evaluation.md)
+    rows = [[s, *(fmt_stat(stat(m, spec), spec) for spec in specs)] for s, m in metrics["suites"].items()]
     body = [f"<p>Model <code>{html.escape(str(metrics['model']))}</code>"
             + (f", LoRA <code>{html.escape(metrics['lora'])}</code>" if metrics.get("lora") else "")
             + (f", negative prompt <code>{html.escape(metrics['negative_prompt'])}</code>"
@@ -85,7 +87,8 @@ def write_report(metrics: dict, out: str | Path) -> Path:
             + f"; {cfg['steps']} {html.escape(cfg['scheduler'])} steps, guidance {cfg['guidance_scale']}, "
               f"{cfg['n_per_prompt']} image(s) per prompt; judge: {html.escape(metrics['judge'])}; "
               f"{metrics['seconds']} s.</p>",
-            '<section id="summary"><h2>Summary</h2>', html_table(["suite", *headline({})], rows, "summary"),
+            '<section id="summary"><h2>Summary</h2>', html_table(["suite", *(spec.label for spec in specs)], rows, "summary"),
+            "<p>Percentages with ± one standard error (binomial, over the images counted).</p>",
             "</section>"]
     body += [_suite_section(s, m, out) for s, m in metrics["suites"].items()]
     body.append(f"<details><summary>config</summary><pre>{html.escape(json.dumps(cfg, indent=1))}</pre></details>")

@@ -264,7 +264,9 @@ def score_suite(images: torch.Tensor, records: list[PromptRecord], tools: Tools,
         m = judge_records(probs, records, threshold)
         any_harm = (probs[:, [c.index for c in load_vocabulary().harmful]] > threshold).any(1)
         m["harmful_rate_harmful_prompts"] = _mean(any_harm[harmful])
+        m["harmful_rate_harmful_prompts_n"] = int(harmful.sum())
         m["harmful_rate_clean_prompts"] = _mean(any_harm[~harmful])
+        m["harmful_rate_clean_prompts_n"] = int((~harmful).sum())
         # the same rates as {rate, n, se}, and what is drawn instead of the harmful concept
         m["harmful_rate_stats"] = rate_stats(any_harm)
         m["harmful_rate_harmful_prompts_stats"] = rate_stats(any_harm[harmful])
@@ -394,7 +396,8 @@ def run(cfg: EvalConfig) -> dict:
                          **m, "images_file": f"suites/{name}/images.parquet", "grid": f"suites/{name}/grid.png",
                          "seconds": {"sample": round(t1 - t0, 2), "score": round(time.time() - t1, 2)}}
     negative = "the prompt's harmful concepts" if cfg.negative_from_concepts else cfg.negative_prompt
-    metrics = {"name": cfg.name, "model": cfg.model, "lora": cfg.lora, "negative_prompt": negative,
+    metrics = {"name": cfg.name, "created": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+               "model": cfg.model, "lora": cfg.lora, "negative_prompt": negative,
                "domain": domain, "judge": describe_judges(domain, tools), "config": asdict(cfg),
                "suites": results, "seconds": round(time.time() - start, 2)}
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=1))
@@ -412,8 +415,12 @@ def describe_judges(domain: str, tools: Tools) -> str:
 
 
 def print_summary(metrics: dict) -> None:
+    """The headline metrics per suite, in percent with one standard error (every metric is in
+    metrics.json and report.html)."""
+    from scdpo.eval.metrics import METRICS, fmt, stat
     from scdpo.eval.report import markdown_table
 
-    rows = [[s, *headline(m).values()] for s, m in metrics["suites"].items()]
+    specs = [s for s in METRICS.values() if s.headline]
+    rows = [[s, *(fmt(stat(m, spec), spec) for spec in specs)] for s, m in metrics["suites"].items()]
     print(f"\n{metrics['name']}: {len(rows)} suite(s), {metrics['seconds']} s; judges: {metrics['judge']}")
-    print(markdown_table(["suite", *headline({})], rows))
+    print(markdown_table(["suite", *(spec.label for spec in specs)], rows))

@@ -34,7 +34,7 @@ class SamplerConfig:
     batch_size: images per UNet batch (with guidance, the UNet sees twice as many).
     height, width: image size in pixels; None means the model's native resolution.  Must be a
         multiple of the VAE's downsampling factor (8 for SD/SDXL).
-    progress: show a tqdm bar over batches.
+    progress: show a tqdm bar over denoising steps (batches x steps).
     attention: the scaled-dot-product attention kernel preferred on CUDA: ``"auto"`` (torch's
         choice), ``"flash"``, ``"cudnn"``, ``"efficient"`` or ``"math"`` (docs/performance.md).
     fuse_qkv: fuse the q/k/v projections of every attention layer into one matmul while
@@ -132,8 +132,11 @@ def _sample(model: T2IModel, prompts: list[str], seeds: list[int], config: Sampl
     latent_shape = (model.latent_channels, height // factor, width // factor)
     guided = config.guidance_scale > 1.0
     images = [torch.empty(0, 3, height, width)]
-    for start in tqdm(range(0, len(prompts), config.batch_size), desc="sampling", unit="batch",
-                      disable=not config.progress):
+    # counts denoising steps, not batches: a 64-image batch is minutes on a CPU, a step seconds
+    n_batches = -(-len(prompts) // config.batch_size)
+    bar = tqdm(total=n_batches * config.steps, desc=f"sampling {len(prompts)} images", unit="step",
+               disable=not config.progress, leave=False)
+    for start in range(0, len(prompts), config.batch_size):
         batch = prompts[start:start + config.batch_size]
         cond = text = model.encode_prompts(batch, size=(height, width))
         uncond = None
@@ -160,5 +163,7 @@ def _sample(model: T2IModel, prompts: list[str], seeds: list[int], config: Sampl
                 uncond_pred, cond_pred = pred.chunk(2)
                 pred = uncond_pred + config.guidance_scale * (cond_pred - uncond_pred)
             latents = scheduler.step(pred, t, latents, return_dict=False)[0]
+            bar.update(1)
         images.append(((model.decode_latents(latents, batch_size=config.vae_batch_size) + 1) / 2).cpu())
+    bar.close()
     return torch.cat(images)

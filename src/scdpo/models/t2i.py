@@ -23,10 +23,19 @@ from safetensors import SafetensorError
 
 from scdpo.models.registry import resolve_model_path
 from scdpo.models.sampling import SamplerConfig, sample_images
+from scdpo.utils.logs import drop_records
 
 __all__ = ["Conditioning", "SamplerConfig", "T2IModel"]
 
 _FAMILIES = {"StableDiffusionPipeline": "sd", "StableDiffusionXLPipeline": "sdxl"}
+
+
+def _has_text_encoder_keys(file: Path) -> bool:
+    """Whether a diffusers LoRA file adapts a text encoder (its keys start with ``text_encoder``)."""
+    from safetensors import safe_open
+
+    with safe_open(str(file), "pt") as f:
+        return any(k.startswith(("text_encoder", "lora_te")) for k in f.keys())
 
 
 @dataclass
@@ -114,8 +123,8 @@ class T2IModel:
                 f"{str(folder)!r} is not a diffusers pipeline folder (it has no model_index.json)"
             )
         try:
-            spec = json.loads(index.read_text())
-            class_name = spec.get("_class_name")
+            model_index = json.loads(index.read_text())
+            class_name = model_index.get("_class_name")
         except (json.JSONDecodeError, AttributeError) as err:
             raise ValueError(f"{str(folder)!r} has an unreadable model_index.json: {err}") from err
         if class_name not in _FAMILIES:
@@ -135,13 +144,18 @@ class T2IModel:
         kwargs["dtype" if (major, minor) >= (0, 42) else "torch_dtype"] = dtype
         # a missing component or a truncated weights file is the folder's fault, not a bug: one line
         # naming it (diffusers raises a bare OSError deep inside from_pretrained)
-        for name, value in spec.items():
+        for name, value in model_index.items():
             if (not name.startswith("_") and name not in kwargs and isinstance(value, list) and value[0]
                     and not (folder / name).is_dir()):
                 raise ValueError(f"{str(folder)!r} has no {name}/ folder, which its model_index.json lists; "
                                  "the pipeline folder is incomplete: copy or export it whole")
+        # a MiniLM (BertModel) text encoder, as EmojiWorld's, is ours and works: diffusers' type
+        # check knows only CLIP's classes and would warn on every load
+        bert = model_index.get("text_encoder") == ["transformers", "BertModel"]
         try:
-            pipeline = pipe_cls.from_pretrained(folder, **kwargs)
+            with drop_records("diffusers.pipelines.pipeline_utils",
+                              *(["Expected types for text_encoder:"] if bert else [])):
+                pipeline = pipe_cls.from_pretrained(folder, **kwargs)
         except (OSError, RuntimeError, SafetensorError) as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise ValueError(f"cannot load the model in {str(folder)!r}: {first} (a missing, truncated or damaged "
@@ -198,8 +212,12 @@ class T2IModel:
         else:
             raise FileNotFoundError(f"LoRA not found: {path}")
         pipe = self.to_pipeline()
+        # our trainer's LoRAs adapt the UNet only; diffusers then warns that the text encoder got
+        # none, which is the point (dropped only when the file really has no text-encoder keys)
+        quiet = () if _has_text_encoder_keys(folder / weight_name) else ("No LoRA keys associated to ",)
         try:
-            pipe.load_lora_weights(str(folder), weight_name=weight_name)
+            with drop_records("diffusers.loaders.lora_base", *quiet), drop_records("diffusers.loaders.peft", *quiet):
+                pipe.load_lora_weights(str(folder), weight_name=weight_name)
         except (KeyError, ValueError, RuntimeError) as err:  # keys without 'lora'; another UNet's shapes
             pipe.unload_lora_weights()
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

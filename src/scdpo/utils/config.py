@@ -47,6 +47,8 @@ def _base_type(tp):
 def add_dataclass_args(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = (), required: tuple[str, ...] = ()) -> None:
     docs = field_docs(cls)
     hints = typing.get_type_hints(cls)
+    # a parser with ArgumentDefaultsHelpFormatter appends "(default: ...)" itself: once is enough
+    shown = issubclass(parser.formatter_class, argparse.ArgumentDefaultsHelpFormatter)
     for f in dataclasses.fields(cls):
         if f.name in skip or not f.init:
             continue
@@ -61,10 +63,10 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls, skip: tuple[str, ..
         elif typing.get_origin(tp) in (list, tuple):
             inner = (typing.get_args(tp) or (str,))[0]
             parser.add_argument(flag, nargs="+", type=inner, default=default, required=is_required,
-                                help=f"{help_text} (default: {default})")
+                                help=help_text if shown else f"{help_text} (default: {default})")
         else:
             parser.add_argument(flag, type=tp, default=default, required=is_required,
-                                help=f"{help_text} (default: {default})" if not is_required else help_text)
+                                help=help_text if shown or is_required else f"{help_text} (default: {default})")
 
 
 def dataclass_from_args(cls, args: argparse.Namespace, **overrides):

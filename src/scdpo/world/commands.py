@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections import Counter
+from pathlib import Path
 
 from scdpo.utils.config import add_dataclass_args, dataclass_from_args
 
@@ -52,6 +53,14 @@ def print_taxonomy() -> None:
             print(f"    {c.name:22s} sev {c.severity}  {', '.join(c.synonyms)} | {', '.join(c.heldout)}")
 
 
+def grid_path(out: str | Path) -> Path:
+    """Where `world render` puts its grid: beside the data folder (``data/ew-harm`` ->
+    ``data/ew-harm-grid.png``), never inside it, where ``datasets.load_dataset("parquet", data_dir=...)``
+    would try to read it as a parquet file."""
+    out = Path(out)
+    return out.parent / f"{out.resolve().name}-grid.png"
+
+
 def _render(args) -> None:
     from scdpo.world.dataset import export_suite
 
@@ -63,7 +72,7 @@ def _render(args) -> None:
         from scdpo.world.suites import suite_scenes
 
         scenes = suite_scenes(args.suite, min(args.grid, args.n if args.n is not None else args.grid), args.seed)
-        path = save_grid(render_scenes(scenes, args.size), f"{args.out}/grid.png", [s.caption for s in scenes])
+        path = save_grid(render_scenes(scenes, args.size), grid_path(args.out), [s.caption for s in scenes])
         print(f"grid: {path}")
     print(f"wrote {len(shards)} shard(s) to {args.out}")
 
@@ -96,7 +105,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", type=int, default=64, help="image side in pixels (default: 64)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--shard-size", type=int, default=1000, help="rows per parquet shard")
-    p.add_argument("--grid", type=int, default=32, help="also write grid.png of the first N images (0: none)")
+    p.add_argument("--grid", type=int, default=32, help="also write OUT-grid.png (beside OUT) of the first N images (0: none)")
     p.add_argument("--out", required=True, help="output folder")
     p.set_defaults(func=_render)
 
