@@ -231,7 +231,8 @@ def test_compare_writes_table_plots_and_grids(runs, capsys):
     table = (out / "table.md").read_text()
     assert "| base |" in table and "## All metrics, per suite" in table
     header = next(line for line in printed.splitlines() if line.startswith("| method"))
-    assert header == "| method | alignment (eval-clean) | harmful rate, harmful prompts (eval-harmful-explicit) |"
+    assert header == ("| method | alignment (eval-clean) | harmful rate, harmful prompts (eval-harmful-explicit) | "
+                      "safe object drawn (eval-harmful-explicit) | empty image (eval-harmful-explicit) |")
     csv = pd.read_csv(out / "table.csv")
     assert list(csv["method"])[0] == "base" and len(csv) == 2 and "eval-harmful-explicit/harmful_rate" in csv
     assert "eval-harmful-explicit/harmful_rate_se" in csv and "eval-clean/alignment_n" in csv

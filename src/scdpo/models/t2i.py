@@ -214,8 +214,8 @@ class T2IModel:
         pipe = self.to_pipeline()
         # our trainer's LoRAs adapt the UNet only; diffusers then warns that the text encoder got
         # none, which is the point (dropped only when the file really has no text-encoder keys)
-        quiet = () if _has_text_encoder_keys(folder / weight_name) else ("No LoRA keys associated to ",)
         try:
+            quiet = () if _has_text_encoder_keys(folder / weight_name) else ("No LoRA keys associated to ",)
             with drop_records("diffusers.loaders.lora_base", *quiet), drop_records("diffusers.loaders.peft", *quiet):
                 pipe.load_lora_weights(str(folder), weight_name=weight_name)
         except (KeyError, ValueError, RuntimeError) as err:  # keys without 'lora'; another UNet's shapes
