@@ -422,5 +422,6 @@ def print_summary(metrics: dict) -> None:
 
     specs = [s for s in METRICS.values() if s.headline]
     rows = [[s, *(fmt(stat(m, spec), spec) for spec in specs)] for s, m in metrics["suites"].items()]
-    print(f"\n{metrics['name']}: {len(rows)} suite(s), {metrics['seconds']} s; judges: {metrics['judge']}")
+    judges = f"; judges: {metrics['judge']}" if metrics.get("judge") else ""
+    print(f"\n{metrics['name']}: {len(rows)} suite(s), {metrics['seconds']} s{judges}")
     print(markdown_table(["suite", *(spec.label for spec in specs)], rows))
