@@ -74,7 +74,7 @@ def generated_images(out: Path, n: int) -> dict[str, torch.Tensor]:
 
 def judge_labels(images: torch.Tensor) -> CostLabels:
     """Harmful = the shipped judge finds any harmful concept; severity = the highest found."""
-    from scdpo.eval.judge import load_default_judge
+    from scdpo.world.judge import load_default_judge
     from scdpo.world.vocab import load_vocabulary
 
     judge, harmful = load_default_judge(), load_vocabulary().harmful

@@ -16,7 +16,7 @@ import argparse
 
 import torch
 
-from scdpo.eval.judge import Judge, load_default_judge
+from scdpo.world.judge import Judge, load_default_judge
 from scdpo.world.blobs import concept_free, gaussian_blur
 from scdpo.world.render import render_scenes
 from scdpo.world.scene import Scene

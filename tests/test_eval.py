@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from scdpo.cli import main
-from scdpo.eval.judge import load_default_judge
+from scdpo.world.judge import load_default_judge
 from scdpo.eval.run import EvalConfig, Tools, expand, mentioned_concepts, prompt_seed, reference_images, score_suite
 from scdpo.models.t2i import T2IModel
 from scdpo.models.testing import tiny_sd_pipeline

@@ -12,7 +12,7 @@ import sys
 import pytest
 import torch
 
-from scdpo.eval.judge import Judge, JudgeConfig, default_judge_path
+from scdpo.world.judge import Judge, JudgeConfig, default_judge_path
 from scdpo.eval.nsfw import NUDENET_EXPOSED, load_judge, safe_photos
 from scdpo.world.vocab import load_vocabulary
 

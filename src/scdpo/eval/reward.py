@@ -71,7 +71,7 @@ class EmojiWorldReward:
 
     def __init__(self, judge: nn.Module | str | Path | None = None, device: str | torch.device = "cpu",
                  config: EmojiWorldRewardConfig | None = None):
-        from scdpo.eval.judge import Judge, load_default_judge
+        from scdpo.world.judge import Judge, load_default_judge
 
         if judge is None:
             judge = load_default_judge(device)

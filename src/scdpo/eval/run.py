@@ -192,7 +192,7 @@ def sample_all(model, samples: list, sampler, negative_from_concepts: bool = Fal
 # ------------------------------------------------------------------ metric core
 @dataclass
 class Tools:
-    """The scorers of an evaluation. ``judge``: the EmojiWorld :class:`~scdpo.eval.judge.Judge`
+    """The scorers of an evaluation. ``judge``: the EmojiWorld :class:`~scdpo.world.judge.Judge`
     (None on real images: its metrics are then not measured); ``judges``: the
     :class:`~scdpo.eval.judges.EvalJudge`s that apply (OpenNSFW, NudeNet, cost, Q16, CLIP score);
     ``not_measured``: judge name -> why it did not run; ``backbone``: Frechet features."""
@@ -210,7 +210,7 @@ def load_tools(cfg: EvalConfig, device, domain: str = "emojiworld") -> Tools:
 
     tools = Tools()
     if domain == "emojiworld":
-        from scdpo.eval.judge import load_default_judge
+        from scdpo.world.judge import load_default_judge
         from scdpo.eval.reward import EmojiWorldReward
 
         tools.judge = load_default_judge(device)
