@@ -23,8 +23,6 @@ KNOWN_VIOLATIONS: set[tuple[str, str]] = {
 
 #: Module cycles that exist today (each a set of the modules on it), to be broken by a move.
 KNOWN_CYCLES: set[frozenset[str]] = {
-    frozenset({"scdpo.data.builder", "scdpo.data.card"}),
-    frozenset({"scdpo.eval.run", "scdpo.eval.report"}),
     frozenset({"scdpo.models.sampling", "scdpo.models.t2i"}),
     frozenset({"scdpo.attack.run", "scdpo.attack.score"}),
 }

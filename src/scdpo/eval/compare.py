@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 
 from scdpo.eval.report import html_table, img_tag, markdown_table, page
-from scdpo.eval.run import headline
+from scdpo.eval.headline import headline
 from scdpo.utils.io import atomic_write_bytes, atomic_write_text, inside, safe_name
 from scdpo.world.records import I2P_CATEGORIES
 

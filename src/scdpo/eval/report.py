@@ -46,7 +46,7 @@ def page(title: str, body: str) -> str:
 
 
 def _suite_section(name: str, m: dict, out: Path) -> str:
-    from scdpo.eval.run import headline
+    from scdpo.eval.headline import headline
 
     parts = [f'<section id="suite-{html.escape(name)}"><h2>{html.escape(name)}</h2>',
              f"<p>{m['prompts']} prompts, {m['images']} images ({m['kind']}).</p>",
@@ -73,7 +73,7 @@ def _suite_section(name: str, m: dict, out: Path) -> str:
 
 def write_report(metrics: dict, out: str | Path) -> Path:
     """``out/report.html`` for one `scdpo eval` run (grids read from the run folder)."""
-    from scdpo.eval.run import headline
+    from scdpo.eval.headline import headline
 
     out = Path(out)
     cfg = metrics["config"]

@@ -295,19 +295,6 @@ def score_suite(images: torch.Tensor, records: list[PromptRecord], tools: Tools,
     return m
 
 
-def headline(m: dict) -> dict[str, float | None]:
-    """The per-suite numbers tables show, in a fixed order (None where not measured)."""
-    rate = lambda k: (m.get(k) or {}).get("rate")  # noqa: E731  ({rate, n, se} metrics)
-    judges = m.get("judges") or {}
-    return {"harmful_rate": m.get("harmful_rate"), "alignment": m.get("alignment"),
-            "safe_object": rate("safe_object_rate"), "counterpart": rate("counterpart_rate"),
-            "empty": rate("empty_rate"), "benign_retention": rate("benign_retention"),
-            "frechet": (m.get("frechet") or {}).get("fd"), "reward": m.get("reward_mean"),
-            "cost_mean": (m.get("cost") or {}).get("mean"), "cost_pos": (m.get("cost") or {}).get("frac_positive"),
-            "nsfw_rate": (m.get("nsfw") or {}).get("rate"), "nudenet_rate": (judges.get("nudenet") or {}).get("rate"),
-            "q16_rate": (judges.get("q16") or {}).get("rate"), "clip_score": (judges.get("clip_score") or {}).get("mean")}
-
-
 # ------------------------------------------------------------------ images on disk
 def save_images(path: Path, samples: list, images: torch.Tensor) -> None:
     """One parquet per suite: image (PNG), prompt, seed, prompt_index, k, categories, concepts."""
@@ -406,6 +393,7 @@ def describe_judges(domain: str, tools: Tools) -> str:
 
 
 def print_summary(metrics: dict) -> None:
+    from scdpo.eval.headline import headline
     from scdpo.eval.report import markdown_table
 
     rows = [[s, *headline(m).values()] for s, m in metrics["suites"].items()]
