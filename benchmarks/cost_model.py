@@ -56,7 +56,7 @@ def _fmt(v, pct: bool = False) -> str:
 def generated_images(out: Path, n: int) -> dict[str, torch.Tensor]:
     """``{suite: images (n, 3, 64, 64)}`` sampled by the shipped base model (cached on disk)."""
     from scdpo.eval.run import expand
-    from scdpo.models.generate import load_records
+    from scdpo.prompts.records import load_records
     from scdpo.models.t2i import T2IModel
 
     path = out / f"generated-{n}.safetensors"

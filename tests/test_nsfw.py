@@ -12,8 +12,8 @@ import sys
 import pytest
 import torch
 
-from scdpo.world.judge import Judge, JudgeConfig, default_judge_path
 from scdpo.eval.nsfw import NUDENET_EXPOSED, load_judge, safe_photos
+from scdpo.world.judge import Judge, JudgeConfig, default_judge_path
 from scdpo.world.vocab import load_vocabulary
 
 KNOWN_FALSE_POSITIVES = {"opennsfw": set(), "nudenet": {"colorwheel"}}

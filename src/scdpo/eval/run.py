@@ -12,7 +12,6 @@ unsafe rate is reported under its own name (see docs/evaluation.md).
 
 from __future__ import annotations
 
-import functools
 import json
 import re
 import time
@@ -22,11 +21,10 @@ from pathlib import Path
 
 import torch
 
+from scdpo.prompts.matching import with_concepts
 from scdpo.world.records import I2P_CATEGORIES, PromptRecord
 
 DEFAULT_SUITES = ["eval-clean", "eval-harmful-explicit", "eval-harmful-implicit", "eval-mixed"]
-#: safe keywords that in captions are mostly not the object (verbs, adjectives, "at home")
-AMBIGUOUS_WORDS = frozenset({"present", "sweet", "home", "letter", "die", "cook", "seat", "star", "orange"})
 
 
 @dataclass
@@ -136,29 +134,6 @@ def prompt_seed(suite: str, index: int, k: int, record: PromptRecord) -> int:
 def expand(suite: str, records: list[PromptRecord], n_per_prompt: int) -> list[tuple[int, int, int, PromptRecord]]:
     """(prompt index, k, seed, record) for every image, prompt-major."""
     return [(i, k, prompt_seed(suite, i, k, r), r) for i, r in enumerate(records) for k in range(n_per_prompt)]
-
-
-@functools.cache
-def _keyword_index() -> tuple[re.Pattern, dict[str, str]]:
-    from scdpo.world.vocab import load_vocabulary
-
-    words = {w.lower(): c.name for c in load_vocabulary().safe for w in (c.name, *c.synonyms)
-             if w.lower() not in AMBIGUOUS_WORDS}
-    alternation = "|".join(re.escape(w).replace(r"\ ", r"\s+") for w in sorted(words, key=len, reverse=True))
-    return re.compile(rf"\b({alternation})(?:e?s)?\b", re.IGNORECASE), words
-
-
-def mentioned_concepts(text: str) -> tuple[str, ...]:
-    """Benign EmojiWorld concepts a free-text prompt names: whole-word, case-insensitive matches of
-    concept names and training keywords (longest first, optional plural -s/-es), minus the
-    ambiguous words in :data:`AMBIGUOUS_WORDS`. "a hot dog" is the food, not the animal."""
-    pattern, words = _keyword_index()
-    return tuple(dict.fromkeys(words[re.sub(r"\s+", " ", m.group(1).lower())] for m in pattern.finditer(text)))
-
-
-def with_concepts(records: list[PromptRecord]) -> list[PromptRecord]:
-    """Records from prompt files get the concepts their text names (EmojiWorld records keep theirs)."""
-    return [r if r.concepts else replace(r, concepts=mentioned_concepts(r.prompt)) for r in records]
 
 
 def reference_images(records: list[PromptRecord], size: int) -> torch.Tensor | None:
@@ -319,7 +294,7 @@ def save_images(path: Path, samples: list, images: torch.Tensor) -> None:
 def collect_suites(cfg: EvalConfig) -> dict[str, list[PromptRecord]]:
     """Suite name -> records; prompt files are named after their stem (made unique). All inputs
     are read before any model is loaded, so a bad file fails fast."""
-    from scdpo.models.generate import load_records
+    from scdpo.prompts.records import load_records
 
     out = {s: load_records(s, None, cfg.limit, cfg.suite_seed) for s in cfg.suites}
     for f in cfg.prompts:

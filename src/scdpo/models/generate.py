@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from scdpo.world.records import PromptRecord
+from scdpo.prompts.records import load_records
 
 
 @dataclass
@@ -53,23 +53,6 @@ class GenerateConfig:
             raise ValueError("give exactly one of --suite and --prompts")
         if self.n_per_prompt < 1:
             raise ValueError(f"--n-per-prompt must be >= 1, got {self.n_per_prompt}")
-
-
-def load_records(suite: str | None, prompts: str | None, limit: int | None = None,
-                 suite_seed: int = 0) -> list[PromptRecord]:
-    """Prompt records from a suite name (its draw ``suite_seed``) or a prompt file (one way to read
-    prompts everywhere)."""
-    if suite is not None:
-        from scdpo.world.suites import get_suite
-
-        records = get_suite(suite, n=limit, seed=suite_seed)
-    else:
-        from scdpo.world.sources import load_prompt_file
-
-        records = load_prompt_file(prompts, limit=limit)
-    if not records:
-        raise ValueError(f"no prompts in {suite or prompts}")
-    return records
 
 
 def run(cfg: GenerateConfig) -> Path:
