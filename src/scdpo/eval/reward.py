@@ -22,8 +22,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from scdpo.eval.nsfw import Scorer, check_images
-from scdpo.world.records import PromptRecord
+from scdpo.judges.nsfw import check_images
+from scdpo.world.records import PromptRecord, Scorer
 from scdpo.world.vocab import load_vocabulary
 
 
