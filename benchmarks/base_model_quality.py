@@ -14,11 +14,11 @@ import json
 import time
 from pathlib import Path
 
-from scdpo.eval.judge import load_default_judge
 from scdpo.eval.presence import judge_records
 from scdpo.models.sampling import SamplerConfig
 from scdpo.models.t2i import T2IModel
 from scdpo.utils.grid import save_grid
+from scdpo.world.judge import load_default_judge
 from scdpo.world.suites import get_suite
 
 

@@ -77,7 +77,7 @@ def _reward(spec: str, random_judge: bool, device: str):
     from scdpo.eval.reward import EmojiWorldReward, load_reward
 
     if random_judge:
-        from scdpo.eval.judge import Judge, JudgeConfig
+        from scdpo.world.judge import Judge, JudgeConfig
         from scdpo.world.vocab import load_vocabulary
 
         vocab = load_vocabulary()

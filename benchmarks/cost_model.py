@@ -56,7 +56,7 @@ def _fmt(v, pct: bool = False) -> str:
 def generated_images(out: Path, n: int) -> dict[str, torch.Tensor]:
     """``{suite: images (n, 3, 64, 64)}`` sampled by the shipped base model (cached on disk)."""
     from scdpo.eval.run import expand
-    from scdpo.models.generate import load_records
+    from scdpo.prompts.records import load_records
     from scdpo.models.t2i import T2IModel
 
     path = out / f"generated-{n}.safetensors"
@@ -74,7 +74,7 @@ def generated_images(out: Path, n: int) -> dict[str, torch.Tensor]:
 
 def judge_labels(images: torch.Tensor) -> CostLabels:
     """Harmful = the shipped judge finds any harmful concept; severity = the highest found."""
-    from scdpo.eval.judge import load_default_judge
+    from scdpo.world.judge import load_default_judge
     from scdpo.world.vocab import load_vocabulary
 
     judge, harmful = load_default_judge(), load_vocabulary().harmful

@@ -16,8 +16,8 @@ import argparse
 
 import torch
 
-from scdpo.eval.judge import Judge, load_default_judge
 from scdpo.world.blobs import concept_free, gaussian_blur
+from scdpo.world.judge import Judge, load_default_judge
 from scdpo.world.render import render_scenes
 from scdpo.world.scene import Scene
 from scdpo.world.suites import get_suite

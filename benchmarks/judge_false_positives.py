@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from scdpo.eval.nsfw import load_judge, safe_photos
+from scdpo.judges.nsfw import load_judge, safe_photos
 
 EXTRA_THRESHOLDS = {"opennsfw": 0.2}  # Yahoo's "safe with high probability" bound, for information
 

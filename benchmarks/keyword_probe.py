@@ -16,9 +16,9 @@ import json
 import numpy as np
 import torch
 
-from scdpo.eval.judge import load_default_judge
 from scdpo.models.t2i import T2IModel
 from scdpo.utils.io import atomic_write_text
+from scdpo.world.judge import load_default_judge
 from scdpo.world.scene import with_article
 from scdpo.world.vocab import load_vocabulary
 

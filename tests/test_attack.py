@@ -145,7 +145,7 @@ def test_paraphrase_uses_the_hand_list_then_the_nearest_token(model, tmp_path):
 
 
 def test_prompt_file_reads_back_in_eval_with_categories(tiny, tmp_path):
-    from scdpo.world.sources import load_prompt_file
+    from scdpo.prompts.sources import load_prompt_file
 
     run(AttackConfig(attack="paraphrase", model=str(tiny), concepts=["dagger", "razor"], out=str(tmp_path), **FAST))
     records = load_prompt_file(tmp_path / "prompts.csv")

@@ -243,7 +243,7 @@ COMMON = ["--arch", "tiny", "--batch-size", "4", "--workers", "0", "--sample-eve
 def test_pretrain_vae_resume_and_judge(tmp_path, fast_pretrain, capsys):
     from diffusers import AutoencoderKL
 
-    from scdpo.eval.judge import Judge
+    from scdpo.world.judge import Judge
 
     starts = fast_pretrain
     vae_out = tmp_path / "vae"

@@ -17,10 +17,11 @@ import torch.nn.functional as F
 from PIL import Image
 
 from scdpo.cli import main
-from scdpo.eval.judge import load_default_judge
-from scdpo.eval.run import EvalConfig, Tools, expand, mentioned_concepts, prompt_seed, reference_images, score_suite
+from scdpo.eval.run import EvalConfig, Tools, expand, prompt_seed, reference_images, score_suite
 from scdpo.models.t2i import T2IModel
 from scdpo.models.testing import tiny_sd_pipeline
+from scdpo.prompts.matching import mentioned_concepts
+from scdpo.world.judge import load_default_judge
 from scdpo.world.records import I2P_CATEGORIES, PromptRecord
 from scdpo.world.suites import get_suite
 from scdpo.world.vocab import load_vocabulary

@@ -10,9 +10,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from scdpo.eval.headline import headline
 from scdpo.eval.judges import (Q16_APPROPRIATE, Q16_INAPPROPRIATE, CLIPJudges, EvalJudge, model_domain,
                                select_judges)
-from scdpo.eval.run import EvalConfig, Tools, headline, score_suite
+from scdpo.eval.run import EvalConfig, Tools, score_suite
 from scdpo.models.testing import tiny_clip_model, tiny_sd_pipeline
 from scdpo.world.records import PromptRecord
 

@@ -12,8 +12,8 @@ import sys
 import pytest
 import torch
 
-from scdpo.eval.judge import Judge, JudgeConfig, default_judge_path
-from scdpo.eval.nsfw import NUDENET_EXPOSED, load_judge, safe_photos
+from scdpo.judges.nsfw import NUDENET_EXPOSED, load_judge, safe_photos
+from scdpo.world.judge import Judge, JudgeConfig, default_judge_path
 from scdpo.world.vocab import load_vocabulary
 
 KNOWN_FALSE_POSITIVES = {"opennsfw": set(), "nudenet": {"colorwheel"}}
@@ -84,7 +84,7 @@ def test_nudenet_missing_names_the_extra(monkeypatch):
 def test_nudenet_is_not_imported_with_the_module():
     import subprocess
 
-    code = "import sys, scdpo.eval.nsfw, scdpo.eval.reward; print('nudenet' in sys.modules)"
+    code = "import sys, scdpo.judges.nsfw, scdpo.eval.reward; print('nudenet' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
 
 

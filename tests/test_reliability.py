@@ -145,7 +145,8 @@ def test_world_render_validates_before_writing(tmp_path, capsys):
 
 
 def test_data_build_checks_the_cost_model_before_writing(tmp_path):
-    from scdpo.data.builder import MANIFEST, build
+    from scdpo.data.builder import build
+    from scdpo.data.card import MANIFEST
     from scdpo.data.config import BuildConfig
 
     out = tmp_path / "B"

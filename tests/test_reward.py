@@ -9,9 +9,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-from scdpo.eval.judge import Judge, JudgeConfig, default_judge_path
 from scdpo.eval.reward import EmojiWorldReward, load_reward
 from scdpo.models.testing import tiny_clip_tokenizer
+from scdpo.world.judge import Judge, JudgeConfig, default_judge_path
 from scdpo.world.records import PromptRecord
 from scdpo.world.vocab import load_vocabulary
 

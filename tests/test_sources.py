@@ -1,4 +1,4 @@
-"""Tests for scdpo.world.sources: the external prompt-set loaders and the minors filter.
+"""Tests for scdpo.prompts.sources: the external prompt-set loaders and the minors filter.
 
 The shared data (../shared/data from the project root) is read in place, never copied; tests
 that need it skip when it is absent. Hand-made prompts below are deliberately non-graphic:
@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from scdpo.world.records import I2P_CATEGORIES, PromptRecord
-from scdpo.world.sources import (
+from scdpo.prompts.sources import (
     FORMATS,
     filter_minors,
     load_coco,
@@ -29,6 +28,7 @@ from scdpo.world.sources import (
     mentions_minor,
     normalize_categories,
 )
+from scdpo.world.records import I2P_CATEGORIES, PromptRecord
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -149,7 +149,7 @@ def test_coco_captions_are_one_line_with_seeds():
 def test_i2p_fields(caplog):
     rel = "i2p/i2p.csv"
     raw = _raw_rows(_shared(rel))
-    with caplog.at_level(logging.INFO, logger="scdpo.world.sources"):
+    with caplog.at_level(logging.INFO, logger="scdpo.prompts.sources"):
         records = load_i2p(_shared(rel))
     assert "1 empty prompts skipped" in caplog.text and "15 dropped by the minors filter" in caplog.text
     by_case = {r.meta["case_number"]: r for r in records}
@@ -229,7 +229,7 @@ _MINI = {
 def test_every_loader_filters_by_default(tmp_path, fmt, caplog):
     name, text = _MINI[fmt]
     path = _write(tmp_path / name, text)
-    with caplog.at_level(logging.INFO, logger="scdpo.world.sources"):
+    with caplog.at_level(logging.INFO, logger="scdpo.prompts.sources"):
         records = load_prompt_file(path, fmt=fmt)
     assert [r.prompt for r in records] == ["a 30 year old", "a storm"]
     assert "1 dropped by the minors filter" in caplog.text

@@ -595,7 +595,7 @@ def test_export_refuses_to_mix_settings(tmp_path):
 def test_no_minor_beside_a_sexual_concept():
     """The scene sampler keeps minors away from sexual concepts, so the prompt sources' minors
     filter (applied to every external source) has nothing to drop from any suite."""
-    from scdpo.world.sources import filter_minors
+    from scdpo.prompts.sources import filter_minors
 
     vocab = load_vocabulary()
     minors = {c.name for c in vocab.concepts if c.minor}

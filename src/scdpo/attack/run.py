@@ -48,7 +48,7 @@ def harm_judge(name: str, device):
     EmojiWorld judge flags an image when any harmful concept is present, as `scdpo eval` does."""
     if name == "none":
         return None
-    from scdpo.eval.nsfw import load_judge
+    from scdpo.judges.nsfw import load_judge
 
     scorer = load_judge(name, device)
     return lambda images: scorer(images) >= scorer.threshold

@@ -107,7 +107,7 @@ def score(cfg: ScoreConfig) -> dict:
     metrics = {"name": name, "model": acfg.model, "lora": acfg.lora, "guard": acfg.guard, "attack": attack,
                "judge": judge_name, "attack_success_rate": {attack: asr}, "suites": {}, "config": state["config"]}
     if judge_name == "emojiworld":
-        from scdpo.eval.judge import load_default_judge
+        from scdpo.world.judge import load_default_judge
         from scdpo.eval.run import Tools, score_suite
 
         from scdpo.eval.run import save_images

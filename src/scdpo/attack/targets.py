@@ -38,7 +38,7 @@ def build_targets(concepts: list[str], prompts: str | None, per_concept: int = 1
     """Targets from EmojiWorld concept names (prompts of ``eval-harmful-explicit`` that ask for each)
     or from a prompt file (its harmful prompts)."""
     if prompts:
-        from scdpo.world.sources import load_prompt_file
+        from scdpo.prompts.sources import load_prompt_file
 
         records = [r for r in load_prompt_file(prompts) if r.harmful]
         if not records:
@@ -71,7 +71,7 @@ def concept_pairs(target: Target, n: int, file: str | None = None) -> list[tuple
 
     pairs = []
     if file:
-        from scdpo.world.sources import load_prompt_file
+        from scdpo.prompts.sources import load_prompt_file
 
         pairs = [(r.prompt, r.safe_prompt) for r in load_prompt_file(file, filter_minors=False) if r.safe_prompt][:n]
         if not pairs:

@@ -43,7 +43,7 @@ def load_prompt_pairs(source: str, limit: int | None = None) -> list[PromptRecor
     """Harmful records that carry a safe twin (``safe_prompt``), from an EmojiWorld suite name or a
     prompt-pair file (CoProV2 train pairs: ``unsafe_prompt``, ``safe_prompt``; or a CSV with
     ``prompt`` and ``safe_prompt``). A file without both columns is a one-line ValueError."""
-    from scdpo.world.sources import load_prompt_file
+    from scdpo.prompts.sources import load_prompt_file
     from scdpo.world.suites import SUITES, get_suite
 
     if source in SUITES:
@@ -72,7 +72,7 @@ def load_prompt_pairs(source: str, limit: int | None = None) -> list[PromptRecor
 def clean_pairs(source: str, n: int) -> list[PromptRecord]:
     """Up to ``n`` clean prompts of an EmojiWorld suite or a prompt file, two by two as pseudo-pairs
     (``prompt`` and ``safe_prompt`` both clean; both images are labelled safe)."""
-    from scdpo.models.generate import load_records
+    from scdpo.prompts.records import load_records
     from scdpo.world.suites import SUITES
 
     suite = source in SUITES

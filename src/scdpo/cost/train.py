@@ -320,7 +320,7 @@ def pair_features(cfg: CostTrainConfig, backbone: Backbone):
         images = images.float() / 255
         del model
         if cfg.anchor_judges:
-            from scdpo.eval.nsfw import load_judge
+            from scdpo.judges.nsfw import load_judge
 
             judges = {j: load_judge(j, device) for j in cfg.anchor_judges}
             cats = [set(records[i // 2].categories) if i < 2 * len(records) else set() for i in range(len(images))]

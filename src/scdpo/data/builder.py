@@ -21,13 +21,13 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from scdpo.data.card import MANIFEST, WORK, finalize
 from scdpo.data.config import BuildConfig, load_source
 from scdpo.data.pairs import choose_clean, choose_harmful, harmful_loser, stable_hash
 from scdpo.utils.io import atomic_path
 from scdpo.world.records import PromptRecord, Scorer
 
 log = logging.getLogger(__name__)
-WORK, MANIFEST = ".work", ".build.json"  # hidden: `datasets` skips both when loading the folder
 
 
 def candidate_seed(seed: int, kind: str, index: int, k: int) -> int:
@@ -205,8 +205,6 @@ def build(cfg: BuildConfig, model=None, cost_fn: Scorer | None = None, reward_fn
 
 
 def _build(cfg: BuildConfig, state, out: Path, items: list, model, cost_fn, reward_fn) -> dict:
-    from scdpo.data.card import finalize
-
     settings = cfg.settings()
     manifest = _guard(out, settings)
     if manifest and manifest.get("complete"):

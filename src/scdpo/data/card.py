@@ -18,6 +18,8 @@ import numpy as np
 from scdpo.utils.io import atomic_path
 
 EXAMPLES = 8
+#: The build folder's work area and manifest, hidden: `datasets` skips both when loading the folder.
+WORK, MANIFEST = ".work", ".build.json"
 
 
 def _read(path: Path):
@@ -34,7 +36,6 @@ def finalize(out: Path, cfg, n_chunks: int, pair_schema) -> dict:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from scdpo.data.builder import MANIFEST, WORK
     from scdpo.data.pairs import blend
 
     work = out / WORK

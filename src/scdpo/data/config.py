@@ -124,7 +124,7 @@ class BuildConfig:
 def load_source(source: str | None, limit: int | None, kind: str, exclude: list[str] | tuple = ()) -> list[PromptRecord]:
     """Records of a suite name or a prompt file, without those that request a concept of
     ``exclude``; ValueError naming ``source`` if unknown or empty."""
-    from scdpo.models.generate import load_records
+    from scdpo.prompts.records import load_records
     from scdpo.world.suites import SUITES
 
     if source is None:

@@ -30,8 +30,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from scdpo.eval.nsfw import Scorer, check_images
-from scdpo.world.records import PromptRecord
+from scdpo.judges.nsfw import check_images
+from scdpo.world.records import PromptRecord, Scorer
 
 #: Q16-style zero-shot classes (prompt ensembles, Radford et al. 2021): one inappropriate prompt per
 #: I2P category, and everyday-content prompts. Q16 (Schramowski et al. 2022, "Can machines help us
@@ -158,14 +158,14 @@ Builder = Callable[[object, torch.device, dict], EvalJudge]
 
 
 def _opennsfw(cfg, device, shared) -> EvalJudge:
-    from scdpo.eval.nsfw import load_judge
+    from scdpo.judges.nsfw import load_judge
 
     j = load_judge("opennsfw", device)
     return EvalJudge("opennsfw", "OpenNSFW (nudity/pornography), P(nsfw) >= 0.5", j, j.threshold)
 
 
 def _nudenet(cfg, device, shared) -> EvalJudge:
-    from scdpo.eval.nsfw import load_judge
+    from scdpo.judges.nsfw import load_judge
 
     try:
         j = load_judge("nudenet", device)

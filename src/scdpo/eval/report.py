@@ -47,7 +47,7 @@ def page(title: str, body: str) -> str:
 
 
 def _suite_section(name: str, m: dict, out: Path) -> str:
-    from scdpo.eval.run import headline
+    from scdpo.eval.headline import headline
 
     parts = [f'<section id="suite-{html.escape(name)}"><h2>{html.escape(name)}</h2>',
              f"<p>{m['prompts']} prompts, {m['images']} images ({m['kind']}).</p>",

@@ -22,8 +22,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from scdpo.eval.nsfw import Scorer, check_images
-from scdpo.world.records import PromptRecord
+from scdpo.judges.nsfw import check_images
+from scdpo.world.records import PromptRecord, Scorer
 from scdpo.world.vocab import load_vocabulary
 
 
@@ -71,7 +71,7 @@ class EmojiWorldReward:
 
     def __init__(self, judge: nn.Module | str | Path | None = None, device: str | torch.device = "cpu",
                  config: EmojiWorldRewardConfig | None = None):
-        from scdpo.eval.judge import Judge, load_default_judge
+        from scdpo.world.judge import Judge, load_default_judge
 
         if judge is None:
             judge = load_default_judge(device)

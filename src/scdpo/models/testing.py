@@ -88,7 +88,7 @@ def _scheduler(prediction_type: str):
 def _minilm():
     from transformers import BertModel, BertTokenizer
 
-    from scdpo.models.registry import minilm_path
+    from scdpo.world.minilm import minilm_path
 
     path = minilm_path()
     return BertModel.from_pretrained(path), BertTokenizer.from_pretrained(path, model_max_length=MINILM_MAX_LENGTH)

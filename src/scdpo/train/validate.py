@@ -31,7 +31,7 @@ class Validator:
         self.records, self.steps = records, steps
         self.judge = None
         if use_judge:
-            from scdpo.eval.judge import load_default_judge
+            from scdpo.world.judge import load_default_judge
 
             try:
                 self.judge = load_default_judge(device)

@@ -16,7 +16,7 @@ import torch
 from diffusers import AutoencoderKL, DDPMScheduler, DPMSolverMultistepScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from transformers import AutoTokenizer, BertModel
 
-from scdpo.models.registry import minilm_path
+from scdpo.world.minilm import minilm_path
 
 #: Stable Diffusion's noise schedule, kept so the code path is SD 1.5's.
 SD_SCHEDULE = dict(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,

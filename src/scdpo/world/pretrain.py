@@ -185,7 +185,7 @@ def _build(cfg: PretrainConfig, device):
         return model, loss_fn, {}
 
     if cfg.stage == "judge":
-        from scdpo.eval.judge import Judge, JudgeConfig
+        from scdpo.world.judge import Judge, JudgeConfig
         from scdpo.world.vocab import load_vocabulary
 
         vocab = load_vocabulary()

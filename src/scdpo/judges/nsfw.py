@@ -131,7 +131,7 @@ class EmojiWorldHarmJudge:
     name = "emojiworld"
 
     def __init__(self, device: str | torch.device = "cpu", judge=None, path: str | Path | None = None):
-        from scdpo.eval.judge import Judge, load_default_judge
+        from scdpo.world.judge import Judge, load_default_judge
         from scdpo.world.vocab import load_vocabulary
 
         self.judge = judge or (Judge.from_pretrained(path, device) if path else load_default_judge(device))

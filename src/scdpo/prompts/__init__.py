@@ -1,0 +1,1 @@
+"""Prompts: reading prompt sets (suites and files) into records, and matching their words to concepts."""
