@@ -8,6 +8,11 @@
 #                                                      # suite draw 1 (never used for tuning)
 #   TINY=1 R=/tmp/r STAGE=sweep bash benchmarks/emojiworld_round4.sh   # seconds-scale CPU dry run
 #
+# On one H200 (docs/results.md, "Fourth round"): 13 trainings at once take 5 minutes (6 with the
+# on-policy constraint), 26 evaluations of 4 x 150 prompts 92 s. A device call lasts 10 minutes: set
+# DEADLINE (seconds after which no job starts) and rerun the same command on the warm machine; every
+# finished output is kept. The final stage's 30 trainings need three such calls.
+#
 # Runs of a stage train concurrently (PAR at once; the tiny UNet is launch-bound), then evaluate
 # concurrently; each is skipped when its output exists. With OUT set (the device tool), the
 # metrics of every finished evaluation and training are packed into $OUT/results.tar.gz every
@@ -22,7 +27,8 @@ if [ "${TINY:-0}" = 1 ]; then
     JBATCH=8; JMIN=0.1
     ELIMIT="--limit 4"; SSTEPS=2; PROBE="--constraint-prompts 2 --constraint-steps 1 --constraint-every 1"
 else
-    COST="--pool 8000 --eval-n 300"; NPROMPTS=2000; CAND=4; TRAIN=""; ELIMIT=""; SSTEPS=20
+    # LIMIT=150: the first 150 prompts of each suite (what the fourth round's budget allowed)
+    COST="--pool 8000 --eval-n 300"; NPROMPTS=2000; CAND=4; TRAIN=""; ELIMIT=${LIMIT:+--limit $LIMIT}; SSTEPS=20
     JBATCH=512; JMIN=2.5
     PROBE="--constraint-prompts 64 --constraint-steps 10 --constraint-every 25"
 fi
