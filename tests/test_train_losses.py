@@ -246,7 +246,10 @@ def test_pair_hardness_running_average_and_state():
     h.commit()
     h.observe([0], torch.tensor([3.0]))
     h.commit()
-    assert h.lookup([0, 2, 3]).tolist()[:2] == [2.0, -2.0] and math.isnan(h.lookup([3]).item())
+    assert h.lookup([0, 2]).tolist() == [2.0, -2.0] and math.isnan(h.lookup([3]).item())
+    h.observe([3, 3], torch.tensor([4.0, 2.0]))  # twice in one step: applied in order
+    h.commit()
+    assert h.lookup([3]).item() == 3.0
     h.observe([1], torch.tensor([9.0]))
     h.discard()
     h.commit()

@@ -45,6 +45,10 @@ class PairHardness:
         self._seen.clear()
         if acc is not None and acc.num_processes > 1:
             idx, z = acc.gather(idx), acc.gather(z)
+        if len(torch.unique(idx)) == len(idx):  # the usual case: one vectorised update
+            old = self.z[idx]
+            self.z[idx] = torch.where(torch.isnan(old), z, self.ema * old + (1 - self.ema) * z)
+            return
         for i, v in zip(idx.split(1), z.split(1)):  # in order: a pair seen twice in a step updates twice
             old = self.z[i]
             self.z[i] = torch.where(torch.isnan(old), v, self.ema * old + (1 - self.ema) * v)
