@@ -52,16 +52,25 @@ class Family:
     # ------------------------------------------------------------------ text
     def encode_text(self, model, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``(context, pooled)`` of a batch of prompts (pooled None when the family has none)."""
-        contexts = [self._encoder_output(model, i, prompts)[0] for i in range(len(model.text_encoders))]
+        ids, masks = [], []
+        for tokenizer in model.tokenizers:
+            tokens = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length,
+                               truncation=True, return_tensors="pt")
+            ids.append(tokens.input_ids)
+            masks.append(tokens.attention_mask)
+        return self.encode_tokens(model, ids, masks)
+
+    def encode_tokens(self, model, ids: list[torch.Tensor], masks: list[torch.Tensor]):
+        """``(context, pooled)`` from per-encoder token ids (B, T) and attention masks (the
+        attacks call this with ids of their own, gradients enabled)."""
+        contexts = [self._encoder_output(model, i, ids, masks)[0] for i in range(len(model.text_encoders))]
         return torch.cat(contexts, dim=-1).to(model.dtype), None
 
-    def _encoder_output(self, model, i: int, prompts: list[str], **kwargs):
-        tokenizer, encoder = model.tokenizers[i], model.text_encoders[i]
-        tokens = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length,
-                           truncation=True, return_tensors="pt")
+    def _encoder_output(self, model, i: int, ids, masks, **kwargs):
+        encoder = model.text_encoders[i]
         if getattr(encoder.config, "use_attention_mask", False):  # as diffusers: only when asked for
-            kwargs["attention_mask"] = tokens.attention_mask.to(model.device)
-        return encoder(tokens.input_ids.to(model.device), **kwargs)
+            kwargs["attention_mask"] = masks[i].to(model.device)
+        return encoder(ids[i].to(model.device), **kwargs)
 
     def added_conditions(self, model, n: int, size: tuple[int, int] | None) -> torch.Tensor | None:
         """Per-image extra ids besides the text (SDXL's size/crop ids), or None."""
@@ -135,10 +144,10 @@ class SDXL(Family):
     def pipeline_extras(self, model) -> dict:
         return {"force_zeros_for_empty_prompt": model.force_zeros_for_empty_prompt, "add_watermarker": False}
 
-    def encode_text(self, model, prompts):
+    def encode_tokens(self, model, ids, masks):
         contexts, pooled = [], None
         for i in range(len(model.text_encoders)):
-            out = self._encoder_output(model, i, prompts, output_hidden_states=True)
+            out = self._encoder_output(model, i, ids, masks, output_hidden_states=True)
             contexts.append(out.hidden_states[-2])  # SDXL conditions on the penultimate layer
             if out[0].ndim == 2:  # CLIPTextModelWithProjection: projected pooled embedding
                 pooled = out[0]
@@ -173,18 +182,18 @@ class SD3(Family):
     def pipeline_extras(self, model) -> dict:
         return {}
 
-    def encode_text(self, model, prompts):
+    def encode_tokens(self, model, ids, masks):
         clip, pooled = [], []
         for i in range(2):
-            out = self._encoder_output(model, i, prompts, output_hidden_states=True)
+            out = self._encoder_output(model, i, ids, masks, output_hidden_states=True)
             clip.append(out.hidden_states[-2])
             pooled.append(out[0])
         clip = torch.cat(clip, dim=-1)
         if model.text_encoders[2] is None:  # the pipeline allows dropping T5: zeros, as diffusers
             width = model.unet.config.joint_attention_dim
-            t5 = torch.zeros(len(prompts), model.tokenizers[0].model_max_length, width, device=model.device)
+            t5 = torch.zeros(len(ids[0]), model.tokenizers[0].model_max_length, width, device=model.device)
         else:
-            t5 = self._encoder_output(model, 2, prompts)[0]
+            t5 = self._encoder_output(model, 2, ids, masks)[0]
         clip = torch.nn.functional.pad(clip, (0, t5.shape[-1] - clip.shape[-1]))
         return torch.cat([clip, t5.to(clip.dtype)], dim=-2).to(model.dtype), torch.cat(pooled, -1).to(model.dtype)
 
