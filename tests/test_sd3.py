@@ -1,7 +1,8 @@
 """SD3 (rectified flow) through the family adapters, on a tiny random SD3 pipeline: prompt encoding
 and sampling agree with diffusers' own StableDiffusion3Pipeline, the forward process and the
 velocity target are the flow-matching ones, a Diffusion-DPO step on the velocity error orders the
-pair, and the LoRA the trainer writes loads with StableDiffusion3Pipeline.load_lora_weights."""
+pair, the LoRA the trainer writes loads with StableDiffusion3Pipeline.load_lora_weights, and the
+attacks' token-level encoding agrees with encode_prompts."""
 
 from __future__ import annotations
 
@@ -147,3 +148,13 @@ def test_lora_run_loads_in_plain_diffusers(sd3, pairs_file, tmp_path):
     assert (after - before).abs().max() > 1e-5
     torch.testing.assert_close(after, out_of(policy.unet), rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(after, out_of(merged.unet), rtol=1e-4, atol=1e-5)
+
+
+def test_attack_encoding_matches_encode_prompts(sd3):
+    from scdpo.attack.text import encode_texts
+
+    m = T2IModel.from_pretrained(sd3, device="cpu")
+    prompts = ["a red cat", "a dog on a hill"]
+    ours, cached = encode_texts(m, prompts), m.encode_prompts(prompts)
+    torch.testing.assert_close(ours.context, cached.context)
+    torch.testing.assert_close(ours.pooled, cached.pooled)
