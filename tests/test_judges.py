@@ -121,5 +121,5 @@ def test_bad_clip_folder_and_unsupported_model_are_one_line_errors(tmp_path):
 
     (tmp_path / "flux").mkdir()
     (tmp_path / "flux" / "model_index.json").write_text(json.dumps({"_class_name": "FluxPipeline"}))
-    with pytest.raises(ValueError, match="unsupported model family; pass a diffusers folder of SD 1.x/2.x or SDXL"):
+    with pytest.raises(ValueError, match="unsupported model family; pass a diffusers folder of SD 1.x/2.x, SDXL or SD3"):
         T2IModel.from_pretrained(tmp_path / "flux")

@@ -3,10 +3,10 @@
 ``encode_prompts`` caches one (T, D) tensor per prompt, which a search over thousands of candidate
 prompts must not fill; :func:`encode_texts` encodes without the cache, and :func:`encode_ids`
 encodes token ids with some positions' input embeddings replaced (a forward hook on the encoder's
-token-embedding layer), which is how the gradient attacks feed relaxed tokens. Both mirror
-``T2IModel._encode_text``: SD conditions on the last hidden state, SDXL on the penultimate one of
-each encoder (concatenated) plus the pooled projection of the second. One token-id space is used
-for all encoders: SDXL's two CLIP tokenizers share one vocabulary (checked).
+token-embedding layer), which is how the gradient attacks feed relaxed tokens. Both encode with
+the model family's own ``encode_tokens`` (:mod:`scdpo.models.families`), as ``encode_prompts``
+does. One token-id space is used for all encoders: SDXL's two CLIP tokenizers share one vocabulary
+(checked; SD3's T5 has another, so the token-level attacks refuse it).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ class Layout:
 
 
 def check_shared_vocab(model) -> None:
-    if len(model.tokenizers) > 1 and model.tokenizers[0].get_vocab() != model.tokenizers[1].get_vocab():
+    if any(t.get_vocab() != model.tokenizers[0].get_vocab() for t in model.tokenizers[1:]):
         raise ValueError("this model's text encoders use different vocabularies; token-level attacks need one "
                          "(use the paraphrase attack, which works on text)")
 
@@ -113,34 +113,22 @@ def encode_ids(model, ids: list[torch.Tensor], adv: list[torch.Tensor | None] | 
                positions: torch.Tensor | None = None, size=None) -> Conditioning:
     """Encode per-encoder token ids (B, T); where ``adv[i]`` is given, the input embeddings of
     encoder i at ``positions`` are replaced by it ((B, K, D_i) or (K, D_i)), so gradients reach it."""
-    contexts, pooled = [], None
-    for i, encoder in enumerate(model.text_encoders):
-        handle = None
-        if adv is not None and adv[i] is not None:
-            def hook(module, inputs, out, e=adv[i]):
-                out = out.clone()
-                out[:, positions.to(out.device)] = e.to(out.dtype)
-                return out
-            handle = encoder.get_input_embeddings().register_forward_hook(hook)
-        try:
-            tokens = ids[i].to(model.device)
-            kwargs = {}
-            if getattr(encoder.config, "use_attention_mask", False):
-                kwargs["attention_mask"] = _mask(model.tokenizers[i], tokens)
-            if model.family == "sd":
-                contexts.append(encoder(tokens, **kwargs)[0])
-                continue
-            out = encoder(tokens, output_hidden_states=True, **kwargs)
-            contexts.append(out.hidden_states[-2])
-            if out[0].ndim == 2:
-                pooled = out[0]
-        finally:
-            if handle is not None:
-                handle.remove()
-    context = torch.cat(contexts, dim=-1).to(model.dtype)
-    if model.family == "sd":
-        return Conditioning(context)
-    return Conditioning(context, pooled.to(model.dtype), model._time_ids(len(context), size))
+    handles = []
+    try:
+        for i, encoder in enumerate(model.text_encoders):
+            if adv is not None and adv[i] is not None:
+                def hook(module, inputs, out, e=adv[i]):
+                    out = out.clone()
+                    out[:, positions.to(out.device)] = e.to(out.dtype)
+                    return out
+                handles.append(encoder.get_input_embeddings().register_forward_hook(hook))
+        ids = [x.to(model.device) for x in ids]
+        masks = [_mask(tok, i) for tok, i in zip(model.tokenizers, ids)]
+        context, pooled = model.adapter.encode_tokens(model, ids, masks)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return Conditioning(context, pooled, model._time_ids(len(context), size))
 
 
 def _mask(tokenizer, ids: torch.Tensor) -> torch.Tensor:

@@ -78,17 +78,14 @@ class SamplerConfig:
         get_guard(self.guard)  # ValueError naming an unknown guard or option
 
 
-def make_scheduler(name: str, scheduler_config):
-    """A fresh inference scheduler of kind ``name`` sharing ``scheduler_config``'s noise schedule."""
-    from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler
+def make_scheduler(name: str, scheduler_config, family: str = "sd"):
+    """A fresh inference scheduler of kind ``name`` sharing ``scheduler_config``'s noise schedule,
+    in the form the model ``family`` needs (:meth:`scdpo.models.families.Family.make_scheduler`)."""
+    from scdpo.models.families import get_family
 
-    if name == "ddim":  # clipping x0 to [-1, 1] is meant for pixel-space models, never for latents
-        return DDIMScheduler.from_config(scheduler_config, clip_sample=False)
-    if name == "dpmsolver++":
-        return DPMSolverMultistepScheduler.from_config(scheduler_config, algorithm_type="dpmsolver++")
-    if name == "euler":
-        return EulerDiscreteScheduler.from_config(scheduler_config)
-    raise ValueError(f"unknown scheduler {name!r}; choose one of {SCHEDULERS}")
+    if name not in SCHEDULERS:
+        raise ValueError(f"unknown scheduler {name!r}; choose one of {SCHEDULERS}")
+    return get_family(family).make_scheduler(name, scheduler_config)
 
 
 def speed_levers(model: T2IModel, config: SamplerConfig) -> contextlib.ExitStack:
@@ -148,16 +145,18 @@ def _sample(model: T2IModel, prompts: list[str], seeds: list[int], config: Sampl
         run = guard.start(model, batch, text, uncond, config) if guard is not None else None
         noise = torch.stack([torch.randn(latent_shape, generator=torch.Generator().manual_seed(int(seed)))
                              for seed in seeds[start:start + len(batch)]])
-        scheduler = make_scheduler(config.scheduler, model.scheduler_config)
+        scheduler = make_scheduler(config.scheduler, model.scheduler_config, model.family)
         scheduler.set_timesteps(config.steps, device=model.device)
-        latents = noise.to(model.device, model.dtype) * scheduler.init_noise_sigma
+        # flow-matching schedulers start at unit noise and take the model input as is
+        latents = noise.to(model.device, model.dtype) * getattr(scheduler, "init_noise_sigma", 1.0)
+        scale = getattr(scheduler, "scale_model_input", lambda x, t: x)
         for i, t in enumerate(scheduler.timesteps):
             if run is not None:  # a guard chooses the conditionings and how they combine
                 c = run.conditioning(i)
-                x = scheduler.scale_model_input(latents.repeat(len(c) // len(latents), 1, 1, 1), t)
+                x = scale(latents.repeat(len(c) // len(latents), 1, 1, 1), t)
                 latents = scheduler.step(run.combine(i, model.predict(x, t, c)), t, latents, return_dict=False)[0]
                 continue
-            x = scheduler.scale_model_input(torch.cat([latents, latents]) if guided else latents, t)
+            x = scale(torch.cat([latents, latents]) if guided else latents, t)
             pred = model.predict(x, t, cond)
             if guided:
                 uncond_pred, cond_pred = pred.chunk(2)

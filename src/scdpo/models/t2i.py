@@ -1,7 +1,8 @@
 """The one interface through which scdpo talks to a text-to-image diffusion model.
 
-:class:`T2IModel` wraps the components of a local diffusers ``StableDiffusionPipeline`` or
-``StableDiffusionXLPipeline`` folder (or the shipped ``emojiworld`` model) and offers what
+:class:`T2IModel` wraps the components of a local diffusers ``StableDiffusionPipeline``,
+``StableDiffusionXLPipeline`` or ``StableDiffusion3Pipeline`` folder (or the shipped ``emojiworld``
+model); what differs between those families is in :mod:`scdpo.models.families`. It and offers what
 preference-pair sampling, Diffusion-DPO training and evaluation need: prompt encoding (cached),
 the forward noising process and its regression target, the UNet prediction, VAE encode/decode,
 seeded batched sampling (see :mod:`scdpo.models.sampling`) and saving back to a diffusers folder.
@@ -21,13 +22,13 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError
 
+from scdpo.models.families import FAMILIES, family_of_pipeline
 from scdpo.models.registry import resolve_model_path
 from scdpo.models.sampling import SamplerConfig, sample_images
 from scdpo.utils.logs import drop_records
 
 __all__ = ["Conditioning", "SamplerConfig", "T2IModel"]
 
-_FAMILIES = {"StableDiffusionPipeline": "sd", "StableDiffusionXLPipeline": "sdxl"}
 
 
 def _has_text_encoder_keys(file: Path) -> bool:
@@ -40,8 +41,9 @@ def _has_text_encoder_keys(file: Path) -> bool:
 
 @dataclass
 class Conditioning:
-    """Text conditioning for a batch: ``context`` (B, T, D) for cross-attention and, for SDXL,
-    the pooled text embedding ``pooled`` (B, D2) and the size/crop ids ``add_time_ids`` (B, 6)."""
+    """Text conditioning for a batch: ``context`` (B, T, D) for cross-attention and, for SDXL and
+    SD3, the pooled text embedding ``pooled`` (B, D2), and for SDXL the size/crop ids
+    ``add_time_ids`` (B, 6)."""
 
     context: torch.Tensor
     pooled: torch.Tensor | None = None
@@ -53,7 +55,7 @@ class Conditioning:
     @property
     def added_cond_kwargs(self) -> dict | None:
         """The UNet's ``added_cond_kwargs`` (SDXL), or None."""
-        if self.pooled is None:
+        if self.pooled is None or self.add_time_ids is None:
             return None
         return {"text_embeds": self.pooled, "time_ids": self.add_time_ids}
 
@@ -71,40 +73,45 @@ class Conditioning:
 
 
 class T2IModel:
-    """A Stable Diffusion (``family="sd"``) or SDXL (``family="sdxl"``) model.
+    """A Stable Diffusion (``family="sd"``), SDXL (``"sdxl"``) or SD3 (``"sd3"``) model;
+    ``adapter`` is the family's :class:`scdpo.models.families.Family`.
 
-    Text encoders and VAE are frozen (``requires_grad=False``); the UNet is left trainable.
-    ``noise_scheduler`` is a ``DDPMScheduler`` with the model's betas and prediction type, used for
-    the forward process; samplers are built from ``scheduler_config`` (the folder's scheduler).
+    ``unet`` is the denoiser (SD3's ``SD3Transformer2DModel`` too: one name for the trainer).
+    Text encoders and VAE are frozen (``requires_grad=False``); the denoiser is left trainable.
+    ``noise_scheduler`` is the forward process (a ``DDPMScheduler`` with the model's betas and
+    prediction type; SD3: its flow-matching scheduler); samplers are built from
+    ``scheduler_config`` (the folder's scheduler).
     """
 
     prompt_cache_size = 4096
 
     def __init__(self, pipeline, *, device=None, dtype: torch.dtype = torch.float32):
-        from diffusers import DDPMScheduler, StableDiffusionXLPipeline
-
-        self.family = "sdxl" if isinstance(pipeline, StableDiffusionXLPipeline) else "sd"
+        adapter = family_of_pipeline(type(pipeline).__name__)
+        if adapter is None:  # a subclass of a known pipeline
+            adapter = next((f for f in FAMILIES.values() if isinstance(pipeline, f.pipeline_cls())), None)
+        if adapter is None:
+            raise ValueError(f"{type(pipeline).__name__} is not a supported model family ({', '.join(FAMILIES)})")
+        self.adapter = adapter
+        self.family = adapter.name
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.dtype = dtype
-        self.unet, self.vae = pipeline.unet, pipeline.vae
-        self.tokenizers = [pipeline.tokenizer]
-        self.text_encoders = [pipeline.text_encoder]
-        if self.family == "sdxl":
-            self.tokenizers.append(pipeline.tokenizer_2)
-            self.text_encoders.append(pipeline.text_encoder_2)
+        self.unet, self.vae = getattr(pipeline, adapter.denoiser), pipeline.vae
+        self.tokenizers = [getattr(pipeline, tok) for tok, _ in adapter.text_components]
+        self.text_encoders = [getattr(pipeline, enc) for _, enc in adapter.text_components]
         self.force_zeros_for_empty_prompt = bool(
-            self.family == "sdxl" and pipeline.config.get("force_zeros_for_empty_prompt", True)
+            adapter.force_zeros_for_empty_prompt and pipeline.config.get("force_zeros_for_empty_prompt", True)
         )
         self.scheduler = pipeline.scheduler  # the folder's own scheduler, kept for save_pretrained
         self.scheduler_config = pipeline.scheduler.config
-        self.noise_scheduler = DDPMScheduler.from_config(self.scheduler_config, clip_sample=False)
-        self.prediction_type = self.noise_scheduler.config.prediction_type
+        self.noise_scheduler = adapter.noise_scheduler(self.scheduler_config)
+        self.prediction_type = adapter.prediction_type(self.noise_scheduler)
         self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
         size = self.unet.config.sample_size
         self.resolution = int(size if isinstance(size, int) else size[0]) * self.vae_scale_factor
         self.latent_channels = self.vae.config.latent_channels
         for module in [self.vae, *self.text_encoders]:
-            module.requires_grad_(False)
+            if module is not None:
+                module.requires_grad_(False)
         self._prompt_cache: OrderedDict[str, tuple[torch.Tensor, torch.Tensor | None]] = OrderedDict()
         self.to(self.device, dtype)
 
@@ -112,9 +119,8 @@ class T2IModel:
     @classmethod
     def from_pretrained(cls, path_or_name: str | os.PathLike, *, device=None,
                         dtype: torch.dtype = torch.float32) -> T2IModel:
-        """Load a local SD / SDXL diffusers pipeline folder, or a registered name (``"emojiworld"``)."""
+        """Load a local SD / SDXL / SD3 diffusers pipeline folder, or a registered name (``"emojiworld"``)."""
         import diffusers
-        from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
         folder = resolve_model_path(path_or_name)
         index = folder / "model_index.json"
@@ -127,18 +133,14 @@ class T2IModel:
             class_name = model_index.get("_class_name")
         except (json.JSONDecodeError, AttributeError) as err:
             raise ValueError(f"{str(folder)!r} has an unreadable model_index.json: {err}") from err
-        if class_name not in _FAMILIES:
+        adapter = family_of_pipeline(class_name)
+        if adapter is None:
             raise ValueError(
                 f"{str(folder)!r} holds a {class_name!r}, an unsupported model family; pass a diffusers "
-                f"folder of SD 1.x/2.x or SDXL (supported pipelines: {', '.join(_FAMILIES)})"
+                f"folder of SD 1.x/2.x, SDXL or SD3 (supported pipelines: "
+                f"{', '.join(f.pipeline_class for f in FAMILIES.values())})"
             )
-        kwargs = {"image_encoder": None, "feature_extractor": None}
-        if class_name == "StableDiffusionPipeline":
-            pipe_cls = StableDiffusionPipeline
-            kwargs.update(safety_checker=None, requires_safety_checker=False)
-        else:
-            pipe_cls = StableDiffusionXLPipeline
-            kwargs.update(add_watermarker=False)
+        pipe_cls, kwargs = adapter.pipeline_cls(), adapter.load_kwargs()
         # diffusers renamed ``torch_dtype`` to ``dtype`` (0.42); older versions only know the former
         major, minor = (int(x) for x in diffusers.__version__.split(".")[:2])
         kwargs["dtype" if (major, minor) >= (0, 42) else "torch_dtype"] = dtype
@@ -170,7 +172,7 @@ class T2IModel:
         half = self.dtype in (torch.float16, torch.bfloat16)
         vae_dtype = torch.float32 if half and self.vae.config.get("force_upcast", False) else self.dtype
         for module, dtype in [(self.unet, self.dtype), (self.vae, vae_dtype),
-                              *((m, self.dtype) for m in self.text_encoders)]:
+                              *((m, self.dtype) for m in self.text_encoders if m is not None)]:
             module.to(self.device).eval()
             if module.dtype != dtype:  # cast only when needed: diffusers warns on every cast
                 module.to(dtype=dtype)
@@ -180,17 +182,7 @@ class T2IModel:
     def to_pipeline(self):
         """A diffusers pipeline sharing this model's (current) components.  If the UNet was wrapped
         for training (DDP, accelerate, torch.compile), put the unwrapped one back in ``self.unet`` first."""
-        from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
-
-        common = dict(vae=self.vae, unet=self.unet, scheduler=self.scheduler,
-                      text_encoder=self.text_encoders[0], tokenizer=self.tokenizers[0])
-        if self.family == "sd":
-            return StableDiffusionPipeline(**common, safety_checker=None, feature_extractor=None,
-                                           requires_safety_checker=False)
-        return StableDiffusionXLPipeline(
-            **common, text_encoder_2=self.text_encoders[1], tokenizer_2=self.tokenizers[1],
-            force_zeros_for_empty_prompt=self.force_zeros_for_empty_prompt, add_watermarker=False,
-        )
+        return self.adapter.build_pipeline(self)
 
     def load_lora(self, path: str | os.PathLike, scale: float = 1.0) -> T2IModel:
         """Fuse a diffusers-format LoRA (a folder holding ``pytorch_lora_weights.safetensors`` or one
@@ -272,9 +264,8 @@ class T2IModel:
         while len(self._prompt_cache) > self.prompt_cache_size:
             self._prompt_cache.popitem(last=False)
         context = torch.stack([rows[p][0] for p in prompts])
-        if self.family == "sd":
-            return Conditioning(context)
-        return Conditioning(context, torch.stack([rows[p][1] for p in prompts]), self._time_ids(len(prompts), size))
+        pooled = None if rows[prompts[0]][1] is None else torch.stack([rows[p][1] for p in prompts])
+        return Conditioning(context, pooled, self._time_ids(len(prompts), size))
 
     def unconditional(self, n: int, negative_prompt: str | list[str | None] | None = None, *,
                       size: tuple[int, int] | None = None) -> Conditioning:
@@ -309,48 +300,28 @@ class T2IModel:
             if mask[n]:
                 warnings.warn(f"prompt {prompt[:60]!r} is longer than the tokenizer's {n}-token limit "
                               "and was truncated", stacklevel=4)
-        contexts, pooled = [], None
-        for tokenizer, encoder in zip(self.tokenizers, self.text_encoders):
-            tokens = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length,
-                               truncation=True, return_tensors="pt")
-            kwargs = {}  # as diffusers: only encoders that ask for it get an attention mask
-            if getattr(encoder.config, "use_attention_mask", False):
-                kwargs["attention_mask"] = tokens.attention_mask.to(self.device)
-            if self.family == "sd":
-                contexts.append(encoder(tokens.input_ids.to(self.device), **kwargs)[0])
-                continue
-            out = encoder(tokens.input_ids.to(self.device), output_hidden_states=True, **kwargs)
-            contexts.append(out.hidden_states[-2])  # SDXL conditions on the penultimate layer
-            if out[0].ndim == 2:  # CLIPTextModelWithProjection: projected pooled embedding
-                pooled = out[0]
-        pooled = None if pooled is None else pooled.to(self.dtype)
-        return torch.cat(contexts, dim=-1).to(self.dtype), pooled
+        return self.adapter.encode_text(self, prompts)
 
-    def _time_ids(self, n: int, size: tuple[int, int] | None) -> torch.Tensor:
-        # SDXL micro-conditioning: original size, crop top-left, target size
-        h, w = size or (self.resolution, self.resolution)
-        ids = torch.tensor([h, w, 0, 0, h, w], dtype=self.dtype, device=self.device)
-        return ids.repeat(n, 1)
+    def _time_ids(self, n: int, size: tuple[int, int] | None) -> torch.Tensor | None:
+        return self.adapter.added_conditions(self, n, size)
 
     # ------------------------------------------------------------------ diffusion
     def add_noise(self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-        """Forward process q(x_t | x_0) of the training scheduler."""
-        return self.noise_scheduler.add_noise(latents, noise, timesteps)
+        """Forward process q(x_t | x_0) of the family (DDPM noising, or SD3's flow interpolation)."""
+        return self.adapter.add_noise(self, latents, noise, timesteps)
 
     def noise_target(self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-        """What :meth:`predict` regresses onto, per ``prediction_type``."""
-        if self.prediction_type == "epsilon":
-            return noise
-        if self.prediction_type == "v_prediction":
-            return self.noise_scheduler.get_velocity(latents, noise, timesteps)
-        if self.prediction_type == "sample":
-            return latents
-        raise ValueError(f"unsupported prediction_type {self.prediction_type!r}")
+        """What :meth:`predict` regresses onto, per ``prediction_type`` (epsilon, v or sample;
+        SD3: the flow-matching velocity ``noise - latents``)."""
+        return self.adapter.target(self, latents, noise, timesteps)
+
+    def sample_timesteps(self, n: int, generator: torch.Generator, lo: int = 0, hi: int | None = None) -> torch.Tensor:
+        """``n`` training timesteps drawn with ``generator`` (on CPU), as the family trains."""
+        return self.adapter.sample_timesteps(self, n, generator, lo, hi)
 
     def predict(self, noisy_latents: torch.Tensor, timesteps, cond: Conditioning) -> torch.Tensor:
-        """The UNet's prediction (same shape as ``noisy_latents``); gradients flow if enabled."""
-        return self.unet(noisy_latents.to(self.dtype), timesteps, encoder_hidden_states=cond.context,
-                         added_cond_kwargs=cond.added_cond_kwargs, return_dict=False)[0]
+        """The denoiser's prediction (same shape as ``noisy_latents``); gradients flow if enabled."""
+        return self.adapter.predict(self, noisy_latents, timesteps, cond)
 
     # ------------------------------------------------------------------ VAE
     def encode_images(self, images: torch.Tensor, generator: torch.Generator | None = None, *,

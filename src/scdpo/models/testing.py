@@ -54,13 +54,13 @@ def _clip_config(tokenizer, hidden: int = 32, projection_dim: int | None = None)
     )
 
 
-def _vae():
+def _vae(**extra):
     from diffusers import AutoencoderKL
 
     return AutoencoderKL(
         in_channels=3, out_channels=3, latent_channels=4, sample_size=IMAGE_SIZE,
         down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-        block_out_channels=(8, 16), layers_per_block=1, norm_num_groups=8,
+        block_out_channels=(8, 16), layers_per_block=1, norm_num_groups=8, **extra,
     )
 
 
@@ -144,6 +144,39 @@ def tiny_sdxl_pipeline(path: str | Path, seed: int = 0, prediction_type: str = "
     pipe = StableDiffusionXLPipeline(
         vae=_vae(), text_encoder=encoder, text_encoder_2=encoder_2, tokenizer=tokenizer,
         tokenizer_2=tokenizer_2, unet=unet, scheduler=_scheduler(prediction_type), add_watermarker=False,
+    )
+    path = Path(path)
+    pipe.save_pretrained(path)
+    return path
+
+
+def tiny_sd3_pipeline(path: str | Path, seed: int = 0) -> Path:
+    """Write a tiny ``StableDiffusion3Pipeline`` folder to ``path``: CLIP-L and CLIP-G stand-ins
+    (2-layer ``CLIPTextModelWithProjection``, hidden 16, projection 16), a 2-layer ``T5EncoderModel``
+    (width 32; it reads the character-level CLIP tokenizer's ids, since a T5 tokenizer needs a
+    downloaded sentencepiece model), a one-layer ``SD3Transformer2DModel`` (patch 1, joint width 32,
+    pooled 16 + 16), the tiny VAE with SD3's scaling and shift factors and SD3's
+    ``FlowMatchEulerDiscreteScheduler`` (shift 3), all built from configs
+    with sizes as in diffusers' own SD3 tests."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+    from transformers import CLIPTextModelWithProjection, T5Config, T5EncoderModel
+
+    torch.manual_seed(seed)
+    toks = [tiny_clip_tokenizer(), tiny_clip_tokenizer(pad_token="!"), tiny_clip_tokenizer()]
+    clip_l = CLIPTextModelWithProjection(_clip_config(toks[0], hidden=16, projection_dim=16))
+    clip_g = CLIPTextModelWithProjection(_clip_config(toks[1], hidden=16, projection_dim=16))
+    t5 = T5EncoderModel(T5Config(vocab_size=len(toks[2]), d_model=32, d_kv=8, d_ff=64, num_layers=2,
+                                 num_heads=4, pad_token_id=toks[2].pad_token_id))
+    transformer = SD3Transformer2DModel(
+        sample_size=IMAGE_SIZE // 2, patch_size=1, in_channels=4, out_channels=4, num_layers=1,
+        attention_head_dim=8, num_attention_heads=4, caption_projection_dim=32, joint_attention_dim=32,
+        pooled_projection_dim=32, pos_embed_max_size=IMAGE_SIZE,
+    )
+    pipe = StableDiffusion3Pipeline(
+        transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
+        vae=_vae(scaling_factor=1.5305, shift_factor=0.0609),  # SD3's VAE latent statistics
+        text_encoder=clip_l, tokenizer=toks[0], text_encoder_2=clip_g, tokenizer_2=toks[1],
+        text_encoder_3=t5, tokenizer_3=toks[2],
     )
     path = Path(path)
     pipe.save_pretrained(path)

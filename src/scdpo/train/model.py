@@ -138,17 +138,17 @@ def load_lora_state_dict(unet, state: dict[str, torch.Tensor]) -> None:
 
 def save_lora(unet, out: str | Path, family: str) -> Path:
     """Write ``out/pytorch_lora_weights.safetensors`` in diffusers' format with the adapter's
-    config as metadata (so alpha survives), loadable by ``pipeline.load_lora_weights(out)``."""
-    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+    config as metadata (so alpha survives), loadable by ``pipeline.load_lora_weights(out)`` of the
+    ``family``'s pipeline (``unet.*`` keys; SD3: ``transformer.*``)."""
     from diffusers.utils import convert_state_dict_to_diffusers
+
+    from scdpo.models.families import get_family
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    pipe_cls = StableDiffusionXLPipeline if family == "sdxl" else StableDiffusionPipeline
     layers = convert_state_dict_to_diffusers({k: v.float().cpu() for k, v in lora_state_dict(unet).items()})
     with tempfile.TemporaryDirectory(dir=out, prefix=".lora-") as tmp:
-        pipe_cls.save_lora_weights(tmp, unet_lora_layers=layers, weight_name=LORA_FILE,
-                                   unet_lora_adapter_metadata=unet.peft_config["default"].to_dict())
+        get_family(family).save_lora_weights(tmp, layers, LORA_FILE, unet.peft_config["default"].to_dict())
         os.chmod(Path(tmp) / LORA_FILE, 0o666 & ~current_umask())
         os.replace(Path(tmp) / LORA_FILE, out / LORA_FILE)
     return out / LORA_FILE
@@ -187,5 +187,5 @@ def export_pipeline(base: str, out: str | Path, *, lora_dir: str | Path | None =
         pipe.load_lora_weights(str(lora_dir), weight_name=LORA_FILE)
         pipe.fuse_lora()
         pipe.unload_lora_weights()
-        model.unet = pipe.unet
+        model.unet = getattr(pipe, model.adapter.denoiser)
     return model.save_pretrained(out)

@@ -65,13 +65,14 @@ def pair_errors(model: T2IModel, policy, reference, batch: dict, gen: torch.Gene
                 timesteps: tuple[int, int | None] = (0, None)) -> PairErrors:
     """``(err_w, err_l, ref_err_w, ref_err_l, drift)``, each (B,) float32. The errors are the mean
     over (C, H, W) of the squared error between prediction and regression target (epsilon, v or
-    sample, per the model); ``drift`` is the mean squared difference between the policy's and the
+    sample, per the model; SD3: the flow-matching velocity noise - x_0); ``drift`` is the mean squared difference between the policy's and the
     reference's predictions, averaged over winner and loser (what sc-dpo's preservation term reads).
 
     ``policy`` is the (possibly DDP-wrapped) trainable UNet; ``reference(model, noisy, t, cond)``
     returns the frozen reference's prediction without gradients. ``timesteps = (lo, hi)``: training
     timesteps are drawn uniformly from ``lo .. hi - 1`` (``hi`` None: the scheduler's
-    ``num_train_timesteps``).
+    ``num_train_timesteps``; SD3: indices into its ascending training timesteps, see
+    :meth:`scdpo.models.families.SD3.sample_timesteps`).
     """
     from scdpo.train.model import using_unet
 
@@ -82,9 +83,7 @@ def pair_errors(model: T2IModel, policy, reference, batch: dict, gen: torch.Gene
         drop = torch.rand(b, generator=gen) < caption_dropout
         captions = ["" if d else c for c, d in zip(captions, drop.tolist())]
     noise = torch.randn(lat_w.shape, generator=gen).to(model.device, lat_w.dtype)
-    lo, hi = timesteps
-    hi = model.noise_scheduler.config.num_train_timesteps if hi is None else hi
-    t = torch.randint(lo, hi, (b,), generator=gen).to(model.device)
+    t = model.sample_timesteps(b, gen, *timesteps).to(model.device)
     latents = torch.cat([lat_w, lat_l])
     noise, t = torch.cat([noise, noise]), torch.cat([t, t])
     cond = model.encode_prompts(captions)

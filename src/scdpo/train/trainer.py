@@ -377,7 +377,7 @@ def _export(cfg: TrainConfig, acc, model, policy, unet, out: Path) -> None:
     if not acc.is_main_process:
         return
     if cfg.full:
-        tm.save_unet(unet, out / "unet")
+        tm.save_unet(unet, out / model.adapter.denoiser)  # unet/ (SD3: transformer/), as diffusers names it
     else:
         tm.save_lora(unet, out, model.family)
     if cfg.merge:
