@@ -31,6 +31,7 @@ from scdpo.cost.augment import AugmentConfig, augment, load_vae, vae_roundtrip
 from scdpo.cost.backbone import DEFAULT_BACKBONE, Backbone, image_backbone
 from scdpo.cost.losses import CostLabels, total_loss
 from scdpo.cost.model import CostModel, CostModelConfig
+from scdpo.utils.config import nested
 from scdpo.utils.io import atomic_path, atomic_write_text
 from scdpo.world.vocab import load_vocabulary
 
@@ -96,7 +97,8 @@ class CostTrainConfig:
         seed: seed of the pool, the augmentations and the adapter's initialisation; held-out
             renders use ``seed + 1``.
         progress: show tqdm progress bars.
-        augmentation: strengths of the artifacts (an AugmentConfig; Python API only, no CLI flag).
+        augmentation: strengths of the artifacts (an AugmentConfig; its fields are flags of
+            `scdpo cost train`: --p-blur, --noise-std ...).
     """
 
     out: str
@@ -136,7 +138,7 @@ class CostTrainConfig:
     device: str = "auto"
     seed: int = 0
     progress: bool = True
-    augmentation: AugmentConfig = field(default_factory=AugmentConfig)
+    augmentation: AugmentConfig = nested(AugmentConfig)
 
     def __post_init__(self):
         if not (self.ranking or self.anchor or self.category):
