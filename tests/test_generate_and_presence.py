@@ -1,7 +1,8 @@
 """`scdpo generate` on a tiny SD folder, the judge-based presence metrics, and config flags."""
 
-import dataclasses
 import argparse
+import dataclasses
+from pathlib import Path
 
 import datasets
 import pytest
@@ -182,6 +183,10 @@ def test_every_command_reads_a_yaml_config(tmp_path):
     cfg = dataclass_from_args(GenerateConfig, args)
     assert (cfg.model, cfg.suite, cfg.sampler.steps, cfg.sampler.guard, cfg.sampler.guidance_scale) == (
         "emojiworld", "eval-clean", 3, "sld:weak", 2.0)
+    from scdpo.cost.config import AugmentConfig, CostTrainConfig
+
+    cost = dataclass_from_args(CostTrainConfig, build_parser().parse_args(["cost", "train", "--out", "o", "--p-blur", "0.1"]))
+    assert cost.augmentation == AugmentConfig(p_blur=0.1)  # the augmentations have flags too
 
 
 
@@ -193,3 +198,19 @@ def test_every_shipped_config_documents_exactly_its_fields():
 
     for cls in (TrainConfig, EvalConfig, CostTrainConfig, BuildConfig):
         assert set(field_docs(cls)) <= {f.name for f in dataclasses.fields(cls)}, cls.__name__
+
+
+def test_help_imports_no_torch():
+    """`scdpo --help` builds every command's flags without importing torch (what keeps it under a
+    second, BENCHMARKS.md): asserted on the modules loaded, not on a time."""
+    import os
+    import subprocess
+    import sys
+
+    import scdpo
+
+    code = ("import sys\nfrom scdpo.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules))")
+    env = {**os.environ, "PYTHONPATH": str(Path(scdpo.__file__).parents[1])}  # this checkout's code
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
+    assert out.strip().splitlines()[-1] == "[]"

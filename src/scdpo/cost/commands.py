@@ -83,7 +83,7 @@ def _score(args) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from scdpo.cost.train import CostTrainConfig
+    from scdpo.cost.config import CostTrainConfig
     from scdpo.utils.config import add_dataclass_args
 
     cost = sub.add_parser("cost", help="the safety cost model: train it, score images with it")

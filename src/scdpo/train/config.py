@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from scdpo.models.speed import ATTENTION_BACKENDS
-from scdpo.train.losses import LOSSES
 from scdpo.utils import config as utils_config
 from scdpo.utils.config import check_finite
 
@@ -176,6 +174,10 @@ class TrainConfig:
     device: str | None = None
 
     def __post_init__(self):
+        # imported here, not at the top: `scdpo --help` builds the flags of this config without torch
+        from scdpo.models.speed import ATTENTION_BACKENDS
+        from scdpo.train.losses import LOSSES
+
         check_finite(self)
         if self.loss not in LOSSES:
             raise ValueError(f"unknown loss {self.loss!r}; choose one of {', '.join(LOSSES)}")
@@ -222,16 +224,22 @@ class TrainConfig:
     @property
     def uses_costs(self) -> bool:
         """Whether the loss reads cost_0/cost_1."""
+        from scdpo.train.losses import LOSSES
+
         return LOSSES[self.loss].needs_costs(self)
 
     @property
     def pair_kinds(self) -> tuple[str, ...] | None:
         """The pair kinds the run trains on (None: all)."""
+        from scdpo.train.losses import LOSSES
+
         return tuple(self.kinds) if self.kinds else LOSSES[self.loss].kinds
 
     @property
     def on_policy_constraint(self) -> bool:
         """Whether the run samples the policy to measure the constraint (needs cost_model)."""
+        from scdpo.train.losses import LOSSES
+
         return "policy_probe" in LOSSES[self.loss].state(self)
 
 

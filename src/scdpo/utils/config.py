@@ -53,7 +53,7 @@ def nested(cls, flags: tuple[str, ...] | None = None, aliases: dict[str, tuple[s
     ``--sampler-steps``, so that the commands keep their flags); None means all of them.
     ``aliases``: extra flag names, e.g. ``{"scheduler": ("--sampler",)}``. Help comes from ``cls``'s
     docstring. Python callers pass a ``cls`` instance (default: ``cls()``)."""
-    return dataclasses.field(default_factory=cls, metadata={"flatten": flags, "aliases": aliases or {}})
+    return dataclasses.field(default_factory=cls, metadata={"flatten": flags, "aliases": aliases or {}, "cls": cls})
 
 
 def _is_nested(f) -> bool:
@@ -71,7 +71,7 @@ def flat_fields(cls) -> list[tuple[str | None, type, dataclasses.Field]]:
             out.append((None, cls, f))
             seen.add(f.name)
             continue
-        inner = f.default_factory().__class__
+        inner = f.metadata["cls"]  # not default_factory(): building flags must run no __post_init__
         wanted = f.metadata["flatten"]
         for g in dataclasses.fields(inner):
             if g.init and (wanted is None or g.name in wanted):
