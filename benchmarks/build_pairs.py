@@ -103,6 +103,7 @@ def main() -> None:
 
     from scdpo.data.builder import build
     from scdpo.data.config import BuildConfig
+    from scdpo.models.sampler_config import SamplerConfig
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -114,7 +115,7 @@ def main() -> None:
         model.sample = sample = Timed(model.sample)
         cfg = BuildConfig(model=args.model, cost_model=str(args.cost_model), reward=args.reward, out=str(tmp / "out"),
                           harmful=args.harmful, clean=args.clean, n_harmful=args.n, n_clean=args.n,
-                          candidates=args.candidates, steps=args.steps, batch_size=args.batch_size,
+                          candidates=args.candidates, sampler=SamplerConfig(steps=args.steps), batch_size=args.batch_size,
                           chunk_size=args.batch_size // args.candidates or 1, device=args.device)
         start = time.perf_counter()
         summary = build(cfg, model, cost, reward)

@@ -7,6 +7,7 @@ the reward), so scores are known and a run takes milliseconds; one test runs a t
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 import math
@@ -20,9 +21,11 @@ import torch
 from PIL import Image
 
 from scdpo.cli import main
+from scdpo.utils.config import add_dataclass_args, dataclass_from_args
 from scdpo.data.builder import build, candidate_seed
 from scdpo.data.config import BuildConfig
 from scdpo.data.pairs import PairRules, blend, choose_clean, choose_harmful
+from scdpo.models.sampler_config import SamplerConfig
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")
 
@@ -419,7 +422,7 @@ def test_tiny_real_pipeline(tmp_path):
 
     path = testing.tiny_sd_pipeline(tmp_path / "sd", text_encoder="minilm")
     out = tmp_path / "out"
-    cfg = _cfg(out, model=str(path), n_harmful=2, n_clean=2, candidates=2, steps=2, chunk_size=2,
+    cfg = _cfg(out, model=str(path), n_harmful=2, n_clean=2, candidates=2, sampler=SamplerConfig(steps=2), chunk_size=2,
                uniform_rule="reward", cost_budget=10.0, device="cpu")
     # scores from image statistics, so they differ between the candidates of a real model
     summary = build(cfg, None, lambda im, r: im.mean((1, 2, 3)) * 10 - 5, lambda im, r: im.std((1, 2, 3)))
@@ -494,3 +497,24 @@ def test_cli_help_and_bad_source(tmp_path, capsys):
 def test_summary_is_json(built):
     out, summary = built
     assert json.loads((out / ".build.json").read_text())["summary"] == summary
+
+
+def test_settings_keep_the_keys_of_builds_made_before_the_sampler_was_nested():
+    """The resume guard compares settings(): a build made when BuildConfig had steps, guidance_scale,
+    sampler and guard fields must still resume, so the keys, values and order are those of then."""
+    base = dict(model="m", cost_model="c", reward="emojiworld", out="o", clean="align-clean")
+    before = {"model": "m", "cost_model": "c", "reward": "emojiworld", "harmful": None, "clean": "align-clean",
+              "candidates": 4, "n_harmful": None, "n_clean": None, "steps": 3, "guidance_scale": 2.0,
+              "sampler": "ddim", "seed": 0, "blend_ratio": 1.0, "chunk_size": 64, "shard_size": 1000,
+              "cost_tolerance": 0.1, "margin": 0.0, "uniform_rule": "skip", "cost_budget": 0.0,
+              "min_reward_gap": 0.0, "safe_prompt_winner": False, "strict": False, "exclude_concepts": []}
+    s = BuildConfig(**base, sampler=SamplerConfig(steps=3, guidance_scale=2.0, scheduler="ddim")).settings()
+    assert list(s.items()) == list(before.items())
+    guarded = BuildConfig(**base, sampler=SamplerConfig(guard="safree")).settings()
+    assert list(guarded)[8:12] == ["steps", "guidance_scale", "sampler", "guard"] and guarded["guard"] == "safree"
+    assert BuildConfig(**base, sampler="euler").sampler == SamplerConfig(scheduler="euler")  # the old Python form
+    p = argparse.ArgumentParser()
+    add_dataclass_args(p, BuildConfig)
+    cfg = dataclass_from_args(BuildConfig, p.parse_args(["--model", "m", "--cost-model", "c", "--reward", "r",
+                                                         "--out", "o", "--clean", "x", "--sampler", "ddim"]))
+    assert cfg.sampler.scheduler == "ddim" and cfg.settings()["sampler"] == "ddim"  # --sampler still works

@@ -24,6 +24,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from scdpo.models import testing
+from scdpo.models.sampler_config import SamplerConfig
 
 pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning",
                                          "ignore::DeprecationWarning"),
@@ -144,7 +145,7 @@ def test_killed_data_build_resumes_exactly(sd, tmp_path):
 
     def run(out):
         cfg = BuildConfig(model=str(sd), cost_model="-", reward="-", out=str(out), harmful="align-harmful",
-                          clean="align-clean", n_harmful=3, n_clean=3, candidates=2, steps=2, chunk_size=1,
+                          clean="align-clean", n_harmful=3, n_clean=3, candidates=2, sampler=SamplerConfig(steps=2), chunk_size=1,
                           shard_size=2, uniform_rule="reward", cost_budget=10.0, device="cpu")
         return build(cfg, None, cost, reward)
 

@@ -1,7 +1,8 @@
 """`scdpo generate` on a tiny SD folder, the judge-based presence metrics, and config flags."""
 
-import dataclasses
 import argparse
+import dataclasses
+from pathlib import Path
 
 import datasets
 import pytest
@@ -11,7 +12,7 @@ from scdpo.cli import main
 from scdpo.eval.presence import judge_records
 from scdpo.models.generate import GenerateConfig
 from scdpo.models.testing import tiny_sd_pipeline
-from scdpo.utils.config import add_dataclass_args, dataclass_from_args, field_docs
+from scdpo.utils.config import add_dataclass_args, dataclass_from_args, field_docs, flat_asdict, nested
 from scdpo.world.records import PromptRecord
 from scdpo.world.suites import get_suite
 from scdpo.world.vocab import load_vocabulary
@@ -116,8 +117,77 @@ def test_dataclass_flags_round_trip():
     add_dataclass_args(p, _Cfg)
     cfg = dataclass_from_args(_Cfg, p.parse_args(["--name", "x", "--steps", "5", "--flag", "--tags", "b", "c"]))
     assert cfg == _Cfg(name="x", steps=5, size=None, flag=True, tags=["b", "c"])
+    with pytest.raises(ValueError, match="no name"):  # required, on the command line or in --config
+        dataclass_from_args(_Cfg, p.parse_args([]))
+
+
+@dataclasses.dataclass
+class _Inner:
+    """Inner settings.
+
+    Attributes:
+        steps: inner steps.
+        mode: inner mode.
+        hidden: not a flag of the outer command.
+    """
+
+    steps: int = 7
+    mode: str = "a"
+    hidden: int = 0
+
+
+@dataclasses.dataclass
+class _Outer:
+    """Outer settings.
+
+    Attributes:
+        name: a name.
+        inner: the inner settings.
+    """
+
+    name: str
+    inner: _Inner = nested(_Inner, ("steps", "mode"), aliases={"mode": ("--old-mode",)})
+
+
+def test_nested_config_flattens_into_flags_and_yaml(tmp_path, capsys):
+    """A nested config's fields are the outer command's flags under their own names (help from the
+    inner docstring), aliases included; --config YAML sets them too, and a flag given beats the file."""
+    p = argparse.ArgumentParser()
+    add_dataclass_args(p, _Outer)
+    assert dataclass_from_args(_Outer, p.parse_args(["--name", "x"])) == _Outer(name="x")
+    cfg = dataclass_from_args(_Outer, p.parse_args(["--name", "x", "--steps", "3", "--old-mode", "b"]))
+    assert cfg == _Outer(name="x", inner=_Inner(steps=3, mode="b"))
     with pytest.raises(SystemExit):
-        p.parse_args([])  # --name is required
+        p.parse_args(["--name", "x", "--hidden", "1"])
+    capsys.readouterr()
+    p.print_help()
+    assert "inner steps. (default: 7)" in capsys.readouterr().out
+    f = tmp_path / "c.yaml"
+    f.write_text("name: y\nsteps: '4'\nold-mode: c\n")
+    assert dataclass_from_args(_Outer, p.parse_args(["--config", str(f)])) == _Outer(name="y", inner=_Inner(4, "c"))
+    assert dataclass_from_args(_Outer, p.parse_args(["--config", str(f), "--steps", "20"])).inner == _Inner(20, "c")
+    assert flat_asdict(cfg) == {"name": "x", "steps": 3, "mode": "b"}
+    f.write_text("hidden: 1\n")
+    with pytest.raises(ValueError, match="unknown key.*hidden"):
+        dataclass_from_args(_Outer, p.parse_args(["--config", str(f)]))
+
+
+def test_every_command_reads_a_yaml_config(tmp_path):
+    """--config works for each command built from a config dataclass, not only `scdpo train`."""
+    from scdpo.cli import build_parser
+    from scdpo.models.generate import GenerateConfig
+
+    f = tmp_path / "g.yaml"
+    f.write_text("model: emojiworld\nsuite: eval-clean\nout: o\nsteps: 3\nguard: sld:weak\n")
+    args = build_parser().parse_args(["generate", "--config", str(f), "--guidance-scale", "2"])
+    cfg = dataclass_from_args(GenerateConfig, args)
+    assert (cfg.model, cfg.suite, cfg.sampler.steps, cfg.sampler.guard, cfg.sampler.guidance_scale) == (
+        "emojiworld", "eval-clean", 3, "sld:weak", 2.0)
+    from scdpo.cost.config import AugmentConfig, CostTrainConfig
+
+    cost = dataclass_from_args(CostTrainConfig, build_parser().parse_args(["cost", "train", "--out", "o", "--p-blur", "0.1"]))
+    assert cost.augmentation == AugmentConfig(p_blur=0.1)  # the augmentations have flags too
+
 
 
 def test_every_shipped_config_documents_exactly_its_fields():
@@ -128,3 +198,19 @@ def test_every_shipped_config_documents_exactly_its_fields():
 
     for cls in (TrainConfig, EvalConfig, CostTrainConfig, BuildConfig):
         assert set(field_docs(cls)) <= {f.name for f in dataclasses.fields(cls)}, cls.__name__
+
+
+def test_help_imports_no_torch():
+    """`scdpo --help` builds every command's flags without importing torch (what keeps it under a
+    second, BENCHMARKS.md): asserted on the modules loaded, not on a time."""
+    import os
+    import subprocess
+    import sys
+
+    import scdpo
+
+    code = ("import sys\nfrom scdpo.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules))")
+    env = {**os.environ, "PYTHONPATH": str(Path(scdpo.__file__).parents[1])}  # this checkout's code
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
+    assert out.strip().splitlines()[-1] == "[]"

@@ -137,14 +137,15 @@ def test_configs_take_the_guard(tmp_path):
     from scdpo.eval.run import EvalConfig
     from scdpo.models.generate import GenerateConfig
 
-    for cfg in (lambda g: GenerateConfig(model="m", out="o", suite="eval-clean", guard=g),
-                lambda g: EvalConfig(model="m", guard=g),
-                lambda g: BuildConfig(model="m", cost_model="c", reward="emojiworld", out="o", clean="x", guard=g)):
-        assert cfg("sld:weak").guard == "sld:weak"
+    for cfg in (lambda g: GenerateConfig(model="m", out="o", suite="eval-clean", sampler=SamplerConfig(guard=g)),
+                lambda g: EvalConfig(model="m", sampler=SamplerConfig(guard=g)),
+                lambda g: BuildConfig(model="m", cost_model="c", reward="emojiworld", out="o", clean="x",
+                                      sampler=SamplerConfig(guard=g))):
+        assert cfg("sld:weak").sampler.guard == "sld:weak"
         with pytest.raises(ValueError, match="unknown guard"):
             cfg("sdl")
     build = dict(model="m", cost_model="c", reward="emojiworld", out="o", clean="x")
     assert "guard" not in BuildConfig(**build).settings()  # builds made before guards still resume
-    assert BuildConfig(**build, guard="safree").settings()["guard"] == "safree"
+    assert BuildConfig(**build, sampler=SamplerConfig(guard="safree")).settings()["guard"] == "safree"
     assert main(["generate", "--model", "emojiworld", "--suite", "eval-clean", "--out", str(tmp_path),
                  "--guard", "sld:huge"]) == 2

@@ -82,6 +82,7 @@ def run(cfg: DemoConfig) -> dict | None:
     from scdpo.cost.train import CostTrainConfig, train as train_cost
     from scdpo.data.builder import build
     from scdpo.data.config import BuildConfig
+    from scdpo.models.sampler_config import SamplerConfig
     from scdpo.eval.compare import compare
     from scdpo.eval.run import EvalConfig, run as run_eval
     from scdpo.train.config import TrainConfig
@@ -95,7 +96,7 @@ def run(cfg: DemoConfig) -> dict | None:
     _stage("SCP dataset", out / "scp" / "README.md", lambda: build(BuildConfig(
         model=cfg.model, cost_model=str(out / "cost"), reward="emojiworld", out=str(out / "scp"),
         harmful="align-harmful", clean="align-clean", n_harmful=cfg.harmful_prompts, n_clean=cfg.clean_prompts,
-        candidates=cfg.candidates, steps=cfg.sample_steps, safe_prompt_winner=True, seed=cfg.seed,
+        candidates=cfg.candidates, sampler=SamplerConfig(steps=cfg.sample_steps), safe_prompt_winner=True, seed=cfg.seed,
         cost_budget=cfg.cost_budget, uniform_rule=cfg.uniform_rule)))
     _stage("SC-DPO LoRA", out / "lora" / "pytorch_lora_weights.safetensors", lambda: train(TrainConfig(
         model=cfg.model, dataset=str(out / "scp"), out=str(out / "lora"), loss="sc-dpo", beta=312.5, winner_weight=1.0,
@@ -105,7 +106,7 @@ def run(cfg: DemoConfig) -> dict | None:
     for name, lora in (("base", None), ("sc-dpo", str(out / "lora"))):
         _stage(f"evaluate {name}", out / f"eval-{name}" / "metrics.json", lambda name=name, lora=lora: run_eval(EvalConfig(
             model=cfg.model, lora=lora, name=name, out=str(out / f"eval-{name}"), suites=list(cfg.suites),
-            limit=cfg.eval_prompts, steps=cfg.sample_steps, cost_model=str(out / "cost"))))
+            limit=cfg.eval_prompts, sampler=SamplerConfig(steps=cfg.sample_steps), cost_model=str(out / "cost"))))
     summary = compare([str(out / "eval-base"), str(out / "eval-sc-dpo")], out / "compare")
     print(f"\n[demo] finished in {time.time() - start:.0f} s; report: {out / 'compare' / 'report.html'}")
     return summary

@@ -23,7 +23,7 @@ def _score(args) -> None:
 def register(sub: argparse._SubParsersAction) -> None:
     from scdpo.attack import NAMES
     from scdpo.attack.config import AttackConfig
-    from scdpo.attack.score import ScoreConfig
+    from scdpo.attack.config import ScoreConfig
     from scdpo.utils.config import add_dataclass_args
 
     p = sub.add_parser("attack", help="red-team a model: search adversarial prompts (ring-a-bell, unlearndiff, p4d, "

@@ -17,38 +17,12 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-
-@dataclass
-class ScoreConfig:
-    """What `scdpo attack score` scores.
-
-    Attributes:
-        run: an `scdpo attack` output folder (state.json, prompts.csv).
-        seeds: images per adversarial prompt.
-        name: the model's name in reports (default: the LoRA folder's name, else the model's).
-        judge: the harm judge (default: the attack run's; emojiworld, opennsfw or nudenet).
-        into: a folder whose metrics.json (an `scdpo eval` run, or a new file) gets this attack's
-            attack_success_rate merged in.
-        batch_size: images per sampling batch.
-        device: torch device (default: cuda if available, else cpu).
-    """
-
-    run: str
-    seeds: int = 4
-    name: str | None = None
-    judge: str | None = None
-    into: str | None = None
-    batch_size: int = 64
-    device: str | None = None
-
-    def __post_init__(self):
-        if self.seeds < 1 or self.batch_size < 1:
-            raise ValueError(f"--seeds and --batch-size must be >= 1, got {self.seeds} and {self.batch_size}")
+# the config lives in the torch-free config module (the command's flags are built without torch)
+from scdpo.attack.config import ScoreConfig  # noqa: F401
 
 
 def success_rate(harmful: torch.Tensor, categories: list[tuple[str, ...]] | None = None) -> dict:

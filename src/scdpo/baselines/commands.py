@@ -20,8 +20,7 @@ def _uce(args) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from scdpo.baselines.esd import ESDConfig
-    from scdpo.baselines.uce import UCEConfig
+    from scdpo.baselines.config import ESDConfig, UCEConfig
     from scdpo.utils.config import add_dataclass_args
 
     p = sub.add_parser("baseline", help="concept-erasure baselines (ESD, UCE) written as diffusers LoRAs; "

@@ -17,69 +17,16 @@ from __future__ import annotations
 import math
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
 from scdpo.baselines.common import split_concepts, write_record
+# the config lives in a torch-free module (the command's flags are built without torch)
+from scdpo.baselines.config import VARIANTS, ESDConfig  # noqa: F401
 
-VARIANTS = ("x", "u")
-
-
-@dataclass
-class ESDConfig:
-    """What `scdpo baseline esd` erases, how it trains, and where it writes.
-
-    Attributes:
-        model: a local diffusers SD / SDXL pipeline folder, or "emojiworld".
-        out: output folder: pytorch_lora_weights.safetensors and baseline.json.
-        concepts: the concepts to erase, comma-separated (default: EmojiWorld's harmful concepts, or
-            Safe Latent Diffusion's safety concepts for other models).
-        variant: x (ESD-x: the cross-attention layers) or u (ESD-u: every other layer).
-        iterations: optimiser steps (the authors: 200 for one concept with lr 5e-5, full weights).
-        batch_size: samples per step, each with its own concept and noise (the authors: 1).
-        lr: Adam learning rate of the LoRA.
-        rank: LoRA rank.
-        negative_guidance: eta, how far the target is pushed away from the concept (the authors'
-            current code: 2; the paper: 1).
-        start_guidance: classifier-free guidance scale when drawing x_t (the authors: 3).
-        ddim_steps: DDIM steps of the schedule x_t is drawn on (the authors: 50).
-        seed: seed of the concept, step and noise draws.
-        device: torch device (default: cuda if available, else cpu).
-        bf16: keep the frozen model in bfloat16 (the LoRA trains in float32).
-        progress: show a progress bar.
-        checkpoint_every: save the resumable state (``OUT/.esd-state``) every N steps; a rerun with
-            the same settings continues from it and ends with the same LoRA. 0: never.
-    """
-
-    model: str
-    out: str
-    concepts: str | None = None
-    variant: str = "x"
-    iterations: int = 1000
-    batch_size: int = 1
-    lr: float = 1e-4
-    rank: int = 8
-    negative_guidance: float = 2.0
-    start_guidance: float = 3.0
-    ddim_steps: int = 50
-    seed: int = 0
-    device: str | None = None
-    bf16: bool = False
-    progress: bool = True
-    checkpoint_every: int = 100
-
-    def __post_init__(self):
-        self.variant = self.variant.lower().removeprefix("esd-")
-        if self.variant not in VARIANTS:
-            raise ValueError(f"--variant must be x (cross-attention) or u (the rest), got {self.variant!r}")
-        if min(self.iterations, self.batch_size, self.rank, self.ddim_steps) < 1 or self.lr <= 0 \
-                or self.checkpoint_every < 0:
-            raise ValueError("--iterations, --batch-size, --rank and --ddim-steps must be >= 1, --lr > 0 and "
-                             "--checkpoint-every >= 0")
-        split_concepts(self.concepts)
 
 
 def esd_targets(unet, variant: str) -> list[str]:

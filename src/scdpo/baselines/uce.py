@@ -16,50 +16,16 @@ apply it.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
 from scdpo.baselines.common import lora_modules, safe_concepts, split_concepts, write_record
+# the config lives in a torch-free module (the command's flags are built without torch)
+from scdpo.baselines.config import UCEConfig  # noqa: F401
 
 TARGETS = ("attn2.to_k", "attn2.to_v")
-
-
-@dataclass
-class UCEConfig:
-    """What `scdpo baseline uce` edits and where it writes.
-
-    Attributes:
-        model: a local diffusers SD / SDXL pipeline folder, or "emojiworld".
-        out: output folder: pytorch_lora_weights.safetensors (the edit as a LoRA) and baseline.json.
-        concepts: the concepts to erase, comma-separated (default: EmojiWorld's harmful concepts, or
-            Safe Latent Diffusion's safety concepts for other models).
-        guide: the concept each erased one is moved to: one for all, or one per concept,
-            comma-separated; "" (the default) is the empty prompt, as the authors' default.
-        preserve: concepts whose keys and values must not move, comma-separated (default:
-            EmojiWorld's safe concepts; none for other models); "none" for none.
-        erase_scale: s_e, the weight of the erased concepts.
-        preserve_scale: s_p, the weight of the preserved concepts.
-        lamb: lambda, the ridge that keeps W near its old value (the authors' default 0.5).
-        device: torch device (default: cuda if available, else cpu).
-    """
-
-    model: str
-    out: str
-    concepts: str | None = None
-    guide: str = ""
-    preserve: str | None = None
-    erase_scale: float = 1.0
-    preserve_scale: float = 1.0
-    lamb: float = 0.5
-    device: str | None = None
-
-    def __post_init__(self):
-        split_concepts(self.concepts)  # ValueError on an empty list
-        if self.lamb <= 0 or self.erase_scale < 0 or self.preserve_scale < 0:
-            raise ValueError(f"--lamb must be > 0 and the scales >= 0, got {self.lamb}, {self.erase_scale}, "
-                             f"{self.preserve_scale}")
 
 
 def last_token_embeddings(model, prompts: list[str]) -> torch.Tensor:

@@ -4,34 +4,11 @@ noise and colour shifts, plus an optional round trip through the generator's own
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 
-
-@dataclass
-class AugmentConfig:
-    """Strengths of each artifact (probability per image, and the range of its parameter).
-
-    Attributes:
-        p_flip: probability of a horizontal flip (emoji concepts are mirror-invariant).
-        p_blur, blur_sigma: probability of a Gaussian blur, and its max sigma in pixels at 64 px.
-        p_lowres, lowres_scale: probability of downsampling then upsampling, and the smallest scale.
-        p_noise, noise_std: probability of additive Gaussian noise, and its max std.
-        p_color, color_strength: probability of a colour shift (brightness, contrast, saturation,
-            per-channel gain), and its strength (0.1 = gain within 0.9-1.1, +-0.1 brightness ...).
-    """
-
-    p_flip: float = 0.5
-    p_blur: float = 0.5
-    blur_sigma: float = 1.2
-    p_lowres: float = 0.3
-    lowres_scale: float = 0.5
-    p_noise: float = 0.5
-    noise_std: float = 0.05
-    p_color: float = 0.8
-    color_strength: float = 0.15
+# the config lives in a torch-free module (the command's flags are built without torch)
+from scdpo.cost.config import AugmentConfig  # noqa: F401
 
 
 def _rand(n: int, g: torch.Generator, lo: float = 0.0, hi: float = 1.0) -> torch.Tensor:

@@ -24,7 +24,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-DEFAULT_BACKBONE = "efficientnet-lite0"
+# defined in the torch-free config module, whose flags default to it
+from scdpo.cost.config import DEFAULT_BACKBONE
+
 # CLIPImageProcessor's defaults (transformers.utils.constants.OPENAI_CLIP_MEAN / _STD)
 _CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 _CLIP_STD = (0.26862954, 0.26130258, 0.27577711)

@@ -51,9 +51,10 @@ def _train(args) -> None:
     from scdpo.cost.train import CostTrainConfig, train
     from scdpo.utils.config import dataclass_from_args
 
-    metrics = train(dataclass_from_args(CostTrainConfig, args))
+    cfg = dataclass_from_args(CostTrainConfig, args)
+    metrics = train(cfg)
     print(json.dumps({k: metrics[k] for k in metrics if k != "config"}, indent=1))
-    print(f"cost model saved to {args.out}")
+    print(f"cost model saved to {cfg.out}")
 
 
 def _score(args) -> None:
@@ -82,14 +83,14 @@ def _score(args) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from scdpo.cost.train import CostTrainConfig
+    from scdpo.cost.config import CostTrainConfig
     from scdpo.utils.config import add_dataclass_args
 
     cost = sub.add_parser("cost", help="the safety cost model: train it, score images with it")
     cs = cost.add_subparsers(dest="cost_command", required=True, metavar="COMMAND")
 
     p = cs.add_parser("train", help="train a cost model (frozen backbone + adapter) on EmojiWorld renders or your data")
-    add_dataclass_args(p, CostTrainConfig, skip=("augmentation",))
+    add_dataclass_args(p, CostTrainConfig)
     p.set_defaults(func=_train)
 
     p = cs.add_parser("score", help="score images with a trained cost model (higher = more harmful, 0 = threshold)")

@@ -16,6 +16,7 @@ import logging
 import os
 import shutil
 from datetime import timedelta
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -65,13 +66,11 @@ def check_image_size(cost_fn: Scorer, resolution: int, cost_model: str) -> None:
 def process_chunk(items: list[tuple[str, int, PromptRecord]], model, cost_fn: Scorer, reward_fn: Scorer,
                   cfg: BuildConfig) -> tuple[dict, dict]:
     """Sample, score and choose for one chunk of ``(kind, index, record)``; returns (pairs, choices) columns."""
-    from scdpo.models.sampling import SamplerConfig
     from scdpo.world.dataset import png_bytes
 
     rules, K = cfg.rules, cfg.candidates
     # the sampler's own bar (denoising steps) moves inside a chunk, which is minutes on a CPU
-    sampler = SamplerConfig(steps=cfg.steps, guidance_scale=cfg.guidance_scale, scheduler=cfg.sampler,
-                            batch_size=cfg.batch_size, progress=False, guard=cfg.guard)
+    sampler = replace(cfg.sampler, batch_size=cfg.batch_size, progress=False)
     seeds = [[candidate_seed(cfg.seed, kind, i, k) for k in range(K)] for kind, i, _ in items]
     records = [r for _, _, r in items for _ in range(K)]
     # scored as stored: 8-bit, as the PNGs will be, so the cost columns describe the saved images

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from scdpo.data.pairs import PairRules
-from scdpo.utils.config import check_finite
+from scdpo.models.sampler_config import SamplerConfig
+from scdpo.utils.config import check_finite, flat_asdict, nested
 from scdpo.world.records import PromptRecord
 
 # settings that change neither the pairs nor the files: free to differ on resume
@@ -30,11 +31,6 @@ class BuildConfig:
         clean: clean prompts: a suite name (e.g. align-clean) or a prompt file (COCO, text, CSV).
         candidates: images sampled per prompt (K).
         n_harmful, n_clean: use only the first N prompts of each source.
-        steps: sampler steps.
-        guidance_scale: classifier-free guidance weight.
-        sampler: dpmsolver++, ddim or euler.
-        guard: an inference-time safety guard: sld:weak|medium|strong|max (Safe Latent Diffusion) or
-            safree (docs/baselines.md); default none.
         seed: base seed; candidate k of prompt i of a kind uses a seed hashed from (seed, kind, i, k).
         blend_ratio: harmful pairs per clean pair in the output (1.0 = 1:1); the larger kind is
             subsampled deterministically. 0 keeps every pair.
@@ -57,6 +53,9 @@ class BuildConfig:
         exclude_concepts: EmojiWorld concepts held out of the dataset: prompts that request any of
             them are dropped (before n_harmful / n_clean are counted), so how far an alignment
             carries to concepts it never saw can be measured (docs/results.md, "Concept hold-out").
+        sampler: how candidates are sampled (a SamplerConfig, or a scheduler name); its flags
+            --steps, --guidance-scale, --scheduler (--sampler works too) and --guard are this
+            command's (the sampling batch is batch_size).
     """
 
     model: str
@@ -68,10 +67,6 @@ class BuildConfig:
     candidates: int = 4
     n_harmful: int | None = None
     n_clean: int | None = None
-    steps: int = 20
-    guidance_scale: float = 5.0
-    sampler: str = "dpmsolver++"
-    guard: str | None = None
     seed: int = 0
     blend_ratio: float = 1.0
     chunk_size: int = 64
@@ -86,8 +81,12 @@ class BuildConfig:
     safe_prompt_winner: bool = False
     strict: bool = False
     exclude_concepts: list[str] = dataclasses.field(default_factory=list)
+    sampler: SamplerConfig = nested(SamplerConfig, ("steps", "guidance_scale", "scheduler", "guard"),
+                                    aliases={"scheduler": ("--sampler",)})
 
     def __post_init__(self):
+        if isinstance(self.sampler, str):  # the scheduler's name, as this field meant before it held the config
+            self.sampler = SamplerConfig(scheduler=self.sampler)
         check_finite(self)
         if isinstance(self.exclude_concepts, str):
             self.exclude_concepts = [c.strip() for c in self.exclude_concepts.split(",") if c.strip()]
@@ -105,9 +104,6 @@ class BuildConfig:
         if min(self.chunk_size, self.shard_size, self.batch_size) < 1:
             raise ValueError("chunk_size, shard_size and batch_size must be >= 1")
         _ = self.rules  # validates the rule fields
-        from scdpo.guards import get_guard
-
-        get_guard(self.guard)  # fail fast on an unknown guard, before any model loads
 
     @property
     def rules(self) -> PairRules:
@@ -116,9 +112,16 @@ class BuildConfig:
 
     def settings(self) -> dict:
         """Everything that determines the dataset (the resume guard compares these)."""
-        # no guard is left out, so that builds made before guards existed still resume
-        return {k: v for k, v in dataclasses.asdict(self).items()
-                if k not in _RUNTIME_FIELDS and not (k == "guard" and v is None)}
+        flat = flat_asdict(self)
+        # named and ordered as before the sampler settings were nested, so that existing builds still
+        # resume (and cards list them as before): the scheduler under "sampler", after n_clean; no
+        # guard is left out, so that builds made before guards existed still resume
+        sampling = {"steps": flat.pop("steps"), "guidance_scale": flat.pop("guidance_scale"),
+                    "sampler": flat.pop("scheduler"), "guard": flat.pop("guard")}
+        at = list(flat).index("n_clean") + 1
+        items = list(flat.items())
+        flat = dict(items[:at] + list(sampling.items()) + items[at:])
+        return {k: v for k, v in flat.items() if k not in _RUNTIME_FIELDS and not (k == "guard" and v is None)}
 
 
 def load_source(source: str | None, limit: int | None, kind: str, exclude: list[str] | tuple = ()) -> list[PromptRecord]:

@@ -23,7 +23,7 @@ def _compare(args) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from scdpo.eval.run import EvalConfig
+    from scdpo.eval.config import EvalConfig
     from scdpo.utils.config import add_dataclass_args
 
     p = sub.add_parser("eval", help="evaluate a model (harmful rate, alignment, Frechet, reward, grids); "

@@ -16,116 +16,17 @@ import json
 import re
 import time
 import zlib
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 
+# the config lives in a torch-free module, so that `scdpo --help` imports no torch
+from scdpo.eval.config import DEFAULT_SUITES, EvalConfig  # noqa: F401
 from scdpo.prompts.matching import with_concepts
+from scdpo.utils.config import flat_asdict
 from scdpo.world.records import I2P_CATEGORIES, PromptRecord
 
-DEFAULT_SUITES = ["eval-clean", "eval-harmful-explicit", "eval-harmful-implicit", "eval-mixed"]
-
-
-@dataclass
-class EvalConfig:
-    """What `scdpo eval` samples, measures and writes.
-
-    Attributes:
-        model: a local diffusers StableDiffusion(XL)Pipeline folder, or "emojiworld".
-        out: output folder: metrics.json, report.html and suites/NAME/{images.parquet,grid.png}.
-        name: the method's name in reports (default: the LoRA folder's name, else the model's).
-        lora: a diffusers LoRA folder (pytorch_lora_weights.safetensors) fused into the model.
-        lora_scale: LoRA strength when fusing.
-        negative_prompt: negative prompt for classifier-free guidance (the "negative prompt" baseline).
-        negative_from_concepts: per-prompt negative prompt naming the harmful concepts the prompt's
-            ground truth holds (EmojiWorld records; others get ``negative_prompt``): an oracle upper
-            bound on what negative prompting can do, since a user does not know them in advance.
-        guard: an inference-time safety guard: sld:weak|medium|strong|max (Safe Latent Diffusion) or
-            safree (docs/baselines.md); default none.
-        suites: EmojiWorld suites, comma- or space-separated ("none" for prompt files only).
-        suite_seed: which draw of the suites' prompts: 0, the default, is the one every number in
-            docs/ uses; another value gives fresh prompts of the same recipe, a held-out test for a
-            recipe tuned on draw 0.
-        prompts: prompt files, each one more suite named after the file (I2P, COCO-30k, text...).
-        n_per_prompt: images per prompt.
-        limit: only the first N prompts of each suite and file.
-        steps: sampler steps.
-        guidance_scale: classifier-free guidance weight (--guidance works too).
-        scheduler: dpmsolver++, ddim or euler.
-        batch_size: images per sampling batch.
-        cost_model: a cost model folder (`scdpo cost train`): adds mean cost and fraction > 0 (the
-            cost model's unsafe rate, labelled as such: not an independent judge).
-        frechet: Frechet distance to reference images: EmojiWorld suites' renders on EmojiWorld
-            models; on real models, frechet_reference.
-        frechet_reference: a folder (or parquet) of real reference images (e.g. COCO photos) for the
-            Frechet distance of every prompt-file suite on a real model; features: the CLIP folder's
-            image tower with --clip, else EfficientNet-lite0 (the metric names its backbone).
-        nsfw: also score EmojiWorld images with OpenNSFW (real images always are).
-        domain: which judges apply: "auto" (EmojiWorld for the shipped model and MiniLM-encoded
-            pipelines, else real), "emojiworld" or "real" (docs/evaluation.md, "Judges by domain").
-        clip: a local transformers CLIP folder (e.g. openai/clip-vit-large-patch14): adds the CLIP
-            score and the Q16-style zero-shot inappropriateness rate.
-        grid_size: images in each suite's grid (the first ones).
-        device: torch device (default: cuda if available, else cpu).
-    """
-
-    model: str | None = None
-    out: str = "outputs/eval"
-    name: str | None = None
-    lora: str | None = None
-    lora_scale: float = 1.0
-    negative_prompt: str | None = None
-    negative_from_concepts: bool = False
-    guard: str | None = None
-    suites: list[str] = field(default_factory=lambda: list(DEFAULT_SUITES))
-    suite_seed: int = 0
-    prompts: list[str] = field(default_factory=list)
-    n_per_prompt: int = 1
-    limit: int | None = None
-    steps: int = 20
-    guidance_scale: float = 5.0
-    scheduler: str = "dpmsolver++"
-    batch_size: int = 64
-    cost_model: str | None = None
-    frechet: bool = True
-    frechet_reference: str | None = None
-    nsfw: bool = False
-    domain: str = "auto"
-    clip: str | None = None
-    grid_size: int = 32
-    device: str | None = None
-
-    def __post_init__(self):
-        from scdpo.world.suites import get_suite_spec
-
-        if not self.model:
-            raise ValueError("give the model to evaluate with --model (a diffusers folder or 'emojiworld')")
-        from scdpo.guards import get_guard
-
-        get_guard(self.guard)  # fail fast on an unknown guard, before any model loads
-        items = [self.suites] if isinstance(self.suites, str) else list(self.suites or [])
-        self.suites = [s.strip() for item in items for s in item.split(",") if s.strip() and s.strip() != "none"]
-        for s in self.suites:
-            get_suite_spec(s)  # ValueError naming the unknown suite and the known ones
-        self.prompts = [self.prompts] if isinstance(self.prompts, str) else list(self.prompts or [])
-        if not self.suites and not self.prompts:
-            raise ValueError("nothing to evaluate: give --suites and/or --prompts")
-        if self.suite_seed < 0:
-            raise ValueError(f"--suite-seed must be >= 0, got {self.suite_seed}")
-        if self.n_per_prompt < 1 or (self.limit is not None and self.limit < 1):
-            raise ValueError(f"--n-per-prompt and --limit must be >= 1, got {self.n_per_prompt} and {self.limit}")
-        from scdpo.eval.judges import DOMAINS, check_clip_folder
-
-        if self.domain not in DOMAINS:
-            raise ValueError(f"--domain {self.domain}: expected one of {', '.join(DOMAINS)}")
-        if self.clip:
-            check_clip_folder(self.clip)  # before any sampling
-        if self.frechet_reference and not Path(self.frechet_reference).exists():
-            raise FileNotFoundError(f"--frechet-reference {self.frechet_reference}: no such folder or parquet of "
-                                    "reference images")
-        named = Path(self.lora or self.model)  # a LoRA file is named after its folder
-        self.name = self.name or (named.parent.name if named.suffix == ".safetensors" else named.name)
 
 
 # ------------------------------------------------------------------ prompts and seeds
@@ -318,7 +219,6 @@ def run(cfg: EvalConfig) -> dict:
     from tqdm.auto import tqdm
 
     from scdpo.eval.report import write_report
-    from scdpo.models.sampling import SamplerConfig
     from scdpo.models.t2i import T2IModel
     from scdpo.utils.grid import save_grid
     from scdpo.utils.io import atomic_write_text
@@ -337,8 +237,7 @@ def run(cfg: EvalConfig) -> dict:
         from scdpo.eval.frechet import _as_images
 
         real_reference = _as_images(cfg.frechet_reference)
-    sampler = SamplerConfig(steps=cfg.steps, guidance_scale=cfg.guidance_scale, scheduler=cfg.scheduler,
-                            negative_prompt=cfg.negative_prompt, batch_size=cfg.batch_size, guard=cfg.guard)
+    sampler = cfg.sampler
     results = {}
     for name, records in tqdm(suites.items(), desc="eval suites", unit="suite"):
         t0 = time.time()
@@ -357,10 +256,10 @@ def run(cfg: EvalConfig) -> dict:
         results[name] = {"kind": "emojiworld" if name in cfg.suites else "prompt-file", "prompts": len(records),
                          **m, "images_file": f"suites/{name}/images.parquet", "grid": f"suites/{name}/grid.png",
                          "seconds": {"sample": round(t1 - t0, 2), "score": round(time.time() - t1, 2)}}
-    negative = "the prompt's harmful concepts" if cfg.negative_from_concepts else cfg.negative_prompt
+    negative = "the prompt's harmful concepts" if cfg.negative_from_concepts else cfg.sampler.negative_prompt
     metrics = {"name": cfg.name, "created": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                "model": cfg.model, "lora": cfg.lora, "negative_prompt": negative,
-               "domain": domain, "judge": describe_judges(domain, tools), "config": asdict(cfg),
+               "domain": domain, "judge": describe_judges(domain, tools), "config": flat_asdict(cfg),
                "suites": results, "seconds": round(time.time() - start, 2)}
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=1))
     write_report(metrics, out)

@@ -6,7 +6,12 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from scdpo.models.sampler_config import SamplerConfig
 from scdpo.prompts.records import load_records
+from scdpo.utils.config import nested
+
+# the sampler settings `generate` and `eval` expose as flags
+SAMPLER_FLAGS = ("steps", "guidance_scale", "scheduler", "negative_prompt", "guard", "batch_size")
 
 
 @dataclass
@@ -20,13 +25,8 @@ class GenerateConfig:
         prompts: a prompt file instead of a suite (I2P, CoProV2, COCO, PartiPrompts CSV/TSV, or text).
         limit: use only the first N prompts.
         n_per_prompt: images per prompt; image k of prompt i uses seed ``seed + i * n_per_prompt + k``.
-        steps: sampler steps.
-        guidance_scale: classifier-free guidance weight.
-        scheduler: dpmsolver++, ddim or euler.
-        negative_prompt: negative prompt for guidance.
-        guard: an inference-time safety guard: sld:weak|medium|strong|max (Safe Latent Diffusion) or
-            safree (docs/baselines.md); default none.
-        batch_size: images per batch.
+        sampler: how images are sampled (a SamplerConfig); its flags --steps, --guidance-scale,
+            --scheduler, --negative-prompt, --guard and --batch-size are this command's.
         seed: base seed.
         device: torch device (default: cuda if available, else cpu).
         grid_size: images in grid.png.
@@ -38,15 +38,10 @@ class GenerateConfig:
     prompts: str | None = None
     limit: int | None = None
     n_per_prompt: int = 1
-    steps: int = 20
-    guidance_scale: float = 5.0
-    scheduler: str = "dpmsolver++"
-    negative_prompt: str | None = None
-    guard: str | None = None
-    batch_size: int = 64
     seed: int = 0
     device: str | None = None
     grid_size: int = 64
+    sampler: SamplerConfig = nested(SamplerConfig, SAMPLER_FLAGS)
 
     def __post_init__(self):
         from scdpo.utils.config import check_finite
@@ -56,15 +51,11 @@ class GenerateConfig:
             raise ValueError("give exactly one of --suite and --prompts")
         if self.n_per_prompt < 1:
             raise ValueError(f"--n-per-prompt must be >= 1, got {self.n_per_prompt}")
-        from scdpo.guards import get_guard
-
-        get_guard(self.guard)  # fail fast on an unknown guard, before any model loads
 
 
 def run(cfg: GenerateConfig) -> Path:
     import datasets
 
-    from scdpo.models.sampling import SamplerConfig
     from scdpo.models.t2i import T2IModel
     from scdpo.utils.grid import save_grid
     from scdpo.utils.io import atomic_path, atomic_write_text, check_writable
@@ -76,9 +67,7 @@ def run(cfg: GenerateConfig) -> Path:
     expanded = [(i, k, r) for i, r in enumerate(records) for k in range(cfg.n_per_prompt)]
     prompts = [r.prompt for _, _, r in expanded]
     seeds = [cfg.seed + i * cfg.n_per_prompt + k for i, k, _ in expanded]
-    sampler = SamplerConfig(steps=cfg.steps, guidance_scale=cfg.guidance_scale, scheduler=cfg.scheduler,
-                            negative_prompt=cfg.negative_prompt, batch_size=cfg.batch_size, guard=cfg.guard)
-    images = model.sample(prompts, seeds, sampler)
+    images = model.sample(prompts, seeds, cfg.sampler)
     out = Path(cfg.out)
     (out / "images").mkdir(parents=True, exist_ok=True)
     rows = {"file": [], "image": [], "prompt": [], "seed": [], "prompt_index": [], "categories": [], "concepts": []}
@@ -103,7 +92,8 @@ def run(cfg: GenerateConfig) -> Path:
         datasets.Dataset.from_dict(rows, features=features).to_parquet(str(tmp))
     n = min(cfg.grid_size, len(images))
     save_grid(images[:n], out / "grid.png", prompts[:n])
-    atomic_write_text(out / "generate.json", json.dumps({"model": cfg.model, "images": len(images), "steps": cfg.steps,
-                                                   "guidance_scale": cfg.guidance_scale, "scheduler": cfg.scheduler}, indent=1))
+    atomic_write_text(out / "generate.json", json.dumps({"model": cfg.model, "images": len(images), "steps": cfg.sampler.steps,
+                                                   "guidance_scale": cfg.sampler.guidance_scale,
+                                                   "scheduler": cfg.sampler.scheduler}, indent=1))
     print(f"wrote {len(images)} images to {out}")
     return out

@@ -3,21 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 
 
 def config_from_args(args: argparse.Namespace):
     """TrainConfig from the dataclass defaults, then the YAML file, then the flags actually given."""
-    from scdpo.train.config import TrainConfig, load_yaml_config
+    from scdpo.train.config import TrainConfig
+    from scdpo.utils.config import dataclass_from_args
 
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
-    values = load_yaml_config(args.config) if args.config else {}
-    values.update({k: v for k, v in vars(args).items() if k in names})  # only flags given (SUPPRESS)
-    missing = [n for n in ("model", "dataset", "out") if n not in values]
-    if missing:
-        raise ValueError(f"no {', '.join(missing)}: set them in the --config file or as --{missing[0]} ...")
-    return TrainConfig(**values)
+    return dataclass_from_args(TrainConfig, args)
 
 
 def _train(args) -> None:
@@ -45,9 +39,5 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "Several GPUs: accelerate launch --config_file configs/accelerate/ddp.yaml "
                                    "-m scdpo.cli train ...")
     p.add_argument("--config", help="YAML file of TrainConfig keys (configs/*.yaml)")
-    add_dataclass_args(p, TrainConfig)
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
-    for action in p._actions:  # a flag overrides the YAML only when given
-        if action.dest in names:
-            action.default, action.required = argparse.SUPPRESS, False
+    add_dataclass_args(p, TrainConfig)  # a flag overrides the YAML only when given
     p.set_defaults(func=_train)

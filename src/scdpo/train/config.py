@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from scdpo.models.speed import ATTENTION_BACKENDS
-from scdpo.train.losses import LOSSES
+from scdpo.utils import config as utils_config
 from scdpo.utils.config import check_finite
 
 # Diffusion-DPO's beta with the per-element mean error: 5000 in the authors' SD 1.5 and SDXL
@@ -178,6 +174,10 @@ class TrainConfig:
     device: str | None = None
 
     def __post_init__(self):
+        # imported here, not at the top: `scdpo --help` builds the flags of this config without torch
+        from scdpo.models.speed import ATTENTION_BACKENDS
+        from scdpo.train.losses import LOSSES
+
         check_finite(self)
         if self.loss not in LOSSES:
             raise ValueError(f"unknown loss {self.loss!r}; choose one of {', '.join(LOSSES)}")
@@ -224,51 +224,25 @@ class TrainConfig:
     @property
     def uses_costs(self) -> bool:
         """Whether the loss reads cost_0/cost_1."""
+        from scdpo.train.losses import LOSSES
+
         return LOSSES[self.loss].needs_costs(self)
 
     @property
     def pair_kinds(self) -> tuple[str, ...] | None:
         """The pair kinds the run trains on (None: all)."""
+        from scdpo.train.losses import LOSSES
+
         return tuple(self.kinds) if self.kinds else LOSSES[self.loss].kinds
 
     @property
     def on_policy_constraint(self) -> bool:
         """Whether the run samples the policy to measure the constraint (needs cost_model)."""
+        from scdpo.train.losses import LOSSES
+
         return "policy_probe" in LOSSES[self.loss].state(self)
 
 
 def load_yaml_config(path: str | Path) -> dict:
     """Read a YAML config file into TrainConfig field values (unknown keys are an error)."""
-    import yaml
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no config file {path}")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ValueError(f"{path} is not valid YAML: {err}") from err
-    if not isinstance(raw, dict):
-        raise ValueError(f"{path} must hold a mapping of TrainConfig keys, got {type(raw).__name__}")
-    raw = {str(k).replace("-", "_"): v for k, v in raw.items()}
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise ValueError(f"{path}: unknown key(s) {', '.join(unknown)}; see `scdpo train --help`")
-    return {k: _coerce(k, v, path) for k, v in raw.items()}
-
-
-def _coerce(name: str, value, path):
-    """YAML reads ``1e-5`` as a string (YAML 1.1 wants ``1.0e-5``): convert to the field's type."""
-    hint = typing.get_type_hints(TrainConfig)[name]
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):  # X | None -> X
-        hint = next(a for a in typing.get_args(hint) if a is not type(None))
-    tp = hint
-    if value is None or typing.get_origin(tp) is list:
-        return value
-    try:
-        if tp is bool and not isinstance(value, bool):
-            raise ValueError
-        return tp(value) if tp in (int, float, str) else value
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{path}: {name} must be a {tp.__name__}, got {value!r}") from err
+    return utils_config.load_yaml_config(path, TrainConfig)

@@ -114,7 +114,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                              ("unet", "train the base model's UNet on a trained VAE's latents")]:
         name = {"vae": "pretrain-vae", "judge": "pretrain-judge", "unet": "pretrain"}[stage]
         p = ws.add_parser(name, help=help_text, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-        from scdpo.world.pretrain import PretrainConfig
+        from scdpo.world.pretrain_config import PretrainConfig
 
         add_dataclass_args(p, PretrainConfig, skip=("stage", "sample_prompts"))
         p.set_defaults(func=_pretrain(stage))
