@@ -19,6 +19,8 @@ from pathlib import Path
 
 from scdpo.train.fingerprint import differences
 from scdpo.train.losses import LossState
+from scdpo.utils import checkpoints as shared
+from scdpo.utils.checkpoints import checkpoints
 
 log = logging.getLogger(__name__)
 STATE_FILE = "trainer_state.json"
@@ -35,11 +37,6 @@ class Progress:
     nonfinite_in_row: int = 0
 
 
-def checkpoints(out: Path) -> list[Path]:
-    """Complete checkpoints in ``out/checkpoints``, oldest first."""
-    return sorted((out / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
-
-
 def recorded_fingerprint(ckpt: Path) -> dict | None:
     """The run fingerprint a checkpoint recorded (None if unreadable or from an older scdpo)."""
     try:
@@ -49,24 +46,11 @@ def recorded_fingerprint(ckpt: Path) -> dict | None:
 
 
 def save_checkpoint(acc, out: Path, prog: Progress, state: LossState, meta: dict, keep: int) -> None:
-    """Write ``out/checkpoints/step-N`` (every process takes part) and keep the newest ``keep``.
-    An existing ``step-N`` is this run's own (the fingerprint was checked at the start), kept as is."""
-    target = out / "checkpoints" / f"step-{prog.step}"
-    if target.exists():
-        return
-    tmp = out / "checkpoints" / f".tmp-step-{prog.step}"
-    if acc.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
-    acc.wait_for_everyone()
-    acc.save_state(str(tmp), safe_serialization=True)
-    acc.wait_for_everyone()
-    if acc.is_main_process:
-        record = {**dataclasses.asdict(prog), "loss_state": state.to_dict(), **meta}
-        (tmp / STATE_FILE).write_text(json.dumps(record, indent=1))
-        tmp.rename(target)  # a checkpoint folder exists only once it is complete
-        for old in checkpoints(out)[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
-    acc.wait_for_everyone()
+    """Write ``out/checkpoints/step-N`` with the trainer state beside accelerate's (every process
+    takes part) and keep the newest ``keep``. An existing ``step-N`` is this run's own (the
+    fingerprint was checked at the start), kept as is."""
+    record = {**dataclasses.asdict(prog), "loss_state": state.to_dict(), **meta}
+    shared.save_checkpoint(acc, out, prog.step, keep, extra={STATE_FILE: json.dumps(record, indent=1)})
 
 
 def check_fresh(out: Path, overwrite: bool, settings_now: dict | None = None) -> None:

@@ -46,9 +46,9 @@ def _accelerator(cfg: TrainConfig, out: Path):
     from accelerate.state import AcceleratorState, GradientState
     from accelerate.utils import ProjectConfiguration
 
-    mp = cfg.mixed_precision
-    if mp == "auto":  # the `accelerate launch` config's choice, else bf16 on CUDA
-        mp = os.environ.get("ACCELERATE_MIXED_PRECISION") or ("bf16" if torch.cuda.is_available() else "no")
+    from scdpo.utils.checkpoints import resolve_mixed_precision
+
+    mp = resolve_mixed_precision(cfg.mixed_precision)
     launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
     # `accelerate launch` of N processes without CUDA: accelerate would make each its own one-process
     # run, all writing the same --out; on the CPU (gloo) they are one run

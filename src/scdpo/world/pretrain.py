@@ -13,7 +13,6 @@ import itertools
 import json
 import logging
 import math
-import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -22,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from scdpo.utils.checkpoints import checkpoints, resolve_mixed_precision, save_checkpoint
 from scdpo.world.render import label_matrix, render_scenes, sprite_mask
 from scdpo.world.stream import scene_loader
 # the config lives in a torch-free module (the command's flags are built without torch)
@@ -213,10 +213,6 @@ def _learning_rate(cfg: PretrainConfig, step: int, elapsed: float) -> float:
     return cfg.lr * warm * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))
 
 
-def _checkpoints(out: Path) -> list[Path]:
-    return sorted((out / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
-
-
 def run(cfg: PretrainConfig) -> dict:
     """Train one stage; returns the final metrics (also written to ``out/metrics.json``)."""
     from accelerate import Accelerator
@@ -225,10 +221,7 @@ def run(cfg: PretrainConfig) -> dict:
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    mp = cfg.mixed_precision
-    if mp == "auto":
-        mp = "bf16" if torch.cuda.is_available() else "no"
-    acc = Accelerator(mixed_precision=mp, log_with="tensorboard",
+    acc = Accelerator(mixed_precision=resolve_mixed_precision(cfg.mixed_precision), log_with="tensorboard",
                       project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")))
     set_seed(cfg.seed)
     if torch.cuda.is_available():
@@ -249,8 +242,8 @@ def run(cfg: PretrainConfig) -> dict:
                        foreach=True)  # one fused update instead of ~500 small kernels a step
         ema.to(acc.device)
         acc.register_for_checkpointing(ema)
-    if cfg.resume and _checkpoints(out):
-        last = _checkpoints(out)[-1]
+    if cfg.resume and checkpoints(out):
+        last = checkpoints(out)[-1]
         acc.load_state(str(last))
         log.info("resumed from %s at step %d", last, progress.step)
     acc.init_trackers(f"pretrain-{cfg.stage}", config={k: v for k, v in asdict(cfg).items() if isinstance(v, (int, float, str, bool))})
@@ -291,12 +284,12 @@ def run(cfg: PretrainConfig) -> dict:
             acc.log(scalars, step=progress.step)
             bar.set_postfix({k: f"{v:.4g}" for k, v in scalars.items() if k in ("loss", "exact_match", "mse")})
         if progress.step % cfg.checkpoint_every == 0:
-            _save_checkpoint(acc, out, progress.step, cfg.keep_checkpoints)
+            save_checkpoint(acc, out, progress.step, cfg.keep_checkpoints)
         if cfg.sample_every and progress.step % cfg.sample_every == 0 and cfg.stage != "judge":
             _sample_grid(cfg, acc, model, ema, helpers, out / "samples" / f"step-{progress.step:07d}.png")
     bar.close()
     elapsed = time.time() - start
-    _save_checkpoint(acc, out, progress.step, cfg.keep_checkpoints)
+    save_checkpoint(acc, out, progress.step, cfg.keep_checkpoints)
     final = acc.unwrap_model(model)
     if ema is not None:
         ema.copy_to(final.parameters())
@@ -308,19 +301,6 @@ def run(cfg: PretrainConfig) -> dict:
         (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
     acc.end_training()
     return metrics
-
-
-def _save_checkpoint(acc, out: Path, step: int, keep: int) -> None:
-    target = out / "checkpoints" / f"step-{step}"
-    if target.exists():
-        return
-    tmp = out / "checkpoints" / f".tmp-step-{step}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    acc.save_state(str(tmp))
-    if acc.is_main_process:
-        tmp.rename(target)  # a checkpoint folder exists only once it is complete
-        for old in _checkpoints(out)[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
 
 
 @torch.no_grad()
