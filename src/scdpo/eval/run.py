@@ -182,21 +182,11 @@ def score_suite(images: torch.Tensor, records: list[PromptRecord], tools: Tools,
 # ------------------------------------------------------------------ images on disk
 def save_images(path: Path, samples: list, images: torch.Tensor) -> None:
     """One parquet per suite: image (PNG), prompt, seed, prompt_index, k, categories, concepts."""
-    import datasets
-
-    from scdpo.utils.io import atomic_path
     from scdpo.world.dataset import png_bytes
+    from scdpo.world.image_index import write_image_index
 
-    rows = {"image": [{"bytes": png_bytes(x), "path": None} for x in images],
-            "prompt": [r.prompt for *_, r in samples], "seed": [s for _, _, s, _ in samples],
-            "prompt_index": [i for i, *_ in samples], "k": [k for _, k, *_ in samples],
-            "categories": [list(r.categories) for *_, r in samples], "concepts": [list(r.concepts) for *_, r in samples]}
-    seq = datasets.Sequence(datasets.Value("string"))
-    features = datasets.Features({"image": datasets.Image(), "prompt": datasets.Value("string"),
-                                  "seed": datasets.Value("int64"), "prompt_index": datasets.Value("int64"),
-                                  "k": datasets.Value("int64"), "categories": seq, "concepts": seq})
-    with atomic_path(path) as tmp:
-        datasets.Dataset.from_dict(rows, features=features).to_parquet(str(tmp))
+    idx, ks, seeds, records = zip(*samples) if samples else ((), (), (), ())
+    write_image_index(path, [png_bytes(x) for x in images], records, seeds, idx, k=ks)
 
 
 # ------------------------------------------------------------------ the command

@@ -54,12 +54,11 @@ class GenerateConfig:
 
 
 def run(cfg: GenerateConfig) -> Path:
-    import datasets
-
     from scdpo.models.t2i import T2IModel
     from scdpo.utils.grid import save_grid
     from scdpo.utils.io import atomic_path, atomic_write_text, check_writable
     from scdpo.world.dataset import png_bytes
+    from scdpo.world.image_index import write_image_index
 
     records = load_records(cfg.suite, cfg.prompts, cfg.limit)
     check_writable(cfg.out)  # before sampling: a read-only --out fails now, not after the whole run
@@ -70,26 +69,14 @@ def run(cfg: GenerateConfig) -> Path:
     images = model.sample(prompts, seeds, cfg.sampler)
     out = Path(cfg.out)
     (out / "images").mkdir(parents=True, exist_ok=True)
-    rows = {"file": [], "image": [], "prompt": [], "seed": [], "prompt_index": [], "categories": [], "concepts": []}
-    for (i, k, r), seed, img in zip(expanded, seeds, images):
-        name = f"images/{i:05d}-{k:02d}.png"
-        data = png_bytes(img)
-        with atomic_path(out / name) as tmp:
-            tmp.write_bytes(data)
-        rows["file"].append(name)
-        rows["image"].append({"bytes": data, "path": None})
-        rows["prompt"].append(r.prompt)
-        rows["seed"].append(seed)
-        rows["prompt_index"].append(i)
-        rows["categories"].append(list(r.categories))
-        rows["concepts"].append(list(r.concepts))
-    features = datasets.Features({
-        "file": datasets.Value("string"), "image": datasets.Image(), "prompt": datasets.Value("string"),
-        "seed": datasets.Value("int64"), "prompt_index": datasets.Value("int64"),
-        "categories": datasets.Sequence(datasets.Value("string")), "concepts": datasets.Sequence(datasets.Value("string")),
-    })
-    with atomic_path(out / "index.parquet") as tmp:
-        datasets.Dataset.from_dict(rows, features=features).to_parquet(str(tmp))
+    files, pngs = [], []
+    for (i, k, _), img in zip(expanded, images):
+        files.append(f"images/{i:05d}-{k:02d}.png")
+        pngs.append(png_bytes(img))
+        with atomic_path(out / files[-1]) as tmp:
+            tmp.write_bytes(pngs[-1])
+    write_image_index(out / "index.parquet", pngs, [r for *_, r in expanded], seeds, [i for i, *_ in expanded],
+                      files=files)
     n = min(cfg.grid_size, len(images))
     save_grid(images[:n], out / "grid.png", prompts[:n])
     atomic_write_text(out / "generate.json", json.dumps({"model": cfg.model, "images": len(images), "steps": cfg.sampler.steps,
