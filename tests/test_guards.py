@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from scdpo.guards import GUARDS, get_guard
-from scdpo.guards.base import SLD_SAFETY_TEXT, concept_text, default_concepts
-from scdpo.guards.safree import Safree, orthogonal, pooled
-from scdpo.guards.sld import PRESETS, SafeLatentDiffusion
+from scdpo.models.guards import GUARDS, get_guard
+from scdpo.models.guards.base import SLD_SAFETY_TEXT, concept_text, default_concepts
+from scdpo.models.guards.safree import Safree, orthogonal, pooled
+from scdpo.models.guards.sld import PRESETS, SafeLatentDiffusion
 from scdpo.models import testing
 from scdpo.models.t2i import SamplerConfig, T2IModel
 

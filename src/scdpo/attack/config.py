@@ -123,7 +123,7 @@ class AttackConfig:
             raise ValueError(f"--insert-every must be >= 0, got {self.insert_every}")
         if self.neighbours < 0:
             raise ValueError(f"--neighbours must be >= 0, got {self.neighbours}")
-        from scdpo.guards import get_guard
+        from scdpo.models.guards import get_guard
 
         get_guard(self.guard)  # fail fast on an unknown guard, before any model loads
 

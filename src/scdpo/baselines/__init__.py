@@ -2,4 +2,4 @@
 ESD (fine-tuning against negative guidance, :mod:`.esd`) and UCE (closed-form edit of the
 cross-attention key/value projections, :mod:`.uce`). Both write a diffusers LoRA that ``--lora``
 and ``load_lora_weights`` accept. The inference-time baselines (SLD, SAFREE) are guards of the
-sampler (:mod:`scdpo.guards`). See docs/baselines.md."""
+sampler (:mod:`scdpo.models.guards`). See docs/baselines.md."""

@@ -20,7 +20,7 @@ def split_concepts(text: str | None) -> list[str] | None:
 
 def safe_concepts(model) -> list[str]:
     """Concepts to preserve by default: EmojiWorld's safe concepts, none for other models."""
-    from scdpo.guards.base import is_emojiworld
+    from scdpo.models.guards.base import is_emojiworld
 
     if not is_emojiworld(model):
         return []

@@ -109,7 +109,7 @@ def train_esd(model, concepts: list[str], cfg: ESDConfig, resume_dir: str | Path
 
 def run(cfg: ESDConfig) -> Path:
     from scdpo.baselines.state import clear_state
-    from scdpo.guards.base import default_concepts
+    from scdpo.models.guards.base import default_concepts
     from scdpo.models.t2i import T2IModel
     from scdpo.train.model import save_lora
 

@@ -85,7 +85,7 @@ def delta_to_lora(unet, edits: dict[str, torch.Tensor], rank: int) -> None:
 
 
 def run(cfg: UCEConfig) -> Path:
-    from scdpo.guards.base import default_concepts
+    from scdpo.models.guards.base import default_concepts
     from scdpo.models.t2i import T2IModel
     from scdpo.train.model import save_lora
 

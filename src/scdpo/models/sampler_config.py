@@ -33,7 +33,7 @@ class SamplerConfig:
         compile: ``torch.compile`` the UNet's resnet and transformer blocks (in place, once; the
             first batch takes longer while it compiles).
         vae_batch_size: images per VAE decoder call.
-        guard: an inference-time safety guard (:mod:`scdpo.guards`): ``"sld:weak|medium|strong|max"``
+        guard: an inference-time safety guard (:mod:`scdpo.models.guards`): ``"sld:weak|medium|strong|max"``
             (Safe Latent Diffusion) or ``"safree"``; None: plain classifier-free guidance.
     """
 
@@ -62,6 +62,6 @@ class SamplerConfig:
 
         if self.attention not in ATTENTION_BACKENDS:
             raise ValueError(f"unknown attention backend {self.attention!r}; choose one of {ATTENTION_BACKENDS}")
-        from scdpo.guards import get_guard
+        from scdpo.models.guards import get_guard
 
         get_guard(self.guard)  # ValueError naming an unknown guard or option

@@ -59,7 +59,7 @@ def sample_images(model: T2IModel, prompts: list[str], seeds: list[int], config:
 
 
 def _sample(model: T2IModel, prompts: list[str], seeds: list[int], config: SamplerConfig) -> torch.Tensor:
-    from scdpo.guards import get_guard
+    from scdpo.models.guards import get_guard
     from scdpo.models.t2i import Conditioning
 
     guard = get_guard(config.guard)

@@ -10,15 +10,15 @@ by name (``SamplerConfig.guard``, ``--guard`` of ``generate``, ``eval`` and ``da
     get_guard("safree", concepts=["gun", "blood"])  # another unsafe-concept list
 
 A spec is ``NAME[:OPT,OPT...]``; an OPT is a preset word or ``key=value`` (see each guard's
-``from_options``). Every guard is a :class:`~scdpo.guards.base.Guard`. docs/baselines.md has the
+``from_options``). Every guard is a :class:`~scdpo.models.guards.base.Guard`. docs/baselines.md has the
 equations and where each differs from its paper.
 """
 
 from __future__ import annotations
 
-from scdpo.guards.base import Guard, GuardRun, default_concepts
-from scdpo.guards.safree import Safree
-from scdpo.guards.sld import SafeLatentDiffusion
+from scdpo.models.guards.base import Guard, GuardRun, default_concepts
+from scdpo.models.guards.safree import Safree
+from scdpo.models.guards.sld import SafeLatentDiffusion
 
 #: guard name -> class; each class has ``from_options(options: list[str], concepts) -> Guard``
 GUARDS: dict[str, type[Guard]] = {"sld": SafeLatentDiffusion, "safree": Safree}

@@ -77,7 +77,7 @@ class GuardRun:
 
 class Guard:
     """An inference-time guard. Subclasses set ``name`` and override :meth:`start` (and
-    ``from_options``, which builds one from a spec's options; see :func:`scdpo.guards.get_guard`)."""
+    ``from_options``, which builds one from a spec's options; see :func:`scdpo.models.guards.get_guard`)."""
 
     name = "cfg"
     concepts: list[str] | None = None

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
-from scdpo.guards.base import Guard, GuardRun, is_emojiworld, parse_options
+from scdpo.models.guards.base import Guard, GuardRun, is_emojiworld, parse_options
 
 REFERENCE_STEPS = 50
 SIGMOID_K, SIGMOID_T = 2.5, 5.333  # the authors' f_beta constants for non-artist concepts

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from scdpo.guards.base import Guard, GuardRun, concept_text, parse_options
+from scdpo.models.guards.base import Guard, GuardRun, concept_text, parse_options
 
 #: diffusers' SafetyConfig.WEAK / MEDIUM / STRONG / MAX
 PRESETS = {
