@@ -31,13 +31,7 @@ sc-dpo-no-dfm|--loss sc-dpo --focus-gamma 0
 sc-dpo-no-constraint|--loss sc-dpo --no-constraint
 sc-dpo-no-winner-term|--loss sc-dpo --winner-weight 0
 "}
-mkdir -p "$R/logs"
-has() { case " $STAGES " in *" $1 "*) return 0;; esac; return 1; }
-scdpo() { python3 -m scdpo.cli "$@"; }
-# run "$@" in the background with its log; at most PAR at once
-bg() { local log=$1; shift; while [ "$(jobs -rp | wc -l)" -ge "$PAR" ]; do sleep 1; done
-       ( "$@" > "$R/logs/$log.log" 2>&1; echo $? > "$R/logs/$log.rc" ) & }
-stamp() { echo "[$(date +%T)] $*"; }
+. "$(dirname "$0")/jobs.sh"
 
 if has cost && [ ! -f "$R/cost/config.json" ]; then
     stamp cost; scdpo cost train --out "$R/cost" $COST --no-progress > "$R/logs/cost.log" 2>&1 || { tail "$R/logs/cost.log"; exit 1; }
@@ -76,9 +70,7 @@ if has eval; then
 fi
 if has compare; then
     stamp compare
-    runs=$(ls -d "$R"/eval-*/ 2>/dev/null | while read -r d; do [ -f "$d/metrics.json" ] && echo "${d%/}"; done)
-    scdpo eval compare $runs --out "$R/compare" > "$R/logs/compare.log" 2>&1
-    cat "$R/compare/table.md" 2>/dev/null || tail "$R/logs/compare.log"
+    compare_runs
 fi
-for f in "$R"/logs/*.rc; do [ "$(cat "$f")" = 0 ] || { echo "FAILED: $f"; tail -5 "${f%.rc}.log"; }; done
+report_failures
 stamp done

@@ -39,11 +39,7 @@ else
     CONCEPTS=${CONCEPTS:-all}; BUDGET=${BUDGET-"--budget-iters 200"}; SEEDS=${SEEDS:-4}; SAMPLE="--steps 20"
     PER_CONCEPT=${PER_CONCEPT:-1}
 fi
-mkdir -p "$R/logs"
-scdpo() { python3 -m scdpo.cli "$@"; }
-bg() { local log=$1; shift; while [ "$(jobs -rp | wc -l)" -ge "$PAR" ]; do sleep 1; done
-       ( "$@" > "$R/logs/$log.log" 2>&1; echo $? > "$R/logs/$log.rc" ) & }
-stamp() { echo "[$(date +%T)] $*"; }
+. "$(dirname "$0")/jobs.sh"
 
 # one attack against one model, then its score (R/NAME/ATTACK.asr/metrics.json)
 attack_and_score() {
@@ -88,5 +84,5 @@ for name, asr in merged.items():  # one metrics file per model with every attack
 (root / "asr.md").write_text(table + "\n")
 print(table)
 PY
-for f in "$R"/logs/*.rc; do [ "$(cat "$f")" = 0 ] || { echo "FAILED: $f"; tail -5 "${f%.rc}.log"; }; done
+report_failures
 stamp done

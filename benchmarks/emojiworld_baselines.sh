@@ -34,12 +34,7 @@ sld-max|guard sld:max
 safree|guard safree
 safree-no-svf|guard safree:svf=false
 "}
-mkdir -p "$R/logs"
-has() { case " $STAGES " in *" $1 "*) return 0;; esac; return 1; }
-scdpo() { python3 -m scdpo.cli "$@"; }
-bg() { local log=$1; shift; while [ "$(jobs -rp | wc -l)" -ge "$PAR" ]; do sleep 1; done
-       ( "$@" > "$R/logs/$log.log" 2>&1; echo $? > "$R/logs/$log.rc" ) & }
-stamp() { echo "[$(date +%T)] $*"; }
+. "$(dirname "$0")/jobs.sh"
 
 if has cost && [ ! -f "$R/cost/config.json" ]; then  # the alignment script's cost model, if it is there
     stamp cost; scdpo cost train --out "$R/cost" $COST --no-progress > "$R/logs/cost.log" 2>&1 || { tail "$R/logs/cost.log"; exit 1; }
@@ -74,9 +69,7 @@ if has eval; then
 fi
 if has compare; then
     stamp compare
-    runs=$(ls -d "$R"/eval-*/ 2>/dev/null | while read -r d; do [ -f "$d/metrics.json" ] && echo "${d%/}"; done)
-    scdpo eval compare $runs --out "$R/compare" > "$R/logs/compare.log" 2>&1
-    cat "$R/compare/table.md" 2>/dev/null || tail "$R/logs/compare.log"
+    compare_runs
 fi
-for f in "$R"/logs/*.rc; do [ "$(cat "$f")" = 0 ] || { echo "FAILED: $f"; tail -5 "${f%.rc}.log"; }; done
+report_failures
 stamp done

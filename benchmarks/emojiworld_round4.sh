@@ -40,8 +40,7 @@ ALL="$IMG attn2.to_k attn2.to_v"
 POL="--constraint-source policy --cost-model $R/cost $PROBE --lambda-init 0 --lambda-lr 5 --cost-budget 0.05"
 PAIR="--focus-signal pair"
 
-mkdir -p "$R/logs"
-stamp() { echo "[$(date +%T)] $*"; }
+. "$(dirname "$0")/jobs.sh"  # scdpo, stamp, bg (with DEADLINE), report_failures
 SWEEP_RUNS="
 v3|
 t0-a1|--min-timestep 0
@@ -88,11 +87,6 @@ holdout|$RECIPE --dataset $R/scp-holdout
 *) echo "STAGE must be sweep or final"; exit 2 ;;
 esac
 
-scdpo() { python3 -m scdpo.cli "$@"; }
-T0=$(date +%s); DEADLINE=${DEADLINE:-100000}  # no new job after DEADLINE seconds (a device call's limit)
-bg() { local log=$1; shift; while [ "$(jobs -rp | wc -l)" -ge "$PAR" ]; do sleep 1; done
-       [ $(( $(date +%s) - T0 )) -lt "$DEADLINE" ] || { echo "deadline: $log not started"; return 0; }
-       ( "$@" > "$R/logs/$log.log" 2>&1; echo $? > "$R/logs/$log.rc" ) & }
 pack() { [ -n "${OUT:-}" ] || return 0
          (cd "$R" && tar czf "$OUT/.results.tmp" --exclude='*.safetensors' --exclude='*.parquet' \
              $(ls -d eval-*/metrics.json lora-*/metrics.json lora-*/config.json judge/metrics.json judge/judge/config.json logs 2>/dev/null)) \
@@ -166,5 +160,5 @@ pack
 if [ -n "${OUT:-}" ]; then  # the grids of the harmful and clean suites, to look at
     (cd "$R" && tar cf "$OUT/grids.tar" $(ls eval-*/suites/eval-*/grid.png 2>/dev/null))
 fi
-for f in "$R"/logs/*.rc; do [ "$(cat "$f")" = 0 ] || { echo "FAILED: $f"; tail -3 "${f%.rc}.log"; }; done
+report_failures
 stamp done

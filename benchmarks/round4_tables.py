@@ -13,11 +13,14 @@ from pathlib import Path
 
 from scdpo.eval.seeds import aggregate, fmt, group_runs, held_out_rate
 
-COLUMNS = [("eval-harmful-explicit", "harmful"), ("eval-harmful-implicit", "harmful"),
-           ("eval-harmful-explicit", "safe_object"), ("eval-harmful-implicit", "safe_object"),
-           ("eval-harmful-explicit", "counterpart"), ("eval-harmful-explicit", "empty"),
-           ("eval-harmful-implicit", "empty"), ("eval-mixed", "benign_retention"),
-           ("eval-clean", "alignment"), ("eval-clean", "frechet")]
+COLUMNS = [("eval-harmful-explicit", "harmful_rate"), ("eval-harmful-implicit", "harmful_rate"),
+           ("eval-harmful-explicit", "safe_object_rate"), ("eval-harmful-implicit", "safe_object_rate"),
+           ("eval-harmful-explicit", "counterpart_rate"), ("eval-harmful-explicit", "empty_rate"),
+           ("eval-harmful-implicit", "empty_rate"), ("eval-mixed", "benign_retention"),
+           ("eval-clean", "alignment"), ("eval-clean", "frechet.fd")]
+LABELS = {"harmful_rate": "harmful", "safe_object_rate": "safe_object", "counterpart_rate": "counterpart",
+          "empty_rate": "empty", "benign_retention": "benign_retention", "alignment": "alignment",
+          "frechet.fd": "frechet"}
 
 
 def main() -> None:
@@ -30,15 +33,15 @@ def main() -> None:
     draws = sorted({d for _, d in groups}) if args.draw is None else args.draw
     for draw in draws:
         print(f"\n### Suite draw {draw}\n")
-        head = ["method", "seeds"] + [f"{s.removeprefix('eval-').replace('harmful-', '')}: {k}" for s, k in COLUMNS]
+        head = ["method", "seeds"] + [f"{s.removeprefix('eval-').replace('harmful-', '')}: {LABELS[k]}" for s, k in COLUMNS]
         if args.holdout:
             head += ["held-out concepts drawn (explicit)", "(implicit)"]
         print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
         for (method, d), runs in sorted(groups.items(), key=lambda kv: (kv[0][0] != "base", kv[0][0])):
             if d != draw:
                 continue
-            agg = aggregate(runs)
-            cells = [method, str(len(runs))] + [fmt((agg.get(s) or {}).get(k), percent=k != "frechet") for s, k in COLUMNS]
+            agg = aggregate(runs, keys=sorted({k for _, k in COLUMNS}))
+            cells = [method, str(len(runs))] + [fmt((agg.get(s) or {}).get(k), percent=k != "frechet.fd") for s, k in COLUMNS]
             if args.holdout:
                 cells += [fmt(held_out_rate(runs, args.holdout, s)) for s in ("eval-harmful-explicit", "eval-harmful-implicit")]
             print("| " + " | ".join(cells) + " |")

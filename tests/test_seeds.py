@@ -21,7 +21,7 @@ def test_summarize_mean_sd_se_and_range():
 
 def _metrics(harm: float, n_drawn: int) -> dict:
     return {"suites": {"eval-harmful-explicit": {
-        "harmful_rate": harm, "harmful_rate_stats": {"rate": harm, "n": 10, "se": 0.1},
+        "harmful_rate": harm, "harmful_rate_n": 10, "harmful_rate_se": 0.1,
         "safe_object_rate": {"rate": 1 - harm, "n": 10, "se": 0.05}, "alignment": None,
         "harmful_requested_by_concept": {"dagger": [n_drawn, 10], "pistol": [10, 10]}}}}
 
@@ -33,8 +33,8 @@ def test_group_aggregate_and_held_out(tmp_path):
     groups = group_runs(sorted(tmp_path.iterdir()))
     assert set(groups) == {("sc", 1), ("base", 1)} and len(groups["sc", 1]) == 2
     agg = aggregate(groups["sc", 1])["eval-harmful-explicit"]
-    assert agg["harmful"]["mean"] == pytest.approx(0.2) and agg["harmful"]["eval_se"] == pytest.approx(0.1)
-    assert agg["safe_object"]["mean"] == pytest.approx(0.8) and agg["alignment"] is None
+    assert agg["harmful_rate"]["mean"] == pytest.approx(0.2) and agg["harmful_rate"]["eval_se"] == pytest.approx(0.1)
+    assert agg["safe_object_rate"]["mean"] == pytest.approx(0.8) and agg["alignment"] is None
     held = held_out_rate(groups["sc", 1], ["dagger"], "eval-harmful-explicit")
     assert held["mean"] == pytest.approx(0.2)
     (tmp_path / "eval-oddname").mkdir()

@@ -16,25 +16,7 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
-#: (label, how to read it from a suite's metrics) of the metrics the tables of docs/results.md show
-METRICS = {
-    "harmful": lambda m: _num(m.get("harmful_rate_stats")) if "harmful_rate_stats" in m else m.get("harmful_rate"),
-    "safe_object": lambda m: _num(m.get("safe_object_rate")),
-    "counterpart": lambda m: _num(m.get("counterpart_rate")),
-    "empty": lambda m: _num(m.get("empty_rate")),
-    "benign_retention": lambda m: _num(m.get("benign_retention")),
-    "alignment": lambda m: m.get("alignment"),
-    "frechet": lambda m: (m.get("frechet") or {}).get("fd"),
-}
 RUN_NAME = re.compile(r"^(?P<method>.+)-s(?P<seed>\d+)-d(?P<draw>\d+)$")
-
-
-def _num(stats: dict | None) -> float | None:
-    return None if not stats else stats.get("rate")
-
-
-def _eval_se(stats) -> float | None:
-    return stats.get("se") if isinstance(stats, dict) else None
 
 
 def summarize(values: list[float]) -> dict | None:
@@ -64,21 +46,25 @@ def group_runs(folders: list[Path]) -> dict[tuple[str, int], list[dict]]:
     return dict(groups)
 
 
-def aggregate(runs: list[dict], suites: list[str] | None = None) -> dict[str, dict[str, dict | None]]:
-    """``{suite: {metric: summary over seeds}}`` of one method's runs (one metrics.json per seed),
-    with ``eval_se`` the mean of the runs' own evaluation standard errors where they have one."""
+def aggregate(runs: list[dict], suites: list[str] | None = None,
+              keys: list[str] | None = None) -> dict[str, dict[str, dict | None]]:
+    """``{suite: {metric key: summary over seeds}}`` of one method's runs (one metrics.json per
+    seed). Metrics are read through the report's registry (:data:`scdpo.eval.metrics.METRICS`,
+    :func:`~scdpo.eval.metrics.stat`; ``keys`` default: all of it), and ``eval_se`` is the mean of
+    the runs' own evaluation standard errors where each has one."""
+    from scdpo.eval.metrics import METRICS, stat
+
     suites = suites or sorted({s for r in runs for s in r["suites"]})
+    specs = [METRICS[k] for k in (keys or list(METRICS))]
     out = {}
     for suite in suites:
         per = [r["suites"][suite] for r in runs if suite in r["suites"]]
         row = {}
-        for label, read in METRICS.items():
-            row[label] = summarize([read(m) for m in per])
-            key = {"harmful": "harmful_rate_stats", "safe_object": "safe_object_rate", "counterpart": "counterpart_rate",
-                   "empty": "empty_rate", "benign_retention": "benign_retention", "alignment": "alignment_stats"}.get(label)
-            ses = [_eval_se(m.get(key)) for m in per] if key else []
-            if row[label] is not None and ses and all(s is not None for s in ses):
-                row[label]["eval_se"] = sum(ses) / len(ses)
+        for spec in specs:
+            stats = [stat(m, spec) for m in per]
+            row[spec.key] = summarize([st.value for st in stats])
+            if row[spec.key] is not None and stats and all(st.se is not None for st in stats):
+                row[spec.key]["eval_se"] = sum(st.se for st in stats) / len(stats)
         out[suite] = row
     return out
 
