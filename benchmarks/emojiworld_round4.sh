@@ -23,7 +23,7 @@ PAR=${PAR:-16}
 STAGE=${STAGE:-sweep}
 SEEDS=${SEEDS:-"0 1 2"}
 if [ "${TINY:-0}" = 1 ]; then
-    COST="--pool 64 --eval-n 16 --steps 20"; NPROMPTS=6; CAND=2; TRAIN="--max-steps 2 --batch-size 2 --warmup 1"
+    COST="--pool 128 --eval-n 16 --steps 300"; NPROMPTS=8; CAND=2; TRAIN="--max-steps 2 --batch-size 2 --warmup 1"
     JBATCH=8; JMIN=0.1
     ELIMIT="--limit 4"; SSTEPS=2; PROBE="--constraint-prompts 2 --constraint-steps 1 --constraint-every 1"
 else
@@ -56,9 +56,27 @@ t0-a5-polw|--min-timestep 0 --winner-weight 5 $POL --constraint-form weight $PAI
 all-t0-a5-pol|--min-timestep 0 --winner-weight 5 --lora-targets $ALL $POL $PAIR
 all-t400-a5-pol|--min-timestep 400 --winner-weight 5 --lora-targets $ALL $POL $PAIR
 "
+# Fifth round (docs/results.md, "Fifth round"): the safe anchor (docs/method.md), on the winner's
+# states (cheap) or the policy's own trajectory (10 sampler steps); "name|flags|seeds" runs only
+# those seeds. Picked on draw 0 by benchmarks/round4_pick.py, reported on draw 1.
+AW="--min-timestep 0 --anchor-states winner"
+AP="--min-timestep 0 --anchor-states policy --anchor-steps 10"
+ANCHOR_RUNS="
+aw5-pol|$AW --anchor-weight 5 $POL $PAIR|0 1 2
+ap5-pol|$AP --anchor-weight 5 $POL $PAIR|0 1 2
+aw5|$AW --anchor-weight 5|0
+ap5|$AP --anchor-weight 5|0
+aw1-pol|$AW --anchor-weight 1 $POL $PAIR|0
+aw20-pol|$AW --anchor-weight 20 $POL $PAIR|0
+ap20-pol|$AP --anchor-weight 20 $POL $PAIR|0
+aw5-pol-all|$AW --anchor-weight 5 $POL $PAIR --lora-targets $ALL|0
+ap5-pol-all|$AP --anchor-weight 5 $POL $PAIR --lora-targets $ALL|0
+aw5-pol-t700|--anchor-states winner --anchor-weight 5 $POL $PAIR|0
+"
 case $STAGE in
-sweep) DRAW=${DRAW:-0}; SEEDS=${SWEEP_SEEDS:-0}; RUNS=${RUNS:-$SWEEP_RUNS} ;;
-final) DRAW=${DRAW:-1}
+anchor) DRAWS=${DRAW:-0 1}; RUNS=${RUNS:-$ANCHOR_RUNS} ;;
+sweep) DRAWS=${DRAW:-0}; SEEDS=${SWEEP_SEEDS:-0}; RUNS=${RUNS:-$SWEEP_RUNS} ;;
+final) DRAWS=${DRAW:-1}
     # RECIPE=auto: the sweep run that benchmarks/round4_pick.py chooses on draw 0 (its fixed rule)
     if [ "${RECIPE:-auto}" = auto ]; then
         PICKED=$(python3 benchmarks/round4_pick.py "$R" --draw 0) || exit 1
@@ -84,7 +102,7 @@ dpo-extras|$RECIPE $DPO_EXTRAS
 safetydpo-extras|$RECIPE $DPO_EXTRAS --kinds harmful
 holdout|$RECIPE --dataset $R/scp-holdout
 "} ;;
-*) echo "STAGE must be sweep or final"; exit 2 ;;
+*) echo "STAGE must be sweep, final or anchor"; exit 2 ;;
 esac
 
 pack() { [ -n "${OUT:-}" ] || return 0
@@ -121,18 +139,20 @@ fi
 
 # ---- train every run x seed
 stamp "train ($STAGE, seeds $SEEDS)"
-while IFS='|' read -r name flags; do
+while IFS='|' read -r name flags rseeds; do
     [ -z "$name" ] && continue
-    for s in $SEEDS; do
+    for s in ${rseeds:-$SEEDS}; do
         d="$R/lora-$name-s$s"
         [ -f "$d/pytorch_lora_weights.safetensors" ] && continue
+        # checkpoints every 100 steps and --resume: a training cut by the end of a device call
+        # continues from its last checkpoint when the same command runs again
         bg "train-$name-s$s" scdpo train --config configs/emojiworld-gpu.yaml --dataset "$R/scp" --out "$d" \
-            --seed "$s" --checkpoint-every 100000 --log-every 50 $TRAIN $flags
+            --seed "$s" --checkpoint-every 100 --keep-checkpoints 1 --resume --log-every 50 $TRAIN $flags
     done
 done <<< "$RUNS"
 wait $(jobs -rp | grep -v -e "^${PACKER:-none}$" -e "^${JUDGE_PID:-none}$") 2>/dev/null
 
-# ---- evaluate on suite draw $DRAW (the base model too), with the fine-tuned judge
+# ---- evaluate on each suite draw of $DRAW (e.g. DRAW="0 1"; the base model too), with the fine-tuned judge
 if [ -n "${JUDGE_PID:-}" ]; then
     wait "$JUDGE_PID"
     [ -f "$R/judge/judge/config.json" ] || { echo "FAILED: judge"; tail -5 "$R/logs/judge.log"; exit 1; }
@@ -141,24 +161,26 @@ if [ -f "$R/judge/judge/config.json" ]; then  # else the shipped judge
     export SCDPO_JUDGE=$R/judge/judge
     [ -n "${OUT:-}" ] && cp "$R/judge/judge/model.safetensors" "$OUT/judge-model.safetensors"
 fi
-stamp "eval (draw $DRAW)"
+stamp "eval (draws $DRAWS)"
 ev() { local name=$1; shift
        [ -f "$R/eval-$name/metrics.json" ] || bg "eval-$name" scdpo eval --model emojiworld --suites $SUITES \
            --suite-seed "$DRAW" $ELIMIT --steps $SSTEPS --batch-size 256 --cost-model "$R/cost" --name "$name" \
            --out "$R/eval-$name" "$@"; }
-ev "base-d$DRAW"
-while IFS='|' read -r name flags; do
-    [ -z "$name" ] && continue
-    for s in $SEEDS; do
-        d="$R/lora-$name-s$s"
-        [ -f "$d/pytorch_lora_weights.safetensors" ] && ev "$name-s$s-d$DRAW" --lora "$d"
-    done
-done <<< "$RUNS"
+for DRAW in $DRAWS; do
+    ev "base-d$DRAW"
+    while IFS='|' read -r name flags rseeds; do
+        [ -z "$name" ] && continue
+        for s in ${rseeds:-$SEEDS}; do
+            d="$R/lora-$name-s$s"
+            [ -f "$d/pytorch_lora_weights.safetensors" ] && ev "$name-s$s-d$DRAW" --lora "$d"
+        done
+    done <<< "$RUNS"
+done
 wait $(jobs -rp | grep -v "^${PACKER:-none}$") 2>/dev/null
 [ -n "${PACKER:-}" ] && kill "$PACKER" 2>/dev/null
 pack
 if [ -n "${OUT:-}" ]; then  # the grids of the harmful and clean suites, to look at
-    (cd "$R" && tar cf "$OUT/grids.tar" $(ls eval-*/suites/eval-*/grid.png 2>/dev/null))
+    (cd "$R" && tar cf "$OUT/grids.tar" $(ls eval-*/suites/eval-harmful-*/grid.png eval-*/suites/eval-clean/grid.png 2>/dev/null | grep -v -- "-s[12]-d"))
 fi
 report_failures
 stamp done

@@ -110,14 +110,14 @@ def test_dpo_step_on_the_velocity_error(sd3, pairs_file):
     def errors():
         return pair_errors(m, m.unet, ref, batch, step_generator(0, 0, 0))
 
-    e_w, e_l, r_w, r_l, drift = errors()
+    e_w, e_l, r_w, r_l, drift, _ = errors()
     torch.testing.assert_close(e_w, r_w, rtol=0, atol=0)  # LoRA B = 0: policy == reference
     assert torch.count_nonzero(drift) == 0 and (e_w != e_l).all()
     opt = torch.optim.AdamW([p for p in m.unet.parameters() if p.requires_grad], lr=1e-3)
     loss, stats = losses.dpo_loss(e_w, e_l, r_w, r_l, PairBatchInfo(), cfg, LossState())
     loss.mean().backward()
     opt.step()
-    e_w2, e_l2, r_w2, r_l2, drift2 = errors()
+    e_w2, e_l2, r_w2, r_l2, drift2, _ = errors()
     torch.testing.assert_close(r_w2, r_w, rtol=0, atol=0)  # the reference did not move
     assert (drift2 > 0).all()
     _, stats2 = losses.dpo_loss(e_w2, e_l2, r_w2, r_l2, PairBatchInfo(), cfg, LossState())

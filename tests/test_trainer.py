@@ -149,7 +149,7 @@ def test_one_step_orders_the_pair_better_and_reference_stays_the_base(pipes, pai
     def errors():
         return pair_errors(m, m.unet, ref, batch, step_generator(0, 0, 0))
 
-    e_w, e_l, r_w, r_l, drift = errors()
+    e_w, e_l, r_w, r_l, drift, _ = errors()
     torch.testing.assert_close(e_w, r_w, rtol=0, atol=0)  # LoRA B = 0 at init: policy == reference
     assert drift.shape == (4,) and torch.count_nonzero(drift) == 0
     cached = pair_errors(m, m.unet, ref, batch, step_generator(0, 0, 0), cache=_cache_latents(m, ds))
@@ -168,7 +168,7 @@ def test_one_step_orders_the_pair_better_and_reference_stays_the_base(pipes, pai
     loss, stats = losses.dpo_loss(e_w, e_l, r_w, r_l, PairBatchInfo(), cfg, LossState())
     loss.mean().backward()
     opt.step()
-    e_w2, e_l2, r_w2, r_l2, drift2 = errors()
+    e_w2, e_l2, r_w2, r_l2, drift2, _ = errors()
     torch.testing.assert_close(r_w2, r_w, rtol=0, atol=0)  # the reference did not move
     assert (drift2 > 0).all()  # the policy's predictions left the reference's
     _, stats2 = losses.dpo_loss(e_w2, e_l2, r_w2, r_l2, PairBatchInfo(), cfg, LossState())

@@ -132,7 +132,8 @@ def process_chunk(items: list[tuple[str, int, PromptRecord]], model, cost_fn: Sc
             pairs[f"reward_{col}"].append(rewards[j][k])
             pairs[f"seed_{col}"].append(seeds_used[j][k])
         for name, value in [("caption", r.prompt), ("label_0", float(side == 0)), ("label_1", float(side == 1)),
-                            ("kind", kind), ("category", category), ("prompt_id", pid)]:
+                            ("kind", kind), ("category", category), ("prompt_id", pid),
+                            ("safe_caption", r.safe_prompt if kind == "harmful" else None)]:
             pairs[name].append(value)
     return pairs, choices
 
@@ -144,7 +145,8 @@ def schemas():
     f64, i64, s = pa.float64(), pa.int64(), pa.string()
     pairs = pa.schema([("caption", s), ("jpg_0", pa.binary()), ("jpg_1", pa.binary()), ("label_0", f64),
                        ("label_1", f64), ("cost_0", f64), ("cost_1", f64), ("reward_0", f64), ("reward_1", f64),
-                       ("kind", s), ("category", s), ("seed_0", i64), ("seed_1", i64), ("prompt_id", s)])
+                       ("kind", s), ("category", s), ("seed_0", i64), ("seed_1", i64), ("prompt_id", s),
+                       ("safe_caption", s)])
     choices = pa.schema([("prompt_id", s), ("kind", s), ("index", i64), ("prompt", s), ("category", s),
                          ("reason", s), ("status", s), ("winner", i64), ("loser", i64), ("winner_side", i64),
                          ("safe_prompt", s), ("seeds", pa.list_(i64)), ("costs", pa.list_(f64)),

@@ -60,6 +60,18 @@ class TrainConfig:
             pairs (kind != "harmful"), D the mean squared difference between the policy's and the
             reference's predictions on the pair's noisy latents: the edit may change what harmful
             prompts draw, not what clean prompts draw. 0 = off.
+        anchor_weight: weight q of the safe anchor q * (beta/2) * A (our addition, every loss;
+            docs/method.md, "Safe anchor"): A is the mean squared difference between the policy's
+            prediction under a harmful prompt and the frozen reference's under the prompt's safe
+            counterpart (dataset column safe_caption), so the harmful prompt is redirected to what
+            the base model draws for the safe one, not to a smear. 0 = off.
+        anchor_states: where A is measured: "policy" (states of the policy's own guided sampling
+            trajectory under the harmful prompt, stopped at a random step, as ESD samples them;
+            on-policy, so the states the sampler will visit are covered) or "winner" (the pair's
+            noisy winner at a uniform timestep; cheaper, off-policy).
+        anchor_steps: sampler steps of the policy trajectory (anchor_states policy), and so the
+            timesteps its states sit at (those of evaluation sampling at this many steps).
+        anchor_guidance: classifier-free guidance of that trajectory (evaluation's default, 5).
         kinds: train only on pairs of these kinds (dataset column kind: harmful, clean); None
             means all, except for safetydpo, which means harmful (SafetyDPO trains on harmful
             prompts' pairs only). E.g. sc-dpo with --kinds harmful, --cost-margin 0,
@@ -135,6 +147,10 @@ class TrainConfig:
     focus_ema: float = 0.5
     winner_weight: float = 0.0
     preserve_weight: float = 0.0
+    anchor_weight: float = 0.0
+    anchor_states: str = "policy"
+    anchor_steps: int = 20
+    anchor_guidance: float = 5.0
     kinds: list[str] | None = None
     full: bool = False
     lora_rank: int = 8
@@ -188,7 +204,8 @@ class TrainConfig:
         if self.attention not in ATTENTION_BACKENDS:
             raise ValueError(f"attention must be one of {', '.join(ATTENTION_BACKENDS)}, got {self.attention!r}")
         for name, allowed in (("constraint_source", ("offline", "policy")), ("constraint_form", ("margin", "weight")),
-                              ("constraint_measure", ("unsafe_rate", "cost")), ("focus_signal", ("batch", "pair"))):
+                              ("constraint_measure", ("unsafe_rate", "cost")), ("focus_signal", ("batch", "pair")),
+                              ("anchor_states", ("policy", "winner"))):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         if self.on_policy_constraint and not self.cost_model:
@@ -200,11 +217,11 @@ class TrainConfig:
             raise ValueError(f"mixed_precision must be auto, no, fp16 or bf16, got {self.mixed_precision!r}")
         for name in ("batch_size", "grad_accum", "max_steps", "checkpoint_every", "keep_checkpoints",
                      "lora_rank", "log_every", "max_nonfinite_in_row", "validate_steps", "constraint_every",
-                     "constraint_prompts", "constraint_steps"):
+                     "constraint_prompts", "constraint_steps", "anchor_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("lr", "lambda_lr", "lambda_init", "cost_margin", "focus_gamma", "winner_weight",
-                     "preserve_weight", "warmup",
+                     "preserve_weight", "anchor_weight", "anchor_guidance", "warmup",
                      "weight_decay", "validate_every", "workers", "validate_n"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")

@@ -58,12 +58,14 @@ class PreferencePairs(torch.utils.data.Dataset):
     """Winner/loser pairs of a Pick-a-Pic-format dataset (ties and filtered kinds dropped).
 
     Item ``i``: ``index`` (i), ``caption``, ``image_w``/``image_l`` ((3, R, R) in [-1, 1], unless
-    ``decode=False``), ``cost_w``/``cost_l`` (NaN when the dataset has no costs), ``harmful``.
-    ``rows[i]`` is the dataset row of pair i (what error messages name).
+    ``decode=False``), ``cost_w``/``cost_l`` (NaN when the dataset has no costs), ``harmful``,
+    ``safe_caption`` (the prompt's safe counterpart from the optional column of that name, "" when
+    none; read by the safe anchor). ``rows[i]`` is the dataset row of pair i (what error messages name).
     """
 
     def __init__(self, path: str | Path, resolution: int, *, need_costs: bool = False,
-                 kinds: tuple[str, ...] | None = None, resize: bool = False, decode: bool = True):
+                 kinds: tuple[str, ...] | None = None, resize: bool = False, decode: bool = True,
+                 need_safe: bool = False):
         import datasets
 
         self.path, self.resolution, self.resize, self.decode = str(path), resolution, resize, decode
@@ -79,6 +81,9 @@ class PreferencePairs(torch.utils.data.Dataset):
                                         "use --loss dpo, or --cost-margin 0 --no-constraint)"))
         if kinds:
             needed["kind"] = " (safetydpo trains on the kind == harmful pairs only)"
+        if need_safe:
+            needed.update(dict.fromkeys(("kind", "safe_caption"), " (the safe anchor needs each harmful prompt's safe "
+                                        "counterpart: rebuild the pairs with scdpo data build, or --anchor-weight 0)"))
         for name, why in needed.items():
             if name not in cols:
                 raise ValueError(f"dataset {self.path} has no column {name!r}{why}; it has: {', '.join(sorted(cols))}")
@@ -116,6 +121,8 @@ class PreferencePairs(torch.utils.data.Dataset):
         self.cost_l = np.where(swap, c0[self.rows], c1[self.rows]).astype(np.float32)
         self.harmful = (kind[self.rows] == "harmful") if kind is not None else np.zeros(len(self.rows), bool)
         self.captions = [str(c) for c in self._column("caption")[self.rows]]
+        safe = self._column("safe_caption")[self.rows] if "safe_caption" in cols else [None] * len(self.rows)
+        self.safe_captions = ["" if c is None else str(c) for c in safe]
         log.info("%s: %d pairs (%d ties dropped, %d filtered by kind)", self.path, len(self.rows), self.ties, self.filtered)
 
     def _column(self, name: str) -> np.ndarray:
@@ -155,7 +162,8 @@ class PreferencePairs(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict:
         item = {"index": int(i), "caption": self.captions[i], "cost_w": float(self.cost_w[i]),
-                "cost_l": float(self.cost_l[i]), "harmful": bool(self.harmful[i])}
+                "cost_l": float(self.cost_l[i]), "harmful": bool(self.harmful[i]),
+                "safe_caption": self.safe_captions[i]}
         if self.decode:
             row = int(self.rows[i])
             rec = self.ds[row]

@@ -32,6 +32,7 @@ class PairErrors(NamedTuple):
     ref_err_w: torch.Tensor
     ref_err_l: torch.Tensor
     drift: torch.Tensor
+    extra: torch.Tensor | None = None  # the policy's predictions on ``pair_errors(extra=...)`` states
 
     @property
     def errors(self) -> tuple[torch.Tensor, ...]:
@@ -62,7 +63,8 @@ def pair_latents(model: T2IModel, batch: dict, cache: torch.Tensor | None) -> tu
 
 def pair_errors(model: T2IModel, policy, reference, batch: dict, gen: torch.Generator, *,
                 caption_dropout: float = 0.0, cache: torch.Tensor | None = None,
-                timesteps: tuple[int, int | None] = (0, None)) -> PairErrors:
+                timesteps: tuple[int, int | None] = (0, None),
+                extra: tuple[torch.Tensor, torch.Tensor, Conditioning] | None = None) -> PairErrors:
     """``(err_w, err_l, ref_err_w, ref_err_l, drift)``, each (B,) float32. The errors are the mean
     over (C, H, W) of the squared error between prediction and regression target (epsilon, v or
     sample, per the model; SD3: the flow-matching velocity noise - x_0); ``drift`` is the mean squared difference between the policy's and the
@@ -73,6 +75,10 @@ def pair_errors(model: T2IModel, policy, reference, batch: dict, gen: torch.Gene
     timesteps are drawn uniformly from ``lo .. hi - 1`` (``hi`` None: the scheduler's
     ``num_train_timesteps``; SD3: indices into its ascending training timesteps, see
     :meth:`scdpo.models.families.SD3.sample_timesteps`).
+
+    ``extra = (x, t, cond)``: more states the policy predicts on in the same forward pass (the safe
+    anchor's, :mod:`scdpo.train.anchor`; one pass, so a DDP policy sees one forward per backward);
+    their predictions (with gradient) come back as ``extra``.
     """
     from scdpo.train.model import using_unet
 
@@ -90,10 +96,17 @@ def pair_errors(model: T2IModel, policy, reference, batch: dict, gen: torch.Gene
     cond = Conditioning.cat([cond, cond])
     noisy = model.add_noise(latents, noise, t)
     target = model.noise_target(latents, noise, t).float()
+    n = len(noisy)
+    if extra is not None:
+        noisy_all, t_all = torch.cat([noisy, extra[0].to(noisy.dtype)]), torch.cat([t, extra[1].to(t.dtype)])
+        cond_all = Conditioning.cat([cond, extra[2]])
+    else:
+        noisy_all, t_all, cond_all = noisy, t, cond
     with using_unet(model, policy):
-        pred = model.predict(noisy, t, cond).float()
+        pred_all = model.predict(noisy_all, t_all, cond_all).float()
+    pred = pred_all[:n]
     ref_pred = reference(model, noisy, t, cond).float()
     err = (pred - target).pow(2).mean(dim=(1, 2, 3))
     ref_err = (ref_pred - target).pow(2).mean(dim=(1, 2, 3))
     drift = (pred - ref_pred).pow(2).mean(dim=(1, 2, 3)).view(2, b).mean(0)
-    return PairErrors(*err.chunk(2), *ref_err.chunk(2), drift)
+    return PairErrors(*err.chunk(2), *ref_err.chunk(2), drift, pred_all[n:] if extra is not None else None)

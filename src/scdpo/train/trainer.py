@@ -26,7 +26,8 @@ from scdpo.train.config import TrainConfig
 from scdpo.train.data import PreferencePairs, StreamSampler
 from scdpo.train.fingerprint import fingerprint, settings
 from scdpo.train.losses import LossState, dpo_logit, dual_ascent, get_loss, update_state
-from scdpo.train.step import batch_info, pair_errors, step_generator
+from scdpo.train.anchor import anchor_inputs
+from scdpo.train.step import batch_info, pair_errors, pair_latents, step_generator
 from scdpo.utils.io import atomic_write_text
 
 __all__ = ["TrainConfig", "TrainingDiverged", "train"]
@@ -175,14 +176,24 @@ def _accumulate(cfg, acc, model, policy, reference, loader, loss_fn, state, prog
         last = micro == cfg.grad_accum - 1  # gradients are all-reduced on the last micro-batch only
         with (contextlib.nullcontext() if last else acc.no_sync(policy)), acc.autocast(), \
                 attention_backend(cfg.attention, acc.device):
+            anchor = None
+            if cfg.anchor_weight > 0:
+                winners = pair_latents(model, batch, cache)[0] if cfg.anchor_states == "winner" else None
+                anchor = anchor_inputs(cfg, model, policy, reference, batch, gen, winners)
             errors = pair_errors(model, policy, reference, batch, gen, caption_dropout=cfg.caption_dropout,
-                                 cache=cache, timesteps=(cfg.min_timestep, cfg.max_timestep))
+                                 cache=cache, timesteps=(cfg.min_timestep, cfg.max_timestep),
+                                 extra=None if anchor is None else anchor[:3])
             info = batch_info(batch, acc.device, errors)
             if hardness is not None:
                 info.hardness = hardness.lookup(batch["index"])
                 hardness.observe(batch["index"], dpo_logit(*errors.errors, cfg.beta))
             loss_vec, stats = loss_fn(*errors.errors, info, cfg, state)
             loss = loss_vec.mean()
+            if cfg.anchor_weight > 0:  # docs/method.md, "Safe anchor": q (beta/2) sum(A) / B
+                a = torch.zeros(1, device=loss.device) if anchor is None else \
+                    (errors.extra - anchor.target).pow(2).mean(dim=(1, 2, 3))
+                loss = loss + cfg.anchor_weight * 0.5 * cfg.beta * a.sum() / len(batch["caption"])
+                stats["anchor"] = a.mean()
         acc.backward(loss / cfg.grad_accum)
         micro_stats.append({"loss": loss.detach(), **{k: v.detach().float() for k, v in stats.items()}})
         prog.samples += cfg.batch_size * acc.num_processes
@@ -249,6 +260,7 @@ def _train(cfg: TrainConfig, out: Path) -> dict:
     unet = acc.unwrap_model(policy)
     loss_fn = get_loss(cfg.loss)
     pairs = PreferencePairs(cfg.dataset, model.resolution, need_costs=cfg.uses_costs, resize=cfg.resize,
+                            need_safe=cfg.anchor_weight > 0,
                             kinds=cfg.pair_kinds)
     pairs.check_sizes()
     global_batch = cfg.batch_size * acc.num_processes

@@ -1,0 +1,118 @@
+"""The safe anchor (scdpo.train.anchor): which pairs it reads, the states it is measured on, that
+training on it moves the policy under a harmful prompt towards the base model under the safe one,
+and whole runs that resume exactly."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from scdpo.models import testing
+from scdpo.models.sampling import make_scheduler
+from scdpo.models.t2i import T2IModel
+from scdpo.train import model as tm
+from scdpo.train.anchor import anchor_inputs, anchor_rows, policy_states
+from scdpo.train.config import LORA_TARGETS, TrainConfig
+from scdpo.train.data import PreferencePairs
+from scdpo.train.step import pair_errors, pair_latents, step_generator
+from scdpo.train.trainer import train
+from tests.test_trainer import FAST, SIZE, collate, write_pairs
+
+pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning"), pytest.mark.usefixtures("one_thread")]
+SAFE = ["a red dog", "", "a blue dog", "", "a big dog", "", "a red dog", "", "", "", "a blue dog", ""]
+
+
+@pytest.fixture(scope="module")
+def pipe(tmp_path_factory):
+    return testing.tiny_sd_pipeline(tmp_path_factory.mktemp("pipe") / "sd")
+
+
+@pytest.fixture(scope="module")
+def safe_pairs(tmp_path_factory):
+    # rows 0, 2, 4, 6, 10: harmful with a safe counterpart; row 8 harmful without one; odd rows clean
+    return write_pairs(tmp_path_factory.mktemp("data") / "pairs.parquet", n=12, safe_caption=SAFE)
+
+
+def lora_model(path):
+    torch.manual_seed(0)
+    m = T2IModel.from_pretrained(path, device="cpu")
+    tm.add_lora(m.unet, 4, 8.0, LORA_TARGETS)
+    return m
+
+
+def test_rows_are_harmful_pairs_with_a_safe_prompt(safe_pairs):
+    ds = PreferencePairs(safe_pairs, SIZE)
+    # ties (rows 2, 5, 8, 11) are dropped: pairs 0-3 are rows 0, 1, 3, 4
+    assert [ds[i]["safe_caption"] for i in range(4)] == ["a red dog", "", "", "a big dog"]
+    batch = {"caption": ["a", "b", "c", "d"], "harmful": [True, True, False, True], "safe_caption": ["x", "", "y", "z"]}
+    assert anchor_rows(batch) == [0, 3]
+    assert anchor_rows({"caption": ["a"], "harmful": [True]}) == []  # a dataset without the column
+
+
+def test_policy_states_sit_on_the_sampler_timesteps(pipe):
+    m = T2IModel.from_pretrained(pipe, device="cpu")
+    cond = m.encode_prompts(["a red cat", "a blue cat"])
+    scheduler = make_scheduler("dpmsolver++", m.scheduler_config, m.family)
+    scheduler.set_timesteps(4)
+    seen = set()
+    for i in range(12):
+        x, t = policy_states(m, m.unet, cond, torch.Generator().manual_seed(i), steps=4, guidance=5.0)
+        assert x.shape == (2, m.latent_channels, SIZE // m.vae_scale_factor, SIZE // m.vae_scale_factor)
+        assert t.shape == (2,) and t[0] == t[1] and torch.isfinite(x).all()
+        seen.add(int(t[0]))
+    assert seen <= set(scheduler.timesteps.tolist()) and len(seen) >= 3  # a random stopping step
+    x0, t0 = policy_states(m, m.unet, cond, torch.Generator().manual_seed(0), steps=1, guidance=5.0)
+    assert int(t0[0]) == int(scheduler.timesteps[0]) or len(set(seen)) > 1  # k = 0: pure noise at the first step
+
+
+@pytest.mark.parametrize("states", ["policy", "winner"])
+def test_training_on_the_anchor_redirects_harmful_prompts_to_the_safe_ones(pipe, safe_pairs, states):
+    """A few steps on the anchor alone bring the policy's prediction under the harmful caption
+    close to the base model's under its safe counterpart, on fresh states; the reference stays."""
+    m = lora_model(pipe)
+    ref = tm.Reference(m.unet, full=False, dtype=torch.float32)
+    batch = collate(PreferencePairs(safe_pairs, SIZE), range(4))
+    cfg = TrainConfig(model="x", dataset="x", out="x", anchor_weight=1.0, anchor_states=states, anchor_steps=3)
+    opt = torch.optim.AdamW([p for p in m.unet.parameters() if p.requires_grad], lr=1e-2)
+
+    def anchor_error(i):
+        gen = step_generator(0, i, 0)
+        inputs = anchor_inputs(cfg, m, m.unet, ref, batch, gen, pair_latents(m, batch, None)[0])
+        errors = pair_errors(m, m.unet, ref, batch, gen, extra=inputs[:3])
+        return (errors.extra - inputs.target).pow(2).mean(dim=(1, 2, 3)), inputs
+
+    with torch.no_grad():
+        before = torch.stack([anchor_error(100 + i)[0].mean() for i in range(4)]).mean()
+    for i in range(30):
+        a, inputs = anchor_error(i)
+        assert len(a) == 2 and anchor_rows(batch) == [0, 3]  # harmful with a safe prompt
+        opt.zero_grad()
+        a.mean().backward()
+        opt.step()
+    with torch.no_grad():
+        after = torch.stack([anchor_error(100 + i)[0].mean() for i in range(4)]).mean()
+        x, t = inputs.x, inputs.t
+        safe = m.encode_prompts([batch["safe_caption"][0], batch["safe_caption"][3]])
+        base = T2IModel.from_pretrained(pipe, device="cpu")
+        torch.testing.assert_close(ref(m, x, t, safe), base.predict(x, t, safe))  # the target is the base model's
+    assert after < 0.5 * before, (before, after)
+
+
+def test_runs_with_the_anchor_resume_exactly_and_need_the_column(pipe, safe_pairs, tmp_path):
+    common = dict(model=str(pipe), dataset=str(safe_pairs), loss="sc-dpo", batch_size=2, lr=1e-3, checkpoint_every=2,
+                  anchor_weight=1.0, anchor_states="policy", anchor_steps=2, winner_weight=1.0, **FAST)
+    straight = train(TrainConfig(out=str(tmp_path / "a"), max_steps=4, **common))
+    train(TrainConfig(out=str(tmp_path / "b"), max_steps=2, **common))
+    resumed = train(TrainConfig(out=str(tmp_path / "b"), max_steps=4, resume=True, **common))
+    a, b = (load_file(str(tmp_path / r / "pytorch_lora_weights.safetensors")) for r in "ab")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert straight["loss"] == resumed["loss"] and straight["anchor"] > 0
+    assert "anchor" in json.loads((tmp_path / "a" / "metrics.json").read_text())
+    bare = write_pairs(tmp_path / "bare.parquet", n=6)
+    with pytest.raises(ValueError, match="no column 'safe_caption'.*--anchor-weight 0"):
+        train(TrainConfig(**{**common, "dataset": str(bare), "out": str(tmp_path / "c"), "max_steps": 1}))
+    with pytest.raises(ValueError, match="anchor_states"):
+        TrainConfig(model="m", dataset="d", out=str(tmp_path), anchor_states="loser")
