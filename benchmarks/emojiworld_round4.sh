@@ -80,7 +80,7 @@ final) DRAWS=${DRAW:-1}
     # RECIPE=auto: the sweep run that benchmarks/round4_pick.py chooses on draw 0 (its fixed rule)
     if [ "${RECIPE:-auto}" = auto ]; then
         PICKED=$(python3 benchmarks/round4_pick.py "$R" --draw 0) || exit 1
-        RECIPE=$(printf '%s\n' "$SWEEP_RUNS" | awk -F'|' -v n="$PICKED" '$1 == n {print $2}')
+        RECIPE=$(printf '%s\n' "$SWEEP_RUNS" "$ANCHOR_RUNS" | awk -F'|' -v n="$PICKED" '$1 == n {print $2; exit}')
         stamp "picked $PICKED: $RECIPE"; echo "$PICKED|$RECIPE" > "$R/logs/picked.txt"
     fi
     # the ablations remove one part each; the timestep range's is every timestep, or, for a recipe
@@ -96,6 +96,7 @@ no-margin|$RECIPE --cost-margin 0
 no-constraint|$RECIPE --no-constraint
 no-focus|$RECIPE --focus-gamma 0
 no-winner|$RECIPE --winner-weight 0
+no-anchor|$RECIPE --anchor-weight 0
 no-preserve|$RECIPE --preserve-weight 0
 $TIMESTEP_ABLATION
 dpo-extras|$RECIPE $DPO_EXTRAS
@@ -105,7 +106,10 @@ holdout|$RECIPE --dataset $R/scp-holdout
 *) echo "STAGE must be sweep, final or anchor"; exit 2 ;;
 esac
 
+# SHIP=NAME: also bring back the LoRA weights of runs lora-NAME-s* (1.7 MB each; to ship one)
 pack() { [ -n "${OUT:-}" ] || return 0
+         if [ -n "${SHIP:-}" ]; then (cd "$R" && tar cf "$OUT/.loras.tmp" $(ls lora-"$SHIP"-s*/pytorch_lora_weights.safetensors \
+             lora-"$SHIP"-s*/config.json lora-"$SHIP"-s*/metrics.json 2>/dev/null)) && mv "$OUT/.loras.tmp" "$OUT/loras.tar"; fi
          (cd "$R" && tar czf "$OUT/.results.tmp" --exclude='*.safetensors' --exclude='*.parquet' \
              $(ls -d eval-*/metrics.json lora-*/metrics.json lora-*/config.json judge/metrics.json judge/judge/config.json logs 2>/dev/null)) \
              && mv "$OUT/.results.tmp" "$OUT/results.tar.gz"; }

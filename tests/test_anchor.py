@@ -14,7 +14,7 @@ from scdpo.models import testing
 from scdpo.models.sampling import make_scheduler
 from scdpo.models.t2i import T2IModel
 from scdpo.train import model as tm
-from scdpo.train.anchor import anchor_inputs, anchor_rows, policy_states
+from scdpo.train.anchor import StateBank, anchor_inputs, anchor_rows, policy_states
 from scdpo.train.config import LORA_TARGETS, TrainConfig
 from scdpo.train.data import PreferencePairs
 from scdpo.train.step import pair_errors, pair_latents, step_generator
@@ -68,6 +68,25 @@ def test_policy_states_sit_on_the_sampler_timesteps(pipe):
     assert int(t0[0]) == int(scheduler.timesteps[0]) or len(set(seen)) > 1  # k = 0: pure noise at the first step
 
 
+def test_state_bank_keeps_every_step_and_redraws_the_same_states(pipe):
+    m = T2IModel.from_pretrained(pipe, device="cpu")
+    prompts = [("a red cat", "a red dog"), ("a blue cat", "a blue dog"), ("a big cat", "a big dog")]
+    bank = StateBank(prompts, n_prompts=2, steps=3, guidance=5.0, seed=0)
+    bank.refresh(m, m.unet, step=4)
+    scheduler = make_scheduler("dpmsolver++", m.scheduler_config, m.family)
+    scheduler.set_timesteps(3)
+    assert len(bank.x) == 6 and sorted(set(bank.t.tolist())) == sorted(scheduler.timesteps.tolist())
+    x, t, harmful, safe = bank.draw(5, torch.Generator().manual_seed(0))
+    assert x.shape[0] == 5 and all(dict(prompts)[h] == s for h, s in zip(harmful, safe))
+    again = StateBank(prompts, n_prompts=2, steps=3, guidance=5.0, seed=0)
+    again.refresh(m, m.unet, step=4)
+    assert torch.equal(again.x, bank.x) and again.index == bank.index  # a function of (seed, step) only
+    again.refresh(m, m.unet, step=6)
+    assert not torch.equal(again.x, bank.x)
+    with pytest.raises(ValueError, match="no harmful pair with a safe_caption"):
+        StateBank([], 2, 3, 5.0, 0)
+
+
 @pytest.mark.parametrize("states", ["policy", "winner"])
 def test_training_on_the_anchor_redirects_harmful_prompts_to_the_safe_ones(pipe, safe_pairs, states):
     """A few steps on the anchor alone bring the policy's prediction under the harmful caption
@@ -101,9 +120,11 @@ def test_training_on_the_anchor_redirects_harmful_prompts_to_the_safe_ones(pipe,
     assert after < 0.5 * before, (before, after)
 
 
-def test_runs_with_the_anchor_resume_exactly_and_need_the_column(pipe, safe_pairs, tmp_path):
+@pytest.mark.parametrize("refresh", [1, 2])
+def test_runs_with_the_anchor_resume_exactly_and_need_the_column(pipe, safe_pairs, tmp_path, refresh):
     common = dict(model=str(pipe), dataset=str(safe_pairs), loss="sc-dpo", batch_size=2, lr=1e-3, checkpoint_every=2,
-                  anchor_weight=1.0, anchor_states="policy", anchor_steps=2, winner_weight=1.0, **FAST)
+                  anchor_weight=1.0, anchor_states="policy", anchor_steps=2, winner_weight=1.0,
+                  anchor_refresh=refresh, anchor_bank=3, **FAST)
     straight = train(TrainConfig(out=str(tmp_path / "a"), max_steps=4, **common))
     train(TrainConfig(out=str(tmp_path / "b"), max_steps=2, **common))
     resumed = train(TrainConfig(out=str(tmp_path / "b"), max_steps=4, resume=True, **common))
@@ -114,5 +135,7 @@ def test_runs_with_the_anchor_resume_exactly_and_need_the_column(pipe, safe_pair
     bare = write_pairs(tmp_path / "bare.parquet", n=6)
     with pytest.raises(ValueError, match="no column 'safe_caption'.*--anchor-weight 0"):
         train(TrainConfig(**{**common, "dataset": str(bare), "out": str(tmp_path / "c"), "max_steps": 1}))
+    with pytest.raises(ValueError, match=r"checkpoint_every \(3\) must be a multiple of anchor_refresh \(2\)"):
+        TrainConfig(model="m", dataset="d", out=str(tmp_path), anchor_refresh=2, checkpoint_every=3)
     with pytest.raises(ValueError, match="anchor_states"):
         TrainConfig(model="m", dataset="d", out=str(tmp_path), anchor_states="loser")

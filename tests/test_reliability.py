@@ -91,6 +91,17 @@ def test_fingerprint_covers_every_field_but_the_listed_ones():
     assert set(settings(c)) == names - NO_EFFECT - {"dataset"}
 
 
+def test_dataset_digest_of_a_relative_folder(tmp_path, monkeypatch):
+    """A builder folder named by a relative path (as `R=runs/x` scripts pass it) digests as its
+    absolute path does: datasets resolves the folder's files to absolute paths."""
+    from scdpo.train.fingerprint import dataset_digest
+
+    (tmp_path / "scp" / "data").mkdir(parents=True)
+    datasets.Dataset.from_dict({"caption": ["a"], "label_0": [1.0]}).to_parquet(str(tmp_path / "scp" / "data" / "train-0.parquet"))
+    monkeypatch.chdir(tmp_path)
+    assert dataset_digest("scp") == dataset_digest(tmp_path / "scp")
+
+
 # ------------------------------------------------------------------ 2. finite settings
 @pytest.mark.parametrize("flag,value", [("lr", float("inf")), ("lambda_lr", float("nan")), ("beta", float("nan"))])
 def test_nonfinite_train_settings_are_refused(flag, value):

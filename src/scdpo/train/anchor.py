@@ -21,11 +21,12 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import numpy as np
 import torch
 
 from scdpo.models.t2i import Conditioning, T2IModel
 
-__all__ = ["AnchorInputs", "anchor_inputs", "anchor_rows", "policy_states"]
+__all__ = ["AnchorInputs", "StateBank", "anchor_inputs", "anchor_rows", "build_bank", "policy_states"]
 
 
 class AnchorInputs(NamedTuple):
@@ -44,52 +45,113 @@ def anchor_rows(batch: dict) -> list[int]:
     return [i for i, (h, s) in enumerate(zip(batch["harmful"], safe)) if bool(h) and s]
 
 
-@torch.no_grad()
-def policy_states(model: T2IModel, policy, cond: Conditioning, gen: torch.Generator, steps: int,
-                  guidance: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """States of the policy's guided DPM-Solver++ trajectory under ``cond`` (fresh noise from
-    ``gen``), stopped before step ``k`` (uniform in 0..steps-1, one ``k`` per batch, as the scheduler
-    steps a batch together): returns ``(x_k, t_k)`` with ``t_k`` repeated per sample."""
+def _trajectory(model: T2IModel, policy, cond: Conditioning, gen: torch.Generator, steps: int, guidance: float,
+                stop: int | None = None):
+    """Yield ``(x_k, t_k)`` along the policy's guided DPM-Solver++ trajectory under ``cond`` from
+    fresh noise (``gen``): the state before each step k = 0, 1, ... (up to ``stop``, excluded by
+    the sampler step: the state at ``stop`` is the last one yielded)."""
     from scdpo.models.sampling import make_scheduler
     from scdpo.train.model import using_unet
 
     n = len(cond)
     scheduler = make_scheduler("dpmsolver++", model.scheduler_config, model.family)
     scheduler.set_timesteps(steps, device=model.device)
-    k = int(torch.randint(steps, (1,), generator=gen))
     side = model.resolution // model.vae_scale_factor
     lat = torch.randn((n, model.latent_channels, side, side), generator=gen).to(model.device, model.dtype)
     lat = lat * getattr(scheduler, "init_noise_sigma", 1.0)
     scale = getattr(scheduler, "scale_model_input", lambda x, t: x)
     both = Conditioning.cat([model.unconditional(n), cond]) if guidance > 1 else cond
+    last = steps - 1 if stop is None else stop
     with using_unet(model, policy):
-        for t in scheduler.timesteps[:k]:
+        for k, t in enumerate(scheduler.timesteps):
+            yield scale(lat, t), t.reshape(1).repeat(n).to(model.device)
+            if k == last:
+                return
             x = scale(torch.cat([lat, lat]) if guidance > 1 else lat, t)
             pred = model.predict(x, t, both)
             if guidance > 1:
                 uncond, text = pred.chunk(2)
                 pred = uncond + guidance * (text - uncond)
             lat = scheduler.step(pred, t, lat, return_dict=False)[0]
-    t = scheduler.timesteps[k]
-    return scale(lat, t), t.reshape(1).repeat(n).to(model.device)
+
+
+@torch.no_grad()
+def policy_states(model: T2IModel, policy, cond: Conditioning, gen: torch.Generator, steps: int,
+                  guidance: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """States of the policy's guided trajectory under ``cond`` (fresh noise from ``gen``), stopped
+    before step ``k`` (uniform in 0..steps-1, one ``k`` per batch, as the scheduler steps a batch
+    together): returns ``(x_k, t_k)`` with ``t_k`` repeated per sample."""
+    k = int(torch.randint(steps, (1,), generator=gen))
+    for x, t in _trajectory(model, policy, cond, gen, steps, guidance, stop=k):
+        pass
+    return x, t
+
+
+class StateBank:
+    """``anchor_refresh = K > 1``: the policy's trajectory states, refreshed every K optimizer
+    steps. One refresh samples ``n_prompts`` of the dataset's harmful prompts in one batch and keeps
+    the state before *every* step (``steps`` states per prompt); each micro-batch then draws its
+    anchor states from the bank. The trajectory costs ``steps`` guided UNet calls of the whole
+    bank per K steps instead of up to ``steps`` calls of the micro-batch every step: the same
+    states in far fewer, larger launches (the EmojiWorld UNet is launch-bound on a GPU), at most K
+    steps stale, as the on-policy constraint's probe (docs/method.md, "Safe anchor")."""
+
+    def __init__(self, prompts: list[tuple[str, str]], n_prompts: int, steps: int, guidance: float, seed: int):
+        if not prompts:
+            raise ValueError("the safe anchor found no harmful pair with a safe_caption in the dataset")
+        self.prompts, self.n, self.steps, self.guidance, self.seed = sorted(set(prompts)), n_prompts, steps, guidance, seed
+        self.x = self.t = None
+        self.index: list[int] = []
+
+    @torch.no_grad()
+    def refresh(self, model: T2IModel, policy, step: int, process_index: int = 0) -> None:
+        """New states from the current policy, a function of (seed, step, process) only, so a run
+        resumed at a refresh step redraws what an uninterrupted one drew."""
+        rng = np.random.default_rng([self.seed, step, process_index])
+        pick = rng.choice(len(self.prompts), size=self.n, replace=self.n > len(self.prompts))
+        gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
+        cond = model.encode_prompts([self.prompts[i][0] for i in pick])
+        xs, ts = zip(*_trajectory(model, policy, cond, gen, self.steps, self.guidance))
+        self.x, self.t = torch.cat(xs), torch.cat(ts)
+        self.index = [int(i) for i in pick] * len(xs)
+
+    def draw(self, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, list[str], list[str]]:
+        """``n`` states of the bank (with replacement): ``(x, t, harmful captions, safe captions)``."""
+        rows = torch.randint(len(self.x), (n,), generator=gen)
+        prompts = [self.prompts[self.index[i]] for i in rows.tolist()]
+        rows = rows.to(self.x.device)
+        return self.x[rows], self.t[rows], [p[0] for p in prompts], [p[1] for p in prompts]
 
 
 @torch.no_grad()
 def anchor_inputs(cfg, model: T2IModel, policy, reference, batch: dict, gen: torch.Generator,
-                  winners: torch.Tensor | None = None) -> AnchorInputs | None:
-    """The anchor's inputs for ``batch`` (None when it holds no harmful pair with a safe prompt).
-    ``cfg``: TrainConfig (anchor_states, anchor_steps, anchor_guidance); ``winners``: the batch's
-    winner latents, needed for ``anchor_states="winner"``."""
+                  winners: torch.Tensor | None = None, bank: StateBank | None = None) -> AnchorInputs | None:
+    """The anchor's inputs for ``batch`` (None when it holds no harmful pair with a safe prompt):
+    one state per such pair. ``cfg``: TrainConfig (anchor_states, anchor_steps, anchor_guidance);
+    ``winners``: the batch's winner latents, needed for ``anchor_states="winner"``; ``bank``: with
+    ``anchor_refresh > 1``, the states (and their prompts) are drawn from it instead."""
     rows = anchor_rows(batch)
     if not rows:
         return None
-    cond = model.encode_prompts([batch["caption"][i] for i in rows])
-    safe = model.encode_prompts([batch["safe_caption"][i] for i in rows])
-    if cfg.anchor_states == "policy":
+    harmful, safe = [batch["caption"][i] for i in rows], [batch["safe_caption"][i] for i in rows]
+    if cfg.anchor_states == "policy" and bank is not None:
+        x, t, harmful, safe = bank.draw(len(rows), gen)
+        cond = model.encode_prompts(harmful)
+    elif cfg.anchor_states == "policy":
+        cond = model.encode_prompts(harmful)
         x, t = policy_states(model, policy, cond, gen, cfg.anchor_steps, cfg.anchor_guidance)
     else:
+        cond = model.encode_prompts(harmful)
         x0 = winners[torch.as_tensor(rows, device=winners.device)]
         noise = torch.randn(x0.shape, generator=gen).to(x0.device, x0.dtype)
         t = model.sample_timesteps(len(rows), gen).to(model.device)
         x = model.add_noise(x0, noise, t)
-    return AnchorInputs(x, t, cond, reference(model, x, t, safe).float())
+    return AnchorInputs(x, t, cond, reference(model, x, t, model.encode_prompts(safe)).float())
+
+
+def build_bank(cfg, pairs) -> StateBank | None:
+    """The run's state bank (None unless anchor_states is policy and anchor_refresh > 1)."""
+    if cfg.anchor_weight <= 0 or cfg.anchor_states != "policy" or cfg.anchor_refresh <= 1:
+        return None
+    prompts = [(c, s) for c, s, h in zip(pairs.captions, pairs.safe_captions, pairs.harmful) if h and s]
+    return StateBank(prompts, cfg.anchor_bank, cfg.anchor_steps, cfg.anchor_guidance, seed=20_000 + cfg.seed)

@@ -72,6 +72,11 @@ class TrainConfig:
         anchor_steps: sampler steps of the policy trajectory (anchor_states policy), and so the
             timesteps its states sit at (those of evaluation sampling at this many steps).
         anchor_guidance: classifier-free guidance of that trajectory (evaluation's default, 5).
+        anchor_refresh: with anchor_states policy, optimizer steps between two refreshes of a bank
+            of trajectory states (scdpo.train.anchor.StateBank); 1 = a fresh trajectory for every
+            micro-batch (exactly on-policy, and up to anchor_steps UNet calls a step). With K > 1,
+            checkpoint_every must be a multiple of K, so a resumed run redraws the same bank.
+        anchor_bank: harmful prompts sampled per refresh (each gives anchor_steps states).
         kinds: train only on pairs of these kinds (dataset column kind: harmful, clean); None
             means all, except for safetydpo, which means harmful (SafetyDPO trains on harmful
             prompts' pairs only). E.g. sc-dpo with --kinds harmful, --cost-margin 0,
@@ -151,6 +156,8 @@ class TrainConfig:
     anchor_states: str = "policy"
     anchor_steps: int = 20
     anchor_guidance: float = 5.0
+    anchor_refresh: int = 1
+    anchor_bank: int = 64
     kinds: list[str] | None = None
     full: bool = False
     lora_rank: int = 8
@@ -217,7 +224,8 @@ class TrainConfig:
             raise ValueError(f"mixed_precision must be auto, no, fp16 or bf16, got {self.mixed_precision!r}")
         for name in ("batch_size", "grad_accum", "max_steps", "checkpoint_every", "keep_checkpoints",
                      "lora_rank", "log_every", "max_nonfinite_in_row", "validate_steps", "constraint_every",
-                     "constraint_prompts", "constraint_steps", "anchor_steps"):
+                     "constraint_prompts", "constraint_steps", "anchor_steps", "anchor_refresh",
+                     "anchor_bank"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("lr", "lambda_lr", "lambda_init", "cost_margin", "focus_gamma", "winner_weight",
@@ -227,6 +235,9 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.min_timestep < 0 or (self.max_timestep is not None and self.max_timestep <= self.min_timestep):
             raise ValueError(f"need 0 <= min_timestep < max_timestep, got {self.min_timestep} and {self.max_timestep}")
+        if self.anchor_refresh > 1 and self.checkpoint_every % self.anchor_refresh:
+            raise ValueError(f"checkpoint_every ({self.checkpoint_every}) must be a multiple of anchor_refresh "
+                             f"({self.anchor_refresh}), so a resumed run redraws the same anchor states; change either")
         if not 0 <= self.caption_dropout < 1:
             raise ValueError(f"caption_dropout must be in [0, 1), got {self.caption_dropout}")
         if isinstance(self.kinds, str):

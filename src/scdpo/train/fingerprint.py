@@ -38,9 +38,9 @@ def dataset_digest(path: str | Path) -> str:
     """Identity of a parquet dataset: each file's name, size and footer, hashed. The footer holds
     every row group's offsets and column statistics, so any rewrite of the rows changes it; reading
     it costs the same for a 10 MB and a 100 GB dataset."""
-    root = Path(path).expanduser()
+    root = Path(path).expanduser().resolve()  # datasets resolves a folder's files to absolute paths
     h = hashlib.sha256()
-    for f in parquet_files(root):
+    for f in (f.resolve() for f in parquet_files(root)):
         size = f.stat().st_size
         h.update(f"{f.relative_to(root) if f != root else f.name}\0{size}\0".encode())
         with open(f, "rb") as fh:

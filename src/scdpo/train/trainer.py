@@ -26,7 +26,7 @@ from scdpo.train.config import TrainConfig
 from scdpo.train.data import PreferencePairs, StreamSampler
 from scdpo.train.fingerprint import fingerprint, settings
 from scdpo.train.losses import LossState, dpo_logit, dual_ascent, get_loss, update_state
-from scdpo.train.anchor import anchor_inputs
+from scdpo.train.anchor import anchor_inputs, build_bank
 from scdpo.train.step import batch_info, pair_errors, pair_latents, step_generator
 from scdpo.utils.io import atomic_write_text
 
@@ -164,9 +164,11 @@ def _cache_latents(model, pairs: PreferencePairs, batch_size: int = 64) -> torch
     return torch.cat(out)
 
 
-def _accumulate(cfg, acc, model, policy, reference, loader, loss_fn, state, prog, cache, hardness=None) -> list[dict]:
+def _accumulate(cfg, acc, model, policy, reference, loader, loss_fn, state, prog, cache, hardness=None,
+                bank=None) -> list[dict]:
     """Forward and backward passes of one optimizer step's micro-batches; their statistics
-    (``hardness``: the pairs' running logits, read and observed with focus_signal pair)."""
+    (``hardness``: the pairs' running logits, read and observed with focus_signal pair; ``bank``:
+    the safe anchor's state bank with anchor_refresh > 1)."""
     micro_stats = []
     for micro in range(cfg.grad_accum):
         batch = next(loader)
@@ -179,7 +181,7 @@ def _accumulate(cfg, acc, model, policy, reference, loader, loss_fn, state, prog
             anchor = None
             if cfg.anchor_weight > 0:
                 winners = pair_latents(model, batch, cache)[0] if cfg.anchor_states == "winner" else None
-                anchor = anchor_inputs(cfg, model, policy, reference, batch, gen, winners)
+                anchor = anchor_inputs(cfg, model, policy, reference, batch, gen, winners, bank)
             errors = pair_errors(model, policy, reference, batch, gen, caption_dropout=cfg.caption_dropout,
                                  cache=cache, timesteps=(cfg.min_timestep, cfg.max_timestep),
                                  extra=None if anchor is None else anchor[:3])
@@ -277,6 +279,7 @@ def _train(cfg: TrainConfig, out: Path) -> dict:
         from scdpo.train.constraint import build_probe
 
         probe = build_probe(cfg, pairs, acc.device)
+    bank = build_bank(cfg, pairs)
     if cfg.resume and (resumed := resume(acc, out, meta)) is not None:
         prog, state = resumed
     cache = _cache_latents(model, pairs) if cfg.cache_latents else None
@@ -307,7 +310,10 @@ def _train(cfg: TrainConfig, out: Path) -> dict:
     bar = tqdm(total=cfg.max_steps, initial=prog.step, desc=f"train {cfg.loss}", disable=not acc.is_main_process)
     scalars: dict[str, float] = {}
     while prog.step < cfg.max_steps:
-        micro_stats = _accumulate(cfg, acc, model, policy, reference, loader, loss_fn, state, prog, cache, hardness)
+        if bank is not None and prog.step % cfg.anchor_refresh == 0:
+            bank.refresh(model, policy, prog.step, acc.process_index)
+        micro_stats = _accumulate(cfg, acc, model, policy, reference, loader, loss_fn, state, prog, cache, hardness,
+                                  bank)
         if master is not None:
             master.grads_to_master()  # clip and step in fp32
         grad_norm = acc.clip_grad_norm_(params, cfg.max_grad_norm if cfg.max_grad_norm > 0 else math.inf)
