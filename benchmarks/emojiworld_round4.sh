@@ -6,7 +6,12 @@
 #   STAGE=final bash benchmarks/emojiworld_round4.sh   # test: the chosen recipe, its ablations and the
 #                                                      # other losses with the same extras, 3 seeds,
 #                                                      # suite draw 1 (never used for tuning)
+#   R=$PWD/runs/r5 STAGE=anchor bash benchmarks/emojiworld_round4.sh     # fifth round: the safe anchor,
+#                                                      # draws 0 and 1 (docs/results.md, "Fifth round")
+#   R=$PWD/runs/r6 STAGE=implicit bash benchmarks/emojiworld_round4.sh   # next: implicit prompts, the
+#                                                      # pick's 3 seeds, its LoRA brought back (SHIP)
 #   TINY=1 R=/tmp/r STAGE=sweep bash benchmarks/emojiworld_round4.sh   # seconds-scale CPU dry run
+# R should be absolute on the device (a relative one works too since the dataset digest fix).
 #
 # On one H200 (docs/results.md, "Fourth round"): 13 trainings at once take 5 minutes (6 with the
 # on-policy constraint), 26 evaluations of 4 x 150 prompts 92 s. A device call lasts 10 minutes: set
@@ -73,14 +78,26 @@ aw5-pol-all|$AW --anchor-weight 5 $POL $PAIR --lora-targets $ALL|0
 ap5-pol-all|$AP --anchor-weight 5 $POL $PAIR --lora-targets $ALL|0
 aw5-pol-t700|--anchor-states winner --anchor-weight 5 $POL $PAIR|0
 "
+# Next: the implicit prompts (keyword dropout in the anchor, DPO on t >= 700 with the anchor on
+# every step), and the state bank against the per-step trajectory; ap20-pol is the fifth round's pick
+IMPLICIT_RUNS="
+ap20-pol|$AP --anchor-weight 20 $POL $PAIR|0 1 2
+ap20-pol-kd5|$AP --anchor-weight 20 $POL $PAIR --anchor-keyword-dropout 0.5|0
+ap20-pol-kd10|$AP --anchor-weight 20 $POL $PAIR --anchor-keyword-dropout 1|0
+ap20-pol-t700|--anchor-states policy --anchor-steps 10 --anchor-weight 20 $POL $PAIR|0
+ap20-pol-kd5-t700|--anchor-states policy --anchor-steps 10 --anchor-weight 20 $POL $PAIR --anchor-keyword-dropout 0.5|0
+ap20-pol-bank|$AP --anchor-weight 20 $POL $PAIR --anchor-refresh 10 --anchor-bank 64|0
+ap20|$AP --anchor-weight 20|0
+"
 case $STAGE in
 anchor) DRAWS=${DRAW:-0 1}; RUNS=${RUNS:-$ANCHOR_RUNS} ;;
+implicit) DRAWS=${DRAW:-0 1}; RUNS=${RUNS:-$IMPLICIT_RUNS}; SHIP=${SHIP:-ap20-pol} ;;
 sweep) DRAWS=${DRAW:-0}; SEEDS=${SWEEP_SEEDS:-0}; RUNS=${RUNS:-$SWEEP_RUNS} ;;
 final) DRAWS=${DRAW:-1}
     # RECIPE=auto: the sweep run that benchmarks/round4_pick.py chooses on draw 0 (its fixed rule)
     if [ "${RECIPE:-auto}" = auto ]; then
         PICKED=$(python3 benchmarks/round4_pick.py "$R" --draw 0) || exit 1
-        RECIPE=$(printf '%s\n' "$SWEEP_RUNS" "$ANCHOR_RUNS" | awk -F'|' -v n="$PICKED" '$1 == n {print $2; exit}')
+        RECIPE=$(printf '%s\n' "$SWEEP_RUNS" "$ANCHOR_RUNS" "$IMPLICIT_RUNS" | awk -F'|' -v n="$PICKED" '$1 == n {print $2; exit}')
         stamp "picked $PICKED: $RECIPE"; echo "$PICKED|$RECIPE" > "$R/logs/picked.txt"
     fi
     # the ablations remove one part each; the timestep range's is every timestep, or, for a recipe
@@ -103,7 +120,7 @@ dpo-extras|$RECIPE $DPO_EXTRAS
 safetydpo-extras|$RECIPE $DPO_EXTRAS --kinds harmful
 holdout|$RECIPE --dataset $R/scp-holdout
 "} ;;
-*) echo "STAGE must be sweep, final or anchor"; exit 2 ;;
+*) echo "STAGE must be sweep, final, anchor or implicit"; exit 2 ;;
 esac
 
 # SHIP=NAME: also bring back the LoRA weights of runs lora-NAME-s* (1.7 MB each; to ship one)

@@ -139,3 +139,38 @@ def test_runs_with_the_anchor_resume_exactly_and_need_the_column(pipe, safe_pair
         TrainConfig(model="m", dataset="d", out=str(tmp_path), anchor_refresh=2, checkpoint_every=3)
     with pytest.raises(ValueError, match="anchor_states"):
         TrainConfig(model="m", dataset="d", out=str(tmp_path), anchor_states="loser")
+
+
+def test_masked_prompt_drops_only_the_words_that_differ():
+    from scdpo.train.anchor import masked_prompt
+    from scdpo.world.suites import get_suite
+    from scdpo.world.vocab import load_vocabulary
+
+    assert masked_prompt("a small dagger on the left", "a small banana on the left") == "a small thing on the left"
+    assert masked_prompt("a drawing of an axe above a hen", "a drawing of a sailboat above a hen") == \
+        "a drawing of a thing above a hen"
+    assert masked_prompt("a kitchen knife", "a balloon") == "a thing"
+    assert masked_prompt("a cat", "a cat") == "a cat"
+    vocab = load_vocabulary()
+    for r in get_suite("align-harmful", n=40):  # no harmful keyword survives the mask, the rest does
+        masked = masked_prompt(r.prompt, r.safe_prompt)
+        for o in r.meta["scene"]["objects"]:
+            assert (o["keyword"] in masked) != vocab[o["concept"]].harmful, (r.prompt, masked)
+
+
+def test_keyword_dropout_changes_what_the_policy_reads(pipe, safe_pairs):
+    m = lora_model(pipe)
+    ref = tm.Reference(m.unet, full=False, dtype=torch.float32)
+    batch = collate(PreferencePairs(safe_pairs, SIZE), range(4))
+    seen = []
+    encode = m.encode_prompts
+    m.encode_prompts = lambda prompts, **kw: seen.append(list(prompts)) or encode(prompts, **kw)
+    for p, masked in ((0.0, False), (1.0, True)):
+        seen.clear()
+        cfg = TrainConfig(model="x", dataset="x", out="x", anchor_weight=1.0, anchor_states="winner",
+                          anchor_keyword_dropout=p)
+        anchor_inputs(cfg, m, m.unet, ref, batch, step_generator(0, 0, 0), pair_latents(m, batch, None)[0])
+        read = seen[-2] if masked else seen[0]  # the policy's prompts (the last encoding is the safe target's)
+        assert any("thing" in q for q in read) == masked, read
+    with pytest.raises(ValueError, match="anchor_keyword_dropout"):
+        TrainConfig(model="m", dataset="d", out="o", anchor_keyword_dropout=1.5)

@@ -19,6 +19,7 @@ The trainer adds ``q * (beta/2) * sum(A) / B`` to the loss, the scale of the win
 
 from __future__ import annotations
 
+import difflib
 from typing import NamedTuple
 
 import numpy as np
@@ -26,7 +27,7 @@ import torch
 
 from scdpo.models.t2i import Conditioning, T2IModel
 
-__all__ = ["AnchorInputs", "StateBank", "anchor_inputs", "anchor_rows", "build_bank", "policy_states"]
+__all__ = ["AnchorInputs", "StateBank", "anchor_inputs", "anchor_rows", "build_bank", "masked_prompt", "policy_states"]
 
 
 class AnchorInputs(NamedTuple):
@@ -37,6 +38,24 @@ class AnchorInputs(NamedTuple):
     t: torch.Tensor
     cond: Conditioning
     target: torch.Tensor
+
+
+NEUTRAL_WORD = "thing"
+
+
+def masked_prompt(harmful: str, safe: str, word: str = NEUTRAL_WORD) -> str:
+    """``harmful`` with the words that differ from its minimally edited ``safe`` counterpart
+    replaced by ``word`` ("a small dagger on the left" / "a small banana on the left" ->
+    "a small thing on the left"): the prompt without its harmful words, found from the pair alone,
+    so no list of harmful words is needed (and none held out for evaluation is used)."""
+    a, b = harmful.split(), safe.split()
+    out = []
+    for op, i1, i2, _, _ in difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_opcodes():
+        if op == "equal":
+            out += a[i1:i2]
+        elif i2 > i1:  # "an axe" / "a teapot" differ from their article on: keep one
+            out += ["a", word] if a[i1].lower() in ("a", "an") else [word]
+    return " ".join(out)
 
 
 def anchor_rows(batch: dict) -> list[int]:
@@ -127,7 +146,8 @@ class StateBank:
 def anchor_inputs(cfg, model: T2IModel, policy, reference, batch: dict, gen: torch.Generator,
                   winners: torch.Tensor | None = None, bank: StateBank | None = None) -> AnchorInputs | None:
     """The anchor's inputs for ``batch`` (None when it holds no harmful pair with a safe prompt):
-    one state per such pair. ``cfg``: TrainConfig (anchor_states, anchor_steps, anchor_guidance);
+    one state per such pair, reached under the harmful prompt; with ``anchor_keyword_dropout``,
+    the policy predicts on it under the prompt with its harmful words masked (:func:`masked_prompt`). ``cfg``: TrainConfig (anchor_states, anchor_steps, anchor_guidance);
     ``winners``: the batch's winner latents, needed for ``anchor_states="winner"``; ``bank``: with
     ``anchor_refresh > 1``, the states (and their prompts) are drawn from it instead."""
     rows = anchor_rows(batch)
@@ -146,6 +166,9 @@ def anchor_inputs(cfg, model: T2IModel, policy, reference, batch: dict, gen: tor
         noise = torch.randn(x0.shape, generator=gen).to(x0.device, x0.dtype)
         t = model.sample_timesteps(len(rows), gen).to(model.device)
         x = model.add_noise(x0, noise, t)
+    if cfg.anchor_keyword_dropout > 0:  # the policy predicts under the prompt without its harmful words
+        drop = (torch.rand(len(harmful), generator=gen) < cfg.anchor_keyword_dropout).tolist()
+        cond = model.encode_prompts([masked_prompt(h, s) if d else h for h, s, d in zip(harmful, safe, drop)])
     return AnchorInputs(x, t, cond, reference(model, x, t, model.encode_prompts(safe)).float())
 
 

@@ -77,6 +77,10 @@ class TrainConfig:
             micro-batch (exactly on-policy, and up to anchor_steps UNet calls a step). With K > 1,
             checkpoint_every must be a multiple of K, so a resumed run redraws the same bank.
         anchor_bank: harmful prompts sampled per refresh (each gives anchor_steps states).
+        anchor_keyword_dropout: probability that the anchor's policy prediction reads the harmful
+            prompt with its harmful words (the span that differs from safe_caption) replaced by a
+            neutral word, on the same states: the edit must then follow what the image is becoming,
+            not which word asked for it, as it must for words it never saw. 0 = off.
         kinds: train only on pairs of these kinds (dataset column kind: harmful, clean); None
             means all, except for safetydpo, which means harmful (SafetyDPO trains on harmful
             prompts' pairs only). E.g. sc-dpo with --kinds harmful, --cost-margin 0,
@@ -158,6 +162,7 @@ class TrainConfig:
     anchor_guidance: float = 5.0
     anchor_refresh: int = 1
     anchor_bank: int = 64
+    anchor_keyword_dropout: float = 0.0
     kinds: list[str] | None = None
     full: bool = False
     lora_rank: int = 8
@@ -235,6 +240,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.min_timestep < 0 or (self.max_timestep is not None and self.max_timestep <= self.min_timestep):
             raise ValueError(f"need 0 <= min_timestep < max_timestep, got {self.min_timestep} and {self.max_timestep}")
+        if not 0 <= self.anchor_keyword_dropout <= 1:
+            raise ValueError(f"anchor_keyword_dropout must be in [0, 1], got {self.anchor_keyword_dropout}")
         if self.anchor_refresh > 1 and self.checkpoint_every % self.anchor_refresh:
             raise ValueError(f"checkpoint_every ({self.checkpoint_every}) must be a multiple of anchor_refresh "
                              f"({self.anchor_refresh}), so a resumed run redraws the same anchor states; change either")
