@@ -78,14 +78,16 @@ aw5-pol-all|$AW --anchor-weight 5 $POL $PAIR --lora-targets $ALL|0
 ap5-pol-all|$AP --anchor-weight 5 $POL $PAIR --lora-targets $ALL|0
 aw5-pol-t700|--anchor-states winner --anchor-weight 5 $POL $PAIR|0
 "
-# Next: the implicit prompts (keyword dropout in the anchor, DPO on t >= 700 with the anchor on
-# every step), and the state bank against the per-step trajectory; ap20-pol is the fifth round's pick
+# Next: the implicit prompts (one target for every concept, "sunflower", which a CPU probe found to
+# reach held-out words but to leak into clean prompts without preservation: so with p = 5, 20, 50;
+# DPO on t >= 700 with the anchor on every step), and the state bank against the per-step
+# trajectory; ap20-pol is the fifth round's pick
 IMPLICIT_RUNS="
 ap20-pol|$AP --anchor-weight 20 $POL $PAIR|0 1 2
-ap20-pol-kd5|$AP --anchor-weight 20 $POL $PAIR --anchor-keyword-dropout 0.5|0
-ap20-pol-kd10|$AP --anchor-weight 20 $POL $PAIR --anchor-keyword-dropout 1|0
+ap20-pol-sun|$AP --anchor-weight 20 $POL $PAIR --anchor-target-word sunflower|0
+ap20-pol-sun-p20|$AP --anchor-weight 20 $POL $PAIR --anchor-target-word sunflower --preserve-weight 20|0
+ap20-pol-sun-p50|$AP --anchor-weight 20 $POL $PAIR --anchor-target-word sunflower --preserve-weight 50|0
 ap20-pol-t700|--anchor-states policy --anchor-steps 10 --anchor-weight 20 $POL $PAIR|0
-ap20-pol-kd5-t700|--anchor-states policy --anchor-steps 10 --anchor-weight 20 $POL $PAIR --anchor-keyword-dropout 0.5|0
 ap20-pol-bank|$AP --anchor-weight 20 $POL $PAIR --anchor-refresh 10 --anchor-bank 64|0
 ap20|$AP --anchor-weight 20|0
 "

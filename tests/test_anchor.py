@@ -172,5 +172,14 @@ def test_keyword_dropout_changes_what_the_policy_reads(pipe, safe_pairs):
         anchor_inputs(cfg, m, m.unet, ref, batch, step_generator(0, 0, 0), pair_latents(m, batch, None)[0])
         read = seen[-2] if masked else seen[0]  # the policy's prompts (the last encoding is the safe target's)
         assert any("thing" in q for q in read) == masked, read
+    seen.clear()
+    cfg = TrainConfig(model="x", dataset="x", out="x", anchor_weight=1.0, anchor_states="winner",
+                      anchor_target_word="sunflower")
+    anchor_inputs(cfg, m, m.unet, ref, batch, step_generator(0, 0, 0), pair_latents(m, batch, None)[0])
+    from scdpo.train.anchor import masked_prompt
+
+    # the target: the harmful prompt with its harmful words replaced by one safe object, every concept alike
+    assert seen[-1] == [masked_prompt(batch["caption"][i], batch["safe_caption"][i], "sunflower") for i in (0, 3)]
+    assert all("sunflower" in q for q in seen[-1])
     with pytest.raises(ValueError, match="anchor_keyword_dropout"):
         TrainConfig(model="m", dataset="d", out="o", anchor_keyword_dropout=1.5)

@@ -169,6 +169,8 @@ def anchor_inputs(cfg, model: T2IModel, policy, reference, batch: dict, gen: tor
     if cfg.anchor_keyword_dropout > 0:  # the policy predicts under the prompt without its harmful words
         drop = (torch.rand(len(harmful), generator=gen) < cfg.anchor_keyword_dropout).tolist()
         cond = model.encode_prompts([masked_prompt(h, s) if d else h for h, s, d in zip(harmful, safe, drop)])
+    if cfg.anchor_target_word:  # one safe object for every harmful concept: a target no word has to name
+        safe = [masked_prompt(h, s, cfg.anchor_target_word) for h, s in zip(harmful, safe)]
     return AnchorInputs(x, t, cond, reference(model, x, t, model.encode_prompts(safe)).float())
 
 

@@ -81,6 +81,10 @@ class TrainConfig:
             prompt with its harmful words (the span that differs from safe_caption) replaced by a
             neutral word, on the same states: the edit must then follow what the image is becoming,
             not which word asked for it, as it must for words it never saw. 0 = off.
+        anchor_target_word: if set, the anchor's target prompt is the harmful prompt with its
+            harmful words replaced by this one safe object ("sunflower") instead of the prompt's
+            own safe counterpart: one target for every harmful concept, which a held-out word can
+            reach without the edit knowing which concept it names. None = the counterpart.
         kinds: train only on pairs of these kinds (dataset column kind: harmful, clean); None
             means all, except for safetydpo, which means harmful (SafetyDPO trains on harmful
             prompts' pairs only). E.g. sc-dpo with --kinds harmful, --cost-margin 0,
@@ -163,6 +167,7 @@ class TrainConfig:
     anchor_refresh: int = 1
     anchor_bank: int = 64
     anchor_keyword_dropout: float = 0.0
+    anchor_target_word: str | None = None
     kinds: list[str] | None = None
     full: bool = False
     lora_rank: int = 8

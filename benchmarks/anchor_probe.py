@@ -1,0 +1,108 @@
+"""A CPU probe of the safe anchor alone (docs/results.md, "Fifth round", "Implicit prompts: CPU
+probes"): train a LoRA on the anchor only, then judge what it draws for explicit and implicit
+harmful prompts. The pairs are align-harmful prompts with their safe counterparts and *identical*
+winner and loser images, so Diffusion-DPO's gradient is exactly 0 and the anchor is the only term
+(no winner term, no preservation: clean prompts are not measured here). Small (250 steps of 8, 48
+prompts per suite, suite draw 0): it compares anchor variants with each other, not with the GPU runs.
+
+    python benchmarks/anchor_probe.py --out runs/probe/plain
+    python benchmarks/anchor_probe.py --out runs/probe/kd5 --keyword-dropout 0.5
+    python benchmarks/anchor_probe.py --out runs/probe/sunflower --target-word sunflower
+    python benchmarks/anchor_probe.py --base                       # the base model's row
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+IMAGE_SIDE = ["attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0", "attn2.to_q", "attn2.to_out.0",
+              "ff.net.0.proj", "ff.net.2"]
+
+
+def anchor_only_pairs(path: Path, n: int) -> Path:
+    """align-harmful prompts with safe_caption; one random image as both winner and loser."""
+    import datasets
+    from PIL import Image
+
+    from scdpo.world.suites import get_suite
+
+    if path.exists():
+        return path
+    rng = np.random.default_rng(0)
+    records = get_suite("align-harmful", n=n)
+
+    def png() -> bytes:
+        buf = io.BytesIO()
+        Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(buf, format="PNG")
+        return buf.getvalue()
+    images = [png() for _ in records]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    datasets.Dataset.from_dict({"caption": [r.prompt for r in records], "jpg_0": images, "jpg_1": images,
+                                "label_0": [1.0] * n, "kind": ["harmful"] * n,
+                                "safe_caption": [r.safe_prompt for r in records]}).to_parquet(str(tmp))
+    tmp.rename(path)
+    return path
+
+
+def judge_suites(lora: str | None, n: int) -> list[dict]:
+    from scdpo.eval.objects import object_metrics
+    from scdpo.models.registry import resolve_model_path
+    from scdpo.models.sampler_config import SamplerConfig
+    from scdpo.models.t2i import T2IModel
+    from scdpo.world.judge import load_default_judge
+    from scdpo.world.suites import get_suite
+    from scdpo.world.vocab import load_vocabulary
+
+    torch.set_grad_enabled(False)
+    model = T2IModel.from_pretrained(resolve_model_path("emojiworld"))
+    if lora:
+        model.load_lora(lora)
+    judge = load_default_judge()
+    threshold, harmful = float(judge.config.threshold), [c.index for c in load_vocabulary().harmful]
+    rows = []
+    for suite in ("eval-harmful-explicit", "eval-harmful-implicit"):
+        records = get_suite(suite, n=n, seed=0)
+        images = model.sample([r.prompt for r in records], list(range(n)), SamplerConfig(steps=20, progress=False))
+        probs = judge.probabilities(images.clamp(0, 1))
+        m = object_metrics(probs, records, threshold)
+        rows.append({"suite": suite, "harmful": round(float((probs[:, harmful] > threshold).any(1).float().mean()), 4),
+                     "safe_object": m["safe_object_rate"], "empty": m["empty_rate"]})
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", help="the probe's LoRA folder (trained unless it holds one)")
+    ap.add_argument("--base", action="store_true", help="judge the base model instead")
+    ap.add_argument("--keyword-dropout", type=float, default=0.0)
+    ap.add_argument("--target-word", default=None)
+    ap.add_argument("--weight", type=float, default=20.0)
+    ap.add_argument("--steps", type=int, default=250)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--n", type=int, default=48, help="prompts per suite")
+    ap.add_argument("--data", default="runs/probe/pairs.parquet")
+    args = ap.parse_args()
+    if args.base == bool(args.out):
+        ap.error("give --out DIR (train and judge a probe) or --base (judge the base model)")
+    if args.out and not (Path(args.out) / "pytorch_lora_weights.safetensors").exists():
+        from scdpo.train.config import TrainConfig
+        from scdpo.train.trainer import train
+
+        train(TrainConfig(model="emojiworld", dataset=str(anchor_only_pairs(Path(args.data), 1000)), out=args.out,
+                          loss="dpo", batch_size=args.batch_size, max_steps=args.steps, lr=3e-3, warmup=20,
+                          lora_targets=IMAGE_SIDE, anchor_weight=args.weight, anchor_states="policy", anchor_steps=10,
+                          anchor_keyword_dropout=args.keyword_dropout, anchor_target_word=args.target_word,
+                          cache_latents=True, checkpoint_every=1000, log_every=25, validate_every=0, device="cpu"))
+    for row in judge_suites(args.out, args.n):
+        print(json.dumps({"run": args.out or "base", **row}))
+
+
+if __name__ == "__main__":
+    main()
