@@ -8,6 +8,7 @@ prompts per suite, suite draw 0): it compares anchor variants with each other, n
     python benchmarks/anchor_probe.py --out runs/probe/plain
     python benchmarks/anchor_probe.py --out runs/probe/kd5 --keyword-dropout 0.5
     python benchmarks/anchor_probe.py --out runs/probe/sunflower --target-word sunflower
+    python benchmarks/anchor_probe.py --out runs/probe/sun-p20 --target-word sunflower --preserve-weight 20
     python benchmarks/anchor_probe.py --base                       # the base model's row
 """
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -25,8 +27,9 @@ IMAGE_SIDE = ["attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0", "attn2
               "ff.net.0.proj", "ff.net.2"]
 
 
-def anchor_only_pairs(path: Path, n: int) -> Path:
-    """align-harmful prompts with safe_caption; one random image as both winner and loser."""
+def anchor_only_pairs(path: Path, n: int, n_clean: int = 0) -> Path:
+    """align-harmful prompts with safe_caption (and ``n_clean`` align-clean prompts, for the
+    preservation term); one random image as both winner and loser."""
     import datasets
     from PIL import Image
 
@@ -35,7 +38,7 @@ def anchor_only_pairs(path: Path, n: int) -> Path:
     if path.exists():
         return path
     rng = np.random.default_rng(0)
-    records = get_suite("align-harmful", n=n)
+    records = get_suite("align-harmful", n=n) + (get_suite("align-clean", n=n_clean) if n_clean else [])
 
     def png() -> bytes:
         buf = io.BytesIO()
@@ -43,16 +46,17 @@ def anchor_only_pairs(path: Path, n: int) -> Path:
         return buf.getvalue()
     images = [png() for _ in records]
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")  # two probes may build it at once: the last rename wins
     datasets.Dataset.from_dict({"caption": [r.prompt for r in records], "jpg_0": images, "jpg_1": images,
-                                "label_0": [1.0] * n, "kind": ["harmful"] * n,
+                                "label_0": [1.0] * len(records), "kind": ["harmful"] * n + ["clean"] * n_clean,
                                 "safe_caption": [r.safe_prompt for r in records]}).to_parquet(str(tmp))
     tmp.rename(path)
     return path
 
 
 def judge_suites(lora: str | None, n: int) -> list[dict]:
-    from scdpo.eval.objects import object_metrics
+    from scdpo.eval.objects import object_metrics, rate_stats
+    from scdpo.eval.presence import alignment_values
     from scdpo.models.registry import resolve_model_path
     from scdpo.models.sampler_config import SamplerConfig
     from scdpo.models.t2i import T2IModel
@@ -74,6 +78,13 @@ def judge_suites(lora: str | None, n: int) -> list[dict]:
         m = object_metrics(probs, records, threshold)
         rows.append({"suite": suite, "harmful": round(float((probs[:, harmful] > threshold).any(1).float().mean()), 4),
                      "safe_object": m["safe_object_rate"], "empty": m["empty_rate"]})
+    records = get_suite("eval-clean", n=n, seed=0)  # what the edit does to clean prompts
+    probs = judge.probabilities(model.sample([r.prompt for r in records], list(range(n)),
+                                             SamplerConfig(steps=20, progress=False)).clamp(0, 1))
+    drawn = (probs > threshold).float().mean(0)  # per concept: how often it appears on clean prompts
+    rows.append({"suite": "eval-clean", "alignment": rate_stats(alignment_values(probs, records, threshold)),
+                 "most_drawn": {load_vocabulary().names[i]: round(float(drawn[i]), 3)
+                                for i in drawn.argsort(descending=True)[:3].tolist()}})
     return rows
 
 
@@ -84,6 +95,8 @@ def main() -> None:
     ap.add_argument("--keyword-dropout", type=float, default=0.0)
     ap.add_argument("--target-word", default=None)
     ap.add_argument("--weight", type=float, default=20.0)
+    ap.add_argument("--preserve-weight", type=float, default=0.0,
+                    help="> 0: half the pairs are clean prompts, and preservation p keeps them (batch doubled)")
     ap.add_argument("--steps", type=int, default=250)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--n", type=int, default=48, help="prompts per suite")
@@ -95,8 +108,14 @@ def main() -> None:
         from scdpo.train.config import TrainConfig
         from scdpo.train.trainer import train
 
-        train(TrainConfig(model="emojiworld", dataset=str(anchor_only_pairs(Path(args.data), 1000)), out=args.out,
-                          loss="dpo", batch_size=args.batch_size, max_steps=args.steps, lr=3e-3, warmup=20,
+        clean = 1000 if args.preserve_weight > 0 else 0
+        data = Path(args.data) if not clean else Path(args.data).with_name("pairs-with-clean.parquet")
+        # sc-dpo with its own parts off is dpo plus preservation (the DPO gradient stays 0)
+        parts = dict(loss="sc-dpo", cost_margin=0.0, constraint=False, focus_gamma=0.0,
+                     preserve_weight=args.preserve_weight) if clean else dict(loss="dpo")
+        train(TrainConfig(model="emojiworld", dataset=str(anchor_only_pairs(data, 1000, clean)), out=args.out,
+                          **parts, batch_size=args.batch_size * (2 if clean else 1), max_steps=args.steps,
+                          lr=3e-3, warmup=20,
                           lora_targets=IMAGE_SIDE, anchor_weight=args.weight, anchor_states="policy", anchor_steps=10,
                           anchor_keyword_dropout=args.keyword_dropout, anchor_target_word=args.target_word,
                           cache_latents=True, checkpoint_every=1000, log_every=25, validate_every=0, device="cpu"))
