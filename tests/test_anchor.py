@@ -65,7 +65,12 @@ def test_policy_states_sit_on_the_sampler_timesteps(pipe):
         seen.add(int(t[0]))
     assert seen <= set(scheduler.timesteps.tolist()) and len(seen) >= 3  # a random stopping step
     x0, t0 = policy_states(m, m.unet, cond, torch.Generator().manual_seed(0), steps=1, guidance=5.0)
-    assert int(t0[0]) == int(scheduler.timesteps[0]) or len(set(seen)) > 1  # k = 0: pure noise at the first step
+    one = make_scheduler("dpmsolver++", m.scheduler_config, m.family)
+    one.set_timesteps(1)
+    gen = torch.Generator().manual_seed(0)
+    torch.randint(1, (1,), generator=gen)  # the stopping step (k = 0 of 1), then the initial noise
+    noise = torch.randn(x0.shape, generator=gen) * getattr(one, "init_noise_sigma", 1.0)
+    assert int(t0[0]) == int(one.timesteps[0]) and torch.equal(x0, noise)  # k = 0: the initial noise itself
 
 
 def test_state_bank_keeps_every_step_and_redraws_the_same_states(pipe):

@@ -64,7 +64,8 @@ def pair_latents(model: T2IModel, batch: dict, cache: torch.Tensor | None) -> tu
 def pair_errors(model: T2IModel, policy, reference, batch: dict, gen: torch.Generator, *,
                 caption_dropout: float = 0.0, cache: torch.Tensor | None = None,
                 timesteps: tuple[int, int | None] = (0, None),
-                extra: tuple[torch.Tensor, torch.Tensor, Conditioning] | None = None) -> PairErrors:
+                extra: tuple[torch.Tensor, torch.Tensor, Conditioning] | None = None,
+                latents: tuple[torch.Tensor, torch.Tensor] | None = None) -> PairErrors:
     """``(err_w, err_l, ref_err_w, ref_err_l, drift)``, each (B,) float32. The errors are the mean
     over (C, H, W) of the squared error between prediction and regression target (epsilon, v or
     sample, per the model; SD3: the flow-matching velocity noise - x_0); ``drift`` is the mean squared difference between the policy's and the
@@ -78,11 +79,12 @@ def pair_errors(model: T2IModel, policy, reference, batch: dict, gen: torch.Gene
 
     ``extra = (x, t, cond)``: more states the policy predicts on in the same forward pass (the safe
     anchor's, :mod:`scdpo.train.anchor`; one pass, so a DDP policy sees one forward per backward);
-    their predictions (with gradient) come back as ``extra``.
+    their predictions (with gradient) come back as ``extra``. ``latents``: the batch's (winner,
+    loser) latents when the caller already has them (:func:`pair_latents`), so they are not encoded twice.
     """
     from scdpo.train.model import using_unet
 
-    lat_w, lat_l = pair_latents(model, batch, cache)
+    lat_w, lat_l = latents if latents is not None else pair_latents(model, batch, cache)
     b = len(lat_w)
     captions = list(batch["caption"])
     if caption_dropout > 0:

@@ -178,13 +178,14 @@ def _accumulate(cfg, acc, model, policy, reference, loader, loss_fn, state, prog
         last = micro == cfg.grad_accum - 1  # gradients are all-reduced on the last micro-batch only
         with (contextlib.nullcontext() if last else acc.no_sync(policy)), acc.autocast(), \
                 attention_backend(cfg.attention, acc.device):
-            anchor = None
+            anchor = latents = None
             if cfg.anchor_weight > 0:
-                winners = pair_latents(model, batch, cache)[0] if cfg.anchor_states == "winner" else None
+                latents = pair_latents(model, batch, cache) if cfg.anchor_states == "winner" else None
+                winners = None if latents is None else latents[0]
                 anchor = anchor_inputs(cfg, model, policy, reference, batch, gen, winners, bank)
             errors = pair_errors(model, policy, reference, batch, gen, caption_dropout=cfg.caption_dropout,
                                  cache=cache, timesteps=(cfg.min_timestep, cfg.max_timestep),
-                                 extra=None if anchor is None else anchor[:3])
+                                 extra=None if anchor is None else anchor[:3], latents=latents)
             info = batch_info(batch, acc.device, errors)
             if hardness is not None:
                 info.hardness = hardness.lookup(batch["index"])
