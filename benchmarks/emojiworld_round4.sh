@@ -8,8 +8,8 @@
 #                                                      # suite draw 1 (never used for tuning)
 #   R=$PWD/runs/r5 STAGE=anchor bash benchmarks/emojiworld_round4.sh     # fifth round: the safe anchor,
 #                                                      # draws 0 and 1 (docs/results.md, "Fifth round")
-#   R=$PWD/runs/r6 STAGE=implicit bash benchmarks/emojiworld_round4.sh   # next: implicit prompts, the
-#                                                      # pick's 3 seeds, its LoRA brought back (SHIP)
+#   R=$PWD/runs/r6 STAGE=implicit bash benchmarks/emojiworld_round4.sh   # sixth round: implicit prompts,
+#                                                      # 3 seeds of each candidate, the LoRAs brought back (SHIP)
 #   TINY=1 R=/tmp/r STAGE=sweep bash benchmarks/emojiworld_round4.sh   # seconds-scale CPU dry run
 # R should be absolute on the device (a relative one works too since the dataset digest fix).
 #
@@ -78,22 +78,27 @@ aw5-pol-all|$AW --anchor-weight 5 $POL $PAIR --lora-targets $ALL|0
 ap5-pol-all|$AP --anchor-weight 5 $POL $PAIR --lora-targets $ALL|0
 aw5-pol-t700|--anchor-states winner --anchor-weight 5 $POL $PAIR|0
 "
-# Next: the implicit prompts (one target for every concept, "sunflower", which a CPU probe found to
-# reach held-out words but to leak into clean prompts without preservation: so with p = 5, 20, 50;
-# DPO on t >= 700 with the anchor on every step), and the state bank against the per-step
-# trajectory; ap20-pol is the fifth round's pick
+# Sixth round (docs/results.md, "Sixth round"): the implicit prompts. One target for every concept
+# ("sunflower"), which a CPU probe (benchmarks/anchor_probe.py) found to reach held-out words but to
+# leak into clean prompts without preservation: p = 5 (the config's), 20 and 50, 3 seeds each where a
+# pick is possible; the same recipe without the paper's parts (margin, constraint, focusing) over 3
+# seeds; the state bank against the per-step trajectory; the concept hold-out. ap20-pol is the fifth
+# round's pick.
+DPO_PARTS_OFF="--cost-margin 0 --no-constraint --focus-gamma 0"
+SUN="--anchor-target-word sunflower"
 IMPLICIT_RUNS="
 ap20-pol|$AP --anchor-weight 20 $POL $PAIR|0 1 2
-ap20-pol-sun|$AP --anchor-weight 20 $POL $PAIR --anchor-target-word sunflower|0
-ap20-pol-sun-p20|$AP --anchor-weight 20 $POL $PAIR --anchor-target-word sunflower --preserve-weight 20|0
-ap20-pol-sun-p50|$AP --anchor-weight 20 $POL $PAIR --anchor-target-word sunflower --preserve-weight 50|0
-ap20-pol-t700|--anchor-states policy --anchor-steps 10 --anchor-weight 20 $POL $PAIR|0
-ap20-pol-bank|$AP --anchor-weight 20 $POL $PAIR --anchor-refresh 10 --anchor-bank 64|0
-ap20|$AP --anchor-weight 20|0
+ap20-pol-sun|$AP --anchor-weight 20 $POL $PAIR $SUN|0
+ap20-pol-sun-p20|$AP --anchor-weight 20 $POL $PAIR $SUN --preserve-weight 20|0 1 2
+ap20-pol-sun-p50|$AP --anchor-weight 20 $POL $PAIR $SUN --preserve-weight 50|0 1 2
+dpo-ap20-sun-p20|$AP --anchor-weight 20 $SUN --preserve-weight 20 $DPO_PARTS_OFF|0 1 2
+ap20-pol-sun-p20-bank|$AP --anchor-weight 20 $POL $PAIR $SUN --preserve-weight 20 --anchor-refresh 10 --anchor-bank 64|0
+holdout-ap20-pol|$AP --anchor-weight 20 $POL $PAIR --dataset $R/scp-holdout|0
+holdout-ap20-pol-sun-p20|$AP --anchor-weight 20 $POL $PAIR $SUN --preserve-weight 20 --dataset $R/scp-holdout|0
 "
 case $STAGE in
 anchor) DRAWS=${DRAW:-0 1}; RUNS=${RUNS:-$ANCHOR_RUNS} ;;
-implicit) DRAWS=${DRAW:-0 1}; RUNS=${RUNS:-$IMPLICIT_RUNS}; SHIP=${SHIP:-ap20-pol} ;;
+implicit) DRAWS=${DRAW:-0 1}; RUNS=${RUNS:-$IMPLICIT_RUNS}; SHIP=${SHIP:-ap20-pol ap20-pol-sun-p20 ap20-pol-sun-p50} ;;
 sweep) DRAWS=${DRAW:-0}; SEEDS=${SWEEP_SEEDS:-0}; RUNS=${RUNS:-$SWEEP_RUNS} ;;
 final) DRAWS=${DRAW:-1}
     # RECIPE=auto: the sweep run that benchmarks/round4_pick.py chooses on draw 0 (its fixed rule)
@@ -125,10 +130,11 @@ holdout|$RECIPE --dataset $R/scp-holdout
 *) echo "STAGE must be sweep, final, anchor or implicit"; exit 2 ;;
 esac
 
-# SHIP=NAME: also bring back the LoRA weights of runs lora-NAME-s* (1.7 MB each; to ship one)
+# SHIP="NAME ...": also bring back the LoRA weights of runs lora-NAME-s* (1.7 MB each; to ship one),
+# one tar per name ($OUT/loras-NAME.tar: a device call brings back files of at most 16 MiB)
 pack() { [ -n "${OUT:-}" ] || return 0
-         if [ -n "${SHIP:-}" ]; then (cd "$R" && tar cf "$OUT/.loras.tmp" $(ls lora-"$SHIP"-s*/pytorch_lora_weights.safetensors \
-             lora-"$SHIP"-s*/config.json lora-"$SHIP"-s*/metrics.json 2>/dev/null)) && mv "$OUT/.loras.tmp" "$OUT/loras.tar"; fi
+         for n in ${SHIP:-}; do (cd "$R" && tar cf "$OUT/.loras.tmp" $(ls lora-"$n"-s*/pytorch_lora_weights.safetensors \
+             lora-"$n"-s*/config.json lora-"$n"-s*/metrics.json 2>/dev/null)) && mv "$OUT/.loras.tmp" "$OUT/loras-$n.tar"; done
          (cd "$R" && tar czf "$OUT/.results.tmp" --exclude='*.safetensors' --exclude='*.parquet' \
              $(ls -d eval-*/metrics.json lora-*/metrics.json lora-*/config.json judge/metrics.json judge/judge/config.json logs 2>/dev/null)) \
              && mv "$OUT/.results.tmp" "$OUT/results.tar.gz"; }
@@ -155,7 +161,7 @@ build() { local out=$1; shift
               --harmful align-harmful --clean align-clean --n-harmful $NPROMPTS --n-clean $NPROMPTS \
               --candidates $CAND --steps $SSTEPS --safe-prompt-winner --batch-size 256 --chunk-size 500 --out "$out" "$@"; }
 if [ ! -f "$R/scp/README.md" ]; then stamp data; build "$R/scp" > "$R/logs/data.log" 2>&1 || { tail "$R/logs/data.log"; exit 1; }; fi
-if [ "$STAGE" = final ] && [ ! -f "$R/scp-holdout/README.md" ]; then
+if { [ "$STAGE" = final ] || grep -q scp-holdout <<< "$RUNS"; } && [ ! -f "$R/scp-holdout/README.md" ]; then
     stamp data-holdout; build "$R/scp-holdout" --exclude-concepts $HOLDOUT > "$R/logs/data-holdout.log" 2>&1 \
         || { tail "$R/logs/data-holdout.log"; exit 1; }
 fi
