@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fourth round (issue 15, docs/results.md): safe AND good. Every run trains from
-# configs/emojiworld-gpu.yaml plus its flags, on the SCP data of benchmarks/emojiworld_alignment.sh.
+# configs/emojiworld-v3.yaml plus its flags, on the SCP data of benchmarks/emojiworld_alignment.sh.
 #
 #   STAGE=sweep bash benchmarks/emojiworld_round4.sh   # tuning: one seed per recipe, suite draw 0
 #   STAGE=final bash benchmarks/emojiworld_round4.sh   # test: the chosen recipe, its ablations and the
@@ -101,9 +101,9 @@ anchor) DRAWS=${DRAW:-0 1}; RUNS=${RUNS:-$ANCHOR_RUNS} ;;
 implicit) DRAWS=${DRAW:-0 1}; RUNS=${RUNS:-$IMPLICIT_RUNS}; SHIP=${SHIP:-ap20-pol ap20-pol-sun-p20 ap20-pol-sun-p50} ;;
 sweep) DRAWS=${DRAW:-0}; SEEDS=${SWEEP_SEEDS:-0}; RUNS=${RUNS:-$SWEEP_RUNS} ;;
 final) DRAWS=${DRAW:-1}
-    # RECIPE=auto: the sweep run that benchmarks/round4_pick.py chooses on draw 0 (its fixed rule)
+    # RECIPE=auto: the run that benchmarks/round4_pick.py chooses on draw 0 (--rule shortfall from the sixth round on)
     if [ "${RECIPE:-auto}" = auto ]; then
-        PICKED=$(python3 benchmarks/round4_pick.py "$R" --draw 0) || exit 1
+        PICKED=$(python3 benchmarks/round4_pick.py "$R" --draw 0 --rule "${PICK_RULE:-shortfall}") || exit 1
         RECIPE=$(printf '%s\n' "$SWEEP_RUNS" "$ANCHOR_RUNS" "$IMPLICIT_RUNS" | awk -F'|' -v n="$PICKED" '$1 == n {print $2; exit}')
         stamp "picked $PICKED: $RECIPE"; echo "$PICKED|$RECIPE" > "$R/logs/picked.txt"
     fi
@@ -175,7 +175,7 @@ while IFS='|' read -r name flags rseeds; do
         [ -f "$d/pytorch_lora_weights.safetensors" ] && continue
         # checkpoints every 100 steps and --resume: a training cut by the end of a device call
         # continues from its last checkpoint when the same command runs again
-        bg "train-$name-s$s" scdpo train --config configs/emojiworld-gpu.yaml --dataset "$R/scp" --out "$d" \
+        bg "train-$name-s$s" scdpo train --config configs/emojiworld-v3.yaml --dataset "$R/scp" --out "$d" \
             --seed "$s" --checkpoint-every 100 --keep-checkpoints 1 --resume --log-every 50 $TRAIN $flags
     done
 done <<< "$RUNS"
