@@ -4,7 +4,7 @@
 #           and LoRA, on 1 GPU, on 2 under DDP, and (full only: the trainer refuses LoRA under
 #           FSDP) on 1 and 2 under FSDP, at the same per-GPU micro-batch: pairs/s, peak memory per
 #           GPU, scaling (goal >= 1.8x);
-#   recipe: the EmojiWorld recipe (configs/emojiworld-gpu.yaml) trained on 1 GPU and on 2 (the same
+#   recipe: the EmojiWorld recipe (configs/emojiworld-v3.yaml) trained on 1 GPU and on 2 (the same
 #           global batch: 32 = 2 x 16), both evaluated, the metrics compared (gpu_multi_recipe.py).
 # From the repository root on the GPU machine (device tool: carry .whl; the recipe also needs the
 # EmojiWorld assets and .carry/, as docs/results.md describes):
@@ -95,7 +95,7 @@ if has recipe; then
         R=$R STAGES="cost data" bash benchmarks/emojiworld_alignment.sh > "$OUT/logs/recipe-data.log" 2>&1
     fi
     [ -f "$R/scp/README.md" ] || { echo "no SCP dataset in $R/scp"; tail "$OUT/logs/recipe-data.log"; exit 1; }
-    COMMON="-m scdpo.cli train --config configs/emojiworld-gpu.yaml --dataset $R/scp --checkpoint-every 100000 $TRAIN"
+    COMMON="-m scdpo.cli train --config configs/emojiworld-v3.yaml --dataset $R/scp --checkpoint-every 100000 $TRAIN"
     done_lora() { [ -f "$R/lora-$1/pytorch_lora_weights.safetensors" ]; }  # a rerun skips what exists
     # both trainings at once: the tiny UNet is launch-bound, so their wall times (wall.txt) are a
     # record, not a scaling measurement

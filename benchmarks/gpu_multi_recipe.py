@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Issue 22: does the EmojiWorld recipe (configs/emojiworld-gpu.yaml) trained on 2 GPUs score as
+"""Issue 22: does the EmojiWorld recipe (configs/emojiworld-v3.yaml) trained on 2 GPUs score as
 it does on 1? Reads two `scdpo eval` runs (and, if given, the two trainings' folders) and prints,
 per suite and rate, both values, their difference and the rate's standard error on one GPU
 (binomial, sqrt(p (1 - p) / n) over the suite's images), with ``match`` when the difference is

@@ -304,10 +304,10 @@ def test_shipped_configs_parse():
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1] / "configs"
-    for name in ("emojiworld", "emojiworld-gpu", "emojiworld-anchor", "sd15", "sdxl"):
+    for name in ("emojiworld", "emojiworld-v3", "emojiworld-gpu", "sd15", "sdxl"):
         cfg = TrainConfig(**load_yaml_config(root / f"{name}.yaml"))
         assert cfg.loss == "sc-dpo" and cfg.beta > 0 and cfg.lr > 0
-    anchor = TrainConfig(**load_yaml_config(root / "emojiworld-anchor.yaml"))
+    anchor = TrainConfig(**load_yaml_config(root / "emojiworld-gpu.yaml"))
     assert anchor.anchor_weight > 0 and anchor.on_policy_constraint and anchor.cost_model
     assert TrainConfig(model="emojiworld", dataset="d", out="o").beta == 312.5
     assert TrainConfig(model="/m/sd15", dataset="d", out="o").beta == 5000.0

@@ -10,7 +10,8 @@ output is complete is skipped when the demo is run again):
 5. ``compare`` one table, plots and side-by-side grids (``scdpo eval compare``).
 
 The defaults fit the README's promise (about 10 minutes on 2 CPU cores); BENCHMARKS.md has the
-measured time. ``--world-only`` keeps the old behaviour: suite grids and the taxonomy, in seconds.
+measured time. ``--lora emojiworld-safe`` skips stages 1-3: it compares the base model with the
+aligned LoRA shipped in the package (trained on one H200, docs/results.md), nothing to train. ``--world-only`` keeps the old behaviour: suite grids and the taxonomy, in seconds.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ class DemoConfig:
         cost_budget, uniform_rule: the SCP builder's rules (docs/dataset-builder.md).
         eval_prompts: prompts per evaluation suite (eval-harmful-explicit, eval-clean).
         seed: seeds every stage.
+        lora: compare the base model with this LoRA instead of training one (stages 1-3 skipped): a
+            LoRA folder or a shipped LoRA's name, "emojiworld-safe" (the GPU-trained aligned model).
         world_only: only render the suite grids and print the taxonomy (no models).
     """
 
@@ -60,6 +63,7 @@ class DemoConfig:
     uniform_rule: str = "skip"
     eval_prompts: int = 48
     seed: int = 0
+    lora: str | None = None
     world_only: bool = False
     suites: list[str] = field(default_factory=lambda: ["eval-harmful-explicit", "eval-clean"])
 
@@ -79,17 +83,37 @@ def run(cfg: DemoConfig) -> dict | None:
     if cfg.world_only:
         world(cfg.out)
         return None
+    from scdpo.eval.compare import compare
+    from scdpo.eval.run import EvalConfig, run as run_eval
+    from scdpo.models.sampler_config import SamplerConfig
+
+    out = Path(cfg.out)
+    start = time.time()
+    if cfg.lora:  # an aligned LoRA given (the shipped one): nothing to train, no cost model to score with
+        from scdpo.models.registry import resolve_lora_path
+
+        methods, cost_model = (("base", None), (Path(cfg.lora).name, str(resolve_lora_path(cfg.lora)))), None
+    else:
+        _train_stages(cfg, out)
+        methods, cost_model = (("base", None), ("sc-dpo", str(out / "lora"))), str(out / "cost")
+    for name, lora in methods:
+        _stage(f"evaluate {name}", out / f"eval-{name}" / "metrics.json", lambda name=name, lora=lora: run_eval(EvalConfig(
+            model=cfg.model, lora=lora, name=name, out=str(out / f"eval-{name}"), suites=list(cfg.suites),
+            limit=cfg.eval_prompts, sampler=SamplerConfig(steps=cfg.sample_steps), cost_model=cost_model)))
+    summary = compare([str(out / f"eval-{name}") for name, _ in methods], out / "compare")
+    print(f"\n[demo] finished in {time.time() - start:.0f} s; report: {out / 'compare' / 'report.html'}")
+    return summary
+
+
+def _train_stages(cfg: DemoConfig, out: Path) -> None:
+    """Stages 1-3: the cost model, the SCP dataset and the SC-DPO LoRA, each skipped when done."""
     from scdpo.cost.train import CostTrainConfig, train as train_cost
     from scdpo.data.builder import build
     from scdpo.data.config import BuildConfig
     from scdpo.models.sampler_config import SamplerConfig
-    from scdpo.eval.compare import compare
-    from scdpo.eval.run import EvalConfig, run as run_eval
     from scdpo.train.config import TrainConfig
     from scdpo.train.trainer import train
 
-    out = Path(cfg.out)
-    start = time.time()
     _stage("cost model", out / "cost" / "config.json", lambda: train_cost(CostTrainConfig(
         out=str(out / "cost"), pool=cfg.cost_pool, steps=cfg.cost_steps, eval_n=cfg.cost_heldout, seed=cfg.seed,
         vae="auto" if cfg.model == "emojiworld" else cfg.model)))  # the round trip through the generator's own VAE
@@ -103,13 +127,6 @@ def run(cfg: DemoConfig) -> dict | None:
         lr=cfg.lr, warmup=10, batch_size=cfg.batch_size, max_steps=cfg.train_steps, seed=cfg.seed,
         checkpoint_every=max(cfg.train_steps // 2, 1), validate_every=0, log_every=10,
         resume=(out / "lora" / "checkpoints").is_dir())))  # a rerun of a killed demo continues its run
-    for name, lora in (("base", None), ("sc-dpo", str(out / "lora"))):
-        _stage(f"evaluate {name}", out / f"eval-{name}" / "metrics.json", lambda name=name, lora=lora: run_eval(EvalConfig(
-            model=cfg.model, lora=lora, name=name, out=str(out / f"eval-{name}"), suites=list(cfg.suites),
-            limit=cfg.eval_prompts, sampler=SamplerConfig(steps=cfg.sample_steps), cost_model=str(out / "cost"))))
-    summary = compare([str(out / "eval-base"), str(out / "eval-sc-dpo")], out / "compare")
-    print(f"\n[demo] finished in {time.time() - start:.0f} s; report: {out / 'compare' / 'report.html'}")
-    return summary
 
 
 def world(out: str, n: int = 16, size: int = 64, seed: int = 0) -> list[Path]:

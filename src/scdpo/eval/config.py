@@ -21,7 +21,8 @@ class EvalConfig:
         model: a local diffusers StableDiffusion(XL)Pipeline folder, or "emojiworld".
         out: output folder: metrics.json, report.html and suites/NAME/{images.parquet,grid.png}.
         name: the method's name in reports (default: the LoRA folder's name, else the model's).
-        lora: a diffusers LoRA folder (pytorch_lora_weights.safetensors) fused into the model.
+        lora: a diffusers LoRA folder (pytorch_lora_weights.safetensors) fused into the model, or a
+            shipped LoRA's name: "emojiworld-safe" is the aligned EmojiWorld model (docs/results.md).
         lora_scale: LoRA strength when fusing.
         negative_from_concepts: per-prompt negative prompt naming the harmful concepts the prompt's
             ground truth holds (EmojiWorld records; others get --negative-prompt): an oracle upper

@@ -21,6 +21,9 @@ class GenerateConfig:
     Attributes:
         model: a local diffusers StableDiffusion(XL)Pipeline folder, or "emojiworld".
         out: output folder: images/*.png, grid.png and index.parquet.
+        lora: a diffusers LoRA (folder or .safetensors file) fused into the model, or a shipped
+            LoRA's name: "emojiworld-safe" is the aligned EmojiWorld model (docs/results.md).
+        lora_scale: LoRA strength when fusing.
         suite: an EmojiWorld suite name (see `scdpo world suites`).
         prompts: a prompt file instead of a suite (I2P, CoProV2, COCO, PartiPrompts CSV/TSV, or text).
         limit: use only the first N prompts.
@@ -36,6 +39,8 @@ class GenerateConfig:
     out: str
     suite: str | None = None
     prompts: str | None = None
+    lora: str | None = None
+    lora_scale: float = 1.0
     limit: int | None = None
     n_per_prompt: int = 1
     seed: int = 0
@@ -63,6 +68,8 @@ def run(cfg: GenerateConfig) -> Path:
     records = load_records(cfg.suite, cfg.prompts, cfg.limit)
     check_writable(cfg.out)  # before sampling: a read-only --out fails now, not after the whole run
     model = T2IModel.from_pretrained(cfg.model, device=cfg.device)
+    if cfg.lora:
+        model.load_lora(cfg.lora, cfg.lora_scale)
     expanded = [(i, k, r) for i, r in enumerate(records) for k in range(cfg.n_per_prompt)]
     prompts = [r.prompt for _, _, r in expanded]
     seeds = [cfg.seed + i * cfg.n_per_prompt + k for i, k, _ in expanded]
@@ -79,7 +86,7 @@ def run(cfg: GenerateConfig) -> Path:
                       files=files)
     n = min(cfg.grid_size, len(images))
     save_grid(images[:n], out / "grid.png", prompts[:n])
-    atomic_write_text(out / "generate.json", json.dumps({"model": cfg.model, "images": len(images), "steps": cfg.sampler.steps,
+    atomic_write_text(out / "generate.json", json.dumps({"model": cfg.model, "lora": cfg.lora, "images": len(images), "steps": cfg.sampler.steps,
                                                    "guidance_scale": cfg.sampler.guidance_scale,
                                                    "scheduler": cfg.sampler.scheduler}, indent=1))
     print(f"wrote {len(images)} images to {out}")

@@ -26,6 +26,12 @@ ENV_ASSETS = "SCDPO_EMOJIWORLD_ASSETS"
 _TEXT_ENCODER_FILES = ("config.json", "model.safetensors")
 
 
+#: LoRAs shipped with scdpo (package data under ``scdpo/assets/loras/NAME``), usable as ``--lora NAME``:
+#: ``emojiworld-safe`` is the EmojiWorld model aligned by the recipe of configs/emojiworld-gpu.yaml
+#: (docs/results.md, "Sixth round"; its model card is the folder's README.md)
+SHIPPED_LORAS = ("emojiworld-safe",)
+
+
 class ModelNotShippedError(FileNotFoundError):
     """The emojiworld base model's assets are not part of this install."""
 
@@ -35,6 +41,19 @@ def emojiworld_assets_dir() -> Path:
     if os.environ.get(ENV_ASSETS):
         return Path(os.environ[ENV_ASSETS]).expanduser()
     return Path(__file__).resolve().parents[1] / "assets" / EMOJIWORLD
+
+
+def resolve_lora_path(name_or_path: str | os.PathLike) -> Path:
+    """A LoRA's local path: a shipped LoRA's name (:data:`SHIPPED_LORAS`, exactly; write
+    ``./emojiworld-safe`` for a local folder of that name) is its package folder, anything else a
+    path, returned as given (the loader says what is wrong with it)."""
+    if str(name_or_path) in SHIPPED_LORAS:
+        folder = Path(__file__).resolve().parents[1] / "assets" / "loras" / str(name_or_path)
+        if not (folder / "pytorch_lora_weights.safetensors").is_file():
+            raise ModelNotShippedError(f"the shipped LoRA {str(name_or_path)!r} is not part of this install ({folder} "
+                                       "holds no pytorch_lora_weights.safetensors): reinstall scdpo from a full checkout")
+        return folder
+    return Path(name_or_path).expanduser()
 
 
 def cache_root() -> Path:

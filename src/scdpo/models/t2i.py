@@ -189,8 +189,11 @@ class T2IModel:
         other ``.safetensors``, or the file itself) into the UNet (and text encoder, if it has text
         layers) with diffusers' own ``load_lora_weights`` + ``fuse_lora(lora_scale=scale)``, so
         sampling and prediction use it. The adapter layers are unloaded after fusing: the model is
-        plain again, and fusing a second LoRA adds to the first."""
-        path = Path(path).expanduser()
+        plain again, and fusing a second LoRA adds to the first. A shipped LoRA's name
+        (``"emojiworld-safe"``, :data:`scdpo.models.registry.SHIPPED_LORAS`) loads the packaged one."""
+        from scdpo.models.registry import resolve_lora_path
+
+        path = resolve_lora_path(path)
         if path.is_file():
             folder, weight_name = path.parent, path.name
         elif path.is_dir():
@@ -202,7 +205,8 @@ class T2IModel:
                                         f"(or a single .safetensors file), found {files or 'none'}")
             folder = path
         else:
-            raise FileNotFoundError(f"LoRA not found: {path}")
+            raise FileNotFoundError(f"LoRA not found: {path} (a LoRA folder, its .safetensors file, or a shipped "
+                                    "LoRA's name: emojiworld-safe)")
         pipe = self.to_pipeline()
         # our trainer's LoRAs adapt the UNet only; diffusers then warns that the text encoder got
         # none, which is the point (dropped only when the file really has no text-encoder keys)
