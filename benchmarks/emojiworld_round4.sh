@@ -98,9 +98,9 @@ holdout-ap20-pol-sun-p20|$AP --anchor-weight 20 $POL $PAIR $SUN --preserve-weigh
 "
 case $STAGE in
 anchor) DRAWS=${DRAW:-0 1}; RUNS=${RUNS:-$ANCHOR_RUNS} ;;
-implicit) DRAWS=${DRAW:-0 1}; RUNS=${RUNS:-$IMPLICIT_RUNS}; SHIP=${SHIP:-ap20-pol ap20-pol-sun-p20 ap20-pol-sun-p50} ;;
+implicit) DRAWS=${DRAW:-0 1}; RUNS=${RUNS:-$IMPLICIT_RUNS}; SHIP=${SHIP:-all} ;;
 sweep) DRAWS=${DRAW:-0}; SEEDS=${SWEEP_SEEDS:-0}; RUNS=${RUNS:-$SWEEP_RUNS} ;;
-final) DRAWS=${DRAW:-1}
+final) DRAWS=${DRAW:-1}; SHIP=${SHIP:-all}
     # RECIPE=auto: the run that benchmarks/round4_pick.py chooses on draw 0 (--rule shortfall from the sixth round on)
     if [ "${RECIPE:-auto}" = auto ]; then
         PICKED=$(python3 benchmarks/round4_pick.py "$R" --draw 0 --rule "${PICK_RULE:-shortfall}") || exit 1
@@ -130,11 +130,14 @@ holdout|$RECIPE --dataset $R/scp-holdout
 *) echo "STAGE must be sweep, final, anchor or implicit"; exit 2 ;;
 esac
 
-# SHIP="NAME ...": also bring back the LoRA weights of runs lora-NAME-s* (1.7 MB each; to ship one),
-# one tar per name ($OUT/loras-NAME.tar: a device call brings back files of at most 16 MiB)
+# SHIP="NAME ..." (or "all": every run of the stage): also bring back the LoRA weights of runs
+# lora-NAME-s* (1.7 MB each), one tar per name ($OUT/loras-NAME.tar: a device call brings back files
+# of at most 16 MiB), so that a call whose evaluations never ran can still be evaluated elsewhere
+# (the sixth round's hold-out and ablation weights were lost that way)
+[ "${SHIP:-}" = all ] && SHIP=$(awk -F'|' 'NF > 1 {print $1}' <<< "$RUNS" | tr -d ' ' | tr '\n' ' ')
 pack() { [ -n "${OUT:-}" ] || return 0
-         for n in ${SHIP:-}; do (cd "$R" && tar cf "$OUT/.loras.tmp" $(ls lora-"$n"-s*/pytorch_lora_weights.safetensors \
-             lora-"$n"-s*/config.json lora-"$n"-s*/metrics.json 2>/dev/null)) && mv "$OUT/.loras.tmp" "$OUT/loras-$n.tar"; done
+         for n in ${SHIP:-}; do (cd "$R" && tar cf "$OUT/.loras.tmp" $(ls lora-"$n"-s[0-9]*/pytorch_lora_weights.safetensors \
+             lora-"$n"-s[0-9]*/config.json lora-"$n"-s[0-9]*/metrics.json 2>/dev/null)) && mv "$OUT/.loras.tmp" "$OUT/loras-$n.tar"; done
          (cd "$R" && tar czf "$OUT/.results.tmp" --exclude='*.safetensors' --exclude='*.parquet' \
              $(ls -d eval-*/metrics.json lora-*/metrics.json lora-*/config.json judge/metrics.json judge/judge/config.json logs 2>/dev/null)) \
              && mv "$OUT/.results.tmp" "$OUT/results.tar.gz"; }

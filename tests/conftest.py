@@ -60,3 +60,27 @@ def fake_runs(tmp_path):
                        "safe_object_rate_n": 8, "new_thing_rate": 0.25, "new_thing_rate_n": 8}},
         lora="outputs/demo/lora")
     return [base, aligned]
+
+
+@pytest.fixture(scope="session")
+def random_lora():
+    """``random_lora(pipeline, out)``: a clearly non-zero LoRA for ``pipeline`` (B matrices drawn from
+    N(0, 0.5²); the trainer's start at 0), saved to ``out`` the way the trainer saves it. Returns
+    ``(out, the model with the adapter)``."""
+    from pathlib import Path
+
+    from scdpo.models.t2i import T2IModel
+    from scdpo.train.config import LORA_TARGETS
+    from scdpo.train.model import add_lora, save_lora
+
+    def make(pipeline, out, rank: int = 4, alpha: float = 8.0, seed: int = 0):
+        torch.manual_seed(seed)
+        model = T2IModel.from_pretrained(pipeline, device="cpu")
+        add_lora(model.unet, rank, alpha, LORA_TARGETS)
+        with torch.no_grad():
+            for name, weight in model.unet.named_parameters():
+                if "lora_B" in name:
+                    weight.normal_(0, 0.5)
+        save_lora(model.unet, out, "sd")
+        return Path(out), model
+    return make

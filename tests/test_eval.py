@@ -41,21 +41,9 @@ def tiny(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def lora(tiny, tmp_path_factory):
+def lora(tiny, tmp_path_factory, random_lora):
     """A random, clearly non-zero LoRA for the tiny pipeline, saved the way the trainer saves it."""
-    from scdpo.train.config import LORA_TARGETS
-    from scdpo.train.model import add_lora, save_lora
-
-    torch.manual_seed(0)
-    m = T2IModel.from_pretrained(tiny, device="cpu")
-    add_lora(m.unet, 4, 8.0, LORA_TARGETS)
-    with torch.no_grad():
-        for n, w in m.unet.named_parameters():
-            if "lora_B" in n:
-                w.normal_(0, 0.5)
-    folder = tmp_path_factory.mktemp("lora")
-    save_lora(m.unet, folder, "sd")
-    return folder, m
+    return random_lora(tiny, tmp_path_factory.mktemp("lora"))
 
 
 @pytest.fixture(scope="module")

@@ -13,22 +13,10 @@ from scdpo.models.testing import tiny_sd_pipeline
 
 
 @pytest.fixture(scope="module")
-def tiny_with_lora(tmp_path_factory):
+def tiny_with_lora(tmp_path_factory, random_lora):
     """A tiny pipeline and a clearly non-zero LoRA for it, saved the way the trainer saves it."""
-    from scdpo.models.t2i import T2IModel
-    from scdpo.train.config import LORA_TARGETS
-    from scdpo.train.model import add_lora, save_lora
-
     tiny = tiny_sd_pipeline(tmp_path_factory.mktemp("sd") / "pipe", text_encoder="minilm")
-    torch.manual_seed(0)
-    m = T2IModel.from_pretrained(tiny, device="cpu")
-    add_lora(m.unet, 4, 8.0, LORA_TARGETS)
-    with torch.no_grad():
-        for n, w in m.unet.named_parameters():
-            if "lora_B" in n:
-                w.normal_(0, 0.5)
-    folder = tmp_path_factory.mktemp("lora") / "my-lora"
-    save_lora(m.unet, folder, "sd")
+    folder, _ = random_lora(tiny, tmp_path_factory.mktemp("lora") / "my-lora")
     return tiny, folder
 
 
