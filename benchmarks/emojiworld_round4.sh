@@ -3,7 +3,7 @@
 # configs/emojiworld-v3.yaml plus its flags, on the SCP data of benchmarks/emojiworld_alignment.sh.
 #
 #   STAGE=sweep bash benchmarks/emojiworld_round4.sh   # tuning: one seed per recipe, suite draw 0
-#   STAGE=final bash benchmarks/emojiworld_round4.sh   # test: the chosen recipe, its ablations and the
+#   STAGE=final bash benchmarks/emojiworld_round4.sh   # test: the recipe (RECIPE, default the shipped one), its ablations and the
 #                                                      # other losses with the same extras, 3 seeds,
 #                                                      # suite draw 1 (never used for tuning)
 #   R=$PWD/runs/r5 STAGE=anchor bash benchmarks/emojiworld_round4.sh     # fifth round: the safe anchor,
@@ -101,8 +101,13 @@ anchor) DRAWS=${DRAW:-0 1}; RUNS=${RUNS:-$ANCHOR_RUNS} ;;
 implicit) DRAWS=${DRAW:-0 1}; RUNS=${RUNS:-$IMPLICIT_RUNS}; SHIP=${SHIP:-all} ;;
 sweep) DRAWS=${DRAW:-0}; SEEDS=${SWEEP_SEEDS:-0}; RUNS=${RUNS:-$SWEEP_RUNS} ;;
 final) DRAWS=${DRAW:-1}; SHIP=${SHIP:-all}
-    # RECIPE=auto: the run that benchmarks/round4_pick.py chooses on draw 0 (--rule shortfall from the sixth round on)
-    if [ "${RECIPE:-auto}" = auto ]; then
+    # RECIPE: flags; "shipped" (the default): the sixth round's pick, the shipped LoRA's recipe
+    # (ap20-pol-sun-p20 = configs/emojiworld-gpu.yaml); "auto": the run that benchmarks/round4_pick.py
+    # chooses on draw 0 among this R's evaluations (--rule shortfall from the sixth round on)
+    if [ "${RECIPE:-shipped}" = shipped ]; then
+        RECIPE=$(awk -F'|' '$1 == "ap20-pol-sun-p20" {print $2; exit}' <<< "$IMPLICIT_RUNS")
+        stamp "recipe (shipped): $RECIPE"
+    elif [ "$RECIPE" = auto ]; then
         PICKED=$(python3 benchmarks/round4_pick.py "$R" --draw 0 --rule "${PICK_RULE:-shortfall}") || exit 1
         RECIPE=$(printf '%s\n' "$SWEEP_RUNS" "$ANCHOR_RUNS" "$IMPLICIT_RUNS" | awk -F'|' -v n="$PICKED" '$1 == n {print $2; exit}')
         stamp "picked $PICKED: $RECIPE"; echo "$PICKED|$RECIPE" > "$R/logs/picked.txt"
