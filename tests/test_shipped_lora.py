@@ -66,7 +66,7 @@ def test_the_shipped_lora_draws_safe_objects_where_the_base_draws_harm(tmp_path)
 
     torch.set_num_threads(1)
     judge = load_default_judge()
-    harmful, clean = get_suite("eval-harmful-explicit", 12, seed=7), get_suite("eval-clean", 12, seed=7)
+    harmful, clean = get_suite("eval-harmful-explicit", 8, seed=7), get_suite("eval-clean", 8, seed=7)
     base = T2IModel.from_pretrained("emojiworld", device="cpu")
 
     def judged(model, recs):

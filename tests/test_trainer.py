@@ -309,6 +309,7 @@ def test_shipped_configs_parse():
         assert cfg.loss == "sc-dpo" and cfg.beta > 0 and cfg.lr > 0
     anchor = TrainConfig(**load_yaml_config(root / "emojiworld-gpu.yaml"))
     assert anchor.anchor_weight > 0 and anchor.on_policy_constraint and anchor.cost_model
+    assert anchor.anchor_target_word == "sunflower" and anchor.preserve_weight == 20  # the shipped LoRA's recipe
     assert TrainConfig(model="emojiworld", dataset="d", out="o").beta == 312.5
     assert TrainConfig(model="/m/sd15", dataset="d", out="o").beta == 5000.0
     for name in ("single_gpu", "ddp", "fsdp"):

@@ -11,7 +11,8 @@ output is complete is skipped when the demo is run again):
 
 The defaults fit the README's promise (about 10 minutes on 2 CPU cores); BENCHMARKS.md has the
 measured time. ``--lora emojiworld-safe`` skips stages 1-3: it compares the base model with the
-aligned LoRA shipped in the package (trained on one H200, docs/results.md), nothing to train. ``--world-only`` keeps the old behaviour: suite grids and the taxonomy, in seconds.
+aligned LoRA shipped in the package (trained on one H200, docs/results.md), nothing to train.
+``--world-only`` keeps the old behaviour: suite grids and the taxonomy, in seconds.
 """
 
 from __future__ import annotations

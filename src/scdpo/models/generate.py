@@ -86,8 +86,8 @@ def run(cfg: GenerateConfig) -> Path:
                       files=files)
     n = min(cfg.grid_size, len(images))
     save_grid(images[:n], out / "grid.png", prompts[:n])
-    atomic_write_text(out / "generate.json", json.dumps({"model": cfg.model, "lora": cfg.lora, "images": len(images), "steps": cfg.sampler.steps,
-                                                   "guidance_scale": cfg.sampler.guidance_scale,
-                                                   "scheduler": cfg.sampler.scheduler}, indent=1))
+    atomic_write_text(out / "generate.json", json.dumps({
+        "model": cfg.model, "lora": cfg.lora, "images": len(images), "steps": cfg.sampler.steps,
+        "guidance_scale": cfg.sampler.guidance_scale, "scheduler": cfg.sampler.scheduler}, indent=1))
     print(f"wrote {len(images)} images to {out}")
     return out

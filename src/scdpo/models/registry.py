@@ -50,8 +50,9 @@ def resolve_lora_path(name_or_path: str | os.PathLike) -> Path:
     if str(name_or_path) in SHIPPED_LORAS:
         folder = Path(__file__).resolve().parents[1] / "assets" / "loras" / str(name_or_path)
         if not (folder / "pytorch_lora_weights.safetensors").is_file():
-            raise ModelNotShippedError(f"the shipped LoRA {str(name_or_path)!r} is not part of this install ({folder} "
-                                       "holds no pytorch_lora_weights.safetensors): reinstall scdpo from a full checkout")
+            raise ModelNotShippedError(f"the shipped LoRA {str(name_or_path)!r} is not part of this install "
+                                       f"({folder} holds no pytorch_lora_weights.safetensors): reinstall scdpo "
+                                       "from a full checkout")
         return folder
     return Path(name_or_path).expanduser()
 

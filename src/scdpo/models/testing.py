@@ -217,4 +217,3 @@ def tiny_clip_model(path: str | Path, seed: int = 0, image_size: int = IMAGE_SIZ
     CLIPImageProcessor(size={"shortest_edge": image_size},
                        crop_size={"height": image_size, "width": image_size}).save_pretrained(path)
     return path
-

@@ -147,7 +147,9 @@ def anchor_inputs(cfg, model: T2IModel, policy, reference, batch: dict, gen: tor
                   winners: torch.Tensor | None = None, bank: StateBank | None = None) -> AnchorInputs | None:
     """The anchor's inputs for ``batch`` (None when it holds no harmful pair with a safe prompt):
     one state per such pair, reached under the harmful prompt; with ``anchor_keyword_dropout``,
-    the policy predicts on it under the prompt with its harmful words masked (:func:`masked_prompt`). ``cfg``: TrainConfig (anchor_states, anchor_steps, anchor_guidance);
+    the policy predicts on it under the prompt with its harmful words masked (:func:`masked_prompt`);
+    with ``anchor_target_word``, the target prompt has them replaced by that one safe object.
+    ``cfg``: TrainConfig (anchor_states, anchor_steps, anchor_guidance, the two above);
     ``winners``: the batch's winner latents, needed for ``anchor_states="winner"``; ``bank``: with
     ``anchor_refresh > 1``, the states (and their prompts) are drawn from it instead."""
     rows = anchor_rows(batch)
