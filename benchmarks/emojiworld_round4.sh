@@ -135,6 +135,15 @@ holdout|$RECIPE --dataset $R/scp-holdout
 *) echo "STAGE must be sweep, final, anchor or implicit"; exit 2 ;;
 esac
 
+# ONLY="NAME[:SEEDS] ...": keep only these runs of the stage, each with its seeds (comma-separated;
+# default SEEDS), e.g. ONLY="no-constraint no-focus holdout:0" (a device budget's worth of the final stage)
+if [ -n "${ONLY:-}" ]; then
+    RUNS=$(awk -F'|' -v only="$ONLY" 'BEGIN { n = split(only, w, " "); for (i = 1; i <= n; i++) {
+               split(w[i], p, ":"); keep[p[1]] = 1; s = p[2]; gsub(",", " ", s); seeds[p[1]] = s } }
+           ($1 in keep) { print $1 "|" $2 "|" (seeds[$1] != "" ? seeds[$1] : $3) }' <<< "$RUNS")
+    [ -n "$RUNS" ] || { echo "ONLY=$ONLY matches no run of STAGE=$STAGE"; exit 2; }
+fi
+
 # SHIP="NAME ..." (or "all": every run of the stage): also bring back the LoRA weights of runs
 # lora-NAME-s* (1.7 MB each), one tar per name ($OUT/loras-NAME.tar: a device call brings back files
 # of at most 16 MiB), so that a call whose evaluations never ran can still be evaluated elsewhere
