@@ -6,6 +6,10 @@ runs) and on a state bank refreshed every K steps. The shipped EmojiWorld model,
 counterparts), cached latents. Call counts do not depend on the device; seconds are this machine's.
 
     python benchmarks/anchor_cost.py --steps 20 --batch-size 8 [--device cuda]
+
+On CUDA it adds the per-step trajectory with ``cuda_graphs`` (scdpo.models.graphs): its UNet calls
+then count only the eager ones (a replay launches no Python forward), and its seconds include the
+recordings of its first steps.
 """
 
 from __future__ import annotations
@@ -85,6 +89,9 @@ def main() -> None:
         f"anchor, state bank every {args.refresh} steps": dict(anchor_weight=20.0, anchor_steps=10,
                                                                 anchor_refresh=args.refresh, anchor_bank=64),
     }
+    if args.device.startswith("cuda"):
+        runs["anchor, policy trajectory every step, CUDA graphs"] = dict(anchor_weight=20.0, anchor_steps=10,
+                                                                        cuda_graphs=True)
     with tempfile.TemporaryDirectory() as tmp:
         data = synthetic_pairs(Path(tmp) / "pairs.parquet", 64)
         rows = [measure(name, flags, data, Path(tmp), args.steps, args.batch_size, args.device)

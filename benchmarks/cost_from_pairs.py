@@ -96,10 +96,10 @@ def main() -> None:
                          "harmful_above_0": float((cost[labels.harmful] > 0).float().mean())}
     print(f"\nheld out: {len(x)} base-model images ({n_clean} eval-clean, {len(x) - n_clean} eval-harmful-explicit), "
           f"judge-harmful {int(labels.harmful.sum())}; total {time.perf_counter() - t0:.0f} s\n")
-    print("| cost model | AUROC | Spearman(cost, severity) | accuracy cost > 0 | clean images cost > 0 | judge-harmful cost > 0 |")
+    print("| cost model | AUROC ± SE (Hanley-McNeil) | Spearman(cost, severity) | accuracy cost > 0 | clean images cost > 0 | judge-harmful cost > 0 |")
     print("|---|---|---|---|---|---|")
     for name, r in results.items():
-        print(f"| {name} | {r['auroc']:.4f} | {r['spearman_severity']:.4f} | {100 * r['accuracy_threshold_0']:.1f}% "
+        print(f"| {name} | {r['auroc']:.4f} ± {r['auroc_se']:.4f} | {r['spearman_severity']:.4f} | {100 * r['accuracy_threshold_0']:.1f}% "
               f"| {100 * r['clean_above_0']:.1f}% | {100 * r['harmful_above_0']:.1f}% |")
     (args.out / "results.json").write_text(json.dumps({"train": {n: {k: v for k, v in m.items() if k != "config"}
                                                                 for n, (_, m) in trained.items()},

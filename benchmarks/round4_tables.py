@@ -4,6 +4,11 @@ METHOD-sSEED-dDRAW (benchmarks/emojiworld_round4.sh): per method and suite draw,
 training seeds ± its standard error [min-max] of every headline metric, and the issue's goals.
 
     python benchmarks/round4_tables.py runs/round4 [--draw 1] [--holdout dagger pills ...]
+    python benchmarks/round4_tables.py runs/round7 --draw 1 --against recipe   # + the ablation table
+
+``--against METHOD``: a second table, each other method's difference from METHOD per headline
+metric, ``diff ± se`` with the pooled two-sample standard error (scdpo.eval.seeds.difference), and
+the metrics it moves by more than 2 standard errors (the ablation rule of docs/results.md).
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from scdpo.eval.seeds import aggregate, fmt, group_runs, held_out_rate
+from scdpo.eval.seeds import aggregate, difference, fmt, group_runs, held_out_rate
 
 COLUMNS = [("eval-harmful-explicit", "harmful_rate"), ("eval-harmful-implicit", "harmful_rate"),
            ("eval-harmful-explicit", "safe_object_rate"), ("eval-harmful-implicit", "safe_object_rate"),
@@ -28,6 +33,7 @@ def main() -> None:
     ap.add_argument("root", type=Path)
     ap.add_argument("--draw", type=int, nargs="+", default=None, help="suite draws to show (default: all)")
     ap.add_argument("--holdout", nargs="+", default=[], help="held-out concepts: their rate per method")
+    ap.add_argument("--against", default=None, help="a method to difference every other one against")
     args = ap.parse_args()
     groups = group_runs(sorted(d for d in args.root.glob("eval-*") if (d / "metrics.json").is_file()))
     draws = sorted({d for _, d in groups}) if args.draw is None else args.draw
@@ -45,6 +51,30 @@ def main() -> None:
             if args.holdout:
                 cells += [fmt(held_out_rate(runs, args.holdout, s)) for s in ("eval-harmful-explicit", "eval-harmful-implicit")]
             print("| " + " | ".join(cells) + " |")
+        if args.against and (args.against, draw) in groups:
+            ablation_table(groups, args.against, draw)
+
+
+def ablation_table(groups: dict, against: str, draw: int) -> None:
+    """Every method's difference from ``against`` (points; Frechet in its units), ± its standard
+    error, a star where it exceeds 2 standard errors; then the metrics each method moves."""
+    keys = sorted({k for _, k in COLUMNS})
+    ref = aggregate(groups[against, draw], keys=keys)
+    print(f"\n#### Against {against} (draw {draw}): difference ± SE; * = more than 2 SE\n")
+    head = ["method", "seeds"] + [f"{s.removeprefix('eval-').replace('harmful-', '')}: {LABELS[k]}" for s, k in COLUMNS]
+    print("| " + " | ".join(head + ["moves"]) + " |\n|" + "---|" * (len(head) + 1))
+    for (method, d), runs in sorted(groups.items()):
+        if d != draw or method in (against, "base"):
+            continue
+        agg, cells, moved = aggregate(runs, keys=keys), [method, str(len(runs))], []
+        for (suite, k), label in zip(COLUMNS, head[2:]):
+            diff = difference((ref.get(suite) or {}).get(k), (agg.get(suite) or {}).get(k))
+            scale = 1 if k == "frechet.fd" else 100
+            cells.append("-" if diff is None else f"{scale * diff['diff']:+.1f} ± {scale * diff['se']:.1f}"
+                         + ("*" if diff["moves"] else ""))
+            if diff is not None and diff["moves"]:
+                moved.append(label)
+        print("| " + " | ".join(cells + [", ".join(moved) or "none"]) + " |")
 
 
 if __name__ == "__main__":

@@ -92,6 +92,25 @@ def test_state_bank_keeps_every_step_and_redraws_the_same_states(pipe):
         StateBank([], 2, 3, 5.0, 0)
 
 
+@torch.no_grad()
+def test_graphed_trajectory_gives_the_eager_states(pipe):
+    """The trainer's cuda_graphs path (GraphedPredict; an eager stand-in for the CUDA recorder
+    here) reaches the same states as model.predict, through padded, replayed calls."""
+    from scdpo.models.graphs import GraphedPredict
+    from tests.test_graphs import eager_recorder
+
+    m = T2IModel.from_pretrained(pipe, device="cpu")
+    cond = m.encode_prompts(["a red cat", "a blue cat", "a big cat"])
+    log = []
+    graphed = GraphedPredict(m, record=eager_recorder(log))
+    for seed in range(3):
+        x, t = policy_states(m, m.unet, cond, torch.Generator().manual_seed(seed), steps=4, guidance=5.0)
+        xg, tg = policy_states(m, m.unet, cond, torch.Generator().manual_seed(seed), steps=4, guidance=5.0,
+                               predict=graphed)
+        assert torch.equal(t, tg) and torch.allclose(x, xg, atol=1e-5)
+    assert log == [8] and graphed.enabled  # 3 prompts x 2 (guidance) = 6 rows -> one 8-row graph
+
+
 @pytest.mark.parametrize("states", ["policy", "winner"])
 def test_training_on_the_anchor_redirects_harmful_prompts_to_the_safe_ones(pipe, safe_pairs, states):
     """A few steps on the anchor alone bring the policy's prediction under the harmful caption

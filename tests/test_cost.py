@@ -18,7 +18,7 @@ from scdpo.cost.augment import AugmentConfig, augment
 from scdpo.cost.backbone import image_backbone
 from scdpo.cost.data import user_batches
 from scdpo.cost.losses import CostLabels, anchor_loss, category_loss, ranking_loss, total_loss
-from scdpo.cost.train import CostTrainConfig, fit_adapter, heldout_metrics
+from scdpo.cost.train import CostTrainConfig, auroc_se, fit_adapter, heldout_metrics
 from scdpo.world.dataset import png_bytes
 from scdpo.world.records import I2P_CATEGORIES
 from scdpo.world.render import render_scenes
@@ -437,3 +437,10 @@ def test_cli_bad_input_is_one_line(tmp_path, capsys):
         assert main(["cost", "train", "--out", str(tmp_path / "o"), flag, value]) == 2
         assert match in capsys.readouterr().err
     assert not (tmp_path / "o").exists()  # refused before anything is written
+
+
+def test_auroc_se_hanley_mcneil():
+    # A = 0.9, 50 + 50 cases, by hand: Q1 = 0.818, Q2 = 0.853, se^2 = (0.09 + 49 x 0.0082 + 49 x 0.0426) / 2500
+    assert auroc_se(0.9, 50, 50) == pytest.approx(0.0321, abs=2e-4)
+    assert auroc_se(0.9555, 122, 134) < auroc_se(0.9555, 30, 30)  # more cases, tighter
+    assert auroc_se(1.0, 10, 10) == 0.0

@@ -69,11 +69,15 @@ def test_prompt_pairs_to_aligned_lora_to_real_judges(tmp_path):
     # 3. the shipped SD 1.5 recipe, overridden to two steps on the CPU
     assert main(["train", "--config", str(ROOT / "configs" / "sd15.yaml"), "--model", str(sd),
                  "--dataset", str(tmp_path / "scp"), "--out", str(tmp_path / "run"), "--max-steps", "2",
+                 "--cost-model", str(tmp_path / "cost"), "--constraint-prompts", "2", "--anchor-steps", "2",
                  "--batch-size", "2", "--grad-accum", "1", "--warmup", "0", "--workers", "0",
                  "--mixed-precision", "no", "--validate-every", "0", "--validate-n", "1", "--validate-steps", "1",
                  "--validate-prompts", "a dog", "--checkpoint-every", "100", *CPU]) == 0
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert (saved["winner_weight"], saved["preserve_weight"], saved["min_timestep"]) == (1.0, 5.0, 700)
+    assert (saved["winner_weight"], saved["preserve_weight"], saved["min_timestep"]) == (1.0, 5.0, 0)
+    assert (saved["anchor_weight"], saved["anchor_states"], saved["constraint_source"]) == (20.0, "policy", "policy")
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["steps"] == 2 and "lambda" in json.dumps(metrics)
     assert (tmp_path / "run" / "pytorch_lora_weights.safetensors").is_file()
 
     # 4. eval on I2P and COCO with the real-image judges: nothing from the EmojiWorld judge

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from scdpo.eval.seeds import aggregate, fmt, group_runs, held_out_rate, summarize
+from scdpo.eval.seeds import aggregate, difference, fmt, group_runs, held_out_rate, summarize
 
 
 def test_summarize_mean_sd_se_and_range():
@@ -41,3 +41,15 @@ def test_group_aggregate_and_held_out(tmp_path):
     (tmp_path / "eval-oddname" / "metrics.json").write_text("{}")
     with pytest.raises(ValueError, match="METHOD-sSEED-dDRAW"):
         group_runs([tmp_path / "eval-oddname"])
+
+
+def test_difference_pooled_se_and_the_two_se_rule():
+    a, b = summarize([0.10, 0.20, 0.30]), summarize([0.40, 0.50, 0.60])  # both sd 0.1, 3 seeds
+    d = difference(a, b)
+    assert d["diff"] == pytest.approx(0.3) and d["se"] == pytest.approx(0.1 * math.sqrt(2 / 3))
+    assert d["z"] == pytest.approx(0.3 / (0.1 * math.sqrt(2 / 3))) and d["moves"]
+    near = difference(a, summarize([0.15, 0.25, 0.35]))  # 0.05 apart: 0.6 SE, no effect
+    assert not near["moves"] and near["z"] == pytest.approx(0.05 / (0.1 * math.sqrt(2 / 3)))
+    one = difference(a, summarize([0.45]))  # a one-seed arm borrows the other's spread
+    assert one["se"] == pytest.approx(0.1 * math.sqrt(1 / 3 + 1)) and one["moves"]
+    assert difference(summarize([0.1]), summarize([0.2])) is None and difference(a, None) is None

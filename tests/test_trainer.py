@@ -310,6 +310,10 @@ def test_shipped_configs_parse():
     anchor = TrainConfig(**load_yaml_config(root / "emojiworld-gpu.yaml"))
     assert anchor.anchor_weight > 0 and anchor.on_policy_constraint and anchor.cost_model
     assert anchor.anchor_target_word == "sunflower" and anchor.preserve_weight == 20  # the shipped LoRA's recipe
+    for name in ("sd15", "sdxl"):  # the real-model configs carry the same terms (the rewrite as the target)
+        real = TrainConfig(**load_yaml_config(root / f"{name}.yaml"))
+        assert (real.anchor_weight, real.anchor_states, real.min_timestep, real.winner_weight) == (20.0, "policy", 0, 1.0)
+        assert real.on_policy_constraint and real.focus_signal == "pair" and real.anchor_target_word is None
     assert TrainConfig(model="emojiworld", dataset="d", out="o").beta == 312.5
     assert TrainConfig(model="/m/sd15", dataset="d", out="o").beta == 5000.0
     for name in ("single_gpu", "ddp", "fsdp"):

@@ -229,8 +229,18 @@ def pair_features(cfg: CostTrainConfig, backbone: Backbone):
 
 # ---------------------------------------------------------------- metrics and training
 
+def auroc_se(auroc: float, n_pos: int, n_neg: int) -> float:
+    """The standard error of an AUROC of ``n_pos`` positives and ``n_neg`` negatives (Hanley &
+    McNeil 1982, Eq. 2): ``se^2 = [A(1-A) + (n_pos-1)(Q1-A^2) + (n_neg-1)(Q2-A^2)] / (n_pos n_neg)``
+    with ``Q1 = A/(2-A)`` and ``Q2 = 2A^2/(1+A)``."""
+    a = auroc
+    q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
+    return ((a * (1 - a) + (n_pos - 1) * (q1 - a * a) + (n_neg - 1) * (q2 - a * a)) / (n_pos * n_neg)) ** 0.5
+
+
 def heldout_metrics(cost: torch.Tensor, labels: CostLabels) -> dict:
-    """AUROC safe vs harmful, Spearman of cost with severity, accuracy of the cost > 0 threshold."""
+    """AUROC safe vs harmful (with its standard error, :func:`auroc_se`), Spearman of cost with
+    severity, accuracy of the cost > 0 threshold."""
     from scipy.stats import spearmanr
     from sklearn.metrics import roc_auc_score
 
@@ -241,6 +251,7 @@ def heldout_metrics(cost: torch.Tensor, labels: CostLabels) -> dict:
          "spearman_severity": float(spearmanr(c, labels.severity.numpy()).statistic) if both else None,
          "accuracy_threshold_0": float(((c > 0) == y).mean()) if len(y) else None,
          "mean_cost_safe": float(c[~y].mean()) if (~y).any() else None}
+    m["auroc_se"] = auroc_se(m["auroc"], m["n_harmful"], m["n"] - m["n_harmful"]) if both else None
     for s in sorted({int(v) for v in labels.severity.tolist() if v > 0}):
         m[f"mean_cost_severity_{s}"] = float(c[labels.severity.numpy() == s].mean())
     return m

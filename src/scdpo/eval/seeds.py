@@ -69,6 +69,25 @@ def aggregate(runs: list[dict], suites: list[str] | None = None,
     return out
 
 
+def difference(a: dict | None, b: dict | None) -> dict | None:
+    """``b - a`` of two methods' per-seed summaries (:func:`summarize`) with its standard error,
+    the two-sample pooled form (equal seed-to-seed variance): ``se = sd_p * sqrt(1/k_a + 1/k_b)``,
+    ``sd_p^2 = sum_i (k_i - 1) sd_i^2 / sum_i (k_i - 1)`` over the arms with k_i > 1, so a one-seed
+    arm borrows the other arm's spread. ``z = diff / se``; ``moves``: ``|diff| > 2 se``, the
+    ablation rule of docs/results.md (a part stays on only if removing it moves a headline metric
+    by more than 2 standard errors). None when either side is missing or neither has 2 seeds."""
+    if a is None or b is None:
+        return None
+    dof = (a["k"] - 1) + (b["k"] - 1)
+    if dof == 0:
+        return None
+    sd_p = math.sqrt(((a["k"] - 1) * a["sd"] ** 2 + (b["k"] - 1) * b["sd"] ** 2) / dof)
+    diff = b["mean"] - a["mean"]
+    se = sd_p * math.sqrt(1 / a["k"] + 1 / b["k"])
+    z = diff / se if se > 0 else (0.0 if diff == 0 else math.copysign(math.inf, diff))
+    return {"diff": diff, "se": se, "z": z, "moves": abs(z) > 2}
+
+
 def held_out_rate(runs: list[dict], concepts: list[str], suite: str) -> dict | None:
     """Over seeds, the rate at which the requested concept is drawn on the prompts of ``suite``
     that request one of ``concepts`` (from ``harmful_requested_by_concept``): the concept

@@ -65,10 +65,13 @@ def anchor_rows(batch: dict) -> list[int]:
 
 
 def _trajectory(model: T2IModel, policy, cond: Conditioning, gen: torch.Generator, steps: int, guidance: float,
-                stop: int | None = None):
+                stop: int | None = None, predict=None):
     """Yield ``(x_k, t_k)`` along the policy's guided DPM-Solver++ trajectory under ``cond`` from
     fresh noise (``gen``): the state before each step k = 0, 1, ... (up to ``stop``, excluded by
-    the sampler step: the state at ``stop`` is the last one yielded)."""
+    the sampler step: the state at ``stop`` is the last one yielded). ``predict``: how the UNet is
+    called (default ``model.predict``; the trainer passes a :class:`scdpo.models.graphs.GraphedPredict`
+    with cuda_graphs)."""
+    predict = predict or model.predict
     from scdpo.models.sampling import make_scheduler
     from scdpo.train.model import using_unet
 
@@ -87,7 +90,7 @@ def _trajectory(model: T2IModel, policy, cond: Conditioning, gen: torch.Generato
             if k == last:
                 return
             x = scale(torch.cat([lat, lat]) if guidance > 1 else lat, t)
-            pred = model.predict(x, t, both)
+            pred = predict(x, t, both)
             if guidance > 1:
                 uncond, text = pred.chunk(2)
                 pred = uncond + guidance * (text - uncond)
@@ -96,12 +99,12 @@ def _trajectory(model: T2IModel, policy, cond: Conditioning, gen: torch.Generato
 
 @torch.no_grad()
 def policy_states(model: T2IModel, policy, cond: Conditioning, gen: torch.Generator, steps: int,
-                  guidance: float) -> tuple[torch.Tensor, torch.Tensor]:
+                  guidance: float, predict=None) -> tuple[torch.Tensor, torch.Tensor]:
     """States of the policy's guided trajectory under ``cond`` (fresh noise from ``gen``), stopped
     before step ``k`` (uniform in 0..steps-1, one ``k`` per batch, as the scheduler steps a batch
     together): returns ``(x_k, t_k)`` with ``t_k`` repeated per sample."""
     k = int(torch.randint(steps, (1,), generator=gen))
-    for x, t in _trajectory(model, policy, cond, gen, steps, guidance, stop=k):
+    for x, t in _trajectory(model, policy, cond, gen, steps, guidance, stop=k, predict=predict):
         pass
     return x, t
 
@@ -123,14 +126,14 @@ class StateBank:
         self.index: list[int] = []
 
     @torch.no_grad()
-    def refresh(self, model: T2IModel, policy, step: int, process_index: int = 0) -> None:
+    def refresh(self, model: T2IModel, policy, step: int, process_index: int = 0, predict=None) -> None:
         """New states from the current policy, a function of (seed, step, process) only, so a run
         resumed at a refresh step redraws what an uninterrupted one drew."""
         rng = np.random.default_rng([self.seed, step, process_index])
         pick = rng.choice(len(self.prompts), size=self.n, replace=self.n > len(self.prompts))
         gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
         cond = model.encode_prompts([self.prompts[i][0] for i in pick])
-        xs, ts = zip(*_trajectory(model, policy, cond, gen, self.steps, self.guidance))
+        xs, ts = zip(*_trajectory(model, policy, cond, gen, self.steps, self.guidance, predict=predict))
         self.x, self.t = torch.cat(xs), torch.cat(ts)
         self.index = [int(i) for i in pick] * len(xs)
 
@@ -144,14 +147,16 @@ class StateBank:
 
 @torch.no_grad()
 def anchor_inputs(cfg, model: T2IModel, policy, reference, batch: dict, gen: torch.Generator,
-                  winners: torch.Tensor | None = None, bank: StateBank | None = None) -> AnchorInputs | None:
+                  winners: torch.Tensor | None = None, bank: StateBank | None = None,
+                  predict=None) -> AnchorInputs | None:
     """The anchor's inputs for ``batch`` (None when it holds no harmful pair with a safe prompt):
     one state per such pair, reached under the harmful prompt; with ``anchor_keyword_dropout``,
     the policy predicts on it under the prompt with its harmful words masked (:func:`masked_prompt`);
     with ``anchor_target_word``, the target prompt has them replaced by that one safe object.
     ``cfg``: TrainConfig (anchor_states, anchor_steps, anchor_guidance, the two above);
     ``winners``: the batch's winner latents, needed for ``anchor_states="winner"``; ``bank``: with
-    ``anchor_refresh > 1``, the states (and their prompts) are drawn from it instead."""
+    ``anchor_refresh > 1``, the states (and their prompts) are drawn from it instead; ``predict``:
+    how the trajectory calls the UNet (:func:`_trajectory`)."""
     rows = anchor_rows(batch)
     if not rows:
         return None
@@ -161,7 +166,7 @@ def anchor_inputs(cfg, model: T2IModel, policy, reference, batch: dict, gen: tor
         cond = model.encode_prompts(harmful)
     elif cfg.anchor_states == "policy":
         cond = model.encode_prompts(harmful)
-        x, t = policy_states(model, policy, cond, gen, cfg.anchor_steps, cfg.anchor_guidance)
+        x, t = policy_states(model, policy, cond, gen, cfg.anchor_steps, cfg.anchor_guidance, predict)
     else:
         cond = model.encode_prompts(harmful)
         x0 = winners[torch.as_tensor(rows, device=winners.device)]

@@ -110,6 +110,10 @@ class TrainConfig:
             choice), flash, cudnn, efficient or math (docs/performance.md).
         compile: torch.compile each resnet and transformer block of the UNet (regional
             compilation; the first steps take longer while it compiles).
+        cuda_graphs: replay the safe anchor's policy-trajectory UNet calls (no gradients) from
+            CUDA graphs (scdpo.models.graphs; one process on a CUDA device only): for the
+            launch-bound EmojiWorld UNet. Each graph is checked against eager on its first replay
+            and any failure falls back to eager. Off by default until measured (BENCHMARKS.md).
         gradient_checkpointing: recompute UNet activations in the backward pass (less memory).
         caption_dropout: fraction of captions replaced by "" (the Diffusion-DPO authors used 0.2).
         min_timestep, max_timestep: training timesteps are drawn uniformly from min_timestep ..
@@ -184,6 +188,7 @@ class TrainConfig:
     autocast: bool | None = None
     attention: str = "auto"
     compile: bool = False
+    cuda_graphs: bool = False
     gradient_checkpointing: bool = False
     caption_dropout: float = 0.0
     min_timestep: int = 0

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from scdpo.models.graphs import GraphedPredict
 from scdpo.models.speed import attention_backend
 from scdpo.train import model as tm
 from scdpo.train.checkpoint import Progress, check_fresh, checkpoints, resume, save_checkpoint
@@ -165,10 +166,11 @@ def _cache_latents(model, pairs: PreferencePairs, batch_size: int = 64) -> torch
 
 
 def _accumulate(cfg, acc, model, policy, reference, loader, loss_fn, state, prog, cache, hardness=None,
-                bank=None) -> list[dict]:
+                bank=None, predict=None) -> list[dict]:
     """Forward and backward passes of one optimizer step's micro-batches; their statistics
     (``hardness``: the pairs' running logits, read and observed with focus_signal pair; ``bank``:
-    the safe anchor's state bank with anchor_refresh > 1)."""
+    the safe anchor's state bank with anchor_refresh > 1; ``predict``: the anchor trajectory's
+    UNet call, CUDA-graphed with cuda_graphs)."""
     micro_stats = []
     for micro in range(cfg.grad_accum):
         batch = next(loader)
@@ -182,7 +184,7 @@ def _accumulate(cfg, acc, model, policy, reference, loader, loss_fn, state, prog
             if cfg.anchor_weight > 0:
                 latents = pair_latents(model, batch, cache) if cfg.anchor_states == "winner" else None
                 winners = None if latents is None else latents[0]
-                anchor = anchor_inputs(cfg, model, policy, reference, batch, gen, winners, bank)
+                anchor = anchor_inputs(cfg, model, policy, reference, batch, gen, winners, bank, predict)
             errors = pair_errors(model, policy, reference, batch, gen, caption_dropout=cfg.caption_dropout,
                                  cache=cache, timesteps=(cfg.min_timestep, cfg.max_timestep),
                                  extra=None if anchor is None else anchor[:3], latents=latents)
@@ -281,6 +283,8 @@ def _train(cfg: TrainConfig, out: Path) -> dict:
 
         probe = build_probe(cfg, pairs, acc.device)
     bank = build_bank(cfg, pairs)
+    # one process only: a DDP-wrapped policy's forward is not a fixed kernel sequence to record
+    predict = GraphedPredict(model, enabled=cfg.cuda_graphs and acc.num_processes == 1) if cfg.cuda_graphs else None
     if cfg.resume and (resumed := resume(acc, out, meta)) is not None:
         prog, state = resumed
     cache = _cache_latents(model, pairs) if cfg.cache_latents else None
@@ -312,9 +316,9 @@ def _train(cfg: TrainConfig, out: Path) -> dict:
     scalars: dict[str, float] = {}
     while prog.step < cfg.max_steps:
         if bank is not None and prog.step % cfg.anchor_refresh == 0:
-            bank.refresh(model, policy, prog.step, acc.process_index)
+            bank.refresh(model, policy, prog.step, acc.process_index, predict)
         micro_stats = _accumulate(cfg, acc, model, policy, reference, loader, loss_fn, state, prog, cache, hardness,
-                                  bank)
+                                  bank, predict)
         if master is not None:
             master.grads_to_master()  # clip and step in fp32
         grad_norm = acc.clip_grad_norm_(params, cfg.max_grad_norm if cfg.max_grad_norm > 0 else math.inf)

@@ -1,0 +1,138 @@
+"""CUDA graphs for the denoiser's no-grad calls inside a loop of fixed shapes (issue 16).
+
+The EmojiWorld UNet (21M parameters, 16x16 latents) is launch-bound on a GPU: one call is a few
+hundred small kernels, each launched from Python, and the GPU waits on the launches. The safe
+anchor's policy trajectory makes up to ``anchor_steps`` such calls per training step, about two
+thirds of a step's UNet calls (BENCHMARKS.md, "Safe anchor: what it costs a training step"). A CUDA
+graph records one call's kernels once and replays them with one launch (PyTorch, "CUDA Graphs":
+``torch.cuda.graph``): the same kernels on the same memory, so the output is the eager output.
+
+:class:`GraphedPredict` wraps ``model.predict(x, t, cond)`` for calls without gradients:
+
+* one graph per key (the denoiser object, the input shapes and dtypes, the autocast state); rows
+  are padded to the next power of two, so a batch whose size varies from step to step (the anchor's
+  harmful rows) reuses a handful of graphs instead of one per size;
+* inputs are copied into the graph's static buffers, the graph replays, the output is cloned
+  (the next replay overwrites it); weights are read where they live, so the optimizer's in-place
+  updates of a LoRA are seen by every replay;
+* autocast's weight-cast cache is off inside the recorded call (a cached cast would be a tensor the
+  graph does not own), so the bf16 copies of the weights are made inside the graph, from the
+  current weights, at every replay;
+* the first replay of every graph is checked against an eager call on the same inputs; a mismatch,
+  or any error while recording, turns graphs off for the rest of the run with one warning, and the
+  eager result is used: a graph can cost speed, never correctness.
+
+Off the GPU, with gradients enabled, or when ``enabled`` is False, it is ``model.predict``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Callable
+
+import torch
+
+__all__ = ["GraphedPredict", "cuda_recorder", "padded_rows"]
+
+
+def padded_rows(n: int) -> int:
+    """The row count a batch of ``n`` rows is padded to: the next power of two (1 -> 1, 5 -> 8)."""
+    return 1 if n <= 1 else 1 << (n - 1).bit_length()
+
+
+def _pad(x: torch.Tensor | None, rows: int) -> torch.Tensor | None:
+    if x is None or x.dim() == 0 or x.shape[0] == rows:
+        return x
+    return torch.cat([x, x.new_zeros((rows - x.shape[0], *x.shape[1:]))])
+
+
+def cuda_recorder(pool) -> Callable:
+    """``record(run) -> (replay, out)`` with a CUDA graph in the memory ``pool``: ``run`` is warmed
+    up on a side stream (as ``torch.cuda.graph`` asks), then recorded; ``replay()`` reruns its
+    kernels, refilling ``out``."""
+    def record(run: Callable[[], torch.Tensor]):
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                run()
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=pool):
+            out = run()
+        return graph.replay, out
+    return record
+
+
+class _Graph:
+    """One recorded call: its static inputs, the replay and the static output."""
+
+    def __init__(self, fn: Callable, args: list, autocast: torch.dtype | None, record: Callable):
+        self.static = [None if a is None else a.clone() for a in args]
+        self.fn, self.autocast = fn, autocast
+        self.replay, self.out = record(self.run)
+        self.checked = False
+
+    def run(self) -> torch.Tensor:
+        """The call, eagerly, on the static inputs (what is recorded, and the check's reference)."""
+        if self.autocast is None:
+            return self.fn(*self.static)
+        with torch.autocast("cuda", dtype=self.autocast, cache_enabled=False):
+            return self.fn(*self.static)
+
+    def __call__(self, args: list) -> torch.Tensor:
+        for buf, a in zip(self.static, args):
+            if buf is not None:
+                buf.copy_(a)
+        self.replay()
+        return self.out.clone()
+
+
+class GraphedPredict:
+    """``model.predict`` for no-grad calls, replayed from CUDA graphs (see the module docstring).
+
+    ``record``: how a call is recorded (default :func:`cuda_recorder`, and only on a CUDA model;
+    tests pass an eager stand-in). ``rtol`` and ``atol``: the tolerance of the first-replay check."""
+
+    def __init__(self, model, enabled: bool = True, record: Callable | None = None,
+                 rtol: float = 1e-3, atol: float = 1e-3):
+        self.model, self.rtol, self.atol, self.record = model, rtol, atol, record
+        self.enabled = enabled and (record is not None or model.device.type == "cuda")
+        self.graphs: dict[tuple, _Graph] = {}
+        self.replays = 0
+
+    def _eager(self, x, t, context, pooled, time_ids) -> torch.Tensor:
+        from scdpo.models.t2i import Conditioning
+
+        return self.model.predict(x, t, Conditioning(context, pooled, time_ids))
+
+    def __call__(self, x: torch.Tensor, t, cond) -> torch.Tensor:
+        if not self.enabled or torch.is_grad_enabled():
+            return self.model.predict(x, t, cond)
+        n = x.shape[0]
+        rows = padded_rows(n)
+        t = torch.as_tensor(t, device=x.device)
+        args = [_pad(x, rows), _pad(t, rows), _pad(cond.context, rows), _pad(cond.pooled, rows),
+                _pad(cond.add_time_ids, rows)]
+        autocast = torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else None
+        key = (id(self.model.unet), autocast, tuple(None if a is None else (tuple(a.shape), a.dtype) for a in args))
+        try:
+            graph = self.graphs.get(key)
+            if graph is None:
+                if self.record is None:
+                    self.record = cuda_recorder(torch.cuda.graph_pool_handle())
+                graph = self.graphs[key] = _Graph(self._eager, args, autocast, self.record)
+            out = graph(args)[:n]
+            if not graph.checked:  # the first replay of each graph against eager on the same inputs
+                eager = graph.run()[:n]
+                if not torch.allclose(out.float(), eager.float(), rtol=self.rtol, atol=self.atol):
+                    err = float((out.float() - eager.float()).abs().max())
+                    raise RuntimeError(f"a replay differs from the eager call by up to {err:.3g}")
+                graph.checked = True
+            self.replays += 1
+            return out
+        except Exception as e:  # noqa: BLE001 - any failure falls back to eager, once, loudly
+            warnings.warn(f"CUDA graphs turned off for this run ({type(e).__name__}: {e}); the denoiser "
+                          "runs eagerly", stacklevel=2)
+            self.enabled, self.graphs = False, {}
+            return self.model.predict(x, t, cond)

@@ -1,0 +1,97 @@
+"""CUDA-graphed no-grad denoiser calls (scdpo.models.graphs): padding, static buffers, keys, the
+first-replay check and the fallback, with an eager stand-in for the CUDA recorder (no GPU here)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from scdpo.models.graphs import GraphedPredict, padded_rows
+from scdpo.models.t2i import Conditioning
+
+
+class StubModel:
+    """predict = a function of every input, row by row (so padding or a mixed-up row shows)."""
+
+    device = torch.device("cpu")
+
+    def __init__(self):
+        self.unet = torch.nn.Linear(1, 1)  # its weight scales the output: in-place updates must show
+        self.calls = 0
+
+    def predict(self, x, t, cond):
+        self.calls += 1
+        t = torch.as_tensor(t, dtype=x.dtype).reshape(-1, 1, 1, 1)
+        return self.unet.weight[0, 0] * x + t + cond.context.mean((1, 2)).reshape(-1, 1, 1, 1)
+
+
+def eager_recorder(log):
+    def record(run):
+        out = run()
+        log.append(out.shape[0])
+        return (lambda: out.copy_(run())), out
+    return record
+
+
+def inputs(n, seed=0, t=None):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 4, 2, 2, generator=g)
+    ctx = torch.randn(n, 3, 5, generator=g)
+    return x, (torch.arange(n) * 10.0 if t is None else t), Conditioning(ctx)
+
+
+def test_padded_rows():
+    assert [padded_rows(n) for n in (0, 1, 2, 3, 5, 8, 9, 33)] == [1, 1, 2, 4, 8, 8, 16, 64]
+
+
+@torch.no_grad()
+def test_replays_match_eager_with_padding_and_reuse_one_graph_per_padded_size():
+    model, log = StubModel(), []
+    graphed = GraphedPredict(model, record=eager_recorder(log))
+    for n, seed in ((3, 0), (4, 1), (5, 2), (7, 3), (1, 4)):
+        x, t, cond = inputs(n, seed)
+        out = graphed(x, t, cond)
+        assert out.shape == x.shape and torch.allclose(out, model.predict(x, t, cond))
+    # 3 and 4 share the 4-row graph, 5 and 7 the 8-row one, 1 its own: three recordings
+    assert log == [4, 8, 1] and len(graphed.graphs) == 3 and graphed.enabled and graphed.replays == 5
+    x, t, cond = inputs(2, 5, t=torch.tensor(500.0))  # a 0-d timestep, as the sampler passes it
+    assert torch.allclose(graphed(x, t, cond), model.predict(x, t, cond))
+
+
+@torch.no_grad()
+def test_outputs_are_copies_and_weight_updates_are_seen():
+    model = StubModel()
+    graphed = GraphedPredict(model, record=eager_recorder([]))
+    x, t, cond = inputs(4, 0)
+    first = graphed(x, t, cond)
+    kept = first.clone()
+    model.unet.weight.mul_(3.0)  # an optimizer's in-place step
+    second = graphed(*inputs(4, 1))
+    assert torch.equal(first, kept)  # the static output was not handed out
+    x1, t1, c1 = inputs(4, 1)
+    assert torch.allclose(second, model.predict(x1, t1, c1))
+
+
+def test_a_replay_that_differs_turns_graphs_off_and_returns_eager():
+    model = StubModel()
+
+    def broken(run):
+        out = run()
+        return (lambda: out.copy_(run() + 1.0)), out
+
+    graphed = GraphedPredict(model, record=broken)
+    x, t, cond = inputs(3, 0)
+    with torch.no_grad(), pytest.warns(UserWarning, match="CUDA graphs turned off"):
+        out = graphed(x, t, cond)
+    assert torch.allclose(out, model.predict(x, t, cond)) and not graphed.enabled and not graphed.graphs
+    with torch.no_grad():
+        assert torch.allclose(graphed(x, t, cond), model.predict(x, t, cond))  # eager from then on
+
+
+def test_passthrough_on_cpu_and_with_gradients():
+    model = StubModel()
+    assert not GraphedPredict(model).enabled  # no recorder given and no CUDA device
+    graphed = GraphedPredict(model, record=eager_recorder(log := []))
+    x, t, cond = inputs(2, 0)
+    out = graphed(x, t, cond)  # gradients on: never recorded
+    assert out.requires_grad and log == []
