@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The full EmojiWorld comparison of docs/results.md: cost model -> SCP dataset -> every method of
 # issue 7 (Diffusion-DPO, SafetyDPO, SC-DPO and its ablations) -> evaluation of each against the
-# base model and the negative-prompt baselines -> one comparison table.
+# base model, the negative-prompt baselines and (stage "baselines") the field's baselines, ESD-x/u,
+# UCE, SLD and SAFREE (benchmarks/emojiworld_baselines.sh, same R) -> one comparison table.
 #
 #   bash benchmarks/emojiworld_alignment.sh            # GPU scale (one H200: about 8 minutes)
 #   TINY=1 R=/tmp/r bash benchmarks/emojiworld_alignment.sh   # seconds-scale dry run on a CPU
@@ -11,7 +12,7 @@
 # (PAR of them at once): on one GPU the tiny EmojiWorld UNet is launch-bound, not compute-bound.
 set -u
 R=${R:-runs/emojiworld-alignment}
-STAGES=${STAGES:-"cost data train eval compare"}
+STAGES=${STAGES:-"cost data train eval baselines compare"}
 PAR=${PAR:-8}
 if [ "${TINY:-0}" = 1 ]; then
     COST="--pool 64 --eval-n 16 --steps 20"; NPROMPTS=6; CAND=2; TSTEPS=2; TBATCH=2; ELIMIT="--limit 4"; SSTEPS=2
@@ -67,6 +68,11 @@ if has eval; then
         [ -n "$name" ] && [ -f "$R/lora-$name/pytorch_lora_weights.safetensors" ] && ev "$name" --lora "$R/lora-$name"
     done <<< "$METHODS"
     wait
+fi
+if has baselines && [ "${BASELINES:-1}" = 1 ]; then  # the same R: its cost model, suites and steps
+    stamp baselines
+    STAGES="baseline eval" R=$R PAR=$PAR SUITES=$SUITES bash "$(dirname "$0")/emojiworld_baselines.sh" \
+        > "$R/logs/baselines.log" 2>&1 || { echo "FAILED: baselines"; tail -5 "$R/logs/baselines.log"; }
 fi
 if has compare; then
     stamp compare

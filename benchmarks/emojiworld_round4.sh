@@ -135,6 +135,8 @@ holdout|$RECIPE --dataset $R/scp-holdout
 *) echo "STAGE must be sweep, final, anchor or implicit"; exit 2 ;;
 esac
 
+# TRAIN_FLAGS: flags added to every training (e.g. --cuda-graphs, a speed lever that leaves the
+# recipe as it is)
 # ONLY="NAME[:SEEDS] ...": keep only these runs of the stage, each with its seeds (comma-separated;
 # default SEEDS), e.g. ONLY="no-constraint no-focus holdout:0" (a device budget's worth of the final stage)
 if [ -n "${ONLY:-}" ]; then
@@ -193,7 +195,7 @@ while IFS='|' read -r name flags rseeds; do
         # checkpoints every 100 steps and --resume: a training cut by the end of a device call
         # continues from its last checkpoint when the same command runs again
         bg "train-$name-s$s" scdpo train --config configs/emojiworld-v3.yaml --dataset "$R/scp" --out "$d" \
-            --seed "$s" --checkpoint-every 100 --keep-checkpoints 1 --resume --log-every 50 $TRAIN $flags
+            --seed "$s" --checkpoint-every 100 --keep-checkpoints 1 --resume --log-every 50 $TRAIN ${TRAIN_FLAGS:-} $flags
     done
 done <<< "$RUNS"
 wait $(jobs -rp | grep -v -e "^${PACKER:-none}$" -e "^${JUDGE_PID:-none}$") 2>/dev/null

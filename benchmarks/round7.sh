@@ -19,16 +19,17 @@ LORA=${SCDPO_LORA:-src/scdpo/assets/loras/emojiworld-safe/pytorch_lora_weights.s
 python3 -c "import scdpo" || { echo "scdpo is not importable here: run the same command again"; exit 3; }
 mkdir -p "$R/logs"
 T0=$(date +%s)
-if [ "${TINY:-0}" = 1 ]; then PAIRS="--pairs 16 --steps 20 --generated-n 4 --clean-prompts none"; DEV=cpu
-else PAIRS=""; DEV=cuda; fi
+# DEADLINE: seconds after which no job starts (a device call lasts 600); none for the CPU dry run
+if [ "${TINY:-0}" = 1 ]; then PAIRS="--pairs 16 --steps 20 --generated-n 4 --clean-prompts none"; DEV=cpu; DL=${DEADLINE:-100000}
+else PAIRS=""; DEV=cuda; DL=${DEADLINE:-540}; fi
 
 out() { [ -n "${OUT:-}" ] && mkdir -p "$OUT/$1" && echo "$OUT/$1"; }
 ( nice -n 5 python3 benchmarks/cost_from_pairs.py --out "$R/cost-pairs" --device $DEV $PAIRS > "$R/logs/cost-pairs.log" 2>&1
   o=$(out pairs) && cp "$R/logs/cost-pairs.log" "$R"/cost-pairs/results.json "$o"/ 2>/dev/null ) &
 ( while [ ! -f "$R/cost/config.json" ]; do sleep 5; done
-  left=$(( ${DEADLINE:-540} - ($(date +%s) - T0) ))
+  left=$(( DL - ($(date +%s) - T0) ))
   SCDPO_LORA=$LORA OUT=$(out ba) DEADLINE=$(( left - 150 )) HARD=$(( left - 20 )) PAR=${BA_PAR:-6} \
       nice -n 10 bash benchmarks/round4_baselines_attacks.sh > "$R/logs/baselines-attacks.log" 2>&1
   o=$(out ba) && cp "$R/logs/baselines-attacks.log" "$o"/ ) &
-STAGE=final ONLY="$ONLY" LIMIT=${LIMIT:-150} PAR=16 DEADLINE=${DEADLINE:-540} bash benchmarks/emojiworld_round4.sh
+STAGE=final ONLY="$ONLY" LIMIT=${LIMIT:-150} PAR=16 DEADLINE=$DL bash benchmarks/emojiworld_round4.sh
 wait
