@@ -283,8 +283,12 @@ def _train(cfg: TrainConfig, out: Path) -> dict:
 
         probe = build_probe(cfg, pairs, acc.device)
     bank = build_bank(cfg, pairs)
-    # one process only: a DDP-wrapped policy's forward is not a fixed kernel sequence to record
-    predict = GraphedPredict(model, enabled=cfg.cuda_graphs and acc.num_processes == 1) if cfg.cuda_graphs else None
+    predict = None
+    if cfg.cuda_graphs:
+        # one process only: a DDP-wrapped policy's forward is not a fixed kernel sequence to record
+        predict = GraphedPredict(model, enabled=acc.num_processes == 1)
+        if not predict.enabled:
+            log.warning("--cuda-graphs needs one process on a CUDA device; the anchor trajectory runs eagerly")
     if cfg.resume and (resumed := resume(acc, out, meta)) is not None:
         prog, state = resumed
     cache = _cache_latents(model, pairs) if cfg.cache_latents else None
