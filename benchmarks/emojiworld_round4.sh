@@ -131,6 +131,8 @@ $TIMESTEP_ABLATION
 dpo-extras|$RECIPE $DPO_EXTRAS
 safetydpo-extras|$RECIPE $DPO_EXTRAS --kinds harmful
 holdout|$RECIPE --dataset $R/scp-holdout
+aug|$RECIPE --dataset $R/scp-aug
+aug-p50|$RECIPE --preserve-weight 50 --dataset $R/scp-aug
 "} ;;
 *) echo "STAGE must be sweep, final, anchor or implicit"; exit 2 ;;
 esac
@@ -179,11 +181,18 @@ build() { local out=$1; shift
           scdpo data build --model emojiworld --cost-model "$R/cost" --reward emojiworld \
               --harmful align-harmful --clean align-clean --n-harmful $NPROMPTS --n-clean $NPROMPTS \
               --candidates $CAND --steps $SSTEPS --safe-prompt-winner --batch-size 256 --chunk-size 500 --out "$out" "$@"; }
+# the neighbour-word build (eighth round, docs/data.md) runs beside the trainings on scp; its runs wait for it
+if grep -q scp-aug <<< "$RUNS" && [ ! -f "$R/scp-aug/README.md" ]; then
+    stamp data-aug; bg data-aug build "$R/scp-aug" --neighbour-words ${NEIGHBOURS:-8}
+fi
 if [ ! -f "$R/scp/README.md" ]; then stamp data; build "$R/scp" > "$R/logs/data.log" 2>&1 || { tail "$R/logs/data.log"; exit 1; }; fi
-if { [ "$STAGE" = final ] || grep -q scp-holdout <<< "$RUNS"; } && [ ! -f "$R/scp-holdout/README.md" ]; then
+if grep -q scp-holdout <<< "$RUNS" && [ ! -f "$R/scp-holdout/README.md" ]; then
     stamp data-holdout; build "$R/scp-holdout" --exclude-concepts $HOLDOUT > "$R/logs/data-holdout.log" 2>&1 \
         || { tail "$R/logs/data-holdout.log"; exit 1; }
 fi
+# run "$@" once dataset $1 is built (its build's exit code, logs/$2.rc, not 0: give up)
+after() { local data=$1 rc=$R/logs/$2.rc; shift 2
+          while [ ! -f "$data/README.md" ]; do [ -f "$rc" ] && [ "$(cat "$rc")" != 0 ] && return 1; sleep 5; done; "$@"; }
 
 # ---- train every run x seed
 stamp "train ($STAGE, seeds $SEEDS)"
@@ -194,7 +203,8 @@ while IFS='|' read -r name flags rseeds; do
         [ -f "$d/pytorch_lora_weights.safetensors" ] && continue
         # checkpoints every 100 steps and --resume: a training cut by the end of a device call
         # continues from its last checkpoint when the same command runs again
-        bg "train-$name-s$s" scdpo train --config configs/emojiworld-v3.yaml --dataset "$R/scp" --out "$d" \
+        wait_for=(); case " $flags " in *" $R/scp-aug "*) wait_for=(after "$R/scp-aug" data-aug);; esac
+        bg "train-$name-s$s" "${wait_for[@]}" scdpo train --config configs/emojiworld-v3.yaml --dataset "$R/scp" --out "$d" \
             --seed "$s" --checkpoint-every 100 --keep-checkpoints 1 --resume --log-every 50 $TRAIN ${TRAIN_FLAGS:-} $flags
     done
 done <<< "$RUNS"
@@ -224,6 +234,13 @@ for DRAW in $DRAWS; do
         done
     done <<< "$RUNS"
 done
+# DRAW0_RUNS="NAME ...": these runs (and the base) also on the tuning draw 0, where a pick among them is made
+if [ -n "${DRAW0_RUNS:-}" ]; then
+    DRAW=0; ev base-d0
+    for name in $DRAW0_RUNS; do for d in "$R"/lora-"$name"-s[0-9]*; do
+        [ -f "$d/pytorch_lora_weights.safetensors" ] && ev "$(basename "${d#"$R"/lora-}")-d0" --lora "$d"
+    done; done
+fi
 wait $(jobs -rp | grep -v "^${PACKER:-none}$") 2>/dev/null
 [ -n "${PACKER:-}" ] && kill "$PACKER" 2>/dev/null
 pack

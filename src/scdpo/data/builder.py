@@ -195,14 +195,38 @@ def build(cfg: BuildConfig, model=None, cost_fn: Scorer | None = None, reward_fn
     state = PartialState(cpu=str(cfg.device).startswith("cpu") or parse_flag_from_env("ACCELERATE_USE_CPU")
                          or (launched and not torch.cuda.is_available()), timeout=timedelta(hours=6))
     out = Path(cfg.out)
-    items = [("harmful", i, r) for i, r in enumerate(load_source(cfg.harmful, cfg.n_harmful, "harmful",
-                                                                 cfg.exclude_concepts))]
+    harmful = load_source(cfg.harmful, cfg.n_harmful, "harmful", cfg.exclude_concepts)
+    if cfg.neighbour_words and harmful:
+        harmful, model = _neighbours(cfg, harmful, model, state)
+    items = [("harmful", i, r) for i, r in enumerate(harmful)]
     items += [("clean", i, r) for i, r in enumerate(load_source(cfg.clean, cfg.n_clean, "clean", cfg.exclude_concepts))]
     if cfg.clean and any(r.harmful for kind, _, r in items if kind == "clean"):
         log.warning("clean source %s has prompts labelled harmful; they are treated as clean", cfg.clean)
     # the main process holds out's lock: a second build into the same folder is refused
     with folder_lock(out, "scdpo data build") if state.is_main_process else contextlib.nullcontext():
         return _build(cfg, state, out, items, model, cost_fn, reward_fn)
+
+
+def _neighbours(cfg: BuildConfig, harmful: list[PromptRecord], model, state):
+    """The harmful prompts with the neighbour-word augmentation applied (scdpo.data.neighbours);
+    loads the model here when not given, since the rewrite needs its text encoder."""
+    from scdpo.data.neighbours import emojiworld_excluded_words, neighbour_rewrites
+    from scdpo.world.suites import SUITES
+
+    if model is None:
+        from scdpo.models.t2i import T2IModel
+
+        device = state.device if state.num_processes > 1 else cfg.device or state.device
+        model = T2IModel.from_pretrained(cfg.model, device=device)
+    exclude = {w.lower() for w in cfg.neighbour_exclude}
+    if cfg.harmful in SUITES:
+        exclude |= emojiworld_excluded_words()
+    harmful, n = neighbour_rewrites(harmful, model, cfg.neighbour_words, cfg.neighbour_share, cfg.seed, exclude)
+    log.info("neighbour words: %d of %d harmful prompts rewritten", n, len(harmful))
+    if n == 0:
+        log.warning("--neighbour-words %d rewrote no prompt of %s: its prompts need a safe counterpart "
+                    "(CoProV2 pairs, EmojiWorld suites)", cfg.neighbour_words, cfg.harmful)
+    return harmful, model
 
 
 def _build(cfg: BuildConfig, state, out: Path, items: list, model, cost_fn, reward_fn) -> dict:

@@ -53,6 +53,12 @@ class BuildConfig:
         exclude_concepts: EmojiWorld concepts held out of the dataset: prompts that request any of
             them are dropped (before n_harmful / n_clean are counted), so how far an alignment
             carries to concepts it never saw can be measured (docs/results.md, "Concept hold-out").
+        neighbour_words: rewrite a share of the harmful prompts' harmful words (the span that differs
+            from the prompt's safe counterpart) as one of this many tokens nearest to them in the
+            text encoder's token embeddings (docs/data.md, "Neighbour words"); 0: off.
+        neighbour_share: the share of harmful prompts rewritten (of those with a safe counterpart).
+        neighbour_exclude: words never written in (EmojiWorld suites add every held-out keyword's
+            and every safe concept's words themselves).
         sampler: how candidates are sampled (a SamplerConfig, or a scheduler name); its flags
             --steps, --guidance-scale, --scheduler (--sampler works too) and --guard are this
             command's (the sampling batch is batch_size).
@@ -81,6 +87,9 @@ class BuildConfig:
     safe_prompt_winner: bool = False
     strict: bool = False
     exclude_concepts: list[str] = dataclasses.field(default_factory=list)
+    neighbour_words: int = 0
+    neighbour_share: float = 0.5
+    neighbour_exclude: list[str] = dataclasses.field(default_factory=list)
     sampler: SamplerConfig = nested(SamplerConfig, ("steps", "guidance_scale", "scheduler", "guard"),
                                     aliases={"scheduler": ("--sampler",)})
 
@@ -97,6 +106,11 @@ class BuildConfig:
             if unknown:
                 raise ValueError(f"--exclude-concepts: unknown EmojiWorld concept(s) {unknown}; "
                                  "names are those of src/scdpo/world/data/concepts.yaml")
+        if self.neighbour_words < 0 or not 0.0 <= self.neighbour_share <= 1.0:
+            raise ValueError(f"--neighbour-words must be >= 0 and --neighbour-share in [0, 1], got "
+                             f"{self.neighbour_words} and {self.neighbour_share}")
+        if isinstance(self.neighbour_exclude, str):
+            self.neighbour_exclude = [w.strip() for w in self.neighbour_exclude.split(",") if w.strip()]
         if self.harmful is None and self.clean is None:
             raise ValueError("give --harmful and/or --clean prompt sources")
         if self.candidates < 2:
@@ -121,7 +135,10 @@ class BuildConfig:
         at = list(flat).index("n_clean") + 1
         items = list(flat.items())
         flat = dict(items[:at] + list(sampling.items()) + items[at:])
-        return {k: v for k, v in flat.items() if k not in _RUNTIME_FIELDS and not (k == "guard" and v is None)}
+        # the augmentation's fields only when it is on, so that builds made before it existed still resume
+        off = self.neighbour_words == 0
+        return {k: v for k, v in flat.items() if k not in _RUNTIME_FIELDS and not (k == "guard" and v is None)
+                and not (off and k.startswith("neighbour_"))}
 
 
 def load_source(source: str | None, limit: int | None, kind: str, exclude: list[str] | tuple = ()) -> list[PromptRecord]:

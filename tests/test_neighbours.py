@@ -1,0 +1,92 @@
+"""Neighbour-word augmentation of harmful prompts (scdpo.data.neighbours; docs/data.md)."""
+
+from __future__ import annotations
+
+import pyarrow.parquet as pq
+import pytest
+
+from scdpo.data.builder import build
+from scdpo.data.config import BuildConfig
+from scdpo.data.neighbours import emojiworld_excluded_words, harmful_span, neighbour_rewrites, rewrite_span
+from scdpo.world.records import PromptRecord
+from scdpo.world.suites import get_suite
+from scdpo.world.vocab import load_vocabulary
+
+
+def test_span_is_what_differs_from_the_counterpart_without_its_article():
+    assert harmful_span("a drawing of an axe above a hen", "a drawing of a sailboat above a hen") == (4, 5)
+    assert harmful_span("a small butcher knife on the right", "a small television on the right") == (2, 4)
+    assert harmful_span("a dagger and a gun", "a pear and a kiwi") is None  # two spans: left alone
+    assert harmful_span("same words", "same words") is None
+
+
+def test_rewrite_keeps_the_article_in_agreement():
+    p = "a drawing of an axe above a hen"
+    assert rewrite_span(p, (4, 5), "hammer") == "a drawing of a hammer above a hen"
+    assert rewrite_span("A dagger here", (1, 2), "axe") == "An axe here"
+    assert rewrite_span("small pills on the left", (1, 2), "drugs") == "small drugs on the left"
+
+
+def test_excluded_words_are_every_heldout_and_every_safe_word():
+    words = emojiworld_excluded_words()
+    vocab = load_vocabulary()
+    assert {"stiletto", "shank", "cranium", "robber"} <= words  # held-out keywords of harmful concepts
+    assert {"sunflower", "chicken", "television"} <= words  # safe concepts' words
+    assert "dagger" not in words and "bikini" not in words  # harmful training words stay usable
+    assert all(w.lower() in words for c in vocab.harmful for kw in c.heldout for w in kw.split())
+
+
+class _Model:  # neighbour_candidates is patched: the rewrite needs no text encoder here
+    pass
+
+
+@pytest.fixture
+def fixed_neighbours(monkeypatch):
+    import scdpo.attack.paraphrase as para
+
+    asked = []
+
+    def fake(model, word, n, pool=None):
+        asked.append(word)
+        return ["stiletto", word.split()[0], "blade", "weapon", "knife"][:n]
+
+    monkeypatch.setattr(para, "neighbour_candidates", fake)
+    return asked
+
+
+def test_rewrites_a_share_never_writes_an_excluded_word_and_is_deterministic(fixed_neighbours):
+    records = get_suite("align-harmful", n=200, seed=0)
+    exclude = emojiworld_excluded_words()
+    out, n = neighbour_rewrites(records, _Model(), 3, 0.5, 0, exclude)
+    changed = [(a, b) for a, b in zip(records, out) if a.prompt != b.prompt]
+    assert n == len(changed) and 0.35 * len(records) < n < 0.65 * len(records)
+    for a, b in changed:
+        assert b.safe_prompt == a.safe_prompt and b.concepts == a.concepts
+        assert "stiletto" not in b.prompt.split() and b.meta["neighbour_of"]
+        new = set(b.prompt.split()) - set(a.prompt.split())
+        assert new and new <= {"blade", "weapon", "knife", "a", "an"}
+    again, _ = neighbour_rewrites(records, _Model(), 3, 0.5, 0, exclude)
+    assert [r.prompt for r in again] == [r.prompt for r in out]
+    other, _ = neighbour_rewrites(records, _Model(), 3, 0.5, 1, exclude)
+    assert [r.prompt for r in other] != [r.prompt for r in out]  # the seed picks the prompts
+    none, n0 = neighbour_rewrites(records, _Model(), 3, 0.0, 0, exclude)
+    assert n0 == 0 and none == records
+    clean = [PromptRecord("a pear", "x"), PromptRecord("a dagger", "x", ("violence",))]  # no counterpart
+    assert neighbour_rewrites(clean, _Model(), 3, 1.0, 0, exclude)[1] == 0
+
+
+def test_build_trains_on_the_rewritten_prompts_and_guards_the_setting(tmp_path, fixed_neighbours):
+    from tests.test_data_builder import FakeModel, _cfg, fake_cost, fake_reward
+
+    out = tmp_path / "aug"
+    cfg = _cfg(out, n_harmful=40, n_clean=4, neighbour_words=3, neighbour_share=1.0, uniform_rule="reward")
+    build(cfg, FakeModel(), fake_cost, fake_reward)
+    captions = [c["prompt"] for c in pq.read_table(out / "choices.parquet").to_pylist() if c["kind"] == "harmful"]
+    assert captions and all(set(p.split()) & {"blade", "weapon", "knife"} for p in captions)
+    assert cfg.settings()["neighbour_words"] == 3
+    with pytest.raises(ValueError, match="other settings"):
+        build(_cfg(out, n_harmful=40, n_clean=4, neighbour_words=2, neighbour_share=1.0, uniform_rule="reward"),
+              FakeModel(), fake_cost, fake_reward)
+    assert "neighbour_words" not in _cfg(tmp_path / "plain").settings()  # old builds still resume
+    with pytest.raises(ValueError, match="--neighbour-share"):
+        _cfg(out, neighbour_share=2.0)
