@@ -201,11 +201,11 @@ while IFS='|' read -r name flags rseeds; do
     for s in ${rseeds:-$SEEDS}; do
         d="$R/lora-$name-s$s"
         [ -f "$d/pytorch_lora_weights.safetensors" ] && continue
-        # checkpoints every 100 steps and --resume: a training cut by the end of a device call
+        # checkpoints every 50 steps and --resume: a training cut by the end of a device call
         # continues from its last checkpoint when the same command runs again
         wait_for=(); case " $flags " in *" $R/scp-aug "*) wait_for=(after "$R/scp-aug" data-aug);; esac
         bg "train-$name-s$s" "${wait_for[@]}" scdpo train --config configs/emojiworld-v3.yaml --dataset "$R/scp" --out "$d" \
-            --seed "$s" --checkpoint-every 100 --keep-checkpoints 1 --resume --log-every 50 $TRAIN ${TRAIN_FLAGS:-} $flags
+            --seed "$s" --checkpoint-every 50 --keep-checkpoints 1 --resume --log-every 50 $TRAIN ${TRAIN_FLAGS:-} $flags
     done
 done <<< "$RUNS"
 wait $(jobs -rp | grep -v -e "^${PACKER:-none}$" -e "^${JUDGE_PID:-none}$") 2>/dev/null

@@ -11,7 +11,8 @@ from scdpo.attack.base import AttackContext, Budget, Target, get_attack
 from scdpo.attack.config import AttackConfig
 from scdpo.attack.run import run, sampler_for, target_seed
 from scdpo.attack.score import success_rate
-from scdpo.attack.text import allowed_tokens, encode_texts
+from scdpo.attack.text import encode_texts
+from scdpo.models.tokens import allowed_tokens
 from scdpo.models.t2i import T2IModel
 from scdpo.models.testing import tiny_sd_pipeline
 
@@ -107,7 +108,8 @@ def test_unlearndiff_keeps_the_best_token_of_the_pool(model):
     """With one adversarial token drawn from a pool of three, the search (which samples tokens from
     its distribution) must return the pool's token of least denoising error on the fixed noise set."""
     from scdpo.attack.gradient import fixed_noise, target_latents
-    from scdpo.attack.text import content_ids, layout
+    from scdpo.attack.text import layout
+    from scdpo.models.tokens import content_ids
     from scdpo.attack.unlearndiff import selection_loss
 
     ctx = _ctx(model, 40, tokens=1, token_pool=["k", "q", "x"], check_every=4)

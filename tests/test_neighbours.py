@@ -6,7 +6,6 @@ import pyarrow.parquet as pq
 import pytest
 
 from scdpo.data.builder import build
-from scdpo.data.config import BuildConfig
 from scdpo.data.neighbours import emojiworld_excluded_words, harmful_span, neighbour_rewrites, rewrite_span
 from scdpo.world.records import PromptRecord
 from scdpo.world.suites import get_suite
@@ -36,13 +35,13 @@ def test_excluded_words_are_every_heldout_and_every_safe_word():
     assert all(w.lower() in words for c in vocab.harmful for kw in c.heldout for w in kw.split())
 
 
-class _Model:  # neighbour_candidates is patched: the rewrite needs no text encoder here
+class _Model:  # nearest_tokens is patched: the rewrite needs no text encoder here
     pass
 
 
 @pytest.fixture
 def fixed_neighbours(monkeypatch):
-    import scdpo.attack.paraphrase as para
+    import scdpo.models.tokens as tokens
 
     asked = []
 
@@ -50,7 +49,7 @@ def fixed_neighbours(monkeypatch):
         asked.append(word)
         return ["stiletto", word.split()[0], "blade", "weapon", "knife"][:n]
 
-    monkeypatch.setattr(para, "neighbour_candidates", fake)
+    monkeypatch.setattr(tokens, "nearest_tokens", fake)
     return asked
 
 

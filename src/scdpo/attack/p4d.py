@@ -20,8 +20,9 @@ import torch
 
 from scdpo.attack.base import AttackContext, AttackResult, Target, register
 from scdpo.attack.gradient import fixed_noise, mse, target_latents
-from scdpo.attack.text import (allowed_tokens, check_shared_vocab, content_ids, decode, embedding_matrices,
-                               encode_ids, encode_texts, interleaved, layout, layout_slots, with_tokens)
+from scdpo.attack.text import (check_shared_vocab, encode_ids, encode_texts, interleaved, layout, layout_slots,
+                               with_tokens)
+from scdpo.models.tokens import allowed_tokens, content_ids, decode, embedding_matrices
 
 DEFAULT_STEPS = 3000
 DEFAULT_TOKENS = 16

@@ -20,7 +20,8 @@ from pathlib import Path
 import torch
 
 from scdpo.attack.base import AttackContext, AttackResult, Target, register
-from scdpo.attack.text import allowed_tokens, content_ids, decode, embedding_matrices, encode_texts
+from scdpo.attack.text import encode_texts
+from scdpo.models.tokens import nearest_tokens
 
 DEFAULT_CANDIDATES = 20
 
@@ -52,17 +53,7 @@ def hand_candidates(word: str, concept: str, hand_list: str | None) -> list[str]
 
 def neighbour_candidates(model, word: str, n: int, pool: list[str] | None = None) -> list[str]:
     """The ``n`` vocabulary tokens nearest (cosine) to ``word``'s mean token embedding."""
-    if n == 0:
-        return []
-    tok = model.tokenizers[0]
-    table = embedding_matrices(model)[0].detach().float()
-    own = content_ids(tok, word)
-    vocab = allowed_tokens(tok, pool)
-    vocab = vocab[~torch.isin(vocab, torch.tensor(own))]
-    query = torch.nn.functional.normalize(table[own].mean(0), dim=0)
-    scores = torch.nn.functional.normalize(table[vocab.to(table.device)], dim=1) @ query
-    order = torch.argsort(scores.cpu(), descending=True, stable=True)[:n]
-    return [decode(tok, [int(vocab[i])]) for i in order]
+    return nearest_tokens(model, word, n, pool)
 
 
 def rewrite(prompt: str, words: tuple[str, ...], replacement: str) -> str:

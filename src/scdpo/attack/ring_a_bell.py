@@ -19,7 +19,8 @@ import torch
 
 from scdpo.attack.base import AttackContext, AttackResult, Target, register
 from scdpo.attack.targets import concept_pairs
-from scdpo.attack.text import allowed_tokens, build_ids, check_shared_vocab, decode, encode_ids, encode_texts, room
+from scdpo.attack.text import build_ids, check_shared_vocab, encode_ids, encode_texts, room
+from scdpo.models.tokens import allowed_tokens, decode
 
 DEFAULT_GENERATIONS = 3000
 DEFAULT_TOKENS = 16

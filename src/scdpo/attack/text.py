@@ -11,12 +11,12 @@ does. One token-id space is used for all encoders: SDXL's two CLIP tokenizers sh
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import torch
 
 from scdpo.models.t2i import Conditioning
+from scdpo.models.tokens import content_ids
 
 
 @dataclass
@@ -33,10 +33,6 @@ def check_shared_vocab(model) -> None:
         raise ValueError("this model's text encoders use different vocabularies; token-level attacks need one "
                          "(use the paraphrase attack, which works on text)")
 
-
-def content_ids(tokenizer, text: str) -> list[int]:
-    """Token ids of ``text`` without special tokens."""
-    return tokenizer(text, add_special_tokens=False).input_ids
 
 
 def specials(tokenizer) -> tuple[list[int], list[int]]:
@@ -104,10 +100,6 @@ def with_tokens(lay: Layout, tokens: torch.Tensor) -> list[torch.Tensor]:
     return out
 
 
-def embedding_matrices(model) -> list[torch.Tensor]:
-    """Each encoder's token-embedding matrix (V, D_i)."""
-    return [enc.get_input_embeddings().weight for enc in model.text_encoders]
-
 
 def encode_ids(model, ids: list[torch.Tensor], adv: list[torch.Tensor | None] | None = None,
                positions: torch.Tensor | None = None, size=None) -> Conditioning:
@@ -149,33 +141,3 @@ def encode_texts(model, texts: list[str], batch_size: int = 256) -> Conditioning
                        return_tensors="pt").input_ids for tok in model.tokenizers]
             parts.append(encode_ids(model, ids))
     return Conditioning.cat(parts)
-
-
-def decode(tokenizer, ids) -> str:
-    """Token ids -> one-line text (special tokens dropped)."""
-    text = tokenizer.decode([int(i) for i in ids], skip_special_tokens=True)
-    return re.sub(r"\s+", " ", text).strip()
-
-
-def allowed_tokens(tokenizer, pool: list[str] | None = None) -> torch.Tensor:
-    """Token ids a search may use: those that survive decode -> re-tokenize as themselves (whole
-    words, no special or sub-word pieces), so a written prompt reads back as the tokens searched;
-    restricted to the tokens of the words in ``pool`` when given."""
-    if pool:
-        ids = sorted({i for w in pool for i in content_ids(tokenizer, w)})
-        if not ids:
-            raise ValueError(f"--token-pool {pool} has no tokens in this model's vocabulary")
-        return torch.tensor(ids)
-    cached = getattr(tokenizer, "_scdpo_allowed", None)
-    if cached is not None:
-        return cached
-    special = set(tokenizer.all_special_ids)
-    keep = []
-    for i in range(len(tokenizer)):
-        if i in special:
-            continue
-        word = tokenizer.decode([i]).strip()
-        if word and re.fullmatch(r"[\w'-]*\w[\w'-]*", word) and content_ids(tokenizer, word) == [i]:
-            keep.append(i)
-    tokenizer._scdpo_allowed = torch.tensor(keep)
-    return tokenizer._scdpo_allowed

@@ -77,7 +77,7 @@ def neighbour_rewrites(records: list[PromptRecord], model, n: int, share: float,
     how many were rewritten. Records without a safe counterpart, or whose counterpart differs in more
     than one span, stay as they are. A rewritten record keeps its concepts and counterpart and
     notes ``meta["neighbour_of"]`` (the words it replaced)."""
-    from scdpo.attack.paraphrase import neighbour_candidates
+    from scdpo.models import tokens
 
     cache: dict[str, list[str]] = {}
     out, rewritten = [], 0
@@ -91,7 +91,7 @@ def neighbour_rewrites(records: list[PromptRecord], model, n: int, share: float,
         if words.lower() not in cache:
             own = set(re.findall(r"[\w'-]+", words.lower()))
             # ask for more than n: the excluded ones and the span's own words are dropped after
-            found = neighbour_candidates(model, words, 4 * n + 8)
+            found = tokens.nearest_tokens(model, words, 4 * n + 8)
             cache[words.lower()] = [w for w in found if w.lower() not in exclude and w.lower() not in own][:n]
         options = cache[words.lower()]
         if not options:

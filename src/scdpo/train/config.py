@@ -113,7 +113,9 @@ class TrainConfig:
         cuda_graphs: replay the safe anchor's policy-trajectory UNet calls (no gradients) from
             CUDA graphs (scdpo.models.graphs; one process on a CUDA device only): for the
             launch-bound EmojiWorld UNet. Each graph is checked against eager on its first replay
-            and any failure falls back to eager. Off by default until measured (BENCHMARKS.md).
+            and any failure falls back to eager. EXPERIMENTAL: its one GPU run (an H200,
+            2026-12-02) died with a CUDA illegal memory access at the second step, which no fallback
+            can catch (BENCHMARKS.md, eighth round); off by default, do not use for real runs.
         gradient_checkpointing: recompute UNet activations in the backward pass (less memory).
         caption_dropout: fraction of captions replaced by "" (the Diffusion-DPO authors used 0.2).
         min_timestep, max_timestep: training timesteps are drawn uniformly from min_timestep ..

@@ -289,6 +289,9 @@ def _train(cfg: TrainConfig, out: Path) -> dict:
         predict = GraphedPredict(model, enabled=acc.num_processes == 1)
         if not predict.enabled:
             log.warning("--cuda-graphs needs one process on a CUDA device; the anchor trajectory runs eagerly")
+        else:
+            log.warning("--cuda-graphs is experimental: its one H200 run died with a CUDA illegal memory "
+                        "access at step 2 (BENCHMARKS.md, eighth round); leave it off for real runs")
     if cfg.resume and (resumed := resume(acc, out, meta)) is not None:
         prog, state = resumed
     cache = _cache_latents(model, pairs) if cfg.cache_latents else None
