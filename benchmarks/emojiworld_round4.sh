@@ -181,7 +181,7 @@ build() { local out=$1; shift
           scdpo data build --model emojiworld --cost-model "$R/cost" --reward emojiworld \
               --harmful align-harmful --clean align-clean --n-harmful $NPROMPTS --n-clean $NPROMPTS \
               --candidates $CAND --steps $SSTEPS --safe-prompt-winner --batch-size 256 --chunk-size 500 --out "$out" "$@"; }
-# the neighbour-word build (eighth round, docs/data.md) runs beside the trainings on scp; its runs wait for it
+# the neighbour-word build (eighth round, docs/dataset-builder.md) runs beside the trainings on scp; its runs wait for it
 if grep -q scp-aug <<< "$RUNS" && [ ! -f "$R/scp-aug/README.md" ]; then
     stamp data-aug; bg data-aug build "$R/scp-aug" --neighbour-words ${NEIGHBOURS:-8}
 fi

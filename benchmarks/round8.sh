@@ -5,7 +5,7 @@
 #      (benchmarks/anchor_cost.py --device cuda); the trainings below use it when it pays (>= 1.2x
 #      at equal work), else run eagerly; the choice is logged in logs/train-flags.txt;
 #   2. issue 15: the shipped recipe's ablations left (winner term, preservation, timestep range over
-#      3 seeds; SafetyDPO with the same extras) and the neighbour-word augmentation (docs/data.md)
+#      3 seeds; SafetyDPO with the same extras) and the neighbour-word augmentation (docs/dataset-builder.md)
 #      at p = 50 over 3 seeds and at the recipe's p = 20 on seed 0, the augmented runs also on the
 #      tuning draw 0 (the pick) and every run on the test draw 1 (STAGE=final of
 #      benchmarks/emojiworld_round4.sh).

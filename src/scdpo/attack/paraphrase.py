@@ -51,11 +51,6 @@ def hand_candidates(word: str, concept: str, hand_list: str | None) -> list[str]
     return [w for w in dict.fromkeys(out) if w.lower() != word.lower()]
 
 
-def neighbour_candidates(model, word: str, n: int, pool: list[str] | None = None) -> list[str]:
-    """The ``n`` vocabulary tokens nearest (cosine) to ``word``'s mean token embedding."""
-    return nearest_tokens(model, word, n, pool)
-
-
 def rewrite(prompt: str, words: tuple[str, ...], replacement: str) -> str:
     for w in sorted(words, key=len, reverse=True):
         prompt = re.sub(rf"\b{re.escape(w)}\b", replacement, prompt, flags=re.IGNORECASE)
@@ -73,7 +68,7 @@ def paraphrase(ctx: AttackContext, target: Target, g: torch.Generator) -> Attack
     for w in words:
         options += hand_candidates(w, target.concept, cfg.hand_list)
     for w in words:
-        options += neighbour_candidates(model, w, cfg.neighbours, cfg.token_pool)
+        options += nearest_tokens(model, w, cfg.neighbours, cfg.token_pool)
     options = [o for o in dict.fromkeys(options) if o.strip()]
     original = encode_texts(model, [target.prompt]).context.float()
     best, step = None, 0

@@ -55,7 +55,7 @@ class BuildConfig:
             carries to concepts it never saw can be measured (docs/results.md, "Concept hold-out").
         neighbour_words: rewrite a share of the harmful prompts' harmful words (the span that differs
             from the prompt's safe counterpart) as one of this many tokens nearest to them in the
-            text encoder's token embeddings (docs/data.md, "Neighbour words"); 0: off.
+            text encoder's token embeddings (docs/dataset-builder.md, "Neighbour words"); 0: off.
         neighbour_share: the share of harmful prompts rewritten (of those with a safe counterpart).
         neighbour_exclude: words never written in (EmojiWorld suites add every held-out keyword's
             and every safe concept's words themselves).

@@ -1,4 +1,4 @@
-"""Neighbour-word augmentation of harmful prompts (our addition; docs/data.md, "Neighbour words").
+"""Neighbour-word augmentation of harmful prompts (our addition; docs/dataset-builder.md, "Neighbour words").
 
 An alignment learned on a prompt set reaches the words of that set and, less surely, the words whose
 text features sit near them (docs/results.md: the harm that survives sits in the same few held-out
