@@ -133,6 +133,8 @@ safetydpo-extras|$RECIPE $DPO_EXTRAS --kinds harmful
 holdout|$RECIPE --dataset $R/scp-holdout
 aug|$RECIPE --dataset $R/scp-aug
 aug-p50|$RECIPE --preserve-weight 50 --dataset $R/scp-aug
+augf|$RECIPE --dataset $R/scp-augf
+augf-all|$RECIPE --dataset $R/scp-augf-all
 "} ;;
 *) echo "STAGE must be sweep, final, anchor or implicit"; exit 2 ;;
 esac
@@ -181,10 +183,16 @@ build() { local out=$1; shift
           scdpo data build --model emojiworld --cost-model "$R/cost" --reward emojiworld \
               --harmful align-harmful --clean align-clean --n-harmful $NPROMPTS --n-clean $NPROMPTS \
               --candidates $CAND --steps $SSTEPS --safe-prompt-winner --batch-size 256 --chunk-size 500 --out "$out" "$@"; }
-# the neighbour-word build (eighth round, docs/dataset-builder.md) runs beside the trainings on scp; its runs wait for it
-if grep -q scp-aug <<< "$RUNS" && [ ! -f "$R/scp-aug/README.md" ]; then
-    stamp data-aug; bg data-aug build "$R/scp-aug" --neighbour-words ${NEIGHBOURS:-8}
-fi
+# the neighbour-word builds (docs/dataset-builder.md) run beside the trainings on scp; their runs wait
+# for them: scp-aug is the eighth round's unfiltered form, scp-augf the ninth round's filtered one
+# (scp-augf-all: the filtered form on every harmful prompt with a counterpart, not half)
+declare -A AUG_FLAGS=([scp-aug]="--neighbour-min-sim 0 --neighbour-margin -2" [scp-augf]=""
+                      [scp-augf-all]="--neighbour-share 1")
+for a in "${!AUG_FLAGS[@]}"; do
+    if grep -qE "$R/$a([ |]|\$)" <<< "$RUNS" && [ ! -f "$R/$a/README.md" ]; then
+        stamp "data-${a#scp-}"; bg "data-${a#scp-}" build "$R/$a" --neighbour-words ${NEIGHBOURS:-8} ${AUG_FLAGS[$a]}
+    fi
+done
 if [ ! -f "$R/scp/README.md" ]; then stamp data; build "$R/scp" > "$R/logs/data.log" 2>&1 || { tail "$R/logs/data.log"; exit 1; }; fi
 if grep -q scp-holdout <<< "$RUNS" && [ ! -f "$R/scp-holdout/README.md" ]; then
     stamp data-holdout; build "$R/scp-holdout" --exclude-concepts $HOLDOUT > "$R/logs/data-holdout.log" 2>&1 \
@@ -203,7 +211,10 @@ while IFS='|' read -r name flags rseeds; do
         [ -f "$d/pytorch_lora_weights.safetensors" ] && continue
         # checkpoints every 50 steps and --resume: a training cut by the end of a device call
         # continues from its last checkpoint when the same command runs again
-        wait_for=(); case " $flags " in *" $R/scp-aug "*) wait_for=(after "$R/scp-aug" data-aug);; esac
+        wait_for=()
+        for a in "${!AUG_FLAGS[@]}"; do
+            case " $flags " in *" $R/$a "*) wait_for=(after "$R/$a" "data-${a#scp-}");; esac
+        done
         bg "train-$name-s$s" "${wait_for[@]}" scdpo train --config configs/emojiworld-v3.yaml --dataset "$R/scp" --out "$d" \
             --seed "$s" --checkpoint-every 50 --keep-checkpoints 1 --resume --log-every 50 $TRAIN ${TRAIN_FLAGS:-} $flags
     done

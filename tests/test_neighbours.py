@@ -78,14 +78,71 @@ def test_build_trains_on_the_rewritten_prompts_and_guards_the_setting(tmp_path, 
     from tests.test_data_builder import FakeModel, _cfg, fake_cost, fake_reward
 
     out = tmp_path / "aug"
-    cfg = _cfg(out, n_harmful=40, n_clean=4, neighbour_words=3, neighbour_share=1.0, uniform_rule="reward")
+    cfg = _cfg(out, n_harmful=40, n_clean=4, neighbour_words=3, neighbour_share=1.0, uniform_rule="reward",
+               neighbour_min_sim=0.0, neighbour_margin=-2.0)  # unfiltered: the fake space has no embeddings
     build(cfg, FakeModel(), fake_cost, fake_reward)
     captions = [c["prompt"] for c in pq.read_table(out / "choices.parquet").to_pylist() if c["kind"] == "harmful"]
     assert captions and all(set(p.split()) & {"blade", "weapon", "knife"} for p in captions)
     assert cfg.settings()["neighbour_words"] == 3
     with pytest.raises(ValueError, match="other settings"):
-        build(_cfg(out, n_harmful=40, n_clean=4, neighbour_words=2, neighbour_share=1.0, uniform_rule="reward"),
+        build(_cfg(out, n_harmful=40, n_clean=4, neighbour_words=2, neighbour_share=1.0, uniform_rule="reward",
+                   neighbour_min_sim=0.0, neighbour_margin=-2.0),
               FakeModel(), fake_cost, fake_reward)
     assert "neighbour_words" not in _cfg(tmp_path / "plain").settings()  # old builds still resume
     with pytest.raises(ValueError, match="--neighbour-share"):
         _cfg(out, neighbour_share=2.0)
+
+
+@pytest.fixture
+def planted_space(monkeypatch):
+    """A token space with a planted layout: "daggers" near the span "dagger"; "hand" nearer the clean
+    word "handbag" than the span; "sk" a word piece far from everything."""
+    import torch
+
+    import scdpo.models.tokens as tokens
+
+    axes = {"dagger": [1, 0, 0], "daggers": [0.9, 0.1, 0], "hand": [0.5, 0.8, 0], "handbag": [0.1, 1, 0],
+            "sk": [0.2, 0, 1]}
+
+    def vectors(model, words):
+        return torch.nn.functional.normalize(torch.tensor([axes[w] for w in words], dtype=torch.float), dim=1)
+
+    monkeypatch.setattr(tokens, "word_vectors", vectors)
+    monkeypatch.setattr(tokens, "nearest_tokens", lambda model, word, n, pool=None: ["daggers", "hand", "sk"][:n])
+
+
+def test_filter_drops_word_pieces_and_words_nearer_the_clean_side(planted_space):
+    records = [PromptRecord("a dagger here", "x", ("violence",), safe_prompt="a pear here")]
+    rewritten = lambda **kw: {neighbour_rewrites(records, _Model(), 3, 1.0, s, **kw)[0][0].prompt for s in range(40)}
+    # unfiltered (the eighth round's form): every candidate is written in
+    assert rewritten() == {"a daggers here", "a hand here", "a sk here"}
+    # the cosine floor drops the word piece; the margin drops what sits nearer the clean "handbag"
+    assert rewritten(min_sim=0.35) == {"a daggers here", "a hand here"}
+    assert rewritten(keep={"handbag"}, min_sim=0.35, margin=0.1) == {"a daggers here"}
+    # a clean word itself never passes the margin (its cosine to itself is 1)
+    assert rewritten(keep={"handbag", "daggers", "hand"}, min_sim=0.35, margin=0.1) == {"a dagger here"}
+
+
+def test_build_filters_against_its_own_clean_prompts(tmp_path, monkeypatch):
+    import scdpo.data.neighbours as neighbours
+    from tests.test_data_builder import FakeModel, _cfg, fake_cost, fake_reward
+
+    seen = {}
+
+    def spy(records, model, n, share, seed, exclude, keep, min_sim, margin):
+        seen.update(keep=keep, min_sim=min_sim, margin=margin)
+        return records, 0
+
+    monkeypatch.setattr(neighbours, "neighbour_rewrites", spy)
+    cfg = _cfg(tmp_path / "aug", n_harmful=8, n_clean=4, neighbour_words=3, uniform_rule="reward")
+    assert (cfg.neighbour_min_sim, cfg.neighbour_margin) == (0.35, 0.1)  # filtered by default
+    build(cfg, FakeModel(), fake_cost, fake_reward)
+    clean = get_suite(cfg.clean, n=4, seed=0)
+    harmful = get_suite(cfg.harmful, n=8, seed=0)
+    assert neighbours.clean_words([r.prompt for r in clean]) <= seen["keep"]  # the clean prompts' words
+    assert neighbours.clean_words([r.safe_prompt for r in harmful]) <= seen["keep"]  # the counterparts'
+    assert neighbours.clean_words(["a car, a cactus"]) == {"a", "car", "cactus"}
+    assert {"sunflower", "television"} <= seen["keep"] and "dagger" not in seen["keep"]
+    assert (seen["min_sim"], seen["margin"]) == (0.35, 0.1)
+    with pytest.raises(ValueError, match="--neighbour-min-sim"):
+        _cfg(tmp_path / "x", neighbour_min_sim=2.0)

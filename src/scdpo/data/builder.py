@@ -196,10 +196,11 @@ def build(cfg: BuildConfig, model=None, cost_fn: Scorer | None = None, reward_fn
                          or (launched and not torch.cuda.is_available()), timeout=timedelta(hours=6))
     out = Path(cfg.out)
     harmful = load_source(cfg.harmful, cfg.n_harmful, "harmful", cfg.exclude_concepts)
+    clean = load_source(cfg.clean, cfg.n_clean, "clean", cfg.exclude_concepts)
     if cfg.neighbour_words and harmful:
-        harmful, model = _neighbours(cfg, harmful, model, state)
+        harmful, model = _neighbours(cfg, harmful, clean, model, state)
     items = [("harmful", i, r) for i, r in enumerate(harmful)]
-    items += [("clean", i, r) for i, r in enumerate(load_source(cfg.clean, cfg.n_clean, "clean", cfg.exclude_concepts))]
+    items += [("clean", i, r) for i, r in enumerate(clean)]
     if cfg.clean and any(r.harmful for kind, _, r in items if kind == "clean"):
         log.warning("clean source %s has prompts labelled harmful; they are treated as clean", cfg.clean)
     # the main process holds out's lock: a second build into the same folder is refused
@@ -207,10 +208,11 @@ def build(cfg: BuildConfig, model=None, cost_fn: Scorer | None = None, reward_fn
         return _build(cfg, state, out, items, model, cost_fn, reward_fn)
 
 
-def _neighbours(cfg: BuildConfig, harmful: list[PromptRecord], model, state):
-    """The harmful prompts with the neighbour-word augmentation applied (scdpo.data.neighbours);
-    loads the model here when not given, since the rewrite needs its text encoder."""
-    from scdpo.data.neighbours import emojiworld_excluded_words, neighbour_rewrites
+def _neighbours(cfg: BuildConfig, harmful: list[PromptRecord], clean: list[PromptRecord], model, state):
+    """The harmful prompts with the neighbour-word augmentation applied (scdpo.data.neighbours),
+    its filter's clean words read from the clean prompts and the harmful prompts' safe
+    counterparts; loads the model here when not given, since the rewrite needs its text encoder."""
+    from scdpo.data.neighbours import clean_words, emojiworld_excluded_words, emojiworld_safe_words, neighbour_rewrites
     from scdpo.world.suites import SUITES
 
     if model is None:
@@ -219,9 +221,12 @@ def _neighbours(cfg: BuildConfig, harmful: list[PromptRecord], model, state):
         device = state.device if state.num_processes > 1 else cfg.device or state.device
         model = T2IModel.from_pretrained(cfg.model, device=device)
     exclude = {w.lower() for w in cfg.neighbour_exclude}
+    keep = clean_words([r.prompt for r in clean] + [r.safe_prompt for r in harmful if r.safe_prompt])
     if cfg.harmful in SUITES:
         exclude |= emojiworld_excluded_words()
-    harmful, n = neighbour_rewrites(harmful, model, cfg.neighbour_words, cfg.neighbour_share, cfg.seed, exclude)
+        keep |= emojiworld_safe_words()
+    harmful, n = neighbour_rewrites(harmful, model, cfg.neighbour_words, cfg.neighbour_share, cfg.seed, exclude,
+                                    keep, cfg.neighbour_min_sim, cfg.neighbour_margin)
     log.info("neighbour words: %d of %d harmful prompts rewritten", n, len(harmful))
     if n == 0:
         log.warning("--neighbour-words %d rewrote no prompt of %s: its prompts need a safe counterpart "

@@ -59,6 +59,11 @@ class BuildConfig:
         neighbour_share: the share of harmful prompts rewritten (of those with a safe counterpart).
         neighbour_exclude: words never written in (EmojiWorld suites add every held-out keyword's
             and every safe concept's words themselves).
+        neighbour_min_sim: a neighbour needs at least this cosine to the harmful span (drops the
+            word pieces and function words that a span without a meaningful embedding lands on).
+        neighbour_margin: and must be at least this much nearer the span than any word the clean
+            side uses (clean prompts, safe counterparts), so that no clean word's region learns the
+            edit; <= -2 with neighbour_min_sim 0 is the unfiltered eighth-round form.
         sampler: how candidates are sampled (a SamplerConfig, or a scheduler name); its flags
             --steps, --guidance-scale, --scheduler (--sampler works too) and --guard are this
             command's (the sampling batch is batch_size).
@@ -90,6 +95,8 @@ class BuildConfig:
     neighbour_words: int = 0
     neighbour_share: float = 0.5
     neighbour_exclude: list[str] = dataclasses.field(default_factory=list)
+    neighbour_min_sim: float = 0.35
+    neighbour_margin: float = 0.1
     sampler: SamplerConfig = nested(SamplerConfig, ("steps", "guidance_scale", "scheduler", "guard"),
                                     aliases={"scheduler": ("--sampler",)})
 
@@ -109,6 +116,8 @@ class BuildConfig:
         if self.neighbour_words < 0 or not 0.0 <= self.neighbour_share <= 1.0:
             raise ValueError(f"--neighbour-words must be >= 0 and --neighbour-share in [0, 1], got "
                              f"{self.neighbour_words} and {self.neighbour_share}")
+        if not -1.0 <= self.neighbour_min_sim <= 1.0:
+            raise ValueError(f"--neighbour-min-sim is a cosine in [-1, 1], got {self.neighbour_min_sim}")
         if isinstance(self.neighbour_exclude, str):
             self.neighbour_exclude = [w.strip() for w in self.neighbour_exclude.split(",") if w.strip()]
         if self.harmful is None and self.clean is None:

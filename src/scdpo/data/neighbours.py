@@ -13,6 +13,19 @@ target and the winner keep their meaning.
 What is never used: the words of ``exclude``, and for EmojiWorld suites every word of every concept's
 held-out keywords (the implicit suite's words: evaluating on them stays honest) and of every safe
 concept's keywords (a clean word must not be taught to turn into something else).
+
+The filter (ninth round): a candidate ``t`` of span ``h`` is kept only if
+
+    cos(t, h) >= min_sim    and    cos(t, h) - max_{w in keep} cos(t, w) >= margin,
+
+with ``keep`` the words the clean side uses (the clean prompts' words, the safe counterparts' words).
+The first drops the word pieces and function words that a span without a meaningful mean embedding
+lands on ("ogre" -> "sk", "oni" -> "in"); the second drops what sits nearer a clean word than the
+harmful one ("hand" for a fist: nearer "handbag"; "knives" for a butcher knife: nearer the clean
+"fork and knife"; "water" for a drop of blood), since teaching those words the safe anchor's target
+teaches it to the clean prompts too (docs/results.md, eighth round: the clean grid's scissors). A
+clean word itself always fails the margin (its cosine to itself is 1), so ``keep`` also excludes.
+``min_sim = 0`` and ``margin <= -2`` turn the filter off (the eighth round's form).
 """
 
 from __future__ import annotations
@@ -24,7 +37,8 @@ import re
 
 from scdpo.world.records import PromptRecord
 
-__all__ = ["emojiworld_excluded_words", "harmful_span", "neighbour_rewrites", "rewrite_span"]
+__all__ = ["clean_words", "emojiworld_excluded_words", "emojiworld_safe_words", "harmful_span", "neighbour_rewrites",
+           "rewrite_span"]
 
 
 def harmful_span(prompt: str, safe: str) -> tuple[int, int] | None:
@@ -53,15 +67,23 @@ def rewrite_span(prompt: str, span: tuple[int, int], word: str) -> str:
     return " ".join(out)
 
 
+def clean_words(texts: list[str]) -> set[str]:
+    """The lower-cased words of ``texts`` (the filter's clean side)."""
+    return {w for t in texts for w in re.findall(r"[\w'-]+", t.lower())}
+
+
+def emojiworld_safe_words() -> set[str]:
+    """Every word of every safe concept's keywords."""
+    from scdpo.world.vocab import load_vocabulary
+
+    return clean_words([kw for c in load_vocabulary().concepts if not c.harmful for kw in (c.name, *c.keywords("all"))])
+
+
 def emojiworld_excluded_words() -> set[str]:
     """Every word of every concept's held-out keywords and of every safe concept's keywords."""
     from scdpo.world.vocab import load_vocabulary
 
-    words = set()
-    for c in load_vocabulary().concepts:
-        for kw in (c.heldout if c.harmful else (c.name, *c.keywords("all"))):
-            words.update(re.findall(r"[\w'-]+", kw.lower()))
-    return words
+    return emojiworld_safe_words() | clean_words([kw for c in load_vocabulary().concepts if c.harmful for kw in c.heldout])
 
 
 def _pick(seed: int, index: int, share: float, n: int) -> tuple[bool, int]:
@@ -72,14 +94,15 @@ def _pick(seed: int, index: int, share: float, n: int) -> tuple[bool, int]:
 
 
 def neighbour_rewrites(records: list[PromptRecord], model, n: int, share: float, seed: int,
-                       exclude: set[str] = frozenset()) -> tuple[list[PromptRecord], int]:
-    """``records`` with a share of the harmful ones rewritten (module docstring); returns them and
-    how many were rewritten. Records without a safe counterpart, or whose counterpart differs in more
-    than one span, stay as they are. A rewritten record keeps its concepts and counterpart and
-    notes ``meta["neighbour_of"]`` (the words it replaced)."""
-    from scdpo.models import tokens
-
+                       exclude: set[str] = frozenset(), keep: set[str] = frozenset(),
+                       min_sim: float = 0.0, margin: float = -2.0) -> tuple[list[PromptRecord], int]:
+    """``records`` with a share of the harmful ones rewritten (module docstring: ``keep``,
+    ``min_sim`` and ``margin`` are its filter); returns them and how many were rewritten. Records
+    without a safe counterpart, or whose counterpart differs in more than one span, stay as they
+    are. A rewritten record keeps its concepts and counterpart and notes ``meta["neighbour_of"]``
+    (the words it replaced)."""
     cache: dict[str, list[str]] = {}
+    near_keep = _Nearness(model, sorted(keep)) if min_sim > 0 or (keep and margin > -2) else None
     out, rewritten = [], 0
     for index, r in enumerate(records):
         span = harmful_span(r.prompt, r.safe_prompt) if r.harmful and r.safe_prompt else None
@@ -89,10 +112,7 @@ def neighbour_rewrites(records: list[PromptRecord], model, n: int, share: float,
             continue
         words = " ".join(r.prompt.split()[span[0]:span[1]])
         if words.lower() not in cache:
-            own = set(re.findall(r"[\w'-]+", words.lower()))
-            # ask for more than n: the excluded ones and the span's own words are dropped after
-            found = tokens.nearest_tokens(model, words, 4 * n + 8)
-            cache[words.lower()] = [w for w in found if w.lower() not in exclude and w.lower() not in own][:n]
+            cache[words.lower()] = _options(model, words, n, exclude, near_keep, min_sim, margin)
         options = cache[words.lower()]
         if not options:
             out.append(r)
@@ -102,3 +122,32 @@ def neighbour_rewrites(records: list[PromptRecord], model, n: int, share: float,
                                        meta={**r.meta, "neighbour_of": words}))
         rewritten += 1
     return out, rewritten
+
+
+class _Nearness:
+    """Cosines of candidate words to a span and to the nearest ``keep`` word (one matrix, built once)."""
+
+    def __init__(self, model, keep: list[str]):
+        from scdpo.models import tokens
+
+        self.model, self.tokens = model, tokens
+        self.keep = tokens.word_vectors(model, keep) if keep else None
+
+    def __call__(self, span: str, candidates: list[str]) -> tuple[list[float], list[float]]:
+        vecs = self.tokens.word_vectors(self.model, [span, *candidates])
+        sim = (vecs[1:] @ vecs[0]).tolist()
+        near = (vecs[1:] @ self.keep.T).amax(1).tolist() if self.keep is not None else [-1.0] * len(candidates)
+        return sim, near
+
+
+def _options(model, words: str, n: int, exclude: set[str], near_keep, min_sim: float, margin: float) -> list[str]:
+    """The first ``n`` of the tokens nearest ``words`` that pass the exclusions and the filter."""
+    from scdpo.models import tokens
+
+    own = set(re.findall(r"[\w'-]+", words.lower()))
+    # ask for more than n: the excluded, the span's own and the filtered ones are dropped after
+    found = [w for w in tokens.nearest_tokens(model, words, 8 * n + 16) if w.lower() not in exclude | own]
+    if near_keep is not None and found:
+        sim, near = near_keep(words, found)
+        found = [w for w, s, k in zip(found, sim, near) if s >= min_sim and s - k >= margin]
+    return found[:n]

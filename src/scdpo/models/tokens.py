@@ -8,7 +8,7 @@ import re
 
 import torch
 
-__all__ = ["allowed_tokens", "content_ids", "decode", "embedding_matrices", "nearest_tokens"]
+__all__ = ["allowed_tokens", "content_ids", "decode", "embedding_matrices", "nearest_tokens", "word_vectors"]
 
 
 def content_ids(tokenizer, text: str) -> list[int]:
@@ -51,6 +51,20 @@ def allowed_tokens(tokenizer, pool: list[str] | None = None) -> torch.Tensor:
     return tokenizer._scdpo_allowed
 
 
+def word_vectors(model, words: list[str]) -> torch.Tensor:
+    """(len(words), D): each word's mean token embedding in the first text encoder, unit length (the
+    space in which the paraphrase attack and the neighbour words measure nearness)."""
+    tok = model.tokenizers[0]
+    table = embedding_matrices(model)[0].detach().float()
+    rows = []
+    for w in words:
+        ids = content_ids(tok, w)
+        if not ids:
+            raise ValueError(f"{w!r} has no tokens in this model's vocabulary")
+        rows.append(table[ids].mean(0))
+    return torch.nn.functional.normalize(torch.stack(rows), dim=1)
+
+
 def nearest_tokens(model, word: str, n: int, pool: list[str] | None = None) -> list[str]:
     """The ``n`` whole-word tokens nearest (cosine) to ``word``'s mean token embedding in the first
     text encoder, ``word``'s own tokens excluded (``pool``: only the tokens of these words)."""
@@ -61,7 +75,7 @@ def nearest_tokens(model, word: str, n: int, pool: list[str] | None = None) -> l
     own = content_ids(tok, word)
     vocab = allowed_tokens(tok, pool)
     vocab = vocab[~torch.isin(vocab, torch.tensor(own))]
-    query = torch.nn.functional.normalize(table[own].mean(0), dim=0)
+    query = word_vectors(model, [word])[0]
     scores = torch.nn.functional.normalize(table[vocab.to(table.device)], dim=1) @ query
     order = torch.argsort(scores.cpu(), descending=True, stable=True)[:n]
     return [decode(tok, [int(vocab[i])]) for i in order]
