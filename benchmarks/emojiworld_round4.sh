@@ -108,7 +108,7 @@ final) DRAWS=${DRAW:-1}; SHIP=${SHIP:-all}
         RECIPE=$(awk -F'|' '$1 == "ap20-pol-sun-p20" {print $2; exit}' <<< "$IMPLICIT_RUNS")
         stamp "recipe (shipped): $RECIPE"
     elif [ "$RECIPE" = auto ]; then
-        PICKED=$(python3 benchmarks/round4_pick.py "$R" --draw 0 --rule "${PICK_RULE:-shortfall}") || exit 1
+        PICKED=$(python3 benchmarks/round4_pick.py "$R" --draw 0 --rule "${PICK_RULE:-shortfall}" --seeds "${PICK_SEEDS:-0}") || exit 1
         RECIPE=$(printf '%s\n' "$SWEEP_RUNS" "$ANCHOR_RUNS" "$IMPLICIT_RUNS" | awk -F'|' -v n="$PICKED" '$1 == n {print $2; exit}')
         stamp "picked $PICKED: $RECIPE"; echo "$PICKED|$RECIPE" > "$R/logs/picked.txt"
     fi

@@ -44,3 +44,22 @@ def test_the_count_rule_and_the_shortfall_rule_disagree_on_a_near_miss_against_a
     assert pick.pick(tmp_path, 0, "count")[0] == "far"
     name, rows = pick.pick(tmp_path, 0, "shortfall")
     assert name == "near" and [r[0] for r in rows] == ["near", "far"]
+
+
+def test_seeds_all_reads_the_mean_over_seeds_so_one_lucky_seed_does_not_win(tmp_path):
+    pick = load_script("round4_pick")
+    _run(tmp_path / "eval-base-d0", "base", harm=(0.96, 0.96), safe=(0.0, 0.0), empty=(0.04, 0.04), alignment=0.96)
+    # "lucky": seed 0 meets every goal, seeds 1 and 2 miss alignment by 6 points
+    _run(tmp_path / "eval-lucky-s0-d0", "lucky", alignment=0.95)
+    for s in (1, 2):
+        _run(tmp_path / f"eval-lucky-s{s}-d0", "lucky", alignment=0.88)
+    # "steady": every seed misses alignment by 1 point
+    for s in (0, 1, 2):
+        _run(tmp_path / f"eval-steady-s{s}-d0", "steady", alignment=0.93)
+    _run(tmp_path / "eval-steady-p50-s0-d0", "steady-p50", alignment=0.50)  # a longer name is its own method
+    assert pick.pick(tmp_path, 0, "shortfall")[0] == "lucky"
+    name, rows = pick.pick(tmp_path, 0, "shortfall", seeds="all")
+    assert name == "steady"
+    by = {r[0]: r for r in rows}
+    assert by["steady"][5] == 3 and by["steady"][2] == 1.0 and round(by["lucky"][2], 2) == 3.67  # mean 0.903 against 0.94
+    assert by["steady-p50"][5] == 1

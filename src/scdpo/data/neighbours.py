@@ -31,10 +31,10 @@ clean word itself always fails the margin (its cosine to itself is 1), so ``keep
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import hashlib
 import re
 
+from scdpo.prompts.edits import ARTICLES, differing_spans
 from scdpo.world.records import PromptRecord
 
 __all__ = ["clean_words", "emojiworld_excluded_words", "emojiworld_safe_words", "harmful_span", "neighbour_rewrites",
@@ -44,13 +44,11 @@ __all__ = ["clean_words", "emojiworld_excluded_words", "emojiworld_safe_words", 
 def harmful_span(prompt: str, safe: str) -> tuple[int, int] | None:
     """Word positions [i, j) of ``prompt`` that differ from its counterpart ``safe`` (the article
     before them excluded), or None unless exactly one span differs."""
-    a, b = prompt.split(), safe.split()
-    spans = [(i1, i2) for op, i1, i2, _, _ in difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_opcodes()
-             if op != "equal" and i2 > i1]
+    spans = differing_spans(prompt, safe)
     if len(spans) != 1:
         return None
     i, j = spans[0]
-    if j - i > 1 and a[i].lower() in ("a", "an"):  # "an axe" / "a sailboat": the article is not the harm
+    if j - i > 1 and prompt.split()[i].lower() in ARTICLES:  # "an axe" / "a sailboat": the article is not the harm
         i += 1
     return i, j
 
@@ -61,7 +59,7 @@ def rewrite_span(prompt: str, span: tuple[int, int], word: str) -> str:
     words = prompt.split()
     i, j = span
     out = words[:i] + [word] + words[j:]
-    if i > 0 and out[i - 1].lower() in ("a", "an"):
+    if i > 0 and out[i - 1].lower() in ARTICLES:
         article = "an" if re.match(r"[aeiou]", word, re.IGNORECASE) else "a"
         out[i - 1] = article.capitalize() if out[i - 1][0].isupper() else article
     return " ".join(out)

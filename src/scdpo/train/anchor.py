@@ -19,13 +19,13 @@ The trainer adds ``q * (beta/2) * sum(A) / B`` to the loss, the scale of the win
 
 from __future__ import annotations
 
-import difflib
 from typing import NamedTuple
 
 import numpy as np
 import torch
 
 from scdpo.models.t2i import Conditioning, T2IModel
+from scdpo.prompts.edits import ARTICLES, differing_spans
 
 __all__ = ["AnchorInputs", "StateBank", "anchor_inputs", "anchor_rows", "build_bank", "masked_prompt", "policy_states"]
 
@@ -48,14 +48,13 @@ def masked_prompt(harmful: str, safe: str, word: str = NEUTRAL_WORD) -> str:
     replaced by ``word`` ("a small dagger on the left" / "a small banana on the left" ->
     "a small thing on the left"): the prompt without its harmful words, found from the pair alone,
     so no list of harmful words is needed (and none held out for evaluation is used)."""
-    a, b = harmful.split(), safe.split()
-    out = []
-    for op, i1, i2, _, _ in difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_opcodes():
-        if op == "equal":
-            out += a[i1:i2]
-        elif i2 > i1:  # "an axe" / "a teapot" differ from their article on: keep one
-            out += ["a", word] if a[i1].lower() in ("a", "an") else [word]
-    return " ".join(out)
+    words, out, at = harmful.split(), [], 0
+    for i, j in differing_spans(harmful, safe):
+        out += words[at:i]
+        # "an axe" / "a teapot" differ from their article on: keep one
+        out += ["a", word] if words[i].lower() in ARTICLES else [word]
+        at = j
+    return " ".join(out + words[at:])
 
 
 def anchor_rows(batch: dict) -> list[int]:
