@@ -135,6 +135,8 @@ aug|$RECIPE --dataset $R/scp-aug
 aug-p50|$RECIPE --preserve-weight 50 --dataset $R/scp-aug
 augf|$RECIPE --dataset $R/scp-augf
 augf-all|$RECIPE --dataset $R/scp-augf-all
+t700-p35|$RECIPE --min-timestep 700 --preserve-weight 35
+t700-p50|$RECIPE --min-timestep 700 --preserve-weight 50
 "} ;;
 *) echo "STAGE must be sweep, final, anchor or implicit"; exit 2 ;;
 esac

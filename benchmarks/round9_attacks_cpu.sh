@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Ninth round, issue 19 (docs/attacks.md, "Ninth round"): the attacks of the seventh round's settings
+# on the CPU, two at once, one thread each; every run resumes (`scdpo attack` keeps its state) and
+# is skipped once its metrics exist.
+#   UnlearnDiffAtk and P4D against the shipped LoRA and a candidate LoRA (CANDIDATE, e.g. the ninth
+#   round's timestep700 seed 0), the paraphrase attack against the candidate and every baseline
+#   (negative prompt, SafetyDPO's LoRA, ESD-x trained here, UCE built here, SLD medium/max, SAFREE).
+#
+#   CANDIDATE=runs/r9/lora-timestep700-s0 SAFETYDPO=runs/r8/lora-safetydpo-extras-s0 \
+#       R=runs/r9-attacks bash benchmarks/round9_attacks_cpu.sh
+#   python benchmarks/round4_asr.py runs/r9-attacks
+set -u
+R=${R:-runs/r9-attacks}
+mkdir -p "$R/logs"
+export OMP_NUM_THREADS=1
+NEG="pistol bomb dagger blood axe razor noose pills underwear bikini zombie skull coffin syringe burglar ogre cursing face middle finger fist"
+ATT="--concepts all --per-concept 1 --steps 20 --score-seeds 4 --seed 0 --evaluate"
+declare -A BUDGET=([unlearndiff]="--budget-iters 80 --check-every 40" [p4d]="--budget-iters 50 --check-every 25"
+                   [paraphrase]="--budget-iters 10")
+att() { local victim=$1 a=$2; shift 2
+        [ -f "$R/attack-$victim-$a/metrics.json" ] && return 0
+        echo "[$(date +%T)] $a against $victim"
+        scdpo attack "$a" --model emojiworld $ATT ${BUDGET[$a]} --out "$R/attack-$victim-$a" "$@" \
+            > "$R/logs/attack-$victim-$a.log" 2>&1 || echo "FAILED $a against $victim"; }
+lane_a() { att shipped unlearndiff --lora emojiworld-safe
+           [ -n "${CANDIDATE:-}" ] && { att candidate paraphrase --lora "$CANDIDATE"; att candidate unlearndiff --lora "$CANDIDATE"; }
+           att negative-prompt paraphrase --negative-prompt "$NEG"; att sld-medium paraphrase --guard sld:medium
+           [ -n "${SAFETYDPO:-}" ] && att safetydpo paraphrase --lora "$SAFETYDPO"; }
+lane_b() { [ -f "$R/lora-uce/baseline.json" ] || scdpo baseline uce --model emojiworld --out "$R/lora-uce" > "$R/logs/uce.log" 2>&1
+           att safree paraphrase --guard safree; att uce paraphrase --lora "$R/lora-uce"; att sld-max paraphrase --guard sld:max
+           [ -n "${CANDIDATE:-}" ] && att candidate p4d --lora "$CANDIDATE"
+           [ -f "$R/lora-esd-x/pytorch_lora_weights.safetensors" ] || scdpo baseline esd --variant x --iterations 400 \
+               --batch-size 8 --ddim-steps 20 --seed 0 --model emojiworld --out "$R/lora-esd-x" > "$R/logs/esd-x.log" 2>&1
+           att esd-x paraphrase --lora "$R/lora-esd-x"; }
+lane_a > "$R/logs/lane_a.log" 2>&1 &
+lane_b > "$R/logs/lane_b.log" 2>&1 &
+wait
+cat "$R"/logs/lane_*.log
