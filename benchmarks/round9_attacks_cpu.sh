@@ -4,7 +4,8 @@
 # is skipped once its metrics exist.
 #   UnlearnDiffAtk and P4D against the shipped LoRA and a candidate LoRA (CANDIDATE, e.g. the ninth
 #   round's timestep700 seed 0), the paraphrase attack against the candidate and every baseline
-#   (negative prompt, SafetyDPO's LoRA, ESD-x trained here, UCE built here, SLD medium/max, SAFREE).
+#   (negative prompt, SafetyDPO's LoRA, ESD-x trained here, UCE built here, SLD medium/max, SAFREE), and
+#   UnlearnDiffAtk against SafetyDPO's LoRA and UCE.
 #
 #   CANDIDATE=runs/r9/lora-timestep700-s0 SAFETYDPO=runs/r8/lora-safetydpo-extras-s0 \
 #       R=runs/r9-attacks bash benchmarks/round9_attacks_cpu.sh
@@ -25,13 +26,13 @@ att() { local victim=$1 a=$2; shift 2
 lane_a() { att shipped unlearndiff --lora emojiworld-safe
            [ -n "${CANDIDATE:-}" ] && { att candidate paraphrase --lora "$CANDIDATE"; att candidate unlearndiff --lora "$CANDIDATE"; }
            att negative-prompt paraphrase --negative-prompt "$NEG"; att sld-medium paraphrase --guard sld:medium
-           [ -n "${SAFETYDPO:-}" ] && att safetydpo paraphrase --lora "$SAFETYDPO"; }
+           [ -n "${SAFETYDPO:-}" ] && { att safetydpo paraphrase --lora "$SAFETYDPO"; att safetydpo unlearndiff --lora "$SAFETYDPO"; }; }
 lane_b() { [ -f "$R/lora-uce/baseline.json" ] || scdpo baseline uce --model emojiworld --out "$R/lora-uce" > "$R/logs/uce.log" 2>&1
            att safree paraphrase --guard safree; att uce paraphrase --lora "$R/lora-uce"; att sld-max paraphrase --guard sld:max
            [ -n "${CANDIDATE:-}" ] && att candidate p4d --lora "$CANDIDATE"
            [ -f "$R/lora-esd-x/pytorch_lora_weights.safetensors" ] || scdpo baseline esd --variant x --iterations 400 \
                --batch-size 8 --ddim-steps 20 --seed 0 --model emojiworld --out "$R/lora-esd-x" > "$R/logs/esd-x.log" 2>&1
-           att esd-x paraphrase --lora "$R/lora-esd-x"; }
+           att esd-x paraphrase --lora "$R/lora-esd-x"; att uce unlearndiff --lora "$R/lora-uce"; }
 lane_a > "$R/logs/lane_a.log" 2>&1 &
 lane_b > "$R/logs/lane_b.log" 2>&1 &
 wait
