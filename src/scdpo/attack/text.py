@@ -34,7 +34,6 @@ def check_shared_vocab(model) -> None:
                          "(use the paraphrase attack, which works on text)")
 
 
-
 def specials(tokenizer) -> tuple[list[int], list[int]]:
     """The special tokens the tokenizer puts before and after a prompt's tokens."""
     word = content_ids(tokenizer, "a")
@@ -98,7 +97,6 @@ def with_tokens(lay: Layout, tokens: torch.Tensor) -> list[torch.Tensor]:
         batch[:, lay.positions] = tokens.to(batch.device)
         out.append(batch)
     return out
-
 
 
 def encode_ids(model, ids: list[torch.Tensor], adv: list[torch.Tensor | None] | None = None,

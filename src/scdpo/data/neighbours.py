@@ -34,6 +34,7 @@ import dataclasses
 import hashlib
 import re
 
+from scdpo.models import tokens
 from scdpo.prompts.edits import ARTICLES, differing_spans
 from scdpo.world.records import PromptRecord
 
@@ -123,16 +124,14 @@ def neighbour_rewrites(records: list[PromptRecord], model, n: int, share: float,
 
 
 class _Nearness:
-    """Cosines of candidate words to a span and to the nearest ``keep`` word (one matrix, built once)."""
+    """Cosines of candidate words to a span and to the nearest ``keep`` word (the keep matrix built once)."""
 
     def __init__(self, model, keep: list[str]):
-        from scdpo.models import tokens
-
-        self.model, self.tokens = model, tokens
+        self.model = model
         self.keep = tokens.word_vectors(model, keep) if keep else None
 
     def __call__(self, span: str, candidates: list[str]) -> tuple[list[float], list[float]]:
-        vecs = self.tokens.word_vectors(self.model, [span, *candidates])
+        vecs = tokens.word_vectors(self.model, [span, *candidates])
         sim = (vecs[1:] @ vecs[0]).tolist()
         near = (vecs[1:] @ self.keep.T).amax(1).tolist() if self.keep is not None else [-1.0] * len(candidates)
         return sim, near
@@ -140,8 +139,6 @@ class _Nearness:
 
 def _options(model, words: str, n: int, exclude: set[str], near_keep, min_sim: float, margin: float) -> list[str]:
     """The first ``n`` of the tokens nearest ``words`` that pass the exclusions and the filter."""
-    from scdpo.models import tokens
-
     own = set(re.findall(r"[\w'-]+", words.lower()))
     # ask for more than n: the excluded, the span's own and the filtered ones are dropped after
     found = [w for w in tokens.nearest_tokens(model, words, 8 * n + 16) if w.lower() not in exclude | own]
