@@ -119,6 +119,8 @@ final) DRAWS=${DRAW:-1}; SHIP=${SHIP:-all}
     # Diffusion-DPO and SafetyDPO with the same extras (winner term, preservation, timesteps, layers):
     # sc-dpo without its own parts (margin, constraint, focusing); SafetyDPO's on harmful pairs only
     DPO_EXTRAS="--cost-margin 0 --no-constraint --focus-gamma 0"
+    # the state bank (docs/method.md, (f)): anchor states from a bank of 64 refreshed every 10 steps
+    BANK="--anchor-refresh 10 --anchor-bank 64"
     RUNS=${RUNS:-"
 recipe|$RECIPE
 no-margin|$RECIPE --cost-margin 0
@@ -137,6 +139,10 @@ augf|$RECIPE --dataset $R/scp-augf
 augf-all|$RECIPE --dataset $R/scp-augf-all
 t700-p35|$RECIPE --min-timestep 700 --preserve-weight 35
 t700-p50|$RECIPE --min-timestep 700 --preserve-weight 50
+timestep700-bank|$RECIPE --min-timestep 700 $BANK
+t700-p35-bank|$RECIPE --min-timestep 700 --preserve-weight 35 $BANK
+t700-p50-bank|$RECIPE --min-timestep 700 --preserve-weight 50 $BANK
+t700-p80-bank|$RECIPE --min-timestep 700 --preserve-weight 80 $BANK
 "} ;;
 *) echo "STAGE must be sweep, final, anchor or implicit"; exit 2 ;;
 esac
