@@ -143,6 +143,8 @@ timestep700-bank|$RECIPE --min-timestep 700 $BANK
 t700-p35-bank|$RECIPE --min-timestep 700 --preserve-weight 35 $BANK
 t700-p50-bank|$RECIPE --min-timestep 700 --preserve-weight 50 $BANK
 t700-p80-bank|$RECIPE --min-timestep 700 --preserve-weight 80 $BANK
+t700-clean0|$RECIPE --min-timestep 700 --clean-min-timestep 0
+t700-clean0-p35|$RECIPE --min-timestep 700 --clean-min-timestep 0 --preserve-weight 35
 "} ;;
 *) echo "STAGE must be sweep, final, anchor or implicit"; exit 2 ;;
 esac

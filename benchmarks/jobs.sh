@@ -10,7 +10,7 @@ has() { case " $STAGES " in *" $1 "*) return 0;; esac; return 1; }
 # run "$@" in the background with its log and exit code under $R/logs; at most PAR at once
 bg() { local log=$1; shift; while [ "$(jobs -rp | wc -l)" -ge "$PAR" ]; do sleep 1; done
        [ $(( $(date +%s) - T0 )) -lt "${DEADLINE:-1000000000}" ] || { echo "deadline: $log not started"; return 0; }
-       ( "$@" > "$R/logs/$log.log" 2>&1; echo $? > "$R/logs/$log.rc" ) & }
+       ( "$@" >> "$R/logs/$log.log" 2>&1; echo $? > "$R/logs/$log.rc" ) & }
 # `scdpo eval compare` of every finished evaluation under $R, and its table
 compare_runs() { local runs
     runs=$(ls -d "$R"/eval-*/ 2>/dev/null | while read -r d; do [ -f "$d/metrics.json" ] && echo "${d%/}"; done)

@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
-# Tenth round (issue 15; prepared in the ninth, docs/results.md "Ninth round", "Next"): clean
-# alignment with the implicit reach. The ninth round found timesteps 700-999 (timestep700) meeting 8
-# of 9 goals and missing clean alignment, and preservation trading alignment for reach; so the
-# candidates are the shipped recipe, timestep700 and timestep700 at p = 35 and 50, 3 seeds each,
-# every seed on the tuning draw 0 (the pick: `python benchmarks/round4_pick.py R --draw 0 --rule
-# shortfall --seeds all`) and on suite draw 2, never used before, for the report. One device budget,
-# resumable: the same command reruns on the warm machine.
+# Tenth round (issue 15; docs/results.md, "Tenth round", "Next"): clean alignment with the implicit
+# reach. Its first device run was lost with the machine mid-training; round10b.sh then found the
+# clean-alignment loss to be the anchor's target (sunflower) drawn in place of look-alike clean
+# objects (donut, egg, honey pot, duck), and that with timesteps 700-999 nothing preserves the clean
+# prompts below 700, where the anchor still acts. So the candidates are the shipped recipe,
+# timestep700, and timestep700 with the clean pairs trained and preserved at every timestep
+# (--clean-min-timestep 0) at p = 20 and 35, 3 seeds each, every seed on the tuning draw 0 (the
+# pick: `python benchmarks/round4_pick.py R --draw 0 --rule shortfall --seeds all`) and on suite
+# draw 2, never used before, for the report. One device budget, resumable: the same command reruns
+# on the warm machine.
 #
 #   . scripts/device_env.sh && OUT=$OUT bash benchmarks/round10.sh    # on the device, 2-3 calls
 #   TINY=1 R=/tmp/r10 bash benchmarks/round10.sh                      # seconds-scale CPU dry run
 set -u
 export R=${R:-$PWD/runs/r10}
-CANDIDATES="recipe timestep700 t700-p35 t700-p50"
+CANDIDATES="recipe timestep700 t700-clean0 t700-clean0-p35"
 ONLY=${ONLY:-$CANDIDATES}
 python3 -c "import scdpo" || { echo "scdpo is not importable here: run the same command again"; exit 3; }
 mkdir -p "$R/logs"

@@ -63,3 +63,23 @@ def test_seeds_all_reads_the_mean_over_seeds_so_one_lucky_seed_does_not_win(tmp_
     by = {r[0]: r for r in rows}
     assert by["steady"][5] == 3 and by["steady"][2] == 1.0 and round(by["lucky"][2], 2) == 3.67  # mean 0.903 against 0.94
     assert by["steady-p50"][5] == 1
+
+
+def test_clean_misses_counts_missed_objects_and_what_replaced_them():
+    import pandas as pd
+    import torch
+
+    from scdpo.world.vocab import load_vocabulary
+
+    misses = load_script("clean_misses").misses
+    idx = load_vocabulary().by_name
+    df = pd.DataFrame({"concepts": [["donut"], ["donut", "duck"], ["duck"], ["dagger"]]})
+    present = torch.zeros(4, len(load_vocabulary().names), dtype=torch.bool)
+    present[0, idx["sunflower"].index] = True          # donut missed, a sunflower drawn instead
+    present[1, idx["duck"].index] = True               # donut missed, duck drawn as asked
+    present[2, idx["duck"].index] = True
+    present[3, idx["sunflower"].index] = True          # a harmful request: not an alignment miss
+    asked, missed, instead = misses(df, present)
+    assert asked == {"donut": 2, "duck": 2}
+    assert missed == {"donut": 2}
+    assert instead == {("donut", "sunflower"): 1}

@@ -195,6 +195,29 @@ def test_timestep_range_bounds_the_training_timesteps(pipes, pairs_file, monkeyp
             TrainConfig(model="x", dataset="x", out="x", **bad)
 
 
+def test_clean_pairs_get_their_own_timestep_range(pipes, pairs_file, monkeypatch):
+    m = lora_model(pipes["sd"])
+    ref = tm.Reference(m.unet, full=False, dtype=torch.float32)
+    batch = collate(PreferencePairs(pairs_file, SIZE), range(4))  # harmful, clean, harmful, clean
+    harmful = batch_info(batch, "cpu").harmful
+    seen, add_noise = [], m.add_noise
+    monkeypatch.setattr(m, "add_noise", lambda x, n, t: seen.append(t) or add_noise(x, n, t))
+    for i in range(8):
+        pair_errors(m, m.unet, ref, batch, step_generator(0, i, 0), timesteps=(700, 702), clean_timesteps=(3, 5))
+    t = torch.stack([s[:4] for s in seen])
+    assert set(t[:, harmful].flatten().tolist()) == {700, 701}
+    assert set(t[:, ~harmful].flatten().tolist()) == {3, 4}
+    # the same bounds for both kinds draw exactly what a run without the option draws
+    same, plain = [], []
+    for out, kw in ((same, dict(clean_timesteps=(700, 702))), (plain, {})):
+        seen.clear()
+        pair_errors(m, m.unet, ref, batch, step_generator(0, 0, 0), timesteps=(700, 702), **kw)
+        out.append(seen[0])
+    assert torch.equal(same[0], plain[0])
+    with pytest.raises(ValueError, match="clean_min_timestep"):
+        TrainConfig(model="x", dataset="x", out="x", clean_min_timestep=900, max_timestep=900)
+
+
 def test_preservation_keeps_clean_predictions_near_the_reference(pipes, pairs_file):
     batch = collate(PreferencePairs(pairs_file, SIZE), range(4))  # harmful, clean, harmful, clean
     clean = ~batch_info(batch, "cpu").harmful

@@ -122,6 +122,12 @@ class TrainConfig:
             max_timestep - 1 (None: the scheduler's num_train_timesteps), as kohya's sd-scripts'
             options of the same names. High timesteps decide which objects appear, low ones how
             they look: the best EmojiWorld run trains on 700 .. 999 only (docs/results.md).
+        clean_min_timestep: min_timestep of the clean pairs (kind != "harmful") alone; None: the
+            same as min_timestep. The safe anchor acts at every timestep of the sampler's
+            trajectory, so with min_timestep 700 nothing holds clean prompts below 700, where the
+            anchor's target can leak into look-alike clean objects (docs/results.md, "Tenth
+            round"); 0 here keeps the harmful pairs at 700 .. 999 and trains (and preserves) the
+            clean ones at every timestep, at no extra UNet call.
         cache_latents: encode every image with the VAE once, before training (each process keeps
             all latents on its device; for datasets that fit).
         resize: resize and centre-crop images of another size instead of refusing them.
@@ -195,6 +201,7 @@ class TrainConfig:
     caption_dropout: float = 0.0
     min_timestep: int = 0
     max_timestep: int | None = None
+    clean_min_timestep: int | None = None
     cache_latents: bool = False
     resize: bool = False
     workers: int = 0
@@ -252,6 +259,10 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.min_timestep < 0 or (self.max_timestep is not None and self.max_timestep <= self.min_timestep):
             raise ValueError(f"need 0 <= min_timestep < max_timestep, got {self.min_timestep} and {self.max_timestep}")
+        if self.clean_min_timestep is not None and (self.clean_min_timestep < 0 or (
+                self.max_timestep is not None and self.max_timestep <= self.clean_min_timestep)):
+            raise ValueError(f"need 0 <= clean_min_timestep < max_timestep, got {self.clean_min_timestep} and "
+                             f"{self.max_timestep}")
         if not 0 <= self.anchor_keyword_dropout <= 1:
             raise ValueError(f"anchor_keyword_dropout must be in [0, 1], got {self.anchor_keyword_dropout}")
         if self.anchor_refresh > 1 and self.checkpoint_every % self.anchor_refresh:

@@ -64,6 +64,7 @@ def pair_latents(model: T2IModel, batch: dict, cache: torch.Tensor | None) -> tu
 def pair_errors(model: T2IModel, policy, reference, batch: dict, gen: torch.Generator, *,
                 caption_dropout: float = 0.0, cache: torch.Tensor | None = None,
                 timesteps: tuple[int, int | None] = (0, None),
+                clean_timesteps: tuple[int, int | None] | None = None,
                 extra: tuple[torch.Tensor, torch.Tensor, Conditioning] | None = None,
                 latents: tuple[torch.Tensor, torch.Tensor] | None = None) -> PairErrors:
     """``(err_w, err_l, ref_err_w, ref_err_l, drift)``, each (B,) float32. The errors are the mean
@@ -75,7 +76,8 @@ def pair_errors(model: T2IModel, policy, reference, batch: dict, gen: torch.Gene
     returns the frozen reference's prediction without gradients. ``timesteps = (lo, hi)``: training
     timesteps are drawn uniformly from ``lo .. hi - 1`` (``hi`` None: the scheduler's
     ``num_train_timesteps``; SD3: indices into its ascending training timesteps, see
-    :meth:`scdpo.models.families.SD3.sample_timesteps`).
+    :meth:`scdpo.models.families.SD3.sample_timesteps`). ``clean_timesteps``: the same bounds for
+    the batch's clean pairs (``harmful`` False) when they differ (TrainConfig.clean_min_timestep).
 
     ``extra = (x, t, cond)``: more states the policy predicts on in the same forward pass (the safe
     anchor's, :mod:`scdpo.train.anchor`; one pass, so a DDP policy sees one forward per backward);
@@ -92,6 +94,11 @@ def pair_errors(model: T2IModel, policy, reference, batch: dict, gen: torch.Gene
         captions = ["" if d else c for c, d in zip(captions, drop.tolist())]
     noise = torch.randn(lat_w.shape, generator=gen).to(model.device, lat_w.dtype)
     t = model.sample_timesteps(b, gen, *timesteps).to(model.device)
+    if clean_timesteps is not None and tuple(clean_timesteps) != tuple(timesteps):
+        # a second draw only then, so every other run draws exactly what it drew before
+        t_clean = model.sample_timesteps(b, gen, *clean_timesteps).to(model.device)
+        harmful = torch.as_tensor(batch["harmful"], dtype=torch.bool).to(model.device)
+        t = torch.where(harmful, t, t_clean)
     latents = torch.cat([lat_w, lat_l])
     noise, t = torch.cat([noise, noise]), torch.cat([t, t])
     cond = model.encode_prompts(captions)

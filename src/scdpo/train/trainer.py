@@ -97,8 +97,9 @@ def _build(cfg: TrainConfig, acc):
     # or the master copies of bf16 ones, taken before rounding)
     model = T2IModel.from_pretrained(cfg.model, device=acc.device, dtype=torch.float32 if cfg.full else half)
     n_t = model.noise_scheduler.config.num_train_timesteps
-    if cfg.min_timestep >= n_t or (cfg.max_timestep or 0) > n_t:
-        raise ValueError(f"min_timestep/max_timestep ({cfg.min_timestep}, {cfg.max_timestep}) must lie within "
+    if max(cfg.min_timestep, cfg.clean_min_timestep or 0) >= n_t or (cfg.max_timestep or 0) > n_t:
+        raise ValueError(f"min_timestep/clean_min_timestep/max_timestep ({cfg.min_timestep}, {cfg.clean_min_timestep}, "
+                         f"{cfg.max_timestep}) must lie within "
                          f"the model's {n_t} training timesteps")
     unet = model.unet
     master = None
@@ -187,6 +188,8 @@ def _accumulate(cfg, acc, model, policy, reference, loader, loss_fn, state, prog
                 anchor = anchor_inputs(cfg, model, policy, reference, batch, gen, winners, bank, predict)
             errors = pair_errors(model, policy, reference, batch, gen, caption_dropout=cfg.caption_dropout,
                                  cache=cache, timesteps=(cfg.min_timestep, cfg.max_timestep),
+                                 clean_timesteps=None if cfg.clean_min_timestep is None else
+                                 (cfg.clean_min_timestep, cfg.max_timestep),
                                  extra=None if anchor is None else anchor[:3], latents=latents)
             info = batch_info(batch, acc.device, errors)
             if hardness is not None:
