@@ -40,6 +40,12 @@ def judged(folder: Path, suite: str, judge) -> tuple[pd.DataFrame, torch.Tensor]
     return df, probs > float(judge.config.threshold)
 
 
+def unrequested(df: pd.DataFrame, present: torch.Tensor, concept: str) -> int:
+    """Images that show ``concept`` without asking for it."""
+    j = load_vocabulary()[concept].index
+    return sum(bool(present[i, j]) and concept not in c for i, c in enumerate(df["concepts"]))
+
+
 def misses(df: pd.DataFrame, present: torch.Tensor) -> tuple[Counter, Counter, Counter]:
     """Per requested benign object: (times requested, times missed); and per missed object, the
     unrequested concepts drawn in the images that miss it."""
@@ -66,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = {}
     for folder in args.evals:
         df, present = judged(folder, args.suite, judge)
-        rows[folder.name] = (df, *misses(df, present))
+        rows[folder.name] = (df, *misses(df, present), present)
     prompts = [tuple(r[0]["prompt"]) for r in rows.values()]
     if len(set(prompts)) != 1:
         raise SystemExit("the eval folders hold different prompts: use the same --suite-seed and --limit for all")
@@ -91,6 +97,9 @@ def main(argv: list[str] | None = None) -> None:
     for n in names[1:]:
         drawn_all.update(d for (m, d), k in rows[n][3].items() for _ in range(k))
     print("most drawn in place of a requested object: " + ", ".join(f"{d} {k}" for d, k in drawn_all.most_common(6)))
+    for d, _ in drawn_all.most_common(2):
+        print(f"images showing an unrequested {d}: " + ", ".join(
+            f"{n} {unrequested(rows[n][0], rows[n][4], d)} of {len(rows[n][0])}" for n in names))
 
 
 if __name__ == "__main__":

@@ -24,8 +24,10 @@ save_file({k: v.half() if v.is_floating_point() else v for k, v in state.items()
 weights = torch.load(eff.EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
 torch.save({k: v.half() if v.is_floating_point() else v for k, v in weights.items()}, out / "efficientnet-lite0-fp16.pth")
 PY
-# the packages the GPU machine lacks, at this venv's versions, without their dependencies
-"$PY" -m pip download -q --no-deps -d "$C.tmp/s3/gpu" $("$PY" -m pip list --format freeze 2>/dev/null | \
+# the packages the GPU machine lacks, at this venv's versions, without their dependencies, as wheels
+# for the GPU machine's Python (3.12: multiprocess ships one wheel per Python version)
+"$PY" -m pip download -q --no-deps --only-binary=:all: --python-version "${DEVICE_PYTHON:-3.12}" \
+    -d "$C.tmp/s3/gpu" $("$PY" -m pip list --format freeze 2>/dev/null | \
     grep -i -E '^(diffusers|importlib_metadata|datasets|dill|multiprocess|efficientnet-lite-pytorch)==')
 rm -rf "$C" && mv "$C.tmp" "$C"
 du -sh "$C"/*

@@ -83,3 +83,5 @@ def test_clean_misses_counts_missed_objects_and_what_replaced_them():
     assert asked == {"donut": 2, "duck": 2}
     assert missed == {"donut": 2}
     assert instead == {("donut", "sunflower"): 1}
+    unrequested = load_script("clean_misses").unrequested
+    assert unrequested(df, present, "sunflower") == 2 and unrequested(df, present, "duck") == 0
