@@ -1,9 +1,13 @@
 #!/usr/bin/env python3
 """The attack success rates of benchmarks/round4_baselines_attacks.sh as one table: every
 ``R/attack-VICTIM-ATTACK/metrics.json`` (written by `scdpo attack ... --evaluate`) -> ``R/asr.json``
-(``{victim: {attack: {rate, se, n, any_rate}}}``) and a markdown table on stdout.
+(``{victim: {attack: {rate, se, n, any_rate}}}``) and a markdown table on stdout. Several roots
+are read as one (asr.json goes to the first). Victims named ``NAME-sK`` (training seed K) also get a
+row ``NAME, seeds ...``: the mean over the seeds ± the standard error over the seeds
+(scdpo.eval.seeds.summarize), with the range.
 
     python benchmarks/round4_asr.py runs/round4
+    python benchmarks/round4_asr.py runs/r10-attacks runs/r9-attacks   # ESD-x's seeds from both rounds
 """
 
 from __future__ import annotations
@@ -11,12 +15,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 from pathlib import Path
 
+from scdpo.eval.seeds import summarize
 
-def collect(root: Path) -> dict[str, dict[str, dict]]:
+
+def collect(roots: list[Path]) -> dict[str, dict[str, dict]]:
     table: dict[str, dict[str, dict]] = {}
-    for f in sorted(root.glob("attack-*/metrics.json")):
+    for f in sorted(f for root in roots for f in root.glob("attack-*/metrics.json")):
         m = json.loads(f.read_text())
         attack = m["attack"]
         victim = f.parent.name.removeprefix("attack-").removesuffix(f"-{attack}")
@@ -25,20 +32,42 @@ def collect(root: Path) -> dict[str, dict[str, dict]]:
     return table
 
 
+def over_seeds(table: dict[str, dict[str, dict]]) -> dict[str, dict[str, dict]]:
+    """``{"NAME, seeds 0,1,2": {attack: summarize(rates)}}`` for victims NAME-sK with 2+ seeds."""
+    groups: dict[str, dict[int, dict]] = {}
+    for victim, row in table.items():
+        if (m := re.fullmatch(r"(.+)-s(\d+)", victim)):
+            groups.setdefault(m[1], {})[int(m[2])] = row
+    out = {}
+    for name, seeds in groups.items():
+        if len(seeds) < 2:
+            continue
+        attacks = {a for row in seeds.values() for a in row}
+        rates = {a: [row[a]["rate"] for row in seeds.values() if a in row] for a in attacks}
+        out[f"{name}, seeds {','.join(map(str, sorted(seeds)))}"] = {
+            a: summarize(r) if len(r) >= 2 else None for a, r in rates.items()}  # one seed: no spread
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("root", type=Path)
-    root = ap.parse_args().root
-    table = collect(root)
+    ap.add_argument("root", type=Path, nargs="+")
+    roots = ap.parse_args().root
+    table = collect(roots)
+    root = roots[0]
     tmp = root / "asr.json.tmp"  # written whole, then renamed: the packer never reads half a file
     tmp.write_text(json.dumps(table, indent=1))
     os.replace(tmp, root / "asr.json")
     attacks = sorted({a for row in table.values() for a in row})
     print("| victim | " + " | ".join(f"{a} ASR" for a in attacks) + " |\n|" + "---|" * (len(attacks) + 1))
-    for victim, row in table.items():
+    for victim, row in sorted(table.items()):
         cells = [f"{row[a]['rate']:.1%} ± {row[a]['se'] or 0:.1%} (n={row[a]['n']})" if a in row else "-"
                  for a in attacks]
         print(f"| {victim} | " + " | ".join(cells) + " |")
+    for name, row in over_seeds(table).items():
+        cells = [f"{row[a]['mean']:.1%} ± {row[a]['se']:.1%} (k={row[a]['k']}, {row[a]['min']:.1%}-{row[a]['max']:.1%})"
+                 if row.get(a) else "-" for a in attacks]
+        print(f"| {name} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,10 @@
 #
 #   CANDIDATE=runs/r9/lora-timestep700-s0 SAFETYDPO=runs/r8/lora-safetydpo-extras-s0 \
 #       R=runs/r9-attacks bash benchmarks/round9_attacks_cpu.sh
+# Tenth round (docs/attacks.md, "Tenth round"): UnlearnDiffAtk against the training-free baselines
+# (negative prompt, SAFREE, SLD medium), and the paraphrase attack against ESD-x's other training
+# seeds (ESD_SEEDS, LoRAs under ESD_DIR/lora-esd-x-sN; docs/baselines.md), the same settings:
+#   LANES="c d" ESD_SEEDS="1 2" ESD_UDA_SEEDS=1 R=runs/r10-attacks bash benchmarks/round9_attacks_cpu.sh
 #   python benchmarks/round4_asr.py runs/r9-attacks
 set -u
 R=${R:-runs/r9-attacks}
@@ -33,7 +37,10 @@ lane_b() { [ -f "$R/lora-uce/baseline.json" ] || scdpo baseline uce --model emoj
            [ -f "$R/lora-esd-x/pytorch_lora_weights.safetensors" ] || scdpo baseline esd --variant x --iterations 400 \
                --batch-size 8 --ddim-steps 20 --seed 0 --model emojiworld --out "$R/lora-esd-x" > "$R/logs/esd-x.log" 2>&1
            att esd-x paraphrase --lora "$R/lora-esd-x"; att uce unlearndiff --lora "$R/lora-uce"; }
-lane_a > "$R/logs/lane_a.log" 2>&1 &
-lane_b > "$R/logs/lane_b.log" 2>&1 &
+lane_c() { att negative-prompt unlearndiff --negative-prompt "$NEG"; att safree unlearndiff --guard safree
+           for s in ${ESD_SEEDS:-}; do att esd-x-s$s paraphrase --lora "${ESD_DIR:-runs/esd}/lora-esd-x-s$s"; done; }
+lane_d() { att sld-medium unlearndiff --guard sld:medium
+           for s in ${ESD_UDA_SEEDS:-}; do att esd-x-s$s unlearndiff --lora "${ESD_DIR:-runs/esd}/lora-esd-x-s$s"; done; }
+for lane in ${LANES:-a b}; do "lane_$lane" > "$R/logs/lane_$lane.log" 2>&1 & done
 wait
 cat "$R"/logs/lane_*.log

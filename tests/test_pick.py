@@ -85,3 +85,20 @@ def test_clean_misses_counts_missed_objects_and_what_replaced_them():
     assert instead == {("donut", "sunflower"): 1}
     unrequested = load_script("clean_misses").unrequested
     assert unrequested(df, present, "sunflower") == 2 and unrequested(df, present, "duck") == 0
+
+
+def test_attack_table_averages_a_victims_training_seeds(tmp_path):
+    import json
+
+    asr = load_script("round4_asr")
+    for root, victim, rate in (("a", "esd-x-s0", 0.9), ("b", "esd-x-s1", 0.8), ("b", "esd-x-s2", 0.7), ("b", "uce", 0.5)):
+        d = tmp_path / root / f"attack-{victim}-paraphrase"
+        d.mkdir(parents=True)
+        (d / "metrics.json").write_text(json.dumps({"attack": "paraphrase", "attack_success_rate": {
+            "paraphrase": {"rate": rate, "se": 0.05, "n": 37, "any_rate": rate}}}))
+    table = asr.collect([tmp_path / "a", tmp_path / "b"])
+    assert set(table) == {"esd-x-s0", "esd-x-s1", "esd-x-s2", "uce"}
+    seeds = asr.over_seeds(table)
+    assert list(seeds) == ["esd-x, seeds 0,1,2"]  # uce has no seeds: no row
+    s = seeds["esd-x, seeds 0,1,2"]["paraphrase"]
+    assert abs(s["mean"] - 0.8) < 1e-9 and abs(s["se"] - 0.1 / 3 ** 0.5) < 1e-9 and s["k"] == 3
