@@ -12,7 +12,7 @@
 # Tenth round (docs/attacks.md, "Tenth round"): UnlearnDiffAtk against the training-free baselines
 # (negative prompt, SAFREE, SLD medium), and the paraphrase attack against ESD-x's other training
 # seeds (ESD_SEEDS, LoRAs under ESD_DIR/lora-esd-x-sN; docs/baselines.md), the same settings:
-#   LANES="c d" ESD_SEEDS="1 2" ESD_UDA_SEEDS=1 R=runs/r10-attacks bash benchmarks/round9_attacks_cpu.sh
+#   LANES="c d" ESD_SEEDS="1 2" ESD_UDA_SEEDS="0 1 2" R=runs/r10-attacks bash benchmarks/round9_attacks_cpu.sh
 #   python benchmarks/round4_asr.py runs/r9-attacks
 set -u
 R=${R:-runs/r9-attacks}
