@@ -8,8 +8,9 @@
 #   .carry/s3/judge/                 the shipped EmojiWorld judge
 #   .carry/s3/gpu/*.whl              diffusers, importlib_metadata, datasets, dill, multiprocess,
 #                                    efficientnet-lite-pytorch
-# `bash scripts/stage_carry.sh` builds .carry/ from this checkout's .venv. Each call copies what it carries into $STAGE; the last one installs. The two weight packages are
-# replaced by one-line shims pointing at the copies, and src/scdpo/assets is linked to the stage.
+# `bash scripts/stage_carry.sh` builds .carry/ from this checkout's .venv. Each call copies what it
+# carries into $STAGE; the last one installs. The two weight packages are replaced by one-line shims
+# pointing at the copies, and src/scdpo/assets is linked to the stage.
 STAGE=${STAGE:-/tmp/stage}
 mkdir -p "$STAGE"
 for part in .carry/s1 .carry/s2 .carry/s3; do [ -d "$part" ] && cp -r "$part"/. "$STAGE"/; done
