@@ -21,3 +21,13 @@ mkdir -p "$R/logs"
 [ "${TINY:-0}" = 1 ] && DL=${DEADLINE:-100000} || DL=${DEADLINE:-540}
 STAGE=final DRAW=2 ONLY="$ONLY" DRAW0_RUNS="$CANDIDATES" SHIP=${SHIP:-"$CANDIDATES"} \
     LIMIT=${LIMIT:-150} PAR=${PAR:-18} DEADLINE=$DL bash benchmarks/emojiworld_round4.sh
+# where clean alignment goes on the report draw (benchmarks/clean_misses.py; docs/results.md, "Tenth
+# round"), and the clean images themselves, to count sunflowers again elsewhere
+if [ "${TINY:-0}" != 1 ] && [ -f "$R/eval-base-d2/metrics.json" ]; then
+    CLEAN=$(ls -d "$R"/eval-*-d2 | grep -v base-d2)
+    python3 benchmarks/clean_misses.py "$R/eval-base-d2" $CLEAN --top 15 > "$R/logs/clean_misses-d2.md" 2>&1
+    if [ -n "${OUT:-}" ]; then
+        cp "$R/logs/clean_misses-d2.md" "$OUT/"
+        (cd "$R" && tar cf "$OUT/.clean.tmp" eval-*-d2/suites/eval-clean/images.parquet) && mv "$OUT/.clean.tmp" "$OUT/clean-d2.tar"
+    fi
+fi
