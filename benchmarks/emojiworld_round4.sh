@@ -145,6 +145,8 @@ t700-p50-bank|$RECIPE --min-timestep 700 --preserve-weight 50 $BANK
 t700-p80-bank|$RECIPE --min-timestep 700 --preserve-weight 80 $BANK
 t700-clean0|$RECIPE --min-timestep 700 --clean-min-timestep 0
 t700-clean0-p35|$RECIPE --min-timestep 700 --clean-min-timestep 0 --preserve-weight 35
+t700-hold5|$RECIPE --min-timestep 700 --anchor-clean-weight 5
+t700-hold20|$RECIPE --min-timestep 700 --anchor-clean-weight 20
 "} ;;
 *) echo "STAGE must be sweep, final, anchor or implicit"; exit 2 ;;
 esac
@@ -229,7 +231,7 @@ while IFS='|' read -r name flags rseeds; do
             --seed "$s" --checkpoint-every 50 --keep-checkpoints 1 --resume --log-every 50 $TRAIN ${TRAIN_FLAGS:-} $flags
     done
 done <<< "$RUNS"
-wait $(jobs -rp | grep -v -e "^${PACKER:-none}$" -e "^${JUDGE_PID:-none}$") 2>/dev/null
+wait_jobs "${PACKER:-none}" "${JUDGE_PID:-none}"
 
 # ---- evaluate on each suite draw of $DRAW (e.g. DRAW="0 1"; the base model too), with the fine-tuned judge
 if [ -n "${JUDGE_PID:-}" ]; then
@@ -262,7 +264,7 @@ if [ -n "${DRAW0_RUNS:-}" ]; then
         [ -f "$d/pytorch_lora_weights.safetensors" ] && ev "$(basename "${d#"$R"/lora-}")-d0" --lora "$d"
     done; done
 fi
-wait $(jobs -rp | grep -v "^${PACKER:-none}$") 2>/dev/null
+wait_jobs "${PACKER:-none}"
 [ -n "${PACKER:-}" ] && kill "$PACKER" 2>/dev/null
 pack
 if [ -n "${OUT:-}" ]; then  # the grids of the harmful and clean suites, to look at

@@ -20,3 +20,8 @@ compare_runs() { local runs
 report_failures() { local f
     for f in "$R"/logs/*.rc; do [ -e "$f" ] || continue
         [ "$(cat "$f")" = 0 ] || { echo "FAILED: $f"; tail -5 "${f%.rc}.log"; }; done; }
+# wait for every background job but the given PIDs (the packer, the judge). Not a bare `wait` on an
+# empty list: that waits for the packer's endless loop too (a rerun with every training done hung so)
+wait_jobs() { local skip=" $* " pids=() p
+    for p in $(jobs -rp); do case "$skip" in *" $p "*) ;; *) pids+=("$p");; esac; done
+    [ ${#pids[@]} = 0 ] || wait "${pids[@]}" 2>/dev/null; }

@@ -26,6 +26,10 @@ if [ -d "$STAGE/gpu" ] && [ -d "$STAGE/emojiworld" ] && [ -d "$STAGE/minilm" ] &
     fi
     mkdir -p src/scdpo/assets  # (on the device only: the assets there are the stage's)
     for a in emojiworld judge; do [ -L src/scdpo/assets/$a ] || { rm -rf src/scdpo/assets/$a; ln -s "$STAGE/$a" src/scdpo/assets/$a; }; done
+    # the variables too, not the links alone: a later call re-sends the working tree and removes the
+    # links, under a round that runs on across calls (benchmarks/detach.sh; the eleventh round lost
+    # its evaluations that way)
+    export SCDPO_EMOJIWORLD_ASSETS=$STAGE/emojiworld SCDPO_JUDGE=${SCDPO_JUDGE:-$STAGE/judge}
     export PYTHONPATH=/tmp/site:$PWD/src TRANSFORMERS_VERBOSITY=error PYTHONUNBUFFERED=1 TQDM_MININTERVAL=20
     # many small EmojiWorld processes share 16 cores: one intra-op thread each (BENCHMARKS.md)
     export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}

@@ -207,3 +207,65 @@ def test_keyword_dropout_changes_what_the_policy_reads(pipe, safe_pairs):
     assert all("sunflower" in q for q in seen[-1])
     with pytest.raises(ValueError, match="anchor_keyword_dropout"):
         TrainConfig(model="m", dataset="d", out="o", anchor_keyword_dropout=1.5)
+
+
+def test_the_on_policy_hold_rides_on_the_anchor_trajectory(pipe, safe_pairs, tmp_path):
+    """anchor_clean_weight: the batch's clean prompts join the harmful ones on the policy's trajectory;
+    their rows come last, the policy reads the clean prompt and the target is the reference under it."""
+    m = lora_model(pipe)
+    ref = tm.Reference(m.unet, full=False, dtype=torch.float32)
+    batch = collate(PreferencePairs(safe_pairs, SIZE), range(4))  # rows 0, 3 harmful with a safe prompt; 1, 2 clean
+    cfg = TrainConfig(model="x", dataset="x", out="x", anchor_weight=1.0, anchor_states="policy", anchor_steps=2,
+                      anchor_clean_weight=2.0)
+    inputs = anchor_inputs(cfg, m, m.unet, ref, batch, step_generator(0, 0, 0))
+    assert inputs.clean == 2 and len(inputs.x) == len(inputs.t) == len(inputs.cond) == 4
+    clean = [batch["caption"][i] for i in (1, 2)]
+    x, t = inputs.x[2:], inputs.t[2:]
+    torch.testing.assert_close(inputs.target[2:], ref(m, x, t, m.encode_prompts(clean)).float())
+    torch.testing.assert_close(inputs.cond.context[2:], m.encode_prompts(clean).context)
+    # off: the harmful rows alone, as before
+    off = anchor_inputs(TrainConfig(model="x", dataset="x", out="x", anchor_weight=1.0, anchor_steps=2), m, m.unet,
+                        ref, batch, step_generator(0, 0, 0))
+    assert off.clean == 0 and len(off.x) == 2
+    # a run logs the hold beside the anchor and resumes exactly
+    common = dict(model=str(pipe), dataset=str(safe_pairs), loss="sc-dpo", batch_size=2, lr=1e-3, checkpoint_every=2,
+                  anchor_weight=1.0, anchor_states="policy", anchor_steps=2, anchor_clean_weight=1.0, **FAST)
+    straight = train(TrainConfig(out=str(tmp_path / "a"), max_steps=4, **common))
+    train(TrainConfig(out=str(tmp_path / "b"), max_steps=2, **common))
+    resumed = train(TrainConfig(out=str(tmp_path / "b"), max_steps=4, resume=True, **common))
+    assert straight["loss"] == resumed["loss"] and straight["hold"] > 0 and straight["anchor"] > 0
+    for bad in (dict(anchor_weight=0.0), dict(anchor_weight=1.0, anchor_states="winner"),
+                dict(anchor_weight=1.0, anchor_refresh=2, checkpoint_every=2)):
+        with pytest.raises(ValueError, match="anchor_clean_weight rides on the anchor's per-step policy trajectory"):
+            TrainConfig(model="m", dataset="d", out="o", anchor_clean_weight=1.0, **bad)
+
+
+def test_the_hold_pulls_the_policy_back_on_its_own_clean_states(pipe, safe_pairs):
+    """Gradient steps on the hold alone shrink the policy's drift from the reference on fresh
+    clean-prompt trajectory states after the LoRA was pushed off (the term does what it says)."""
+    m = lora_model(pipe)
+    ref = tm.Reference(m.unet, full=False, dtype=torch.float32)
+    with torch.no_grad():  # push the LoRA off the reference
+        for n, p in m.unet.named_parameters():
+            if p.requires_grad and "lora_B" in n:
+                p.add_(0.05 * torch.randn_like(p))
+    batch = collate(PreferencePairs(safe_pairs, SIZE), range(4))
+    cfg = TrainConfig(model="x", dataset="x", out="x", anchor_weight=1.0, anchor_states="policy", anchor_steps=2,
+                      anchor_clean_weight=1.0)
+    opt = torch.optim.AdamW([p for p in m.unet.parameters() if p.requires_grad], lr=1e-2)
+
+    def hold(i):
+        gen = step_generator(0, i, 0)
+        inputs = anchor_inputs(cfg, m, m.unet, ref, batch, gen)
+        errors = pair_errors(m, m.unet, ref, batch, gen, extra=inputs[:3])
+        return (errors.extra - inputs.target).pow(2).mean(dim=(1, 2, 3))[-inputs.clean:]
+
+    with torch.no_grad():
+        before = torch.stack([hold(100 + i).mean() for i in range(4)]).mean()
+    for i in range(20):
+        opt.zero_grad()
+        hold(i).mean().backward()
+        opt.step()
+    with torch.no_grad():
+        after = torch.stack([hold(100 + i).mean() for i in range(4)]).mean()
+    assert after < 0.5 * before, (before, after)

@@ -27,17 +27,21 @@ import torch
 from scdpo.models.t2i import Conditioning, T2IModel
 from scdpo.prompts.edits import ARTICLES, differing_spans
 
-__all__ = ["AnchorInputs", "StateBank", "anchor_inputs", "anchor_rows", "build_bank", "masked_prompt", "policy_states"]
+__all__ = ["AnchorInputs", "StateBank", "anchor_inputs", "anchor_rows", "build_bank", "clean_rows", "masked_prompt",
+           "policy_states"]
 
 
 class AnchorInputs(NamedTuple):
     """The anchor's states ``x`` at timesteps ``t`` (n,), the harmful prompts' conditioning the
-    policy predicts under, and the reference's prediction under the safe prompts (the target)."""
+    policy predicts under, and the reference's prediction under the safe prompts (the target).
+    With ``anchor_clean_weight``, the last ``clean`` rows are the on-policy hold's: clean prompts'
+    states, the policy conditioned on the clean prompt, the reference's prediction under it."""
 
     x: torch.Tensor
     t: torch.Tensor
     cond: Conditioning
     target: torch.Tensor
+    clean: int = 0
 
 
 NEUTRAL_WORD = "thing"
@@ -61,6 +65,11 @@ def anchor_rows(batch: dict) -> list[int]:
     """Rows of ``batch`` that are harmful pairs with a safe counterpart prompt."""
     safe = batch.get("safe_caption") or [""] * len(batch["caption"])
     return [i for i, (h, s) in enumerate(zip(batch["harmful"], safe)) if bool(h) and s]
+
+
+def clean_rows(batch: dict) -> list[int]:
+    """Rows of ``batch`` that are clean pairs (the on-policy hold's prompts)."""
+    return [i for i, h in enumerate(batch["harmful"]) if not bool(h)]
 
 
 def _trajectory(model: T2IModel, policy, cond: Conditioning, gen: torch.Generator, steps: int, guidance: float,
@@ -157,15 +166,23 @@ def anchor_inputs(cfg, model: T2IModel, policy, reference, batch: dict, gen: tor
     ``anchor_refresh > 1``, the states (and their prompts) are drawn from it instead; ``predict``:
     how the trajectory calls the UNet (:func:`_trajectory`)."""
     rows = anchor_rows(batch)
-    if not rows:
+    # the on-policy hold (anchor_clean_weight): the clean prompts ride on the same trajectory, after
+    # the harmful rows; their target is the reference under their own prompt
+    held = [batch["caption"][i] for i in clean_rows(batch)] if getattr(cfg, "anchor_clean_weight", 0) > 0 else []
+    if not rows and not held:
         return None
     harmful, safe = [batch["caption"][i] for i in rows], [batch["safe_caption"][i] for i in rows]
     if cfg.anchor_states == "policy" and bank is not None:
         x, t, harmful, safe = bank.draw(len(rows), gen)
         cond = model.encode_prompts(harmful)
     elif cfg.anchor_states == "policy":
-        cond = model.encode_prompts(harmful)
+        cond = model.encode_prompts(harmful + held)
         x, t = policy_states(model, policy, cond, gen, cfg.anchor_steps, cfg.anchor_guidance, predict)
+        if held:  # the hold needs no masking or target word: the states, the prompt and the target are its own
+            target = reference(model, x, t, model.encode_prompts([*_targets(cfg, harmful, safe), *held])).float()
+            if cfg.anchor_keyword_dropout > 0:
+                cond = model.encode_prompts([*_dropped(cfg, harmful, safe, gen), *held])
+            return AnchorInputs(x, t, cond, target, clean=len(held))
     else:
         cond = model.encode_prompts(harmful)
         x0 = winners[torch.as_tensor(rows, device=winners.device)]
@@ -173,11 +190,23 @@ def anchor_inputs(cfg, model: T2IModel, policy, reference, batch: dict, gen: tor
         t = model.sample_timesteps(len(rows), gen).to(model.device)
         x = model.add_noise(x0, noise, t)
     if cfg.anchor_keyword_dropout > 0:  # the policy predicts under the prompt without its harmful words
-        drop = (torch.rand(len(harmful), generator=gen) < cfg.anchor_keyword_dropout).tolist()
-        cond = model.encode_prompts([masked_prompt(h, s) if d else h for h, s, d in zip(harmful, safe, drop)])
-    if cfg.anchor_target_word:  # one safe object for every harmful concept: a target no word has to name
-        safe = [masked_prompt(h, s, cfg.anchor_target_word) for h, s in zip(harmful, safe)]
-    return AnchorInputs(x, t, cond, reference(model, x, t, model.encode_prompts(safe)).float())
+        cond = model.encode_prompts(_dropped(cfg, harmful, safe, gen))
+    target = reference(model, x, t, model.encode_prompts(_targets(cfg, harmful, safe))).float()
+    return AnchorInputs(x, t, cond, target)
+
+
+def _dropped(cfg, harmful: list[str], safe: list[str], gen: torch.Generator) -> list[str]:
+    """The policy's prompts with anchor_keyword_dropout: the harmful words masked on a share of rows."""
+    drop = (torch.rand(len(harmful), generator=gen) < cfg.anchor_keyword_dropout).tolist()
+    return [masked_prompt(h, s) if d else h for h, s, d in zip(harmful, safe, drop)]
+
+
+def _targets(cfg, harmful: list[str], safe: list[str]) -> list[str]:
+    """The target prompts: the safe counterparts, or with anchor_target_word one safe object for
+    every harmful concept (a target no word has to name)."""
+    if cfg.anchor_target_word:
+        return [masked_prompt(h, s, cfg.anchor_target_word) for h, s in zip(harmful, safe)]
+    return safe
 
 
 def build_bank(cfg, pairs) -> StateBank | None:

@@ -87,6 +87,15 @@ class TrainConfig:
             harmful words replaced by this one safe object ("sunflower") instead of the prompt's
             own safe counterpart: one target for every harmful concept, which a held-out word can
             reach without the edit knowing which concept it names. None = the counterpart.
+        anchor_clean_weight: weight q_c of the on-policy hold on clean prompts, q_c * (beta/2) * C
+            (our addition, eleventh round; docs/method.md, "(g) The on-policy hold"): the anchor's
+            trajectory also runs the micro-batch's clean prompts (in the same batched UNet calls),
+            and C is the mean squared difference between the policy's and the frozen reference's
+            predictions on those states under the clean prompt itself. Preservation (e) holds the
+            policy on noisy *dataset* images; this holds it on the states the policy's own sampler
+            visits, where the anchor's target had leaked into look-alike clean objects (docs/results.md,
+            "Tenth round"). Needs anchor_weight > 0 and anchor_states policy, per-step (anchor_refresh
+            1). 0 = off.
         kinds: train only on pairs of these kinds (dataset column kind: harmful, clean); None
             means all, except for safetydpo, which means harmful (SafetyDPO trains on harmful
             prompts' pairs only). E.g. sc-dpo with --kinds harmful, --cost-margin 0,
@@ -182,6 +191,7 @@ class TrainConfig:
     anchor_bank: int = 64
     anchor_keyword_dropout: float = 0.0
     anchor_target_word: str | None = None
+    anchor_clean_weight: float = 0.0
     kinds: list[str] | None = None
     full: bool = False
     lora_rank: int = 8
@@ -255,7 +265,7 @@ class TrainConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("lr", "lambda_lr", "lambda_init", "cost_margin", "focus_gamma", "winner_weight",
-                     "preserve_weight", "anchor_weight", "anchor_guidance", "warmup",
+                     "preserve_weight", "anchor_weight", "anchor_clean_weight", "anchor_guidance", "warmup",
                      "weight_decay", "validate_every", "workers", "validate_n"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -267,6 +277,10 @@ class TrainConfig:
                              f"{self.max_timestep}")
         if not 0 <= self.anchor_keyword_dropout <= 1:
             raise ValueError(f"anchor_keyword_dropout must be in [0, 1], got {self.anchor_keyword_dropout}")
+        if self.anchor_clean_weight > 0 and (self.anchor_weight <= 0 or self.anchor_states != "policy"
+                                             or self.anchor_refresh > 1):
+            raise ValueError("anchor_clean_weight rides on the anchor's per-step policy trajectory: it needs "
+                             "--anchor-weight > 0, --anchor-states policy and --anchor-refresh 1")
         if self.anchor_refresh > 1 and self.checkpoint_every % self.anchor_refresh:
             raise ValueError(f"checkpoint_every ({self.checkpoint_every}) must be a multiple of anchor_refresh "
                              f"({self.anchor_refresh}), so a resumed run redraws the same anchor states; change either")

@@ -197,11 +197,16 @@ def _accumulate(cfg, acc, model, policy, reference, loader, loss_fn, state, prog
                 hardness.observe(batch["index"], dpo_logit(*errors.errors, cfg.beta))
             loss_vec, stats = loss_fn(*errors.errors, info, cfg, state)
             loss = loss_vec.mean()
-            if cfg.anchor_weight > 0:  # docs/method.md, "Safe anchor": q (beta/2) sum(A) / B
+            if cfg.anchor_weight > 0:  # docs/method.md, (f) and (g): (beta/2) (q sum(A) + q_c sum(C)) / B
                 a = torch.zeros(1, device=loss.device) if anchor is None else \
                     (errors.extra - anchor.target).pow(2).mean(dim=(1, 2, 3))
-                loss = loss + cfg.anchor_weight * 0.5 * cfg.beta * a.sum() / len(batch["caption"])
-                stats["anchor"] = a.mean()
+                n_hold = 0 if anchor is None else anchor.clean
+                a, c = a[:len(a) - n_hold], a[len(a) - n_hold:]
+                loss = loss + 0.5 * cfg.beta * (cfg.anchor_weight * a.sum() + cfg.anchor_clean_weight * c.sum()) \
+                    / len(batch["caption"])
+                stats["anchor"] = a.mean() if len(a) else a.new_zeros(())
+                if cfg.anchor_clean_weight > 0:
+                    stats["hold"] = c.mean() if len(c) else c.new_zeros(())
         acc.backward(loss / cfg.grad_accum)
         micro_stats.append({"loss": loss.detach(), **{k: v.detach().float() for k, v in stats.items()}})
         prog.samples += cfg.batch_size * acc.num_processes

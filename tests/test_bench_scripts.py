@@ -1,0 +1,43 @@
+"""The device plumbing of benchmarks/: detach.sh (a round that outlives the device's calls) and
+jobs.sh's wait_jobs (no endless wait on the packer when no job started)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _detach(name: str, out: Path, *cmd: str, wait: int) -> str:
+    env = {**os.environ, "OUT": str(out), "WAIT": str(wait), "TAIL": "5"}
+    return subprocess.run(["bash", str(ROOT / "benchmarks" / "detach.sh"), name, *cmd], env=env, check=True,
+                          capture_output=True, text=True, timeout=60).stdout
+
+
+def test_detach_runs_once_and_outlives_its_caller(tmp_path):
+    name = f"pytest-{os.getpid()}-{time.time_ns()}"
+    folder = Path(f"/tmp/detach-{name}")
+    out1, out2 = tmp_path / "o1", tmp_path / "o2"
+    out1.mkdir(), out2.mkdir()
+    # the first call starts it (VAR=value words go to its environment) and returns before it ends
+    script = 'echo "go $X"; echo packed > "$OUT/a.txt"; sleep 3; echo "n=$(cat "$OUT/n" 2>/dev/null)"; exit 7'
+    first = _detach(name, out1, "X=42", "bash", "-c", script, wait=0)
+    assert "started" in first and "still running" in first
+    # a second call with another command does not start a second copy: it waits for the first one
+    second = _detach(name, out2, "bash", "-c", "echo never", wait=20)
+    assert "ended (exit code 7)" in second and "go 42" in second and "never" not in second
+    assert (out2 / "a.txt").read_text() == "packed\n"
+    assert (folder / "rc").read_text().strip() == "7"
+    subprocess.run(["rm", "-rf", str(folder)], check=True)
+
+
+def test_wait_jobs_skips_the_given_pids_and_returns_on_none(tmp_path):
+    script = f"""R={tmp_path}; . {ROOT}/benchmarks/jobs.sh
+        ( while sleep 1; do :; done ) & PACKER=$!
+        wait_jobs "$PACKER"; echo none-waited
+        ( sleep 1; echo job-done ) & wait_jobs "$PACKER"; echo after; kill $PACKER"""
+    res = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=20, check=True)
+    assert res.stdout.split() == ["none-waited", "job-done", "after"]
