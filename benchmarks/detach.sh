@@ -9,19 +9,27 @@
 #
 # NAME names the round (its folder /tmp/detach-NAME: log, rc, and out/, the round's own $OUT); the
 # rest is the command, with leading VAR=value words set in its environment (env). Never matched by
-# process name (the device's lesson): the round's own shell writes its exit code to /tmp/detach-NAME/rc.
+# process name (the device's lesson): the round's own shell writes its exit code to /tmp/detach-NAME/rc,
+# and this script exits with it once the round ended (0 while it runs).
 set -u
 name=$1; shift
 D=/tmp/detach-$name
 mkdir -p "$D/out"
 if [ ! -f "$D/pid" ]; then
     # $0 of the inner shell is the folder; the round's exit code lands in $D/rc when it ends
-    OUT=$D/out setsid bash -c 'env "$@"; echo $? > "$0/rc"' "$D" "$@" > "$D/log" 2>&1 < /dev/null &
+    OUT=$D/out setsid bash -c 'env "$@"; echo $? > "$0/rc.tmp"; mv "$0/rc.tmp" "$0/rc"' "$D" "$@" \
+        > "$D/log" 2>&1 < /dev/null &
     echo $! > "$D/pid"
+    echo "$*" > "$D/cmd"
     echo "started $name (pid $(cat "$D/pid")): $*"
+elif [ "$*" != "$(cat "$D/cmd")" ]; then
+    echo "detach: $name runs '$(cat "$D/cmd")', not this command; waiting on it (rm -rf $D to start anew)"
 fi
-end=$((SECONDS + ${WAIT:-560}))
-while [ ! -f "$D/rc" ] && [ "$SECONDS" -lt "$end" ]; do sleep 5; done
-[ -n "${OUT:-}" ] && cp "$D"/out/* "$OUT"/ 2>/dev/null
+# WAIT counts from this script's start: leave the call's start-up (device_env.sh) and the copy below room
+end=$((SECONDS + ${WAIT:-540}))
+while [ ! -f "$D/rc" ] && [ "$SECONDS" -lt "$end" ] && kill -0 "$(cat "$D/pid")" 2>/dev/null; do sleep 5; done
+[ -n "${OUT:-}" ] && cp -r "$D"/out/. "$OUT"/ 2>/dev/null
 tail -n "${TAIL:-25}" "$D/log"
-if [ -f "$D/rc" ]; then echo "detach: $name ended (exit code $(cat "$D/rc"))"; else echo "detach: $name still running; run the same command again"; fi
+if [ -f "$D/rc" ]; then echo "detach: $name ended (exit code $(cat "$D/rc"))"; exit "$(cat "$D/rc")"
+elif ! kill -0 "$(cat "$D/pid")" 2>/dev/null; then echo "detach: $name died without an exit code (its log above)"; exit 1
+else echo "detach: $name still running; run the same command again"; fi

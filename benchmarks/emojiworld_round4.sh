@@ -181,8 +181,8 @@ trap 'kill ${PACKER:-} ${JUDGE_PID:-} 2>/dev/null' EXIT
 # it runs beside the data stages, and every evaluation of this script uses it (SCDPO_JUDGE)
 if [ "${TUNE_JUDGE:-$([ "$STAGE" = sweep ] && echo 1)}" = 1 ] && [ ! -f "$R/judge/judge/config.json" ]; then
     stamp judge
-    ( scdpo world pretrain-judge --out "$R/judge" --init src/scdpo/assets/judge --negatives 0.25 \
-          --vae src/scdpo/assets/emojiworld/vae --batch-size $JBATCH --lr 2e-4 --warmup-steps 50 --max-minutes $JMIN \
+    ( scdpo world pretrain-judge --out "$R/judge" --init "${SCDPO_JUDGE:-src/scdpo/assets/judge}" --negatives 0.25 \
+          --vae "${SCDPO_EMOJIWORLD_ASSETS:-src/scdpo/assets/emojiworld}/vae" --batch-size $JBATCH --lr 2e-4 --warmup-steps 50 --max-minutes $JMIN \
           --workers 4 --log-every 200 --checkpoint-every 1000000 > "$R/logs/judge.log" 2>&1; echo $? > "$R/logs/judge.rc" ) &
     JUDGE_PID=$!
 fi

@@ -238,6 +238,9 @@ def test_the_on_policy_hold_rides_on_the_anchor_trajectory(pipe, safe_pairs, tmp
                 dict(anchor_weight=1.0, anchor_refresh=2, checkpoint_every=2)):
         with pytest.raises(ValueError, match="anchor_clean_weight rides on the anchor's per-step policy trajectory"):
             TrainConfig(model="m", dataset="d", out="o", anchor_clean_weight=1.0, **bad)
+    for harmful_only in (dict(kinds="harmful"), dict(loss="safetydpo")):
+        with pytest.raises(ValueError, match="harmful pairs only"):
+            TrainConfig(model="m", dataset="d", out="o", anchor_weight=1.0, anchor_clean_weight=1.0, **harmful_only)
 
 
 def test_the_hold_pulls_the_policy_back_on_its_own_clean_states(pipe, safe_pairs):

@@ -11,10 +11,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _detach(name: str, out: Path, *cmd: str, wait: int) -> str:
+def _detach(name: str, out: Path, *cmd: str, wait: int, rc: int = 0) -> str:
     env = {**os.environ, "OUT": str(out), "WAIT": str(wait), "TAIL": "5"}
-    return subprocess.run(["bash", str(ROOT / "benchmarks" / "detach.sh"), name, *cmd], env=env, check=True,
-                          capture_output=True, text=True, timeout=60).stdout
+    res = subprocess.run(["bash", str(ROOT / "benchmarks" / "detach.sh"), name, *cmd], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == rc, res
+    return res.stdout
 
 
 def test_detach_runs_once_and_outlives_its_caller(tmp_path):
@@ -27,10 +29,20 @@ def test_detach_runs_once_and_outlives_its_caller(tmp_path):
     first = _detach(name, out1, "X=42", "bash", "-c", script, wait=0)
     assert "started" in first and "still running" in first
     # a second call with another command does not start a second copy: it waits for the first one
-    second = _detach(name, out2, "bash", "-c", "echo never", wait=20)
+    second = _detach(name, out2, "bash", "-c", "echo never", wait=20, rc=7)  # exits with the round's code
     assert "ended (exit code 7)" in second and "go 42" in second and "never" not in second
+    assert "not this command" in second
     assert (out2 / "a.txt").read_text() == "packed\n"
     assert (folder / "rc").read_text().strip() == "7"
+    subprocess.run(["rm", "-rf", str(folder)], check=True)
+
+
+def test_detach_reports_a_round_that_died_without_an_exit_code(tmp_path):
+    name = f"pytest-dead-{os.getpid()}-{time.time_ns()}"
+    folder = Path(f"/tmp/detach-{name}")
+    _detach(name, tmp_path, "sleep", "30", wait=0)
+    os.killpg(int((folder / "pid").read_text()), 9)  # the round's whole session, shell included
+    assert "died without an exit code" in _detach(name, tmp_path, "sleep", "30", wait=20, rc=1)
     subprocess.run(["rm", "-rf", str(folder)], check=True)
 
 

@@ -350,3 +350,16 @@ def test_damaged_state_files_are_reported_or_refused(sd, data, tmp_path, caplog)
     lora.write_bytes(lora.read_bytes()[:50])
     with pytest.raises(ValueError, match="step-2 could not be restored"):
         train(cfg(sd, data, out, max_steps=4, checkpoint_every=1, lr=1e-3, resume=True))
+
+
+def test_a_field_added_later_matches_its_default_in_an_older_checkpoint():
+    """A checkpoint written before a field existed computed the field's default: resume accepts it,
+    and still names a real difference (the eleventh round's anchor_clean_weight)."""
+    from scdpo.train.fingerprint import differences, settings
+
+    new = {"settings": settings(TrainConfig(model="m", dataset="d", out="o"))}
+    old = {"settings": {k: v for k, v in new["settings"].items() if k != "anchor_clean_weight"}}
+    assert differences(old, new) == []
+    changed = {"settings": settings(TrainConfig(model="m", dataset="d", out="o", anchor_weight=1.0,
+                                                anchor_clean_weight=2.0))}
+    assert differences(old, changed) == ["anchor_clean_weight 0.0 -> 2.0", "anchor_weight 0.0 -> 1.0"]

@@ -290,6 +290,9 @@ class TrainConfig:
             self.kinds = [k.strip() for k in self.kinds.split(",") if k.strip()]
         if self.kinds is not None and (not self.kinds or set(self.kinds) - {"harmful", "clean"}):
             raise ValueError(f"kinds must name harmful and/or clean, got {self.kinds}")
+        if self.anchor_clean_weight > 0 and self.pair_kinds == ("harmful",):
+            raise ValueError("anchor_clean_weight holds the clean pairs' prompts, and this run trains on harmful "
+                             "pairs only (--kinds harmful, or safetydpo): drop --anchor-clean-weight or add clean pairs")
         if self.lora_alpha is None:
             self.lora_alpha = float(self.lora_rank)
         if isinstance(self.lora_targets, str):

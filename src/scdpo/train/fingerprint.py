@@ -65,8 +65,11 @@ def differences(old: dict | None, new: dict) -> list[str]:
         return ["the checkpoint has no run fingerprint (an older scdpo made it)"]
     out = []
     keys = sorted(set(old["settings"]) | set(new["settings"]))
+    # a field added after the checkpoint was written computed its default then (the option did not exist)
+    defaults = json.loads(json.dumps({f.name: f.default for f in dataclasses.fields(TrainConfig)
+                                      if f.default is not dataclasses.MISSING}, default=str))
     for k in keys:
-        a, b = old["settings"].get(k, "<unset>"), new["settings"].get(k, "<unset>")
+        a, b = old["settings"].get(k, defaults.get(k, "<unset>")), new["settings"].get(k, "<unset>")
         if a != b:
             out.append(f"{k} {a!r} -> {b!r}")
     if old.get("dataset_digest") != new.get("dataset_digest"):

@@ -202,8 +202,10 @@ def _accumulate(cfg, acc, model, policy, reference, loader, loss_fn, state, prog
                     (errors.extra - anchor.target).pow(2).mean(dim=(1, 2, 3))
                 n_hold = 0 if anchor is None else anchor.clean
                 a, c = a[:len(a) - n_hold], a[len(a) - n_hold:]
-                loss = loss + 0.5 * cfg.beta * (cfg.anchor_weight * a.sum() + cfg.anchor_clean_weight * c.sum()) \
-                    / len(batch["caption"])
+                # the anchor's expression as it was before (g), so runs without the hold round alike
+                loss = loss + cfg.anchor_weight * 0.5 * cfg.beta * a.sum() / len(batch["caption"])
+                if n_hold:
+                    loss = loss + cfg.anchor_clean_weight * 0.5 * cfg.beta * c.sum() / len(batch["caption"])
                 stats["anchor"] = a.mean() if len(a) else a.new_zeros(())
                 if cfg.anchor_clean_weight > 0:
                     stats["hold"] = c.mean() if len(c) else c.new_zeros(())
