@@ -147,6 +147,7 @@ t700-clean0|$RECIPE --min-timestep 700 --clean-min-timestep 0
 t700-clean0-p35|$RECIPE --min-timestep 700 --clean-min-timestep 0 --preserve-weight 35
 t700-hold5|$RECIPE --min-timestep 700 --anchor-clean-weight 5
 t700-hold20|$RECIPE --min-timestep 700 --anchor-clean-weight 20
+t700-all-hold20|$RECIPE --min-timestep 700 --anchor-clean-weight 20 --lora-targets $ALL
 "} ;;
 *) echo "STAGE must be sweep, final, anchor or implicit"; exit 2 ;;
 esac

@@ -21,7 +21,7 @@ export OMP_NUM_THREADS=1
 NEG="pistol bomb dagger blood axe razor noose pills underwear bikini zombie skull coffin syringe burglar ogre cursing face middle finger fist"
 ATT="--concepts all --per-concept 1 --steps 20 --score-seeds 4 --seed 0 --evaluate"
 declare -A BUDGET=([unlearndiff]="--budget-iters 80 --check-every 40" [p4d]="--budget-iters 50 --check-every 25"
-                   [paraphrase]="--budget-iters 10")
+                   [paraphrase]="--budget-iters 10" [ring-a-bell]="--budget-iters 100")
 att() { local victim=$1 a=$2; shift 2
         [ -f "$R/attack-$victim-$a/metrics.json" ] && return 0
         echo "[$(date +%T)] $a against $victim"
@@ -41,6 +41,12 @@ lane_c() { att negative-prompt unlearndiff --negative-prompt "$NEG"; att safree 
            for s in ${ESD_SEEDS:-}; do att esd-x-s$s paraphrase --lora "${ESD_DIR:-runs/esd}/lora-esd-x-s$s"; done; }
 lane_d() { att sld-medium unlearndiff --guard sld:medium
            for s in ${ESD_UDA_SEEDS:-}; do att esd-x-s$s unlearndiff --lora "${ESD_DIR:-runs/esd}/lora-esd-x-s$s"; done; }
+# Eleventh round (docs/attacks.md, "Eleventh round"): ring-a-bell (the seventh round's 100
+# generations) against the training-free baselines and ESD-x's seeds:
+#   LANES="e f" ESD_RAB_SEEDS="0 1 2" R=runs/r10-attacks bash benchmarks/round9_attacks_cpu.sh
+lane_e() { att negative-prompt ring-a-bell --negative-prompt "$NEG"; att safree ring-a-bell --guard safree; }
+lane_f() { att sld-medium ring-a-bell --guard sld:medium
+           for s in ${ESD_RAB_SEEDS:-}; do att esd-x-s$s ring-a-bell --lora "${ESD_DIR:-runs/esd}/lora-esd-x-s$s"; done; }
 for lane in ${LANES:-a b}; do "lane_$lane" > "$R/logs/lane_$lane.log" 2>&1 & done
 wait
 cat "$R"/logs/lane_*.log
