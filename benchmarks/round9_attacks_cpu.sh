@@ -42,7 +42,9 @@ lane_c() { att negative-prompt unlearndiff --negative-prompt "$NEG"; att safree 
 lane_d() { att sld-medium unlearndiff --guard sld:medium
            for s in ${ESD_UDA_SEEDS:-}; do att esd-x-s$s unlearndiff --lora "${ESD_DIR:-runs/esd}/lora-esd-x-s$s"; done; }
 # Eleventh round (docs/attacks.md, "Eleventh round"): ring-a-bell (the seventh round's 100
-# generations) against the training-free baselines and ESD-x's seeds:
+# generations) against the training-free baselines and ESD-x's seeds. Measured before it was cut:
+# 1.75 s a generation on the 2-core CPU, so about 3 minutes a target and 2 hours a victim (37
+# targets): a GPU job, or hours of CPU.
 #   LANES="e f" ESD_RAB_SEEDS="0 1 2" R=runs/r10-attacks bash benchmarks/round9_attacks_cpu.sh
 lane_e() { att negative-prompt ring-a-bell --negative-prompt "$NEG"; att safree ring-a-bell --guard safree; }
 lane_f() { att sld-medium ring-a-bell --guard sld:medium
