@@ -10,6 +10,8 @@ prompts per suite, suite draw 0): it compares anchor variants with each other, n
     python benchmarks/anchor_probe.py --out runs/probe/sunflower --target-word sunflower
     python benchmarks/anchor_probe.py --out runs/probe/sun-p20 --target-word sunflower --preserve-weight 20
     python benchmarks/anchor_probe.py --base                       # the base model's row
+    python benchmarks/anchor_probe.py --out runs/probe/sun-p20-t700 --target-word sunflower --preserve-weight 20 \
+        --min-timestep 700 [--hold-weight 20]                      # eleventh round: the on-policy hold
 """
 
 from __future__ import annotations
@@ -97,6 +99,9 @@ def main() -> None:
     ap.add_argument("--weight", type=float, default=20.0)
     ap.add_argument("--preserve-weight", type=float, default=0.0,
                     help="> 0: half the pairs are clean prompts, and preservation p keeps them (batch doubled)")
+    ap.add_argument("--hold-weight", type=float, default=0.0,
+                    help="the on-policy hold q_c (--anchor-clean-weight; needs --preserve-weight > 0 for clean pairs)")
+    ap.add_argument("--min-timestep", type=int, default=0, help="the pairs' lower timestep bound (preservation's)")
     ap.add_argument("--steps", type=int, default=250)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--n", type=int, default=48, help="prompts per suite")
@@ -118,6 +123,7 @@ def main() -> None:
                           lr=3e-3, warmup=20,
                           lora_targets=IMAGE_SIDE, anchor_weight=args.weight, anchor_states="policy", anchor_steps=10,
                           anchor_keyword_dropout=args.keyword_dropout, anchor_target_word=args.target_word,
+                          anchor_clean_weight=args.hold_weight, min_timestep=args.min_timestep,
                           cache_latents=True, checkpoint_every=1000, log_every=25, validate_every=0, device="cpu"))
     for row in judge_suites(args.out, args.n):
         print(json.dumps({"run": args.out or "base", **row}))
