@@ -168,7 +168,7 @@ def anchor_inputs(cfg, model: T2IModel, policy, reference, batch: dict, gen: tor
     rows = anchor_rows(batch)
     # the on-policy hold (anchor_clean_weight): the clean prompts ride on the same trajectory, after
     # the harmful rows; their target is the reference under their own prompt
-    held = [batch["caption"][i] for i in clean_rows(batch)] if getattr(cfg, "anchor_clean_weight", 0) > 0 else []
+    held = [batch["caption"][i] for i in clean_rows(batch)] if cfg.anchor_clean_weight > 0 else []
     if not rows and not held:
         return None
     harmful, safe = [batch["caption"][i] for i in rows], [batch["safe_caption"][i] for i in rows]
