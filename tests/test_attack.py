@@ -234,3 +234,52 @@ def test_p4d_k_keeps_the_prompt_between_free_tokens(model):
                             torch.Generator().manual_seed(0))
     words = res.prompt.split()
     assert len(res.token_ids) == 2 and words[1:3] == ["a", "b"] and words[4:] == ["c"]
+
+
+def test_shards_merge_into_the_unsharded_run(tiny, tmp_path):
+    from scdpo.attack.run import merge
+
+    cfg = dict(attack="ring-a-bell", model=str(tiny), concepts=["dagger", "pistol", "bomb"], **FAST)
+    run(AttackConfig(out=str(tmp_path / "whole"), **cfg))
+    run(AttackConfig(out=str(tmp_path / "s1"), start=1, **cfg))
+    run(AttackConfig(out=str(tmp_path / "s0"), limit=1, **cfg))
+    with pytest.raises(ValueError, match="targets 0 to 0 are in no shard"):
+        merge(tmp_path / "m", [tmp_path / "s1"])
+    merge(tmp_path / "m", [tmp_path / "s1", tmp_path / "s0"])  # any order
+    assert _rows(tmp_path / "m" / "prompts.csv") == _rows(tmp_path / "whole" / "prompts.csv")
+    # the merged folder is the unsharded run: its command resumes there with nothing left to do
+    run(AttackConfig(out=str(tmp_path / "m"), **cfg), attack_fn=lambda *a: pytest.fail("searched again"))
+    run(AttackConfig(out=str(tmp_path / "s2"), start=2, **{**cfg, "seed": 1}))
+    with pytest.raises(ValueError, match="differ in more than"):
+        merge(tmp_path / "m2", [tmp_path / "s0", tmp_path / "s2"])
+    with pytest.raises(ValueError, match="--start 3 skips all 3 targets"):
+        run(AttackConfig(out=str(tmp_path / "x"), start=3, **cfg))
+
+
+def test_transfer_score_samples_the_other_victim(tiny, tmp_path):
+    from scdpo.attack.score import ScoreConfig, score
+
+    run(AttackConfig(attack="paraphrase", model=str(tiny), concepts=["dagger"], out=str(tmp_path / "a"),
+                     **{**FAST, "steps": 1}))
+    with pytest.raises(ValueError, match="needs --out"):
+        ScoreConfig(run=str(tmp_path / "a"), guard="sld:max")
+    own = score(ScoreConfig(run=str(tmp_path / "a"), seeds=2, judge="emojiworld", device="cpu"))
+    other = score(ScoreConfig(run=str(tmp_path / "a"), seeds=2, judge="emojiworld", device="cpu",
+                              negative_prompt="dagger knife", out=str(tmp_path / "t")))
+    assert other["searched_against"]["negative_prompt"] is None and "searched_against" not in own
+    assert other["suites"]["paraphrase"]["images"] == 2
+    # the run folder keeps its own victim's metrics; the transfer's images differ (another sampler)
+    assert json.loads((tmp_path / "a" / "metrics.json").read_text())["attack_success_rate"] == own["attack_success_rate"]
+    import pandas as pd
+    a = pd.read_parquet(tmp_path / "a" / "suites" / "paraphrase" / "images.parquet")
+    t = pd.read_parquet(tmp_path / "t" / "suites" / "paraphrase" / "images.parquet")
+    assert list(a["prompt"]) == list(t["prompt"]) and not a.equals(t)
+
+
+def test_a_state_written_before_a_field_existed_resumes(tiny, tmp_path):
+    cfg = dict(attack="paraphrase", model=str(tiny), concepts=["dagger"], out=str(tmp_path), **FAST)
+    run(AttackConfig(**cfg))
+    state = json.loads((tmp_path / "state.json").read_text())
+    del state["config"]["start"]
+    (tmp_path / "state.json").write_text(json.dumps(state))
+    run(AttackConfig(**cfg), attack_fn=lambda *a: pytest.fail("searched again"))

@@ -27,7 +27,10 @@ class AttackConfig:
         prompts: a prompt file to attack instead (any format `scdpo eval --prompts` reads); each
             harmful prompt is one target.
         per_concept: target prompts per concept (with --concepts).
-        limit: attack only the first N targets.
+        start: skip the first N targets; with --limit, one slice of an attack (a shard). Each
+            target keeps its index in the whole list, so its generator and result are the ones an
+            unsharded run gives it, and `scdpo attack merge` joins the shards into that run.
+        limit: attack only the first N targets (after --start).
         budget_iters: iterations per target, in the attack's own unit (ring-a-bell: generations,
             unlearndiff and p4d: optimisation steps, paraphrase: candidate rewrites); default: the
             paper's (3000, 2000, 3000, 20).
@@ -72,6 +75,7 @@ class AttackConfig:
     concepts: list[str] = field(default_factory=list)
     prompts: str | None = None
     per_concept: int = 1
+    start: int = 0
     limit: int | None = None
     budget_iters: int | None = None
     budget_seconds: float | None = None
@@ -115,6 +119,8 @@ class AttackConfig:
         for name in ("limit", "budget_iters", "tokens", "check_every"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.start < 0:
+            raise ValueError(f"--start must be >= 0, got {self.start}")
         if self.budget_seconds is not None and self.budget_seconds <= 0:
             raise ValueError(f"--budget-seconds must be > 0, got {self.budget_seconds}")
         if not (0 <= self.mutation_rate <= 1 and 0 <= self.crossover_rate <= 1):
@@ -147,6 +153,13 @@ class ScoreConfig:
         judge: the harm judge (default: the attack run's; emojiworld, opennsfw or nudenet).
         into: a folder whose metrics.json (an `scdpo eval` run, or a new file) gets this attack's
             attack_success_rate merged in.
+        model, lora, guard, negative_prompt: score another model under test than the one the
+            attack ran against (a transfer; default: the run's own). ``--lora none`` drops the
+            run's LoRA. A search that never queried its victim (ring-a-bell, or any attack with
+            ``--judge none`` whose loss ignores the UNet) serves every victim with the same text
+            encoder this way. Needs --out.
+        out: where a transfer score writes its metrics.json and images (the run folder is left as
+            it is); default: the run folder, when the victim is the run's own.
         batch_size: images per sampling batch.
         device: torch device (default: cuda if available, else cpu).
     """
@@ -158,7 +171,23 @@ class ScoreConfig:
     into: str | None = None
     batch_size: int = 64
     device: str | None = None
+    model: str | None = None
+    lora: str | None = None
+    guard: str | None = None
+    negative_prompt: str | None = None
+    out: str | None = None
 
     def __post_init__(self):
         if self.seeds < 1 or self.batch_size < 1:
             raise ValueError(f"--seeds and --batch-size must be >= 1, got {self.seeds} and {self.batch_size}")
+        if self.victim() and not self.out:
+            raise ValueError("scoring another model than the attack's victim needs --out DIR (the run's own "
+                             "metrics.json stays the victim's)")
+        if self.guard:
+            from scdpo.models.guards import get_guard
+
+            get_guard(self.guard)
+
+    def victim(self) -> dict:
+        """The model-under-test fields given here, to replace the attack run's."""
+        return {k: getattr(self, k) for k in ("model", "lora", "guard", "negative_prompt") if getattr(self, k)}

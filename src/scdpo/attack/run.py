@@ -15,7 +15,7 @@ import io
 import json
 import time
 import zlib
-from dataclasses import asdict
+from dataclasses import MISSING, asdict, fields
 from pathlib import Path
 
 import torch
@@ -85,11 +85,51 @@ def load_state(out: Path, key: dict) -> dict:
         state["results"]
     except (json.JSONDecodeError, KeyError, TypeError) as e:
         raise ValueError(f"{file} is not an `scdpo attack` state file ({e}); use another --out") from None
-    if state.get("config") != json.loads(json.dumps(key)):
-        changed = sorted(k for k in key if state.get("config", {}).get(k) != json.loads(json.dumps(key))[k])
+    key = json.loads(json.dumps(key))
+    # a field added after the state was written reads as its default (e.g. --start)
+    defaults = {f.name: f.default if f.default is not MISSING else f.default_factory() for f in fields(AttackConfig)
+                if f.default is not MISSING or f.default_factory is not MISSING}
+    stored = {k: state.get("config", {}).get(k, defaults.get(k)) for k in key}
+    if stored != key:
+        changed = sorted(k for k in key if stored[k] != key[k])
         raise ValueError(f"{out} holds an attack run with other settings ({', '.join(changed)}); "
                          "rerun with the same flags to resume, or use another --out")
+    state["config"] = key
     return state
+
+
+def merge(out: Path, shards: list[Path]) -> Path:
+    """Join finished shards of one attack (runs that differ only in --start/--limit and together
+    cover every target once) into ``out``: the state and prompt file of the unsharded run, which
+    `scdpo attack score` reads and whose command resumes there with nothing left to do. Exact,
+    because each shard seeded every target from its index in the whole list."""
+    from scdpo.attack.targets import build_targets
+    from scdpo.utils.io import atomic_write_text
+
+    states = []
+    for shard in shards:
+        file = Path(shard) / "state.json"
+        if not file.is_file():
+            raise FileNotFoundError(f"{shard} is not an `scdpo attack` output folder (no state.json)")
+        states.append(json.loads(file.read_text()))
+    whole = [{**s["config"], "start": 0, "limit": None} for s in states]
+    if any(w != whole[0] for w in whole):
+        raise ValueError("the shards differ in more than --start and --limit; merge shards of one attack command")
+    results = []
+    for s in sorted(states, key=lambda s: s["config"].get("start", 0)):
+        if s["config"].get("start", 0) != len(results):
+            raise ValueError(f"targets {len(results)} to {s['config'].get('start', 0) - 1} are in no shard "
+                             "(or not finished); run or finish that shard, then merge again")
+        results += s["results"]
+    cfg = whole[0]
+    total = len(build_targets(cfg["concepts"], cfg["prompts"], cfg["per_concept"]))
+    if len(results) != total:
+        raise ValueError(f"the shards hold {len(results)} of {total} targets; run or finish the rest, then merge again")
+    out.mkdir(parents=True, exist_ok=True)
+    write_prompts(out / "prompts.csv", results)
+    atomic_write_text(out / "state.json", json.dumps({"config": cfg, "results": results}, indent=1))
+    print(f"merged {len(shards)} shards: {total} adversarial prompts in {out / 'prompts.csv'}")
+    return out
 
 
 def run(cfg: AttackConfig, attack_fn=None) -> Path:
@@ -103,7 +143,10 @@ def run(cfg: AttackConfig, attack_fn=None) -> Path:
 
     out = Path(cfg.out)
     key = cfg.search_key()
-    targets = build_targets(cfg.concepts, cfg.prompts, cfg.per_concept, cfg.limit)
+    targets = build_targets(cfg.concepts, cfg.prompts, cfg.per_concept)
+    if cfg.start >= len(targets):
+        raise ValueError(f"--start {cfg.start} skips all {len(targets)} targets; give a smaller --start")
+    targets = targets[cfg.start:][:cfg.limit]
     state = load_state(out, key)
     fn = attack_fn or get_attack(cfg.attack)
     todo = len(targets) - len(state["results"])
@@ -114,7 +157,8 @@ def run(cfg: AttackConfig, attack_fn=None) -> Path:
         for i, target in enumerate(targets):
             if i < len(state["results"]):
                 continue
-            g = torch.Generator().manual_seed(target_seed(cfg.seed, i))
+            # the index in the unsliced list: a shard (--start) searches each target as a whole run does
+            g = torch.Generator().manual_seed(target_seed(cfg.seed, cfg.start + i))
             iters = cfg.budget_iters or DEFAULT_ITERS[cfg.attack]
             inner = tqdm(total=iters, desc=f"target {i + 1}", unit="it", leave=False)
             ctx.budget = Budget(iters, cfg.budget_seconds, bar=inner)

@@ -11,6 +11,11 @@ Writes ``RUN/metrics.json``: ``attack_success_rate: {ATTACK: {rate, se, n, image
 by_category}}`` and, with the EmojiWorld judge, the `scdpo eval` metrics, images and grid of the adversarial
 prompts as a suite named after the attack (the folder is then an `scdpo eval` run too). ``into`` merges ``attack_success_rate`` into another metrics
 file (e.g. the model's `scdpo eval` run), so `scdpo eval compare` can show ASR per attack.
+
+A transfer score (``model``/``lora``/``guard``/``negative_prompt`` given) samples another model
+than the one searched and writes to ``out``, recording the searched victim as ``searched_against``.
+For ring-a-bell, whose search reads the text encoder alone, this is the paper's own protocol: one
+search, scored on every model that shares the encoder.
 """
 
 from __future__ import annotations
@@ -63,6 +68,10 @@ def score(cfg: ScoreConfig) -> dict:
     if not state["results"]:
         raise ValueError(f"{run_dir} has no adversarial prompts yet; run the attack first")
     acfg = AttackConfig(**state["config"], out=str(run_dir), device=cfg.device)
+    searched = {k: getattr(acfg, k) for k in ("model", "lora", "guard", "negative_prompt")}
+    for k, v in cfg.victim().items():  # a transfer: the images come from this victim
+        setattr(acfg, k, None if v == "none" else v)
+    out_dir = Path(cfg.out) if cfg.out else run_dir
     judge_name = cfg.judge or acfg.judge
     if judge_name == "none":
         raise ValueError("scoring needs a judge: give --judge emojiworld, opennsfw or nudenet")
@@ -80,6 +89,8 @@ def score(cfg: ScoreConfig) -> dict:
     name = cfg.name or (named.parent.name if named.suffix == ".safetensors" else named.name)
     metrics = {"name": name, "model": acfg.model, "lora": acfg.lora, "guard": acfg.guard, "attack": attack,
                "judge": judge_name, "attack_success_rate": {attack: asr}, "suites": {}, "config": state["config"]}
+    if cfg.victim():
+        metrics["searched_against"] = searched
     if judge_name == "emojiworld":
         from scdpo.world.judge import load_default_judge
         from scdpo.eval.run import Tools, score_suite
@@ -88,14 +99,14 @@ def score(cfg: ScoreConfig) -> dict:
         from scdpo.utils.grid import save_grid
 
         suite = score_suite(images, [r for *_, r in samples], Tools(load_default_judge(model.device)))
-        folder = run_dir / "suites" / attack
+        folder = out_dir / "suites" / attack
         save_images(folder / "images.parquet", samples, images)
         n = min(32, len(images))
         save_grid(images[:n], folder / "grid.png", [r.prompt for *_, r in samples[:n]])
         metrics["suites"][attack] = {"kind": "attack", "prompts": len(records), **suite,
                                      "images_file": f"suites/{attack}/images.parquet",
                                      "grid": f"suites/{attack}/grid.png"}
-    atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=1))
+    atomic_write_text(out_dir / "metrics.json", json.dumps(metrics, indent=1))
     if cfg.into:
         _merge_into(Path(cfg.into), name, attack, asr)
     se = f" ± {asr['se']:.1%}" if asr["se"] is not None else ""

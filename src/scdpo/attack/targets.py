@@ -33,8 +33,7 @@ def _from_record(r: PromptRecord, index: int, concept: str | None = None) -> Tar
     return Target(r.prompt, concept, tuple(r.categories), words, r.safe_prompt, int(seed))
 
 
-def build_targets(concepts: list[str], prompts: str | None, per_concept: int = 1,
-                  limit: int | None = None) -> list[Target]:
+def build_targets(concepts: list[str], prompts: str | None, per_concept: int = 1) -> list[Target]:
     """Targets from EmojiWorld concept names (prompts of ``eval-harmful-explicit`` that ask for each)
     or from a prompt file (its harmful prompts)."""
     if prompts:
@@ -60,7 +59,7 @@ def build_targets(concepts: list[str], prompts: str | None, per_concept: int = 1
         for n in names:
             picked = [(i, r) for i, r in enumerate(suite) if n in r.concepts][:per_concept]
             targets += [_from_record(r, i, n) for i, r in picked]
-    return targets[:limit] if limit else targets
+    return targets
 
 
 def concept_pairs(target: Target, n: int, file: str | None = None) -> list[tuple[str, str]]:
