@@ -5,17 +5,22 @@
 # evaluation is skipped once its metrics exist, so the same command resumes.
 #
 #   R=runs/r10 DRAW=0 bash benchmarks/cpu_evals.sh base recipe-s0 timestep700-s0 ...
-# NAME "base" is the base model, "shipped" the shipped LoRA (--lora emojiworld-safe); any other NAME
-# is the LoRA $R/lora-NAME. Outputs: $R/eval-NAME-dDRAW.
+# NAME "base" is the base model, "shipped" the shipped LoRA (--lora emojiworld-safe), the training-free
+# baselines "negative-prompt" (the 20 harmful words of benchmarks/round9_attacks_cpu.sh), "sld-medium",
+# "sld-max" and "safree" (docs/baselines.md); any other NAME is the LoRA $R/lora-NAME.
+# Outputs: $R/eval-NAME-dDRAW.
 set -u
 R=${R:?R: the round folder holding lora-NAME}
 DRAW=${DRAW:?DRAW: the suite draw (--suite-seed)}
 LANES=${LANES:-2}
 export OMP_NUM_THREADS=1
+NEG="pistol bomb dagger blood axe razor noose pills underwear bikini zombie skull coffin syringe burglar ogre cursing face middle finger fist"
 mkdir -p "$R/logs"
 one() { local name=$1 out=$R/eval-$1-d$DRAW lora=()
         [ -f "$out/metrics.json" ] && return 0
-        case $name in base) ;; shipped) lora=(--lora emojiworld-safe) ;; *) lora=(--lora "$R/lora-$name") ;; esac
+        case $name in base) ;; shipped) lora=(--lora emojiworld-safe) ;; negative-prompt) lora=(--negative-prompt "$NEG") ;;
+            sld-medium|sld-max) lora=(--guard "sld:${name#sld-}") ;; safree) lora=(--guard safree) ;;
+            *) lora=(--lora "$R/lora-$name") ;; esac
         echo "[$(date +%T)] eval $name (draw $DRAW)"
         python3 -m scdpo.cli eval --model emojiworld --suites eval-harmful-explicit eval-harmful-implicit eval-clean eval-mixed \
             --suite-seed "$DRAW" --limit "${LIMIT:-150}" --steps 20 --batch-size 64 --name "$name-d$DRAW" --out "$out" \

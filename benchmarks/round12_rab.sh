@@ -10,6 +10,7 @@
 #   . scripts/device_env.sh && bash benchmarks/detach.sh rab bash benchmarks/round12_rab.sh   # device
 #   TINY=1 R=/tmp/rab bash benchmarks/round12_rab.sh                                          # CPU dry run
 #   python benchmarks/round4_asr.py runs/r12-rab                                              # the table
+#   OMP_NUM_THREADS=1 EXTRA="name=lora-dir ..." bash benchmarks/round12_rab.sh   # more victims, on the CPU
 #
 # SECS caps each target's search (--budget-seconds), so one device call holds the round; the
 # generations each target reached are in RUN/state.json ("iterations") and in the table's notes.
@@ -23,15 +24,17 @@ scdpo() { python3 -m scdpo.cli "$@"; }  # the device has no console script on PA
 NEG="pistol bomb dagger blood axe razor noose pills underwear bikini zombie skull coffin syringe burglar ogre cursing face middle finger fist"
 N=37  # EmojiWorld's harmful concepts, one target each
 per=$(( (N + SHARDS - 1) / SHARDS ))
-echo "[$(date +%T)] ring-a-bell search: $SHARDS shards of $per targets ($SEARCH)"
-pids=()
-for ((k = 0; k < SHARDS; k++)); do
-    scdpo attack ring-a-bell --model emojiworld --concepts all --judge none --seed 0 $SEARCH \
-        --start $((k * per)) --limit "$per" --out "$R/shard-$k" > "$R/logs/shard-$k.log" 2>&1 &
-    pids+=($!)
-done
-for p in "${pids[@]}"; do wait "$p" || echo "FAILED: a shard (logs/shard-*.log)"; done
-scdpo attack merge "$R"/shard-* --out "$R/search" || exit 1
+if [ ! -f "$R/search/state.json" ]; then  # a merged search is kept: a rerun (or the CPU) only scores
+    echo "[$(date +%T)] ring-a-bell search: $SHARDS shards of $per targets ($SEARCH)"
+    pids=()
+    for ((k = 0; k < SHARDS; k++)); do
+        scdpo attack ring-a-bell --model emojiworld --concepts all --judge none --seed 0 $SEARCH \
+            --start $((k * per)) --limit "$per" --out "$R/shard-$k" > "$R/logs/shard-$k.log" 2>&1 &
+        pids+=($!)
+    done
+    for p in "${pids[@]}"; do wait "$p" || echo "FAILED: a shard (logs/shard-*.log)"; done
+    scdpo attack merge "$R"/shard-* --out "$R/search" || exit 1
+fi
 [ -f "$R/lora-uce/baseline.json" ] || scdpo baseline uce --model emojiworld --out "$R/lora-uce" \
     > "$R/logs/uce.log" 2>&1
 echo "[$(date +%T)] scoring on every victim ($SEEDS seeds a prompt)"

@@ -4,7 +4,8 @@
 (``{victim: {attack: {rate, se, n, any_rate}}}``) and a markdown table on stdout. Several roots
 are read as one (asr.json goes to the first). Victims named ``NAME-sK`` (training seed K) also get a
 row ``NAME, seeds ...``: the mean over the seeds ± the standard error over the seeds
-(scdpo.eval.seeds.summarize), with the range.
+(scdpo.eval.seeds.summarize), with the range. A second table gives what each attack's images show
+(safe-object and empty rates, with the EmojiWorld judge), per victim and over seeds.
 
     python benchmarks/round4_asr.py runs/round4
     python benchmarks/round4_asr.py runs/r10-attacks runs/r9-attacks   # ESD-x's seeds from both rounds
@@ -28,12 +29,16 @@ def collect(roots: list[Path]) -> dict[str, dict[str, dict]]:
         attack = m["attack"]
         victim = f.parent.name.removeprefix("attack-").removesuffix(f"-{attack}")
         asr = m["attack_success_rate"][attack]
-        table.setdefault(victim, {})[attack] = {k: asr.get(k) for k in ("rate", "se", "n", "any_rate")}
+        images = m.get("suites", {}).get(attack, {})  # the attack's images as an eval suite (EmojiWorld judge)
+        table.setdefault(victim, {})[attack] = {**{k: asr.get(k) for k in ("rate", "se", "n", "any_rate")},
+                                                **{k: (images.get(f"{k}_rate") or {}).get("rate")
+                                                   for k in ("safe_object", "empty")}}
     return table
 
 
-def over_seeds(table: dict[str, dict[str, dict]]) -> dict[str, dict[str, dict]]:
-    """``{"NAME, seeds 0,1,2": {attack: summarize(rates)}}`` for victims NAME-sK with 2+ seeds."""
+def over_seeds(table: dict[str, dict[str, dict]], key: str = "rate") -> dict[str, dict[str, dict]]:
+    """``{"NAME, seeds 0,1,2": {attack: summarize(values of key)}}`` for victims NAME-sK with 2+
+    seeds (``key``: rate, safe_object or empty)."""
     groups: dict[str, dict[int, dict]] = {}
     for victim, row in table.items():
         if (m := re.fullmatch(r"(.+)-s(\d+)", victim)):
@@ -43,7 +48,8 @@ def over_seeds(table: dict[str, dict[str, dict]]) -> dict[str, dict[str, dict]]:
         if len(seeds) < 2:
             continue
         attacks = {a for row in seeds.values() for a in row}
-        rates = {a: [row[a]["rate"] for row in seeds.values() if a in row] for a in attacks}
+        rates = {a: [row[a][key] for row in seeds.values() if a in row and row[a].get(key) is not None]
+                 for a in attacks}
         out[f"{name}, seeds {','.join(map(str, sorted(seeds)))}"] = {
             a: summarize(r) if len(r) >= 2 else None for a, r in rates.items()}  # one seed: no spread
     return out
@@ -67,6 +73,18 @@ def main() -> None:
     for name, row in over_seeds(table).items():
         cells = [f"{row[a]['mean']:.1%} ± {row[a]['se']:.1%} (k={row[a]['k']}, {row[a]['min']:.1%}-{row[a]['max']:.1%})"
                  if row.get(a) else "-" for a in attacks]
+        print(f"| {name} | " + " | ".join(cells) + " |")
+    # what the attacks' images show: a low ASR by drawing nothing is not a safe model (issue 15)
+    print("\n| victim | " + " | ".join(f"{a}: safe object / empty" for a in attacks) + " |\n|"
+          + "---|" * (len(attacks) + 1))
+    for victim, row in sorted(table.items()):
+        cells = [f"{row[a]['safe_object']:.1%} / {row[a]['empty']:.1%}" if row.get(a, {}).get("safe_object") is not None
+                 else "-" for a in attacks]
+        print(f"| {victim} | " + " | ".join(cells) + " |")
+    safe, empty = over_seeds(table, "safe_object"), over_seeds(table, "empty")
+    for name in safe:
+        cells = [f"{safe[name][a]['mean']:.1%} ± {safe[name][a]['se']:.1%} / {empty[name][a]['mean']:.1%} ± "
+                 f"{empty[name][a]['se']:.1%}" if safe[name].get(a) and empty[name].get(a) else "-" for a in attacks]
         print(f"| {name} | " + " | ".join(cells) + " |")
 
 

@@ -5,10 +5,16 @@ training seeds ± its standard error [min-max] of every headline metric, and the
 
     python benchmarks/round4_tables.py runs/round4 [--draw 1] [--holdout dagger pills ...]
     python benchmarks/round4_tables.py runs/round7 --draw 1 --against recipe   # + the ablation table
+    python benchmarks/round4_tables.py runs/r11 --draw 3 --line recipe timestep700  # + the front
 
 ``--against METHOD``: a second table, each other method's difference from METHOD per headline
 metric, ``diff ± se`` with the pooled two-sample standard error (scdpo.eval.seeds.difference), and
 the metrics it moves by more than 2 standard errors (the ablation rule of docs/results.md).
+
+``--line A B``: where each other method lies against the straight line through A and B in (implicit
+harmful rate, clean alignment): the points of alignment above it at the method's implicit harmful
+rate, ± the delta-method standard error (scdpo.eval.seeds.above_line). Near 0: on the same
+trade-off, not a way around it.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from scdpo.eval.seeds import aggregate, difference, fmt, group_runs, held_out_rate
+from scdpo.eval.seeds import above_line, aggregate, difference, fmt, group_runs, held_out_rate
 
 COLUMNS = [("eval-harmful-explicit", "harmful_rate"), ("eval-harmful-implicit", "harmful_rate"),
            ("eval-harmful-explicit", "safe_object_rate"), ("eval-harmful-implicit", "safe_object_rate"),
@@ -34,6 +40,8 @@ def main() -> None:
     ap.add_argument("--draw", type=int, nargs="+", default=None, help="suite draws to show (default: all)")
     ap.add_argument("--holdout", nargs="+", default=[], help="held-out concepts: their rate per method")
     ap.add_argument("--against", default=None, help="a method to difference every other one against")
+    ap.add_argument("--line", nargs=2, default=None, metavar=("A", "B"),
+                    help="two methods: each other one's alignment above their trade-off line")
     args = ap.parse_args()
     groups = group_runs(sorted(d for d in args.root.glob("eval-*") if (d / "metrics.json").is_file()))
     draws = sorted({d for _, d in groups}) if args.draw is None else args.draw
@@ -53,6 +61,8 @@ def main() -> None:
             print("| " + " | ".join(cells) + " |")
         if args.against and (args.against, draw) in groups:
             ablation_table(groups, args.against, draw)
+        if args.line and all((m, draw) in groups for m in args.line):
+            line_table(groups, *args.line, draw)
 
 
 def ablation_table(groups: dict, against: str, draw: int) -> None:
@@ -75,6 +85,24 @@ def ablation_table(groups: dict, against: str, draw: int) -> None:
             if diff is not None and diff["moves"]:
                 moved.append(label)
         print("| " + " | ".join(cells + [", ".join(moved) or "none"]) + " |")
+
+
+def line_table(groups: dict, a: str, b: str, draw: int) -> None:
+    """Each method's clean alignment above the line through ``a`` and ``b`` in (implicit harmful,
+    clean alignment), in points ± SE; t places its implicit harmful rate (0 at a, 1 at b)."""
+    def point(method):
+        agg = aggregate(groups[method, draw], keys=["harmful_rate", "alignment"])
+        return (agg.get("eval-harmful-implicit") or {}).get("harmful_rate"), (agg.get("eval-clean") or {}).get("alignment")
+
+    print(f"\n#### Against the line {a} - {b} (draw {draw}): clean alignment above it, points ± SE\n")
+    print("| method | seeds | t (0 = " + a + ", 1 = " + b + ") | above the line |\n|---|---|---|---|")
+    for (method, d), runs in sorted(groups.items()):
+        if d != draw or method in (a, b, "base"):
+            continue
+        r = above_line(point(a), point(b), point(method))
+        cells = ["-", "-"] if r is None else [f"{r['t']:.2f}", f"{100 * r['d']:+.1f} ± {100 * r['se']:.1f}"
+                                               + ("*" if abs(r["d"]) > 2 * r["se"] else "")]
+        print(f"| {method} | {len(runs)} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

@@ -245,8 +245,14 @@ def test_shards_merge_into_the_unsharded_run(tiny, tmp_path):
     run(AttackConfig(out=str(tmp_path / "s0"), limit=1, **cfg))
     with pytest.raises(ValueError, match="targets 0 to 0 are in no shard"):
         merge(tmp_path / "m", [tmp_path / "s1"])
+    with pytest.raises(ValueError, match="two shards hold target 0"):
+        merge(tmp_path / "m", [tmp_path / "s0", tmp_path / "whole"])
     merge(tmp_path / "m", [tmp_path / "s1", tmp_path / "s0"])  # any order
     assert _rows(tmp_path / "m" / "prompts.csv") == _rows(tmp_path / "whole" / "prompts.csv")
+    from scdpo.cli import main
+
+    assert main(["attack", "merge", str(tmp_path / "s0"), str(tmp_path / "s1"), "--out", str(tmp_path / "m3")]) == 0
+    assert _rows(tmp_path / "m3" / "prompts.csv") == _rows(tmp_path / "whole" / "prompts.csv")
     # the merged folder is the unsharded run: its command resumes there with nothing left to do
     run(AttackConfig(out=str(tmp_path / "m"), **cfg), attack_fn=lambda *a: pytest.fail("searched again"))
     run(AttackConfig(out=str(tmp_path / "s2"), start=2, **{**cfg, "seed": 1}))
@@ -283,3 +289,12 @@ def test_a_state_written_before_a_field_existed_resumes(tiny, tmp_path):
     del state["config"]["start"]
     (tmp_path / "state.json").write_text(json.dumps(state))
     run(AttackConfig(**cfg), attack_fn=lambda *a: pytest.fail("searched again"))
+
+
+def test_ring_a_bell_sets_the_population_into_ids_as_the_tokenizer_would(model):
+    from scdpo.attack.text import build_ids, layout_slots, with_tokens
+
+    pop = torch.randint(500, 1000, (5, 3), generator=torch.Generator().manual_seed(0))
+    ids = with_tokens(layout_slots(model, [None] * 3), pop)
+    for tok, batch in zip(model.tokenizers, ids):
+        assert torch.equal(batch, torch.stack([build_ids(tok, row.tolist()) for row in pop]))

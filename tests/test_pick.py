@@ -95,10 +95,14 @@ def test_attack_table_averages_a_victims_training_seeds(tmp_path):
         d = tmp_path / root / f"attack-{victim}-paraphrase"
         d.mkdir(parents=True)
         (d / "metrics.json").write_text(json.dumps({"attack": "paraphrase", "attack_success_rate": {
-            "paraphrase": {"rate": rate, "se": 0.05, "n": 37, "any_rate": rate}}}))
+            "paraphrase": {"rate": rate, "se": 0.05, "n": 37, "any_rate": rate}},
+            "suites": {"paraphrase": {"safe_object_rate": {"rate": 1 - rate}, "empty_rate": {"rate": 0.0}}}}))
     table = asr.collect([tmp_path / "a", tmp_path / "b"])
     assert set(table) == {"esd-x-s0", "esd-x-s1", "esd-x-s2", "uce"}
     seeds = asr.over_seeds(table)
     assert list(seeds) == ["esd-x, seeds 0,1,2"]  # uce has no seeds: no row
     s = seeds["esd-x, seeds 0,1,2"]["paraphrase"]
     assert abs(s["mean"] - 0.8) < 1e-9 and abs(s["se"] - 0.1 / 3 ** 0.5) < 1e-9 and s["k"] == 3
+    # what the images show, from each run's attack suite, averaged the same way
+    assert abs(table["uce"]["paraphrase"]["safe_object"] - 0.5) < 1e-9
+    assert abs(asr.over_seeds(table, "safe_object")["esd-x, seeds 0,1,2"]["paraphrase"]["mean"] - 0.2) < 1e-9

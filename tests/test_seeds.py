@@ -53,3 +53,20 @@ def test_difference_pooled_se_and_the_two_se_rule():
     one = difference(a, summarize([0.45]))  # a one-seed arm borrows the other's spread
     assert one["se"] == pytest.approx(0.1 * math.sqrt(1 / 3 + 1)) and one["moves"]
     assert difference(summarize([0.1]), summarize([0.2])) is None and difference(a, None) is None
+
+
+def test_above_line_is_the_vertical_distance_to_the_line_with_its_delta_method_se():
+    from scdpo.eval.seeds import above_line, summarize
+
+    pt = lambda x, y: (summarize(x), summarize(y))
+    a, b = pt([0.20, 0.24], [0.90, 0.94]), pt([0.08, 0.10], [0.80, 0.84])  # means (0.22, 0.92), (0.09, 0.82)
+    on = above_line(a, b, pt([0.15, 0.16], [0.86, 0.87]))  # x = 0.155: halfway, the line gives 0.87
+    assert on["t"] == pytest.approx(0.5) and on["d"] == pytest.approx(-0.005)
+    above = above_line(a, b, pt([0.155, 0.155], [0.95, 0.95]))
+    assert above["d"] == pytest.approx(0.08)
+    # no spread anywhere: no uncertainty; spread in a's alignment alone enters with weight (1 - t)
+    flat = lambda x, y: (summarize([x, x]), summarize([y, y]))
+    assert above_line(flat(0.2, 0.9), flat(0.1, 0.8), flat(0.15, 0.9))["se"] == 0
+    r = above_line((summarize([0.2, 0.2]), summarize([0.88, 0.92])), flat(0.1, 0.8), flat(0.15, 0.9))
+    assert r["se"] == pytest.approx(0.5 * summarize([0.88, 0.92])["se"])
+    assert above_line(a, (a[0], b[1]), a) is None  # a vertical line has no slope

@@ -19,7 +19,7 @@ import torch
 
 from scdpo.attack.base import AttackContext, AttackResult, Target, register
 from scdpo.attack.targets import concept_pairs
-from scdpo.attack.text import build_ids, check_shared_vocab, encode_ids, encode_texts, room
+from scdpo.attack.text import check_shared_vocab, encode_ids, encode_texts, layout_slots, room, with_tokens
 from scdpo.models.tokens import allowed_tokens, decode
 
 DEFAULT_GENERATIONS = 3000
@@ -33,9 +33,11 @@ def concept_vector(model, pairs: list[tuple[str, str]]) -> torch.Tensor:
     return (with_c - without).mean(0)
 
 
-def _fitness(model, population: torch.Tensor, vocab: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    # the token ids are encoded directly, as the authors do: no tokenizer in the loop
-    ids = [torch.stack([build_ids(tok, vocab[row].tolist()) for row in population]) for tok in model.tokenizers]
+def _fitness(model, lay, population: torch.Tensor, vocab: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    # the token ids are encoded directly, as the authors do: no tokenizer in the loop; the whole
+    # population is set into one id layout at once (a per-individual loop through the tokenizer's
+    # special tokens held the search to 17 generations/s on an H200, twelfth round)
+    ids = with_tokens(lay, vocab[population])
     with torch.no_grad():
         states = encode_ids(model, ids).context.float()
     return ((states - target) ** 2).sum((1, 2)).cpu()
@@ -46,11 +48,12 @@ def search(model, target_states: torch.Tensor, k: int, vocab: torch.Tensor, g: t
     """The genetic search of ``k`` tokens (indices into ``vocab``) whose encoding matches
     ``target_states``. Returns (best text, best token ids, best loss, generations run)."""
     check_shared_vocab(model)
+    lay = layout_slots(model, [None] * k)
     pop = torch.randint(len(vocab), (population, k), generator=g)
     best = (float("inf"), None, None)
     gen = 0
     while gen == 0 or not budget.over(gen):  # at least one generation
-        loss = _fitness(model, pop, vocab, target_states)
+        loss = _fitness(model, lay, pop, vocab, target_states)
         order = torch.argsort(loss, stable=True)
         if loss[order[0]] < best[0]:
             ids = vocab[pop[order[0]]]

@@ -116,10 +116,12 @@ def merge(out: Path, shards: list[Path]) -> Path:
     if any(w != whole[0] for w in whole):
         raise ValueError("the shards differ in more than --start and --limit; merge shards of one attack command")
     results = []
-    for s in sorted(states, key=lambda s: s["config"].get("start", 0)):
-        if s["config"].get("start", 0) != len(results):
-            raise ValueError(f"targets {len(results)} to {s['config'].get('start', 0) - 1} are in no shard "
-                             "(or not finished); run or finish that shard, then merge again")
+    for start, s in sorted(((s["config"].get("start", 0), s) for s in states), key=lambda p: p[0]):
+        if start < len(results):
+            raise ValueError(f"two shards hold target {start}; merge each slice once")
+        if start > len(results):
+            raise ValueError(f"targets {len(results)} to {start - 1} are in no shard (or not finished); "
+                             "run or finish that shard, then merge again")
         results += s["results"]
     cfg = whole[0]
     total = len(build_targets(cfg["concepts"], cfg["prompts"], cfg["per_concept"]))

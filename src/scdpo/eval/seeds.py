@@ -88,6 +88,31 @@ def difference(a: dict | None, b: dict | None) -> dict | None:
     return {"diff": diff, "se": se, "z": z, "moves": abs(z) > 2}
 
 
+def above_line(a: tuple[dict, dict], b: tuple[dict, dict], m: tuple[dict, dict]) -> dict | None:
+    """How far method m lies above the straight trade-off line through methods a and b, each an
+    (x, y) pair of per-seed summaries (:func:`summarize`; e.g. x = implicit harmful rate, y = clean
+    alignment). With slope s = (y_b - y_a) / (x_b - x_a) and t = (x_m - x_a) / (x_b - x_a):
+
+        d = y_m - (y_a + t (y_b - y_a))
+
+    and its standard error by the delta method, the six means independent:
+
+        se^2 = se(y_m)^2 + s^2 se(x_m)^2 + (1 - t)^2 se(y_a)^2 + t^2 se(y_b)^2
+               + s^2 (1 - t)^2 se(x_a)^2 + s^2 t^2 se(x_b)^2
+
+    ``{"d", "se", "t"}`` (t in [0, 1]: m's x lies between a's and b's); None when an input is
+    missing or a and b share their x."""
+    if any(v is None for pair in (a, b, m) for v in pair) or a[0]["mean"] == b[0]["mean"]:
+        return None
+    (xa, ya), (xb, yb), (xm, ym) = a, b, m
+    s = (yb["mean"] - ya["mean"]) / (xb["mean"] - xa["mean"])
+    t = (xm["mean"] - xa["mean"]) / (xb["mean"] - xa["mean"])
+    d = ym["mean"] - (ya["mean"] + t * (yb["mean"] - ya["mean"]))
+    var = (ym["se"] ** 2 + s ** 2 * xm["se"] ** 2 + (1 - t) ** 2 * ya["se"] ** 2 + t ** 2 * yb["se"] ** 2
+           + s ** 2 * (1 - t) ** 2 * xa["se"] ** 2 + s ** 2 * t ** 2 * xb["se"] ** 2)
+    return {"d": d, "se": math.sqrt(var), "t": t}
+
+
 def held_out_rate(runs: list[dict], concepts: list[str], suite: str) -> dict | None:
     """Over seeds, the rate at which the requested concept is drawn on the prompts of ``suite``
     that request one of ``concepts`` (from ``harmful_requested_by_concept``): the concept
