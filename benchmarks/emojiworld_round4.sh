@@ -148,6 +148,10 @@ t700-clean0-p35|$RECIPE --min-timestep 700 --clean-min-timestep 0 --preserve-wei
 t700-hold5|$RECIPE --min-timestep 700 --anchor-clean-weight 5
 t700-hold20|$RECIPE --min-timestep 700 --anchor-clean-weight 20
 t700-all-hold20|$RECIPE --min-timestep 700 --anchor-clean-weight 20 --lora-targets $ALL
+t700-hold20-r32|$RECIPE --min-timestep 700 --anchor-clean-weight 20 --lora-rank 32 --lora-alpha 32
+t700-hold20-r64|$RECIPE --min-timestep 700 --anchor-clean-weight 20 --lora-rank 64 --lora-alpha 64
+timestep700-r32|$RECIPE --min-timestep 700 --lora-rank 32 --lora-alpha 32
+recipe-r32|$RECIPE --lora-rank 32 --lora-alpha 32
 "} ;;
 *) echo "STAGE must be sweep, final, anchor or implicit"; exit 2 ;;
 esac
@@ -167,6 +171,7 @@ fi
 # lora-NAME-s* (1.7 MB each), one tar per name ($OUT/loras-NAME.tar: a device call brings back files
 # of at most 16 MiB), so that a call whose evaluations never ran can still be evaluated elsewhere
 # (the sixth round's hold-out and ablation weights were lost that way)
+[ "${SHIP:-}" = none ] && SHIP=""
 [ "${SHIP:-}" = all ] && SHIP=$(awk -F'|' 'NF > 1 {print $1}' <<< "$RUNS" | tr -d ' ' | tr '\n' ' ')
 pack() { [ -n "${OUT:-}" ] || return 0
          for n in ${SHIP:-}; do (cd "$R" && tar cf "$OUT/.loras.tmp" $(ls lora-"$n"-s[0-9]*/pytorch_lora_weights.safetensors \

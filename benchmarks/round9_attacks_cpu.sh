@@ -49,6 +49,13 @@ lane_d() { att sld-medium unlearndiff --guard sld:medium
 lane_e() { att negative-prompt ring-a-bell --negative-prompt "$NEG"; att safree ring-a-bell --guard safree; }
 lane_f() { att sld-medium ring-a-bell --guard sld:medium
            for s in ${ESD_RAB_SEEDS:-}; do att esd-x-s$s ring-a-bell --lora "${ESD_DIR:-runs/esd}/lora-esd-x-s$s"; done; }
+# Twelfth round (docs/attacks.md, "Twelfth round"): the paraphrase attack, the one the shipped LoRA
+# fails (23.0%), against SC-DPO's training seeds, the same settings; PARA="name=lora-dir ...":
+#   LANES="g h" PARA="timestep700-s0=runs/r11/lora-timestep700-s0 ..." R=runs/r12-attacks bash benchmarks/round9_attacks_cpu.sh
+# (lane g takes the odd entries, lane h the even ones)
+para_lane() { local k=0; for e in ${PARA:-}; do [ $((k % 2)) = "$1" ] && att "${e%%=*}" paraphrase --lora "${e#*=}"; k=$((k + 1)); done; }
+lane_g() { para_lane 0; }
+lane_h() { para_lane 1; }
 for lane in ${LANES:-a b}; do "lane_$lane" > "$R/logs/lane_$lane.log" 2>&1 & done
 wait
 cat "$R"/logs/lane_*.log
