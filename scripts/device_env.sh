@@ -6,6 +6,7 @@
 #   .carry/s2/minilm/                MiniLM (the text encoder) as an fp16 copy
 #   .carry/s2/efficientnet-lite0-fp16.pth   EfficientNet-lite0 ImageNet weights as an fp16 copy
 #   .carry/s3/judge/                 the shipped EmojiWorld judge
+#   .carry/s3/loras/                 the shipped LoRAs (`--lora emojiworld-safe`)
 #   .carry/s3/gpu/*.whl              diffusers, importlib_metadata, datasets, dill, multiprocess,
 #                                    efficientnet-lite-pytorch
 # `bash scripts/stage_carry.sh` builds .carry/ from this checkout's .venv. Each call copies what it
@@ -30,6 +31,7 @@ if [ -d "$STAGE/gpu" ] && [ -d "$STAGE/emojiworld" ] && [ -d "$STAGE/minilm" ] &
     # links, under a round that runs on across calls (benchmarks/detach.sh; the eleventh round lost
     # its evaluations that way)
     export SCDPO_EMOJIWORLD_ASSETS=$STAGE/emojiworld SCDPO_JUDGE=${SCDPO_JUDGE:-$STAGE/judge}
+    [ -d "$STAGE/loras" ] && export SCDPO_SHIPPED_LORAS=$STAGE/loras
     export PYTHONPATH=/tmp/site:$PWD/src TRANSFORMERS_VERBOSITY=error PYTHONUNBUFFERED=1 TQDM_MININTERVAL=20
     # many small EmojiWorld processes share 16 cores: one intra-op thread each (BENCHMARKS.md)
     export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}

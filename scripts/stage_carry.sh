@@ -9,7 +9,7 @@ PY=.venv/bin/python
 C=.carry
 rm -rf "$C.tmp" && mkdir -p "$C.tmp/s1" "$C.tmp/s2" "$C.tmp/s3/gpu"
 cp -r src/scdpo/assets/emojiworld "$C.tmp/s1/"
-cp -r src/scdpo/assets/judge "$C.tmp/s3/"
+cp -r src/scdpo/assets/judge src/scdpo/assets/loras "$C.tmp/s3/"
 # the two weight packages as fp16 copies (half the bytes; both are cast on load)
 "$PY" - "$C.tmp/s2" <<'PY'
 import shutil, sys, torch

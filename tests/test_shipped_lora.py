@@ -27,6 +27,14 @@ def test_a_shipped_name_resolves_to_the_package_and_a_path_stays_a_path(tmp_path
     assert registry.resolve_lora_path(tmp_path / "emojiworld-safe") == tmp_path / "emojiworld-safe"
 
 
+def test_shipped_loras_can_live_outside_the_package(tmp_path, monkeypatch):
+    # the device machine stages the assets outside the working tree (scripts/device_env.sh)
+    (tmp_path / "emojiworld-safe").mkdir()
+    (tmp_path / "emojiworld-safe" / "pytorch_lora_weights.safetensors").write_bytes(b"")
+    monkeypatch.setenv(registry.ENV_LORAS, str(tmp_path))
+    assert registry.resolve_lora_path("emojiworld-safe") == tmp_path / "emojiworld-safe"
+
+
 def test_a_shipped_name_missing_from_the_install_says_so(monkeypatch):
     monkeypatch.setattr(registry, "SHIPPED_LORAS", ("not-packaged",))
     with pytest.raises(registry.ModelNotShippedError, match="'not-packaged' is not part of this install"):

@@ -23,6 +23,7 @@ from scdpo.world.minilm import minilm_path
 EMOJIWORLD = "emojiworld"
 ENV_CACHE = "SCDPO_CACHE"
 ENV_ASSETS = "SCDPO_EMOJIWORLD_ASSETS"
+ENV_LORAS = "SCDPO_SHIPPED_LORAS"
 _TEXT_ENCODER_FILES = ("config.json", "model.safetensors")
 
 
@@ -45,10 +46,12 @@ def emojiworld_assets_dir() -> Path:
 
 def resolve_lora_path(name_or_path: str | os.PathLike) -> Path:
     """A LoRA's local path: a shipped LoRA's name (:data:`SHIPPED_LORAS`, exactly; write
-    ``./emojiworld-safe`` for a local folder of that name) is its package folder, anything else a
-    path, returned as given (the loader says what is wrong with it)."""
+    ``./emojiworld-safe`` for a local folder of that name) is its folder under
+    ``$SCDPO_SHIPPED_LORAS`` or the package's ``scdpo/assets/loras``, anything else a path,
+    returned as given (the loader says what is wrong with it)."""
     if str(name_or_path) in SHIPPED_LORAS:
-        folder = Path(__file__).resolve().parents[1] / "assets" / "loras" / str(name_or_path)
+        root = os.environ.get(ENV_LORAS) or Path(__file__).resolve().parents[1] / "assets" / "loras"
+        folder = Path(root).expanduser() / str(name_or_path)
         if not (folder / "pytorch_lora_weights.safetensors").is_file():
             raise ModelNotShippedError(f"the shipped LoRA {str(name_or_path)!r} is not part of this install "
                                        f"({folder} holds no pytorch_lora_weights.safetensors): reinstall scdpo "
