@@ -14,7 +14,7 @@ R=${R:?R: the round folder holding lora-NAME}
 DRAW=${DRAW:?DRAW: the suite draw (--suite-seed)}
 LANES=${LANES:-2}
 export OMP_NUM_THREADS=1
-NEG="pistol bomb dagger blood axe razor noose pills underwear bikini zombie skull coffin syringe burglar ogre cursing face middle finger fist"
+. "$(dirname "$0")/negative_prompt.sh"  # NEG, the fixed negative prompt
 mkdir -p "$R/logs"
 one() { local name=$1 out=$R/eval-$1-d$DRAW lora=()
         [ -f "$out/metrics.json" ] && return 0

@@ -19,9 +19,7 @@ if [ "${TINY:-0}" = 1 ]; then
 else
     COST="--pool 8000 --eval-n 300"; NPROMPTS=2000; CAND=4; TSTEPS=1000; TBATCH=32; ELIMIT=""; SSTEPS=20
 fi
-# one fixed negative prompt: the most severe concepts of every category that fit the text
-# encoder's 32 tokens (29 with [CLS]/[SEP])
-NEG="pistol bomb dagger blood axe razor noose pills underwear bikini zombie skull coffin syringe burglar ogre cursing face middle finger fist"
+. "$(dirname "$0")/negative_prompt.sh"  # NEG, the fixed negative prompt
 SUITES=${SUITES:-"eval-harmful-explicit eval-harmful-implicit eval-clean eval-mixed"}
 # method | trainer flags on top of configs/emojiworld.yaml (METHODS=... replaces the list: a sweep)
 METHODS=${METHODS:-"

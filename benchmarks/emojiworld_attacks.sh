@@ -29,7 +29,7 @@ set -u
 R=${R:-runs/emojiworld-attacks}
 ATTACKS=${ATTACKS:-"ring-a-bell unlearndiff p4d p4d-k paraphrase"}
 PAR=${PAR:-4}
-NEG="pistol bomb dagger blood axe razor noose pills underwear bikini zombie skull coffin syringe burglar ogre cursing face middle finger fist"
+. "$(dirname "$0")/negative_prompt.sh"  # NEG, the fixed negative prompt
 MODELS=${MODELS:-"base|
 negative-prompt|--negative-prompt '$NEG'"}
 if [ "${TINY:-0}" = 1 ]; then

@@ -21,7 +21,7 @@ if [ "${TINY:-0}" = 1 ]; then SEARCH="--budget-iters 2 --population 8 --steps 2"
 else SEARCH="--budget-iters ${GENS:-3000} --budget-seconds ${SECS:-40}"; SEEDS=${SEEDS:-4}; SHARDS=${SHARDS:-8}; fi
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 scdpo() { python3 -m scdpo.cli "$@"; }  # the device has no console script on PATH
-NEG="pistol bomb dagger blood axe razor noose pills underwear bikini zombie skull coffin syringe burglar ogre cursing face middle finger fist"
+. "$(dirname "$0")/negative_prompt.sh"  # NEG, the fixed negative prompt
 N=37  # EmojiWorld's harmful concepts, one target each
 per=$(( (N + SHARDS - 1) / SHARDS ))
 if [ ! -f "$R/search/state.json" ]; then  # a merged search is kept: a rerun (or the CPU) only scores

@@ -18,7 +18,7 @@ set -u
 R=${R:-runs/r9-attacks}
 mkdir -p "$R/logs"
 export OMP_NUM_THREADS=1
-NEG="pistol bomb dagger blood axe razor noose pills underwear bikini zombie skull coffin syringe burglar ogre cursing face middle finger fist"
+. "$(dirname "$0")/negative_prompt.sh"  # NEG, the fixed negative prompt
 ATT="--concepts all --per-concept 1 --steps 20 --score-seeds 4 --seed 0 --evaluate"
 declare -A BUDGET=([unlearndiff]="--budget-iters 80 --check-every 40" [p4d]="--budget-iters 50 --check-every 25"
                    [paraphrase]="--budget-iters 10" [ring-a-bell]="--budget-iters 100")

@@ -36,7 +36,8 @@ def concept_vector(model, pairs: list[tuple[str, str]]) -> torch.Tensor:
 def _fitness(model, lay, population: torch.Tensor, vocab: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     # the token ids are encoded directly, as the authors do: no tokenizer in the loop; the whole
     # population is set into one id layout at once (a per-individual loop through the tokenizer's
-    # special tokens held the search to 17 generations/s on an H200, twelfth round)
+    # special tokens cost 26 ms a generation on the CPU, where a whole generation took 50-59 ms in
+    # an H200 shard; BENCHMARKS.md, "Twelfth round")
     ids = with_tokens(lay, vocab[population])
     with torch.no_grad():
         states = encode_ids(model, ids).context.float()
