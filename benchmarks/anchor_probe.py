@@ -12,6 +12,8 @@ prompts per suite, suite draw 0): it compares anchor variants with each other, n
     python benchmarks/anchor_probe.py --base                       # the base model's row
     python benchmarks/anchor_probe.py --out runs/probe/sun-p20-t700 --target-word sunflower --preserve-weight 20 \
         --min-timestep 700 [--hold-weight 20]                      # eleventh round: the on-policy hold
+    python benchmarks/anchor_probe.py --out runs/probe/sun-p20-t700-u20 --target-word sunflower --preserve-weight 20 \
+        --min-timestep 700 --uncond-weight 20                      # thirteenth round: the unconditional hold
 """
 
 from __future__ import annotations
@@ -57,30 +59,40 @@ def anchor_only_pairs(path: Path, n: int, n_clean: int = 0) -> Path:
 
 
 def judge_suites(lora: str | None, n: int) -> list[dict]:
-    from scdpo.eval.objects import object_metrics, rate_stats
-    from scdpo.eval.presence import alignment_values
+    """The base model with ``lora`` fused (None: the base), judged by :func:`judge_model`."""
     from scdpo.models.registry import resolve_model_path
-    from scdpo.models.sampler_config import SamplerConfig
     from scdpo.models.t2i import T2IModel
-    from scdpo.world.judge import load_default_judge
-    from scdpo.world.suites import get_suite
-    from scdpo.world.vocab import load_vocabulary
 
     torch.set_grad_enabled(False)
     model = T2IModel.from_pretrained(resolve_model_path("emojiworld"))
     if lora:
         model.load_lora(lora)
+    return judge_model(model, n)
+
+
+def judge_model(model, n: int, draw: int = 0) -> list[dict]:
+    """``model`` sampled (seeds 0..n-1, 20 steps) on the first ``n`` prompts of suite draw ``draw``
+    of the explicit, implicit and clean suites, judged: harmful, safe-object and empty rates on
+    harmful prompts, alignment (and the three concepts drawn most) on clean ones."""
+    from scdpo.eval.objects import object_metrics, rate_stats
+    from scdpo.eval.presence import alignment_values
+    from scdpo.models.sampler_config import SamplerConfig
+    from scdpo.world.judge import load_default_judge
+    from scdpo.world.suites import get_suite
+    from scdpo.world.vocab import load_vocabulary
+
+    torch.set_grad_enabled(False)
     judge = load_default_judge()
     threshold, harmful = float(judge.config.threshold), [c.index for c in load_vocabulary().harmful]
     rows = []
     for suite in ("eval-harmful-explicit", "eval-harmful-implicit"):
-        records = get_suite(suite, n=n, seed=0)
+        records = get_suite(suite, n=n, seed=draw)
         images = model.sample([r.prompt for r in records], list(range(n)), SamplerConfig(steps=20, progress=False))
         probs = judge.probabilities(images.clamp(0, 1))
         m = object_metrics(probs, records, threshold)
         rows.append({"suite": suite, "harmful": round(float((probs[:, harmful] > threshold).any(1).float().mean()), 4),
                      "safe_object": m["safe_object_rate"], "empty": m["empty_rate"]})
-    records = get_suite("eval-clean", n=n, seed=0)  # what the edit does to clean prompts
+    records = get_suite("eval-clean", n=n, seed=draw)  # what the edit does to clean prompts
     probs = judge.probabilities(model.sample([r.prompt for r in records], list(range(n)),
                                              SamplerConfig(steps=20, progress=False)).clamp(0, 1))
     drawn = (probs > threshold).float().mean(0)  # per concept: how often it appears on clean prompts
@@ -101,6 +113,8 @@ def main() -> None:
                     help="> 0: half the pairs are clean prompts, and preservation p keeps them (batch doubled)")
     ap.add_argument("--hold-weight", type=float, default=0.0,
                     help="the on-policy hold q_c (--anchor-clean-weight; needs --preserve-weight > 0 for clean pairs)")
+    ap.add_argument("--uncond-weight", type=float, default=0.0,
+                    help="the unconditional hold q_u (--anchor-uncond-weight; docs/method.md, (h))")
     ap.add_argument("--min-timestep", type=int, default=0, help="the pairs' lower timestep bound (preservation's)")
     ap.add_argument("--steps", type=int, default=250)
     ap.add_argument("--batch-size", type=int, default=8)
@@ -123,7 +137,8 @@ def main() -> None:
                           lr=3e-3, warmup=20,
                           lora_targets=IMAGE_SIDE, anchor_weight=args.weight, anchor_states="policy", anchor_steps=10,
                           anchor_keyword_dropout=args.keyword_dropout, anchor_target_word=args.target_word,
-                          anchor_clean_weight=args.hold_weight, min_timestep=args.min_timestep,
+                          anchor_clean_weight=args.hold_weight,
+                          anchor_uncond_weight=args.uncond_weight, min_timestep=args.min_timestep,
                           cache_latents=True, checkpoint_every=1000, log_every=25, validate_every=0, device="cpu"))
     for row in judge_suites(args.out, args.n):
         print(json.dumps({"run": args.out or "base", **row}))

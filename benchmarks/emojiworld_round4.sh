@@ -46,6 +46,7 @@ POL="--constraint-source policy --cost-model $R/cost $PROBE --lambda-init 0 --la
 PAIR="--focus-signal pair"
 
 . "$(dirname "$0")/jobs.sh"  # scdpo, stamp, bg (with DEADLINE), report_failures
+seed_from || exit 2  # SEED_FROM: earlier rounds' LoRAs (round12.sh)
 SWEEP_RUNS="
 v3|
 t0-a1|--min-timestep 0
@@ -152,6 +153,8 @@ t700-hold20-r32|$RECIPE --min-timestep 700 --anchor-clean-weight 20 --lora-rank 
 t700-hold20-r64|$RECIPE --min-timestep 700 --anchor-clean-weight 20 --lora-rank 64 --lora-alpha 64
 timestep700-r32|$RECIPE --min-timestep 700 --lora-rank 32 --lora-alpha 32
 recipe-r32|$RECIPE --lora-rank 32 --lora-alpha 32
+t700-u20|$RECIPE --min-timestep 700 --anchor-uncond-weight 20
+t700-hold20-u20|$RECIPE --min-timestep 700 --anchor-clean-weight 20 --anchor-uncond-weight 20
 "} ;;
 *) echo "STAGE must be sweep, final, anchor or implicit"; exit 2 ;;
 esac

@@ -25,3 +25,9 @@ report_failures() { local f
 wait_jobs() { local skip=" $* " pids=() p
     for p in $(jobs -rp); do case "$skip" in *" $p "*) ;; *) pids+=("$p");; esac; done
     [ ${#pids[@]} = 0 ] || wait "${pids[@]}" 2>/dev/null; }
+# SEED_FROM (a folder of LoRAs trained in earlier rounds): copied into $R, never over what is there,
+# so the device carries that folder and not $R: the device tool replaces a carried path on every
+# call, and carrying $R itself deleted a running round's outputs (thirteenth round, BENCHMARKS.md)
+seed_from() { [ -n "${SEED_FROM:-}" ] || return 0
+    [ -d "$SEED_FROM" ] || { echo "SEED_FROM=$SEED_FROM is not a folder: carry it, or unset SEED_FROM"; return 2; }
+    cp -rn "$SEED_FROM"/. "$R"/; }

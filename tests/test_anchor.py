@@ -209,6 +209,16 @@ def test_keyword_dropout_changes_what_the_policy_reads(pipe, safe_pairs):
         TrainConfig(model="m", dataset="d", out="o", anchor_keyword_dropout=1.5)
 
 
+def _straight_and_resumed(pipe, safe_pairs, tmp_path, **term) -> tuple[dict, dict]:
+    """Four steps of an sc-dpo run with the per-step policy anchor and ``term``, straight and
+    stopped at step 2 then resumed: the two runs' last logged statistics."""
+    common = dict(model=str(pipe), dataset=str(safe_pairs), loss="sc-dpo", batch_size=2, lr=1e-3, checkpoint_every=2,
+                  anchor_weight=1.0, anchor_states="policy", anchor_steps=2, **term, **FAST)
+    straight = train(TrainConfig(out=str(tmp_path / "a"), max_steps=4, **common))
+    train(TrainConfig(out=str(tmp_path / "b"), max_steps=2, **common))
+    return straight, train(TrainConfig(out=str(tmp_path / "b"), max_steps=4, resume=True, **common))
+
+
 def test_the_on_policy_hold_rides_on_the_anchor_trajectory(pipe, safe_pairs, tmp_path):
     """anchor_clean_weight: the batch's clean prompts join the harmful ones on the policy's trajectory;
     their rows come last, the policy reads the clean prompt and the target is the reference under it."""
@@ -228,11 +238,7 @@ def test_the_on_policy_hold_rides_on_the_anchor_trajectory(pipe, safe_pairs, tmp
                         ref, batch, step_generator(0, 0, 0))
     assert off.clean == 0 and len(off.x) == 2
     # a run logs the hold beside the anchor and resumes exactly
-    common = dict(model=str(pipe), dataset=str(safe_pairs), loss="sc-dpo", batch_size=2, lr=1e-3, checkpoint_every=2,
-                  anchor_weight=1.0, anchor_states="policy", anchor_steps=2, anchor_clean_weight=1.0, **FAST)
-    straight = train(TrainConfig(out=str(tmp_path / "a"), max_steps=4, **common))
-    train(TrainConfig(out=str(tmp_path / "b"), max_steps=2, **common))
-    resumed = train(TrainConfig(out=str(tmp_path / "b"), max_steps=4, resume=True, **common))
+    straight, resumed = _straight_and_resumed(pipe, safe_pairs, tmp_path, anchor_clean_weight=1.0)
     assert straight["loss"] == resumed["loss"] and straight["hold"] > 0 and straight["anchor"] > 0
     for bad in (dict(anchor_weight=0.0), dict(anchor_weight=1.0, anchor_states="winner"),
                 dict(anchor_weight=1.0, anchor_refresh=2, checkpoint_every=2)):
@@ -243,9 +249,10 @@ def test_the_on_policy_hold_rides_on_the_anchor_trajectory(pipe, safe_pairs, tmp
             TrainConfig(model="m", dataset="d", out="o", anchor_weight=1.0, anchor_clean_weight=1.0, **harmful_only)
 
 
-def test_the_hold_pulls_the_policy_back_on_its_own_clean_states(pipe, safe_pairs):
-    """Gradient steps on the hold alone shrink the policy's drift from the reference on fresh
-    clean-prompt trajectory states after the LoRA was pushed off (the term does what it says)."""
+def _term_after_training(pipe, safe_pairs, weight: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """A LoRA pushed off the reference, then 20 gradient steps on one anchor-side term alone
+    (``weight``: anchor_clean_weight, the hold's rows, or anchor_uncond_weight, the empty prompt's):
+    the term's mean on fresh trajectory states before and after."""
     m = lora_model(pipe)
     ref = tm.Reference(m.unet, full=False, dtype=torch.float32)
     with torch.no_grad():  # push the LoRA off the reference
@@ -254,21 +261,60 @@ def test_the_hold_pulls_the_policy_back_on_its_own_clean_states(pipe, safe_pairs
                 p.add_(0.05 * torch.randn_like(p))
     batch = collate(PreferencePairs(safe_pairs, SIZE), range(4))
     cfg = TrainConfig(model="x", dataset="x", out="x", anchor_weight=1.0, anchor_states="policy", anchor_steps=2,
-                      anchor_clean_weight=1.0)
+                      **{weight: 1.0})
     opt = torch.optim.AdamW([p for p in m.unet.parameters() if p.requires_grad], lr=1e-2)
 
-    def hold(i):
+    def term(i):
         gen = step_generator(0, i, 0)
         inputs = anchor_inputs(cfg, m, m.unet, ref, batch, gen)
         errors = pair_errors(m, m.unet, ref, batch, gen, extra=inputs[:3])
-        return (errors.extra - inputs.target).pow(2).mean(dim=(1, 2, 3))[-inputs.clean:]
+        per_row = (errors.extra - inputs.target).pow(2).mean(dim=(1, 2, 3))
+        return per_row[-inputs.uncond:] if inputs.uncond else per_row[-inputs.clean:]
 
     with torch.no_grad():
-        before = torch.stack([hold(100 + i).mean() for i in range(4)]).mean()
+        before = torch.stack([term(100 + i).mean() for i in range(4)]).mean()
     for i in range(20):
         opt.zero_grad()
-        hold(i).mean().backward()
+        term(i).mean().backward()
         opt.step()
     with torch.no_grad():
-        after = torch.stack([hold(100 + i).mean() for i in range(4)]).mean()
+        after = torch.stack([term(100 + i).mean() for i in range(4)]).mean()
+    return before, after
+
+
+def test_the_hold_pulls_the_policy_back_on_its_own_clean_states(pipe, safe_pairs):
+    """Gradient steps on the hold alone shrink the policy's drift from the reference on fresh
+    clean-prompt trajectory states after the LoRA was pushed off (the term does what it says)."""
+    before, after = _term_after_training(pipe, safe_pairs, "anchor_clean_weight")
+    assert after < 0.5 * before, (before, after)
+
+
+def test_the_unconditional_hold_adds_every_state_under_the_empty_prompt(pipe, safe_pairs, tmp_path):
+    """anchor_uncond_weight (docs/method.md, (h)): after the anchor's (and the hold's) rows come the
+    same states again under the empty prompt, with the reference's unconditional prediction as the
+    target; the rows before them are unchanged, and a run logs the term and resumes exactly."""
+    m = lora_model(pipe)
+    ref = tm.Reference(m.unet, full=False, dtype=torch.float32)
+    batch = collate(PreferencePairs(safe_pairs, SIZE), range(4))
+    base = dict(model="x", dataset="x", out="x", anchor_weight=1.0, anchor_states="policy", anchor_steps=2,
+                anchor_clean_weight=2.0)
+    held = anchor_inputs(TrainConfig(**base), m, m.unet, ref, batch, step_generator(0, 0, 0))
+    both = anchor_inputs(TrainConfig(**base, anchor_uncond_weight=3.0), m, m.unet, ref, batch, step_generator(0, 0, 0))
+    n = len(held.x)
+    assert (both.clean, both.uncond, len(both.x), len(both.cond)) == (2, n, 2 * n, 2 * n)
+    torch.testing.assert_close(both.x[:n], held.x), torch.testing.assert_close(both.target[:n], held.target)
+    torch.testing.assert_close(both.x[n:], held.x)
+    empty = m.unconditional(n)
+    torch.testing.assert_close(both.cond.context[n:], empty.context)
+    torch.testing.assert_close(both.target[n:], ref(m, held.x, held.t, empty).float())
+    straight, resumed = _straight_and_resumed(pipe, safe_pairs, tmp_path, anchor_uncond_weight=1.0)
+    assert straight["loss"] == resumed["loss"] and straight["uncond"] > 0 and straight["anchor"] > 0
+    with pytest.raises(ValueError, match="anchor_uncond_weight holds the empty prompt"):
+        TrainConfig(model="m", dataset="d", out="o", anchor_uncond_weight=1.0)
+
+
+def test_the_unconditional_hold_shrinks_the_prompt_blind_change(pipe, safe_pairs):
+    """Gradient steps on the unconditional hold alone shrink the LoRA's change of the empty prompt's
+    prediction on fresh anchor states, after the LoRA was pushed off (the term does what it says)."""
+    before, after = _term_after_training(pipe, safe_pairs, "anchor_uncond_weight")
     assert after < 0.5 * before, (before, after)

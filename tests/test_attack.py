@@ -298,3 +298,24 @@ def test_ring_a_bell_sets_the_population_into_ids_as_the_tokenizer_would(model):
     ids = with_tokens(layout_slots(model, [None] * 3), pop)
     for tok, batch in zip(model.tokenizers, ids):
         assert torch.equal(batch, torch.stack([build_ids(tok, row.tolist()) for row in pop]))
+
+
+def test_check_seeds_needs_every_seed_harmful(model):
+    """--check-seeds k: a check samples seeds seed .. seed + k - 1 in one batch and succeeds only when
+    the judge finds every image harmful (1, the default: the one seed, as before)."""
+    seen = []
+
+    def judge(images):  # harmful unless the image is the second of a batch
+        seen.append(len(images))
+        return torch.tensor([i != 1 for i in range(len(images))])
+
+    one = AttackContext(AttackConfig(attack="p4d", model="x", concepts=["dagger"], **FAST), model,
+                        sampler_for(AttackConfig(attack="p4d", model="x", concepts=["dagger"], **FAST)), judge)
+    cfg3 = AttackConfig(attack="p4d", model="x", concepts=["dagger"], check_seeds=3, **FAST)
+    three = AttackContext(cfg3, model, sampler_for(cfg3), judge)
+    assert one.check("a b", 7) is True and three.check("a b", 7) is False and seen == [1, 3]
+    # the k images are the victim's at seeds 7, 8, 9
+    torch.testing.assert_close(model.sample(["a b"] * 3, [7, 8, 9], sampler_for(cfg3))[1:2],
+                               model.sample(["a b"], [8], sampler_for(cfg3)))
+    with pytest.raises(ValueError, match="--check-seeds must be >= 1"):
+        AttackConfig(attack="p4d", model="x", concepts=["dagger"], check_seeds=0)

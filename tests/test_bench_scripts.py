@@ -53,3 +53,20 @@ def test_wait_jobs_skips_the_given_pids_and_returns_on_none(tmp_path):
         ( sleep 1; echo job-done ) & wait_jobs "$PACKER"; echo after; kill $PACKER"""
     res = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=20, check=True)
     assert res.stdout.split() == ["none-waited", "job-done", "after"]
+
+
+def test_seed_from_copies_earlier_loras_without_overwriting(tmp_path):
+    seed, run = tmp_path / "ends", tmp_path / "round"
+    (seed / "lora-a").mkdir(parents=True), (run / "lora-a").mkdir(parents=True)
+    (seed / "lora-a" / "w").write_text("old"), (seed / "lora-a" / "cfg").write_text("c")
+    (seed / "lora-b").mkdir(), (seed / "lora-b" / "w").write_text("b")
+    (run / "lora-a" / "w").write_text("trained here")
+    script = f'R={run}; . {ROOT}/benchmarks/jobs.sh; SEED_FROM={seed} seed_from; echo rc=$?'
+    res = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=20, check=True)
+    assert res.stdout.strip() == "rc=0"
+    # what the round made stays; what it lacks comes from the seed folder
+    assert (run / "lora-a" / "w").read_text() == "trained here"
+    assert (run / "lora-a" / "cfg").read_text() == "c" and (run / "lora-b" / "w").read_text() == "b"
+    missing = f'R={run}; . {ROOT}/benchmarks/jobs.sh; SEED_FROM={tmp_path}/nope seed_from; echo rc=$?'
+    res = subprocess.run(["bash", "-c", missing], capture_output=True, text=True, timeout=20, check=True)
+    assert "is not a folder: carry it" in res.stdout and "rc=2" in res.stdout

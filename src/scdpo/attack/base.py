@@ -106,7 +106,9 @@ class AttackContext:
         return replace(self.sampler, negative_prompt=None, guard=None)
 
     def check(self, prompt: str, seed: int) -> bool | None:
-        """Does the victim draw something harmful for ``prompt`` at ``seed``? None without a judge."""
+        """Does the victim draw something harmful for ``prompt`` at ``seed`` (and, with
+        ``check_seeds`` k > 1, at every one of seed + 1 .. seed + k - 1)? None without a judge."""
         if self.harmful is None:
             return None
-        return bool(self.harmful(self.victim.sample([prompt], [seed], self.sampler))[0])
+        k = self.cfg.check_seeds
+        return bool(self.harmful(self.victim.sample([prompt] * k, [seed + i for i in range(k)], self.sampler)).all())

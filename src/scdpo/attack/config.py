@@ -50,6 +50,10 @@ class AttackConfig:
         weight_decay: weight decay of the gradient attacks' optimiser.
         check_every: steps between the gradient attacks' checks of the current prompt (default:
             unlearndiff 40, one timestep's block; p4d 50).
+        check_seeds: images of each check (seeds seed, seed + 1, ...): a prompt counts as found only
+            when the victim draws something harmful on every one of them. 1 (default) is the papers'
+            one fixed seed; more keeps searching until the prompt holds beyond one lucky seed, which
+            is what `scdpo attack score` measures on fresh seeds (docs/attacks.md, "Thirteenth round").
         insert_every: p4d: 0 for P4D-N (--tokens free tokens); k > 0 for P4D-K (the prompt kept, a
             free token before every k of its tokens; the authors use 3).
         neighbours: paraphrase: nearest-neighbour tokens tried per harmful word.
@@ -90,6 +94,7 @@ class AttackConfig:
     lr: float | None = None
     weight_decay: float = 0.1
     check_every: int | None = None
+    check_seeds: int = 1
     insert_every: int = 0
     neighbours: int = 20
     hand_list: str | None = None
@@ -113,7 +118,7 @@ class AttackConfig:
                          for c in item.split(",") if c.strip()]
         if bool(self.concepts) == bool(self.prompts):
             raise ValueError("give exactly one of --concepts and --prompts")
-        for name in ("per_concept", "population", "concept_pairs", "score_seeds", "steps"):
+        for name in ("per_concept", "population", "concept_pairs", "score_seeds", "steps", "check_seeds"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         for name in ("limit", "budget_iters", "tokens", "check_every"):

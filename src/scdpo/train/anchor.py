@@ -34,14 +34,17 @@ __all__ = ["AnchorInputs", "StateBank", "anchor_inputs", "anchor_rows", "build_b
 class AnchorInputs(NamedTuple):
     """The anchor's states ``x`` at timesteps ``t`` (n,), the harmful prompts' conditioning the
     policy predicts under, and the reference's prediction under the safe prompts (the target).
-    With ``anchor_clean_weight``, the last ``clean`` rows are the on-policy hold's: clean prompts'
-    states, the policy conditioned on the clean prompt, the reference's prediction under it."""
+    With ``anchor_clean_weight``, the ``clean`` rows before those of ``uncond`` are the on-policy
+    hold's: clean prompts' states, the policy conditioned on the clean prompt, the reference's
+    prediction under it. With ``anchor_uncond_weight``, the last ``uncond`` rows are every state
+    above again, under the empty prompt, with the reference's unconditional prediction as target."""
 
     x: torch.Tensor
     t: torch.Tensor
     cond: Conditioning
     target: torch.Tensor
     clean: int = 0
+    uncond: int = 0  # with anchor_uncond_weight: the last rows, every state again under the empty prompt
 
 
 NEUTRAL_WORD = "thing"
@@ -157,7 +160,22 @@ class StateBank:
 def anchor_inputs(cfg, model: T2IModel, policy, reference, batch: dict, gen: torch.Generator,
                   winners: torch.Tensor | None = None, bank: StateBank | None = None,
                   predict=None) -> AnchorInputs | None:
-    """The anchor's inputs for ``batch`` (None when it holds no harmful pair with a safe prompt):
+    """The anchor's inputs for ``batch`` (:func:`_states`), and with ``anchor_uncond_weight`` the
+    unconditional hold's rows after them (docs/method.md, (h)): every state again, under the empty
+    prompt, with the reference's unconditional prediction as target."""
+    a = _states(cfg, model, policy, reference, batch, gen, winners, bank, predict)
+    if a is None or cfg.anchor_uncond_weight <= 0:
+        return a
+    empty = model.unconditional(len(a.x))
+    target = reference(model, a.x, a.t, empty).float()
+    return AnchorInputs(torch.cat([a.x, a.x]), torch.cat([a.t, a.t]), Conditioning.cat([a.cond, empty]),
+                        torch.cat([a.target, target]), a.clean, uncond=len(a.x))
+
+
+def _states(cfg, model: T2IModel, policy, reference, batch: dict, gen: torch.Generator,
+            winners: torch.Tensor | None = None, bank: StateBank | None = None,
+            predict=None) -> AnchorInputs | None:
+    """The anchor's states for ``batch`` (None when it holds no harmful pair with a safe prompt):
     one state per such pair, reached under the harmful prompt; with ``anchor_keyword_dropout``,
     the policy predicts on it under the prompt with its harmful words masked (:func:`masked_prompt`);
     with ``anchor_target_word``, the target prompt has them replaced by that one safe object.

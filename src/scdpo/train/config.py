@@ -96,6 +96,15 @@ class TrainConfig:
             visits, where the anchor's target had leaked into look-alike clean objects (docs/results.md,
             "Tenth round"). Needs anchor_weight > 0 and anchor_states policy, per-step (anchor_refresh
             1). 0 = off.
+        anchor_uncond_weight: weight q_u of the unconditional hold, q_u * (beta/2) * U (our addition,
+            thirteenth round; docs/method.md, "(h) The unconditional hold"): on every anchor state
+            (the harmful prompts' and, with anchor_clean_weight, the clean prompts'), U is the mean
+            squared difference between the policy's and the frozen reference's predictions under the
+            empty prompt. A fused LoRA changes the unconditional prediction too, and classifier-free
+            guidance subtracts that change w - 1 times from every prompt's sample, clean ones
+            included (benchmarks/uncond_shift.py); this keeps the change in the prompt's branch,
+            so guidance amplifies the redirect and not a prompt-blind shift. Needs anchor_weight > 0.
+            0 = off.
         kinds: train only on pairs of these kinds (dataset column kind: harmful, clean); None
             means all, except for safetydpo, which means harmful (SafetyDPO trains on harmful
             prompts' pairs only). E.g. sc-dpo with --kinds harmful, --cost-margin 0,
@@ -192,6 +201,7 @@ class TrainConfig:
     anchor_keyword_dropout: float = 0.0
     anchor_target_word: str | None = None
     anchor_clean_weight: float = 0.0
+    anchor_uncond_weight: float = 0.0
     kinds: list[str] | None = None
     full: bool = False
     lora_rank: int = 8
@@ -265,7 +275,8 @@ class TrainConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("lr", "lambda_lr", "lambda_init", "cost_margin", "focus_gamma", "winner_weight",
-                     "preserve_weight", "anchor_weight", "anchor_clean_weight", "anchor_guidance", "warmup",
+                     "preserve_weight", "anchor_weight", "anchor_clean_weight", "anchor_uncond_weight",
+                     "anchor_guidance", "warmup",
                      "weight_decay", "validate_every", "workers", "validate_n"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -281,6 +292,9 @@ class TrainConfig:
                                              or self.anchor_refresh > 1):
             raise ValueError("anchor_clean_weight rides on the anchor's per-step policy trajectory: it needs "
                              "--anchor-weight > 0, --anchor-states policy and --anchor-refresh 1")
+        if self.anchor_uncond_weight > 0 and self.anchor_weight <= 0:
+            raise ValueError("anchor_uncond_weight holds the empty prompt on the anchor's states: it needs "
+                             "--anchor-weight > 0")
         if self.anchor_refresh > 1 and self.checkpoint_every % self.anchor_refresh:
             raise ValueError(f"checkpoint_every ({self.checkpoint_every}) must be a multiple of anchor_refresh "
                              f"({self.anchor_refresh}), so a resumed run redraws the same anchor states; change either")

@@ -197,18 +197,23 @@ def _accumulate(cfg, acc, model, policy, reference, loader, loss_fn, state, prog
                 hardness.observe(batch["index"], dpo_logit(*errors.errors, cfg.beta))
             loss_vec, stats = loss_fn(*errors.errors, info, cfg, state)
             loss = loss_vec.mean()
-            if cfg.anchor_weight > 0:  # docs/method.md, (f) and (g): (beta/2) (q sum(A) + q_c sum(C)) / B
+            if cfg.anchor_weight > 0:  # docs/method.md, (f)-(h): (beta/2) (q sum(A) + q_c sum(C) + q_u sum(U)) / B
                 a = torch.zeros(1, device=loss.device) if anchor is None else \
                     (errors.extra - anchor.target).pow(2).mean(dim=(1, 2, 3))
-                n_hold = 0 if anchor is None else anchor.clean
+                n_hold, n_u = (0, 0) if anchor is None else (anchor.clean, anchor.uncond)
+                a, u = a[:len(a) - n_u], a[len(a) - n_u:]
                 a, c = a[:len(a) - n_hold], a[len(a) - n_hold:]
                 # the anchor's expression as it was before (g), so runs without the hold round alike
                 loss = loss + cfg.anchor_weight * 0.5 * cfg.beta * a.sum() / len(batch["caption"])
                 if n_hold:
                     loss = loss + cfg.anchor_clean_weight * 0.5 * cfg.beta * c.sum() / len(batch["caption"])
+                if n_u:
+                    loss = loss + cfg.anchor_uncond_weight * 0.5 * cfg.beta * u.sum() / len(batch["caption"])
                 stats["anchor"] = a.mean() if len(a) else a.new_zeros(())
                 if cfg.anchor_clean_weight > 0:
                     stats["hold"] = c.mean() if len(c) else c.new_zeros(())
+                if cfg.anchor_uncond_weight > 0:
+                    stats["uncond"] = u.mean() if len(u) else u.new_zeros(())
         acc.backward(loss / cfg.grad_accum)
         micro_stats.append({"loss": loss.detach(), **{k: v.detach().float() for k, v in stats.items()}})
         prog.samples += cfg.batch_size * acc.num_processes
