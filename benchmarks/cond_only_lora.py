@@ -26,13 +26,12 @@ def cond_only(model, base):
 
     own = model.predict
 
-    def predict(x, t, cond):
+    def rows(cond, s: slice):
+        return Conditioning(*(None if v is None else v[s] for v in (cond.context, cond.pooled, cond.add_time_ids)))
+
+    def predict(x, t, cond):  # the sampler passes one timestep for the whole batch
         h = len(x) // 2
-        half = lambda c, s: None if c is None else c[s]  # noqa: E731
-        first = Conditioning(cond.context[:h], half(cond.pooled, slice(0, h)), half(cond.add_time_ids, slice(0, h)))
-        second = Conditioning(cond.context[h:], half(cond.pooled, slice(h, None)), half(cond.add_time_ids, slice(h, None)))
-        t1, t2 = (t[:h], t[h:]) if torch.is_tensor(t) and t.dim() else (t, t)
-        return torch.cat([base.predict(x[:h], t1, first), own(x[h:], t2, second)])
+        return torch.cat([base.predict(x[:h], t, rows(cond, slice(0, h))), own(x[h:], t, rows(cond, slice(h, None)))])
 
     model.predict = predict
     return model
