@@ -25,6 +25,16 @@
 # No LoRA comes back by default (SHIP=none): a rank-32 LoRA is 6.7 MB, so 3 seeds pass the device
 # tool's 16 MiB a file; metrics, grids and the clean images do. A winner's weights: one more call on
 # the warm machine, `cd runs/r12 && tar cf $OUT/w.tar lora-NAME-s0/{pytorch_lora_weights.safetensors,config.json}`.
-[ "${TINY:-0}" = 1 ] || export SEED_FROM=${SEED_FROM-$PWD/runs/r12-ends}
-R=${R:-$PWD/runs/r12} CANDIDATES=${CANDIDATES:-"recipe timestep700 t700-hold20-r32 t700-hold20-r64 timestep700-r32 recipe-r32"} \
+# Fourteenth round: a fresh checkout has no runs/ (the rank-8 ends were never committed: weights of
+# intermediate runs stay out of git), so without runs/r12-ends the ends are not reused: timestep700 at
+# rank 8 is trained again beside the rank-32 candidates (12 trainings, one budget) and the hold at
+# rank 64 waits on rank 32's answer; the recipe's rank-8 end on the report draw is the shipped LoRA,
+# evaluated on the CPU (`R=runs/r12 DRAW=4 bash benchmarks/cpu_evals.sh shipped`).
+if [ "${TINY:-0}" != 1 ] && [ -d "${SEED_FROM-$PWD/runs/r12-ends}" ]; then
+    export SEED_FROM=${SEED_FROM-$PWD/runs/r12-ends}
+    DEFAULT="recipe timestep700 t700-hold20-r32 t700-hold20-r64 timestep700-r32 recipe-r32"
+else
+    unset SEED_FROM; DEFAULT="timestep700 t700-hold20-r32 timestep700-r32 recipe-r32"
+fi
+R=${R:-$PWD/runs/r12} CANDIDATES=${CANDIDATES:-$DEFAULT} \
     REPORT_DRAW=4 SHIP=${SHIP:-none} DEADLINE=${DEADLINE:-100000} exec bash "$(dirname "$0")/round10.sh"
