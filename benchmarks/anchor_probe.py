@@ -14,6 +14,8 @@ prompts per suite, suite draw 0): it compares anchor variants with each other, n
         --min-timestep 700 [--hold-weight 20]                      # eleventh round: the on-policy hold
     python benchmarks/anchor_probe.py --out runs/probe/sun-p20-t700-u20 --target-word sunflower --preserve-weight 20 \
         --min-timestep 700 --uncond-weight 20                      # thirteenth round: the unconditional hold
+    python benchmarks/anchor_probe.py --out runs/probe/hold20-r32a8 --target-word sunflower --preserve-weight 20 \
+        --min-timestep 700 --hold-weight 20 --lora-rank 32 --lora-alpha 8   # fourteenth round: rank at a fixed scale
 """
 
 from __future__ import annotations
@@ -116,6 +118,9 @@ def main() -> None:
     ap.add_argument("--uncond-weight", type=float, default=0.0,
                     help="the unconditional hold q_u (--anchor-uncond-weight; docs/method.md, (h))")
     ap.add_argument("--min-timestep", type=int, default=0, help="the pairs' lower timestep bound (preservation's)")
+    ap.add_argument("--lora-rank", type=int, default=8)
+    ap.add_argument("--lora-alpha", type=float, default=None,
+                    help="the LoRA's alpha (default: the rank, so alpha / rank = 1 as in every GPU round)")
     ap.add_argument("--steps", type=int, default=250)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--n", type=int, default=48, help="prompts per suite")
@@ -135,7 +140,8 @@ def main() -> None:
         train(TrainConfig(model="emojiworld", dataset=str(anchor_only_pairs(data, 1000, clean)), out=args.out,
                           **parts, batch_size=args.batch_size * (2 if clean else 1), max_steps=args.steps,
                           lr=3e-3, warmup=20,
-                          lora_targets=IMAGE_SIDE, anchor_weight=args.weight, anchor_states="policy", anchor_steps=10,
+                          lora_targets=IMAGE_SIDE, lora_rank=args.lora_rank,
+                          lora_alpha=args.lora_alpha if args.lora_alpha is not None else args.lora_rank, anchor_weight=args.weight, anchor_states="policy", anchor_steps=10,
                           anchor_keyword_dropout=args.keyword_dropout, anchor_target_word=args.target_word,
                           anchor_clean_weight=args.hold_weight,
                           anchor_uncond_weight=args.uncond_weight, min_timestep=args.min_timestep,

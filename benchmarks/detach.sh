@@ -25,8 +25,10 @@ if [ ! -f "$D/pid" ]; then
 elif [ "$*" != "$(cat "$D/cmd")" ]; then
     echo "detach: $name runs '$(cat "$D/cmd")', not this command; waiting on it (rm -rf $D to start anew)"
 fi
-# WAIT counts from this script's start: leave the call's start-up (device_env.sh) and the copy below room
-end=$((SECONDS + ${WAIT:-540}))
+# WAIT counts from this script's start: leave the call's start-up (device_env.sh) and the copy below room.
+# As long as a 600 s call allows: each return is a moment in which the machine is released if the next
+# call is not there within 30 s, and that happened in two rounds (BENCHMARKS.md, "Fourteenth round")
+end=$((SECONDS + ${WAIT:-570}))
 while [ ! -f "$D/rc" ] && [ "$SECONDS" -lt "$end" ] && kill -0 "$(cat "$D/pid")" 2>/dev/null; do sleep 5; done
 [ -n "${OUT:-}" ] && cp -r "$D"/out/. "$OUT"/ 2>/dev/null
 tail -n "${TAIL:-25}" "$D/log"

@@ -153,6 +153,8 @@ t700-hold20-r32|$RECIPE --min-timestep 700 --anchor-clean-weight 20 --lora-rank 
 t700-hold20-r64|$RECIPE --min-timestep 700 --anchor-clean-weight 20 --lora-rank 64 --lora-alpha 64
 timestep700-r32|$RECIPE --min-timestep 700 --lora-rank 32 --lora-alpha 32
 recipe-r32|$RECIPE --lora-rank 32 --lora-alpha 32
+t700-hold20-r32a8|$RECIPE --min-timestep 700 --anchor-clean-weight 20 --lora-rank 32 --lora-alpha 8
+timestep700-r32a8|$RECIPE --min-timestep 700 --lora-rank 32 --lora-alpha 8
 t700-u20|$RECIPE --min-timestep 700 --anchor-uncond-weight 20
 t700-hold20-u20|$RECIPE --min-timestep 700 --anchor-clean-weight 20 --anchor-uncond-weight 20
 "} ;;

@@ -16,25 +16,28 @@
 # --rule shortfall --seeds all`), the report on suite draw 4, never used before; the line:
 # `python benchmarks/round4_tables.py R --draw 4 --line recipe timestep700`.
 #
-#   mkdir -p runs/r12-ends && for s in 0 1 2; do cp -r runs/r10/lora-recipe-s$s runs/r11/lora-timestep700-s$s runs/r12-ends/; done
-#   . scripts/device_env.sh && WAIT=0 bash benchmarks/detach.sh esd bash benchmarks/round13_esd.sh; \
-#       bash benchmarks/detach.sh r13 bash benchmarks/round12.sh   # carry .carry/s3 and runs/r12-ends; then
-#       the same command again, within 30 s, on the warm machine until r13 says "ended"
-#       (benchmarks/detach.sh; ESD-u's seeds 1-2 ride beside it, issue 18)
+#   . scripts/device_env.sh && bash benchmarks/detach.sh r15 bash benchmarks/round12.sh   # the next round
+#       (fresh checkout: the 2 x 2 below); carry .carry/s3 only; the same command again, at once, on
+#       the warm machine until r15 says "ended" (12 trainings: about 16.5 minutes, BENCHMARKS.md)
+#   With runs/r12-ends present (copy runs/r10/lora-recipe-sK and runs/r11/lora-timestep700-sK there and
+#       carry it too), the twelfth round's plan above instead, in runs/r12, reported on draw 4.
 #   TINY=1 R=/tmp/r12 bash benchmarks/round12.sh                                          # CPU dry run
 # No LoRA comes back by default (SHIP=none): a rank-32 LoRA is 6.7 MB, so 3 seeds pass the device
 # tool's 16 MiB a file; metrics, grids and the clean images do. A winner's weights: one more call on
 # the warm machine, `cd runs/r12 && tar cf $OUT/w.tar lora-NAME-s0/{pytorch_lora_weights.safetensors,config.json}`.
 # Fourteenth round: a fresh checkout has no runs/ (the rank-8 ends were never committed: weights of
-# intermediate runs stay out of git), so without runs/r12-ends the ends are not reused: timestep700 at
-# rank 8 is trained again beside the rank-32 candidates (12 trainings, one budget) and the hold at
-# rank 64 waits on rank 32's answer; the recipe's rank-8 end on the report draw is the shipped LoRA,
-# evaluated on the CPU (`R=runs/r12 DRAW=4 bash benchmarks/cpu_evals.sh shipped`).
+# intermediate runs stay out of git). Rank 32 at alpha = rank was then measured (`t700-hold20-r32`,
+# docs/results.md "Fourteenth round"): a larger change, 6.4 +- 1.6 points below the line. Without
+# runs/r12-ends the default is the next question, a 2 x 2 in one round with its own rank-8 references
+# (12 trainings, one budget, in runs/r15): the hold (off, q_c = 20) x the rank (8; 32 at alpha 8: scale
+# alpha / rank = 1/4, which offsets the four-fold sum of rank-one updates). Report draw 5, never
+# evaluated (draw 4 was the fourteenth round's report); the recipe's rank-8 end there is the shipped
+# LoRA, evaluated on the CPU (`R=runs/r15 DRAW=5 bash benchmarks/cpu_evals.sh shipped`).
 if [ "${TINY:-0}" != 1 ] && [ -d "${SEED_FROM-$PWD/runs/r12-ends}" ]; then
     export SEED_FROM=${SEED_FROM-$PWD/runs/r12-ends}
-    DEFAULT="recipe timestep700 t700-hold20-r32 t700-hold20-r64 timestep700-r32 recipe-r32"
+    DEFAULT="recipe timestep700 t700-hold20-r32 t700-hold20-r64 timestep700-r32 recipe-r32"; DRAW=4; RUN=r12
 else
-    unset SEED_FROM; DEFAULT="timestep700 t700-hold20-r32 timestep700-r32 recipe-r32"
+    unset SEED_FROM; DEFAULT="timestep700 t700-hold20 timestep700-r32a8 t700-hold20-r32a8"; DRAW=5; RUN=r15
 fi
-R=${R:-$PWD/runs/r12} CANDIDATES=${CANDIDATES:-$DEFAULT} \
-    REPORT_DRAW=4 SHIP=${SHIP:-none} DEADLINE=${DEADLINE:-100000} exec bash "$(dirname "$0")/round10.sh"
+R=${R:-$PWD/runs/$RUN} CANDIDATES=${CANDIDATES:-$DEFAULT} \
+    REPORT_DRAW=${REPORT_DRAW:-$DRAW} SHIP=${SHIP:-none} DEADLINE=${DEADLINE:-100000} exec bash "$(dirname "$0")/round10.sh"

@@ -6,6 +6,7 @@ training seeds ± its standard error [min-max] of every headline metric, and the
     python benchmarks/round4_tables.py runs/round4 [--draw 1] [--holdout dagger pills ...]
     python benchmarks/round4_tables.py runs/round7 --draw 1 --against recipe   # + the ablation table
     python benchmarks/round4_tables.py runs/r11 --draw 3 --line recipe timestep700  # + the front
+    python benchmarks/round4_tables.py runs/r14 runs/r11 --draw 0 --against t700-hold20  # rounds joined
 
 ``--against METHOD``: a second table, each other method's difference from METHOD per headline
 metric, ``diff ± se`` with the pooled two-sample standard error (scdpo.eval.seeds.difference), and
@@ -36,14 +37,15 @@ LABELS = {"harmful_rate": "harmful", "safe_object_rate": "safe_object", "counter
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("root", type=Path)
+    ap.add_argument("root", type=Path, nargs="+",
+                    help="folders of evaluations; a name found in several counts once, from the first")
     ap.add_argument("--draw", type=int, nargs="+", default=None, help="suite draws to show (default: all)")
     ap.add_argument("--holdout", nargs="+", default=[], help="held-out concepts: their rate per method")
     ap.add_argument("--against", default=None, help="a method to difference every other one against")
     ap.add_argument("--line", nargs=2, default=None, metavar=("A", "B"),
                     help="two methods: each other one's alignment above their trade-off line")
     args = ap.parse_args()
-    groups = group_runs(sorted(d for d in args.root.glob("eval-*") if (d / "metrics.json").is_file()))
+    groups = group_runs(evaluations(args.root))
     draws = sorted({d for _, d in groups}) if args.draw is None else args.draw
     for draw in draws:
         print(f"\n### Suite draw {draw}\n")
@@ -63,6 +65,19 @@ def main() -> None:
             ablation_table(groups, args.against, draw)
         if args.line and all((m, draw) in groups for m in args.line):
             line_table(groups, *args.line, draw)
+
+
+def evaluations(roots: list[Path]) -> list[Path]:
+    """The evaluation folders of ``roots``, sorted by name; where several roots hold one name (each
+    round evaluates the base model again) the first root's counts, so no run counts as two seeds."""
+    found: dict[str, Path] = {}
+    for root in roots:
+        if not root.is_dir():
+            raise SystemExit(f"round4_tables: {root} is not a folder: give the folders holding eval-NAME/metrics.json")
+        for d in sorted(root.glob("eval-*")):
+            if (d / "metrics.json").is_file():
+                found.setdefault(d.name, d)
+    return [found[name] for name in sorted(found)]
 
 
 def ablation_table(groups: dict, against: str, draw: int) -> None:

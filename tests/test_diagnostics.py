@@ -61,3 +61,24 @@ def test_uncond_shift_is_zero_for_the_base_and_not_for_a_lora(pair):
     assert all(band["|dg|/|g|"] == 0.0 for band in same.values())
     moved = shift(base, lora, ["a red cat", "a dog"], steps=3, w=5.0, seed=0)
     assert all(band["|dg|/|g|"] > 0 and band["du/dc"] > 0 for band in moved.values())
+
+
+@pytest.mark.parametrize("flags, rank, alpha", [([], 8, 8.0), (["--lora-rank", "32"], 32, 32.0),
+                                                (["--lora-rank", "32", "--lora-alpha", "8"], 32, 8.0)])
+def test_anchor_probe_passes_rank_and_alpha_to_the_trainer(tmp_path, monkeypatch, flags, rank, alpha):
+    """anchor_probe.py --lora-rank/--lora-alpha (fourteenth round): alpha defaults to the rank, as in
+    every GPU round, and an explicit alpha is kept, so "rank 32 at a fixed scale" is what trains."""
+    if str(ROOT / "benchmarks") not in sys.path:
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+    import anchor_probe
+
+    import scdpo.train.trainer as trainer
+    seen = {}
+    monkeypatch.setattr(trainer, "train", lambda cfg: seen.setdefault("cfg", cfg))
+    monkeypatch.setattr(anchor_probe, "anchor_only_pairs", lambda path, n, n_clean=0: path)
+    monkeypatch.setattr(anchor_probe, "judge_suites", lambda lora, n: [])
+    monkeypatch.setattr(sys, "argv", ["anchor_probe.py", "--out", str(tmp_path / "p"), "--preserve-weight", "20", *flags])
+    anchor_probe.main()
+    cfg = seen["cfg"]
+    assert (cfg.lora_rank, cfg.lora_alpha) == (rank, alpha)
+    assert cfg.preserve_weight == 20 and cfg.anchor_target_word is None

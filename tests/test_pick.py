@@ -106,3 +106,34 @@ def test_attack_table_averages_a_victims_training_seeds(tmp_path):
     # what the images show, from each run's attack suite, averaged the same way
     assert abs(table["uce"]["paraphrase"]["safe_object"] - 0.5) < 1e-9
     assert abs(asr.over_seeds(table, "safe_object")["esd-x, seeds 0,1,2"]["paraphrase"]["mean"] - 0.2) < 1e-9
+
+
+def test_tables_join_rounds_and_count_a_repeated_base_once(tmp_path, monkeypatch, capsys):
+    """round4_tables.py over two rounds' folders: each round evaluates the base again; the first
+    root's base is the one row, and runs from both rounds line up against each other."""
+    import sys
+
+    tables = load_script("round4_tables")
+    new, old = tmp_path / "r14", tmp_path / "r11"
+    _run(new / "eval-base-d0", "base", harm=(0.96, 0.96), safe=(0.0, 0.0), alignment=0.96)
+    _run(old / "eval-base-d0", "base", harm=(0.90, 0.90), safe=(0.0, 0.0), alignment=0.50)
+    for s in (0, 1, 2):
+        _run(new / f"eval-wide-s{s}-d0", "wide", alignment=0.80 + 0.01 * s)
+        _run(old / f"eval-narrow-s{s}-d0", "narrow", alignment=0.90 + 0.01 * s)
+    assert [d.parent.name + "/" + d.name for d in tables.evaluations([new, old])][:2] == ["r14/eval-base-d0",
+                                                                                        "r11/eval-narrow-s0-d0"]
+    monkeypatch.setattr(sys, "argv", ["round4_tables.py", str(new), str(old), "--draw", "0", "--against", "narrow"])
+    tables.main()
+    out = capsys.readouterr().out
+    base = next(line for line in out.splitlines() if line.startswith("| base "))
+    assert "| base | 1 |" in base and "96.0" in base  # one seed, the first root's
+    wide = next(line for line in out.splitlines() if line.startswith("| wide | 3 |") and "*" in line)
+    assert "-10.0 ± 0.8*" in wide  # 81 against 91, sd 1 point over 3 seeds each: se sqrt(2 / 3) = 0.8
+
+
+def test_tables_name_a_missing_root(tmp_path):
+    import pytest
+
+    tables = load_script("round4_tables")
+    with pytest.raises(SystemExit, match="is not a folder"):
+        tables.evaluations([tmp_path / "nowhere"])
