@@ -18,7 +18,7 @@
 #
 #   . scripts/device_env.sh && bash benchmarks/detach.sh r15 bash benchmarks/round12.sh   # the next round
 #       (fresh checkout: the 2 x 2 below); carry .carry/s3 only; the same command again, at once, on
-#       the warm machine until r15 says "ended" (12 trainings: about 16.5 minutes, BENCHMARKS.md)
+#       the warm machine until r15 says "ended" (12 trainings at once ran at 1.02-1.11 steps/s: 15-16.5 minutes for 1,000 steps, BENCHMARKS.md)
 #   With runs/r12-ends present (copy runs/r10/lora-recipe-sK and runs/r11/lora-timestep700-sK there and
 #       carry it too), the twelfth round's plan above instead, in runs/r12, reported on draw 4.
 #   TINY=1 R=/tmp/r12 bash benchmarks/round12.sh                                          # CPU dry run

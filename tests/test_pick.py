@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from conftest import write_fake_run
 from test_perf import load_script
 
@@ -132,8 +134,6 @@ def test_tables_join_rounds_and_count_a_repeated_base_once(tmp_path, monkeypatch
 
 
 def test_tables_name_a_missing_root(tmp_path):
-    import pytest
-
     tables = load_script("round4_tables")
     with pytest.raises(SystemExit, match="is not a folder"):
         tables.evaluations([tmp_path / "nowhere"])
