@@ -33,6 +33,8 @@
 # alpha / rank = 1/4, which offsets the four-fold sum of rank-one updates). Report draw 5, never
 # evaluated (draw 4 was the fourteenth round's report); the recipe's rank-8 end there is the shipped
 # LoRA, evaluated on the CPU (`R=runs/r15 DRAW=5 bash benchmarks/cpu_evals.sh shipped`).
+# Fifteenth round: that 2 x 2 ran (docs/results.md, "Fifteenth round"); the next round is
+# benchmarks/round16.sh.
 if [ "${TINY:-0}" != 1 ] && [ -d "${SEED_FROM-$PWD/runs/r12-ends}" ]; then
     export SEED_FROM=${SEED_FROM-$PWD/runs/r12-ends}
     DEFAULT="recipe timestep700 t700-hold20-r32 t700-hold20-r64 timestep700-r32 recipe-r32"; DRAW=4; RUN=r12

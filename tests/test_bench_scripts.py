@@ -4,6 +4,7 @@ jobs.sh's wait_jobs (no endless wait on the packer when no job started)."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -70,3 +71,17 @@ def test_seed_from_copies_earlier_loras_without_overwriting(tmp_path):
     missing = f'R={run}; . {ROOT}/benchmarks/jobs.sh; SEED_FROM={tmp_path}/nope seed_from; echo rc=$?'
     res = subprocess.run(["bash", "-c", missing], capture_output=True, text=True, timeout=20, check=True)
     assert "is not a folder: carry it" in res.stdout and "rc=2" in res.stdout
+
+
+def test_every_planned_candidate_is_a_run_of_the_final_stage():
+    # ONLY= keeps the runs it names and silently drops a name it does not know; a typo in a round's
+    # default candidates would cost a device round one of its four arms
+    stage = (ROOT / "benchmarks" / "emojiworld_round4.sh").read_text()
+    # the lines "NAME|flags", and the timestep ablation, named inside a case
+    runs = set(re.findall(r"^([\w.-]+)\|", stage, re.M)) | set(re.findall(r'ABLATION="([\w.-]+)\|', stage))
+    for script in ("round12.sh", "round16.sh"):
+        planned = re.findall(r'(?:DEFAULT=|CANDIDATES:-)"([^"]+)"', (ROOT / "benchmarks" / script).read_text())
+        assert planned, script
+        for names in planned:
+            missing = set(names.split()) - runs
+            assert not missing, f"{script}: {missing} not in emojiworld_round4.sh's runs"
