@@ -9,7 +9,14 @@ counterparts), cached latents. Call counts do not depend on the device; seconds 
 
 On CUDA it adds the per-step trajectory with ``cuda_graphs`` (scdpo.models.graphs): its UNet calls
 then count only the eager ones (a replay launches no Python forward), and its seconds include the
-recordings of its first steps.
+recordings of its first steps. ``--compile`` adds the per-step trajectory with regional
+``torch.compile`` (``TrainConfig.compile``, issue 16). ``--warmup W`` also reports the seconds per
+step after the first W optimizer steps (timed at each AdamW step, after a CUDA synchronise), so
+set-up, compilation and graph recording drop out of that column. ``--only TEXT`` keeps the rows
+whose name contains TEXT, ``--skip TEXT`` drops those that do.
+
+    python benchmarks/anchor_cost.py --device cuda --batch-size 32 --steps 60 --warmup 10 --compile \
+        --only "every step" --skip "CUDA graphs"
 """
 
 from __future__ import annotations
@@ -47,7 +54,9 @@ def synthetic_pairs(path: Path, n: int, size: int = 64) -> Path:
     return path
 
 
-def measure(name: str, flags: dict, data: Path, out: Path, steps: int, batch: int, device: str) -> dict:
+def measure(name: str, flags: dict, data: Path, out: Path, steps: int, batch: int, device: str,
+            warmup: int = 0) -> dict:
+    import torch
     from diffusers import UNet2DConditionModel
 
     from scdpo.train.config import TrainConfig
@@ -61,6 +70,16 @@ def measure(name: str, flags: dict, data: Path, out: Path, steps: int, batch: in
         calls["samples"] += len(sample)
         return forward(self, sample, *args, **kwargs)
     UNet2DConditionModel.forward = counted
+    stamps: list[float] = []
+    opt_step = torch.optim.AdamW.step
+
+    def timed(self, *args, **kwargs):
+        out = opt_step(self, *args, **kwargs)
+        if torch.cuda.is_available() and device.startswith("cuda"):
+            torch.cuda.synchronize()
+        stamps.append(time.perf_counter())
+        return out
+    torch.optim.AdamW.step = timed
     try:
         cfg = TrainConfig(model="emojiworld", dataset=str(data), out=str(out / name), loss="sc-dpo", batch_size=batch,
                           max_steps=steps, lr=1e-4, cache_latents=True, checkpoint_every=10_000, log_every=10_000,
@@ -70,9 +89,14 @@ def measure(name: str, flags: dict, data: Path, out: Path, steps: int, batch: in
         seconds = time.perf_counter() - t0
     finally:
         UNet2DConditionModel.forward = forward
+        torch.optim.AdamW.step = opt_step
+    steady = None
+    if 0 < warmup < len(stamps):  # the steps after the first `warmup`: no set-up, compile or recording
+        steady = round((stamps[-1] - stamps[warmup - 1]) / (len(stamps) - warmup), 4)
     return {"run": name, "unet_calls_per_step": round(calls["n"] / steps, 2),
             "unet_samples_per_step": round(calls["samples"] / steps, 1),
-            "seconds_per_step": round(seconds / steps, 3), "anchor": metrics.get("anchor")}
+            "seconds_per_step": round(seconds / steps, 3), "steady_seconds_per_step": steady,
+            "anchor": metrics.get("anchor")}
 
 
 def main() -> None:
@@ -81,7 +105,13 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--refresh", type=int, default=10, help="K of the state-bank row")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--compile", action="store_true", help="add the per-step trajectory, regionally compiled")
+    ap.add_argument("--warmup", type=int, default=0, help="W: also time the steps after the first W")
+    ap.add_argument("--only", default="", help="keep the rows whose name contains this text")
+    ap.add_argument("--skip", default=None, help="drop the rows whose name contains this text")
     args = ap.parse_args()
+    if args.warmup and args.warmup >= args.steps:
+        raise SystemExit(f"--warmup {args.warmup} must be below --steps {args.steps}: no step is left to time")
     runs = {
         "no anchor": {},
         "anchor, winner states": dict(anchor_weight=20.0, anchor_states="winner"),
@@ -92,13 +122,24 @@ def main() -> None:
     if args.device.startswith("cuda"):
         runs["anchor, policy trajectory every step, CUDA graphs"] = dict(anchor_weight=20.0, anchor_steps=10,
                                                                         cuda_graphs=True)
+    if args.compile:
+        runs["anchor, policy trajectory every step, compiled"] = dict(anchor_weight=20.0, anchor_steps=10, compile=True)
+    runs = {name: flags for name, flags in runs.items()
+            if args.only in name and not (args.skip and args.skip in name)}
+    if not runs:
+        raise SystemExit(f"--only {args.only!r} / --skip {args.skip!r} keep no row: use part of a row's name, "
+                         "e.g. --only 'every step'")
     with tempfile.TemporaryDirectory() as tmp:
         data = synthetic_pairs(Path(tmp) / "pairs.parquet", 64)
-        rows = [measure(name, flags, data, Path(tmp), args.steps, args.batch_size, args.device)
-                for name, flags in runs.items()]
-    print("| run | UNet calls / step | UNet samples / step | s / step |\n|---|---|---|---|")
+        rows = []
+        for name, flags in runs.items():
+            rows.append(measure(name, flags, data, Path(tmp), args.steps, args.batch_size, args.device, args.warmup))
+            print(json.dumps(rows[-1]), flush=True)  # each row as it lands: a cut run keeps what it measured
+    print(f"| run | UNet calls / step | UNet samples / step | s / step | s / step after {args.warmup} |\n"
+          "|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['run']} | {r['unet_calls_per_step']} | {r['unet_samples_per_step']} | {r['seconds_per_step']} |")
+        print(f"| {r['run']} | {r['unet_calls_per_step']} | {r['unet_samples_per_step']} | {r['seconds_per_step']} "
+              f"| {r['steady_seconds_per_step'] if r['steady_seconds_per_step'] is not None else ''} |")
     print(json.dumps(rows))
 
 
