@@ -16,7 +16,7 @@
 # --rule shortfall --seeds all`), the report on suite draw 4, never used before; the line:
 # `python benchmarks/round4_tables.py R --draw 4 --line recipe timestep700`.
 #
-#   . scripts/device_env.sh && bash benchmarks/detach.sh r15 bash benchmarks/round12.sh   # the next round
+#   . scripts/device_env.sh && bash benchmarks/detach.sh r15 bash benchmarks/round12.sh   # the fifteenth round
 #       (fresh checkout: the 2 x 2 below); carry .carry/s3 only; the same command again, at once, on
 #       the warm machine until r15 says "ended" (12 trainings at once ran at 1.02-1.11 steps/s: 15-16.5 minutes for 1,000 steps, BENCHMARKS.md)
 #   With runs/r12-ends present (copy runs/r10/lora-recipe-sK and runs/r11/lora-timestep700-sK there and
