@@ -20,8 +20,9 @@ mkdir -p "$R/logs"
 export OMP_NUM_THREADS=1
 . "$(dirname "$0")/negative_prompt.sh"  # NEG, the fixed negative prompt
 ATT="--concepts all --per-concept 1 --steps 20 --score-seeds 4 --seed 0 --evaluate"
+[ "${TINY:-0}" = 1 ] && ATT="--concepts dagger --per-concept 1 --steps 2 --score-seeds 1 --seed 0 --evaluate"  # a dry run
 declare -A BUDGET=([unlearndiff]="--budget-iters 80 --check-every 40" [p4d]="--budget-iters 50 --check-every 25"
-                   [paraphrase]="--budget-iters 10" [ring-a-bell]="--budget-iters 100")
+                   [paraphrase]="--budget-iters $([ "${TINY:-0}" = 1 ] && echo 1 || echo 10)" [ring-a-bell]="--budget-iters 100")
 att() { local victim=$1 a=$2; shift 2
         [ -f "$R/attack-$victim-$a/metrics.json" ] && return 0
         echo "[$(date +%T)] $a against $victim"
@@ -56,6 +57,8 @@ lane_f() { att sld-medium ring-a-bell --guard sld:medium
 para_lane() { local k=0; for e in ${PARA:-}; do [ $((k % 2)) = "$1" ] && att "${e%%=*}" paraphrase --lora "${e#*=}"; k=$((k + 1)); done; }
 lane_g() { para_lane 0; }
 lane_h() { para_lane 1; }
+# Sixteenth round (benchmarks/round16.sh's tail, on the GPU): every PARA entry at once
+lane_p() { for e in ${PARA:-}; do att "${e%%=*}" paraphrase --lora "${e#*=}" & done; wait; }
 for lane in ${LANES:-a b}; do "lane_$lane" > "$R/logs/lane_$lane.log" 2>&1 & done
 wait
 cat "$R"/logs/lane_*.log
