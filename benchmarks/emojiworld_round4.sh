@@ -158,6 +158,9 @@ timestep700-r32a8|$RECIPE --min-timestep 700 --lora-rank 32 --lora-alpha 8
 t700-hold20-r8a2|$RECIPE --min-timestep 700 --anchor-clean-weight 20 --lora-rank 8 --lora-alpha 2
 t700-hold20-r64a8|$RECIPE --min-timestep 700 --anchor-clean-weight 20 --lora-rank 64 --lora-alpha 8
 t700-hold40-r32a8|$RECIPE --min-timestep 700 --anchor-clean-weight 40 --lora-rank 32 --lora-alpha 8
+t700-hold20f4-r32a8|$RECIPE --min-timestep 700 --anchor-clean-weight 20 --anchor-clean-focus 4 --lora-rank 32 --lora-alpha 8
+t700-hold20f16-r32a8|$RECIPE --min-timestep 700 --anchor-clean-weight 20 --anchor-clean-focus 16 --lora-rank 32 --lora-alpha 8
+t700-hold10f16-r32a8|$RECIPE --min-timestep 700 --anchor-clean-weight 10 --anchor-clean-focus 16 --lora-rank 32 --lora-alpha 8
 t700-u20|$RECIPE --min-timestep 700 --anchor-uncond-weight 20
 t700-hold20-u20|$RECIPE --min-timestep 700 --anchor-clean-weight 20 --anchor-uncond-weight 20
 "} ;;

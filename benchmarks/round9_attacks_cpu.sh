@@ -18,6 +18,8 @@ set -u
 R=${R:-runs/r9-attacks}
 mkdir -p "$R/logs"
 export OMP_NUM_THREADS=1
+# the device has no console script on PATH (its sixteenth-round tail failed on that: "scdpo: command not found")
+scdpo() { python3 -m scdpo.cli "$@"; }
 . "$(dirname "$0")/negative_prompt.sh"  # NEG, the fixed negative prompt
 ATT="--concepts all --per-concept 1 --steps 20 --score-seeds 4 --seed 0 --evaluate"
 [ "${TINY:-0}" = 1 ] && ATT="--concepts dagger --per-concept 1 --steps 2 --score-seeds 1 --seed 0 --evaluate"  # a dry run

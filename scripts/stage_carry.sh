@@ -10,7 +10,7 @@ C=.carry
 rm -rf "$C.tmp" && mkdir -p "$C.tmp/s1" "$C.tmp/s2" "$C.tmp/s3/gpu"
 cp -r src/scdpo/assets/emojiworld "$C.tmp/s1/"
 cp -r src/scdpo/assets/judge src/scdpo/assets/loras "$C.tmp/s3/"
-# the fifteenth round's pick, which benchmarks/round16.sh reuses instead of training it again
+# the fifteenth round's pick, which benchmarks/round16.sh and round17.sh reuse instead of training it again
 [ -d runs/r15-pick ] && cp -r runs/r15-pick "$C.tmp/s3/"
 # the two weight packages as fp16 copies (half the bytes; both are cast on load)
 "$PY" - "$C.tmp/s2" <<'PY'

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -318,3 +319,36 @@ def test_the_unconditional_hold_shrinks_the_prompt_blind_change(pipe, safe_pairs
     prediction on fresh anchor states, after the LoRA was pushed off (the term does what it says)."""
     before, after = _term_after_training(pipe, safe_pairs, "anchor_uncond_weight")
     assert after < 0.5 * before, (before, after)
+
+
+def test_hold_weights_rank_the_weakest_clean_prompts_highest_and_keep_the_dose():
+    """anchor_clean_focus: w = (1 + gamma r) / mean(1 + gamma r) over the clean pairs, r the rank of
+    the pair's weaker reward from the top; harmful pairs keep 1, ties share their weight."""
+    from scdpo.train.anchor import hold_weights
+
+    reward = np.array([5.0, -1.0, 3.0, 0.0, 9.0])
+    harmful = np.array([True, False, False, False, True])
+    w = hold_weights(reward, harmful, 2.0)
+    # clean rewards -1, 3, 0 -> r = 1, 0, 0.5 -> raw 3, 1, 2 (mean 2)
+    np.testing.assert_allclose(w, [1.0, 1.5, 0.5, 1.0, 1.0])
+    assert w[~harmful].mean() == pytest.approx(1.0)
+    tied = hold_weights(np.array([1.0, 1.0, 0.0]), np.zeros(3, bool), 1.0)
+    assert tied[0] == tied[1] < tied[2]
+    np.testing.assert_array_equal(hold_weights(reward, harmful, 0.0), np.ones(5))
+
+
+def test_the_hold_focus_reweights_the_hold_and_needs_rewards(pipe, safe_pairs, tmp_path):
+    """Two steps with and without the focus: the first step's hold is 0 (a fresh LoRA is the
+    reference), so the second starts from the same weights, sees the same unweighted hold, and only
+    its loss (the weighted sum) differs."""
+    common = dict(model=str(pipe), dataset=str(safe_pairs), loss="sc-dpo", batch_size=4, lr=1e-3, max_steps=2,
+                  anchor_weight=1.0, anchor_states="policy", anchor_steps=2, anchor_clean_weight=4.0, **FAST)
+    plain = train(TrainConfig(out=str(tmp_path / "plain"), **common))
+    focused = train(TrainConfig(out=str(tmp_path / "focus"), anchor_clean_focus=8.0, **common))
+    assert plain["hold"] == pytest.approx(focused["hold"], rel=1e-6) and plain["hold"] > 0
+    assert plain["loss"] != pytest.approx(focused["loss"], rel=1e-6)
+    bare = write_pairs(tmp_path / "bare.parquet", n=12, safe_caption=SAFE, drop=("reward_0", "reward_1"))
+    with pytest.raises(ValueError, match="no column 'reward_0'.*--anchor-clean-focus 0"):
+        train(TrainConfig(out=str(tmp_path / "bare"), **{**common, "dataset": str(bare)}, anchor_clean_focus=1.0))
+    with pytest.raises(ValueError, match="anchor_clean_focus weights the on-policy hold"):
+        TrainConfig(model="m", dataset="d", out="o", anchor_clean_focus=1.0)

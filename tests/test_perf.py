@@ -160,6 +160,25 @@ def test_compile_blocks_is_regional_and_idempotent(sd):
     assert speed.compile_blocks(unet) == 0
 
 
+def test_compile_blocks_leaves_room_for_every_graph_of_a_training_step(sd):
+    # dynamo caches per code object (one forward per block class, shared by its instances); each
+    # block shape meets about 12 graphs in a step (grad modes x batch sizes), so a fixed limit of 64
+    # ran out on EmojiWorld's 12 resnet shapes (docs/performance.md, "Compile in the trainer")
+    import torch._dynamo
+
+    unet = T2IModel.from_pretrained(sd, device="cpu").unet
+    resnet_shapes = {tuple(tuple(p.shape) for p in m.parameters()) for m in unet.modules()
+                     if type(m).__name__ == "ResnetBlock2D"}
+    saved = torch._dynamo.config.recompile_limit
+    try:
+        torch._dynamo.config.recompile_limit = 8  # torch's default
+        speed.compile_blocks(unet, backend="eager")
+        assert torch._dynamo.config.recompile_limit >= max(64, 32 * len(resnet_shapes))
+        assert torch._dynamo.config.accumulated_recompile_limit >= 32 * len(resnet_shapes)
+    finally:
+        torch._dynamo.config.recompile_limit = saved
+
+
 def test_full_bf16_training_keeps_fp32_master_weights_and_resumes_exactly(sd, tmp_path):
     from diffusers import UNet2DConditionModel
 

@@ -89,6 +89,27 @@ def test_clean_misses_counts_missed_objects_and_what_replaced_them():
     assert unrequested(df, present, "sunflower") == 2 and unrequested(df, present, "duck") == 0
 
 
+def test_clean_misses_splits_by_prompt_size_and_by_the_bases_margin():
+    import pandas as pd
+    import torch
+
+    from scdpo.world.vocab import load_vocabulary
+
+    cm = load_script("clean_misses")
+    vocab = load_vocabulary()
+    donut, duck = vocab["donut"].index, vocab["duck"].index
+    df = pd.DataFrame({"concepts": [["donut"], ["donut", "duck"], ["duck"]]})
+    base_p = torch.zeros(3, len(vocab.names))
+    base_p[0, donut], base_p[1, donut], base_p[1, duck], base_p[2, duck] = 0.95, 0.9999, 0.6, 0.3  # duck 2: base misses
+    other = torch.zeros(3, len(vocab.names), dtype=torch.bool)
+    other[1, donut] = True  # the other keeps the sure donut, drops the narrow donut and duck
+    assert cm.by_count(df, other, 1) == "2/2" and cm.by_count(df, other, 2) == "1/2"
+    rows = {label: (n, d) for label, n, d in cm.drops_by_base_margin((df, base_p > 0.5, base_p), [(df, other, None)], 0.5)}
+    # the base meets three requests: duck at 0.6 and donut at 0.95 narrowly (both dropped), donut at 0.9999 surely (kept)
+    assert rows["(0.5, 0.9]"] == (1, 1) and rows["(0.9, 0.99]"] == (1, 1) and rows["(0.999, 1.0]"] == (1, 0)
+    assert rows["(0.99, 0.999]"] == (0, 0)
+
+
 def test_attack_table_averages_a_victims_training_seeds(tmp_path):
     import json
 

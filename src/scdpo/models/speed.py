@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+from collections import Counter
 
 import torch
 
@@ -43,17 +44,32 @@ def compile_blocks(unet, blocks: tuple[str, ...] = COMPILE_BLOCKS, **compile_kwa
     the number of blocks newly compiled."""
     import torch._dynamo
 
-    # each resolution level has its own shapes: let every block specialise on all of them
-    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
-    # static shapes: one specialised graph per block shape (dynamic ones gain nothing here and
-    # inductor failed on them, measured on the CPU with torch 2.13)
+    targets = [m for m in unet.modules() if type(m).__name__ in blocks]
+    # dynamo keeps one cache per code object (each block class's forward, shared by all its
+    # instances), and each block shape meets about 12 graphs in a training step: grad, no-grad and
+    # inference mode, inputs with and without requires_grad, the step's batch sizes. EmojiWorld's
+    # recipe step needs 143 resnet graphs at batch 4 (12 shapes; benchmarks/compile_graphs.py), more
+    # as the anchor's batch changes size; the old limit of 64 ran out, and the H200 then ran 40-160 s
+    # a step (docs/performance.md)
+    shapes = Counter(type(m).__name__ for m in {_shape_key(m): m for m in targets}.values())
+    limit = max(64, 32 * max(shapes.values(), default=0))
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, limit)
+    torch._dynamo.config.accumulated_recompile_limit = max(torch._dynamo.config.accumulated_recompile_limit,
+                                                           32 * sum(shapes.values()))
+    # static shapes: one specialised graph per block shape (with automatic dynamic shapes the spatial
+    # sizes go symbolic too, and inductor fails on them on the CPU with torch 2.13)
     compile_kwargs.setdefault("dynamic", False)
     n = 0
-    for module in unet.modules():
-        if type(module).__name__ in blocks and getattr(module, "_compiled_call_impl", None) is None:
+    for module in targets:
+        if getattr(module, "_compiled_call_impl", None) is None:
             module.compile(**compile_kwargs)
             n += 1
     return n
+
+
+def _shape_key(module) -> tuple:
+    """A block's class and parameter shapes: blocks with equal keys share their compiled graphs."""
+    return type(module).__name__, tuple(tuple(p.shape) for p in module.parameters())
 
 
 def has_adapters(unet) -> bool:

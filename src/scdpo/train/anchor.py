@@ -27,8 +27,8 @@ import torch
 from scdpo.models.t2i import Conditioning, T2IModel
 from scdpo.prompts.edits import ARTICLES, differing_spans
 
-__all__ = ["AnchorInputs", "StateBank", "anchor_inputs", "anchor_rows", "build_bank", "clean_rows", "masked_prompt",
-           "policy_states"]
+__all__ = ["AnchorInputs", "StateBank", "anchor_inputs", "anchor_rows", "build_bank", "clean_rows", "hold_weights",
+           "masked_prompt", "policy_states"]
 
 
 class AnchorInputs(NamedTuple):
@@ -73,6 +73,25 @@ def anchor_rows(batch: dict) -> list[int]:
 def clean_rows(batch: dict) -> list[int]:
     """Rows of ``batch`` that are clean pairs (the on-policy hold's prompts)."""
     return [i for i, h in enumerate(batch["harmful"]) if not bool(h)]
+
+
+def hold_weights(reward_min: np.ndarray, harmful: np.ndarray, focus: float) -> np.ndarray:
+    """Per pair, the on-policy hold's weight with ``anchor_clean_focus`` = gamma (docs/method.md,
+    "(g) The on-policy hold"): over the clean pairs, w_i = (1 + gamma r_i) / mean_j (1 + gamma r_j),
+    r_i in [0, 1] the rank of the pair's weaker reward from the top (1: the lowest, the prompt the
+    base model meets least surely; tied rewards share their mean rank). Mean 1 over the clean pairs,
+    so the hold's dose is unchanged on average; 1 for harmful pairs and for gamma = 0."""
+    w = np.ones(len(harmful), dtype=np.float32)
+    clean = np.flatnonzero(~np.asarray(harmful, bool))
+    if focus <= 0 or len(clean) < 2:
+        return w
+    # average ranks (0-based) of -reward: the lowest reward ranks highest, ties share their mean
+    _, inverse, counts = np.unique(-np.asarray(reward_min, np.float64)[clean], return_inverse=True, return_counts=True)
+    first = np.cumsum(counts) - counts
+    r = (first + (counts - 1) / 2)[inverse] / (len(clean) - 1)
+    raw = 1 + focus * r
+    w[clean] = raw / raw.mean()
+    return w
 
 
 def _trajectory(model: T2IModel, policy, cond: Conditioning, gen: torch.Generator, steps: int, guidance: float,

@@ -96,6 +96,14 @@ class TrainConfig:
             visits, where the anchor's target had leaked into look-alike clean objects (docs/results.md,
             "Tenth round"). Needs anchor_weight > 0 and anchor_states policy, per-step (anchor_refresh
             1). 0 = off.
+        anchor_clean_focus: gamma >= 0 of the hold's focus on the prompts the base model meets least
+            surely (our addition, sixteenth round; docs/method.md, "(g) The on-policy hold"): clean pair i's
+            term of C is weighted by w_i = (1 + gamma r_i) / mean_j (1 + gamma r_j), r_i in [0, 1] the rank
+            of its weaker candidate's reward (``reward_0``/``reward_1``, which ``scdpo data build``
+            writes) from the top (1 = the dataset's lowest), the mean over the dataset's clean pairs: the
+            hold's dose stays the same on average and moves to the requests the base draws only narrowly,
+            the ones the LoRA's change tips over (docs/results.md, "Sixteenth round"). Needs
+            anchor_clean_weight > 0 and the reward columns. 0 = every clean prompt alike.
         anchor_uncond_weight: weight q_u of the unconditional hold, q_u * (beta/2) * U (our addition,
             thirteenth round; docs/method.md, "(h) The unconditional hold"): on every anchor state
             (the harmful prompts' and, with anchor_clean_weight, the clean prompts'), U is the mean
@@ -201,6 +209,7 @@ class TrainConfig:
     anchor_keyword_dropout: float = 0.0
     anchor_target_word: str | None = None
     anchor_clean_weight: float = 0.0
+    anchor_clean_focus: float = 0.0
     anchor_uncond_weight: float = 0.0
     kinds: list[str] | None = None
     full: bool = False
@@ -275,7 +284,7 @@ class TrainConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("lr", "lambda_lr", "lambda_init", "cost_margin", "focus_gamma", "winner_weight",
-                     "preserve_weight", "anchor_weight", "anchor_clean_weight", "anchor_uncond_weight",
+                     "preserve_weight", "anchor_weight", "anchor_clean_weight", "anchor_clean_focus", "anchor_uncond_weight",
                      "anchor_guidance", "warmup",
                      "weight_decay", "validate_every", "workers", "validate_n"):
             if getattr(self, name) < 0:
@@ -292,6 +301,9 @@ class TrainConfig:
                                              or self.anchor_refresh > 1):
             raise ValueError("anchor_clean_weight rides on the anchor's per-step policy trajectory: it needs "
                              "--anchor-weight > 0, --anchor-states policy and --anchor-refresh 1")
+        if self.anchor_clean_focus > 0 and self.anchor_clean_weight <= 0:
+            raise ValueError("anchor_clean_focus weights the on-policy hold's clean prompts: it needs "
+                             "--anchor-clean-weight > 0")
         if self.anchor_uncond_weight > 0 and self.anchor_weight <= 0:
             raise ValueError("anchor_uncond_weight holds the empty prompt on the anchor's states: it needs "
                              "--anchor-weight > 0")

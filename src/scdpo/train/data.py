@@ -61,11 +61,14 @@ class PreferencePairs(torch.utils.data.Dataset):
     ``decode=False``), ``cost_w``/``cost_l`` (NaN when the dataset has no costs), ``harmful``,
     ``safe_caption`` (the prompt's safe counterpart from the optional column of that name, "" when
     none; read by the safe anchor). ``rows[i]`` is the dataset row of pair i (what error messages name).
+    ``reward_min[i]``: the lower of the pair's two rewards (NaN without ``reward_0``/``reward_1``; read
+    by the hold's focus, ``anchor_clean_focus``); ``hold_weight[i]`` its weight in the on-policy hold
+    (1 unless the trainer sets it; item ``hold_weight``).
     """
 
     def __init__(self, path: str | Path, resolution: int, *, need_costs: bool = False,
                  kinds: tuple[str, ...] | None = None, resize: bool = False, decode: bool = True,
-                 need_safe: bool = False):
+                 need_safe: bool = False, need_rewards: bool = False):
         import datasets
 
         self.path, self.resolution, self.resize, self.decode = str(path), resolution, resize, decode
@@ -84,6 +87,9 @@ class PreferencePairs(torch.utils.data.Dataset):
         if need_safe:
             needed.update(dict.fromkeys(("kind", "safe_caption"), " (the safe anchor needs each harmful prompt's safe "
                                         "counterpart: rebuild the pairs with scdpo data build, or --anchor-weight 0)"))
+        if need_rewards:
+            needed.update(dict.fromkeys(("reward_0", "reward_1"), " (--anchor-clean-focus weights the hold by the "
+                                        "pair's weaker reward: rebuild with scdpo data build, or --anchor-clean-focus 0)"))
         for name, why in needed.items():
             if name not in cols:
                 raise ValueError(f"dataset {self.path} has no column {name!r}{why}; it has: {', '.join(sorted(cols))}")
@@ -120,6 +126,15 @@ class PreferencePairs(torch.utils.data.Dataset):
         self.cost_w = np.where(swap, c1[self.rows], c0[self.rows]).astype(np.float32)
         self.cost_l = np.where(swap, c0[self.rows], c1[self.rows]).astype(np.float32)
         self.harmful = (kind[self.rows] == "harmful") if kind is not None else np.zeros(len(self.rows), bool)
+        r0 = self._numbers("reward_0") if "reward_0" in cols else nan
+        r1 = self._numbers("reward_1") if "reward_1" in cols else nan
+        self.reward_min = np.minimum(r0[self.rows], r1[self.rows])
+        # the on-policy hold's weight of each pair (the trainer sets it with anchor_clean_focus)
+        self.hold_weight = np.ones(len(self.rows), dtype=np.float32)
+        if need_rewards and not np.isfinite(self.reward_min[~self.harmful]).all():
+            bad = self.rows[~self.harmful][~np.isfinite(self.reward_min[~self.harmful])][0]
+            raise ValueError(f"dataset {self.path} row {bad}: reward_0/reward_1 must be finite on clean pairs "
+                             "(--anchor-clean-focus ranks them)")
         self.captions = [str(c) for c in self._column("caption")[self.rows]]
         safe = self._column("safe_caption")[self.rows] if "safe_caption" in cols else [None] * len(self.rows)
         self.safe_captions = ["" if c is None else str(c) for c in safe]
@@ -163,7 +178,7 @@ class PreferencePairs(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict:
         item = {"index": int(i), "caption": self.captions[i], "cost_w": float(self.cost_w[i]),
                 "cost_l": float(self.cost_l[i]), "harmful": bool(self.harmful[i]),
-                "safe_caption": self.safe_captions[i]}
+                "safe_caption": self.safe_captions[i], "hold_weight": float(self.hold_weight[i])}
         if self.decode:
             row = int(self.rows[i])
             rec = self.ds[row]

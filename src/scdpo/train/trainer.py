@@ -27,7 +27,7 @@ from scdpo.train.config import TrainConfig
 from scdpo.train.data import PreferencePairs, StreamSampler
 from scdpo.train.fingerprint import fingerprint, settings
 from scdpo.train.losses import LossState, dpo_logit, dual_ascent, get_loss, update_state
-from scdpo.train.anchor import anchor_inputs, build_bank
+from scdpo.train.anchor import anchor_inputs, build_bank, clean_rows, hold_weights
 from scdpo.train.step import batch_info, pair_errors, pair_latents, step_generator
 from scdpo.utils.io import atomic_write_text
 
@@ -205,8 +205,9 @@ def _accumulate(cfg, acc, model, policy, reference, loader, loss_fn, state, prog
                 a, c = a[:len(a) - n_hold], a[len(a) - n_hold:]
                 # the anchor's expression as it was before (g), so runs without the hold round alike
                 loss = loss + cfg.anchor_weight * 0.5 * cfg.beta * a.sum() / len(batch["caption"])
-                if n_hold:
-                    loss = loss + cfg.anchor_clean_weight * 0.5 * cfg.beta * c.sum() / len(batch["caption"])
+                if n_hold:  # each clean prompt at its hold weight (1 unless anchor_clean_focus)
+                    w = torch.as_tensor([float(batch["hold_weight"][i]) for i in clean_rows(batch)], device=c.device)
+                    loss = loss + cfg.anchor_clean_weight * 0.5 * cfg.beta * (c * w).sum() / len(batch["caption"])
                 if n_u:
                     loss = loss + cfg.anchor_uncond_weight * 0.5 * cfg.beta * u.sum() / len(batch["caption"])
                 stats["anchor"] = a.mean() if len(a) else a.new_zeros(())
@@ -280,8 +281,9 @@ def _train(cfg: TrainConfig, out: Path) -> dict:
     unet = acc.unwrap_model(policy)
     loss_fn = get_loss(cfg.loss)
     pairs = PreferencePairs(cfg.dataset, model.resolution, need_costs=cfg.uses_costs, resize=cfg.resize,
-                            need_safe=cfg.anchor_weight > 0,
+                            need_safe=cfg.anchor_weight > 0, need_rewards=cfg.anchor_clean_focus > 0,
                             kinds=cfg.pair_kinds)
+    pairs.hold_weight = hold_weights(pairs.reward_min, pairs.harmful, cfg.anchor_clean_focus)
     pairs.check_sizes()
     global_batch = cfg.batch_size * acc.num_processes
     meta = {"fingerprint": fingerprint(cfg, len(pairs), global_batch, acc.mixed_precision)}
