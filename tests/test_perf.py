@@ -160,6 +160,32 @@ def test_compile_blocks_is_regional_and_idempotent(sd):
     assert speed.compile_blocks(unet) == 0
 
 
+def test_padded_rows_leave_the_prediction_and_its_gradients_as_they_are(sd):
+    # TrainConfig.compile pads every denoiser batch to a power of two (5 rows -> 8), so the compiled
+    # blocks meet a handful of batch sizes; the rows kept must be the unpadded call's
+    model = T2IModel.from_pretrained(sd, device="cpu")
+    tm.add_lora(model.unet, 2, 2.0, ["to_q", "to_v"])
+    for n, p in model.unet.named_parameters():
+        if "lora_B" in n:
+            torch.nn.init.normal_(p, std=0.1)
+    gen = torch.Generator().manual_seed(0)
+    side = model.resolution // model.vae_scale_factor
+    x = torch.randn(5, model.latent_channels, side, side, generator=gen)
+    t = torch.randint(0, 1000, (5,), generator=gen)
+    cond = model.encode_prompts(["a red cat", "a dog", "a blue car", "", "a tree"])
+    outs, grads = [], []
+    for pad in (False, True):
+        model.pad_rows = pad
+        model.unet.zero_grad()
+        out = model.predict(x, t, cond)
+        out.pow(2).mean().backward()
+        outs.append(out.detach())
+        grads.append(torch.cat([p.grad.flatten() for n, p in model.unet.named_parameters() if "lora_B" in n]))
+    assert outs[1].shape == x.shape
+    torch.testing.assert_close(outs[1], outs[0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-4, atol=1e-6)
+
+
 def test_compile_blocks_leaves_room_for_every_graph_of_a_training_step(sd):
     # dynamo caches per code object (one forward per block class, shared by its instances); each
     # block shape meets about 12 graphs in a step (grad modes x batch sizes), so a fixed limit of 64

@@ -32,18 +32,9 @@ from typing import Callable
 
 import torch
 
+from scdpo.models.rows import pad_to, padded_rows
+
 __all__ = ["GraphedPredict", "cuda_recorder", "padded_rows"]
-
-
-def padded_rows(n: int) -> int:
-    """The row count a batch of ``n`` rows is padded to: the next power of two (1 -> 1, 5 -> 8)."""
-    return 1 if n <= 1 else 1 << (n - 1).bit_length()
-
-
-def _pad(x: torch.Tensor | None, rows: int) -> torch.Tensor | None:
-    if x is None or x.dim() == 0 or x.shape[0] == rows:
-        return x
-    return torch.cat([x, x.new_zeros((rows - x.shape[0], *x.shape[1:]))])
 
 
 def cuda_recorder(pool) -> Callable:
@@ -112,8 +103,8 @@ class GraphedPredict:
         n = x.shape[0]
         rows = padded_rows(n)
         t = torch.as_tensor(t, device=x.device)
-        args = [_pad(x, rows), _pad(t, rows), _pad(cond.context, rows), _pad(cond.pooled, rows),
-                _pad(cond.add_time_ids, rows)]
+        args = [pad_to(x, rows), pad_to(t, rows), pad_to(cond.context, rows), pad_to(cond.pooled, rows),
+                pad_to(cond.add_time_ids, rows)]
         autocast = torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else None
         key = (id(self.model.unet), autocast, tuple(None if a is None else (tuple(a.shape), a.dtype) for a in args))
         try:

@@ -23,6 +23,7 @@ import torch
 from safetensors import SafetensorError
 
 from scdpo.models.families import FAMILIES, family_of_pipeline
+from scdpo.models.rows import pad_to, padded_rows
 from scdpo.models.registry import resolve_model_path
 from scdpo.models.sampling import SamplerConfig, sample_images
 from scdpo.utils.logs import drop_records
@@ -93,6 +94,7 @@ class T2IModel:
             raise ValueError(f"{type(pipeline).__name__} is not a supported model family ({', '.join(FAMILIES)})")
         self.adapter = adapter
         self.family = adapter.name
+        self.pad_rows = False  # predict's batches padded to a power of two (see predict)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.dtype = dtype
         self.unet, self.vae = getattr(pipeline, adapter.denoiser), pipeline.vae
@@ -324,8 +326,19 @@ class T2IModel:
         return self.adapter.sample_timesteps(self, n, generator, lo, hi)
 
     def predict(self, noisy_latents: torch.Tensor, timesteps, cond: Conditioning) -> torch.Tensor:
-        """The denoiser's prediction (same shape as ``noisy_latents``); gradients flow if enabled."""
-        return self.adapter.predict(self, noisy_latents, timesteps, cond)
+        """The denoiser's prediction (same shape as ``noisy_latents``); gradients flow if enabled.
+        With ``pad_rows`` (set for regional compile, ``TrainConfig.compile``) the batch is padded
+        with zero rows to the next power of two and the output cut back: every op of the denoiser
+        is per sample, so the rows kept are the unpadded ones (up to summation order), and a
+        compiled block meets a handful of batch sizes, not one per size the anchor's rows take
+        from batch to batch, each a new graph (docs/performance.md, "Compile in the trainer")."""
+        n = len(noisy_latents)
+        rows = padded_rows(n) if self.pad_rows else n
+        if rows == n:
+            return self.adapter.predict(self, noisy_latents, timesteps, cond)
+        padded = Conditioning(pad_to(cond.context, rows), pad_to(cond.pooled, rows), pad_to(cond.add_time_ids, rows))
+        timesteps = pad_to(timesteps, rows) if torch.is_tensor(timesteps) else timesteps
+        return self.adapter.predict(self, pad_to(noisy_latents, rows), timesteps, padded)[:n]
 
     # ------------------------------------------------------------------ VAE
     def encode_images(self, images: torch.Tensor, generator: torch.Generator | None = None, *,

@@ -137,7 +137,9 @@ class TrainConfig:
         attention: the scaled-dot-product attention kernel preferred on CUDA: auto (torch's
             choice), flash, cudnn, efficient or math (docs/performance.md).
         compile: torch.compile each resnet and transformer block of the UNet (regional
-            compilation; the first steps take longer while it compiles).
+            compilation; the first steps take longer while it compiles). Every denoiser batch is
+            then padded to a power of two (``T2IModel.pad_rows``), so the blocks meet a handful
+            of batch sizes: 108 graphs for EmojiWorld's recipe step (docs/performance.md).
         cuda_graphs: replay the safe anchor's policy-trajectory UNet calls (no gradients) from
             CUDA graphs (scdpo.models.graphs; one process on a CUDA device only): for the
             launch-bound EmojiWorld UNet. Each graph is checked against eager on its first replay

@@ -113,6 +113,7 @@ def _build(cfg: TrainConfig, acc):
     reference = tm.Reference(unet, cfg.full, half)
     if cfg.compile:
         tm.compile_policy_and_reference(unet, reference)
+        model.pad_rows = True  # a handful of batch sizes, so the compiled blocks stop recompiling
     unet.train()
     trainable = master.master if master else [p for p in unet.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=acc.device.type == "cuda")
