@@ -5,10 +5,11 @@ device and in seconds, the graphs each compiled block's code compiles into, with
 records each graph and runs it eagerly (dynamo's tracing and guards are the same as with inductor;
 only the kernels differ), so the shapes, grad modes and recompiles can be read without a GPU.
 
-    python benchmarks/compile_graphs.py --steps 4 --batch-size 8            # static and automatic-dynamic
-    python benchmarks/compile_graphs.py --dynamic none --reasons            # + why each recompile happened
+    python benchmarks/compile_graphs.py --steps 12 --batch-size 8 --dynamic false   # the trainer's static shapes
+    python benchmarks/compile_graphs.py --dynamic none --reasons                    # + why each recompile happened
 
-Prints one JSON line per mode: graphs per block class, recompiles, whether a limit was hit.
+Prints one JSON line per mode: graphs per block class, the running count after each optimizer step,
+and the first dynamo warnings of a hit recompile limit.
 """
 
 from __future__ import annotations
