@@ -29,17 +29,19 @@ CANDIDATES=${CANDIDATES:-"t700-hold20-r32a8 t700-hold20-r8a2 t700-hold20-r64a8 t
 [ "${TAIL:-$([ "${TINY:-0}" = 1 ] && echo 0 || echo 1)}" = 1 ] || exit 0
 # ---- the tail, on the same machine once the round's evaluations are in (issues 19 and 16), each
 # step packed into $OUT as it ends, so that a budget that runs out keeps what finished:
-# 1. the paraphrase attack (round9_attacks_cpu.sh's settings) against every LoRA of the round, all at once
-# 2. anchor_cost.py's compiled step (docs/performance.md), alone on the GPU so that its times are its own
+# 1. anchor_cost.py's compiled step (docs/performance.md), alone on the GPU so that its times are its
+#    own; first since the seventeenth round (the sixteenth's budget ended in it, and the attacks can
+#    run on the CPU once the weights are back)
+# 2. the paraphrase attack (round9_attacks_cpu.sh's settings) against every LoRA of the round, all at once
 # 3. P4D (round13_p4d.sh, 300 steps, 4 check seeds) against seed 0 of each new arm, the three at once
 B=$(dirname "$0")
 # packt NAME "GLOBS": the files of GLOBS (quoted: matched inside $R) as $OUT/NAME.tar.gz
 packt() { [ -n "${OUT:-}" ] && (cd "$R" && tar czf "$OUT/.$1.tmp" $(ls -d $2 2>/dev/null)) && mv "$OUT/.$1.tmp" "$OUT/$1.tar.gz"; }
+[ -n "${OUT:-}" ] && [ "${TINY:-0}" != 1 ] && PYTHONUNBUFFERED=1 python3 "$B/anchor_cost.py" --device cuda --batch-size 32 --steps ${COMPILE_STEPS:-40} --warmup 10 --compile \
+    --only "every step" --skip "CUDA graphs" > "$OUT/anchor_cost.txt" 2>&1
 PARA=$(for d in "$R"/lora-*-s[0-9]; do echo "${d#"$R"/lora-}=$d"; done | tr '\n' ' ')
 LANES=p PARA="$PARA" R=$R/attacks bash "$B/round9_attacks_cpu.sh"
 python3 "$B/round4_asr.py" "$R/attacks" > "$R/attacks/asr.md"; packt attacks "attacks/asr.* attacks/attack-*/metrics.json attacks/logs"
-[ -n "${OUT:-}" ] && [ "${TINY:-0}" != 1 ] && python3 "$B/anchor_cost.py" --device cuda --batch-size 32 --steps 60 --warmup 10 --compile \
-    --only "every step" --skip "CUDA graphs" > "$OUT/anchor_cost.txt" 2>&1
 for a in ${P4D_ARMS:-t700-hold20-r8a2 t700-hold20-r64a8 t700-hold40-r32a8}; do
     [ -d "$R/lora-$a-s0" ] || continue
     ITERS=300 CHECK_SEEDS=4 SHARDS=${P4D_SHARDS:-5} VICTIMS="$a-s0|--lora=$R/lora-$a-s0" R=$R/p4d-$a \

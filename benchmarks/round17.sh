@@ -4,7 +4,8 @@
 # only narrowly (3-5x the drop rate of those it meets surely), and the hold's dose and the LoRA's
 # rank and scale spent. So the hold's focus (`--anchor-clean-focus`, docs/method.md (g)), on the
 # fifteenth round's pick (the 700-999 recipe, hold q_c = 20, LoRA rank 32 at alpha 8), 3 seeds each:
-#   t700-hold20-r32a8       the pick, carried (its r15 LoRAs), on the new draw
+#   t700-hold20-r32a8       the pick, on the new draw (carried as its r15 LoRAs where runs/r15-pick
+#                           exists; trained again, same seeds, where it does not)
 #   t700-hold20f4-r32a8     the focus at gamma 4 (weights 1/3 to 5/3), the same mean dose
 #   t700-hold20f16-r32a8    gamma 16 (weights 0.11 to 1.89)
 #   t700-hold10f16-r32a8    half the hold, focused: can a focused hold keep alignment at less dose,
