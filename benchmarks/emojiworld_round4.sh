@@ -181,15 +181,19 @@ fi
 # SHIP="NAME ..." (or "all": every run of the stage): also bring back the LoRA weights of runs
 # lora-NAME-s* (1.7 MB each), one tar per name ($OUT/loras-NAME.tar: a device call brings back files
 # of at most 16 MiB), so that a call whose evaluations never ran can still be evaluated elsewhere
-# (the sixth round's hold-out and ablation weights were lost that way)
+# (the sixth round's hold-out and ablation weights were lost that way). SHIP_HALF=1 packs float16
+# copies instead (benchmarks/lora_half.py, made once each under $R/half): a rank-32 LoRA is 6.6 MB,
+# so 3 seeds in float32 pass the 16 MiB a file and 12 LoRAs the 64 MiB a call (seventeenth round:
+# the machine was lost in the one extra call that was to fetch them, BENCHMARKS.md)
 [ "${SHIP:-}" = none ] && SHIP=""
 [ "${SHIP:-}" = all ] && SHIP=$(awk -F'|' 'NF > 1 {print $1}' <<< "$RUNS" | tr -d ' ' | tr '\n' ' ')
 pack() { [ -n "${OUT:-}" ] || return 0
-         for n in ${SHIP:-}; do (cd "$R" && tar cf "$OUT/.loras.tmp" $(ls lora-"$n"-s[0-9]*/pytorch_lora_weights.safetensors \
-             lora-"$n"-s[0-9]*/config.json lora-"$n"-s[0-9]*/metrics.json 2>/dev/null)) && mv "$OUT/.loras.tmp" "$OUT/loras-$n.tar"; done
          (cd "$R" && tar czf "$OUT/.results.tmp" --exclude='*.safetensors' --exclude='*.parquet' \
              $(ls -d eval-*/metrics.json lora-*/metrics.json lora-*/config.json judge/metrics.json judge/judge/config.json logs 2>/dev/null)) \
-             && mv "$OUT/.results.tmp" "$OUT/results.tar.gz"; }
+             && mv "$OUT/.results.tmp" "$OUT/results.tar.gz"
+         local src=$R; [ "${SHIP_HALF:-0}" = 1 ] && [ -n "${SHIP:-}" ] && { python3 "$(dirname "$0")/lora_half.py" --all "$R" > /dev/null; src=$R/half; }
+         for n in ${SHIP:-}; do (cd "$src" && tar cf "$OUT/.loras.tmp" $(ls lora-"$n"-s[0-9]*/pytorch_lora_weights.safetensors \
+             lora-"$n"-s[0-9]*/config.json lora-"$n"-s[0-9]*/metrics.json 2>/dev/null)) && mv "$OUT/.loras.tmp" "$OUT/loras-$n.tar"; done; }
 if [ -n "${OUT:-}" ]; then ( while sleep 20; do pack; done ) > /dev/null 2>&1 & PACKER=$!; fi
 # an early exit must not leave the packer or the judge running (they would hold the caller's pipe)
 trap 'kill ${PACKER:-} ${JUDGE_PID:-} 2>/dev/null' EXIT

@@ -27,7 +27,8 @@ STAGE=final DRAW=$REPORT_DRAW ONLY="$ONLY" DRAW0_RUNS="$CANDIDATES" SHIP=${SHIP:
 # the clean images of the report draw (seed 0 of each candidate and the base), to count what is
 # drawn in place of the requested objects on the CPU (benchmarks/clean_misses.py; on the device's
 # CPU it did not finish within a minute, eleventh round)
+# (one file for every report draw: REPORT_DRAW may name several, and a call brings back 8 files)
 if [ -n "${OUT:-}" ] && [ "${TINY:-0}" != 1 ]; then
-    (cd "$R" && tar cf "$OUT/.clean.tmp" $(ls eval-*-s0-d"$REPORT_DRAW"/suites/eval-clean/images.parquet \
-        eval-base-d"$REPORT_DRAW"/suites/eval-clean/images.parquet 2>/dev/null)) && mv "$OUT/.clean.tmp" "$OUT/clean-d$REPORT_DRAW.tar"
+    (cd "$R" && tar cf "$OUT/.clean.tmp" $(for d in $REPORT_DRAW; do ls eval-*-s0-d"$d"/suites/eval-clean/images.parquet \
+        eval-base-d"$d"/suites/eval-clean/images.parquet 2>/dev/null; done)) && mv "$OUT/.clean.tmp" "$OUT/clean-d${REPORT_DRAW// /-}.tar"
 fi

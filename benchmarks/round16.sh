@@ -35,17 +35,22 @@ CANDIDATES=${CANDIDATES:-"t700-hold20-r32a8 t700-hold20-r8a2 t700-hold20-r64a8 t
 # 2. the paraphrase attack (round9_attacks_cpu.sh's settings) against every LoRA of the round, all at once
 # 3. P4D (round13_p4d.sh, 300 steps, 4 check seeds) against seed 0 of each new arm, the three at once
 B=$(dirname "$0")
-# packt NAME "GLOBS": the files of GLOBS (quoted: matched inside $R) as $OUT/NAME.tar.gz
-packt() { [ -n "${OUT:-}" ] && (cd "$R" && tar czf "$OUT/.$1.tmp" $(ls -d $2 2>/dev/null)) && mv "$OUT/.$1.tmp" "$OUT/$1.tar.gz"; }
+# packt "GLOBS": the files of GLOBS (quoted: matched inside $R) added to what the tail packed so far,
+# all in one file, $OUT/tail.tar.gz: the device brings back at most 8 files a call, and the round's
+# own (results, grids, clean images, one LoRA tar per arm) take up to 7 of them
+TAILGLOBS=""
+packt() { TAILGLOBS="$TAILGLOBS $1"; [ -n "${OUT:-}" ] && (cd "$R" && tar czf "$OUT/.tail.tmp" $(ls -d $TAILGLOBS 2>/dev/null)) \
+              && mv "$OUT/.tail.tmp" "$OUT/tail.tar.gz"; }
 [ -n "${OUT:-}" ] && [ "${TINY:-0}" != 1 ] && PYTHONUNBUFFERED=1 python3 "$B/anchor_cost.py" --device cuda --batch-size 32 --steps ${COMPILE_STEPS:-40} --warmup 10 --compile \
-    --only "every step" --skip "CUDA graphs" > "$OUT/anchor_cost.txt" 2>&1
+    --only "every step" --skip "CUDA graphs" > "$R/anchor_cost.txt" 2>&1
+packt anchor_cost.txt
 PARA=$(for d in "$R"/lora-*-s[0-9]; do echo "${d#"$R"/lora-}=$d"; done | tr '\n' ' ')
 LANES=p PARA="$PARA" R=$R/attacks bash "$B/round9_attacks_cpu.sh"
-python3 "$B/round4_asr.py" "$R/attacks" > "$R/attacks/asr.md"; packt attacks "attacks/asr.* attacks/attack-*/metrics.json attacks/logs"
+python3 "$B/round4_asr.py" "$R/attacks" > "$R/attacks/asr.md"; packt "attacks/asr.* attacks/attack-*/metrics.json attacks/logs"
 for a in ${P4D_ARMS:-t700-hold20-r8a2 t700-hold20-r64a8 t700-hold40-r32a8}; do
     [ -d "$R/lora-$a-s0" ] || continue
     ITERS=300 CHECK_SEEDS=4 SHARDS=${P4D_SHARDS:-5} VICTIMS="$a-s0|--lora=$R/lora-$a-s0" R=$R/p4d-$a \
         bash "$B/round13_p4d.sh" > "$R/logs/p4d-$a.log" 2>&1 &
 done
 wait
-packt p4d "p4d-*/asr.* p4d-*/attack-*/metrics.json p4d-*/logs"
+packt "p4d-*/asr.* p4d-*/attack-*/metrics.json p4d-*/logs"
