@@ -12,8 +12,9 @@
 # suite draws 8 and 9, never evaluated before, to be pooled with benchmarks/draws_pooled.py (one
 # draw's 150 prompts a suite leave about 2 points of sampling error on a rate near 93%). Every LoRA
 # comes back in float16 with each call (SHIP=all SHIP_HALF=1: benchmarks/lora_half.py; four tars of
-# 10 MB), so a lost machine loses no weights that finished. The shipped LoRA's rows on the CPU:
-# `R=runs/r18 DRAW=8 bash benchmarks/cpu_evals.sh shipped base`, and DRAW=9. The tail as in
+# 10 MB), so a lost machine loses no weights that finished. The shipped LoRA's rows on draws 8 and 9
+# ran on the CPU beforehand (`R=runs/r18-cpu DRAW=8 bash benchmarks/cpu_evals.sh shipped base`, and
+# DRAW=9; metrics in docs/results/round17-metrics.tar.gz). The tail as in
 # benchmarks/round16.sh: the compiled step first, then the paraphrase attack, then P4D.
 #
 #   . scripts/device_env.sh && bash benchmarks/detach.sh r18 bash benchmarks/round18.sh   # on the device:
