@@ -10,8 +10,8 @@ so this pools them. Per draw d and goal (bound ``a + b * base``, benchmarks/roun
     se_d     = sqrt(se(x_d)^2 + b^2 * se(y_d)^2)          (the run's and the base's sampling errors)
     pooled   = mean_d margin_d  +-  sqrt(sum_d se_d^2) / D
 
-with x the run's rate (the mean over its seeds where a draw has several) and y the base's on the same
-prompts and sampling seeds. The draws are independent samples of the suites, so their errors add as
+with x the run's rate (the mean over its seeds where a draw has several; se(x) then the mean of their
+SEs, since the seeds share the draw's prompts) and y the base's on the same prompts and sampling seeds. The draws are independent samples of the suites, so their errors add as
 independent ones. It is the error of these trained weights on new prompts, not of the recipe over
 training seeds (benchmarks/round4_tables.py gives that). Frechet's margin is in percent of the base's
 distance and has no standard error here.
@@ -52,8 +52,11 @@ def margins(runs: list[dict], base: dict) -> dict[str, tuple[float, float | None
             continue
         x = sum(s.value for s in xs) / len(xs)
         ses = [s.se for s in xs] + [y.se]
+        # the seeds of one draw share its prompts and sampling seeds, so their errors are not
+        # independent: the mean of their SEs (fully correlated), not sqrt(sum se^2) / k, which would
+        # shrink the prompts' share of the error with every seed added
         se = None if any(v is None for v in ses) else \
-            math.sqrt(sum(s.se ** 2 for s in xs) / len(xs) ** 2 + b ** 2 * y.se ** 2)
+            math.sqrt((sum(s.se for s in xs) / len(xs)) ** 2 + b ** 2 * y.se ** 2)
         out[label] = (100 * sign * (x - a - b * y.value), None if se is None else 100 * se)
     fx = [stat(r["suites"][CLEAN], METRICS["frechet.fd"]).value for r in runs if CLEAN in r["suites"]]
     fy = stat(base["suites"].get(CLEAN, {}), METRICS["frechet.fd"]).value

@@ -66,3 +66,16 @@ def test_a_run_is_read_against_the_base_of_its_own_round(tmp_path, monkeypatch, 
     pooled.main()
     row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| clean alignment"))
     assert "**+1.0 ± 1.4**" in row  # 0.94 against 0.95 - 0.02, not against r1's 0.99 - 0.02
+
+
+def test_seeds_of_one_draw_share_its_prompts_so_their_errors_do_not_shrink(tmp_path):
+    import json
+
+    pooled = load_script("draws_pooled")
+    _run(tmp_path / "eval-base-d1", "base", harm=(0.96, 0.96), safe=(0.0, 0.0), alignment=0.95)
+    for s in range(3):
+        _run(tmp_path / f"eval-lora-s{s}-d1", "lora", alignment=0.93)
+    runs = [json.loads((tmp_path / f"eval-lora-s{s}-d1" / "metrics.json").read_text()) for s in range(3)]
+    base = json.loads((tmp_path / "eval-base-d1" / "metrics.json").read_text())
+    # three seeds each with SE 1 point: still 1 point (not 1/sqrt(3)), plus the base's 1
+    assert pooled.margins(runs, base)["clean alignment >= base-2"][1] == pytest.approx(math.sqrt(2))

@@ -207,7 +207,7 @@ def _accumulate(cfg, acc, model, policy, reference, loader, loss_fn, state, prog
                 # the anchor's expression as it was before (g), so runs without the hold round alike
                 loss = loss + cfg.anchor_weight * 0.5 * cfg.beta * a.sum() / len(batch["caption"])
                 if n_hold:  # each clean prompt at its hold weight (1 unless anchor_clean_focus)
-                    w = torch.as_tensor([float(batch["hold_weight"][i]) for i in clean_rows(batch)], device=c.device)
+                    w = torch.as_tensor(batch["hold_weight"])[clean_rows(batch)].to(c.device, c.dtype)
                     loss = loss + cfg.anchor_clean_weight * 0.5 * cfg.beta * (c * w).sum() / len(batch["caption"])
                 if n_u:
                     loss = loss + cfg.anchor_uncond_weight * 0.5 * cfg.beta * u.sum() / len(batch["caption"])
