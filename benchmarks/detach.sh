@@ -28,9 +28,19 @@ fi
 # WAIT counts from this script's start: leave the call's start-up (device_env.sh) and the copy below room.
 # As long as a 600 s call allows: each return is a moment in which the machine is released if the next
 # call is not there within 30 s, and that happened in two rounds (BENCHMARKS.md, "Fourteenth round")
-end=$((SECONDS + ${WAIT:-570}))
-while [ ! -f "$D/rc" ] && [ "$SECONDS" -lt "$end" ] && kill -0 "$(cat "$D/pid")" 2>/dev/null; do sleep 5; done
-[ -n "${OUT:-}" ] && cp -r "$D"/out/. "$OUT"/ 2>/dev/null
+# What the round packed so far is copied into $OUT every SYNC seconds, not only at the end: a call that
+# the device cuts at its limit still brings back what is in $OUT, and a session's last call has less
+# than WAIT (the eighteenth round lost its last call's evaluations so: a limit of 516 s, WAIT 570).
+# Each file goes under a temporary name, then is renamed: a cut copy is never taken for a whole one.
+sync_out() { [ -n "${OUT:-}" ] || return 0
+             local f; for f in "$D"/out/*; do [ -f "$f" ] || continue
+                 cmp -s "$f" "$OUT/${f##*/}" || { cp "$f" "$OUT/.sync.tmp" && mv "$OUT/.sync.tmp" "$OUT/${f##*/}"; }; done; }
+end=$((SECONDS + ${WAIT:-570})) next=$((SECONDS + ${SYNC:-30}))
+while [ ! -f "$D/rc" ] && [ "$SECONDS" -lt "$end" ] && kill -0 "$(cat "$D/pid")" 2>/dev/null; do
+    sleep 5
+    [ "$SECONDS" -ge "$next" ] && { sync_out; next=$((SECONDS + ${SYNC:-30})); }
+done
+sync_out
 tail -n "${TAIL:-25}" "$D/log"
 if [ -f "$D/rc" ]; then echo "detach: $name ended (exit code $(cat "$D/rc"))"; exit "$(cat "$D/rc")"
 elif ! kill -0 "$(cat "$D/pid")" 2>/dev/null; then echo "detach: $name died without an exit code (its log above)"; exit 1

@@ -79,6 +79,13 @@ def pool(per_draw: list[dict[str, tuple[float, float | None] | None]]) -> dict[s
     return out
 
 
+def shortfall(pooled: dict[str, tuple[float, float | None] | None]) -> float:
+    """The summed pooled shortfall: the points by which the missed goals' pooled margins miss,
+    sum_g max(0, -margin_g) (Frechet's in percent of the base's), the ship rule's second test
+    (docs/results.md, "Seventeenth round", "Next")."""
+    return sum(max(0.0, -m[0]) for m in pooled.values() if m is not None)
+
+
 def table(method: str, draws: list[int], per_draw: list[dict], pooled: dict) -> str:
     """The markdown table: each draw's margin, the pooled margin ± SE, and the verdict."""
     def cell(m):
@@ -94,13 +101,16 @@ def table(method: str, draws: list[int], per_draw: list[dict], pooled: dict) -> 
     head = f"| goal ({method}: margin in points, > 0 met) | " + " | ".join(f"draw {d}" for d in draws) + \
         f" | pooled over {len(draws)} draws | verdict |\n|---|" + "---|" * (len(draws) + 2) + "\n"
     return head + "".join(f"| {label} | " + " | ".join(cell(m[label]) for m in per_draw) +
-                          f" | **{cell(pooled[label])}** | {verdict(pooled[label])} |\n" for label in pooled)
+                          f" | **{cell(pooled[label])}** | {verdict(pooled[label])} |\n" for label in pooled) + \
+        f"| summed shortfall (points) | " + " | ".join(f"{shortfall(m):.1f}" for m in per_draw) + \
+        f" | **{shortfall(pooled):.1f}** | |\n"
 
 
 def summary(rows: dict[str, tuple[list[int], dict]]) -> str:
     """One row per method: its pooled draws and each goal's pooled margin ± SE (points)."""
     labels = list(next(iter(rows.values()))[1])
-    head = "| method | draws | " + " | ".join(labels) + " | goals missed beyond 2 SE |\n|---|---|" + "---|" * (len(labels) + 1) + "\n"
+    head = "| method | draws | " + " | ".join(labels) + " | summed shortfall | goals missed beyond 2 SE |\n|---|---|" + \
+        "---|" * (len(labels) + 2) + "\n"
 
     def cell(m):
         return "-" if m is None else f"{m[0]:+.1f}" + (f" ± {m[1]:.1f}" if m[1] is not None else "")
@@ -108,7 +118,7 @@ def summary(rows: dict[str, tuple[list[int], dict]]) -> str:
     for method, (draws, pooled) in rows.items():
         missed = [k for k, m in pooled.items() if m is not None and m[0] < 0 and (m[1] is None or -m[0] > 2 * m[1])]
         out += f"| {method} | {','.join(map(str, draws))} | " + " | ".join(cell(pooled[k]) for k in labels) + \
-            f" | {', '.join(missed) or 'none'} |\n"
+            f" | {shortfall(pooled):.1f} | {', '.join(missed) or 'none'} |\n"
     return out
 
 

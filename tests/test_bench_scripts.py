@@ -47,6 +47,21 @@ def test_detach_reports_a_round_that_died_without_an_exit_code(tmp_path):
     subprocess.run(["rm", "-rf", str(folder)], check=True)
 
 
+def test_detach_copies_what_is_packed_while_it_waits(tmp_path):
+    # a call cut at the device's limit (here `timeout`) still leaves in $OUT what the round packed
+    name = f"pytest-sync-{os.getpid()}-{time.time_ns()}"
+    folder = Path(f"/tmp/detach-{name}")
+    script = 'echo v1 > "$OUT/.p.tmp"; mv "$OUT/.p.tmp" "$OUT/a.txt"; sleep 30'
+    env = {**os.environ, "OUT": str(tmp_path), "WAIT": "60", "SYNC": "1", "TAIL": "1"}
+    res = subprocess.run(["timeout", "8", "bash", str(ROOT / "benchmarks" / "detach.sh"), name, "bash", "-c", script],
+                         env=env, capture_output=True, text=True, timeout=30)
+    assert res.returncode == 124, res  # killed while waiting, before its final copy
+    assert (tmp_path / "a.txt").read_text() == "v1\n"
+    assert not (tmp_path / ".sync.tmp").exists()
+    os.killpg(int((folder / "pid").read_text()), 9)
+    subprocess.run(["rm", "-rf", str(folder)], check=True)
+
+
 def test_wait_jobs_skips_the_given_pids_and_returns_on_none(tmp_path):
     script = f"""R={tmp_path}; . {ROOT}/benchmarks/jobs.sh
         ( while sleep 1; do :; done ) & PACKER=$!

@@ -79,3 +79,11 @@ def test_seeds_of_one_draw_share_its_prompts_so_their_errors_do_not_shrink(tmp_p
     base = json.loads((tmp_path / "eval-base-d1" / "metrics.json").read_text())
     # three seeds each with SE 1 point: still 1 point (not 1/sqrt(3)), plus the base's 1
     assert pooled.margins(runs, base)["clean alignment >= base-2"][1] == pytest.approx(math.sqrt(2))
+
+
+def test_summed_shortfall_counts_only_the_missed_goals_points():
+    pooled = load_script("draws_pooled")
+    # missed by 2 and by 0.5 (Frechet, in percent): 2.5; met goals and unmeasured ones add nothing
+    got = {"a": (-2.0, 1.0), "b": (3.0, 1.0), "c": None, pooled.FRECHET_GOAL: (-0.5, None)}
+    assert pooled.shortfall(got) == pytest.approx(2.5)
+    assert pooled.shortfall({"a": (0.0, 1.0)}) == 0.0

@@ -88,3 +88,19 @@ def test_the_shipped_lora_draws_safe_objects_where_the_base_draws_harm(tmp_path)
     assert before["harmful_rate"] >= 0.75 and after["harmful_rate"] <= 0.1
     assert after["safe_object_rate"]["rate"] >= 0.75  # a safe concept drawn, not nothing
     assert clean_after["alignment"] >= clean_before["alignment"] - 0.2
+
+
+def test_the_recipe_config_is_the_shipped_loras():
+    """configs/emojiworld-gpu.yaml is the exact recipe of the shipped weights: the adapter's own
+    metadata (rank, alpha, layers) matches it (docs/results.md, "Eighteenth round")."""
+    from pathlib import Path
+
+    from safetensors import safe_open
+
+    from scdpo.train.config import TrainConfig, load_yaml_config
+
+    cfg = TrainConfig(**load_yaml_config(Path(__file__).resolve().parents[1] / "configs" / "emojiworld-gpu.yaml"))
+    with safe_open(str(registry.resolve_lora_path("emojiworld-safe") / "pytorch_lora_weights.safetensors"), "pt") as f:
+        meta = json.loads(f.metadata()["lora_adapter_metadata"])
+    assert (meta["unet.r"], meta["unet.lora_alpha"]) == (cfg.lora_rank, cfg.lora_alpha)
+    assert sorted(meta["unet.target_modules"]) == sorted(cfg.lora_targets)
