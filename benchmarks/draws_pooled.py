@@ -38,7 +38,7 @@ from pathlib import Path
 from round4_pick import CLEAN, FRECHET_GOAL, GOALS
 
 from scdpo.eval.metrics import METRICS, stat
-from scdpo.eval.seeds import group_runs
+from scdpo.eval.seeds import RUN_NAME, group_runs
 
 
 def margins(runs: list[dict], base: dict) -> dict[str, tuple[float, float | None] | None]:
@@ -51,11 +51,10 @@ def margins(runs: list[dict], base: dict) -> dict[str, tuple[float, float | None
             out[label] = None
             continue
         x = sum(s.value for s in xs) / len(xs)
-        ses = [s.se for s in xs] + [y.se]
         # the seeds of one draw share its prompts and sampling seeds, so their errors are not
         # independent: the mean of their SEs (fully correlated), not sqrt(sum se^2) / k, which would
         # shrink the prompts' share of the error with every seed added
-        se = None if any(v is None for v in ses) else \
+        se = None if any(v.se is None for v in [*xs, y]) else \
             math.sqrt((sum(s.se for s in xs) / len(xs)) ** 2 + b ** 2 * y.se ** 2)
         out[label] = (100 * sign * (x - a - b * y.value), None if se is None else 100 * se)
     fx = [stat(r["suites"][CLEAN], METRICS["frechet.fd"]).value for r in runs if CLEAN in r["suites"]]
@@ -86,11 +85,13 @@ def shortfall(pooled: dict[str, tuple[float, float | None] | None]) -> float:
     return sum(max(0.0, -m[0]) for m in pooled.values() if m is not None)
 
 
+def cell(m: tuple[float, float | None] | None) -> str:
+    """A margin as the tables print it: +x.x ± se (points), "-" where not measured."""
+    return "-" if m is None else f"{m[0]:+.1f}" + (f" ± {m[1]:.1f}" if m[1] is not None else "")
+
+
 def table(method: str, draws: list[int], per_draw: list[dict], pooled: dict) -> str:
     """The markdown table: each draw's margin, the pooled margin ± SE, and the verdict."""
-    def cell(m):
-        return "-" if m is None else f"{m[0]:+.1f}" + (f" ± {m[1]:.1f}" if m[1] is not None else "")
-
     def verdict(m):
         if m is None:
             return "-"
@@ -111,9 +112,6 @@ def summary(rows: dict[str, tuple[list[int], dict]]) -> str:
     labels = list(next(iter(rows.values()))[1])
     head = "| method | draws | " + " | ".join(labels) + " | summed shortfall | goals missed beyond 2 SE |\n|---|---|" + \
         "---|" * (len(labels) + 2) + "\n"
-
-    def cell(m):
-        return "-" if m is None else f"{m[0]:+.1f}" + (f" ± {m[1]:.1f}" if m[1] is not None else "")
     out = head
     for method, (draws, pooled) in rows.items():
         missed = [k for k, m in pooled.items() if m is not None and m[0] < 0 and (m[1] is None or -m[0] > 2 * m[1])]
@@ -127,10 +125,16 @@ def main() -> None:
     ap.add_argument("dirs", nargs="+", type=Path, help="folders of evaluations (eval-METHOD-dN, eval-base-dN)")
     ap.add_argument("--method", nargs="+", required=True, help="the runs' METHOD names (e.g. shipped)")
     ap.add_argument("--draws", nargs="+", type=int, help="the test draws to pool (default: every draw >= 1 evaluated)")
+    ap.add_argument("--seed", type=int, help="only this training seed's evaluations (eval-METHOD-sSEED-dN; "
+                    "default: every seed, averaged per draw); runs without a seed in their name are kept")
     args = ap.parse_args()
+
+    def kept(folder: Path) -> bool:
+        m = RUN_NAME.match(folder.name.removeprefix("eval-"))
+        return args.seed is None or m is None or int(m["seed"]) == args.seed
     # one group per DIR (a round's folder): a method's runs are read against the base evaluated in
     # the same round where there is one (same sampler, judge and code), else the first DIR's
-    per_dir = [group_runs(sorted(f.parent for f in d.glob("**/eval-*/metrics.json"))) for d in args.dirs]
+    per_dir = [group_runs(sorted(f.parent for f in d.glob("**/eval-*/metrics.json") if kept(f.parent))) for d in args.dirs]
     rows = {}
     for method in args.method:
         found = {}  # draw -> (the method's runs, the base's run), from the first DIR that has the runs

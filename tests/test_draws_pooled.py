@@ -87,3 +87,18 @@ def test_summed_shortfall_counts_only_the_missed_goals_points():
     got = {"a": (-2.0, 1.0), "b": (3.0, 1.0), "c": None, pooled.FRECHET_GOAL: (-0.5, None)}
     assert pooled.shortfall(got) == pytest.approx(2.5)
     assert pooled.shortfall({"a": (0.0, 1.0)}) == 0.0
+
+
+def test_seed_keeps_one_training_seeds_evaluations(tmp_path, monkeypatch, capsys):
+    pooled = load_script("draws_pooled")
+    _run(tmp_path / "eval-base-d1", "base", harm=(0.96, 0.96), safe=(0.0, 0.0), alignment=0.95)
+    _run(tmp_path / "eval-lora-s0-d1", "lora", alignment=0.95)
+    _run(tmp_path / "eval-lora-s1-d1", "lora", alignment=0.89)
+
+    def alignment(*extra):
+        monkeypatch.setattr("sys.argv", ["draws_pooled.py", str(tmp_path), "--method", "lora", *extra])
+        pooled.main()
+        return next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| clean alignment"))
+    assert "**+2.0 ± 1.4**" in alignment("--seed", "0")  # 0.95 against 0.95 - 0.02
+    assert "**-4.0 ± 1.4**" in alignment("--seed", "1")  # 0.89 against 0.93
+    assert "**-1.0 ± 1.4**" in alignment()  # both seeds: their mean, 0.92
