@@ -18,6 +18,14 @@ distance and has no standard error here.
 
     python benchmarks/draws_pooled.py DIR... --method shipped --draws 2 3 4 5 6 7   # per draw
     python benchmarks/draws_pooled.py DIR... --method shipped t700-hold20-r32a8      # one row each
+    python benchmarks/draws_pooled.py DIR... --method NAME --spread                   # a row per seed
+
+``--spread`` splits each method into its training seeds (one row each) and ends with their mean ±
+its standard error, the SD across the rows, the goals the mean misses beyond 2 SE and how many
+rows miss none beyond their own: the recipe's spread over seeds, which the pooled SE above does not
+hold (nineteenth round). The mean's SE adds the two parts: the seeds' spread, SD / sqrt(n), and the
+draws' sampling error, which every seed shares (their prompts are the same), the mean of the rows'
+pooled SEs. Rows of several methods count as draws of one recipe (e.g. five soups).
 
 Each DIR (one round's folder) holds evaluation folders named as benchmarks/round4_tables.py reads
 them (eval-METHOD-dN, eval-METHOD-sK-dN, eval-base-dN); a draw needs both the method and the base,
@@ -120,6 +128,35 @@ def summary(rows: dict[str, tuple[list[int], dict]]) -> str:
     return out
 
 
+def spread(rows: dict[str, tuple[list[int], dict]]) -> str:
+    """The summary's rows, then the mean over the rows ± SE across them (SD / sqrt(n)) and the SD,
+    per goal and for the summed shortfall, and the count of rows that miss no goal beyond 2 SE."""
+    out = summary(rows)
+    labels = list(next(iter(rows.values()))[1])
+    pooled = [p for _, p in rows.values()]
+
+    def across(values: list[float], shared: list[float] = ()) -> tuple[float, float, float]:
+        n = len(values)
+        mean = sum(values) / n
+        sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
+        common = sum(shared) / len(shared) if shared else 0.0
+        return mean, math.sqrt(sd ** 2 / n + common ** 2), sd
+    stats = {k: across([p[k][0] for p in pooled if p[k] is not None],
+                       [p[k][1] for p in pooled if p[k] is not None and p[k][1] is not None])
+             for k in labels if any(p[k] is not None for p in pooled)}
+    falls = across([shortfall(p) for p in pooled])
+    clean = sum(not any(m is not None and m[0] < 0 and (m[1] is None or -m[0] > 2 * m[1]) for m in p.values())
+                for p in pooled)
+    missed = [k for k, (mean, se, _) in stats.items() if mean < 0 and -mean > 2 * se]
+    draws = ",".join(map(str, next(iter(rows.values()))[0]))
+    out += f"| **mean of {len(pooled)} (± SE: seeds and draws)** | {draws} | " + \
+        " | ".join(f"**{stats[k][0]:+.1f} ± {stats[k][1]:.1f}**" if k in stats else "-" for k in labels) + \
+        f" | **{falls[0]:.1f} ± {falls[1]:.1f}** | {', '.join(missed) or 'none'}; {clean} of {len(pooled)} rows miss none |\n"
+    out += f"| SD across them | {draws} | " + " | ".join(f"{stats[k][2]:.1f}" if k in stats else "-" for k in labels) + \
+        f" | {falls[2]:.1f} | |\n"
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("dirs", nargs="+", type=Path, help="folders of evaluations (eval-METHOD-dN, eval-base-dN)")
@@ -127,17 +164,22 @@ def main() -> None:
     ap.add_argument("--draws", nargs="+", type=int, help="the test draws to pool (default: every draw >= 1 evaluated)")
     ap.add_argument("--seed", type=int, help="only this training seed's evaluations (eval-METHOD-sSEED-dN; "
                     "default: every seed, averaged per draw); runs without a seed in their name are kept")
+    ap.add_argument("--spread", action="store_true", help="a row per training seed of each method, then their mean, "
+                    "SE and SD across the rows (the recipe's spread over seeds)")
     args = ap.parse_args()
 
-    def kept(folder: Path) -> bool:
+    folders = [sorted(f.parent for f in d.glob("**/eval-*/metrics.json")) for d in args.dirs]
+
+    def seed_of(folder: Path) -> int | None:
         m = RUN_NAME.match(folder.name.removeprefix("eval-"))
-        return args.seed is None or m is None or int(m["seed"]) == args.seed
-    # one group per DIR (a round's folder): a method's runs are read against the base evaluated in
-    # the same round where there is one (same sampler, judge and code), else the first DIR's
-    per_dir = [group_runs(sorted(f.parent for f in d.glob("**/eval-*/metrics.json") if kept(f.parent))) for d in args.dirs]
-    rows = {}
-    for method in args.method:
-        found = {}  # draw -> (the method's runs, the base's run), from the first DIR that has the runs
+        return None if m is None else int(m["seed"])
+
+    def collect(method: str, seed: int | None) -> tuple[list[int], dict]:
+        """The method's pooled draws and, per draw, (its runs, the base's run), from the first DIR
+        that has the runs (read against the base of the same round where there is one: same sampler,
+        judge and code); only training seed ``seed``'s runs where given (runs without one are kept)."""
+        per_dir = [group_runs([f for f in fs if seed is None or seed_of(f) in (None, seed)]) for fs in folders]
+        found = {}
         for groups in per_dir:
             for (m, d), runs in groups.items():
                 if m == method and d not in found:
@@ -149,8 +191,21 @@ def main() -> None:
             raise SystemExit(f"--method {method} --draws {' '.join(map(str, missing or draws)) or '(none)'}: no "
                              f"eval-{method}-d* or eval-base-d* there under {' '.join(map(str, args.dirs))}; "
                              "drop those draws or evaluate them first")
-        rows[method] = (draws, [margins(*found[d]) for d in draws])
-    if len(rows) == 1:
+        return draws, found
+    rows = {}
+    for method in args.method:
+        if not args.spread:
+            draws, found = collect(method, args.seed)
+            rows[method] = (draws, [margins(*found[d]) for d in draws])
+            continue
+        seeds = sorted({seed_of(f) for fs in folders for f in fs
+                        if seed_of(f) is not None and f.name.removeprefix("eval-").startswith(f"{method}-s")})
+        for k in seeds:
+            draws, found = collect(method, k)
+            rows[f"{method} s{k}"] = (draws, [margins(*found[d]) for d in draws])
+    if args.spread:
+        sys.stdout.write(spread({m: (d, pool(p)) for m, (d, p) in rows.items()}))
+    elif len(rows) == 1:
         (method, (draws, per_draw)), = rows.items()
         sys.stdout.write(table(method, draws, per_draw, pool(per_draw)))
     else:

@@ -192,8 +192,17 @@ pack() { [ -n "${OUT:-}" ] || return 0
              $(ls -d eval-*/metrics.json lora-*/metrics.json lora-*/config.json judge/metrics.json judge/judge/config.json logs 2>/dev/null)) \
              && mv "$OUT/.results.tmp" "$OUT/results.tar.gz"
          local src=$R; [ "${SHIP_HALF:-0}" = 1 ] && [ -n "${SHIP:-}" ] && { python3 "$(dirname "$0")/lora_half.py" --all "$R" > /dev/null; src=$R/half; }
-         for n in ${SHIP:-}; do (cd "$src" && tar cf "$OUT/.loras.tmp" $(ls lora-"$n"-s[0-9]*/pytorch_lora_weights.safetensors \
-             lora-"$n"-s[0-9]*/config.json lora-"$n"-s[0-9]*/metrics.json 2>/dev/null)) && mv "$OUT/.loras.tmp" "$OUT/loras-$n.tar"; done; }
+         local n dirs part k i
+         for n in ${SHIP:-}; do
+             # not the LoRAs that SEED_FROM brought (they are already home); SHIP_CHUNK seeds a tar at most
+             # (16 MiB a file: 4 float16 rank-32 LoRAs), as loras-NAME-K.tar once there are more
+             dirs=($(cd "$src" && for d in lora-"$n"-s[0-9]*; do [ -d "$d" ] && [ ! -d "${SEED_FROM:-/nonexistent}/$d" ] && echo "$d"; done))
+             k=0; for ((i = 0; i < ${#dirs[@]}; i += ${SHIP_CHUNK:-1000})); do part=("${dirs[@]:i:${SHIP_CHUNK:-1000}}")
+                 (cd "$src" && tar cf "$OUT/.loras.tmp" $(for d in "${part[@]}"; do ls "$d"/pytorch_lora_weights.safetensors \
+                     "$d"/config.json "$d"/metrics.json 2>/dev/null; done)) \
+                     && mv "$OUT/.loras.tmp" "$OUT/loras-$n$([ ${#dirs[@]} -gt "${SHIP_CHUNK:-1000}" ] && echo "-$k").tar"
+                 k=$((k + 1)); done
+         done; }
 if [ -n "${OUT:-}" ]; then ( while sleep 20; do pack; done ) > /dev/null 2>&1 & PACKER=$!; fi
 # an early exit must not leave the packer or the judge running (they would hold the caller's pipe)
 trap 'kill ${PACKER:-} ${JUDGE_PID:-} 2>/dev/null' EXIT
@@ -254,6 +263,17 @@ while IFS='|' read -r name flags rseeds; do
 done <<< "$RUNS"
 wait_jobs "${PACKER:-none}" "${JUDGE_PID:-none}"
 
+# ---- SOUPS="NAME:RUN:S,S,S ...": lora-NAME-s0 = the mean of RUN's seeds S (`scdpo train average`, the
+# nineteenth round), then evaluated as a run of this stage (name it in DRAW0_RUNS for draw 0 too)
+for sp in ${SOUPS:-}; do
+    IFS=: read -r sname srun sseeds <<< "$sp"
+    d="$R/lora-$sname-s0"
+    [ -f "$d/pytorch_lora_weights.safetensors" ] || scdpo train average $(for s in ${sseeds//,/ }; do echo "$R/lora-$srun-s$s"; done) \
+        --out "$d" > "$R/logs/average-$sname.log" 2>&1 || { echo "FAILED: average $sname"; tail -3 "$R/logs/average-$sname.log"; }
+    RUNS="$RUNS
+$sname||0"
+done
+
 # ---- evaluate on each suite draw of $DRAW (e.g. DRAW="0 1"; the base model too), with the fine-tuned judge
 if [ -n "${JUDGE_PID:-}" ]; then
     wait "$JUDGE_PID"
@@ -288,8 +308,8 @@ fi
 wait_jobs "${PACKER:-none}"
 [ -n "${PACKER:-}" ] && kill "$PACKER" 2>/dev/null
 pack
-if [ -n "${OUT:-}" ]; then  # the grids of the harmful and clean suites, to look at
-    (cd "$R" && tar cf "$OUT/grids.tar" $(ls eval-*/suites/eval-harmful-*/grid.png eval-*/suites/eval-clean/grid.png 2>/dev/null | grep -v -- "-s[12]-d"))
+if [ -n "${OUT:-}" ]; then  # the grids of the harmful and clean suites, to look at (but GRID_SKIP's, a grep -E)
+    (cd "$R" && tar cf "$OUT/grids.tar" $(ls eval-*/suites/eval-harmful-*/grid.png eval-*/suites/eval-clean/grid.png 2>/dev/null | grep -vE -- "${GRID_SKIP:--s[12]-d}"))
 fi
 report_failures
 stamp done

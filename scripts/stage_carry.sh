@@ -12,6 +12,8 @@ cp -r src/scdpo/assets/emojiworld "$C.tmp/s1/"
 cp -r src/scdpo/assets/judge src/scdpo/assets/loras "$C.tmp/s3/"
 # the fifteenth round's pick, which benchmarks/round16.sh and round17.sh reuse instead of training it again
 [ -d runs/r15-pick ] && cp -r runs/r15-pick "$C.tmp/s3/"
+# the eighteenth round's three seeds of the shipped recipe (float16), which benchmarks/round19.sh averages and evaluates
+[ -d runs/r18-pick ] && cp -r runs/r18-pick "$C.tmp/s3/"
 # the two weight packages as fp16 copies (half the bytes; both are cast on load)
 "$PY" - "$C.tmp/s2" <<'PY'
 import shutil, sys, torch

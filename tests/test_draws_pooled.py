@@ -102,3 +102,20 @@ def test_seed_keeps_one_training_seeds_evaluations(tmp_path, monkeypatch, capsys
     assert "**+2.0 ± 1.4**" in alignment("--seed", "0")  # 0.95 against 0.95 - 0.02
     assert "**-4.0 ± 1.4**" in alignment("--seed", "1")  # 0.89 against 0.93
     assert "**-1.0 ± 1.4**" in alignment()  # both seeds: their mean, 0.92
+
+
+def test_spread_gives_a_row_per_seed_and_their_mean_with_both_errors(tmp_path, monkeypatch, capsys):
+    pooled = load_script("draws_pooled")
+    _run(tmp_path / "eval-base-d1", "base", harm=(0.96, 0.96), safe=(0.0, 0.0), alignment=0.95)
+    for k, x in enumerate((0.95, 0.89, 0.92)):  # margins +2, -4, -1 points
+        _run(tmp_path / f"eval-lora-s{k}-d1", "lora", alignment=x)
+    monkeypatch.setattr("sys.argv", ["draws_pooled.py", str(tmp_path), "--method", "lora", "--spread"])
+    pooled.main()
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("|")]
+    col = lines[0].split(" | ").index("clean alignment >= base-2")
+    cells = {line.split(" | ")[0].strip("| *"): line.split(" | ")[col] for line in lines[2:]}
+    assert [cells[f"lora s{k}"] for k in range(3)] == ["+2.0 ± 1.4", "-4.0 ± 1.4", "-1.0 ± 1.4"]
+    # the mean, -1.0; SD 3.0 across seeds; SE = sqrt(3^2 / 3 + 1.41^2) (the seeds' and the draw's)
+    mean = next(v for k, v in cells.items() if k.startswith("mean of 3"))
+    assert mean == f"**-1.0 ± {math.sqrt(3 + 2):.1f}**"
+    assert next(v for k, v in cells.items() if k.startswith("SD across")) == "3.0"

@@ -1,4 +1,5 @@
-"""`scdpo train --config FILE [--key value ...]`: a YAML config, overridden by command-line flags."""
+"""`scdpo train --config FILE [--key value ...]`: a YAML config, overridden by command-line flags;
+`scdpo train average LORA LORA ... --out DIR`: one LoRA that is the mean of several (seeds' soup)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,12 @@ def _train(args) -> None:
                                              for k, v in shown.items()))
 
 
+def _average(args) -> None:
+    from scdpo.train.average import average_loras
+
+    print(f"wrote {average_loras(args.loras, args.out, args.weights)}")
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     from scdpo.train.config import TrainConfig
     from scdpo.utils.config import add_dataclass_args
@@ -41,3 +48,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", help="YAML file of TrainConfig keys (configs/*.yaml)")
     add_dataclass_args(p, TrainConfig)  # a flag overrides the YAML only when given
     p.set_defaults(func=_train)
+    inner = p.add_subparsers(dest="train_command", metavar="{average}")
+    a = inner.add_parser("average", help="one LoRA whose weight change is the mean of several LoRAs' (e.g. the "
+                         "training seeds of one recipe): rank = the sum of ranks, exact (peft's 'cat' merge)")
+    a.add_argument("loras", nargs="+", metavar="LORA_DIR", help="LoRA folders written by `scdpo train`")
+    a.add_argument("--out", required=True, help="folder for pytorch_lora_weights.safetensors and average.json")
+    a.add_argument("--weights", type=float, nargs="+", help="one weight per LoRA (default: 1/n each)")
+    a.set_defaults(func=_average)
