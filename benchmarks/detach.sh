@@ -16,6 +16,18 @@ name=$1; shift
 D=/tmp/detach-$name
 mkdir -p "$D/out"
 if [ ! -f "$D/pid" ]; then
+    # The round imports scdpo from a frozen copy of src/ (SNAPSHOT, default src; empty: none): the
+    # device tool writes the working tree anew at every call's start, and two of the nineteenth
+    # round's evaluations started in that moment died on a module the copy had not written back yet
+    # ("No such file: src/scdpo/cost/model.py"). The assets stay where they are (linked: the largest files).
+    snap=${SNAPSHOT-src}
+    if [ -n "$snap" ] && [ -d "$snap/scdpo" ]; then
+        rm -rf "$D/src.tmp" && mkdir -p "$D/src.tmp"
+        (cd "$snap" && tar cf - --exclude=./scdpo/assets --exclude=__pycache__ .) | (cd "$D/src.tmp" && tar xf -)
+        [ -e "$snap/scdpo/assets" ] && ln -s "$(cd "$snap/scdpo/assets" && pwd)" "$D/src.tmp/scdpo/assets"
+        rm -rf "$D/src" && mv "$D/src.tmp" "$D/src"
+        export PYTHONPATH=$D/src${PYTHONPATH:+:$PYTHONPATH}
+    fi
     # $0 of the inner shell is the folder; the round's exit code lands in $D/rc when it ends
     OUT=$D/out setsid bash -c 'env "$@"; echo $? > "$0/rc.tmp"; mv "$0/rc.tmp" "$0/rc"' "$D" "$@" \
         > "$D/log" 2>&1 < /dev/null &

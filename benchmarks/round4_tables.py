@@ -7,6 +7,11 @@ training seeds ± its standard error [min-max] of every headline metric, and the
     python benchmarks/round4_tables.py runs/round7 --draw 1 --against recipe   # + the ablation table
     python benchmarks/round4_tables.py runs/r11 --draw 3 --line recipe timestep700  # + the front
     python benchmarks/round4_tables.py runs/r14 runs/r11 --draw 0 --against t700-hold20  # rounds joined
+    python benchmarks/round4_tables.py runs/r19 --draw 10 11 --mean-of-draws   # + each method's mean over the draws
+
+``--mean-of-draws``: a last table, each method's mean over the given draws (of its per-draw means
+over seeds), ± sqrt(sum_d se_d^2) / D with se_d the draw's evaluation standard error (the README's
+and the model card's rates; the draws are independent samples of the suites).
 
 ``--against METHOD``: a second table, each other method's difference from METHOD per headline
 metric, ``diff ± se`` with the pooled two-sample standard error (scdpo.eval.seeds.difference), and
@@ -44,6 +49,7 @@ def main() -> None:
     ap.add_argument("--against", default=None, help="a method to difference every other one against")
     ap.add_argument("--line", nargs=2, default=None, metavar=("A", "B"),
                     help="two methods: each other one's alignment above their trade-off line")
+    ap.add_argument("--mean-of-draws", action="store_true", help="then each method's mean over the draws shown")
     args = ap.parse_args()
     groups = group_runs(evaluations(args.root))
     draws = sorted({d for _, d in groups}) if args.draw is None else args.draw
@@ -65,6 +71,32 @@ def main() -> None:
             ablation_table(groups, args.against, draw)
         if args.line and all((m, draw) in groups for m in args.line):
             line_table(groups, *args.line, draw)
+    if args.mean_of_draws:
+        mean_table(groups, draws)
+
+
+def mean_table(groups: dict, draws: list[int]) -> None:
+    """Per method evaluated on every one of ``draws``: each column's mean over the draws ± the
+    draws' evaluation SEs added (sqrt(sum se_d^2) / D; Frechet without one)."""
+    print(f"\n### Mean of draws {', '.join(map(str, draws))}\n")
+    head = ["method"] + [f"{s.removeprefix('eval-').replace('harmful-', '')}: {LABELS[k]}" for s, k in COLUMNS]
+    print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
+    for method in sorted({m for m, _ in groups}, key=lambda m: (m != "base", m)):
+        if not all((method, d) in groups for d in draws):
+            continue
+        aggs = [aggregate(groups[method, d], keys=sorted({k for _, k in COLUMNS})) for d in draws]
+        cells = [method]
+        for suite, key in COLUMNS:
+            got = [(a.get(suite) or {}).get(key) for a in aggs]
+            if any(g is None for g in got):
+                cells.append("-")
+                continue
+            scale = 1 if key == "frechet.fd" else 100
+            mean = scale * sum(g["mean"] for g in got) / len(got)
+            ses = [g.get("eval_se") for g in got]
+            cells.append(f"{mean:.1f}" + ("" if None in ses else
+                                          f" ± {scale * sum(e ** 2 for e in ses) ** 0.5 / len(ses):.1f}"))
+        print("| " + " | ".join(cells) + " |")
 
 
 def evaluations(roots: list[Path]) -> list[Path]:

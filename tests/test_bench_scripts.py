@@ -111,3 +111,26 @@ def test_every_benchmark_script_that_calls_scdpo_defines_it():
         if any(call.search(line) for line in code):
             text = "\n".join(code)
             assert "scdpo() {" in text or "jobs.sh" in text, f"{script.name}: define scdpo() or source jobs.sh"
+
+
+def test_detach_runs_the_round_on_a_snapshot_of_src(tmp_path):
+    # the device rewrites the working tree at every call; the round must not see that (nineteenth round)
+    name = f"pytest-snap-{os.getpid()}-{time.time_ns()}"
+    folder = Path(f"/tmp/detach-{name}")
+    pkg = tmp_path / "src" / "scdpo"
+    (pkg / "assets").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("VALUE = 1\n")
+    (pkg / "assets" / "a.txt").write_text("asset\n")
+    script = ('sleep 2; python3 -c "import scdpo, pathlib; print(scdpo.VALUE, '
+              '(pathlib.Path(scdpo.__file__).parent / \'assets/a.txt\').read_text().strip())" > "$OUT/v.txt"')
+    env = {**os.environ, "OUT": str(tmp_path), "WAIT": "0", "TAIL": "1", "PYTHONPATH": ""}
+    subprocess.run(["bash", str(ROOT / "benchmarks" / "detach.sh"), name, "bash", "-c", script], env=env, cwd=tmp_path,
+                   capture_output=True, text=True, timeout=30, check=True)
+    (pkg / "__init__.py").unlink()  # the tree rewritten under the running round
+    for _ in range(100):
+        if (folder / "rc").exists():
+            break
+        time.sleep(0.1)
+    assert (folder / "rc").read_text().strip() == "0"
+    assert (folder / "out" / "v.txt").read_text().split() == ["1", "asset"]  # its own copy; the assets linked
+    subprocess.run(["rm", "-rf", str(folder)], check=True)

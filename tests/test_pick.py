@@ -158,3 +158,20 @@ def test_tables_name_a_missing_root(tmp_path):
     tables = load_script("round4_tables")
     with pytest.raises(SystemExit, match="is not a folder"):
         tables.evaluations([tmp_path / "nowhere"])
+
+
+def test_mean_of_draws_averages_each_draw_and_adds_their_errors(tmp_path, monkeypatch, capsys):
+    import sys
+
+    tables = load_script("round4_tables")
+    for d, x in ((1, 0.90), (2, 0.96)):
+        _run(tmp_path / f"eval-base-d{d}", "base", harm=(0.96, 0.96), safe=(0.0, 0.0))
+        _run(tmp_path / f"eval-lora-d{d}", "lora", retention=x, alignment=x)
+    _run(tmp_path / "eval-other-d1", "other")  # one draw only: no mean row
+    monkeypatch.setattr(sys, "argv", ["round4_tables.py", str(tmp_path), "--draw", "1", "2", "--mean-of-draws"])
+    tables.main()
+    out = capsys.readouterr().out.split("### Mean of draws 1, 2")[1]
+    row = next(line for line in out.splitlines() if line.startswith("| lora |")).split(" | ")
+    assert row[8] == f"93.0 ± {100 * (2 * 0.01 ** 2) ** 0.5 / 2:.1f}"  # benign retention: (90 + 96) / 2, SE 1 each
+    assert row[9] == "93.0"  # alignment without a standard error: the mean alone
+    assert "| other |" not in out
