@@ -157,6 +157,22 @@ def spread(rows: dict[str, tuple[list[int], dict]]) -> str:
     return out
 
 
+def predicts(rows: dict, collect, draw: int) -> str:
+    """The Spearman correlation over ``rows`` ("METHOD sK") of each row's summed shortfall on the
+    tuning ``draw`` with its pooled one: whether a choice made on that draw carries to the test draws."""
+    from scipy.stats import spearmanr
+
+    tuned, tested = [], []
+    for name, (_, per_draw) in rows.items():
+        method, seed = name.rsplit(" s", 1)
+        _, found = collect(method, int(seed), [draw])
+        tuned.append(shortfall(margins(*found[draw])))
+        tested.append(shortfall(pool(per_draw)))
+    r = spearmanr(tuned, tested)
+    return (f"\nSpearman, summed shortfall on draw {draw} against pooled, over {len(rows)} rows: "
+            f"{r.statistic:+.2f} (p = {r.pvalue:.4f})\n")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("dirs", nargs="+", type=Path, help="folders of evaluations (eval-METHOD-dN, eval-base-dN)")
@@ -166,6 +182,8 @@ def main() -> None:
                     "default: every seed, averaged per draw); runs without a seed in their name are kept")
     ap.add_argument("--spread", action="store_true", help="a row per training seed of each method, then their mean, "
                     "SE and SD across the rows (the recipe's spread over seeds)")
+    ap.add_argument("--tuning-draw", type=int, help="with --spread: also the Spearman correlation, over the rows, "
+                    "of each row's summed shortfall on this draw (e.g. 0) with its pooled one (does tuning predict?)")
     args = ap.parse_args()
 
     folders = [sorted(f.parent for f in d.glob("**/eval-*/metrics.json")) for d in args.dirs]
@@ -174,10 +192,11 @@ def main() -> None:
         m = RUN_NAME.match(folder.name.removeprefix("eval-"))
         return None if m is None else int(m["seed"])
 
-    def collect(method: str, seed: int | None) -> tuple[list[int], dict]:
+    def collect(method: str, seed: int | None, only: list[int] | None = None) -> tuple[list[int], dict]:
         """The method's pooled draws and, per draw, (its runs, the base's run), from the first DIR
         that has the runs (read against the base of the same round where there is one: same sampler,
-        judge and code); only training seed ``seed``'s runs where given (runs without one are kept)."""
+        judge and code); only training seed ``seed``'s runs where given (runs without one are kept);
+        the draws ``only`` where given, else --draws."""
         per_dir = [group_runs([f for f in fs if seed is None or seed_of(f) in (None, seed)]) for fs in folders]
         found = {}
         for groups in per_dir:
@@ -185,7 +204,7 @@ def main() -> None:
                 if m == method and d not in found:
                     base = groups.get(("base", d)) or next((g["base", d] for g in per_dir if ("base", d) in g), None)
                     found[d] = (runs, base[0] if base else None)
-        draws = args.draws or sorted(d for d in found if d >= 1 and found[d][1] is not None)
+        draws = only or args.draws or sorted(d for d in found if d >= 1 and found[d][1] is not None)
         missing = [d for d in draws if d not in found or found[d][1] is None]
         if missing or not draws:
             raise SystemExit(f"--method {method} --draws {' '.join(map(str, missing or draws)) or '(none)'}: no "
@@ -205,6 +224,8 @@ def main() -> None:
             rows[f"{method} s{k}"] = (draws, [margins(*found[d]) for d in draws])
     if args.spread:
         sys.stdout.write(spread({m: (d, pool(p)) for m, (d, p) in rows.items()}))
+        if args.tuning_draw is not None:
+            sys.stdout.write(predicts(rows, collect, args.tuning_draw))
     elif len(rows) == 1:
         (method, (draws, per_draw)), = rows.items()
         sys.stdout.write(table(method, draws, per_draw, pool(per_draw)))

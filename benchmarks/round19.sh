@@ -14,7 +14,8 @@
 # soups' mean summed shortfall against the single seeds'; the soup with the least draw-0 shortfall
 # replaces `emojiworld-safe` if, pooled over draws 10 and 11 (benchmarks/draws_pooled.py), it misses
 # no goal beyond 2 SE and its summed shortfall is below seed 0's (the shipped weights) on the same
-# draws. The tail: the compiled step (issue 16), alone on the GPU.
+# draws. The tail: the compiled step (issue 16), alone on the GPU. (What came of it, and the rule as
+# amended after the soup's draws 8 and 9: docs/results.md, "Nineteenth round".)
 #
 #   . scripts/device_env.sh && bash benchmarks/detach.sh r19 bash benchmarks/round19.sh   # on the device:
 #       carry .carry/s3 only (after .carry/s1 and .carry/s2); THE SAME command again, at once, until "ended"

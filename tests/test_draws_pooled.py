@@ -119,3 +119,18 @@ def test_spread_gives_a_row_per_seed_and_their_mean_with_both_errors(tmp_path, m
     mean = next(v for k, v in cells.items() if k.startswith("mean of 3"))
     assert mean == f"**-1.0 ± {math.sqrt(3 + 2):.1f}**"
     assert next(v for k, v in cells.items() if k.startswith("SD across")) == "3.0"
+
+
+def test_tuning_draw_ranks_each_seed_on_it_against_its_pooled_shortfall(tmp_path, monkeypatch, capsys):
+    pooled = load_script("draws_pooled")
+    for d in (0, 1):
+        _run(tmp_path / f"eval-base-d{d}", "base", harm=(0.96, 0.96), safe=(0.0, 0.0), alignment=0.95)
+    # the same order of alignment on both draws: a seed worse on draw 0 is worse on draw 1
+    for k, (x0, x1) in enumerate(((0.95, 0.94), (0.90, 0.91), (0.85, 0.86))):
+        _run(tmp_path / f"eval-lora-s{k}-d0", "lora", alignment=x0)
+        _run(tmp_path / f"eval-lora-s{k}-d1", "lora", alignment=x1)
+    monkeypatch.setattr("sys.argv", ["draws_pooled.py", str(tmp_path), "--method", "lora", "--draws", "1",
+                                     "--spread", "--tuning-draw", "0"])
+    pooled.main()
+    # shortfalls (clean alignment under base - 2): draw 0 0, 3, 8; draw 1 0, 2, 7: the same order
+    assert "over 3 rows: +1.00" in capsys.readouterr().out

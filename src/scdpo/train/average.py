@@ -7,9 +7,10 @@ The mean change ``ΔW = Σ_i w_i ΔW_i`` is exactly one LoRA of rank ``Σ_i r_i`
     A = [A_1; A_2; ...]  (rows stacked),   B = [w_1 s_1 B_1, w_2 s_2 B_2, ...]  (columns),   α = r
 
 the construction of peft's ``add_weighted_adapter(..., combination_type="cat")``; tests/test_average.py
-checks it against diffusers fusing each LoRA at scale w_i. It works on the diffusers-format files that `scdpo train` writes (``lora.down`` = A,
-``lora.up`` = B, the adapter's config in the ``lora_adapter_metadata`` header), so no UNet is loaded
-and the result loads with ``load_lora_weights()`` and ``--lora`` like any trained LoRA.
+checks it against diffusers fusing each LoRA at scale w_i. It works on the diffusers-format files
+that `scdpo train` writes (``lora.down`` = A, ``lora.up`` = B, the adapter's config in the
+``lora_adapter_metadata`` header), so no UNet is loaded and the result loads with
+``load_lora_weights()`` and ``--lora`` like any trained LoRA.
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ from pathlib import Path
 
 import torch
 
-from scdpo.utils.io import current_umask
+from scdpo.train.model import LORA_FILE
+from scdpo.utils.io import atomic_path, atomic_write_text
 
-LORA_FILE = "pytorch_lora_weights.safetensors"
 META_KEY = "lora_adapter_metadata"
 
 
@@ -83,13 +84,9 @@ def average_loras(paths: list[str | os.PathLike], out: str | os.PathLike,
         rank = merged[down].shape[0]
     meta = {**meta0, f"{prefix}.r": rank, f"{prefix}.lora_alpha": float(rank)}  # scale 1: s_i is inside B
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / f".{LORA_FILE}.tmp"
-    save_file({k: merged[k].contiguous() for k in state0}, str(tmp),
-              metadata={META_KEY: json.dumps(meta, indent=2, sort_keys=True), "format": "pt"})
-    os.chmod(tmp, 0o666 & ~current_umask())  # safetensors writes 0600; a trained LoRA is 0644
-    os.replace(tmp, out / LORA_FILE)
+    with atomic_path(out / LORA_FILE) as tmp:  # readable like a trained LoRA (safetensors alone writes 0600)
+        save_file({k: merged[k].contiguous() for k in state0}, str(tmp),
+                  metadata={META_KEY: json.dumps(meta, indent=2, sort_keys=True), "format": "pt"})
     sources = {"average_of": [str(f) for f, _, _ in loaded], "weights": weights, "rank": rank}
-    (out / ".average.json.tmp").write_text(json.dumps(sources, indent=2) + "\n")
-    os.replace(out / ".average.json.tmp", out / "average.json")
+    atomic_write_text(out / "average.json", json.dumps(sources, indent=2) + "\n")
     return out / LORA_FILE
