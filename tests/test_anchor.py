@@ -352,3 +352,42 @@ def test_the_hold_focus_reweights_the_hold_and_needs_rewards(pipe, safe_pairs, t
         train(TrainConfig(out=str(tmp_path / "bare"), **{**common, "dataset": str(bare)}, anchor_clean_focus=1.0))
     with pytest.raises(ValueError, match="anchor_clean_focus weights the on-policy hold"):
         TrainConfig(model="m", dataset="d", out="o", anchor_clean_focus=1.0)
+
+
+def test_mix_conditioning_moves_the_first_rows_towards_the_counterparts():
+    from scdpo.models.t2i import Conditioning
+    from scdpo.train.anchor import mix_conditioning
+
+    c = Conditioning(torch.zeros(3, 2, 4), torch.zeros(3, 5), torch.ones(3, 6))
+    toward = Conditioning(torch.ones(2, 2, 4), torch.full((2, 5), 2.0), torch.zeros(2, 6))
+    out = mix_conditioning(c, toward, torch.tensor([0.25, 1.0]))
+    assert out.context[0].eq(0.25).all() and out.context[1].eq(1.0).all() and out.context[2].eq(0).all()
+    assert out.pooled[0].eq(0.5).all() and out.pooled[1].eq(2.0).all() and out.pooled[2].eq(0).all()
+    torch.testing.assert_close(out.add_time_ids, c.add_time_ids)  # size ids are not text
+    assert mix_conditioning(Conditioning(torch.zeros(1, 2, 4)), Conditioning(torch.ones(1, 2, 4)),
+                            torch.tensor([0.5])).pooled is None
+
+
+def test_anchor_mix_reads_between_the_harmful_prompt_and_its_counterpart(pipe, safe_pairs, tmp_path):
+    """anchor_mix = a_max: the same states and targets as without it; the policy's conditioning of each
+    harmful row is (1 - a) c_harm + a c_safe with a in [0, a_max]; the hold's clean rows are untouched."""
+    m = lora_model(pipe)
+    ref = tm.Reference(m.unet, full=False, dtype=torch.float32)
+    batch = collate(PreferencePairs(safe_pairs, SIZE), range(4))  # rows 0, 3 harmful with a safe prompt; 1, 2 clean
+    common = dict(model="x", dataset="x", out="x", anchor_weight=1.0, anchor_steps=2, anchor_clean_weight=1.0)
+    off = anchor_inputs(TrainConfig(**common), m, m.unet, ref, batch, step_generator(0, 0, 0))
+    on = anchor_inputs(TrainConfig(anchor_mix=0.5, **common), m, m.unet, ref, batch, step_generator(0, 0, 0))
+    for a, b in ((on.x, off.x), (on.t, off.t), (on.target, off.target), (on.cond.context[2:], off.cond.context[2:])):
+        torch.testing.assert_close(a, b)
+    harm = m.encode_prompts([batch["caption"][i] for i in (0, 3)]).context
+    safe = m.encode_prompts([batch["safe_caption"][i] for i in (0, 3)]).context
+    for row in range(2):  # the share a that explains the row, and that it explains all of it
+        d = safe[row] - harm[row]
+        a = ((on.cond.context[row] - harm[row]) * d).sum() / d.pow(2).sum()
+        assert 0 < a <= 0.5
+        torch.testing.assert_close(on.cond.context[row], harm[row] + a * d)
+    straight, resumed = _straight_and_resumed(pipe, safe_pairs, tmp_path, anchor_mix=0.3)
+    assert straight["loss"] == resumed["loss"] and straight["anchor"] > 0
+    for bad, match in ((dict(anchor_weight=1.0, anchor_mix=1.0), "in \\[0, 1\\)"), (dict(anchor_mix=0.2), "anchor-weight")):
+        with pytest.raises(ValueError, match=match):
+            TrainConfig(model="m", dataset="d", out="o", **bad)

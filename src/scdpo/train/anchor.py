@@ -28,7 +28,7 @@ from scdpo.models.t2i import Conditioning, T2IModel
 from scdpo.prompts.edits import ARTICLES, differing_spans
 
 __all__ = ["AnchorInputs", "StateBank", "anchor_inputs", "anchor_rows", "build_bank", "clean_rows", "hold_weights",
-           "masked_prompt", "policy_states"]
+           "masked_prompt", "mix_conditioning", "policy_states"]
 
 
 class AnchorInputs(NamedTuple):
@@ -219,7 +219,7 @@ def _states(cfg, model: T2IModel, policy, reference, batch: dict, gen: torch.Gen
             target = reference(model, x, t, model.encode_prompts([*_targets(cfg, harmful, safe), *held])).float()
             if cfg.anchor_keyword_dropout > 0:
                 cond = model.encode_prompts([*_dropped(cfg, harmful, safe, gen), *held])
-            return AnchorInputs(x, t, cond, target, clean=len(held))
+            return AnchorInputs(x, t, _mixed(cfg, model, cond, safe, gen), target, clean=len(held))
     else:
         cond = model.encode_prompts(harmful)
         x0 = winners[torch.as_tensor(rows, device=winners.device)]
@@ -229,7 +229,34 @@ def _states(cfg, model: T2IModel, policy, reference, batch: dict, gen: torch.Gen
     if cfg.anchor_keyword_dropout > 0:  # the policy predicts under the prompt without its harmful words
         cond = model.encode_prompts(_dropped(cfg, harmful, safe, gen))
     target = reference(model, x, t, model.encode_prompts(_targets(cfg, harmful, safe))).float()
-    return AnchorInputs(x, t, cond, target)
+    return AnchorInputs(x, t, _mixed(cfg, model, cond, safe, gen), target)
+
+
+def mix_conditioning(cond: Conditioning, toward: Conditioning, share: torch.Tensor) -> Conditioning:
+    """``(1 - a_i) c_i + a_i c'_i`` for the first ``len(toward)`` rows of ``cond`` (c) and the rows
+    of ``toward`` (c'), ``a_i = share[i]``; the rows after them are kept (docs/method.md, (i)). The
+    text encoder's outputs are mixed token by token (and the pooled embedding, where the family has
+    one), as Ring-A-Bell's concept vectors are differences of whole prompt embeddings."""
+    n = len(toward)
+    w = torch.zeros(len(cond))
+    w[:n] = share
+
+    def mix(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
+        if a is None:
+            return None
+        b = torch.cat([b.to(a.device, a.dtype), a[n:]])
+        return a + w.to(a.device, a.dtype).view(-1, *[1] * (a.dim() - 1)) * (b - a)
+    return Conditioning(mix(cond.context, toward.context), mix(cond.pooled, toward.pooled), cond.add_time_ids)
+
+
+def _mixed(cfg, model: T2IModel, cond: Conditioning, safe: list[str], gen: torch.Generator) -> Conditioning:
+    """With ``anchor_mix`` = a_max: the harmful rows of ``cond`` (the first ``len(safe)``) moved a
+    share a ~ U(0, a_max) towards their safe counterparts' conditioning; else ``cond``. Drawn after
+    the states, so a run's states are the same with and without it."""
+    if cfg.anchor_mix <= 0 or not safe:
+        return cond
+    share = torch.rand(len(safe), generator=gen) * cfg.anchor_mix
+    return mix_conditioning(cond, model.encode_prompts(safe), share)
 
 
 def _dropped(cfg, harmful: list[str], safe: list[str], gen: torch.Generator) -> list[str]:

@@ -87,6 +87,13 @@ class TrainConfig:
             harmful words replaced by this one safe object ("sunflower") instead of the prompt's
             own safe counterpart: one target for every harmful concept, which a held-out word can
             reach without the edit knowing which concept it names. None = the counterpart.
+        anchor_mix: a_max in [0, 1) of the anchor's mixed conditionings (our addition, twentieth round;
+            docs/method.md, "(i) Mixed conditionings"): the policy's prediction on each anchor state
+            reads (1 - a) c_harm + a c_safe, a ~ U(0, a_max) per row, the text encoder's outputs of
+            the harmful prompt and of its safe counterpart mixed, against the same target. The edit
+            then covers the texts between a harmful prompt and the safe words, where held-out words
+            that read like safe words sit (docs/results.md, "Nineteenth round"); the hold keeps the
+            clean prompts themselves. 0 = off.
         anchor_clean_weight: weight q_c of the on-policy hold on clean prompts, q_c * (beta/2) * C
             (our addition, eleventh round; docs/method.md, "(g) The on-policy hold"): the anchor's
             trajectory also runs the micro-batch's clean prompts (in the same batched UNet calls),
@@ -210,6 +217,7 @@ class TrainConfig:
     anchor_bank: int = 64
     anchor_keyword_dropout: float = 0.0
     anchor_target_word: str | None = None
+    anchor_mix: float = 0.0
     anchor_clean_weight: float = 0.0
     anchor_clean_focus: float = 0.0
     anchor_uncond_weight: float = 0.0
@@ -299,6 +307,11 @@ class TrainConfig:
                              f"{self.max_timestep}")
         if not 0 <= self.anchor_keyword_dropout <= 1:
             raise ValueError(f"anchor_keyword_dropout must be in [0, 1], got {self.anchor_keyword_dropout}")
+        if not 0 <= self.anchor_mix < 1:
+            raise ValueError(f"anchor_mix is the largest share of the safe counterpart's text in the anchor's "
+                             f"conditioning, in [0, 1), got {self.anchor_mix}")
+        if self.anchor_mix > 0 and self.anchor_weight <= 0:
+            raise ValueError("anchor_mix mixes the safe anchor's conditionings: it needs --anchor-weight > 0")
         if self.anchor_clean_weight > 0 and (self.anchor_weight <= 0 or self.anchor_states != "policy"
                                              or self.anchor_refresh > 1):
             raise ValueError("anchor_clean_weight rides on the anchor's per-step policy trajectory: it needs "
