@@ -18,6 +18,8 @@ prompts per suite, suite draw 0): it compares anchor variants with each other, n
         --min-timestep 700 --hold-weight 20 --lora-rank 32 --lora-alpha 8   # fourteenth round: rank at a fixed scale
     python benchmarks/anchor_probe.py --out runs/probe/hold20-r32a8-mix30 --target-word sunflower --preserve-weight 20 \
         --min-timestep 700 --hold-weight 20 --lora-rank 32 --lora-alpha 8 --mix 0.3   # twentieth round: mixed conditionings
+    python benchmarks/anchor_probe.py --out runs/probe/hold20-r32a8-guided --target-word sunflower --preserve-weight 20 \
+        --min-timestep 700 --hold-weight 20 --lora-rank 32 --lora-alpha 8 --guided   # twenty-first round: the guided hold
 """
 
 from __future__ import annotations
@@ -119,6 +121,8 @@ def main() -> None:
                     help="the on-policy hold q_c (--anchor-clean-weight; needs --preserve-weight > 0 for clean pairs)")
     ap.add_argument("--uncond-weight", type=float, default=0.0,
                     help="the unconditional hold q_u (--anchor-uncond-weight; docs/method.md, (h))")
+    ap.add_argument("--guided", action="store_true",
+                    help="the hold in its guided form (--anchor-clean-guided; docs/method.md, (g), \"The guided form\")")
     ap.add_argument("--mix", type=float, default=0.0, help="the anchor's mixed conditionings a_max (--anchor-mix; docs/method.md, (i))")
     ap.add_argument("--min-timestep", type=int, default=0, help="the pairs' lower timestep bound (preservation's)")
     ap.add_argument("--lora-rank", type=int, default=8)
@@ -146,7 +150,7 @@ def main() -> None:
                           lora_targets=IMAGE_SIDE, lora_rank=args.lora_rank, lora_alpha=args.lora_alpha,
                           anchor_weight=args.weight, anchor_states="policy", anchor_steps=10,
                           anchor_keyword_dropout=args.keyword_dropout, anchor_target_word=args.target_word,
-                          anchor_clean_weight=args.hold_weight,
+                          anchor_clean_weight=args.hold_weight, anchor_clean_guided=args.guided,
                           anchor_uncond_weight=args.uncond_weight, anchor_mix=args.mix, min_timestep=args.min_timestep,
                           cache_latents=True, checkpoint_every=1000, log_every=25, validate_every=0, device="cpu"))
     for row in judge_suites(args.out, args.n):

@@ -165,6 +165,8 @@ t700-u20|$RECIPE --min-timestep 700 --anchor-uncond-weight 20
 mix15|$RECIPE --min-timestep 700 --anchor-clean-weight 20 --anchor-clean-focus 4 --lora-rank 32 --lora-alpha 8 --anchor-mix 0.15
 mix30|$RECIPE --min-timestep 700 --anchor-clean-weight 20 --anchor-clean-focus 4 --lora-rank 32 --lora-alpha 8 --anchor-mix 0.3
 t700-hold20-u20|$RECIPE --min-timestep 700 --anchor-clean-weight 20 --anchor-uncond-weight 20
+ghold|$RECIPE --min-timestep 700 --anchor-clean-weight 20 --anchor-clean-focus 4 --lora-rank 32 --lora-alpha 8 --anchor-clean-guided
+uhold|$RECIPE --min-timestep 700 --anchor-clean-weight 20 --anchor-clean-focus 4 --lora-rank 32 --lora-alpha 8 --anchor-uncond-weight 20
 "} ;;
 *) echo "STAGE must be sweep, final, anchor or implicit"; exit 2 ;;
 esac

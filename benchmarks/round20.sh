@@ -23,19 +23,24 @@ export R=${R:-$PWD/runs/r20}
 A=t700-hold20f4-r32a8
 if [ "${TINY:-0}" != 1 ] && [ -d "${SEED_FROM-$PWD/.carry/s3/r18-pick}" ]; then export SEED_FROM=${SEED_FROM-$PWD/.carry/s3/r18-pick}; fi
 MIX_SEEDS=${MIX_SEEDS:-0,1,2,3,4,5}
+# ARMS: two runs of emojiworld_round4.sh's final stage, trained with MIX_SEEDS beside the recipe's
+# carried seeds (benchmarks/round21.sh sets its own; tests/test_bench_scripts.py checks the names)
+ARMS=${ARMS:-"mix15 mix30"}
+ONLY="$A:0,1,2$(for a in $ARMS; do printf ' %s:%s' "$a" "$MIX_SEEDS"; done)"
 # grids: the base and seed 0 of each arm, on the report draws only (16 MiB a file)
-STAGE=final DRAW=${REPORT_DRAW:-"12 13"} ONLY="$A:0,1,2 mix15:$MIX_SEEDS mix30:$MIX_SEEDS" DRAW0_RUNS="$A mix15 mix30" \
-    SHIP="mix15 mix30" SHIP_HALF=1 SHIP_CHUNK=4 GRID_SKIP='-s[1-9]-d|-d0/' LIMIT=${LIMIT:-150} PAR=${PAR:-18} \
+STAGE=final DRAW=${REPORT_DRAW:-"12 13"} ONLY="$ONLY" DRAW0_RUNS="$A $ARMS" \
+    SHIP="$ARMS" SHIP_HALF=1 SHIP_CHUNK=4 GRID_SKIP='-s[1-9]-d|-d0/' LIMIT=${LIMIT:-150} PAR=${PAR:-18} \
     DEADLINE=${DEADLINE:-100000} bash "$B/emojiworld_round4.sh" || exit $?
 [ "${TAIL:-1}" = 1 ] || exit 0
 # ---- the tail (round16.sh's): packt adds GLOBS (inside $R) to one file, $OUT/tail.tar.gz
 TAILGLOBS=""
-packt() { TAILGLOBS="$TAILGLOBS $1"; [ -n "${OUT:-}" ] && (cd "$R" && tar czf "$OUT/.tail.tmp" $(ls -d $TAILGLOBS 2>/dev/null)) \
-              && mv "$OUT/.tail.tmp" "$OUT/tail.tar.gz"; }
-PARA=$(for a in $A mix15 mix30; do for s in 0 1 2; do d=$R/lora-$a-s$s; [ -d "$d" ] && echo "$a-s$s=$d"; done; done | tr '\n' ' ')
+# (no $OUT, as in a CPU dry run: nothing to pack, and not a failure of the round)
+packt() { TAILGLOBS="$TAILGLOBS $1"; [ -n "${OUT:-}" ] || return 0
+          (cd "$R" && tar czf "$OUT/.tail.tmp" $(ls -d $TAILGLOBS 2>/dev/null)) && mv "$OUT/.tail.tmp" "$OUT/tail.tar.gz"; }
+PARA=$(for a in $A $ARMS; do for s in 0 1 2; do d=$R/lora-$a-s$s; [ -d "$d" ] && echo "$a-s$s=$d"; done; done | tr '\n' ' ')
 LANES=p PARA="$PARA" R=$R/attacks bash "$B/round9_attacks_cpu.sh" > /dev/null
 python3 "$B/round4_asr.py" "$R/attacks" > "$R/attacks/asr.md"; packt "attacks/asr.* attacks/attack-*/metrics.json attacks/logs"
-for a in ${P4D_ARMS:-mix15 mix30}; do
+for a in ${P4D_ARMS:-$ARMS}; do
     [ -d "$R/lora-$a-s0" ] || continue
     ITERS=300 CHECK_SEEDS=4 SHARDS=${P4D_SHARDS:-5} VICTIMS="$a-s0|--lora=$R/lora-$a-s0" R=$R/p4d-$a \
         bash "$B/round13_p4d.sh" > "$R/logs/p4d-$a.log" 2>&1 &

@@ -17,6 +17,9 @@ and the model card's rates; the draws are independent samples of the suites).
 metric, ``diff ± se`` with the pooled two-sample standard error (scdpo.eval.seeds.difference), and
 the metrics it moves by more than 2 standard errors (the ablation rule of docs/results.md).
 
+With ``--mean-of-draws`` too, ``--against`` adds the differences over the draws at once: each seed's
+mean over the draws, differenced as above (the twenty-first round's rule reads clean alignment there).
+
 ``--line A B``: where each other method lies against the straight line through A and B in (implicit
 harmful rate, clean alignment): the points of alignment above it at the method's implicit harmful
 rate, ± the delta-method standard error (scdpo.eval.seeds.above_line). Near 0: on the same
@@ -28,7 +31,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from scdpo.eval.seeds import above_line, aggregate, difference, fmt, group_runs, held_out_rate
+from scdpo.eval.seeds import above_line, aggregate, difference, fmt, group_runs, held_out_rate, summarize
 
 COLUMNS = [("eval-harmful-explicit", "harmful_rate"), ("eval-harmful-implicit", "harmful_rate"),
            ("eval-harmful-explicit", "safe_object_rate"), ("eval-harmful-implicit", "safe_object_rate"),
@@ -73,6 +76,8 @@ def main() -> None:
             line_table(groups, *args.line, draw)
     if args.mean_of_draws:
         mean_table(groups, draws)
+        if args.against:
+            pooled_against_table(groups, args.against, draws)
 
 
 def mean_table(groups: dict, draws: list[int]) -> None:
@@ -99,6 +104,32 @@ def mean_table(groups: dict, draws: list[int]) -> None:
         print("| " + " | ".join(cells) + " |")
 
 
+def pooled_against_table(groups: dict, against: str, draws: list[int]) -> None:
+    """``--against`` with ``--mean-of-draws``: each method's difference from ``against`` over the
+    draws at once. Each training seed's value is its mean over the draws (the i-th run of every draw
+    is the same seed: the folders sort alike), then the two-sample SE over seeds of
+    scdpo.eval.seeds.difference, as the per-draw tables; the draws' shared prompts cancel in it."""
+    from scdpo.eval.metrics import METRICS, stat
+
+    def per_seed(method, suite, key):
+        runs = [groups[method, d] for d in draws]
+        vals = [[stat(r["suites"][suite], METRICS[key]).value if suite in r["suites"] else None for r in rs] for rs in runs]
+        return None if any(None in v for v in vals) else summarize([sum(x) / len(x) for x in zip(*vals)])
+
+    def seeds(method):
+        return {len(groups.get((method, d), [])) for d in draws}
+
+    if len(seeds(against)) != 1 or 0 in seeds(against):
+        return
+    difference_header(f"{against}, draws {', '.join(map(str, draws))} pooled")
+    for method in sorted({m for m, _ in groups} - {against, "base"}):
+        k = seeds(method)
+        if len(k) != 1 or 0 in k:  # not on every draw, or not the same seeds on each
+            continue
+        print(difference_row(method, k.pop(), lambda suite, key, m=method: (per_seed(against, suite, key),
+                                                                             per_seed(m, suite, key))))
+
+
 def evaluations(roots: list[Path]) -> list[Path]:
     """The evaluation folders of ``roots``, sorted by name; where several roots hold one name (each
     round evaluates the base model again) the first root's counts, so no run counts as two seeds."""
@@ -117,21 +148,38 @@ def ablation_table(groups: dict, against: str, draw: int) -> None:
     error, a star where it exceeds 2 standard errors; then the metrics each method moves."""
     keys = sorted({k for _, k in COLUMNS})
     ref = aggregate(groups[against, draw], keys=keys)
-    print(f"\n#### Against {against} (draw {draw}): difference ± SE; * = more than 2 SE\n")
-    head = ["method", "seeds"] + [f"{s.removeprefix('eval-').replace('harmful-', '')}: {LABELS[k]}" for s, k in COLUMNS]
-    print("| " + " | ".join(head + ["moves"]) + " |\n|" + "---|" * (len(head) + 1))
+    difference_header(f"{against} (draw {draw})")
     for (method, d), runs in sorted(groups.items()):
         if d != draw or method in (against, "base"):
             continue
-        agg, cells, moved = aggregate(runs, keys=keys), [method, str(len(runs))], []
-        for (suite, k), label in zip(COLUMNS, head[2:]):
-            diff = difference((ref.get(suite) or {}).get(k), (agg.get(suite) or {}).get(k))
-            scale = 1 if k == "frechet.fd" else 100
-            cells.append("-" if diff is None else f"{scale * diff['diff']:+.1f} ± {scale * diff['se']:.1f}"
-                         + ("*" if diff["moves"] else ""))
-            if diff is not None and diff["moves"]:
-                moved.append(label)
-        print("| " + " | ".join(cells + [", ".join(moved) or "none"]) + " |")
+        agg = aggregate(runs, keys=keys)
+        print(difference_row(method, len(runs), lambda suite, k: ((ref.get(suite) or {}).get(k),
+                                                                   (agg.get(suite) or {}).get(k))))
+
+
+def column_label(suite: str, key: str) -> str:
+    return f"{suite.removeprefix('eval-').replace('harmful-', '')}: {LABELS[key]}"
+
+
+def difference_header(what: str) -> None:
+    head = ["method", "seeds"] + [column_label(s, k) for s, k in COLUMNS] + ["moves"]
+    print(f"\n#### Against {what}: difference ± SE; * = more than 2 SE\n")
+    print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
+
+
+def difference_row(method: str, seeds: int, pair) -> str:
+    """A row of a difference table: per column, ``pair(suite, key)`` -> (the reference method's
+    per-seed summary, this method's), differenced by scdpo.eval.seeds.difference; then the
+    columns it moves by more than 2 SE."""
+    cells, moved = [method, str(seeds)], []
+    for suite, key in COLUMNS:
+        diff = difference(*pair(suite, key))
+        scale = 1 if key == "frechet.fd" else 100
+        cells.append("-" if diff is None else f"{scale * diff['diff']:+.1f} ± {scale * diff['se']:.1f}"
+                     + ("*" if diff["moves"] else ""))
+        if diff is not None and diff["moves"]:
+            moved.append(column_label(suite, key))
+    return "| " + " | ".join(cells + [", ".join(moved) or "none"]) + " |"
 
 
 def line_table(groups: dict, a: str, b: str, draw: int) -> None:

@@ -15,7 +15,7 @@ from scdpo.models import testing
 from scdpo.models.sampling import make_scheduler
 from scdpo.models.t2i import T2IModel
 from scdpo.train import model as tm
-from scdpo.train.anchor import StateBank, anchor_inputs, anchor_rows, policy_states
+from scdpo.train.anchor import AnchorInputs, StateBank, anchor_inputs, anchor_rows, anchor_terms, policy_states
 from scdpo.train.config import LORA_TARGETS, TrainConfig
 from scdpo.train.data import PreferencePairs
 from scdpo.train.step import pair_errors, pair_latents, step_generator
@@ -250,10 +250,10 @@ def test_the_on_policy_hold_rides_on_the_anchor_trajectory(pipe, safe_pairs, tmp
             TrainConfig(model="m", dataset="d", out="o", anchor_weight=1.0, anchor_clean_weight=1.0, **harmful_only)
 
 
-def _term_after_training(pipe, safe_pairs, weight: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _term_after_training(pipe, safe_pairs, weight: str, **extra) -> tuple[torch.Tensor, torch.Tensor]:
     """A LoRA pushed off the reference, then 20 gradient steps on one anchor-side term alone
-    (``weight``: anchor_clean_weight, the hold's rows, or anchor_uncond_weight, the empty prompt's):
-    the term's mean on fresh trajectory states before and after."""
+    (``weight``: anchor_clean_weight, the hold's rows, or anchor_uncond_weight, the empty prompt's;
+    ``extra``: more TrainConfig fields): the term's mean on fresh trajectory states before and after."""
     m = lora_model(pipe)
     ref = tm.Reference(m.unet, full=False, dtype=torch.float32)
     with torch.no_grad():  # push the LoRA off the reference
@@ -262,15 +262,15 @@ def _term_after_training(pipe, safe_pairs, weight: str) -> tuple[torch.Tensor, t
                 p.add_(0.05 * torch.randn_like(p))
     batch = collate(PreferencePairs(safe_pairs, SIZE), range(4))
     cfg = TrainConfig(model="x", dataset="x", out="x", anchor_weight=1.0, anchor_states="policy", anchor_steps=2,
-                      **{weight: 1.0})
+                      **{weight: 1.0}, **extra)
     opt = torch.optim.AdamW([p for p in m.unet.parameters() if p.requires_grad], lr=1e-2)
 
     def term(i):
         gen = step_generator(0, i, 0)
         inputs = anchor_inputs(cfg, m, m.unet, ref, batch, gen)
         errors = pair_errors(m, m.unet, ref, batch, gen, extra=inputs[:3])
-        per_row = (errors.extra - inputs.target).pow(2).mean(dim=(1, 2, 3))
-        return per_row[-inputs.uncond:] if inputs.uncond else per_row[-inputs.clean:]
+        terms = anchor_terms(errors.extra, inputs, cfg.anchor_guidance if cfg.anchor_clean_guided else None)
+        return terms.uncond if weight == "anchor_uncond_weight" else terms.hold
 
     with torch.no_grad():
         before = torch.stack([term(100 + i).mean() for i in range(4)]).mean()
@@ -290,17 +290,23 @@ def test_the_hold_pulls_the_policy_back_on_its_own_clean_states(pipe, safe_pairs
     assert after < 0.5 * before, (before, after)
 
 
-def test_the_unconditional_hold_adds_every_state_under_the_empty_prompt(pipe, safe_pairs, tmp_path):
-    """anchor_uncond_weight (docs/method.md, (h)): after the anchor's (and the hold's) rows come the
-    same states again under the empty prompt, with the reference's unconditional prediction as the
-    target; the rows before them are unchanged, and a run logs the term and resumes exactly."""
+def _hold_inputs(pipe, safe_pairs, **extra):
+    """(model, reference, the hold's anchor inputs, the same with ``extra`` TrainConfig fields) on
+    one batch and one generator seed."""
     m = lora_model(pipe)
     ref = tm.Reference(m.unet, full=False, dtype=torch.float32)
     batch = collate(PreferencePairs(safe_pairs, SIZE), range(4))
     base = dict(model="x", dataset="x", out="x", anchor_weight=1.0, anchor_states="policy", anchor_steps=2,
                 anchor_clean_weight=2.0)
     held = anchor_inputs(TrainConfig(**base), m, m.unet, ref, batch, step_generator(0, 0, 0))
-    both = anchor_inputs(TrainConfig(**base, anchor_uncond_weight=3.0), m, m.unet, ref, batch, step_generator(0, 0, 0))
+    return m, ref, held, anchor_inputs(TrainConfig(**base, **extra), m, m.unet, ref, batch, step_generator(0, 0, 0))
+
+
+def test_the_unconditional_hold_adds_every_state_under_the_empty_prompt(pipe, safe_pairs, tmp_path):
+    """anchor_uncond_weight (docs/method.md, (h)): after the anchor's (and the hold's) rows come the
+    same states again under the empty prompt, with the reference's unconditional prediction as the
+    target; the rows before them are unchanged, and a run logs the term and resumes exactly."""
+    m, ref, held, both = _hold_inputs(pipe, safe_pairs, anchor_uncond_weight=3.0)
     n = len(held.x)
     assert (both.clean, both.uncond, len(both.x), len(both.cond)) == (2, n, 2 * n, 2 * n)
     torch.testing.assert_close(both.x[:n], held.x), torch.testing.assert_close(both.target[:n], held.target)
@@ -318,6 +324,62 @@ def test_the_unconditional_hold_shrinks_the_prompt_blind_change(pipe, safe_pairs
     """Gradient steps on the unconditional hold alone shrink the LoRA's change of the empty prompt's
     prediction on fresh anchor states, after the LoRA was pushed off (the term does what it says)."""
     before, after = _term_after_training(pipe, safe_pairs, "anchor_uncond_weight")
+    assert after < 0.5 * before, (before, after)
+
+
+def test_the_guided_hold_adds_the_hold_states_under_the_empty_prompt(pipe, safe_pairs, tmp_path):
+    """anchor_clean_guided (docs/method.md, (g), "The guided form"): the clean states come once more
+    under the empty prompt, with the reference's unconditional prediction as the target (every state
+    with anchor_uncond_weight, as (h) needs); the rows before them are unchanged; a run logs the hold,
+    adds no U term, and resumes exactly."""
+    m, ref, held, guided = _hold_inputs(pipe, safe_pairs, anchor_clean_guided=True)
+    n = len(held.x)
+    assert (guided.clean, guided.uncond, len(guided.x), len(guided.cond)) == (2, 2, n + 2, n + 2)
+    torch.testing.assert_close(guided.x[:n], held.x), torch.testing.assert_close(guided.target[:n], held.target)
+    torch.testing.assert_close(guided.x[n:], held.x[n - 2:])
+    torch.testing.assert_close(guided.target[n:], ref(m, held.x[n - 2:], held.t[n - 2:], m.unconditional(2)).float())
+    both = _hold_inputs(pipe, safe_pairs, anchor_clean_guided=True, anchor_uncond_weight=1.0)[3]
+    assert both.uncond == n and len(both.x) == 2 * n
+    straight, resumed = _straight_and_resumed(pipe, safe_pairs, tmp_path, anchor_clean_weight=1.0,
+                                              anchor_clean_guided=True)
+    assert straight["loss"] == resumed["loss"] and straight["hold"] > 0 and "uncond" not in straight
+    with pytest.raises(ValueError, match="anchor_clean_guided is a form of the on-policy hold"):
+        TrainConfig(model="m", dataset="d", out="o", anchor_weight=1.0, anchor_clean_guided=True)
+
+
+def test_the_guided_hold_is_the_change_of_what_guidance_draws():
+    """C_g = || w dc - (w - 1) du ||^2 / w^2 per clean state: the squared change of the guided
+    prediction eps_u + w (eps_c - eps_u) over w^2; C when du = 0; 0 when the two changes cancel
+    under guidance although each is large. A and U are the same rows as without the guided form."""
+    g = torch.Generator().manual_seed(0)
+    shape, w = (1, 4, 2, 2), 5.0
+    # rows: 1 anchor, 2 clean, then the 2 clean states under the empty prompt
+    target = torch.randn((5, *shape[1:]), generator=g)
+    dc, du = torch.randn((2, *shape[1:]), generator=g), torch.randn((2, *shape[1:]), generator=g)
+    pred = target.clone()
+    pred[0] += 1.0
+    pred[1:3] += dc
+    pred[3:] += du
+    inputs = AnchorInputs(x=torch.zeros(5, *shape[1:]), t=torch.zeros(5), cond=None, target=target, clean=2, uncond=2)
+    plain, guided = anchor_terms(pred, inputs), anchor_terms(pred, inputs, guided=w)
+    guide = lambda c, u: u + w * (c - u)  # noqa: E731
+    want = (guide(pred[1:3], pred[3:]) - guide(target[1:3], target[3:])).pow(2).mean(dim=(1, 2, 3)) / w ** 2
+    torch.testing.assert_close(guided.hold, want)
+    torch.testing.assert_close(plain.hold, dc.pow(2).mean(dim=(1, 2, 3)))
+    for t in (plain, guided):
+        torch.testing.assert_close(t.anchor, torch.ones(1)), torch.testing.assert_close(t.uncond, du.pow(2).mean(dim=(1, 2, 3)))
+    pred[3:] = target[3:]  # du = 0: the guided hold is the plain one
+    torch.testing.assert_close(anchor_terms(pred, inputs, guided=w).hold, plain.hold)
+    pred[3:] = target[3:] + w / (w - 1) * dc  # w dc = (w - 1) du: guidance draws what the reference draws
+    assert anchor_terms(pred, inputs, guided=w).hold.max() < 1e-10 < anchor_terms(pred, inputs).hold.min()
+    with pytest.raises(ValueError, match="empty prompt"):
+        anchor_terms(pred[:3], inputs._replace(target=target[:3], uncond=0), guided=w)
+
+
+def test_the_guided_hold_pulls_the_guided_prediction_back(pipe, safe_pairs):
+    """Gradient steps on the guided hold alone shrink the change of the guided prediction on fresh
+    clean trajectory states, after the LoRA was pushed off (the term does what it says)."""
+    before, after = _term_after_training(pipe, safe_pairs, "anchor_clean_weight", anchor_clean_guided=True)
     assert after < 0.5 * before, (before, after)
 
 

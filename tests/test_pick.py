@@ -175,3 +175,24 @@ def test_mean_of_draws_averages_each_draw_and_adds_their_errors(tmp_path, monkey
     assert row[8] == f"93.0 ± {100 * (2 * 0.01 ** 2) ** 0.5 / 2:.1f}"  # benign retention: (90 + 96) / 2, SE 1 each
     assert row[9] == "93.0"  # alignment without a standard error: the mean alone
     assert "| other |" not in out
+
+
+def test_mean_of_draws_against_differences_each_seeds_mean_over_the_draws(tmp_path, monkeypatch, capsys):
+    """--against with --mean-of-draws: per seed the mean over the draws, then the two-sample SE over
+    seeds; a method missing a draw gets no row."""
+    import sys
+
+    tables = load_script("round4_tables")
+    for d, shift in ((1, 0.0), (2, 0.02)):
+        _run(tmp_path / f"eval-base-d{d}", "base", harm=(0.96, 0.96), safe=(0.0, 0.0))
+        for s in (0, 1, 2):
+            _run(tmp_path / f"eval-ref-s{s}-d{d}", "ref", alignment=0.90 + 0.01 * s + shift)
+            _run(tmp_path / f"eval-new-s{s}-d{d}", "new", alignment=0.95 + 0.01 * s + shift)
+    _run(tmp_path / "eval-once-s0-d1", "once")
+    monkeypatch.setattr(sys, "argv", ["round4_tables.py", str(tmp_path), "--draw", "1", "2", "--mean-of-draws",
+                                      "--against", "ref"])
+    tables.main()
+    out = capsys.readouterr().out.split("draws 1, 2 pooled")[1]
+    row = next(line for line in out.splitlines() if line.startswith("| new | 3 |"))
+    assert "+5.0 ± 0.8*" in row and "clean: alignment" in row  # sd 1 point over 3 seeds each: se sqrt(2 / 3)
+    assert "| once |" not in out

@@ -27,7 +27,7 @@ import torch
 from scdpo.models.t2i import Conditioning, T2IModel
 from scdpo.prompts.edits import ARTICLES, differing_spans
 
-__all__ = ["AnchorInputs", "StateBank", "anchor_inputs", "anchor_rows", "build_bank", "clean_rows", "hold_weights",
+__all__ = ["AnchorInputs", "AnchorTerms", "StateBank", "anchor_inputs", "anchor_terms", "anchor_rows", "build_bank", "clean_rows", "hold_weights",
            "masked_prompt", "mix_conditioning", "policy_states"]
 
 
@@ -36,15 +36,26 @@ class AnchorInputs(NamedTuple):
     policy predicts under, and the reference's prediction under the safe prompts (the target).
     With ``anchor_clean_weight``, the ``clean`` rows before those of ``uncond`` are the on-policy
     hold's: clean prompts' states, the policy conditioned on the clean prompt, the reference's
-    prediction under it. With ``anchor_uncond_weight``, the last ``uncond`` rows are every state
-    above again, under the empty prompt, with the reference's unconditional prediction as target."""
+    prediction under it. The last ``uncond`` rows are the last ``uncond`` states above again, under
+    the empty prompt, with the reference's unconditional prediction as target: every state with
+    ``anchor_uncond_weight``, else the hold's states with ``anchor_clean_guided``."""
 
     x: torch.Tensor
     t: torch.Tensor
     cond: Conditioning
     target: torch.Tensor
     clean: int = 0
-    uncond: int = 0  # with anchor_uncond_weight: the last rows, every state again under the empty prompt
+    uncond: int = 0  # the last rows: the last `uncond` states again, under the empty prompt
+
+
+class AnchorTerms(NamedTuple):
+    """Per row, the anchor-side terms of docs/method.md (f)-(h): ``anchor`` A on the harmful
+    prompts' states, ``hold`` C on the clean prompts' (in its guided form with
+    ``anchor_clean_guided``), ``uncond`` U on the empty prompt's rows."""
+
+    anchor: torch.Tensor
+    hold: torch.Tensor
+    uncond: torch.Tensor
 
 
 NEUTRAL_WORD = "thing"
@@ -183,12 +194,37 @@ def anchor_inputs(cfg, model: T2IModel, policy, reference, batch: dict, gen: tor
     unconditional hold's rows after them (docs/method.md, (h)): every state again, under the empty
     prompt, with the reference's unconditional prediction as target."""
     a = _states(cfg, model, policy, reference, batch, gen, winners, bank, predict)
-    if a is None or cfg.anchor_uncond_weight <= 0:
+    # the empty prompt's rows: every state for (h), the hold's states alone for the guided hold
+    n = 0 if a is None else len(a.x) if cfg.anchor_uncond_weight > 0 else a.clean if cfg.anchor_clean_guided else 0
+    if n == 0:
         return a
-    empty = model.unconditional(len(a.x))
-    target = reference(model, a.x, a.t, empty).float()
-    return AnchorInputs(torch.cat([a.x, a.x]), torch.cat([a.t, a.t]), Conditioning.cat([a.cond, empty]),
-                        torch.cat([a.target, target]), a.clean, uncond=len(a.x))
+    x, t, empty = a.x[len(a.x) - n:], a.t[len(a.x) - n:], model.unconditional(n)
+    target = reference(model, x, t, empty).float()
+    return AnchorInputs(torch.cat([a.x, x]), torch.cat([a.t, t]), Conditioning.cat([a.cond, empty]),
+                        torch.cat([a.target, target]), a.clean, uncond=n)
+
+
+def anchor_terms(pred: torch.Tensor, inputs: AnchorInputs, guided: float | None = None) -> AnchorTerms:
+    """The per-row terms from the policy's predictions ``pred`` on ``inputs``' rows. Each is a mean
+    over latent elements of a squared difference from the target: A and U as docs/method.md (f) and
+    (h) write them, C as (g) does, or with ``guided`` = w (``anchor_clean_guided``; (g), "The
+    guided form") on what guidance at w draws,
+
+    ``C_g = || w dc - (w - 1) du ||^2 / w^2``,  ``dc = eps_theta(c) - eps_ref(c)``, ``du = eps_theta("") - eps_ref("")``,
+
+    on each clean state (its own row and its row under the empty prompt); the division by w^2 makes
+    C_g = C where du = 0, so the weight q_c keeps its scale."""
+    diff = pred - inputs.target
+    per_row = diff.pow(2).mean(dim=(1, 2, 3))
+    body = len(pred) - inputs.uncond
+    a, c, u = per_row[:body - inputs.clean], per_row[body - inputs.clean:body], per_row[body:]
+    if guided is not None and inputs.clean:
+        if inputs.uncond < inputs.clean:
+            raise ValueError("the guided hold needs the hold's states under the empty prompt: build the inputs "
+                             "with anchor_clean_guided")
+        dc, du = diff[body - inputs.clean:body], diff[len(pred) - inputs.clean:]
+        c = (dc - (guided - 1) / guided * du).pow(2).mean(dim=(1, 2, 3))
+    return AnchorTerms(a, c, u)
 
 
 def _states(cfg, model: T2IModel, policy, reference, batch: dict, gen: torch.Generator,

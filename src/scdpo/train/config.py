@@ -111,6 +111,15 @@ class TrainConfig:
             hold's dose stays the same on average and moves to the requests the base draws only narrowly,
             the ones the LoRA's change tips over (docs/results.md, "Sixteenth round"). Needs
             anchor_clean_weight > 0 and the reward columns. 0 = every clean prompt alike.
+        anchor_clean_guided: the on-policy hold in its guided form (our addition, twenty-first round;
+            docs/method.md, "(g) The on-policy hold", "The guided form"): C is measured on what
+            classifier-free guidance draws, || w dc - (w - 1) du ||^2 / w^2 with dc and du the LoRA's
+            change of the clean prompt's and of the empty prompt's prediction on the hold's states and
+            w = anchor_guidance, instead of || dc ||^2. On clean prompts du is 1.1-2.2 times dc
+            (docs/results.md, "Thirteenth round"), so holding dc alone leaves most of what the sampler
+            draws free. Adds the hold's states once more under the empty prompt (every anchor state
+            when anchor_uncond_weight > 0, which needs them too). Needs anchor_clean_weight > 0.
+            False = the hold on dc (the shipped recipe's).
         anchor_uncond_weight: weight q_u of the unconditional hold, q_u * (beta/2) * U (our addition,
             thirteenth round; docs/method.md, "(h) The unconditional hold"): on every anchor state
             (the harmful prompts' and, with anchor_clean_weight, the clean prompts'), U is the mean
@@ -220,6 +229,7 @@ class TrainConfig:
     anchor_mix: float = 0.0
     anchor_clean_weight: float = 0.0
     anchor_clean_focus: float = 0.0
+    anchor_clean_guided: bool = False
     anchor_uncond_weight: float = 0.0
     kinds: list[str] | None = None
     full: bool = False
@@ -319,6 +329,8 @@ class TrainConfig:
         if self.anchor_clean_focus > 0 and self.anchor_clean_weight <= 0:
             raise ValueError("anchor_clean_focus weights the on-policy hold's clean prompts: it needs "
                              "--anchor-clean-weight > 0")
+        if self.anchor_clean_guided and self.anchor_clean_weight <= 0:
+            raise ValueError("anchor_clean_guided is a form of the on-policy hold: it needs --anchor-clean-weight > 0")
         if self.anchor_uncond_weight > 0 and self.anchor_weight <= 0:
             raise ValueError("anchor_uncond_weight holds the empty prompt on the anchor's states: it needs "
                              "--anchor-weight > 0")

@@ -27,7 +27,7 @@ from scdpo.train.config import TrainConfig
 from scdpo.train.data import PreferencePairs, StreamSampler
 from scdpo.train.fingerprint import fingerprint, settings
 from scdpo.train.losses import LossState, dpo_logit, dual_ascent, get_loss, update_state
-from scdpo.train.anchor import anchor_inputs, build_bank, clean_rows, hold_weights
+from scdpo.train.anchor import anchor_inputs, anchor_terms, build_bank, clean_rows, hold_weights
 from scdpo.train.step import batch_info, pair_errors, pair_latents, step_generator
 from scdpo.utils.io import atomic_write_text
 
@@ -199,17 +199,18 @@ def _accumulate(cfg, acc, model, policy, reference, loader, loss_fn, state, prog
             loss_vec, stats = loss_fn(*errors.errors, info, cfg, state)
             loss = loss_vec.mean()
             if cfg.anchor_weight > 0:  # docs/method.md, (f)-(h): (beta/2) (q sum(A) + q_c sum(C) + q_u sum(U)) / B
-                a = torch.zeros(1, device=loss.device) if anchor is None else \
-                    (errors.extra - anchor.target).pow(2).mean(dim=(1, 2, 3))
-                n_hold, n_u = (0, 0) if anchor is None else (anchor.clean, anchor.uncond)
-                a, u = a[:len(a) - n_u], a[len(a) - n_u:]
-                a, c = a[:len(a) - n_hold], a[len(a) - n_hold:]
+                if anchor is None:
+                    a, c, u = torch.zeros(1, device=loss.device), loss.new_zeros(0), loss.new_zeros(0)
+                else:
+                    a, c, u = anchor_terms(errors.extra, anchor,
+                                           cfg.anchor_guidance if cfg.anchor_clean_guided else None)
+                n_hold, n_u = len(c), len(u)
                 # the anchor's expression as it was before (g), so runs without the hold round alike
                 loss = loss + cfg.anchor_weight * 0.5 * cfg.beta * a.sum() / len(batch["caption"])
                 if n_hold:  # each clean prompt at its hold weight (1 unless anchor_clean_focus)
                     w = torch.as_tensor(batch["hold_weight"])[clean_rows(batch)].to(c.device, c.dtype)
                     loss = loss + cfg.anchor_clean_weight * 0.5 * cfg.beta * (c * w).sum() / len(batch["caption"])
-                if n_u:
+                if n_u and cfg.anchor_uncond_weight > 0:
                     loss = loss + cfg.anchor_uncond_weight * 0.5 * cfg.beta * u.sum() / len(batch["caption"])
                 stats["anchor"] = a.mean() if len(a) else a.new_zeros(())
                 if cfg.anchor_clean_weight > 0:
