@@ -27,8 +27,8 @@ import torch
 from scdpo.models.t2i import Conditioning, T2IModel
 from scdpo.prompts.edits import ARTICLES, differing_spans
 
-__all__ = ["AnchorInputs", "AnchorTerms", "StateBank", "anchor_inputs", "anchor_terms", "anchor_rows", "build_bank", "clean_rows", "hold_weights",
-           "masked_prompt", "mix_conditioning", "policy_states"]
+__all__ = ["AnchorInputs", "AnchorTerms", "StateBank", "anchor_inputs", "anchor_rows", "anchor_terms", "build_bank",
+           "clean_rows", "hold_weights", "masked_prompt", "mix_conditioning", "policy_states"]
 
 
 class AnchorInputs(NamedTuple):
@@ -190,9 +190,10 @@ class StateBank:
 def anchor_inputs(cfg, model: T2IModel, policy, reference, batch: dict, gen: torch.Generator,
                   winners: torch.Tensor | None = None, bank: StateBank | None = None,
                   predict=None) -> AnchorInputs | None:
-    """The anchor's inputs for ``batch`` (:func:`_states`), and with ``anchor_uncond_weight`` the
-    unconditional hold's rows after them (docs/method.md, (h)): every state again, under the empty
-    prompt, with the reference's unconditional prediction as target."""
+    """The anchor's inputs for ``batch`` (:func:`_states`), then the empty prompt's rows after them,
+    with the reference's unconditional prediction as target: every state again with
+    ``anchor_uncond_weight`` (docs/method.md, (h)), else the hold's states with
+    ``anchor_clean_guided`` ((g), "The guided form")."""
     a = _states(cfg, model, policy, reference, batch, gen, winners, bank, predict)
     # the empty prompt's rows: every state for (h), the hold's states alone for the guided hold
     n = 0 if a is None else len(a.x) if cfg.anchor_uncond_weight > 0 else a.clean if cfg.anchor_clean_guided else 0
