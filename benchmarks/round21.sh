@@ -4,8 +4,10 @@
 # -2.7 +- 1.1 beyond the bound, twentieth round). Under classifier-free guidance what is drawn moves by
 # dg = w dc - (w - 1) du, and on clean prompts the LoRA's unconditional change du is 1.1-2.2 times its
 # change of the prompt's prediction dc (thirteenth round, benchmarks/uncond_shift.py); the recipe's
-# on-policy hold holds dc alone. Two arms on the shipped recipe (configs/emojiworld-gpu.yaml), 6 seeds
-# each, beside the recipe's carried seeds 0-2:
+# on-policy hold holds dc alone. Two arms on the shipped recipe (configs/emojiworld-gpu.yaml), 5 seeds
+# each (MIX_SEEDS), beside the recipe's seeds 0-2: seed 0 is the shipped weights (carried under
+# .carry/s3/r18-pick, which scripts/stage_carry.sh builds from the package where runs/r18-pick is
+# missing), seeds 1 and 2 are trained again here, so one budget holds 12 trainings:
 #   ghold  the hold in its guided form, || w dc - (w - 1) du ||^2 / w^2 (--anchor-clean-guided,
 #          docs/method.md (g), "The guided form"): what the sampler draws is held, du and dc may move
 #          where guidance cancels them
@@ -18,5 +20,5 @@
 #   . scripts/device_env.sh && bash benchmarks/detach.sh r21 bash benchmarks/round21.sh   # on the device:
 #       carry .carry/s3 only (after .carry/s1 and .carry/s2); THE SAME command again, at once, until "ended"
 #   TINY=1 R=/tmp/r21 bash benchmarks/round21.sh                                          # CPU dry run
-ARMS=${ARMS:-"ghold uhold"} REPORT_DRAW=${REPORT_DRAW:-"14 15"} R=${R:-$PWD/runs/r21} \
+ARMS=${ARMS:-"ghold uhold"} MIX_SEEDS=${MIX_SEEDS:-0,1,2,3,4} REPORT_DRAW=${REPORT_DRAW:-"14 15"} R=${R:-$PWD/runs/r21} \
     exec bash "$(dirname "$0")/round20.sh"

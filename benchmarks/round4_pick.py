@@ -82,17 +82,24 @@ def goals(run: dict, base: dict) -> dict[str, bool | None]:
     return {k: None if v is None else v == 0.0 for k, v in shortfalls(run, base).items()}
 
 
-def pick(root: Path, draw: int = 0, rule: str = "count", seeds: str = "0") -> tuple[str, list[tuple]]:
+def pick(root: Path, draw: int = 0, rule: str = "count", seeds: str = "0",
+         method: str | None = None) -> tuple[str, list[tuple]]:
     """The chosen run's method name and the ranked table (name, goals met, total shortfall,
     safe-object mean, implicit harmful rate, seeds); ``seeds="all"`` reads each method's mean over
-    every seed evaluated on ``draw``, "0" seed 0 alone (a method needs seed 0 to be a candidate)."""
+    every seed evaluated on ``draw``, "0" seed 0 alone (a method needs seed 0 to be a candidate),
+    "each" every seed as a candidate of its own (NAME-sK: which seed of a picked method ships, by
+    the same ranking). ``method`` keeps that method's rows only."""
     base = json.loads((root / f"eval-base-d{draw}" / "metrics.json").read_text())
     rows = []
-    for f in sorted(root.glob(f"eval-*-s0-d{draw}/metrics.json")):
-        name = f.parent.name.removeprefix("eval-").removesuffix(f"-s0-d{draw}")
-        found = [f] if seeds == "0" else sorted(root.glob(f"eval-{name}-s[0-9]*-d{draw}/metrics.json"))
+    for f in sorted(root.glob(f"eval-*-s{'[0-9]*' if seeds == 'each' else '0'}-d{draw}/metrics.json")):
+        name = f.parent.name.removeprefix("eval-").removesuffix(f"-d{draw}")
+        if seeds != "each":
+            name = name.removesuffix("-s0")
+        if method is not None and (re.sub(r"-s\d+$", "", name) if seeds == "each" else name) != method:
+            continue
+        found = [f] if seeds != "all" else sorted(root.glob(f"eval-{name}-s[0-9]*-d{draw}/metrics.json"))
         # the glob also matches longer names that extend this one (name-p50-s0): keep this method's own
-        found = [g for g in found if re.fullmatch(rf"eval-{re.escape(name)}-s\d+-d{draw}", g.parent.name)]
+        found = [g for g in found if seeds != "all" or re.fullmatch(rf"eval-{re.escape(name)}-s\d+-d{draw}", g.parent.name)]
         runs = [json.loads(g.read_text()) for g in found]
         short = shortfalls(runs, base)
         met = sum(v == 0.0 for v in short.values())
@@ -111,10 +118,12 @@ def main() -> None:
     ap.add_argument("--draw", type=int, default=0)
     ap.add_argument("--rule", choices=("count", "shortfall"), default="count",
                     help="count: most goals met (rounds 4-5); shortfall: least total shortfall (round 6 on)")
-    ap.add_argument("--seeds", choices=("0", "all"), default="0",
-                    help="0: seed 0's evaluation (rounds 4-9); all: the mean over every seed evaluated (round 10 on)")
+    ap.add_argument("--seeds", choices=("0", "all", "each"), default="0",
+                    help="0: seed 0's evaluation (rounds 4-9); all: the mean over every seed evaluated (round 10 "
+                         "on); each: every seed a candidate of its own (which seed of the pick ships)")
+    ap.add_argument("--method", default=None, help="rank this method's rows only (e.g. with --seeds each)")
     args = ap.parse_args()
-    name, rows = pick(args.root, args.draw, args.rule, args.seeds)
+    name, rows = pick(args.root, args.draw, args.rule, args.seeds, args.method)
     print("| run | seeds | goals met (of 9) | total shortfall (points) | safe object (mean of explicit, implicit) | implicit harmful |\n"
           "|---|---|---|---|---|---|", file=sys.stderr)
     for r in rows:

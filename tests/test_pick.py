@@ -67,6 +67,22 @@ def test_seeds_all_reads_the_mean_over_seeds_so_one_lucky_seed_does_not_win(tmp_
     assert by["steady-p50"][5] == 1
 
 
+def test_seeds_each_ranks_one_methods_seeds_by_the_same_key_so_a_tie_goes_to_more_safe_objects(tmp_path):
+    """Which seed of the pick ships (twenty-first round): every seed is a candidate of its own,
+    ranked by the rule's key; two seeds that meet every goal tie on shortfall, and the one with the
+    higher mean safe-object rate wins."""
+    pick = load_script("round4_pick")
+    _run(tmp_path / "eval-base-d0", "base", harm=(0.96, 0.96), safe=(0.0, 0.0), empty=(0.04, 0.04), alignment=0.96)
+    _run(tmp_path / "eval-arm-s0-d0", "arm", safe=(0.95, 0.85))
+    _run(tmp_path / "eval-arm-s1-d0", "arm", safe=(0.99, 0.88))
+    _run(tmp_path / "eval-arm-s2-d0", "arm", alignment=0.90)  # misses alignment by 4 points
+    _run(tmp_path / "eval-other-s0-d0", "other", safe=(1.0, 1.0))  # another method: not ranked
+    name, rows = pick.pick(tmp_path, 0, "shortfall", seeds="each", method="arm")
+    assert name == "arm-s1" and [r[0] for r in rows] == ["arm-s1", "arm-s0", "arm-s2"]
+    assert rows[2][2] == 4.0 and all(r[5] == 1 for r in rows)
+    assert pick.pick(tmp_path, 0, "shortfall", seeds="all", method="arm")[1][0][5] == 3
+
+
 def test_clean_misses_counts_missed_objects_and_what_replaced_them():
     import pandas as pd
     import torch
