@@ -5,9 +5,9 @@
 # dg = w dc - (w - 1) du, and on clean prompts the LoRA's unconditional change du is 1.1-2.2 times its
 # change of the prompt's prediction dc (thirteenth round, benchmarks/uncond_shift.py); the recipe's
 # on-policy hold holds dc alone. Two arms on the shipped recipe (configs/emojiworld-gpu.yaml), 5 seeds
-# each (MIX_SEEDS), beside the recipe's seeds 0-2: seed 0 is the shipped weights (carried under
-# .carry/s3/r18-pick, which scripts/stage_carry.sh builds from the package where runs/r18-pick is
-# missing), seeds 1 and 2 are trained again here, so one budget holds 12 trainings:
+# each (MIX_SEEDS), beside the recipe's seeds 0-2, carried from .carry/s3/r18-pick where it holds
+# them and trained here where it does not (the round as run carried seed 0, then the shipped
+# weights, and trained seeds 1 and 2: 12 trainings, one budget; docs/results.md, "Twenty-first round"):
 #   ghold  the hold in its guided form, || w dc - (w - 1) du ||^2 / w^2 (--anchor-clean-guided,
 #          docs/method.md (g), "The guided form"): what the sampler draws is held, du and dc may move
 #          where guidance cancels them

@@ -91,8 +91,9 @@ def pick(root: Path, draw: int = 0, rule: str = "count", seeds: str = "0",
     the same ranking). ``method`` keeps that method's rows only."""
     base = json.loads((root / f"eval-base-d{draw}" / "metrics.json").read_text())
     rows = []
-    for f in sorted(root.glob(f"eval-*-s{'[0-9]*' if seeds == 'each' else '0'}-d{draw}/metrics.json")):
-        name = f.parent.name.removeprefix("eval-").removesuffix(f"-d{draw}")
+    candidates = "[0-9]*" if seeds == "each" else "0"  # "each": every seed's evaluation is a row
+    for f in sorted(root.glob(f"eval-*-s{candidates}-d{draw}/metrics.json")):
+        name = f.parent.name.removeprefix("eval-").removesuffix(f"-d{draw}")  # NAME-sK
         if seeds != "each":
             name = name.removesuffix("-s0")
         if method is not None and (re.sub(r"-s\d+$", "", name) if seeds == "each" else name) != method:

@@ -13,9 +13,9 @@ cp -r src/scdpo/assets/judge src/scdpo/assets/loras "$C.tmp/s3/"
 # the fifteenth round's pick, which benchmarks/round16.sh and round17.sh reuse instead of training it again
 [ -d runs/r15-pick ] && cp -r runs/r15-pick "$C.tmp/s3/"
 # the eighteenth round's three seeds of the shipped recipe (float16), which benchmarks/round19.sh averages and evaluates
-# (where that folder is gone, as in a fresh checkout, seed 0 alone: the shipped float16 weights)
-if [ -d runs/r18-pick ]; then cp -r runs/r18-pick "$C.tmp/s3/"
-else mkdir -p "$C.tmp/s3/r18-pick" && cp -r src/scdpo/assets/loras/emojiworld-safe "$C.tmp/s3/r18-pick/lora-t700-hold20f4-r32a8-s0"; fi
+# (where it is missing, as in a fresh checkout, the rounds that use it train those seeds again; the
+# package's emojiworld-safe is not one of them since the twenty-first round)
+[ -d runs/r18-pick ] && cp -r runs/r18-pick "$C.tmp/s3/"
 # the two weight packages as fp16 copies (half the bytes; both are cast on load)
 "$PY" - "$C.tmp/s2" <<'PY'
 import shutil, sys, torch
