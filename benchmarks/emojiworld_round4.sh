@@ -118,6 +118,7 @@ final) DRAWS=${DRAW:-1}; SHIP=${SHIP:-all}
     case " $RECIPE " in *" --min-timestep 0 "*) TIMESTEP_ABLATION="timestep700|$RECIPE --min-timestep 700";;
                         *) TIMESTEP_ABLATION="no-timestep|$RECIPE --min-timestep 0";; esac
     # Diffusion-DPO and SafetyDPO with the same extras (winner term, preservation, timesteps, layers):
+    # (safetydpo-uhold: the shipped recipe's extras but the clean hold, which needs the clean pairs SafetyDPO drops)
     # sc-dpo without its own parts (margin, constraint, focusing); SafetyDPO's on harmful pairs only
     DPO_EXTRAS="--cost-margin 0 --no-constraint --focus-gamma 0"
     # the state bank (docs/method.md, (f)): anchor states from a bank of 64 refreshed every 10 steps
@@ -167,6 +168,11 @@ mix30|$RECIPE --min-timestep 700 --anchor-clean-weight 20 --anchor-clean-focus 4
 t700-hold20-u20|$RECIPE --min-timestep 700 --anchor-clean-weight 20 --anchor-uncond-weight 20
 ghold|$RECIPE --min-timestep 700 --anchor-clean-weight 20 --anchor-clean-focus 4 --lora-rank 32 --lora-alpha 8 --anchor-clean-guided
 uhold|$RECIPE --min-timestep 700 --anchor-clean-weight 20 --anchor-clean-focus 4 --lora-rank 32 --lora-alpha 8 --anchor-uncond-weight 20
+adv50|$RECIPE --min-timestep 700 --anchor-clean-weight 20 --anchor-clean-focus 4 --lora-rank 32 --lora-alpha 8 --anchor-uncond-weight 20 --anchor-adv-eps 0.5
+adv100|$RECIPE --min-timestep 700 --anchor-clean-weight 20 --anchor-clean-focus 4 --lora-rank 32 --lora-alpha 8 --anchor-uncond-weight 20 --anchor-adv-eps 1.0
+loop25|$RECIPE --min-timestep 700 --anchor-clean-weight 20 --anchor-clean-focus 4 --lora-rank 32 --lora-alpha 8 --anchor-uncond-weight 20 --anchor-p4d-every 25 --anchor-p4d-steps 30 --anchor-p4d-rows 8 --anchor-p4d-share 0.25
+loop50|$RECIPE --min-timestep 700 --anchor-clean-weight 20 --anchor-clean-focus 4 --lora-rank 32 --lora-alpha 8 --anchor-uncond-weight 20 --anchor-p4d-every 25 --anchor-p4d-steps 30 --anchor-p4d-rows 8 --anchor-p4d-share 0.5
+safetydpo-uhold|$RECIPE --min-timestep 700 --lora-rank 32 --lora-alpha 8 --anchor-uncond-weight 20 $DPO_EXTRAS --kinds harmful
 "} ;;
 *) echo "STAGE must be sweep, final, anchor or implicit"; exit 2 ;;
 esac

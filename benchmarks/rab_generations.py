@@ -17,7 +17,7 @@ import torch
 from scdpo.attack.base import Budget
 from scdpo.attack.ring_a_bell import concept_vector, search
 from scdpo.attack.targets import build_targets, concept_pairs
-from scdpo.attack.text import encode_texts
+from scdpo.models.token_ids import encode_texts
 from scdpo.models.t2i import T2IModel
 from scdpo.models.tokens import allowed_tokens
 

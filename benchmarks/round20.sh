@@ -20,8 +20,10 @@
 set -u
 B=$(dirname "$0")
 export R=${R:-$PWD/runs/r20}
-A=t700-hold20f4-r32a8
-if [ "${TINY:-0}" != 1 ] && [ -d "${SEED_FROM-$PWD/.carry/s3/r18-pick}" ]; then export SEED_FROM=${SEED_FROM-$PWD/.carry/s3/r18-pick}; fi
+# A: the recipe whose seeds 0-2 are carried (PICK: the folder in .carry/s3 that holds them) and evaluated beside the arms
+A=${RECIPE_ARM:-t700-hold20f4-r32a8}
+PICK=${PICK:-r18-pick}
+if [ "${TINY:-0}" != 1 ] && [ -d "${SEED_FROM-$PWD/.carry/s3/$PICK}" ]; then export SEED_FROM=${SEED_FROM-$PWD/.carry/s3/$PICK}; fi
 MIX_SEEDS=${MIX_SEEDS:-0,1,2,3,4,5}
 # ARMS: two runs of emojiworld_round4.sh's final stage, trained with MIX_SEEDS beside the recipe's
 # carried seeds (benchmarks/round21.sh sets its own; tests/test_bench_scripts.py checks the names)

@@ -16,6 +16,9 @@ cp -r src/scdpo/assets/judge src/scdpo/assets/loras "$C.tmp/s3/"
 # (where it is missing, as in a fresh checkout, the rounds that use it train those seeds again; the
 # package's emojiworld-safe is not one of them since the twenty-first round)
 [ -d runs/r18-pick ] && cp -r runs/r18-pick "$C.tmp/s3/"
+# the twenty-first round's seeds 0-2 of the shipped recipe (uhold, float16; seed 0 is the package's
+# emojiworld-safe), which benchmarks/round22.sh evaluates beside its arms (missing: trained again)
+for s in 0 1 2; do [ -d runs/r21/lora-uhold-s$s ] && mkdir -p "$C.tmp/s3/r21-pick" && cp -r runs/r21/lora-uhold-s$s "$C.tmp/s3/r21-pick/"; done
 # the two weight packages as fp16 copies (half the bytes; both are cast on load)
 "$PY" - "$C.tmp/s2" <<'PY'
 import shutil, sys, torch

@@ -11,7 +11,7 @@ from scdpo.attack.base import AttackContext, Budget, Target, get_attack
 from scdpo.attack.config import AttackConfig
 from scdpo.attack.run import run, sampler_for, target_seed
 from scdpo.attack.score import success_rate
-from scdpo.attack.text import encode_texts
+from scdpo.models.token_ids import encode_texts
 from scdpo.models.tokens import allowed_tokens
 from scdpo.models.t2i import T2IModel
 from scdpo.models.testing import tiny_sd_pipeline
@@ -108,7 +108,7 @@ def test_unlearndiff_keeps_the_best_token_of_the_pool(model):
     """With one adversarial token drawn from a pool of three, the search (which samples tokens from
     its distribution) must return the pool's token of least denoising error on the fixed noise set."""
     from scdpo.attack.gradient import fixed_noise, target_latents
-    from scdpo.attack.text import layout
+    from scdpo.models.token_ids import layout
     from scdpo.models.tokens import content_ids
     from scdpo.attack.unlearndiff import selection_loss
 
@@ -226,7 +226,7 @@ def test_ring_a_bell_concept_pairs_from_a_prompt_file(tiny, tmp_path):
 
 
 def test_p4d_k_keeps_the_prompt_between_free_tokens(model):
-    from scdpo.attack.text import interleaved
+    from scdpo.models.token_ids import interleaved
 
     assert interleaved([1, 2, 3, 4, 5], 3) == [None, 1, 2, 3, None, 4, 5]
     assert interleaved([1, 2, 3], 3) == [None, 1, 2, 3, None]
@@ -292,7 +292,7 @@ def test_a_state_written_before_a_field_existed_resumes(tiny, tmp_path):
 
 
 def test_ring_a_bell_sets_the_population_into_ids_as_the_tokenizer_would(model):
-    from scdpo.attack.text import build_ids, layout_slots, with_tokens
+    from scdpo.models.token_ids import build_ids, layout_slots, with_tokens
 
     pop = torch.randint(500, 1000, (5, 3), generator=torch.Generator().manual_seed(0))
     ids = with_tokens(layout_slots(model, [None] * 3), pop)

@@ -151,7 +151,7 @@ def test_lora_run_loads_in_plain_diffusers(sd3, pairs_file, tmp_path):
 
 
 def test_attack_encoding_matches_encode_prompts(sd3):
-    from scdpo.attack.text import encode_texts
+    from scdpo.models.token_ids import encode_texts
 
     m = T2IModel.from_pretrained(sd3, device="cpu")
     prompts = ["a red cat", "a dog on a hill"]

@@ -20,21 +20,14 @@ import torch
 
 from scdpo.attack.base import AttackContext, AttackResult, Target, register
 from scdpo.attack.gradient import fixed_noise, mse, target_latents
-from scdpo.attack.text import (check_shared_vocab, encode_ids, encode_texts, interleaved, layout, layout_slots,
+from scdpo.models.token_ids import (check_shared_vocab, encode_ids, encode_texts, interleaved, layout, layout_slots,
                                with_tokens)
-from scdpo.models.tokens import allowed_tokens, content_ids, decode, embedding_matrices
+from scdpo.models.tokens import allowed_tokens, content_ids, decode, embedding_matrices, nearest
 
 DEFAULT_STEPS = 3000
 DEFAULT_TOKENS = 16
 DEFAULT_LR = 0.1
 DEFAULT_CHECK = 50
-
-
-def nearest(p: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
-    """Index of the row of ``table`` nearest (cosine) to each row of ``p``."""
-    p = torch.nn.functional.normalize(p.float(), dim=-1)
-    table = torch.nn.functional.normalize(table.float(), dim=-1)
-    return (p @ table.T).argmax(-1)
 
 
 def selection_loss(victim, base, lay, tokens, prompt_cond, x0, noise, t) -> float:

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from scdpo.attack.base import AttackContext, AttackResult, Target, register
-from scdpo.attack.text import encode_texts
+from scdpo.models.token_ids import encode_texts
 from scdpo.models.tokens import nearest_tokens
 
 DEFAULT_CANDIDATES = 20

@@ -19,7 +19,7 @@ import torch
 
 from scdpo.attack.base import AttackContext, AttackResult, Target, register
 from scdpo.attack.targets import concept_pairs
-from scdpo.attack.text import check_shared_vocab, encode_ids, encode_texts, layout_slots, room, with_tokens
+from scdpo.models.token_ids import check_shared_vocab, encode_ids, encode_texts, layout_slots, room, with_tokens
 from scdpo.models.tokens import allowed_tokens, decode
 
 DEFAULT_GENERATIONS = 3000

@@ -23,7 +23,7 @@ import torch
 
 from scdpo.attack.base import AttackContext, AttackResult, Target, register
 from scdpo.attack.gradient import fixed_noise, mse, target_latents
-from scdpo.attack.text import check_shared_vocab, encode_ids, layout, with_tokens
+from scdpo.models.token_ids import check_shared_vocab, encode_ids, layout, with_tokens
 from scdpo.models.tokens import allowed_tokens, content_ids, decode, embedding_matrices
 
 DEFAULT_STEPS = 2000  # 50 timesteps x 40 steps, the authors' configuration

@@ -8,7 +8,7 @@ import re
 
 import torch
 
-__all__ = ["allowed_tokens", "content_ids", "decode", "embedding_matrices", "nearest_tokens", "word_vectors"]
+__all__ = ["allowed_tokens", "content_ids", "decode", "embedding_matrices", "nearest", "nearest_tokens", "word_vectors"]
 
 
 def content_ids(tokenizer, text: str) -> list[int]:
@@ -79,3 +79,10 @@ def nearest_tokens(model, word: str, n: int, pool: list[str] | None = None) -> l
     scores = torch.nn.functional.normalize(table[vocab.to(table.device)], dim=1) @ query
     order = torch.argsort(scores.cpu(), descending=True, stable=True)[:n]
     return [decode(tok, [int(vocab[i])]) for i in order]
+
+
+def nearest(p: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """Index of the row of ``table`` nearest (cosine) to each row of ``p`` (the PEZ projection's lookup)."""
+    p = torch.nn.functional.normalize(p.float(), dim=-1)
+    table = torch.nn.functional.normalize(table.float(), dim=-1)
+    return (p @ table.T).argmax(-1)

@@ -129,6 +129,27 @@ class TrainConfig:
             included (benchmarks/uncond_shift.py); this keeps the change in the prompt's branch,
             so guidance amplifies the redirect and not a prompt-blind shift. Needs anchor_weight > 0.
             0 = off.
+        anchor_adv_eps: radius eps of the adversarial anchor (our addition, twenty-second round;
+            docs/method.md, "(j) The adversarial anchor"; scdpo.train.adversary): the anchor's
+            harmful rows are read under the text states within ||delta_k|| <= eps ||c_k|| of their own
+            (every token k) that most raise the anchor term, found by projected gradient ascent
+            (Madry et al. 2018) before the step's forward pass. Aimed at P4D, whose optimised token
+            strings reach states the edit never saw (docs/attacks.md). Costs anchor_adv_steps
+            forward and backward passes of the harmful anchor rows a micro-batch. Needs
+            anchor_weight > 0. 0 = off.
+        anchor_adv_steps: gradient-ascent steps of that search (step size 2.5 eps / steps).
+        anchor_p4d_every: P4D in the loop (our addition, twenty-second round; docs/method.md, "(k) P4D
+            in the loop"; scdpo.train.adversary.PromptBank): every this many optimizer steps,
+            anchor_p4d_rows strings of 16 free tokens are searched against the current policy with
+            P4D's objective on the anchor's own states (the policy under the string made to predict
+            what the reference predicts under the harmful prompt); until the next search a share
+            anchor_p4d_share of the anchor's harmful rows reads one of them instead of its prompt,
+            against its own safe target. checkpoint_every must be a multiple of it (a resumed run
+            then searches where the uninterrupted one did). Needs anchor_weight > 0 and anchor_states
+            policy. 0 = off.
+        anchor_p4d_steps: PEZ steps of each search (AdamW, lr 0.1, weight decay 0.1, as P4D).
+        anchor_p4d_rows: strings per search (the micro-batch's first harmful anchor rows).
+        anchor_p4d_share: share of the anchor's harmful rows that read a string of the bank, in [0, 1].
         kinds: train only on pairs of these kinds (dataset column kind: harmful, clean); None
             means all, except for safetydpo, which means harmful (SafetyDPO trains on harmful
             prompts' pairs only). E.g. sc-dpo with --kinds harmful, --cost-margin 0,
@@ -231,6 +252,12 @@ class TrainConfig:
     anchor_clean_focus: float = 0.0
     anchor_clean_guided: bool = False
     anchor_uncond_weight: float = 0.0
+    anchor_adv_eps: float = 0.0
+    anchor_adv_steps: int = 1
+    anchor_p4d_every: int = 0
+    anchor_p4d_steps: int = 50
+    anchor_p4d_rows: int = 8
+    anchor_p4d_share: float = 0.25
     kinds: list[str] | None = None
     full: bool = False
     lora_rank: int = 8
@@ -300,11 +327,12 @@ class TrainConfig:
         for name in ("batch_size", "grad_accum", "max_steps", "checkpoint_every", "keep_checkpoints",
                      "lora_rank", "log_every", "max_nonfinite_in_row", "validate_steps", "constraint_every",
                      "constraint_prompts", "constraint_steps", "anchor_steps", "anchor_refresh",
-                     "anchor_bank"):
+                     "anchor_bank", "anchor_adv_steps", "anchor_p4d_steps", "anchor_p4d_rows"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("lr", "lambda_lr", "lambda_init", "cost_margin", "focus_gamma", "winner_weight",
                      "preserve_weight", "anchor_weight", "anchor_clean_weight", "anchor_clean_focus", "anchor_uncond_weight",
+                     "anchor_adv_eps",
                      "anchor_guidance", "warmup",
                      "weight_decay", "validate_every", "workers", "validate_n"):
             if getattr(self, name) < 0:
@@ -331,6 +359,19 @@ class TrainConfig:
                              "--anchor-clean-weight > 0")
         if self.anchor_clean_guided and self.anchor_clean_weight <= 0:
             raise ValueError("anchor_clean_guided is a form of the on-policy hold: it needs --anchor-clean-weight > 0")
+        if self.anchor_p4d_every < 0 or not 0 <= self.anchor_p4d_share <= 1:
+            raise ValueError(f"anchor_p4d_every must be >= 0 and anchor_p4d_share in [0, 1], got "
+                             f"{self.anchor_p4d_every} and {self.anchor_p4d_share}")
+        if self.anchor_p4d_every > 0 and (self.anchor_weight <= 0 or self.anchor_states != "policy"):
+            raise ValueError("anchor_p4d_every searches on the safe anchor's policy states: it needs "
+                             "--anchor-weight > 0 and --anchor-states policy")
+        if self.anchor_p4d_every > 0 and self.checkpoint_every % self.anchor_p4d_every:
+            raise ValueError(f"checkpoint_every ({self.checkpoint_every}) must be a multiple of anchor_p4d_every "
+                             f"({self.anchor_p4d_every}), so that a resumed run searches where the uninterrupted "
+                             "one did: change either")
+        if self.anchor_adv_eps > 0 and self.anchor_weight <= 0:
+            raise ValueError("anchor_adv_eps searches the safe anchor's harmful conditionings: it needs "
+                             "--anchor-weight > 0")
         if self.anchor_uncond_weight > 0 and self.anchor_weight <= 0:
             raise ValueError("anchor_uncond_weight holds the empty prompt on the anchor's states: it needs "
                              "--anchor-weight > 0")

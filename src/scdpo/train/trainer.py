@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from scdpo.models.graphs import GraphedPredict
 from scdpo.models.speed import attention_backend
 from scdpo.train import model as tm
+from scdpo.train.adversary import PromptBank, adversarial_anchor, with_bank
 from scdpo.train.checkpoint import Progress, check_fresh, checkpoints, resume, save_checkpoint
 from scdpo.train.config import TrainConfig
 from scdpo.train.data import PreferencePairs, StreamSampler
@@ -168,11 +169,11 @@ def _cache_latents(model, pairs: PreferencePairs, batch_size: int = 64) -> torch
 
 
 def _accumulate(cfg, acc, model, policy, reference, loader, loss_fn, state, prog, cache, hardness=None,
-                bank=None, predict=None) -> list[dict]:
+                bank=None, predict=None, prompts=None) -> list[dict]:
     """Forward and backward passes of one optimizer step's micro-batches; their statistics
     (``hardness``: the pairs' running logits, read and observed with focus_signal pair; ``bank``:
     the safe anchor's state bank with anchor_refresh > 1; ``predict``: the anchor trajectory's
-    UNet call, CUDA-graphed with cuda_graphs)."""
+    UNet call, CUDA-graphed with cuda_graphs; ``prompts``: the PromptBank of anchor_p4d_every)."""
     micro_stats = []
     for micro in range(cfg.grad_accum):
         batch = next(loader)
@@ -187,6 +188,11 @@ def _accumulate(cfg, acc, model, policy, reference, loader, loss_fn, state, prog
                 latents = pair_latents(model, batch, cache) if cfg.anchor_states == "winner" else None
                 winners = None if latents is None else latents[0]
                 anchor = anchor_inputs(cfg, model, policy, reference, batch, gen, winners, bank, predict)
+                if prompts is not None and micro == 0 and prog.step % cfg.anchor_p4d_every == 0:
+                    # (k): its own stream, so the micro-batch's draws stay what they are without it
+                    prompts.search(model, policy, reference, anchor,
+                                   step_generator(cfg.seed, prog.step, 10_000 + acc.process_index))
+                anchor = adversarial_anchor(cfg, model, policy, with_bank(cfg, model, anchor, prompts, gen))
             errors = pair_errors(model, policy, reference, batch, gen, caption_dropout=cfg.caption_dropout,
                                  cache=cache, timesteps=(cfg.min_timestep, cfg.max_timestep),
                                  clean_timesteps=None if cfg.clean_min_timestep is None else
@@ -302,6 +308,7 @@ def _train(cfg: TrainConfig, out: Path) -> dict:
 
         probe = build_probe(cfg, pairs, acc.device)
     bank = build_bank(cfg, pairs)
+    prompts = PromptBank(model, cfg.anchor_p4d_steps, cfg.anchor_p4d_rows) if cfg.anchor_p4d_every > 0 else None
     predict = None
     if cfg.cuda_graphs:
         # one process only: a DDP-wrapped policy's forward is not a fixed kernel sequence to record
@@ -344,7 +351,7 @@ def _train(cfg: TrainConfig, out: Path) -> dict:
         if bank is not None and prog.step % cfg.anchor_refresh == 0:
             bank.refresh(model, policy, prog.step, acc.process_index, predict)
         micro_stats = _accumulate(cfg, acc, model, policy, reference, loader, loss_fn, state, prog, cache, hardness,
-                                  bank, predict)
+                                  bank, predict, prompts)
         if master is not None:
             master.grads_to_master()  # clip and step in fp32
         grad_norm = acc.clip_grad_norm_(params, cfg.max_grad_norm if cfg.max_grad_norm > 0 else math.inf)

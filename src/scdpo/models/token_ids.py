@@ -1,4 +1,5 @@
-"""Token-level access to a :class:`~scdpo.models.t2i.T2IModel`'s text encoder(s) for the attacks.
+"""Token-level access to a :class:`~scdpo.models.t2i.T2IModel`'s text encoder(s), for the attacks
+and for the trainer's P4D in the loop (:mod:`scdpo.train.adversary`).
 
 ``encode_prompts`` caches one (T, D) tensor per prompt, which a search over thousands of candidate
 prompts must not fill; :func:`encode_texts` encodes without the cache, and :func:`encode_ids`
