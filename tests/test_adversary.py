@@ -4,6 +4,8 @@ on the ball more than training on the plain anchor, and whole runs that resume e
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -151,12 +153,15 @@ def test_with_bank_conditions_a_share_of_the_harmful_rows_on_the_strings(pipe, s
 
 
 def test_runs_with_p4d_in_the_loop_resume_exactly_and_check_their_settings(pipe, safe_pairs, tmp_path):
-    straight, resumed = _straight_and_resumed(pipe, safe_pairs, tmp_path, anchor_p4d_every=2, anchor_p4d_steps=2,
+    # searches at steps 0 and 3, the resume at step 2: the bank of step 0 must come back from the checkpoint
+    straight, resumed = _straight_and_resumed(pipe, safe_pairs, tmp_path, anchor_p4d_every=3, anchor_p4d_steps=2,
                                               anchor_p4d_rows=1, anchor_p4d_share=1.0)
     assert straight["loss"] == resumed["loss"] and straight["anchor"] > 0
+    saved = sorted((tmp_path / "b").rglob("p4d_bank-0.json"))
+    assert saved and json.loads(saved[-1].read_text())
     on = dict(model="m", dataset="d", out="o", anchor_weight=1.0, anchor_states="policy")
     for bad, match in ((dict(anchor_p4d_every=2), "anchor_p4d_every searches"),
-                       (dict(on, anchor_p4d_every=3, checkpoint_every=10), "must be a multiple of anchor_p4d_every"),
+                       (dict(on, anchor_p4d_every=3, anchor_mix=0.2), "use one or the other"),
                        (dict(on, anchor_p4d_every=2, anchor_p4d_share=1.5), "anchor_p4d_share in \\[0, 1\\]")):
         with pytest.raises(ValueError, match=match):
             TrainConfig(**({"model": "m", "dataset": "d", "out": "o"} | bad))

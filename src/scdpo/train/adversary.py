@@ -16,10 +16,14 @@ Adversarial Attacks", eq. 2.1, in the text encoder's output space as Receler doe
 by ``anchor_adv_steps`` steps ``delta <- P(delta + alpha ||c_k|| g_k / ||g_k||)``, alpha = 2.5 eps / steps,
 from delta = 0, with P the projection onto each token's ball. The policy then predicts on
 ``c_harm + delta*`` in the step's one forward pass, against the same target: the edit is taught on the
-ball instead of the point. The clean hold's and the empty prompt's rows are left as they are.
+ball instead of the point. The clean hold's and the empty prompt's rows are left as they are, and so
+is the pooled embedding of families that have one (SDXL, SD3): the ball is in the token states.
 """
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import torch
 
@@ -93,6 +97,25 @@ class PromptBank:
         self.layout = layout(model, min(tokens, room(model.tokenizers[0])))  # 16 (P4D's), or what fits
         self.steps, self.rows = steps, rows
         self.texts: list[str] = []
+
+    def register(self, acc) -> None:
+        """Save and load the bank with accelerate's checkpoints (one JSON file per process), so a
+        resumed run reads the strings the uninterrupted one read."""
+        from scdpo.utils.io import atomic_write_text
+
+        name = f"p4d_bank-{acc.process_index}.json"
+
+        def save(models, weights, output_dir):
+            atomic_write_text(Path(output_dir) / name, json.dumps(self.texts))
+
+        def load(models, input_dir):
+            path = Path(input_dir) / name
+            if not path.is_file():
+                raise FileNotFoundError(f"{path} is missing: this checkpoint was made without anchor_p4d_every; "
+                                        "resume with the settings it was made with")
+            self.texts = json.loads(path.read_text())
+        acc.register_save_state_pre_hook(save)
+        acc.register_load_state_pre_hook(load)
 
     def search(self, model: T2IModel, policy, reference, inputs: AnchorInputs | None, gen: torch.Generator) -> None:
         """Replace the bank by strings searched on the first ``rows`` harmful rows of ``inputs``

@@ -144,9 +144,9 @@ class TrainConfig:
             P4D's objective on the anchor's own states (the policy under the string made to predict
             what the reference predicts under the harmful prompt); until the next search a share
             anchor_p4d_share of the anchor's harmful rows reads one of them instead of its prompt,
-            against its own safe target. checkpoint_every must be a multiple of it (a resumed run
-            then searches where the uninterrupted one did). Needs anchor_weight > 0 and anchor_states
-            policy. 0 = off.
+            against its own safe target. The bank is saved with each checkpoint. Needs anchor_weight
+            > 0 and anchor_states policy; not with anchor_keyword_dropout or anchor_mix, or under FSDP.
+            0 = off.
         anchor_p4d_steps: PEZ steps of each search (AdamW, lr 0.1, weight decay 0.1, as P4D).
         anchor_p4d_rows: strings per search (the micro-batch's first harmful anchor rows).
         anchor_p4d_share: share of the anchor's harmful rows that read a string of the bank, in [0, 1].
@@ -365,10 +365,9 @@ class TrainConfig:
         if self.anchor_p4d_every > 0 and (self.anchor_weight <= 0 or self.anchor_states != "policy"):
             raise ValueError("anchor_p4d_every searches on the safe anchor's policy states: it needs "
                              "--anchor-weight > 0 and --anchor-states policy")
-        if self.anchor_p4d_every > 0 and self.checkpoint_every % self.anchor_p4d_every:
-            raise ValueError(f"checkpoint_every ({self.checkpoint_every}) must be a multiple of anchor_p4d_every "
-                             f"({self.anchor_p4d_every}), so that a resumed run searches where the uninterrupted "
-                             "one did: change either")
+        if self.anchor_p4d_every > 0 and (self.anchor_keyword_dropout > 0 or self.anchor_mix > 0):
+            raise ValueError("anchor_p4d_every aims its search at the harmful prompt's own conditioning, which "
+                             "anchor_keyword_dropout and anchor_mix replace: use one or the other")
         if self.anchor_adv_eps > 0 and self.anchor_weight <= 0:
             raise ValueError("anchor_adv_eps searches the safe anchor's harmful conditionings: it needs "
                              "--anchor-weight > 0")

@@ -90,6 +90,9 @@ def _build(cfg: TrainConfig, acc):
     fsdp = acc.distributed_type == DistributedType.FSDP
     if fsdp and not cfg.full:
         raise ValueError("FSDP is for full fine-tuning (--full); train LoRA with the DDP config")
+    if fsdp and (cfg.anchor_adv_eps > 0 or cfg.anchor_p4d_every > 0):
+        raise ValueError("anchor_adv_eps and anchor_p4d_every search with the unwrapped policy, which FSDP shards: "
+                         "train them with the DDP config")
     half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(acc.mixed_precision, torch.float32)
     pure = pure_bf16(cfg, acc.mixed_precision, fsdp)
     if pure:
@@ -189,10 +192,13 @@ def _accumulate(cfg, acc, model, policy, reference, loader, loss_fn, state, prog
                 winners = None if latents is None else latents[0]
                 anchor = anchor_inputs(cfg, model, policy, reference, batch, gen, winners, bank, predict)
                 if prompts is not None and micro == 0 and prog.step % cfg.anchor_p4d_every == 0:
-                    # (k): its own stream, so the micro-batch's draws stay what they are without it
+                    # (k) draws from streams of its own, so the micro-batch's draws stay what they are without it
                     prompts.search(model, policy, reference, anchor,
                                    step_generator(cfg.seed, prog.step, 10_000 + acc.process_index))
-                anchor = adversarial_anchor(cfg, model, policy, with_bank(cfg, model, anchor, prompts, gen))
+                if prompts is not None:
+                    pick = step_generator(cfg.seed, prog.samples + acc.process_index * cfg.batch_size, 1)
+                    anchor = with_bank(cfg, model, anchor, prompts, pick)
+                anchor = adversarial_anchor(cfg, model, policy, anchor)
             errors = pair_errors(model, policy, reference, batch, gen, caption_dropout=cfg.caption_dropout,
                                  cache=cache, timesteps=(cfg.min_timestep, cfg.max_timestep),
                                  clean_timesteps=None if cfg.clean_min_timestep is None else
@@ -308,7 +314,10 @@ def _train(cfg: TrainConfig, out: Path) -> dict:
 
         probe = build_probe(cfg, pairs, acc.device)
     bank = build_bank(cfg, pairs)
-    prompts = PromptBank(model, cfg.anchor_p4d_steps, cfg.anchor_p4d_rows) if cfg.anchor_p4d_every > 0 else None
+    prompts = None
+    if cfg.anchor_p4d_every > 0:
+        prompts = PromptBank(model, cfg.anchor_p4d_steps, cfg.anchor_p4d_rows)
+        prompts.register(acc)  # before resume: the bank is part of the checkpoint
     predict = None
     if cfg.cuda_graphs:
         # one process only: a DDP-wrapped policy's forward is not a fixed kernel sequence to record
