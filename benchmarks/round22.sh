@@ -2,7 +2,8 @@
 # The twenty-second round (issue 19; docs/results.md and docs/attacks.md, "Twenty-second round"): P4D.
 # Against the shipped LoRA (`uhold` seed 0) P4D succeeds on 35.1 +- 5.8% of its targets, three times
 # issue 19's 10%. Its optimised token strings read, in MiniLM, about as far from the harmful prompt
-# as a clean prompt does (per token 1.16 of the harmful state's norm; a clean prompt 0.83), where the
+# as a clean prompt does (per token 1.16 of the harmful state's norm; a clean prompt 0.94:
+# benchmarks/p4d_distance.py; the radii were fixed from a first one-pair reading, 0.83), where the
 # safe anchor never taught the edit. The lever: the adversarial anchor (`--anchor-adv-eps`,
 # docs/method.md (j)): the anchor's harmful rows read under the worst text states within eps of their
 # own, one projected gradient step each micro-batch. Two radii, fixed before any training: 0.5 and

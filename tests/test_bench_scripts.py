@@ -149,3 +149,14 @@ def test_detach_runs_the_round_on_a_snapshot_of_src(tmp_path):
     assert (folder / "rc").read_text().strip() == "0"
     assert (folder / "out" / "v.txt").read_text().split() == ["1", "asset"]  # its own copy; the assets linked
     subprocess.run(["rm", "-rf", str(folder)], check=True)
+
+
+def test_p4d_distance_is_relative_to_the_target_per_token():
+    import pytest
+    import torch
+    from test_perf import load_script
+
+    relative = load_script("p4d_distance").relative
+    b = torch.ones(2, 3, 4)
+    assert relative(b, b) == 0.0
+    assert relative(3 * b, b) == pytest.approx(2.0)
