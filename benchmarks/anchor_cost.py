@@ -30,6 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
+# the recipe's anchor on a fresh policy trajectory every step (the "every step" rows)
+EVERY_STEP = dict(anchor_weight=20.0, anchor_steps=10)
+
 
 def synthetic_pairs(path: Path, n: int, size: int = 64) -> Path:
     import datasets
@@ -96,7 +99,7 @@ def measure(name: str, flags: dict, data: Path, out: Path, steps: int, batch: in
     return {"run": name, "unet_calls_per_step": round(calls["n"] / steps, 2),
             "unet_samples_per_step": round(calls["samples"] / steps, 1),
             "seconds_per_step": round(seconds / steps, 3), "steady_seconds_per_step": steady,
-            "anchor": metrics.get("anchor")}
+            "anchor": metrics.get("anchor"), "loss": metrics.get("loss")}
 
 
 def main() -> None:
@@ -115,15 +118,14 @@ def main() -> None:
     runs = {
         "no anchor": {},
         "anchor, winner states": dict(anchor_weight=20.0, anchor_states="winner"),
-        "anchor, policy trajectory every step": dict(anchor_weight=20.0, anchor_steps=10),
-        f"anchor, state bank every {args.refresh} steps": dict(anchor_weight=20.0, anchor_steps=10,
-                                                                anchor_refresh=args.refresh, anchor_bank=64),
+        "anchor, policy trajectory every step": dict(EVERY_STEP),
+        f"anchor, state bank every {args.refresh} steps": dict(EVERY_STEP, anchor_refresh=args.refresh,
+                                                                anchor_bank=64),
     }
     if args.device.startswith("cuda"):
-        runs["anchor, policy trajectory every step, CUDA graphs"] = dict(anchor_weight=20.0, anchor_steps=10,
-                                                                        cuda_graphs=True)
+        runs["anchor, policy trajectory every step, CUDA graphs"] = dict(EVERY_STEP, cuda_graphs=True)
     if args.compile:
-        runs["anchor, policy trajectory every step, compiled"] = dict(anchor_weight=20.0, anchor_steps=10, compile=True)
+        runs["anchor, policy trajectory every step, compiled"] = dict(EVERY_STEP, compile=True)
     runs = {name: flags for name, flags in runs.items()
             if args.only in name and not (args.skip and args.skip in name)}
     if not runs:

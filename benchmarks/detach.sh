@@ -5,6 +5,10 @@
 # copies what it packed so far into $OUT. The same command, run again on the warm machine, just
 # waits again: no training is cut at a call's end and resumed from a checkpoint.
 #
+# Send the staging calls and every detach call of a budget as tool calls of ONE message (twenty-third
+# round, BENCHMARKS.md): they then run back to back; a call sent as a new message after the last one
+# returned lost the machine to its 30 s idle release in four rounds, once with nothing read between.
+#
 #   . scripts/device_env.sh && bash benchmarks/detach.sh r11 DEADLINE=100000 bash benchmarks/round10.sh
 #
 # NAME names the round (its folder /tmp/detach-NAME: log, rc, and out/, the round's own $OUT); the

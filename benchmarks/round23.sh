@@ -15,8 +15,14 @@
 # (docs/results.md, "Twenty-second round", rule 2), and its draw-0 pick passes the shipping rule.
 #
 #   . scripts/device_env.sh && bash benchmarks/detach.sh r23 bash benchmarks/round23.sh   # on the device:
-#       carry .carry/s3 only (after .carry/s1 and .carry/s2); THE SAME command again AT ONCE (30 s of idle
-#       gives the machine back: BENCHMARKS.md, "Twenty-second round"), until "ended"
+#       carry .carry/s3 only, after .carry/s1 and .carry/s2; every call (staging and detach) as a tool call
+#       of ONE message, the detach command repeated (they run back to back; a call sent as a new message
+#       lost the machine: BENCHMARKS.md, "Twenty-third round")
+#   ... detach.sh r23 MIX_SEEDS=0 bash benchmarks/round23.sh   # what ran: seed 0 of each arm (docs/results.md)
+#   ... detach.sh r23b P4D_ARMS=none bash benchmarks/round23.sh   # next: seeds 1-2 (seed 0 carried in r23-pick)
 #   TINY=1 R=/tmp/r23 bash benchmarks/round23.sh                                          # CPU dry run
-ARMS=${ARMS:-"loop25 loop50"} REPORT_DRAW=${REPORT_DRAW:-"18 19"} PARA_ARMS=${PARA_ARMS-} P4D_SHARDS=${P4D_SHARDS:-8} \
+# the carried pick: r23-pick (uhold's seeds 0-2 and both arms' seed 0, scripts/stage_carry.sh) where it
+# was staged, so only the missing seeds train; else r21-pick (uhold's alone)
+PICK=${PICK:-$([ -d "$PWD/.carry/s3/r23-pick" ] && echo r23-pick || echo r21-pick)}
+PICK=$PICK ARMS=${ARMS:-"loop25 loop50"} REPORT_DRAW=${REPORT_DRAW:-"18 19"} PARA_ARMS=${PARA_ARMS-} P4D_SHARDS=${P4D_SHARDS:-8} \
     R=${R:-$PWD/runs/r23} exec bash "$(dirname "$0")/round22.sh"

@@ -18,7 +18,15 @@ cp -r src/scdpo/assets/judge src/scdpo/assets/loras "$C.tmp/s3/"
 [ -d runs/r18-pick ] && cp -r runs/r18-pick "$C.tmp/s3/"
 # the twenty-first round's seeds 0-2 of the shipped recipe (uhold, float16; seed 0 is the package's
 # emojiworld-safe), which benchmarks/round22.sh evaluates beside its arms (missing: trained again)
-for s in 0 1 2; do [ -d runs/r21/lora-uhold-s$s ] && mkdir -p "$C.tmp/s3/r21-pick" && cp -r runs/r21/lora-uhold-s$s "$C.tmp/s3/r21-pick/"; done
+# (as r23-pick once the twenty-third round's seed 0 of loop25 and loop50 are here: those too, so that
+# benchmarks/round23.sh trains only their seeds 1 and 2; one pick, not both, for the 64 MiB of a call)
+pick=r21-pick
+[ -d runs/r23/lora-loop25-s0 ] && [ -d runs/r23/lora-loop50-s0 ] && pick=r23-pick
+for s in 0 1 2; do [ -d runs/r21/lora-uhold-s$s ] && mkdir -p "$C.tmp/s3/$pick" && cp -r runs/r21/lora-uhold-s$s "$C.tmp/s3/$pick/"; done
+if [ "$pick" = r23-pick ]; then
+    for a in loop25 loop50; do mkdir -p "$C.tmp/s3/$pick/lora-$a-s0"
+        cp runs/r23/lora-$a-s0/{pytorch_lora_weights.safetensors,config.json,metrics.json} "$C.tmp/s3/$pick/lora-$a-s0/"; done
+fi
 # the two weight packages as fp16 copies (half the bytes; both are cast on load)
 "$PY" - "$C.tmp/s2" <<'PY'
 import shutil, sys, torch

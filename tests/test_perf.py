@@ -160,6 +160,45 @@ def test_compile_blocks_is_regional_and_idempotent(sd):
     assert speed.compile_blocks(unet) == 0
 
 
+def test_compile_mode_reaches_torch_compile_from_the_trainer(sd, tmp_path, monkeypatch):
+    # TrainConfig.compile_mode -> compile_policy_and_reference -> compile_blocks -> Module.compile;
+    # the stand-in records the arguments and leaves the block eager, so one step runs in a second
+    from scdpo.train.trainer import train
+    from test_trainer import FAST, write_pairs  # tests/ is on sys.path (no package)
+
+    seen = []
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, *a, **kw: seen.append((type(self).__name__, kw)))
+    data = write_pairs(tmp_path / "pairs.parquet", n=4)
+    train(TrainConfig(model=str(sd), dataset=str(data), out=str(tmp_path / "run"), loss="dpo", batch_size=2,
+                      max_steps=1, compile=True, compile_mode="reduce-overhead", **FAST))
+    assert {name for name, _ in seen} == {"ResnetBlock2D", "Transformer2DModel"}
+    assert all(kw == {"mode": "reduce-overhead", "dynamic": False} for _, kw in seen)
+
+
+@pytest.mark.parametrize("mode", [None, "max-autotune-no-cudagraphs"])  # None: torch.compile's default
+def test_compile_mode_reaches_the_full_reference_copy_too(sd, monkeypatch, mode):
+    seen = []
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, *a, **kw: seen.append(kw))
+    unet = T2IModel.from_pretrained(sd, device="cpu").unet
+    tm.compile_policy_and_reference(unet, tm.Reference(unet, full=True, dtype=torch.float32), mode)
+    blocks = sum(type(m).__name__ in speed.COMPILE_BLOCKS for m in unet.modules())
+    assert len(seen) == 2 * blocks > 0  # the policy's blocks and the frozen copy's
+    assert all(kw == {"mode": mode, "dynamic": False} for kw in seen)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (dict(compile=True, compile_mode="fast"),
+     r"compile_mode must be unset \(None\) or one of default, reduce-overhead, max-autotune-no-cudagraphs, "
+     "got 'fast'"),
+    (dict(compile=True, compile_mode="max-autotune"), "compile_mode must be unset"),
+    (dict(compile_mode="reduce-overhead"), "needs --compile"),
+])
+def test_bad_compile_mode_is_refused(flags, message):
+    with pytest.raises(ValueError, match=message) as err:
+        TrainConfig(model="m", dataset="d", out="o", **flags)
+    assert "\n" not in str(err.value)
+
+
 def test_padded_rows_leave_the_prediction_and_its_gradients_as_they_are(sd):
     # TrainConfig.compile pads every denoiser batch to a power of two (5 rows -> 8), so the compiled
     # blocks meet a handful of batch sizes; the rows kept must be the unpadded call's

@@ -12,6 +12,10 @@ import torch
 
 ATTENTION_BACKENDS = ("auto", "flash", "cudnn", "efficient", "math")
 COMPILE_BLOCKS = ("ResnetBlock2D", "Transformer2DModel")
+# torch.compile's modes that TrainConfig.compile_mode accepts (None: torch's default). Plain
+# "max-autotune" is left out: it is autotuning and CUDA graphs at once, two levers that
+# "max-autotune-no-cudagraphs" and "reduce-overhead" try one at a time
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune-no-cudagraphs")
 
 
 def attention_backend(name: str, device) -> contextlib.AbstractContextManager:

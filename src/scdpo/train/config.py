@@ -177,6 +177,11 @@ class TrainConfig:
             compilation; the first steps take longer while it compiles). Every denoiser batch is
             then padded to a power of two (``T2IModel.pad_rows``), so the blocks meet a handful
             of batch sizes: 108 graphs for EmojiWorld's recipe step (docs/performance.md).
+        compile_mode: torch.compile's mode for those blocks: None (the default: torch's own
+            default), "default", "reduce-overhead" (CUDA graphs through cudagraph trees; never
+            tried in the trainer) or "max-autotune-no-cudagraphs" (autotuned kernels: a longer
+            compile). Needs compile; set without it, the run is refused rather than silently
+            left eager.
         cuda_graphs: replay the safe anchor's policy-trajectory UNet calls (no gradients) from
             CUDA graphs (scdpo.models.graphs; one process on a CUDA device only): for the
             launch-bound EmojiWorld UNet. Each graph is checked against eager on its first replay
@@ -274,6 +279,7 @@ class TrainConfig:
     autocast: bool | None = None
     attention: str = "auto"
     compile: bool = False
+    compile_mode: str | None = None
     cuda_graphs: bool = False
     gradient_checkpointing: bool = False
     caption_dropout: float = 0.0
@@ -300,7 +306,7 @@ class TrainConfig:
 
     def __post_init__(self):
         # imported here, not at the top: `scdpo --help` builds the flags of this config without torch
-        from scdpo.models.speed import ATTENTION_BACKENDS
+        from scdpo.models.speed import ATTENTION_BACKENDS, COMPILE_MODES
         from scdpo.train.losses import LOSSES
 
         check_finite(self)
@@ -312,6 +318,11 @@ class TrainConfig:
             raise ValueError(f"beta must be > 0, got {self.beta}")
         if self.attention not in ATTENTION_BACKENDS:
             raise ValueError(f"attention must be one of {', '.join(ATTENTION_BACKENDS)}, got {self.attention!r}")
+        if self.compile_mode is not None and self.compile_mode not in COMPILE_MODES:
+            raise ValueError(f"compile_mode must be unset (None) or one of {', '.join(COMPILE_MODES)}, "
+                             f"got {self.compile_mode!r}")
+        if self.compile_mode is not None and not self.compile:
+            raise ValueError(f"compile_mode {self.compile_mode!r} is torch.compile's mode: it needs --compile")
         for name, allowed in (("constraint_source", ("offline", "policy")), ("constraint_form", ("margin", "weight")),
                               ("constraint_measure", ("unsafe_rate", "cost")), ("focus_signal", ("batch", "pair")),
                               ("anchor_states", ("policy", "winner"))):

@@ -79,11 +79,12 @@ class Reference:
         return pred.clone()
 
 
-def compile_policy_and_reference(unet, reference: Reference) -> None:
-    """Regional torch.compile of the policy UNet and, in full mode, of the reference copy."""
+def compile_policy_and_reference(unet, reference: Reference, mode: str | None = None) -> None:
+    """Regional torch.compile of the policy UNet and, in full mode, of the reference copy, in
+    torch.compile's ``mode`` (None: its default)."""
     for module in (unet, reference.copy):
         if module is not None:
-            compile_blocks(module)
+            compile_blocks(module, mode=mode)
 
 
 class MasterWeights:

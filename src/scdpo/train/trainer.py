@@ -116,7 +116,7 @@ def _build(cfg: TrainConfig, acc):
         unet.enable_gradient_checkpointing()
     reference = tm.Reference(unet, cfg.full, half)
     if cfg.compile:
-        tm.compile_policy_and_reference(unet, reference)
+        tm.compile_policy_and_reference(unet, reference, cfg.compile_mode)
         model.pad_rows = True  # a handful of batch sizes, so the compiled blocks stop recompiling
     unet.train()
     trainable = master.master if master else [p for p in unet.parameters() if p.requires_grad]

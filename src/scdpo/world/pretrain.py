@@ -216,11 +216,16 @@ def _learning_rate(cfg: PretrainConfig, step: int, elapsed: float) -> float:
 def run(cfg: PretrainConfig) -> dict:
     """Train one stage; returns the final metrics (also written to ``out/metrics.json``)."""
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, GradientState
     from accelerate.utils import ProjectConfiguration, set_seed
     from diffusers.training_utils import EMAModel
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
+    # an earlier run in this process (a training, tests, a notebook) may have set another precision,
+    # which accelerate refuses to change: forget its settings, as scdpo train does
+    AcceleratorState._reset_state()
+    GradientState._reset_state()
     acc = Accelerator(mixed_precision=resolve_mixed_precision(cfg.mixed_precision), log_with="tensorboard",
                       project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")))
     set_seed(cfg.seed)
