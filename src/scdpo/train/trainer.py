@@ -46,20 +46,16 @@ def _accelerator(cfg: TrainConfig, out: Path):
     import os
 
     from accelerate import Accelerator
-    from accelerate.state import AcceleratorState, GradientState
     from accelerate.utils import ProjectConfiguration
 
-    from scdpo.utils.checkpoints import resolve_mixed_precision
+    from scdpo.utils.checkpoints import reset_accelerate_state, resolve_mixed_precision
 
     mp = resolve_mixed_precision(cfg.mixed_precision)
     launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
     # `accelerate launch` of N processes without CUDA: accelerate would make each its own one-process
     # run, all writing the same --out; on the CPU (gloo) they are one run
     kwargs = {"cpu": True} if cfg.device == "cpu" or (launched and not torch.cuda.is_available()) else {}
-    # another train() in this process (tests, notebooks) may ask for another precision: forget the
-    # previous run's settings (the process group, if any, is kept)
-    AcceleratorState._reset_state()
-    GradientState._reset_state()
+    reset_accelerate_state()  # another run in this process (tests, notebooks) may ask another precision
     acc = Accelerator(mixed_precision=mp, log_with="tensorboard", **kwargs,
                       project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")))
     if launched and acc.num_processes == 1:

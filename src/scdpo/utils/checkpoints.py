@@ -38,6 +38,16 @@ def save_checkpoint(acc, out: Path, step: int, keep: int, extra: dict[str, str] 
     acc.wait_for_everyone()  # nobody reads the checkpoints before the rotation is done
 
 
+def reset_accelerate_state() -> None:
+    """Forget an earlier run's accelerate settings in this process (a training before a pretraining,
+    tests, a notebook): accelerate refuses another precision once its state is set. The process
+    group, if any, is kept."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state()
+    GradientState._reset_state()
+
+
 def resolve_mixed_precision(mp: str) -> str:
     """``auto`` -> the `accelerate launch` config's choice, else bf16 on CUDA, else ``no``."""
     if mp != "auto":

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from scdpo.utils.checkpoints import checkpoints, resolve_mixed_precision, save_checkpoint
+from scdpo.utils.checkpoints import checkpoints, reset_accelerate_state, resolve_mixed_precision, save_checkpoint
 from scdpo.world.render import label_matrix, render_scenes, sprite_mask
 from scdpo.world.stream import scene_loader
 # the config lives in a torch-free module (the command's flags are built without torch)
@@ -216,16 +216,12 @@ def _learning_rate(cfg: PretrainConfig, step: int, elapsed: float) -> float:
 def run(cfg: PretrainConfig) -> dict:
     """Train one stage; returns the final metrics (also written to ``out/metrics.json``)."""
     from accelerate import Accelerator
-    from accelerate.state import AcceleratorState, GradientState
     from accelerate.utils import ProjectConfiguration, set_seed
     from diffusers.training_utils import EMAModel
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    # an earlier run in this process (a training, tests, a notebook) may have set another precision,
-    # which accelerate refuses to change: forget its settings, as scdpo train does
-    AcceleratorState._reset_state()
-    GradientState._reset_state()
+    reset_accelerate_state()  # an earlier run in this process may have set another precision
     acc = Accelerator(mixed_precision=resolve_mixed_precision(cfg.mixed_precision), log_with="tensorboard",
                       project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")))
     set_seed(cfg.seed)
