@@ -16,16 +16,23 @@ cp -r src/scdpo/assets/judge src/scdpo/assets/loras "$C.tmp/s3/"
 # (where it is missing, as in a fresh checkout, the rounds that use it train those seeds again; the
 # package's emojiworld-safe is not one of them since the twenty-first round)
 [ -d runs/r18-pick ] && cp -r runs/r18-pick "$C.tmp/s3/"
-# the twenty-first round's seeds 0-2 of the shipped recipe (uhold, float16; seed 0 is the package's
-# emojiworld-safe), which benchmarks/round22.sh evaluates beside its arms (missing: trained again)
-# (as r23-pick once the twenty-third round's seed 0 of loop25 and loop50 are here: those too, so that
-# benchmarks/round23.sh trains only their seeds 1 and 2; one pick, not both, for the 64 MiB of a call)
+# the seeds of the shipped recipe, evaluated beside the next round's arms (missing: trained again), one
+# pick for the 64 MiB of a call:
+# - r23b-pick (once the twenty-third round's seeds are here, runs/r23b): `loop50` seeds 0-2, the recipe of
+#   the package's emojiworld-safe (seed 2), with `uhold`'s seeds 0-2 (the recipe before it); a next round
+#   runs with RECIPE_ARM=loop50 PICK=r23b-pick;
+# - else r23-pick / r21-pick, what benchmarks/round23.sh and round22.sh carried (uhold's seeds, with both
+#   arms' seed 0 for round23.sh's second budget).
 pick=r21-pick
 [ -d runs/r23/lora-loop25-s0 ] && [ -d runs/r23/lora-loop50-s0 ] && pick=r23-pick
+[ -f runs/r23b/lora-loop50-s2/pytorch_lora_weights.safetensors ] && pick=r23b-pick
 for s in 0 1 2; do [ -d runs/r21/lora-uhold-s$s ] && mkdir -p "$C.tmp/s3/$pick" && cp -r runs/r21/lora-uhold-s$s "$C.tmp/s3/$pick/"; done
 if [ "$pick" = r23-pick ]; then
     for a in loop25 loop50; do mkdir -p "$C.tmp/s3/$pick/lora-$a-s0"
         cp runs/r23/lora-$a-s0/{pytorch_lora_weights.safetensors,config.json,metrics.json} "$C.tmp/s3/$pick/lora-$a-s0/"; done
+elif [ "$pick" = r23b-pick ]; then
+    for s in 0 1 2; do mkdir -p "$C.tmp/s3/$pick/lora-loop50-s$s"
+        cp runs/r23b/lora-loop50-s$s/{pytorch_lora_weights.safetensors,config.json,metrics.json} "$C.tmp/s3/$pick/lora-loop50-s$s/"; done
 fi
 # the two weight packages as fp16 copies (half the bytes; both are cast on load)
 "$PY" - "$C.tmp/s2" <<'PY'

@@ -29,7 +29,7 @@ _TEXT_ENCODER_FILES = ("config.json", "model.safetensors")
 
 #: LoRAs shipped with scdpo (package data under ``scdpo/assets/loras/NAME``), usable as ``--lora NAME``:
 #: ``emojiworld-safe`` is the EmojiWorld model aligned by the recipe of configs/emojiworld-gpu.yaml
-#: (docs/results.md, "Twenty-first round"; its model card is the folder's README.md)
+#: (docs/results.md, "Twenty-third round"; its model card is the folder's README.md)
 SHIPPED_LORAS = ("emojiworld-safe",)
 
 
