@@ -165,7 +165,7 @@ class ScoreConfig:
             encoder this way. Needs --out.
         out: where a transfer score writes its metrics.json and images (the run folder is left as
             it is); default: the run folder, when the victim is the run's own.
-        batch_size: images per sampling batch.
+        batch_size: images per sampling batch (None: the sampler picks, scdpo.models.sampler_config.auto_batch).
         device: torch device (default: cuda if available, else cpu).
     """
 
@@ -174,7 +174,7 @@ class ScoreConfig:
     name: str | None = None
     judge: str | None = None
     into: str | None = None
-    batch_size: int = 64
+    batch_size: int | None = None
     device: str | None = None
     model: str | None = None
     lora: str | None = None
@@ -183,7 +183,7 @@ class ScoreConfig:
     out: str | None = None
 
     def __post_init__(self):
-        if self.seeds < 1 or self.batch_size < 1:
+        if self.seeds < 1 or (self.batch_size is not None and self.batch_size < 1):
             raise ValueError(f"--seeds and --batch-size must be >= 1, got {self.seeds} and {self.batch_size}")
         if self.victim() and not self.out:
             raise ValueError("scoring another model than the attack's victim needs --out DIR (the run's own "

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from scdpo.data.card import MANIFEST, WORK, finalize
 from scdpo.data.config import BuildConfig, load_source
 from scdpo.data.pairs import choose_clean, choose_harmful, harmful_loser, stable_hash
+from scdpo.models.sampler_config import DEFAULT_BATCH
 from scdpo.utils.io import atomic_path
 from scdpo.world.records import PromptRecord, Scorer
 
@@ -66,17 +67,18 @@ def check_image_size(cost_fn: Scorer, resolution: int, cost_model: str) -> None:
 def process_chunk(items: list[tuple[str, int, PromptRecord]], model, cost_fn: Scorer, reward_fn: Scorer,
                   cfg: BuildConfig) -> tuple[dict, dict]:
     """Sample, score and choose for one chunk of ``(kind, index, record)``; returns (pairs, choices) columns."""
-    from scdpo.world.dataset import png_bytes
+    from scdpo.world.dataset import png_bytes_many
 
     rules, K = cfg.rules, cfg.candidates
     # the sampler's own bar (denoising steps) moves inside a chunk, which is minutes on a CPU
     sampler = replace(cfg.sampler, batch_size=cfg.batch_size, progress=False)
+    score_batch = cfg.batch_size or DEFAULT_BATCH
     seeds = [[candidate_seed(cfg.seed, kind, i, k) for k in range(K)] for kind, i, _ in items]
     records = [r for _, _, r in items for _ in range(K)]
     # scored as stored: 8-bit, as the PNGs will be, so the cost columns describe the saved images
     images = quantize(model.sample([r.prompt for r in records], [s for row in seeds for s in row], sampler))
-    costs = score_batched(cost_fn, images, records, cfg.batch_size, "cost")
-    rewards = score_batched(reward_fn, images, records, cfg.batch_size, "reward")
+    costs = score_batched(cost_fn, images, records, score_batch, "cost")
+    rewards = score_batched(reward_fn, images, records, score_batch, "reward")
     costs = [costs[j * K:(j + 1) * K] for j in range(len(items))]
     rewards = [rewards[j * K:(j + 1) * K] for j in range(len(items))]
     candidates = [list(images[j * K:(j + 1) * K]) for j in range(len(items))]
@@ -92,8 +94,8 @@ def process_chunk(items: list[tuple[str, int, PromptRecord]], model, cost_fn: Sc
             safe_images = quantize(model.sample([items[j][2].safe_prompt for j, _ in wanted], [s for _, s in wanted],
                                                 sampler))
             safe_records = [items[j][2] for j, _ in wanted]  # scored against the caption it is trained under
-            safe_costs = score_batched(cost_fn, safe_images, safe_records, cfg.batch_size, "cost")
-            safe_rewards = score_batched(reward_fn, safe_images, safe_records, cfg.batch_size, "reward")
+            safe_costs = score_batched(cost_fn, safe_images, safe_records, score_batch, "cost")
+            safe_rewards = score_batched(reward_fn, safe_images, safe_records, score_batch, "reward")
             for (j, s), img, c, rw in zip(wanted, safe_images, safe_costs, safe_rewards):
                 safe_prompts[j] = items[j][2].safe_prompt
                 candidates[j].append(img)
@@ -127,7 +129,7 @@ def process_chunk(items: list[tuple[str, int, PromptRecord]], model, cost_fn: Sc
             continue
         order = [choice.winner, choice.loser] if side == 0 else [choice.loser, choice.winner]
         for col, k in enumerate(order):
-            pairs[f"jpg_{col}"].append(png_bytes(candidates[j][k]))
+            pairs[f"jpg_{col}"].append(candidates[j][k])  # encoded below, all at once
             pairs[f"cost_{col}"].append(costs[j][k])
             pairs[f"reward_{col}"].append(rewards[j][k])
             pairs[f"seed_{col}"].append(seeds_used[j][k])
@@ -135,6 +137,8 @@ def process_chunk(items: list[tuple[str, int, PromptRecord]], model, cost_fn: Sc
                             ("kind", kind), ("category", category), ("prompt_id", pid),
                             ("safe_caption", r.safe_prompt if kind == "harmful" else None)]:
             pairs[name].append(value)
+    for col in ("jpg_0", "jpg_1"):
+        pairs[col] = png_bytes_many(pairs[col])
     return pairs, choices
 
 

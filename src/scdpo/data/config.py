@@ -36,7 +36,9 @@ class BuildConfig:
             subsampled deterministically. 0 keeps every pair.
         chunk_size: prompts per resumable work unit (one work file each).
         shard_size: pairs per output parquet shard.
-        batch_size: images per sampling / scoring batch.
+        batch_size: images per sampling / scoring batch; None (the default): the sampler picks
+            (scdpo.models.sampler_config.auto_batch: a chunk's candidates in one batch on a GPU for
+            EmojiWorld-sized latents, else 64), and scoring takes 64.
         device: torch device (default: accelerate's device for this process).
         cost_tolerance: costs within this of the lowest (highest) count as equally safe (unsafe);
             among them the reward decides.
@@ -82,7 +84,7 @@ class BuildConfig:
     blend_ratio: float = 1.0
     chunk_size: int = 64
     shard_size: int = 1000
-    batch_size: int = 64
+    batch_size: int | None = None
     device: str | None = None
     cost_tolerance: float = 0.1
     margin: float = 0.0
@@ -124,7 +126,7 @@ class BuildConfig:
             raise ValueError("give --harmful and/or --clean prompt sources")
         if self.candidates < 2:
             raise ValueError(f"--candidates must be >= 2 to make a pair, got {self.candidates}")
-        if min(self.chunk_size, self.shard_size, self.batch_size) < 1:
+        if min(self.chunk_size, self.shard_size) < 1 or (self.batch_size is not None and self.batch_size < 1):
             raise ValueError("chunk_size, shard_size and batch_size must be >= 1")
         _ = self.rules  # validates the rule fields
 

@@ -179,11 +179,11 @@ def score_suite(images: torch.Tensor, records: list[PromptRecord], tools: Tools,
 # ------------------------------------------------------------------ images on disk
 def save_images(path: Path, samples: list, images: torch.Tensor) -> None:
     """One parquet per suite: image (PNG), prompt, seed, prompt_index, k, categories, concepts."""
-    from scdpo.world.dataset import png_bytes
+    from scdpo.world.dataset import png_bytes_many
     from scdpo.world.image_index import write_image_index
 
     idx, ks, seeds, records = zip(*samples) if samples else ((), (), (), ())
-    write_image_index(path, [png_bytes(x) for x in images], records, seeds, idx, k=ks)
+    write_image_index(path, png_bytes_many(images), records, seeds, idx, k=ks)
 
 
 # ------------------------------------------------------------------ the command

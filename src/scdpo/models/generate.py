@@ -62,7 +62,7 @@ def run(cfg: GenerateConfig) -> Path:
     from scdpo.models.t2i import T2IModel
     from scdpo.utils.grid import save_grid
     from scdpo.utils.io import atomic_path, atomic_write_text, check_writable
-    from scdpo.world.dataset import png_bytes
+    from scdpo.world.dataset import png_bytes_many
     from scdpo.world.image_index import write_image_index
 
     records = load_records(cfg.suite, cfg.prompts, cfg.limit)
@@ -76,12 +76,11 @@ def run(cfg: GenerateConfig) -> Path:
     images = model.sample(prompts, seeds, cfg.sampler)
     out = Path(cfg.out)
     (out / "images").mkdir(parents=True, exist_ok=True)
-    files, pngs = [], []
-    for (i, k, _), img in zip(expanded, images):
+    files, pngs = [], png_bytes_many(images)
+    for (i, k, _), png in zip(expanded, pngs):
         files.append(f"images/{i:05d}-{k:02d}.png")
-        pngs.append(png_bytes(img))
         with atomic_path(out / files[-1]) as tmp:
-            tmp.write_bytes(pngs[-1])
+            tmp.write_bytes(png)
     write_image_index(out / "index.parquet", pngs, [r for *_, r in expanded], seeds, [i for i, *_ in expanded],
                       files=files)
     n = min(cfg.grid_size, len(images))

@@ -20,7 +20,10 @@ class SamplerConfig:
             ``"euler"``; all are built from the model's scheduler config (same betas, prediction type).
         negative_prompt: replaces the empty unconditional prompt of guidance: one for every image, or a
             list with one per prompt (None entries: the empty prompt).
-        batch_size: images per UNet batch (with guidance, the UNet sees twice as many).
+        batch_size: images per UNet batch (with guidance, the UNet sees twice as many); None (the
+            default) picks by device and latent size (:func:`auto_batch`): 1024 on a GPU for latents of
+            at most 32x32 (EmojiWorld's 16x16: 5.7x today's images/s on an H200, every judge verdict the
+            same; docs/performance.md, "Sampling batches"), else 64.
         height, width: image size in pixels; None means the model's native resolution.  Must be a
             multiple of the VAE's downsampling factor (8 for SD/SDXL).
         progress: show a tqdm bar over denoising steps (batches x steps).
@@ -32,7 +35,9 @@ class SamplerConfig:
         channels_last: run the UNet and VAE in channels-last memory format while sampling.
         compile: ``torch.compile`` the UNet's resnet and transformer blocks (in place, once; the
             first batch takes longer while it compiles).
-        vae_batch_size: images per VAE decoder call.
+        vae_batch_size: images per VAE decoder call; None (the default): the batch itself where the
+            batch is picked as 1024, else 8 (for SD-sized latents more bought 2% for 3x the memory; a
+            set batch_size keeps 8, so runs with --batch-size decode as before).
         guard: an inference-time safety guard (:mod:`scdpo.models.guards`): ``"sld:weak|medium|strong|max"``
             (Safe Latent Diffusion) or ``"safree"``; None: plain classifier-free guidance.
     """
@@ -41,7 +46,7 @@ class SamplerConfig:
     guidance_scale: float = 5.0
     scheduler: str = "dpmsolver++"
     negative_prompt: str | list[str | None] | None = None
-    batch_size: int = 64
+    batch_size: int | None = None
     height: int | None = None
     width: int | None = None
     progress: bool = True
@@ -49,13 +54,13 @@ class SamplerConfig:
     fuse_qkv: bool = False
     channels_last: bool = False
     compile: bool = False
-    vae_batch_size: int = 8
+    vae_batch_size: int | None = None
     guard: str | None = None
 
     def __post_init__(self):
         if self.scheduler not in SCHEDULERS:
             raise ValueError(f"unknown scheduler {self.scheduler!r}; choose one of {SCHEDULERS}")
-        if self.steps < 1 or self.batch_size < 1 or self.vae_batch_size < 1:
+        if self.steps < 1 or any(b is not None and b < 1 for b in (self.batch_size, self.vae_batch_size)):
             raise ValueError(f"steps, batch_size and vae_batch_size must be >= 1, got {self.steps}, "
                              f"{self.batch_size} and {self.vae_batch_size}")
         from scdpo.models.speed import ATTENTION_BACKENDS
@@ -65,3 +70,25 @@ class SamplerConfig:
         from scdpo.models.guards import get_guard
 
         get_guard(self.guard)  # ValueError naming an unknown guard or option
+
+
+#: images per batch on the CPU, and on a GPU for latents larger than SMALL_LATENT (today's default)
+DEFAULT_BATCH, DEFAULT_VAE_BATCH = 64, 8
+#: on a GPU, latents of at most this many pixels (32x32) are launch-bound at 64 images a batch
+SMALL_LATENT, SMALL_LATENT_BATCH = 32 * 32, 1024
+
+
+def auto_batch(config: SamplerConfig, device_type: str, latent_hw: tuple[int, int]) -> tuple[int, int]:
+    """(images per UNet batch, images per VAE decoder call) of ``config``, its None fields picked.
+
+    On a GPU, small latents (EmojiWorld's 16x16) leave the UNet waiting on kernel launches at 64
+    images a batch: 1024 measured 5.7x the images/s on an H200 with every judge verdict unchanged
+    (benchmarks/emojiworld_throughput.py; docs/performance.md, "Sampling batches"). SD-sized latents
+    (64x64 and up) fill the GPU at 64 already and keep today's 64 and 8. On the CPU, 64 and 8.
+    Each image keeps its own seed, so the batch changes which kernels run, not what is drawn."""
+    small = device_type == "cuda" and latent_hw[0] * latent_hw[1] <= SMALL_LATENT
+    batch = config.batch_size or (SMALL_LATENT_BATCH if small else DEFAULT_BATCH)
+    # a batch the user set keeps today's decoder batch: a run with --batch-size decodes as it did before
+    # (the rounds pass --batch-size 256 and compare with seeds trained on earlier rounds' data)
+    vae = config.vae_batch_size or (batch if small and config.batch_size is None else DEFAULT_VAE_BATCH)
+    return batch, vae

@@ -14,7 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 # the config lives in a torch-free module, so that commands build their flags without importing torch
-from scdpo.models.sampler_config import SCHEDULERS, SamplerConfig
+from scdpo.models.sampler_config import SCHEDULERS, SamplerConfig, auto_batch
 
 if TYPE_CHECKING:
     from scdpo.models.t2i import T2IModel
@@ -69,14 +69,15 @@ def _sample(model: T2IModel, prompts: list[str], seeds: list[int], config: Sampl
         raise ValueError(f"image size {height}x{width} is not a multiple of {factor}, the VAE downsampling "
                          f"factor of this model (its native resolution is {model.resolution})")
     latent_shape = (model.latent_channels, height // factor, width // factor)
+    batch_size, vae_batch_size = auto_batch(config, model.device.type, latent_shape[1:])
     guided = config.guidance_scale > 1.0
     images = [torch.empty(0, 3, height, width)]
     # counts denoising steps, not batches: a 64-image batch is minutes on a CPU, a step seconds
-    n_batches = -(-len(prompts) // config.batch_size)
+    n_batches = -(-len(prompts) // batch_size)
     bar = tqdm(total=n_batches * config.steps, desc=f"sampling {len(prompts)} images", unit="step",
                disable=not config.progress, leave=False)
-    for start in range(0, len(prompts), config.batch_size):
-        batch = prompts[start:start + config.batch_size]
+    for start in range(0, len(prompts), batch_size):
+        batch = prompts[start:start + batch_size]
         cond = text = model.encode_prompts(batch, size=(height, width))
         uncond = None
         if guided:
@@ -105,6 +106,6 @@ def _sample(model: T2IModel, prompts: list[str], seeds: list[int], config: Sampl
                 pred = uncond_pred + config.guidance_scale * (cond_pred - uncond_pred)
             latents = scheduler.step(pred, t, latents, return_dict=False)[0]
             bar.update(1)
-        images.append(((model.decode_latents(latents, batch_size=config.vae_batch_size) + 1) / 2).cpu())
+        images.append(((model.decode_latents(latents, batch_size=vae_batch_size) + 1) / 2).cpu())
     bar.close()
     return torch.cat(images)

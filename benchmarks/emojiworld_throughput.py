@@ -1,0 +1,228 @@
+#!/usr/bin/env python3
+"""Issue 16, part 2: how many EmojiWorld images a second `scdpo eval` and `scdpo data build` get out
+of one process, today's settings side by side with the levers. Both commands spend their time in
+the same three places, which each row times separately: the guided sampler (`T2IModel.sample`:
+text encoding, DPM-Solver++ steps, VAE decoding, images to the CPU), the judge's scoring (the
+reward and every EmojiWorld metric read its probabilities) and PNG encoding (images on disk).
+
+Rows (``--rows``; each ``NAME:key=value,...``): ``dtype`` (fp32, bf16, fp16: the UNet and text
+encoder; the VAE follows unless its config asks for fp32), ``batch`` (images per UNet batch: the
+sampler's --batch-size), ``vae`` (images per decoder call), ``tf32`` (1: TF32 matmuls; convolutions
+already use TF32 by default in torch), ``compile`` (1: regional torch.compile of the UNet's blocks), ``png`` (threads that PNG-encode: 1,
+today's one image at a time; 0, ``png_bytes_many``'s default).
+The first row is today's `scdpo eval` / `scdpo data build` (fp32, 64 images a batch, 8 a decoder
+call). Each row runs the workload twice: "cold" includes one-off costs (cuDNN's algorithm search,
+compilation), "warm" is the pace a long run keeps.
+
+Equal outputs: every row samples the same prompts with the same per-image seeds, so each is checked
+against the first row: the largest and mean absolute pixel difference, and the share of images on
+which the judge's thresholded verdicts (every concept, present or not) are all the same, and on
+which its harmful verdict (any harmful concept present) is. Batch size alone changes nothing but
+kernel choice; dtypes change the arithmetic, and these columns say by how much.
+
+    python benchmarks/emojiworld_throughput.py --device cuda --out $OUT/tp          # one H200, ~3 min
+With ``--eval``, the whole `scdpo eval` (its 4 default suites, 1,610 images: sampling, PNGs, the
+judge's metrics, the Frechet distance to the renders, report) also runs twice in this process: with
+today's settings (64 images a batch, 8 a decoder call, PNGs one at a time) and with the defaults;
+each row gives its wall time, images/s, and the largest difference of any suite's harmful rate and
+alignment from the first.
+
+    python benchmarks/emojiworld_throughput.py --device cpu --images 16 --steps 2 \\
+        --rows today b16:batch=16,vae=16 --out /tmp/tp                               # CPU dry run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import zlib
+from pathlib import Path
+
+import torch
+
+from gpu_common import sync  # noqa: E402 (benchmarks/ is on sys.path)
+
+SUITES = ("eval-clean", "eval-harmful-explicit")
+DEFAULT_ROWS = ("today:dtype=fp32,batch=64,vae=8", "b256:dtype=fp32,batch=256,vae=256",
+                "b1024:dtype=fp32,batch=1024,vae=1024", "b1024-tf32:dtype=fp32,batch=1024,vae=1024,tf32=1",
+                "b1024-bf16:dtype=bf16,batch=1024,vae=1024", "b1024-bf16-compile:dtype=bf16,batch=1024,vae=1024,compile=1",
+                "b1024-png:dtype=fp32,batch=1024,vae=1024,png=0")
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+KEYS = {"dtype": "fp32", "batch": "64", "vae": "8", "tf32": "0", "compile": "0", "png": "1"}
+
+
+def parse_row(spec: str) -> dict:
+    """``NAME:key=value,...`` -> {"name", "dtype", "batch", "vae", "tf32", "compile"}; "today" alone is
+    today's defaults."""
+    name, _, rest = spec.partition(":")
+    row = dict(KEYS)
+    for item in filter(None, rest.split(",")):
+        key, eq, value = item.partition("=")
+        if not eq or key not in KEYS:
+            raise SystemExit(f"--rows {spec!r}: {item!r} is not key=value with a key of {', '.join(KEYS)}")
+        row[key] = value
+    if row["dtype"] not in DTYPES:
+        raise SystemExit(f"--rows {spec!r}: dtype must be one of {', '.join(DTYPES)}")
+    return {"name": name, "dtype": row["dtype"], "batch": int(row["batch"]), "vae": int(row["vae"]),
+            "tf32": row["tf32"] == "1", "compile": row["compile"] == "1", "png": int(row["png"])}
+
+
+def workload(n: int) -> tuple[list[str], list[int]]:
+    """``n`` prompts, half clean and half explicitly harmful (draw 0, repeated with new seeds when
+    ``n`` passes a suite's size), and one seed each, as `scdpo eval` derives them."""
+    from scdpo.prompts.records import load_records
+
+    prompts, seeds = [], []
+    for s, suite in enumerate(SUITES):
+        records = load_records(suite, None)
+        for i in range(n // len(SUITES) + (s < n % len(SUITES))):
+            prompts.append(records[i % len(records)].prompt)
+            seeds.append(zlib.crc32(f"{suite}\0{i % len(records)}\0{i // len(records)}".encode()))
+    return prompts, seeds
+
+
+def run_row(row: dict, prompts: list[str], seeds: list[int], steps: int, device: torch.device, judge) -> dict:
+    """One row: load the model in the row's dtype, then the workload twice; the warm pass's images
+    and judge probabilities are returned for the comparison with the first row."""
+    from scdpo.models.sampler_config import SamplerConfig
+    from scdpo.models.t2i import T2IModel
+    from scdpo.world.dataset import png_bytes, png_bytes_many
+
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = row["tf32"]
+        torch.cuda.reset_peak_memory_stats()
+    model = T2IModel.from_pretrained("emojiworld", device=device, dtype=DTYPES[row["dtype"]])
+    sampler = SamplerConfig(steps=steps, batch_size=row["batch"], vae_batch_size=row["vae"], progress=False,
+                            compile=row["compile"])
+    out = {**row, "images": len(prompts), "steps": steps}
+    for phase in ("cold", "warm"):
+        model.clear_prompt_cache()  # the warm pass encodes its prompts again, as a new run would
+        sync(device)
+        t0 = time.perf_counter()
+        images = model.sample(prompts, seeds, sampler)
+        sync(device)
+        t1 = time.perf_counter()
+        probs = judge.probabilities(images)
+        t2 = time.perf_counter()
+        if phase == "warm":
+            [png_bytes(x) for x in images] if row["png"] == 1 else png_bytes_many(images, row["png"] or None)
+        t3 = time.perf_counter()
+        out[f"{phase}_sample_s"], out[f"{phase}_judge_s"] = round(t1 - t0, 3), round(t2 - t1, 3)
+    out["png_s"] = round(t3 - t2, 3)
+    n = len(prompts)
+    out["sample_img_s"] = round(n / out["warm_sample_s"], 1)
+    out["judge_img_s"] = round(n / out["warm_judge_s"], 1)
+    out["end_to_end_img_s"] = round(n / (out["warm_sample_s"] + out["warm_judge_s"] + out["png_s"]), 1)
+    out["cold_extra_s"] = round(out["cold_sample_s"] - out["warm_sample_s"], 1)
+    if device.type == "cuda":
+        out["peak_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+    del model
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return out, images, probs
+
+
+def agreement(images, probs, ref_images, ref_probs, threshold: float, harmful: list[int]) -> dict:
+    """How far a row's images and judge verdicts are from the first row's (same prompts and seeds)."""
+    diff = (images - ref_images).abs()
+    verdict, ref_verdict = probs > threshold, ref_probs > threshold
+    return {"max_abs_diff": round(float(diff.max()), 4), "mean_abs_diff": round(float(diff.mean()), 5),
+            "verdicts_equal": round(float((verdict == ref_verdict).all(1).float().mean()), 4),
+            "harmful_equal": round(float((verdict[:, harmful].any(1) == ref_verdict[:, harmful].any(1)).float().mean()), 4)}
+
+
+def eval_rows(device: torch.device, steps: int, limit: int | None, out: Path) -> list[dict]:
+    """`scdpo eval` end to end, today's settings against the defaults (see the module's docstring)."""
+    import contextlib
+    from unittest import mock
+
+    import scdpo.world.dataset as dataset
+    from scdpo.eval.config import EvalConfig
+    from scdpo.eval.run import run
+    from scdpo.models.sampler_config import SamplerConfig
+
+    encode = dataset.png_bytes_many
+    one_thread = lambda images, threads=None: encode(images, 1)  # noqa: E731  (today: one image at a time)
+    rows, first = [], None
+    for name, sampler, png in [("scdpo eval, today", SamplerConfig(steps=steps, batch_size=64, vae_batch_size=8,
+                                                                     progress=False), one_thread),
+                               ("scdpo eval, defaults", SamplerConfig(steps=steps, progress=False), None)]:
+        cfg = EvalConfig(model="emojiworld", out=str(out / name.split(", ")[1]), limit=limit, device=str(device),
+                         sampler=sampler)
+        with mock.patch.object(dataset, "png_bytes_many", png) if png else contextlib.nullcontext():
+            sync(device)
+            t0 = time.perf_counter()
+            m = run(cfg)
+            sync(device)
+        seconds = time.perf_counter() - t0
+        n = sum(s["prompts"] for s in m["suites"].values())  # one image a prompt
+        rates = {(k, key): s.get(key) for k, s in m["suites"].items() for key in ("harmful_rate", "alignment")}
+        first = first or rates
+        diff = max((abs(v - first[k]) for k, v in rates.items() if v is not None and first[k] is not None), default=0.0)
+        rows.append({"name": name, "images": n, "seconds": round(seconds, 1), "img_s": round(n / seconds, 1),
+                     "max_rate_diff": round(diff, 4)})
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    head = ["row", "sample img/s (warm)", "x today", "judge img/s", "end to end img/s", "x today", "cold extra s",
+            "peak GB", "max / mean abs diff", "verdicts equal", "harmful verdict equal"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    base = rows[0]
+    for r in rows:
+        lines.append("| " + " | ".join(str(x) for x in [
+            r["name"], r["sample_img_s"], f"{r['sample_img_s'] / base['sample_img_s']:.2f}x", r["judge_img_s"],
+            r["end_to_end_img_s"], f"{r['end_to_end_img_s'] / base['end_to_end_img_s']:.2f}x", r["cold_extra_s"],
+            r.get("peak_gb", ""), f"{r['max_abs_diff']} / {r['mean_abs_diff']}", f"{100 * r['verdicts_equal']:.1f}%",
+            f"{100 * r['harmful_equal']:.1f}%"]) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--images", type=int, default=2048, help="images a pass (half clean, half explicit harmful)")
+    p.add_argument("--steps", type=int, default=20, help="sampler steps (scdpo eval's and data build's default)")
+    p.add_argument("--rows", nargs="+", default=list(DEFAULT_ROWS), help="NAME:key=value,... (the first is the yardstick)")
+    p.add_argument("--eval", action="store_true", help="also time the whole scdpo eval, today's settings and the defaults")
+    p.add_argument("--eval-limit", type=int, default=None, help="prompts a suite in --eval (default: all)")
+    p.add_argument("--out", required=True, help="folder for rows.jsonl and table.md")
+    args = p.parse_args(argv)
+    from scdpo.utils.io import atomic_write_text
+    from scdpo.world.judge import load_default_judge
+    from scdpo.world.vocab import load_vocabulary
+
+    rows_spec = [parse_row("today:" if r == "today" else r) for r in args.rows]
+    out, device = Path(args.out), torch.device(args.device)
+    out.mkdir(parents=True, exist_ok=True)
+    prompts, seeds = workload(args.images)
+    judge = load_default_judge(device)
+    harmful = [c.index for c in load_vocabulary().harmful]
+    rows, ref = [], None
+    for spec in rows_spec:
+        try:
+            row, images, probs = run_row(spec, prompts, seeds, args.steps, device, judge)
+        except Exception as e:  # a lever that fails is a row that says so, not the end of the run
+            print(f"{spec['name']}: FAILED {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", flush=True)
+            continue
+        ref = ref or (images, probs)
+        row.update(agreement(images, probs, *ref, float(judge.config.threshold), harmful))
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        atomic_write_text(out / "rows.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    text = table(rows) + "\n" if rows else ""
+    if args.eval:
+        ev = eval_rows(device, args.steps, args.eval_limit, out / "eval")
+        atomic_write_text(out / "eval.jsonl", "".join(json.dumps(r) + "\n" for r in ev))
+        text += "\n| whole command | images | wall s | images/s | x today | largest rate difference |\n|---|---|---|---|---|---|\n"
+        text += "".join(f"| {r['name']} | {r['images']} | {r['seconds']} | {r['img_s']} | "
+                        f"{r['img_s'] / ev[0]['img_s']:.2f}x | {r['max_rate_diff']} |\n" for r in ev)
+    if text:
+        atomic_write_text(out / "table.md", text)
+        print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""Sampling batches picked by device and latent size, PNG encoding on threads, and the throughput
+benchmark's rows (issue 16, part 2; docs/performance.md, "Sampling batches")."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from scdpo.models.sampler_config import SamplerConfig, auto_batch
+from scdpo.world.dataset import png_bytes, png_bytes_many
+from test_perf import load_script
+
+
+def test_the_batch_is_picked_by_device_and_latent_size():
+    auto = SamplerConfig()
+    assert auto_batch(auto, "cpu", (16, 16)) == (64, 8)  # the CPU keeps today's batches
+    assert auto_batch(auto, "cuda", (16, 16)) == (1024, 1024)  # EmojiWorld on a GPU: launch-bound at 64
+    assert auto_batch(auto, "cuda", (32, 32)) == (1024, 1024)
+    assert auto_batch(auto, "cuda", (64, 64)) == (64, 8)  # SD 1.5 at 512 px fills the GPU at 64
+    # what the user sets is kept, and a set batch decodes 8 at a time as before (earlier runs reproduce)
+    assert auto_batch(SamplerConfig(batch_size=256), "cuda", (16, 16)) == (256, 8)
+    assert auto_batch(SamplerConfig(batch_size=256, vae_batch_size=16), "cuda", (16, 16)) == (256, 16)
+    assert auto_batch(SamplerConfig(batch_size=32), "cpu", (16, 16)) == (32, 8)
+    with pytest.raises(ValueError, match="batch_size"):
+        SamplerConfig(batch_size=0)
+
+
+def test_the_sampler_samples_in_the_picked_batches(monkeypatch, tmp_path):
+    """T2IModel.sample asks auto_batch with its device and latent size, and batches as it says
+    (that images do not depend on the batch is tests/test_models.py's)."""
+    from scdpo.models import sampling
+    from scdpo.models.testing import tiny_sd_pipeline
+    from scdpo.models.t2i import T2IModel
+
+    asked, bars = [], []
+
+    def picked(config, device_type, latent_hw):
+        asked.append((config.batch_size, device_type, tuple(latent_hw)))
+        return 1, 1
+
+    class Recorded(sampling.tqdm):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            bars.append(self)
+
+    monkeypatch.setattr(sampling, "auto_batch", picked)
+    monkeypatch.setattr(sampling, "tqdm", Recorded)
+    model = T2IModel.from_pretrained(tiny_sd_pipeline(tmp_path / "sd", text_encoder="clip"), device="cpu")
+    model.sample(["a", "b", "c"], [0, 1, 2], SamplerConfig(steps=2))
+    assert asked == [(None, "cpu", (model.resolution // model.vae_scale_factor,) * 2)]
+    assert bars[0].total == 3 * 2  # 3 batches of one image, 2 steps each
+
+
+def test_png_bytes_many_writes_the_bytes_of_one_at_a_time():
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(20, 3, 8, 8, generator=g)
+    images[0] = 0.0  # an all-black image and values outside [0, 1] are clamped alike
+    images[1] = 1.7
+    one = [png_bytes(x) for x in images]
+    assert png_bytes_many(images, threads=4) == one
+    assert png_bytes_many(list(images), threads=1) == one
+    assert png_bytes_many(torch.empty(0, 3, 8, 8)) == []
+
+
+def test_the_throughput_benchmark_parses_rows_and_compares_verdicts():
+    tp = load_script("emojiworld_throughput")
+    today = tp.parse_row("today:")
+    assert today == {"name": "today", "dtype": "fp32", "batch": 64, "vae": 8, "tf32": False, "compile": False,
+                     "png": 1}
+    assert tp.parse_row("x:dtype=bf16,batch=1024,compile=1,png=0") | {} == {
+        "name": "x", "dtype": "bf16", "batch": 1024, "vae": 8, "tf32": False, "compile": True, "png": 0}
+    for bad in ("x:batch", "x:size=3", "x:dtype=fp64"):
+        with pytest.raises(SystemExit, match="--rows"):
+            tp.parse_row(bad)
+    prompts, seeds = tp.workload(5)
+    assert len(prompts) == len(seeds) == 5 and len(set(seeds)) == 5
+    # verdicts: image 1 loses concept 0 (benign: all verdicts differ, the harmful one does not);
+    # image 2 gains concept 2 (harmful: both differ)
+    ref = torch.tensor([[0.9, 0.1, 0.1], [0.9, 0.1, 0.1], [0.1, 0.1, 0.1], [0.1, 0.8, 0.1]])
+    new = torch.tensor([[0.8, 0.2, 0.1], [0.2, 0.1, 0.1], [0.1, 0.1, 0.7], [0.1, 0.9, 0.1]])
+    images = torch.zeros(4, 3, 2, 2)
+    a = tp.agreement(images + 0.25, new, images, ref, 0.5, harmful=[1, 2])
+    assert a == {"max_abs_diff": 0.25, "mean_abs_diff": 0.25, "verdicts_equal": 0.5, "harmful_equal": 0.75}
