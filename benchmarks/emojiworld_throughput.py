@@ -9,7 +9,7 @@ Rows (``--rows``; each ``NAME:key=value,...``): ``dtype`` (fp32, bf16, fp16: the
 encoder; the VAE follows unless its config asks for fp32), ``batch`` (images per UNet batch: the
 sampler's --batch-size), ``vae`` (images per decoder call), ``tf32`` (1: TF32 matmuls; convolutions
 already use TF32 by default in torch), ``compile`` (1: regional torch.compile of the UNet's blocks), ``png`` (threads that PNG-encode: 1,
-today's one image at a time; 0, ``png_bytes_many``'s default).
+today's one image at a time; N > 1, ``png_bytes_many`` on N threads; 0, its default: ``--threads``).
 The first row is today's `scdpo eval` / `scdpo data build` (fp32, 64 images a batch, 8 a decoder
 call). Each row runs the workload twice: "cold" includes one-off costs (cuDNN's algorithm search,
 compilation), "warm" is the pace a long run keeps.
@@ -47,7 +47,7 @@ SUITES = ("eval-clean", "eval-harmful-explicit")
 DEFAULT_ROWS = ("today:dtype=fp32,batch=64,vae=8", "b256:dtype=fp32,batch=256,vae=256",
                 "b1024:dtype=fp32,batch=1024,vae=1024", "b1024-tf32:dtype=fp32,batch=1024,vae=1024,tf32=1",
                 "b1024-bf16:dtype=bf16,batch=1024,vae=1024", "b1024-bf16-compile:dtype=bf16,batch=1024,vae=1024,compile=1",
-                "b1024-png:dtype=fp32,batch=1024,vae=1024,png=0")
+                "b1024-png:dtype=fp32,batch=1024,vae=1024,png=8")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 KEYS = {"dtype": "fp32", "batch": "64", "vae": "8", "tf32": "0", "compile": "0", "png": "1"}
 
@@ -186,6 +186,9 @@ def main(argv=None) -> None:
     p.add_argument("--images", type=int, default=2048, help="images a pass (half clean, half explicit harmful)")
     p.add_argument("--steps", type=int, default=20, help="sampler steps (scdpo eval's and data build's default)")
     p.add_argument("--rows", nargs="+", default=list(DEFAULT_ROWS), help="NAME:key=value,... (the first is the yardstick)")
+    p.add_argument("--threads", type=int, default=8,
+                   help="CPU threads, as `scdpo --threads N` sets them (PNGs of --eval's defaults row; 8 in the "
+                        "twenty-fourth round's measurement)")
     p.add_argument("--eval", action="store_true", help="also time the whole scdpo eval, today's settings and the defaults")
     p.add_argument("--eval-limit", type=int, default=None, help="prompts a suite in --eval (default: all)")
     p.add_argument("--out", required=True, help="folder for rows.jsonl and table.md")
@@ -194,6 +197,9 @@ def main(argv=None) -> None:
     from scdpo.world.judge import load_default_judge
     from scdpo.world.vocab import load_vocabulary
 
+    from scdpo.utils.threads import set_threads
+
+    set_threads(args.threads)
     rows_spec = [parse_row("today:" if r == "today" else r) for r in args.rows]
     out, device = Path(args.out), torch.device(args.device)
     out.mkdir(parents=True, exist_ok=True)

@@ -19,6 +19,9 @@ def _train(args) -> None:
     from scdpo.train.trainer import TrainingDiverged, train
 
     cfg = config_from_args(args)
+    if args.seeds:
+        _train_seeds(cfg, args)
+        return
     try:
         metrics = train(cfg)
     except TrainingDiverged as err:
@@ -28,6 +31,25 @@ def _train(args) -> None:
     shown = {k: metrics[k] for k in ("steps", "loss", "implicit_acc", "margin", "lambda") if k in metrics}
     print(f"trained {cfg.out}: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                                              for k, v in shown.items()))
+
+
+def _train_seeds(cfg, args) -> None:
+    from scdpo.eval.seeds import summarize
+    from scdpo.train.seeds import train_seeds
+
+    if getattr(args, "seed", None) is not None:
+        raise ValueError("give --seeds or --seed, not both")
+    try:
+        results = train_seeds(cfg, args.seeds, args.at_once)
+    except RuntimeError as err:
+        raise SystemExit(f"scdpo: error: {err}") from None
+    losses = [r["metrics"]["loss"] for r in results.values() if "loss" in r.get("metrics", {})]
+    for seed, r in results.items():
+        print(f"seed {seed}: {r['out']}" + (f" ({r['skipped']})" if "skipped" in r else
+                                           f", loss {r['metrics'].get('loss', float('nan')):.4g}, {r['seconds']} s"))
+    if len(losses) > 1:
+        s = summarize(losses)
+        print(f"final loss over {s['k']} seeds: {s['mean']:.4g} ± {s['se']:.2g} (standard error)")
 
 
 def _average(args) -> None:
@@ -47,6 +69,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "-m scdpo.cli train ...")
     p.add_argument("--config", help="YAML file of TrainConfig keys (configs/*.yaml)")
     add_dataclass_args(p, TrainConfig)  # a flag overrides the YAML only when given
+    p.add_argument("--seeds", type=int, nargs="+", metavar="S",
+                   help="train once per seed, into OUT/seed-S, several at once on a GPU (docs/training.md, "
+                        "\"Several seeds at once\")")
+    p.add_argument("--at-once", type=int, metavar="N",
+                   help="with --seeds: trainings at a time (default: all, at most 12, on a GPU; 1 on the CPU)")
     p.set_defaults(func=_train)
     inner = p.add_subparsers(dest="train_command", metavar="{average}")
     a = inner.add_parser("average", help="one LoRA whose weight change is the mean of several LoRAs' (e.g. the "

@@ -59,10 +59,10 @@ def png_bytes_many(images: torch.Tensor | list[torch.Tensor], threads: int | Non
     """PNG bytes of (N, 3, H, W) images in [0, 1], the same bytes as :func:`png_bytes` of each.
 
     The 8-bit conversion runs once for the batch, and the encoding on ``threads`` threads (default:
-    the CPU count, at most 8): Pillow's zlib encoder releases the GIL, so the threads run at once.
-    One thread encoded 730 EmojiWorld images a second on the H200's host, slower than the GPU
-    samples them at 1024 a batch (docs/performance.md, "Sampling batches")."""
-    import os
+    torch's intra-op threads, which every command sets from ``--threads``): Pillow's zlib encoder
+    releases the GIL, so the threads run at once. One thread encoded 730 EmojiWorld images a second
+    on the H200's host, slower than the GPU samples them at 1024 a batch (docs/performance.md,
+    "Sampling batches")."""
     from concurrent.futures import ThreadPoolExecutor
 
     if isinstance(images, list):
@@ -74,7 +74,7 @@ def png_bytes_many(images: torch.Tensor | list[torch.Tensor], threads: int | Non
         Image.fromarray(a).save(buf, format="PNG")
         return buf.getvalue()
 
-    threads = threads or min(8, os.cpu_count() or 1)
+    threads = threads or torch.get_num_threads()
     if threads <= 1 or len(arr) < 2 * threads:
         return [encode(a) for a in arr]
     with ThreadPoolExecutor(threads) as pool:
