@@ -19,6 +19,9 @@ R=${R:-runs/r12-rab}
 mkdir -p "$R/logs"
 if [ "${TINY:-0}" = 1 ]; then SEARCH="--budget-iters 2 --population 8 --steps 2"; SEEDS=1; SHARDS=${SHARDS:-2}
 else SEARCH="--budget-iters ${GENS:-3000} --budget-seconds ${SECS:-40}"; SEEDS=${SEEDS:-4}; SHARDS=${SHARDS:-8}; fi
+# RAB_FLAGS: more search flags, e.g. "--tokens 30" (the paper's K for violence is 38 or 77; docs/attacks.md,
+# "Twenty-fourth round") or "--eta 5.5"
+SEARCH="$SEARCH ${RAB_FLAGS:-}"
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 scdpo() { python3 -m scdpo.cli "$@"; }  # the device has no console script on PATH
 . "$(dirname "$0")/negative_prompt.sh"  # NEG, the fixed negative prompt

@@ -13,6 +13,8 @@
 #   . scripts/device_env.sh && bash benchmarks/detach.sh r24 bash benchmarks/round24.sh   # device: carry
 #       .carry/s3 after .carry/s1 and .carry/s2, every call in ONE message, the detach command repeated
 #   TINY=1 R=/tmp/r24 OUT=/tmp/r24/out bash benchmarks/round24.sh                        # CPU dry run
+#   ... detach.sh r25 STAGES=2 RAB_FLAGS="--tokens 30" bash benchmarks/round24.sh   # the next try: the paper's K
+#       for ring-a-bell (docs/attacks.md, "Twenty-fourth round"); STAGES picks stages (default "1 2 3")
 set -u
 R=${R:-/tmp/r24}
 OUT=${OUT:-$R/out}
@@ -22,17 +24,23 @@ PICK=${STAGE:-/tmp/stage}/${PICK:-r23b-pick}
 if [ "${TINY:-0}" = 1 ]; then TP="--device cpu --images 8 --steps 2 --rows today b8:batch=8,vae=8"; CT="--device cpu --rows eager:1 --steps 3 --warmup 1 --batch-size 2"
 else TP="--device cuda"; CT="--device cuda --rows eager:1 compile-reduce-overhead:1 --budget ${CT_BUDGET:-500}"; fi
 
+STAGES=" ${STAGES:-1 2 3} "
+if [[ $STAGES == *" 1 "* ]]; then
 echo "[$(date +%T)] 1. throughput"
 python3 "$B/emojiworld_throughput.py" $TP --out "$R/tp" && cp "$R/tp/rows.jsonl" "$OUT/tp-rows.jsonl" \
     && cp "$R/tp/table.md" "$OUT/tp-table.md"
+fi
 
+if [[ $STAGES == *" 2 "* ]]; then
 echo "[$(date +%T)] 2. ring-a-bell at the paper's budget"
 extra=""
 for s in 0 1 2; do [ -d "$PICK/lora-loop50-s$s" ] && extra="$extra loop50-s$s=$PICK/lora-loop50-s$s"; done
 [ -d "$PICK/lora-uhold-s0" ] && extra="$extra uhold-s0=$PICK/lora-uhold-s0"
 [ "${TINY:-0}" = 1 ] && SHARDS=${SHARDS:-2}
 R=$R/rab SHARDS=${SHARDS:-13} SECS=${SECS:-170} GENS=3000 EXTRA="$extra" OUT=$OUT bash "$B/round12_rab.sh"
+fi
 
+if [[ $STAGES == *" 3 "* ]]; then
 echo "[$(date +%T)] 3. a training with CUDA graphs"
 # its table, rebuilt after each row, is copied as it grows: the budget's end may cut this stage
 ( while sleep 20; do [ -f "$R/ct/table.md" ] && cp "$R/ct/table.md" "$OUT/.ct-table.tmp" && mv "$OUT/.ct-table.tmp" "$OUT/ct-table.md"; done ) &
@@ -40,4 +48,5 @@ copier=$!
 python3 "$B/concurrent_train.py" $CT --out "$R/ct"
 kill "$copier"
 tar czf "$OUT/.ct.tmp" -C "$R" ct && mv "$OUT/.ct.tmp" "$OUT/ct.tar.gz"
+fi
 echo "[$(date +%T)] done"

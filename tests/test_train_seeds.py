@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from scdpo.cli import main
 from scdpo.models import testing
 from scdpo.train.config import TrainConfig
-from scdpo.train.seeds import default_at_once, finished, plan, seed_out
+from scdpo.train.seeds import _step, default_at_once, finished, plan, seed_out
 from test_trainer import write_pairs
 
 pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning"),
@@ -37,6 +37,16 @@ def test_finished_reads_the_seed_metrics(tmp_path):
     assert not finished(cfg)
     (tmp_path / "metrics.json").write_text(json.dumps({"steps": 3}))
     assert finished(cfg)
+
+
+def test_the_running_step_is_read_from_the_log_bar(tmp_path):
+    log = tmp_path / "seed-0.log"
+    assert _step(log) is None  # not started
+    log.write_text("loading\n")
+    assert _step(log) is None
+    log.write_text("x" * 5000 + "train:  45%|####5     | 450/1000 [01:00<01:10, 7.1it/s]\r"
+                   "train:  46%|####6     | 460/1000 [01:01<01:10, 7.1it/s]")
+    assert _step(log) == "460/1000"  # the last count, from the end of a long log
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,8 @@ settings with its own ``seed`` and ``out`` (``OUT/seed-S``): a seed's LoRA is ex
 single run with ``--seed S`` writes, and resumes as one.
 
 Each process gets the settings as a file (``OUT/seeds/seed-S.json``, every TrainConfig key) and
-logs to ``OUT/seeds/seed-S.log``; with several GPUs visible, seed i goes to GPU i mod n; with more
+logs to ``OUT/seeds/seed-S.log`` (the command's bar counts finished seeds and shows each running
+one's step, read from its log); with several GPUs visible, seed i goes to GPU i mod n; with more
 than one at once, each gets one intra-op CPU thread unless ``OMP_NUM_THREADS`` is set (the CPU
 threads of twelve processes would otherwise fight over the cores). ``OUT/seeds.json`` records each
 seed's exit code, seconds and final metrics.
@@ -79,6 +80,21 @@ def _tail(path: Path, lines: int = 3) -> str:
         return "(no log)"
 
 
+def _step(log: Path) -> str | None:
+    """The child's last progress-bar count ("450/1000") from the end of its log, if any."""
+    import re
+
+    try:
+        with open(log, "rb") as f:
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - 4096))
+            tail = f.read().decode(errors="replace")
+    except OSError:
+        return None
+    found = re.findall(r"\|\s*(\d+/\d+)\s*\[", tail)
+    return found[-1] if found else None
+
+
 def train_seeds(cfg, seeds: list[int], at_once: int | None = None) -> dict:
     """Train ``cfg`` once per seed, ``at_once`` processes at a time (default: default_at_once);
     returns (and writes to ``OUT/seeds.json``) ``{seed: {"out", "exit_code", "seconds", "metrics"}}``.
@@ -107,6 +123,7 @@ def train_seeds(cfg, seeds: list[int], at_once: int | None = None) -> dict:
         atomic_write_text(settings, json.dumps(dataclasses.asdict(run), indent=1))
         queue.append((i, run, settings))
     bar = tqdm(total=len(runs), initial=len(results), desc=f"seeds ({at_once} at once)", unit="seed")
+    shown = 0.0
     try:
         while queue or running:
             while queue and len(running) < at_once:
@@ -117,6 +134,10 @@ def train_seeds(cfg, seeds: list[int], at_once: int | None = None) -> dict:
                                             stdout=f, stderr=subprocess.STDOUT, env=_env(i, at_once, gpus))
                 running[proc] = (run, log, time.time())
             time.sleep(0.2)
+            if time.time() - shown > 5:  # each running seed's step, read from its log's progress bar
+                shown = time.time()
+                bar.set_postfix_str(", ".join(f"seed {r.seed} {_step(log) or 'starting'}"
+                                              for r, log, _ in running.values()), refresh=True)
             for proc in [p for p in running if p.poll() is not None]:
                 run, log, start = running.pop(proc)
                 entry = {"out": run.out, "exit_code": proc.returncode, "seconds": round(time.time() - start, 1)}
