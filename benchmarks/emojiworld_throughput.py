@@ -8,8 +8,9 @@ reward and every EmojiWorld metric read its probabilities) and PNG encoding (ima
 Rows (``--rows``; each ``NAME:key=value,...``): ``dtype`` (fp32, bf16, fp16: the UNet and text
 encoder; the VAE follows unless its config asks for fp32), ``batch`` (images per UNet batch: the
 sampler's --batch-size), ``vae`` (images per decoder call), ``tf32`` (1: TF32 matmuls; convolutions
-already use TF32 by default in torch), ``compile`` (1: regional torch.compile of the UNet's blocks), ``png`` (threads that PNG-encode: 1,
-today's one image at a time; N > 1, ``png_bytes_many`` on N threads; 0, its default: ``--threads``).
+already use TF32 by default in torch), ``compile`` (1: regional torch.compile of the UNet's blocks),
+``png`` (threads that PNG-encode: 1, today's one image at a time; N > 1, ``png_bytes_many`` on N
+threads; 0, its default: ``--threads``).
 The first row is today's `scdpo eval` / `scdpo data build` (fp32, 64 images a batch, 8 a decoder
 call). Each row runs the workload twice: "cold" includes one-off costs (cuDNN's algorithm search,
 compilation), "warm" is the pace a long run keeps.
@@ -46,7 +47,8 @@ from gpu_common import sync  # noqa: E402 (benchmarks/ is on sys.path)
 SUITES = ("eval-clean", "eval-harmful-explicit")
 DEFAULT_ROWS = ("today:dtype=fp32,batch=64,vae=8", "b256:dtype=fp32,batch=256,vae=256",
                 "b1024:dtype=fp32,batch=1024,vae=1024", "b1024-tf32:dtype=fp32,batch=1024,vae=1024,tf32=1",
-                "b1024-bf16:dtype=bf16,batch=1024,vae=1024", "b1024-bf16-compile:dtype=bf16,batch=1024,vae=1024,compile=1",
+                "b1024-bf16:dtype=bf16,batch=1024,vae=1024",
+                "b1024-bf16-compile:dtype=bf16,batch=1024,vae=1024,compile=1",
                 "b1024-png:dtype=fp32,batch=1024,vae=1024,png=8")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 KEYS = {"dtype": "fp32", "batch": "64", "vae": "8", "tf32": "0", "compile": "0", "png": "1"}
@@ -222,7 +224,8 @@ def main(argv=None) -> None:
     if args.eval:
         ev = eval_rows(device, args.steps, args.eval_limit, out / "eval")
         atomic_write_text(out / "eval.jsonl", "".join(json.dumps(r) + "\n" for r in ev))
-        text += "\n| whole command | images | wall s | images/s | x today | largest rate difference |\n|---|---|---|---|---|---|\n"
+        text += ("\n| whole command | images | wall s | images/s | x today | largest rate difference |\n"
+                 "|---|---|---|---|---|---|\n")
         text += "".join(f"| {r['name']} | {r['images']} | {r['seconds']} | {r['img_s']} | "
                         f"{r['img_s'] / ev[0]['img_s']:.2f}x | {r['max_rate_diff']} |\n" for r in ev)
     if text:

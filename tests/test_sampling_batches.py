@@ -25,6 +25,15 @@ def test_the_batch_is_picked_by_device_and_latent_size():
         SamplerConfig(batch_size=0)
 
 
+def test_a_small_gpu_gets_the_batch_that_fits():
+    auto, gib = SamplerConfig(), 2**30
+    assert auto_batch(auto, "cuda", (16, 16), free_bytes=120 * gib) == (1024, 1024)  # an H200: the measured batch
+    assert auto_batch(auto, "cuda", (16, 16), free_bytes=4 * gib) == (128, 128)  # 128 x 9 MiB <= 2 GiB
+    assert auto_batch(auto, "cuda", (16, 16), free_bytes=gib // 4) == (64, 64)  # never below today's 64
+    assert auto_batch(SamplerConfig(batch_size=512), "cuda", (16, 16), free_bytes=gib) == (512, 8)  # set: kept
+    assert auto_batch(auto, "cuda", (64, 64), free_bytes=gib) == (64, 8)
+
+
 def test_the_sampler_samples_in_the_picked_batches(monkeypatch, tmp_path):
     """T2IModel.sample asks auto_batch with its device and latent size, and batches as it says
     (that images do not depend on the batch is tests/test_models.py's)."""
@@ -34,8 +43,8 @@ def test_the_sampler_samples_in_the_picked_batches(monkeypatch, tmp_path):
 
     asked, bars = [], []
 
-    def picked(config, device_type, latent_hw):
-        asked.append((config.batch_size, device_type, tuple(latent_hw)))
+    def picked(config, device_type, latent_hw, free_bytes=None):
+        asked.append((config.batch_size, device_type, tuple(latent_hw), free_bytes))
         return 1, 1
 
     class Recorded(sampling.tqdm):
@@ -47,7 +56,7 @@ def test_the_sampler_samples_in_the_picked_batches(monkeypatch, tmp_path):
     monkeypatch.setattr(sampling, "tqdm", Recorded)
     model = T2IModel.from_pretrained(tiny_sd_pipeline(tmp_path / "sd", text_encoder="clip"), device="cpu")
     model.sample(["a", "b", "c"], [0, 1, 2], SamplerConfig(steps=2))
-    assert asked == [(None, "cpu", (model.resolution // model.vae_scale_factor,) * 2)]
+    assert asked == [(None, "cpu", (model.resolution // model.vae_scale_factor,) * 2, None)]
     assert bars[0].total == 3 * 2  # 3 batches of one image, 2 steps each
 
 

@@ -69,7 +69,8 @@ def _sample(model: T2IModel, prompts: list[str], seeds: list[int], config: Sampl
         raise ValueError(f"image size {height}x{width} is not a multiple of {factor}, the VAE downsampling "
                          f"factor of this model (its native resolution is {model.resolution})")
     latent_shape = (model.latent_channels, height // factor, width // factor)
-    batch_size, vae_batch_size = auto_batch(config, model.device.type, latent_shape[1:])
+    free = torch.cuda.mem_get_info(model.device)[0] if model.device.type == "cuda" else None
+    batch_size, vae_batch_size = auto_batch(config, model.device.type, latent_shape[1:], free)
     guided = config.guidance_scale > 1.0
     images = [torch.empty(0, 3, height, width)]
     # counts denoising steps, not batches: a 64-image batch is minutes on a CPU, a step seconds
