@@ -84,7 +84,8 @@ def workload(n: int) -> tuple[list[str], list[int]]:
     return prompts, seeds
 
 
-def run_row(row: dict, prompts: list[str], seeds: list[int], steps: int, device: torch.device, judge) -> dict:
+def run_row(row: dict, prompts: list[str], seeds: list[int], steps: int, device: torch.device,
+            judge) -> tuple[dict, torch.Tensor, torch.Tensor]:
     """One row: load the model in the row's dtype, then the workload twice; the warm pass's images
     and judge probabilities are returned for the comparison with the first row."""
     from scdpo.models.sampler_config import SamplerConfig
@@ -121,6 +122,7 @@ def run_row(row: dict, prompts: list[str], seeds: list[int], steps: int, device:
         out["peak_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
     del model
     if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False  # torch's default, for the rows and --eval after
         torch.cuda.empty_cache()
     return out, images, probs
 

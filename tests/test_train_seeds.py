@@ -30,6 +30,20 @@ def test_plan_gives_each_seed_its_settings_and_folder():
     assert default_at_once("cpu", 5) == 1  # the CPU's cores are one training's already
 
 
+def test_a_seed_reads_back_every_setting_it_was_given(tmp_path):
+    """The launcher hands each seed its settings as a file; an emoji in a prompt must survive that."""
+    import dataclasses
+
+    from scdpo.train.config import load_yaml_config
+
+    cfg = TrainConfig(model="m", dataset="d", out=str(tmp_path), validate_prompts=["a 😀 and a cat"],
+                      anchor_target_word="sunflower", lora_targets=["to_k", "to_v"])
+    (run,) = plan(cfg, [3])
+    path = tmp_path / "seed-3.json"
+    path.write_text(json.dumps(dataclasses.asdict(run), ensure_ascii=False, default=str))
+    assert load_yaml_config(path) == dataclasses.asdict(run)
+
+
 def test_finished_reads_the_seed_metrics(tmp_path):
     cfg = TrainConfig(model="m", dataset="d", out=str(tmp_path), max_steps=3)
     assert not finished(cfg)

@@ -22,7 +22,7 @@ class SamplerConfig:
             list with one per prompt (None entries: the empty prompt).
         batch_size: images per UNet batch (with guidance, the UNet sees twice as many); None (the
             default) picks by device and latent size (:func:`auto_batch`): 1024 on a GPU for latents of
-            at most 32x32 (EmojiWorld's 16x16: 5.7x today's images/s on an H200, every judge verdict the
+            at most 16x16 (EmojiWorld's: 3.8-5.7x today's images/s on an H200, every judge verdict the
             same; docs/performance.md, "Sampling batches"), else 64.
         height, width: image size in pixels; None means the model's native resolution.  Must be a
             multiple of the VAE's downsampling factor (8 for SD/SDXL).
@@ -74,8 +74,9 @@ class SamplerConfig:
 
 #: images per batch on the CPU, and on a GPU for latents larger than SMALL_LATENT (today's default)
 DEFAULT_BATCH, DEFAULT_VAE_BATCH = 64, 8
-#: on a GPU, latents of at most this many pixels (32x32) are launch-bound at 64 images a batch
-SMALL_LATENT, SMALL_LATENT_BATCH = 32 * 32, 1024
+#: on a GPU, latents of at most this many pixels (EmojiWorld's 16x16, the measured case) are launch-bound at
+#: 64 images a batch; an SD-family VAE at 256 px (32x32 latents) would not decode 1024 images at once
+SMALL_LATENT, SMALL_LATENT_BATCH = 16 * 16, 1024
 #: GPU memory an EmojiWorld image of a batch takes while sampling (fp32; 1.23 GB at 64 images, 9.5 GB at
 #: 1024 on an H200: about 8.6 MB an image, rounded up), for a GPU with less room than the H200
 BYTES_PER_SMALL_IMAGE = 9 * 2**20
@@ -86,9 +87,9 @@ def auto_batch(config: SamplerConfig, device_type: str, latent_hw: tuple[int, in
     """(images per UNet batch, images per VAE decoder call) of ``config``, its None fields picked.
 
     On a GPU, small latents (EmojiWorld's 16x16) leave the UNet waiting on kernel launches at 64
-    images a batch: 1024 measured 5.7x the images/s on an H200 with every judge verdict unchanged
-    (benchmarks/emojiworld_throughput.py; docs/performance.md, "Sampling batches"). SD-sized latents
-    (64x64 and up) fill the GPU at 64 already and keep today's 64 and 8. On the CPU, 64 and 8.
+    images a batch: 1024 measured 3.8-5.7x the images/s on an H200 with every judge verdict unchanged
+    (benchmarks/emojiworld_throughput.py; docs/performance.md, "Sampling batches"). Larger latents
+    (SD's 64x64 and up fill the GPU at 64 already) keep today's 64 and 8. On the CPU, 64 and 8.
     Each image keeps its own seed, so the batch changes which kernels run, not what is drawn. With
     ``free_bytes`` (the GPU's free memory), the picked batch is halved until it takes at most half of
     it, down to 64: a small GPU gets what fits, not an out-of-memory error."""

@@ -69,7 +69,10 @@ def _sample(model: T2IModel, prompts: list[str], seeds: list[int], config: Sampl
         raise ValueError(f"image size {height}x{width} is not a multiple of {factor}, the VAE downsampling "
                          f"factor of this model (its native resolution is {model.resolution})")
     latent_shape = (model.latent_channels, height // factor, width // factor)
-    free = torch.cuda.mem_get_info(model.device)[0] if model.device.type == "cuda" else None
+    free = None
+    if model.device.type == "cuda":  # memory torch holds cached is free for this batch too
+        free = torch.cuda.mem_get_info(model.device)[0] + torch.cuda.memory_reserved(model.device) \
+            - torch.cuda.memory_allocated(model.device)
     batch_size, vae_batch_size = auto_batch(config, model.device.type, latent_shape[1:], free)
     guided = config.guidance_scale > 1.0
     images = [torch.empty(0, 3, height, width)]

@@ -47,8 +47,8 @@ def _train_seeds(cfg, args) -> None:
     for seed, r in results.items():
         print(f"seed {seed}: {r['out']}" + (f" ({r['skipped']})" if "skipped" in r else
                                            f", loss {r['metrics'].get('loss', float('nan')):.4g}, {r['seconds']} s"))
-    if len(losses) > 1:
-        s = summarize(losses)
+    s = summarize(losses)
+    if s and s["k"] > 1:
         print(f"final loss over {s['k']} seeds: {s['mean']:.4g} ± {s['se']:.2g} (standard error)")
 
 

@@ -10,9 +10,9 @@ single run with ``--seed S`` writes, and resumes as one.
 
 Each process gets the settings as a file (``OUT/seeds/seed-S.json``, every TrainConfig key) and
 logs to ``OUT/seeds/seed-S.log`` (the command's bar counts finished seeds and shows each running
-one's step, read from its log); with several GPUs visible, seed i goes to GPU i mod n; with more
-than one at once, each gets one intra-op CPU thread unless ``OMP_NUM_THREADS`` is set (the CPU
-threads of twelve processes would otherwise fight over the cores). ``OUT/seeds.json`` records each
+one's step, read from its log); with several GPUs visible and ``device`` unset or "cuda", seed i
+goes to GPU i mod n; each process uses the command's ``--threads`` (default one, which is what
+twelve processes on one machine need). ``OUT/seeds.json`` records each
 seed's exit code, seconds and final metrics.
 """
 
@@ -21,8 +21,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -44,13 +46,17 @@ def plan(cfg, seeds: list[int]) -> list:
     return [dataclasses.replace(cfg, seed=s, out=str(seed_out(cfg.out, s))) for s in seeds]
 
 
-def default_at_once(device: str | None, n: int) -> int:
-    """All seeds at once (at most MAX_AT_ONCE) on a GPU; one at a time on the CPU, whose cores a
-    single training already uses."""
+def default_at_once(device: str | None, n: int, model: str = "emojiworld") -> int:
+    """How many seeds train at once by default: on a GPU, EmojiWorld's all (at most MAX_AT_ONCE:
+    measured there, each training uses under 1 GB) and any other model's one per GPU (an SD training
+    fills a GPU); on the CPU one, whose cores a single training already uses."""
     import torch
 
-    on_gpu = device != "cpu" and torch.cuda.is_available()
-    return min(n, MAX_AT_ONCE) if on_gpu else 1
+    if device == "cpu" or not torch.cuda.is_available():
+        return 1
+    if model == "emojiworld":
+        return min(n, MAX_AT_ONCE)
+    return max(1, min(n, torch.cuda.device_count())) if device in (None, "cuda") else 1
 
 
 def finished(cfg) -> bool:
@@ -62,13 +68,13 @@ def finished(cfg) -> bool:
         return False
 
 
-def _env(index: int, at_once: int, gpus: int) -> dict:
+def _env(index: int, spread: int) -> dict:
+    """A seed's environment: the command's own (its --threads among it); with ``spread`` > 1 GPUs to
+    spread over, seed ``index`` sees GPU index mod spread alone."""
     env = dict(os.environ)
-    if at_once > 1 and "OMP_NUM_THREADS" not in os.environ:
-        env["OMP_NUM_THREADS"] = "1"
-    if gpus > 1:
+    if spread > 1:
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-        ids = visible.split(",") if visible else [str(i) for i in range(gpus)]
+        ids = visible.split(",") if visible else [str(i) for i in range(spread)]
         env["CUDA_VISIBLE_DEVICES"] = ids[index % len(ids)]
     return env
 
@@ -95,6 +101,22 @@ def _step(log: Path) -> str | None:
     return found[-1] if found else None
 
 
+def _raise_exit(signum, frame):
+    raise SystemExit(128 + signum)
+
+
+def _stop(running: dict) -> None:
+    """Stop the seeds still running (interrupted): no training is left behind the command."""
+    for proc in running:
+        proc.terminate()
+    for proc in running:
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def train_seeds(cfg, seeds: list[int], at_once: int | None = None) -> dict:
     """Train ``cfg`` once per seed, ``at_once`` processes at a time (default: default_at_once);
     returns (and writes to ``OUT/seeds.json``) ``{seed: {"out", "exit_code", "seconds", "metrics"}}``.
@@ -106,32 +128,38 @@ def train_seeds(cfg, seeds: list[int], at_once: int | None = None) -> dict:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ValueError("--seeds starts its own processes: run it without accelerate launch")
     runs = plan(cfg, seeds)
-    at_once = at_once or default_at_once(cfg.device, len(runs))
+    at_once = default_at_once(cfg.device, len(runs), cfg.model) if at_once is None else at_once
     if at_once < 1:
         raise ValueError(f"--at-once must be >= 1, got {at_once}")
     import torch
 
-    gpus = torch.cuda.device_count() if cfg.device != "cpu" else 0
+    spread = torch.cuda.device_count() if cfg.device in (None, "cuda") and torch.cuda.is_available() else 0
     folder = Path(cfg.out) / "seeds"
     folder.mkdir(parents=True, exist_ok=True)
     results, queue, running = {}, [], {}
     for i, run in enumerate(runs):
         if cfg.resume and finished(run):
-            results[run.seed] = {"out": run.out, "exit_code": 0, "seconds": 0.0, "skipped": "already trained"}
+            results[run.seed] = {"out": run.out, "exit_code": 0, "seconds": 0.0, "skipped": "already trained",
+                                 "metrics": json.loads((Path(run.out) / "metrics.json").read_text())}
             continue
         settings = folder / f"seed-{run.seed}.json"
-        atomic_write_text(settings, json.dumps(dataclasses.asdict(run), indent=1))
+        # ensure_ascii=False: the YAML reader would turn an escaped emoji into two lone surrogates
+        atomic_write_text(settings, json.dumps(dataclasses.asdict(run), indent=1, ensure_ascii=False, default=str))
         queue.append((i, run, settings))
     bar = tqdm(total=len(runs), initial=len(results), desc=f"seeds ({at_once} at once)", unit="seed")
     shown = 0.0
+    # a SIGTERM (a scheduler's or timeout's stop) unwinds like Ctrl-C, so the finally below stops the seeds
+    main = threading.current_thread() is threading.main_thread()  # only the main thread may set handlers
+    previous = signal.signal(signal.SIGTERM, _raise_exit) if main else None
     try:
         while queue or running:
             while queue and len(running) < at_once:
                 i, run, settings = queue.pop(0)
                 log = folder / f"seed-{run.seed}.log"
-                with open(log, "w") as f:  # the child keeps its own handle
+                with open(log, "a") as f:  # the child keeps its own handle; a relaunch appends
                     proc = subprocess.Popen([sys.executable, "-m", "scdpo.cli", "train", "--config", str(settings)],
-                                            stdout=f, stderr=subprocess.STDOUT, env=_env(i, at_once, gpus))
+                                            stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                            env=_env(i, spread))
                 running[proc] = (run, log, time.time())
             time.sleep(0.2)
             if time.time() - shown > 5:  # each running seed's step, read from its log's progress bar
@@ -150,10 +178,9 @@ def train_seeds(cfg, seeds: list[int], at_once: int | None = None) -> dict:
                 bar.write(f"seed {run.seed}: " + ("done" if proc.returncode == 0 else
                                                   f"FAILED (exit {proc.returncode}): {_tail(log)}"))
     finally:
-        for proc in running:  # interrupted: no training is left running behind the command
-            proc.terminate()
-        for proc in running:
-            proc.wait()
+        _stop(running)
+        if main:
+            signal.signal(signal.SIGTERM, previous)
         bar.close()
     ordered = {str(s): results[s] for s in seeds if s in results}
     atomic_write_text(Path(cfg.out) / "seeds.json", json.dumps(ordered, indent=1))
