@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from scdpo.cli import main
 from scdpo.models import testing
 from scdpo.train.config import TrainConfig
-from scdpo.train.seeds import _step, default_at_once, finished, plan, seed_out
+from scdpo.train.seeds import _step, default_at_once, finished, plan, seed_out, write_settings
 from test_trainer import write_pairs
 
 pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning"),
@@ -39,8 +39,7 @@ def test_a_seed_reads_back_every_setting_it_was_given(tmp_path):
     cfg = TrainConfig(model="m", dataset="d", out=str(tmp_path), validate_prompts=["a 😀 and a cat"],
                       anchor_target_word="sunflower", lora_targets=["to_k", "to_v"])
     (run,) = plan(cfg, [3])
-    path = tmp_path / "seed-3.json"
-    path.write_text(json.dumps(dataclasses.asdict(run), ensure_ascii=False, default=str))
+    path = write_settings(run, tmp_path / "seed-3.json")
     assert load_yaml_config(path) == dataclasses.asdict(run)
 
 
@@ -107,3 +106,5 @@ def test_a_failed_seed_is_named_with_its_log(setup, capsys):
     assert json.loads((out / "seeds.json").read_text())["0"]["exit_code"] == 0  # the other seed still ran
     assert main(["train", "--config", str(cfg), "--seeds", "0", "--seed", "1", "--out", str(out)]) == 2
     assert "give --seeds or --seed, not both" in capsys.readouterr().err
+    assert main(["train", "--config", str(cfg), "--at-once", "2", "--out", str(out)]) == 2
+    assert "--at-once N goes with --seeds" in capsys.readouterr().err

@@ -19,6 +19,8 @@ def _train(args) -> None:
     from scdpo.train.trainer import TrainingDiverged, train
 
     cfg = config_from_args(args)
+    if args.at_once is not None and not args.seeds:
+        raise ValueError("--at-once N goes with --seeds S ...; without --seeds there is one training")
     if args.seeds:
         _train_seeds(cfg, args)
         return
@@ -73,7 +75,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="train once per seed, into OUT/seed-S, several at once on a GPU (docs/training.md, "
                         "\"Several seeds at once\")")
     p.add_argument("--at-once", type=int, metavar="N",
-                   help="with --seeds: trainings at a time (default: all, at most 12, on a GPU; 1 on the CPU)")
+                   help="with --seeds: trainings at a time (default on a GPU: an EmojiWorld recipe's all, at most "
+                        "12, another model's one per GPU; on the CPU: 1)")
     p.set_defaults(func=_train)
     inner = p.add_subparsers(dest="train_command", metavar="{average}")
     a = inner.add_parser("average", help="one LoRA whose weight change is the mean of several LoRAs' (e.g. the "

@@ -68,6 +68,15 @@ def finished(cfg) -> bool:
         return False
 
 
+def write_settings(run, path: Path) -> Path:
+    """Write a seed's TrainConfig where its `scdpo train --config` reads it back (every key)."""
+    from scdpo.utils.io import atomic_write_text
+
+    # ensure_ascii=False: the YAML reader would turn an escaped emoji into two lone surrogates
+    atomic_write_text(path, json.dumps(dataclasses.asdict(run), indent=1, ensure_ascii=False, default=str))
+    return path
+
+
 def _env(index: int, spread: int) -> dict:
     """A seed's environment: the command's own (its --threads among it); with ``spread`` > 1 GPUs to
     spread over, seed ``index`` sees GPU index mod spread alone."""
@@ -142,9 +151,7 @@ def train_seeds(cfg, seeds: list[int], at_once: int | None = None) -> dict:
             results[run.seed] = {"out": run.out, "exit_code": 0, "seconds": 0.0, "skipped": "already trained",
                                  "metrics": json.loads((Path(run.out) / "metrics.json").read_text())}
             continue
-        settings = folder / f"seed-{run.seed}.json"
-        # ensure_ascii=False: the YAML reader would turn an escaped emoji into two lone surrogates
-        atomic_write_text(settings, json.dumps(dataclasses.asdict(run), indent=1, ensure_ascii=False, default=str))
+        settings = write_settings(run, folder / f"seed-{run.seed}.json")
         queue.append((i, run, settings))
     bar = tqdm(total=len(runs), initial=len(results), desc=f"seeds ({at_once} at once)", unit="seed")
     shown = 0.0
