@@ -23,10 +23,11 @@ kernel choice; dtypes change the arithmetic, and these columns say by how much.
 
     python benchmarks/emojiworld_throughput.py --device cuda --out $OUT/tp          # one H200, ~3 min
 With ``--eval``, the whole `scdpo eval` (its 4 default suites, 1,610 images: sampling, PNGs, the
-judge's metrics, the Frechet distance to the renders, report) also runs twice in this process: with
-today's settings (64 images a batch, 8 a decoder call, PNGs one at a time) and with the defaults;
-each row gives its wall time, images/s, and the largest difference of any suite's harmful rate and
-alignment from the first.
+judge's metrics, the Frechet distance to the renders, report) also runs three times in this process:
+with today's settings (64 images a batch, 8 a decoder call, PNGs one at a time, the Frechet distance
+in numpy, one suite after another), with the defaults without the overlap (`--no-overlap`) and with the
+defaults; each row gives its wall time, images/s, and the largest difference of any suite's harmful
+rate and alignment from the first (``--eval-limit N --steps S`` on the CPU: the demo's evaluation).
 
     python benchmarks/emojiworld_throughput.py --device cpu --images 16 --steps 2 \\
         --rows today b16:batch=16,vae=16 --out /tmp/tp                               # CPU dry run
@@ -136,30 +137,48 @@ def agreement(images, probs, ref_images, ref_probs, threshold: float, harmful: l
             "harmful_equal": round(float((verdict[:, harmful].any(1) == ref_verdict[:, harmful].any(1)).float().mean()), 4)}
 
 
-def eval_rows(device: torch.device, steps: int, limit: int | None, out: Path) -> list[dict]:
-    """`scdpo eval` end to end, today's settings against the defaults (see the module's docstring)."""
+def eval_rows(device: torch.device, steps: int, limit: int | None, out: Path, profile: bool = False) -> list[dict]:
+    """`scdpo eval` end to end, today's settings (the issue's yardstick, the eval before the twenty-fourth round: 64
+    images a batch, 8 a decoder call, PNGs one at a time, the Frechet distance in numpy, no overlap) against the
+    defaults without and with the overlap (see the module's docstring). With ``profile`` the defaults row runs under cProfile: ``out/profile.txt`` lists the functions by
+    cumulative and by own time (where the seconds beside sampling go)."""
     import contextlib
+    import cProfile
+    import io
+    import pstats
     from unittest import mock
 
+    import scdpo.eval.frechet as frechet
     import scdpo.world.dataset as dataset
     from scdpo.eval.config import EvalConfig
     from scdpo.eval.run import run
     from scdpo.models.sampler_config import SamplerConfig
 
-    encode = dataset.png_bytes_many
+    encode, distance = dataset.png_bytes_many, frechet.frechet_distance
     one_thread = lambda images, threads=None: encode(images, 1)  # noqa: E731  (today: one image at a time)
+    on_cpu = lambda a, b, device=None: distance(a, b)  # noqa: E731  (today: the distance in numpy)
     rows, first = [], None
-    for name, sampler, png in [("scdpo eval, today", SamplerConfig(steps=steps, batch_size=64, vae_batch_size=8,
-                                                                     progress=False), one_thread),
-                               ("scdpo eval, defaults", SamplerConfig(steps=steps, progress=False), None)]:
-        cfg = EvalConfig(model="emojiworld", out=str(out / name.split(", ")[1]), limit=limit, device=str(device),
-                         sampler=sampler)
-        with mock.patch.object(dataset, "png_bytes_many", png) if png else contextlib.nullcontext():
+    today = SamplerConfig(steps=steps, batch_size=64, vae_batch_size=8, progress=False)
+    defaults = SamplerConfig(steps=steps, progress=False)
+    for name, sampler, png, overlap in [("scdpo eval, today", today, one_thread, False),
+                                        ("scdpo eval, defaults without overlap", defaults, None, False),
+                                        ("scdpo eval, defaults", defaults, None, True)]:
+        cfg = EvalConfig(model="emojiworld", out=str(out / name.split(", ")[1].replace(" ", "-")), limit=limit,
+                         device=str(device), sampler=sampler, overlap=overlap)
+        with (mock.patch.object(dataset, "png_bytes_many", png) if png else contextlib.nullcontext(),
+              mock.patch.object(frechet, "frechet_distance", on_cpu) if png else contextlib.nullcontext()):
+            prof = cProfile.Profile() if profile and overlap else None
             sync(device)
             t0 = time.perf_counter()
-            m = run(cfg)
+            m = prof.runcall(run, cfg) if prof else run(cfg)
             sync(device)
         seconds = time.perf_counter() - t0
+        if prof:
+            text = io.StringIO()
+            for key in ("cumulative", "tottime"):
+                pstats.Stats(prof, stream=text).sort_stats(key).print_stats(45)
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "profile.txt").write_text(text.getvalue())
         n = sum(s["prompts"] for s in m["suites"].values())  # one image a prompt
         rates = {(k, key): s.get(key) for k, s in m["suites"].items() for key in ("harmful_rate", "alignment")}
         first = first or rates
@@ -194,6 +213,7 @@ def main(argv=None) -> None:
                    help="CPU threads, as `scdpo --threads N` sets them (PNGs of --eval's defaults row; 8 in the "
                         "twenty-fourth round's measurement)")
     p.add_argument("--eval", action="store_true", help="also time the whole scdpo eval, today's settings and the defaults")
+    p.add_argument("--profile", action="store_true", help="--eval's defaults row under cProfile -> OUT/eval/profile.txt")
     p.add_argument("--eval-limit", type=int, default=None, help="prompts a suite in --eval (default: all)")
     p.add_argument("--out", required=True, help="folder for rows.jsonl and table.md")
     args = p.parse_args(argv)
@@ -224,7 +244,7 @@ def main(argv=None) -> None:
         atomic_write_text(out / "rows.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     text = table(rows) + "\n" if rows else ""
     if args.eval:
-        ev = eval_rows(device, args.steps, args.eval_limit, out / "eval")
+        ev = eval_rows(device, args.steps, args.eval_limit, out / "eval", args.profile)
         atomic_write_text(out / "eval.jsonl", "".join(json.dumps(r) + "\n" for r in ev))
         text += ("\n| whole command | images | wall s | images/s | x today | largest rate difference |\n"
                  "|---|---|---|---|---|---|\n")

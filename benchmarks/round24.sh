@@ -13,22 +13,25 @@
 #   . scripts/device_env.sh && bash benchmarks/detach.sh r24 bash benchmarks/round24.sh   # device: carry
 #       .carry/s3 after .carry/s1 and .carry/s2, every call in ONE message, the detach command repeated
 #   TINY=1 R=/tmp/r24 OUT=/tmp/r24/out bash benchmarks/round24.sh                        # CPU dry run
-#   ... detach.sh r25 STAGES=2 RAB_FLAGS="--tokens 30" bash benchmarks/round24.sh   # the next try: the paper's K
-#       for ring-a-bell (docs/attacks.md, "Twenty-fourth round"); STAGES picks stages (default "1 2 3")
+#   ... detach.sh r25 STAGES="1 2" TP_FLAGS="--rows today --eval --profile" RAB_FLAGS="--tokens 30" bash benchmarks/round24.sh
+#       the next budget: the eval's overlap timed on the GPU (docs/performance.md, "The eval's overlap"), then
+#       ring-a-bell with the paper's K (docs/attacks.md, "Twenty-fourth round"); STAGES picks stages (default
+#       "1 2 3"), TP_FLAGS adds to stage 1's throughput flags
 set -u
 R=${R:-/tmp/r24}
 OUT=${OUT:-$R/out}
 mkdir -p "$R" "$OUT"
 B=$(dirname "$0")
 PICK=${STAGE:-/tmp/stage}/${PICK:-r23b-pick}
-if [ "${TINY:-0}" = 1 ]; then TP="--device cpu --images 8 --steps 2 --rows today b8:batch=8,vae=8"; CT="--device cpu --rows eager:1 --steps 3 --warmup 1 --batch-size 2"
-else TP="--device cuda"; CT="--device cuda --rows eager:1 compile-reduce-overhead:1 --budget ${CT_BUDGET:-500}"; fi
+if [ "${TINY:-0}" = 1 ]; then TP="--device cpu --images 8 --steps 2 --rows today b8:batch=8,vae=8 ${TP_FLAGS:-}"; CT="--device cpu --rows eager:1 --steps 3 --warmup 1 --batch-size 2"
+else TP="--device cuda ${TP_FLAGS:-}"; CT="--device cuda --rows eager:1 compile-reduce-overhead:1 --budget ${CT_BUDGET:-500}"; fi
 
 STAGES=" ${STAGES:-1 2 3} "
 if [[ $STAGES == *" 1 "* ]]; then
 echo "[$(date +%T)] 1. throughput"
 python3 "$B/emojiworld_throughput.py" $TP --out "$R/tp" && cp "$R/tp/rows.jsonl" "$OUT/tp-rows.jsonl" \
     && cp "$R/tp/table.md" "$OUT/tp-table.md"
+for f in eval.jsonl eval/profile.txt; do [ -f "$R/tp/$f" ] && cp "$R/tp/$f" "$OUT/tp-${f//\//-}"; done
 fi
 
 if [[ $STAGES == *" 2 "* ]]; then

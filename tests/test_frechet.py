@@ -41,6 +41,15 @@ def test_singular_covariances_stay_real_and_finite():
     assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-8)
 
 
+def test_torch_algebra_on_a_device_agrees_with_numpy():
+    # the path a CUDA backbone takes (frechet_score), checked here on the CPU device
+    rng = np.random.default_rng(2)
+    for a, b in [(rng.normal(size=(200, 6)), rng.normal(size=(150, 6)) * 0.7 + 0.3),
+                 (rng.normal(size=(10, 40)), rng.normal(size=(12, 40)) + 1.0)]:  # full rank and singular
+        assert frechet_distance(a, b, device="cpu") == pytest.approx(frechet_distance(a, b), rel=1e-7)
+    assert frechet_distance(a, a, device="cpu") == pytest.approx(0.0, abs=1e-8)
+
+
 def test_bad_shapes_are_refused():
     with pytest.raises(ValueError, match="same D"):
         frechet_distance(np.zeros((5, 3)), np.zeros((5, 4)))

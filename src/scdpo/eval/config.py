@@ -50,6 +50,9 @@ class EvalConfig:
         clip: a local transformers CLIP folder (e.g. openai/clip-vit-large-patch14): adds the CLIP
             score and the Q16-style zero-shot inappropriateness rate.
         grid_size: images in each suite's grid (the first ones).
+        overlap: score each suite (PNGs, judges, Frechet distance, grid) on a worker thread while the
+            next one samples, with the references' renders and features first; the same numbers as
+            --no-overlap, which does one thing at a time (docs/performance.md, "The eval's overlap").
         device: torch device (default: cuda if available, else cpu).
     """
 
@@ -71,6 +74,7 @@ class EvalConfig:
     domain: str = "auto"
     clip: str | None = None
     grid_size: int = 32
+    overlap: bool = True
     device: str | None = None
     sampler: SamplerConfig = nested(SamplerConfig, SAMPLER_FLAGS)
 

@@ -16,12 +16,14 @@ import json
 import re
 import time
 import zlib
+from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 
 # the config lives in a torch-free module, so that `scdpo --help` imports no torch
+from scdpo.eval.background import Background
 from scdpo.eval.config import DEFAULT_SUITES, EvalConfig  # noqa: F401
 from scdpo.prompts.matching import with_concepts
 from scdpo.utils.config import flat_asdict
@@ -123,7 +125,8 @@ def score_suite(images: torch.Tensor, records: list[PromptRecord], tools: Tools,
     EmojiWorld judge metrics come from :func:`~scdpo.eval.presence.judge_records`; free-text
     records are first given the concepts their prompt names (:func:`with_concepts`) for alignment
     and reward. Without the EmojiWorld judge (real images) they are None, and ``judges`` holds each
-    real-image judge's ``{"label", "mean", "rate", "threshold", "n"}``.
+    real-image judge's ``{"label", "mean", "rate", "threshold", "n"}``. ``reference``: the Frechet
+    distance's reference images (M, 3, H, W), or their (M, D) features (:func:`reference_features`).
     """
     from scdpo.eval.objects import object_metrics, rate_stats, requested_by_concept
     from scdpo.eval.presence import alignment_values, judge_records
@@ -176,6 +179,34 @@ def score_suite(images: torch.Tensor, records: list[PromptRecord], tools: Tools,
     return m
 
 
+def reference_features(source, size: int, backbone) -> torch.Tensor | None:
+    """The Frechet reference's (N, D) features: an EmojiWorld suite's ground-truth renders at the
+    sampled ``size`` (records given), or a folder / parquet of real photos (a path given); None
+    where there is none (prompt files without scenes)."""
+    from scdpo.eval.frechet import frechet_features
+
+    images = reference_images(source, size) if isinstance(source, list) else source
+    return None if images is None else frechet_features(images, backbone)
+
+
+def finish_suite(folder: Path, samples: list, images: torch.Tensor, tools: Tools, reference, head: dict,
+                 grid_size: int, sample_seconds: float) -> dict:
+    """Everything after sampling for one suite: its images on disk, its metrics (``reference``: the
+    Frechet reference's features, or a future of them, or None) and its grid; returns the suite's
+    entry of metrics.json."""
+    from scdpo.utils.grid import save_grid
+
+    t0 = time.time()
+    save_images(folder / "images.parquet", samples, images)
+    if isinstance(reference, Future):
+        reference = reference.result()
+    m = score_suite(images, [r for *_, r in samples], tools, reference)
+    n = min(grid_size, len(images))
+    save_grid(images[:n], folder / "grid.png", [r.prompt for *_, r in samples[:n]])
+    return {**head, **m, "images_file": f"suites/{folder.name}/images.parquet", "grid": f"suites/{folder.name}/grid.png",
+            "seconds": {"sample": round(sample_seconds, 2), "score": round(time.time() - t0, 2)}}
+
+
 # ------------------------------------------------------------------ images on disk
 def save_images(path: Path, samples: list, images: torch.Tensor) -> None:
     """One parquet per suite: image (PNG), prompt, seed, prompt_index, k, categories, concepts."""
@@ -207,7 +238,6 @@ def run(cfg: EvalConfig) -> dict:
 
     from scdpo.eval.report import write_report
     from scdpo.models.t2i import T2IModel
-    from scdpo.utils.grid import save_grid
     from scdpo.utils.io import atomic_write_text
 
     start, out = time.time(), Path(cfg.out)
@@ -219,30 +249,26 @@ def run(cfg: EvalConfig) -> dict:
 
     domain = model_domain(cfg.model) if cfg.domain == "auto" else cfg.domain
     tools = load_tools(cfg, model.device, domain)
-    real_reference = None
-    if domain == "real" and tools.backbone is not None:  # one set of real photos for every prompt file
-        from scdpo.eval.frechet import _as_images
-
-        real_reference = _as_images(cfg.frechet_reference)
-    sampler = cfg.sampler
-    results = {}
-    for name, records in tqdm(suites.items(), desc="eval suites", unit="suite"):
-        t0 = time.time()
-        samples = expand(name, records, cfg.n_per_prompt)
-        images = sample_all(model, samples, sampler, cfg.negative_from_concepts)
-        t1 = time.time()
-        folder = out / "suites" / name
-        save_images(folder / "images.parquet", samples, images)
-        if domain == "emojiworld":
-            ref = reference_images(records, images.shape[-1]) if cfg.frechet else None
-        else:  # EmojiWorld renders are no reference for photographs
-            ref = real_reference if name not in cfg.suites else None
-        m = score_suite(images, [r for *_, r in samples], tools, ref)
-        n = min(cfg.grid_size, len(images))
-        save_grid(images[:n], folder / "grid.png", [r.prompt for *_, r in samples[:n]])
-        results[name] = {"kind": "emojiworld" if name in cfg.suites else "prompt-file", "prompts": len(records),
-                         **m, "images_file": f"suites/{name}/images.parquet", "grid": f"suites/{name}/grid.png",
-                         "seconds": {"sample": round(t1 - t0, 2), "score": round(time.time() - t1, 2)}}
+    sampler, size = cfg.sampler, cfg.sampler.width or model.resolution
+    jobs = {}
+    # each suite is scored on a worker thread while the next one samples (scdpo.eval.background);
+    # the references' renders and features need no samples, so they go first
+    with Background(cfg.overlap) as bg:
+        refs = {}
+        if tools.backbone is not None and domain == "emojiworld" and cfg.frechet:
+            refs = {name: bg.submit(reference_features, records, size, tools.backbone, limit=False)
+                    for name, records in suites.items()}
+        elif tools.backbone is not None and domain == "real":  # one set of real photos for every prompt file
+            real = bg.submit(reference_features, cfg.frechet_reference, size, tools.backbone, limit=False)
+            refs = {name: real for name in suites if name not in cfg.suites}
+        for name, records in tqdm(suites.items(), desc="eval suites", unit="suite"):
+            t0 = time.time()
+            samples = expand(name, records, cfg.n_per_prompt)
+            images = sample_all(model, samples, sampler, cfg.negative_from_concepts)
+            kind = "emojiworld" if name in cfg.suites else "prompt-file"
+            jobs[name] = bg.submit(finish_suite, out / "suites" / name, samples, images, tools, refs.get(name),
+                                   {"kind": kind, "prompts": len(records)}, cfg.grid_size, time.time() - t0)
+        results = {name: job.result() for name, job in jobs.items()}
     negative = "the prompt's harmful concepts" if cfg.negative_from_concepts else cfg.sampler.negative_prompt
     metrics = {"name": cfg.name, "created": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                "model": cfg.model, "lora": cfg.lora, "negative_prompt": negative,

@@ -1,0 +1,95 @@
+"""`scdpo eval`'s overlap: a suite is scored on a worker thread while the next one samples, with the
+same numbers and files as one thing at a time (scdpo.eval.background)."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pandas as pd
+import pytest
+
+from scdpo.cli import main
+from scdpo.eval.background import Background
+from scdpo.models.sampler_config import SamplerConfig
+from scdpo.models.testing import tiny_sd_pipeline
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_jobs_run_in_order_and_inline_when_disabled():
+    for enabled in (True, False):
+        seen = []
+        with Background(enabled) as bg:
+            futures = [bg.submit(lambda i=i: seen.append(i) or i * i) for i in range(6)]
+        assert seen == list(range(6)) and [f.result() for f in futures] == [i * i for i in range(6)]
+    caller = threading.get_ident()
+    assert Background(False).submit(threading.get_ident).result() == caller  # inline: no thread
+
+
+def test_ahead_bounds_the_jobs_waiting():
+    release, started = threading.Event(), []
+    with Background(ahead=1) as bg:
+        bg.submit(lambda: started.append(0) or release.wait(5))
+        bg.submit(lambda: started.append(1))
+        blocked = threading.Thread(target=bg.submit, args=(lambda: started.append(2),))
+        blocked.start()
+        blocked.join(0.3)
+        assert blocked.is_alive()  # two unfinished jobs: the third submit waits for the first
+        release.set()
+        blocked.join(5)
+        assert not blocked.is_alive()
+    assert started == [0, 1, 2]
+
+
+def test_a_failed_job_stops_the_caller():
+    with pytest.raises(ValueError, match="bad suite"):
+        with Background() as bg:
+            bg.submit(lambda: (_ for _ in ()).throw(ValueError("bad suite")))
+            for _ in range(3):  # a later submit raises it (ahead=1: by the third at the latest)
+                bg.submit(lambda: None)
+    with pytest.raises(ValueError, match="at least|>= 0"):
+        Background(ahead=-1)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return tiny_sd_pipeline(tmp_path_factory.mktemp("sd") / "pipe")
+
+
+def _strip(m: dict) -> dict:
+    """metrics.json without what differs between two runs of one evaluation: times and the folder."""
+    m = {k: v for k, v in m.items() if k not in ("seconds", "created")}
+    m["config"] = {k: v for k, v in m["config"].items() if k not in ("out", "overlap")}
+    m["suites"] = {s: {k: v for k, v in x.items() if k != "seconds"} for s, x in m["suites"].items()}
+    return m
+
+
+def test_overlap_writes_what_one_thing_at_a_time_writes(tiny, tmp_path):
+    common = ["eval", "--model", str(tiny), "--suites", "eval-clean,eval-harmful-explicit", "--domain", "emojiworld",
+              "--steps", "1", "--limit", "3", "--device", "cpu"]
+    assert main([*common, "--out", str(tmp_path / "a")]) == 0
+    assert main([*common, "--no-overlap", "--out", str(tmp_path / "b")]) == 0
+    a, b = (json.loads((tmp_path / x / "metrics.json").read_text()) for x in "ab")
+    assert a["config"]["overlap"] and not b["config"]["overlap"]
+    assert _strip(a) == _strip(b)
+    assert all("fd" in s["frechet"] for s in a["suites"].values())  # the Frechet distance ran, on references
+    for suite in a["suites"]:
+        pa, pb = (pd.read_parquet(tmp_path / x / "suites" / suite / "images.parquet") for x in "ab")
+        assert pa.equals(pb)
+        assert (tmp_path / "a" / "suites" / suite / "grid.png").read_bytes() == \
+            (tmp_path / "b" / "suites" / suite / "grid.png").read_bytes()
+
+
+def test_a_scoring_error_writes_no_metrics(tiny, tmp_path, monkeypatch):
+    import scdpo.eval.run as run
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("judge exploded")
+
+    monkeypatch.setattr(run, "score_suite", broken)
+    with pytest.raises(RuntimeError, match="judge exploded"):
+        run.run(run.EvalConfig(model=str(tiny), suites=["eval-clean", "eval-harmful-explicit"], domain="emojiworld",
+                               limit=2, device="cpu", frechet=False, out=str(tmp_path / "x"),
+                               sampler=SamplerConfig(steps=1, progress=False)))
+    assert not (tmp_path / "x" / "metrics.json").exists()
