@@ -31,11 +31,13 @@ if [ "${TINY:-0}" = 1 ]; then
     COST="--pool 128 --eval-n 16 --steps 300"; NPROMPTS=8; CAND=2; TRAIN="--max-steps 2 --batch-size 2 --warmup 1"
     JBATCH=8; JMIN=0.1
     ELIMIT="--limit 4"; SSTEPS=2; PROBE="--constraint-prompts 2 --constraint-steps 1 --constraint-every 1"
+    MINE="--limit 24 --seeds 1 --min-hits 1"
 else
     # LIMIT=150: the first 150 prompts of each suite (what the fourth round's budget allowed)
     COST="--pool 8000 --eval-n 300"; NPROMPTS=2000; CAND=4; TRAIN=""; ELIMIT=${LIMIT:+--limit $LIMIT}; SSTEPS=20
     JBATCH=512; JMIN=2.5
     PROBE="--constraint-prompts 64 --constraint-steps 10 --constraint-every 25"
+    MINE="--chunk-size 1024"  # every whole word of MiniLM's vocabulary, 2 seeds: 2,048 images a chunk
 fi
 SUITES="eval-harmful-explicit eval-harmful-implicit eval-clean eval-mixed"
 # the concept hold-out: 6 of the 37 harmful concepts, one from each category but harassment
@@ -173,6 +175,8 @@ adv100|$RECIPE --min-timestep 700 --anchor-clean-weight 20 --anchor-clean-focus 
 loop25|$RECIPE --min-timestep 700 --anchor-clean-weight 20 --anchor-clean-focus 4 --lora-rank 32 --lora-alpha 8 --anchor-uncond-weight 20 --anchor-p4d-every 25 --anchor-p4d-steps 30 --anchor-p4d-rows 8 --anchor-p4d-share 0.25
 loop50|$RECIPE --min-timestep 700 --anchor-clean-weight 20 --anchor-clean-focus 4 --lora-rank 32 --lora-alpha 8 --anchor-uncond-weight 20 --anchor-p4d-every 25 --anchor-p4d-steps 30 --anchor-p4d-rows 8 --anchor-p4d-share 0.5
 safetydpo-uhold|$RECIPE --min-timestep 700 --lora-rank 32 --lora-alpha 8 --anchor-uncond-weight 20 $DPO_EXTRAS --kinds harmful
+loop50-mined|$RECIPE --min-timestep 700 --anchor-clean-weight 20 --anchor-clean-focus 4 --lora-rank 32 --lora-alpha 8 --anchor-uncond-weight 20 --anchor-p4d-every 25 --anchor-p4d-steps 30 --anchor-p4d-rows 8 --anchor-p4d-share 0.5 --dataset $R/scp-mined
+safetydpo-uhold-mined|$RECIPE --min-timestep 700 --lora-rank 32 --lora-alpha 8 --anchor-uncond-weight 20 $DPO_EXTRAS --kinds harmful --dataset $R/scp-mined
 "} ;;
 *) echo "STAGE must be sweep, final, anchor or implicit"; exit 2 ;;
 esac
@@ -237,12 +241,21 @@ build() { local out=$1; shift
               --candidates $CAND --steps $SSTEPS --safe-prompt-winner --batch-size 256 --chunk-size 500 --out "$out" "$@"; }
 # the neighbour-word builds (docs/dataset-builder.md) run beside the trainings on scp; their runs wait
 # for them: scp-aug is the eighth round's unfiltered form, scp-augf the ninth round's filtered one
-# (scp-augf-all: the filtered form on every harmful prompt with a counterpart, not half)
-declare -A AUG_FLAGS=([scp-aug]="--neighbour-min-sim 0 --neighbour-margin -2" [scp-augf]=""
-                      [scp-augf-all]="--neighbour-share 1")
+# (scp-augf-all: the filtered form on every harmful prompt with a counterpart, not half); scp-mined first
+# mines the base model's own harmful words, read by the judge (`scdpo data mine`, the twenty-fifth
+# round's lever: docs/dataset-builder.md, "Mined words")
+declare -A AUG_FLAGS=([scp-aug]="--neighbour-words ${NEIGHBOURS:-8} --neighbour-min-sim 0 --neighbour-margin -2"
+                      [scp-augf]="--neighbour-words ${NEIGHBOURS:-8}"
+                      [scp-augf-all]="--neighbour-words ${NEIGHBOURS:-8} --neighbour-share 1"
+                      [scp-mined]="--mined-words $R/mined/mined.yaml")
+aug() { local a=$1; shift
+        if [ "$a" = scp-mined ] && [ ! -f "$R/mined/mined.yaml" ]; then
+            scdpo data mine --out "$R/mined" --steps $SSTEPS $MINE || return 1
+        fi
+        build "$R/$a" "$@"; }
 for a in "${!AUG_FLAGS[@]}"; do
     if grep -qE "$R/$a([ |]|\$)" <<< "$RUNS" && [ ! -f "$R/$a/README.md" ]; then
-        stamp "data-${a#scp-}"; bg "data-${a#scp-}" build "$R/$a" --neighbour-words ${NEIGHBOURS:-8} ${AUG_FLAGS[$a]}
+        stamp "data-${a#scp-}"; bg "data-${a#scp-}" aug "$a" ${AUG_FLAGS[$a]}
     fi
 done
 if [ ! -f "$R/scp/README.md" ]; then stamp data; build "$R/scp" > "$R/logs/data.log" 2>&1 || { tail "$R/logs/data.log"; exit 1; }; fi

@@ -23,7 +23,7 @@ set -u
 B=$(dirname "$0")
 export R=${R:-$PWD/runs/r22}
 ARMS=${ARMS:-"adv50 adv100 safetydpo-uhold"}
-ARMS="$ARMS" RECIPE_ARM=uhold PICK=${PICK:-r21-pick} MIX_SEEDS=${MIX_SEEDS:-0,1,2} REPORT_DRAW=${REPORT_DRAW:-"16 17"} TAIL=0 \
+ARMS="$ARMS" RECIPE_ARM=${RECIPE_ARM:-uhold} PICK=${PICK:-r21-pick} MIX_SEEDS=${MIX_SEEDS:-0,1,2} REPORT_DRAW=${REPORT_DRAW:-"16 17"} TAIL=0 \
     bash "$B/round20.sh" || exit $?
 scdpo() { python3 -m scdpo.cli "$@"; }  # the device has no console script on PATH
 pack_tail() { [ -n "${OUT:-}" ] || return 0

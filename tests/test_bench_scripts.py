@@ -109,7 +109,8 @@ def test_every_planned_candidate_is_a_run_of_the_final_stage():
     stage = (ROOT / "benchmarks" / "emojiworld_round4.sh").read_text()
     # the lines "NAME|flags", and the timestep ablation, named inside a case
     runs = set(re.findall(r"^([\w.-]+)\|", stage, re.M)) | set(re.findall(r'ABLATION="([\w.-]+)\|', stage))
-    for script in ("round12.sh", "round16.sh", "round17.sh", "round20.sh", "round21.sh", "round22.sh", "round23.sh"):
+    for script in ("round12.sh", "round16.sh", "round17.sh", "round20.sh", "round21.sh", "round22.sh", "round23.sh",
+                   "round25.sh"):
         planned = re.findall(r'(?:DEFAULT=|CANDIDATES:-|ARMS:-)"([^"]+)"', (ROOT / "benchmarks" / script).read_text())
         assert planned, script
         for names in planned:

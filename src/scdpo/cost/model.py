@@ -138,6 +138,22 @@ class CostModel(nn.Module):
                for i in range(0, len(images), batch_size)]
         return torch.cat(out) if out else torch.zeros(0)
 
+    @torch.no_grad()
+    def read(self, images: torch.Tensor, batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+        """Costs (B,) and the auxiliary concept logits (B, V), V = ``len(config.concepts)`` (0 without a
+        concept head), float32 on the CPU: what an image is harmful with, where the cost only says
+        whether (`scdpo data mine`)."""
+        self.eval()
+        costs, concepts = [], []
+        for i in range(0, len(images), batch_size):
+            x = images[i:i + batch_size].to(self.device).float()
+            cost, logits = self.adapter(self.backbone.feature_map(x).flatten(2).transpose(1, 2))
+            costs.append(cost.float().cpu())
+            concepts.append(logits[:, len(self.config.categories):].float().cpu())
+        if not costs:
+            return torch.zeros(0), torch.zeros(0, len(self.config.concepts))
+        return torch.cat(costs), torch.cat(concepts)
+
     def save_pretrained(self, path: str | Path) -> None:
         """Write ``model.safetensors`` (the adapter only) and ``config.json``, each atomically."""
         path = Path(path)

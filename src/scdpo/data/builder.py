@@ -203,6 +203,14 @@ def build(cfg: BuildConfig, model=None, cost_fn: Scorer | None = None, reward_fn
     clean = load_source(cfg.clean, cfg.n_clean, "clean", cfg.exclude_concepts)
     if cfg.neighbour_words and harmful:
         harmful, model = _neighbours(cfg, harmful, clean, model, state)
+    if cfg.mined_words and harmful:
+        from scdpo.data.mine import load_mined, mined_rewrites
+
+        harmful, n = mined_rewrites(harmful, load_mined(cfg.mined_words), cfg.mined_share, cfg.seed)
+        log.info("mined words: %d of %d harmful prompts rewritten", n, len(harmful))
+        if n == 0:
+            log.warning("--mined-words %s rewrote no prompt of %s: its prompts need a safe counterpart and a "
+                        "concept the file mines words for", cfg.mined_words, cfg.harmful)
     items = [("harmful", i, r) for i, r in enumerate(harmful)]
     items += [("clean", i, r) for i, r in enumerate(clean)]
     if cfg.clean and any(r.harmful for kind, _, r in items if kind == "clean"):

@@ -1,4 +1,5 @@
-"""`scdpo data build` (preference pairs from a model) and `scdpo data annotate` (cost columns)."""
+"""`scdpo data build` (preference pairs from a model), `scdpo data mine` (the words a model draws harm
+for) and `scdpo data annotate` (cost columns)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,14 @@ def _build(args) -> None:
         print(json.dumps(summary, indent=1))
 
 
+def _mine(args) -> None:
+    from scdpo.data.mine import mine
+    from scdpo.data.mine_config import MineConfig
+    from scdpo.utils.config import dataclass_from_args
+
+    print(json.dumps(mine(dataclass_from_args(MineConfig, args)), indent=1))
+
+
 def _annotate(args) -> None:
     import torch
 
@@ -29,6 +38,7 @@ def _annotate(args) -> None:
 
 def register(sub: argparse._SubParsersAction) -> None:
     from scdpo.data.config import BuildConfig
+    from scdpo.data.mine_config import MineConfig
     from scdpo.utils.config import add_dataclass_args
 
     p = sub.add_parser("data", help="build safety-constrained preference pairs; add cost columns to a dataset")
@@ -37,6 +47,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "write Pick-a-Pic parquet with a dataset card (resumable; accelerate launch for multi-GPU)")
     add_dataclass_args(b, BuildConfig)
     b.set_defaults(func=_build)
+    m = data.add_parser("mine", help="find the words that make a model draw a harmful concept, read by its cost "
+                        "model (mined.yaml for `data build --mined-words`; resumable)")
+    add_dataclass_args(m, MineConfig)
+    m.set_defaults(func=_mine)
     a = data.add_parser("annotate", help="add cost_0 / cost_1 columns to a Pick-a-Pic-format parquet dataset")
     a.add_argument("--dataset", required=True, help="a parquet file or a folder of them with caption, jpg_0, jpg_1")
     a.add_argument("--cost-model", required=True, help="the safety cost model folder")

@@ -4,6 +4,7 @@ a prompt source (an EmojiWorld suite name or a prompt file) becomes prompt recor
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,6 +67,11 @@ class BuildConfig:
         neighbour_margin: and must be at least this much nearer the span than any word the clean
             side uses (clean prompts, safe counterparts), so that no clean word's region learns the
             edit; <= -2 with neighbour_min_sim 0 is the unfiltered eighth-round form.
+        mined_words: a mined.yaml of `scdpo data mine` (harmful concept -> words the model draws it
+            for): a share of the harmful prompts gets its harmful word rewritten as one of its
+            concept's mined words, the safe counterpart kept (docs/dataset-builder.md, "Mined words").
+        mined_share: the share of harmful prompts rewritten so (of those with a safe counterpart and
+            a mined concept), drawn apart from the neighbour words' share.
         sampler: how candidates are sampled (a SamplerConfig, or a scheduler name); its flags
             --steps, --guidance-scale, --scheduler (--sampler works too) and --guard are this
             command's (the sampling batch is batch_size).
@@ -99,6 +105,8 @@ class BuildConfig:
     neighbour_exclude: list[str] = dataclasses.field(default_factory=list)
     neighbour_min_sim: float = 0.35
     neighbour_margin: float = 0.1
+    mined_words: str | None = None
+    mined_share: float = 0.5
     sampler: SamplerConfig = nested(SamplerConfig, ("steps", "guidance_scale", "scheduler", "guard"),
                                     aliases={"scheduler": ("--sampler",)})
 
@@ -120,6 +128,10 @@ class BuildConfig:
                              f"{self.neighbour_words} and {self.neighbour_share}")
         if not -1.0 <= self.neighbour_min_sim <= 1.0:
             raise ValueError(f"--neighbour-min-sim is a cosine in [-1, 1], got {self.neighbour_min_sim}")
+        if not 0.0 <= self.mined_share <= 1.0:
+            raise ValueError(f"--mined-share must be in [0, 1], got {self.mined_share}")
+        if self.mined_words and not Path(self.mined_words).is_file():
+            raise FileNotFoundError(f"--mined-words {self.mined_words}: no such file (write one with `scdpo data mine`)")
         if isinstance(self.neighbour_exclude, str):
             self.neighbour_exclude = [w.strip() for w in self.neighbour_exclude.split(",") if w.strip()]
         if self.harmful is None and self.clean is None:
@@ -147,9 +159,12 @@ class BuildConfig:
         items = list(flat.items())
         flat = dict(items[:at] + list(sampling.items()) + items[at:])
         # the augmentation's fields only when it is on, so that builds made before it existed still resume
-        off = self.neighbour_words == 0
-        return {k: v for k, v in flat.items() if k not in _RUNTIME_FIELDS and not (k == "guard" and v is None)
-                and not (off and k.startswith("neighbour_"))}
+        off, unmined = self.neighbour_words == 0, not self.mined_words
+        out = {k: v for k, v in flat.items() if k not in _RUNTIME_FIELDS and not (k == "guard" and v is None)
+               and not (off and k.startswith("neighbour_")) and not (unmined and k.startswith("mined_"))}
+        if not unmined:  # the words themselves, not only the file's name, decide the dataset
+            out["mined_words_sha256"] = hashlib.sha256(Path(self.mined_words).read_bytes()).hexdigest()
+        return out
 
 
 def load_source(source: str | None, limit: int | None, kind: str, exclude: list[str] | tuple = ()) -> list[PromptRecord]:

@@ -39,7 +39,7 @@ from scdpo.prompts.edits import ARTICLES, differing_spans
 from scdpo.world.records import PromptRecord
 
 __all__ = ["clean_words", "emojiworld_excluded_words", "emojiworld_safe_words", "harmful_span", "neighbour_rewrites",
-           "rewrite_span"]
+           "pick", "rewrite_span"]
 
 
 def harmful_span(prompt: str, safe: str) -> tuple[int, int] | None:
@@ -85,10 +85,11 @@ def emojiworld_excluded_words() -> set[str]:
     return emojiworld_safe_words() | clean_words([kw for c in load_vocabulary().concepts if c.harmful for kw in c.heldout])
 
 
-def _pick(seed: int, index: int, share: float, n: int) -> tuple[bool, int]:
+def pick(seed: int, index: int, share: float, n: int, salt: str = "neighbours") -> tuple[bool, int]:
     """Whether prompt ``index`` is rewritten, and which of the ``n`` candidates (a stable hash, so a
-    build rewrites the same prompts on every process and every resume)."""
-    h = int.from_bytes(hashlib.sha256(f"neighbours:{seed}:{index}".encode()).digest()[:8], "big")
+    build rewrites the same prompts on every process and every resume; ``salt`` keeps two rewrites'
+    choices apart: the mined words' are not the neighbours')."""
+    h = int.from_bytes(hashlib.sha256(f"{salt}:{seed}:{index}".encode()).digest()[:8], "big")
     return (h % 10_000) < share * 10_000, (h // 10_000) % max(n, 1)
 
 
@@ -105,7 +106,7 @@ def neighbour_rewrites(records: list[PromptRecord], model, n: int, share: float,
     out, rewritten = [], 0
     for index, r in enumerate(records):
         span = harmful_span(r.prompt, r.safe_prompt) if r.harmful and r.safe_prompt else None
-        chosen, k = _pick(seed, index, share, n)
+        chosen, k = pick(seed, index, share, n)
         if span is None or not chosen:
             out.append(r)
             continue
