@@ -250,7 +250,7 @@ declare -A AUG_FLAGS=([scp-aug]="--neighbour-words ${NEIGHBOURS:-8} --neighbour-
                       [scp-mined]="--mined-words $R/mined/mined.yaml")
 aug() { local a=$1; shift
         if [ "$a" = scp-mined ] && [ ! -f "$R/mined/mined.yaml" ]; then
-            scdpo data mine --out "$R/mined" --steps $SSTEPS $MINE || return 1
+            scdpo data mine --out "$R/mined" --steps $SSTEPS $MINE ${MINE_FLAGS:-} || return 1
         fi
         build "$R/$a" "$@"; }
 for a in "${!AUG_FLAGS[@]}"; do
