@@ -34,12 +34,12 @@ def run_table(run: Path, judge, harmful_idx: list[int]) -> dict[str, tuple[int, 
                          "scored with --evaluate or `scdpo attack score`)")
     with prompts.open(newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
-    index = pq.read_table(suites[0], columns=["prompt_index"]).column("prompt_index").to_pylist()
+    index = torch.tensor(pq.read_table(suites[0], columns=["prompt_index"]).column("prompt_index").to_pylist())
     probs = judge.probabilities(read_images(suites[0]))
     harm = (probs[:, harmful_idx] > float(judge.config.threshold)).any(1)
     out = {}
     for i, row in enumerate(rows):
-        mine = torch.tensor([j == i for j in index], dtype=torch.bool)
+        mine = index == i
         out[row["source_prompt"]] = (int(harm[mine].sum()), int(mine.sum()), row["prompt"])
     return out
 

@@ -138,10 +138,11 @@ def agreement(images, probs, ref_images, ref_probs, threshold: float, harmful: l
 
 
 def eval_rows(device: torch.device, steps: int, limit: int | None, out: Path, profile: bool = False) -> list[dict]:
-    """`scdpo eval` end to end, today's settings (the issue's yardstick, the eval before the twenty-fourth round: 64
-    images a batch, 8 a decoder call, PNGs one at a time, the Frechet distance in numpy, no overlap) against the
-    defaults without and with the overlap (see the module's docstring). With ``profile`` the defaults row runs under cProfile: ``out/profile.txt`` lists the functions by
-    cumulative and by own time (where the seconds beside sampling go)."""
+    """`scdpo eval` end to end, today's settings (the issue's yardstick, the eval before the twenty-fourth
+    round: 64 images a batch, 8 a decoder call, PNGs one at a time, the Frechet distance in numpy, no
+    overlap) against the defaults without and with the overlap (the module's docstring). With
+    ``profile`` the defaults row runs under cProfile (its main thread): ``out/profile.txt`` lists the
+    functions by cumulative and by own time (where the seconds beside sampling go)."""
     import contextlib
     import cProfile
     import io
@@ -212,7 +213,7 @@ def main(argv=None) -> None:
     p.add_argument("--threads", type=int, default=8,
                    help="CPU threads, as `scdpo --threads N` sets them (PNGs of --eval's defaults row; 8 in the "
                         "twenty-fourth round's measurement)")
-    p.add_argument("--eval", action="store_true", help="also time the whole scdpo eval, today's settings and the defaults")
+    p.add_argument("--eval", action="store_true", help="also time the whole scdpo eval: today's settings, the defaults without the overlap, the defaults")
     p.add_argument("--profile", action="store_true", help="--eval's defaults row under cProfile -> OUT/eval/profile.txt")
     p.add_argument("--eval-limit", type=int, default=None, help="prompts a suite in --eval (default: all)")
     p.add_argument("--out", required=True, help="folder for rows.jsonl and table.md")

@@ -153,7 +153,8 @@ def test_cost_model_reads_costs_and_concept_logits():
     model = CostModel.create(concepts=CONCEPTS)
     images = torch.rand(3, 3, 64, 64)
     cost, logits = model.read(images, batch_size=2)
-    assert logits.shape == (3, len(CONCEPTS)) and torch.allclose(cost, model.score(images, batch_size=2))
+    assert logits.shape == (3, len(CONCEPTS)) and torch.equal(cost, model.score(images, batch_size=2))
+    assert torch.allclose(cost, model(images)[0])  # the cost of the training forward
     assert model.read(images[:0])[1].shape == (0, len(CONCEPTS))
 
 
@@ -172,3 +173,10 @@ def test_build_trains_on_the_mined_words(tmp_path):
           FakeModel(), fake_cost, fake_reward)
     rows = [c for c in pq.read_table(out / "choices.parquet").to_pylist() if c["kind"] == "harmful"]
     assert rows and all("zzmined" in r["prompt"] for r in rows)  # every harmful prompt has a counterpart here
+
+
+def test_the_reread_refuses_a_folder_that_is_not_a_mine_run(tmp_path):
+    from test_perf import load_script
+
+    with pytest.raises(SystemExit, match="words.csv"):
+        load_script("mine_reread").main([str(tmp_path), "--cost-model", str(tmp_path)])

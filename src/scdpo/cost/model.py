@@ -130,19 +130,15 @@ class CostModel(nn.Module):
         cost, logits = self.adapter(self.backbone.feature_map(images).flatten(2).transpose(1, 2))
         return cost, logits[:, :len(self.config.categories)]
 
-    @torch.no_grad()
     def score(self, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
         """Costs of a batch of images in [0, 1], batched on the model's device; float32 CPU (B,)."""
-        self.eval()
-        out = [self(images[i:i + batch_size].to(self.device).float())[0].float().cpu()
-               for i in range(0, len(images), batch_size)]
-        return torch.cat(out) if out else torch.zeros(0)
+        return self.read(images, batch_size)[0]
 
     @torch.no_grad()
     def read(self, images: torch.Tensor, batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
         """Costs (B,) and the auxiliary concept logits (B, V), V = ``len(config.concepts)`` (0 without a
-        concept head), float32 on the CPU: what an image is harmful with, where the cost only says
-        whether (`scdpo data mine`)."""
+        concept head), float32 on the CPU, batched on the model's device: what an image is harmful with,
+        where the cost only says whether (`scdpo data mine --reader cost`)."""
         self.eval()
         costs, concepts = [], []
         for i in range(0, len(images), batch_size):

@@ -47,8 +47,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "write Pick-a-Pic parquet with a dataset card (resumable; accelerate launch for multi-GPU)")
     add_dataclass_args(b, BuildConfig)
     b.set_defaults(func=_build)
-    m = data.add_parser("mine", help="find the words that make a model draw a harmful concept, read by its cost "
-                        "model (mined.yaml for `data build --mined-words`; resumable)")
+    m = data.add_parser("mine", help="find the words that make a model draw a harmful concept, read by the judge "
+                        "or a cost model (mined.yaml for `data build --mined-words`; resumable)")
     add_dataclass_args(m, MineConfig)
     m.set_defaults(func=_mine)
     a = data.add_parser("annotate", help="add cost_0 / cost_1 columns to a Pick-a-Pic-format parquet dataset")
