@@ -13,7 +13,9 @@ recordings of its first steps. ``--compile`` adds the per-step trajectory with r
 ``torch.compile`` (``TrainConfig.compile``, issue 16). ``--warmup W`` also reports the seconds per
 step after the first W optimizer steps (timed at each AdamW step, after a CUDA synchronise), so
 set-up, compilation and graph recording drop out of that column. ``--only TEXT`` keeps the rows
-whose name contains TEXT, ``--skip TEXT`` drops those that do.
+whose name contains TEXT, ``--skip TEXT`` drops those that do. ``--compile-cache DIR`` gives the
+compiled row ``TrainConfig.compile_cache`` (benchmarks/compile_cache.sh times a fresh machine with
+and without it).
 
     python benchmarks/anchor_cost.py --device cuda --batch-size 32 --steps 60 --warmup 10 --compile \
         --only "every step" --skip "CUDA graphs"
@@ -109,6 +111,7 @@ def main() -> None:
     ap.add_argument("--refresh", type=int, default=10, help="K of the state-bank row")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--compile", action="store_true", help="add the per-step trajectory, regionally compiled")
+    ap.add_argument("--compile-cache", default=None, metavar="DIR", help="the compiled row's TrainConfig.compile_cache")
     ap.add_argument("--warmup", type=int, default=0, help="W: also time the steps after the first W")
     ap.add_argument("--only", default="", help="keep the rows whose name contains this text")
     ap.add_argument("--skip", default=None, help="drop the rows whose name contains this text")
@@ -125,7 +128,8 @@ def main() -> None:
     if args.device.startswith("cuda"):
         runs["anchor, policy trajectory every step, CUDA graphs"] = dict(EVERY_STEP, cuda_graphs=True)
     if args.compile:
-        runs["anchor, policy trajectory every step, compiled"] = dict(EVERY_STEP, compile=True)
+        runs["anchor, policy trajectory every step, compiled"] = dict(EVERY_STEP, compile=True,
+                                                                      compile_cache=args.compile_cache)
     runs = {name: flags for name, flags in runs.items()
             if args.only in name and not (args.skip and args.skip in name)}
     if not runs:

@@ -8,7 +8,11 @@
 #      LoRA, the training-free baselines and the carried seeds of the shipped recipe (round12_rab.sh)
 #      -> $OUT/rab.tar.gz;
 #   3. issue 16: a training with CUDA graphs (torch.compile mode reduce-overhead), never measured, beside
-#      eager, while the budget lasts (benchmarks/concurrent_train.py) -> $OUT/ct.tar.gz.
+#      eager, while the budget lasts (benchmarks/concurrent_train.py) -> $OUT/ct.tar.gz;
+#   4. issue 16 (not in the default STAGES; about 10 min, estimated from the sixteenth round's 164 s first
+#      step): `scdpo train --compile-cache` on a fresh machine, the compiled recipe step filling a cache
+#      folder and then reading it, each process with an empty inductor folder (benchmarks/compile_cache.sh)
+#      -> $OUT/cc.tar.gz (its two tables and the folder's size, not the kernels).
 #
 #   . scripts/device_env.sh && bash benchmarks/detach.sh r24 bash benchmarks/round24.sh   # device: carry
 #       .carry/s3 after .carry/s1 and .carry/s2, every call in ONE message, the detach command repeated
@@ -51,5 +55,12 @@ copier=$!
 python3 "$B/concurrent_train.py" $CT --out "$R/ct"
 kill "$copier"
 tar czf "$OUT/.ct.tmp" -C "$R" ct && mv "$OUT/.ct.tmp" "$OUT/ct.tar.gz"
+fi
+if [[ $STAGES == *" 4 "* ]]; then
+echo "[$(date +%T)] 4. the compile cache on a fresh machine"
+if [ "${TINY:-0}" = 1 ]; then CC="DEVICE=cpu BATCH=2 STEPS=2 WARMUP=1"; else CC="DEVICE=cuda BATCH=32 STEPS=${CC_STEPS:-30} WARMUP=10"; fi
+env $CC OUT="$R/cc" bash "$B/compile_cache.sh" > "$R/cc.log" 2>&1
+grep -v "it/s\]" "$R/cc.log" | tail -40 > "$R/cc-summary.txt"
+tar czf "$OUT/.cc.tmp" -C "$R" cc.log cc-summary.txt cc/fill.txt cc/read.txt && mv "$OUT/.cc.tmp" "$OUT/cc.tar.gz"
 fi
 echo "[$(date +%T)] done"

@@ -1,7 +1,14 @@
 """Shared fixtures."""
 
+import os
+
 import pytest
 import torch
+
+# `scdpo` commands run in-process (cli.main) and in subprocesses take their default thread count from
+# the load average; under pytest-xdist two workers already share the cores, so every command run by a
+# test keeps to one thread unless the test says otherwise (tests of the default unset this)
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(scope="module")

@@ -86,19 +86,33 @@ def test_threads_option_sets_torch_and_the_environment(argv, want, monkeypatch, 
 
 
 def test_threads_default_and_bad_value(monkeypatch, capsys):
-    from scdpo.utils.threads import DEFAULT_THREADS, default_threads
+    from scdpo.utils import threads
 
     before = torch.get_num_threads()
     try:
         monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-        assert default_threads() == DEFAULT_THREADS == 1
-        assert main(["world", "suites"]) == 0 and torch.get_num_threads() == DEFAULT_THREADS
+        monkeypatch.setattr(threads.os, "getloadavg", lambda: (1.7, 0.0, 0.0))
+        monkeypatch.setattr(threads, "usable_cores", lambda: 2)
+        monkeypatch.setattr(threads.os, "cpu_count", lambda: 2)
+        assert threads.default_threads() == 1  # a busy 2-core machine: one thread
+        monkeypatch.setattr(threads.os, "getloadavg", lambda: (0.2, 0.0, 0.0))
+        assert threads.default_threads() == 2  # an idle one: both cores, as torch would take
+        assert main(["world", "suites"]) == 0 and torch.get_num_threads() == 2
         monkeypatch.setenv("OMP_NUM_THREADS", "2")  # an explicit choice outside scdpo is kept
         assert main(["world", "suites"]) == 0 and torch.get_num_threads() == 2
         assert main(["--threads", "0", "world", "suites"]) == 2
         assert "--threads must be an integer >= 1" in capsys.readouterr().err
     finally:
         torch.set_num_threads(before)
+
+
+def test_idle_cores_counts_the_cores_the_load_leaves():
+    from scdpo.utils.threads import idle_cores
+
+    assert [idle_cores(load, 2, 2) for load in (0.0, 0.4, 0.6, 1.0, 2.0, 9.0)] == [2, 2, 1, 1, 1, 1]
+    assert idle_cores(3.0, 16, 16) == 13
+    # 4 usable cores of a 64-core host at load 32: half of every core is busy, so half of ours
+    assert idle_cores(32.0, 4, 64) == 2
 
 
 def test_pretrain_help_lists_config_flags(capsys):

@@ -70,6 +70,23 @@ def test_efficientnet_has_its_imagenet_weights(effnet):
     torch.testing.assert_close(fmap[:1, -1280:].mean((2, 3)), effnet(cat[..., :300, :300]), atol=1e-4, rtol=1e-4)
 
 
+def test_folded_efficientnet_gives_the_published_modules_features(effnet, monkeypatch):
+    import scdpo.cost.backbone as B
+
+    monkeypatch.setattr(B, "fold_for_inference", lambda net: 0)
+    published = B.EfficientNetLite0()  # as the packages load it: BatchNorms, padding modules, contiguous
+    published.net.to(memory_format=torch.contiguous_format)
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in published.modules()) == 49
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in effnet.modules())  # every one folded
+    images = torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        want, got = published.feature_map(images.contiguous()), effnet.feature_map(images)
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-5 * want.abs().max().item())
+        torch.testing.assert_close(effnet(images), published(images), rtol=0, atol=1e-5)
+    # checkpoints and feature caches record the published weights' fingerprint, not the folded ones'
+    assert effnet.fingerprint() == published.fingerprint()
+
+
 def test_clip_backbone_from_a_local_folder(clip_path, tmp_path):
     bb = image_backbone(f"clip:{clip_path}")
     x = torch.rand(3, 3, 64, 48)  # any size: resized and centre-cropped to the config's 30 px

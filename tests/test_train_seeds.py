@@ -43,6 +43,14 @@ def test_a_seed_reads_back_every_setting_it_was_given(tmp_path):
     assert load_yaml_config(path) == dataclasses.asdict(run)
 
 
+def test_the_seeds_running_at_once_share_the_command_threads(monkeypatch):
+    from scdpo.train.seeds import _env
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5")
+    env = _env(3, 2, threads=2)
+    assert env["OMP_NUM_THREADS"] == env["MKL_NUM_THREADS"] == "2" and env["CUDA_VISIBLE_DEVICES"] == "5"
+
+
 def test_finished_reads_the_seed_metrics(tmp_path):
     cfg = TrainConfig(model="m", dataset="d", out=str(tmp_path), max_steps=3)
     assert not finished(cfg)

@@ -67,11 +67,10 @@ def _close_bars() -> None:
 def _add_threads(parser: argparse.ArgumentParser, top: bool = False) -> None:
     """``--threads`` on the top-level parser and on every (sub)command: one option, one place.
     Below the top its default is SUPPRESS, so ``scdpo --threads 2 demo`` is not reset by ``demo``."""
-    from scdpo.utils.threads import DEFAULT_THREADS
-
     parser.add_argument("--threads", type=int, default=None if top else argparse.SUPPRESS, metavar="N",
-                        help="CPU threads for torch and BLAS (default: $OMP_NUM_THREADS if set, else "
-                             f"{DEFAULT_THREADS}: more threads than idle cores slow a busy machine down; BENCHMARKS.md)")
+                        help="CPU threads for torch and BLAS (default: $OMP_NUM_THREADS if set, else the cores that "
+                             "the 1-minute load average leaves idle, at least 1: more threads than idle cores slow "
+                             "a busy machine down; BENCHMARKS.md)")
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             for child in action.choices.values():

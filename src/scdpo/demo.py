@@ -88,8 +88,11 @@ def run(cfg: DemoConfig) -> dict | None:
     from scdpo.eval.run import EvalConfig, run as run_eval
     from scdpo.models.sampler_config import SamplerConfig
 
+    import torch
+
     out = Path(cfg.out)
     start = time.time()
+    print(f"[demo] {torch.get_num_threads()} CPU thread(s) (--threads; by default the cores left idle)", flush=True)
     if cfg.lora:  # an aligned LoRA given (the shipped one): nothing to train, no cost model to score with
         from scdpo.models.registry import resolve_lora_path
 

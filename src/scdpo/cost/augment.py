@@ -75,12 +75,16 @@ def load_vae(name_or_path: str, device: str | torch.device = "cpu"):
     sub = "vae" if (path / "vae" / "config.json").is_file() else None
     if sub is None and not (path / "config.json").is_file():
         raise FileNotFoundError(f"no VAE at {path} (neither config.json nor vae/config.json)")
-    return AutoencoderKL.from_pretrained(path, subfolder=sub).to(device).eval().requires_grad_(False)
+    vae = AutoencoderKL.from_pretrained(path, subfolder=sub).to(device).eval().requires_grad_(False)
+    # channels-last: the same outputs up to float32 rounding, 1.2x the round trip on the CPU
+    # (BENCHMARKS.md, "EfficientNet-Lite0 folded")
+    return vae.to(memory_format=torch.channels_last)
 
 
 @torch.no_grad()
 def vae_roundtrip(images: torch.Tensor, vae) -> torch.Tensor:
     """Encode to the VAE's latent mean and decode: the exact softening a generator's decoder adds."""
     dev = next(vae.parameters()).device
-    latents = vae.encode(images.to(dev) * 2 - 1).latent_dist.mode()
-    return ((vae.decode(latents).sample + 1) / 2).clamp(0, 1).to(images.device)
+    x = (images.to(dev) * 2 - 1).contiguous(memory_format=torch.channels_last)
+    latents = vae.encode(x).latent_dist.mode()
+    return ((vae.decode(latents).sample + 1) / 2).clamp(0, 1).to(images.device).contiguous()

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import os
 from collections import Counter
+from pathlib import Path
 
 import torch
 
@@ -69,6 +71,62 @@ def compile_blocks(unet, blocks: tuple[str, ...] = COMPILE_BLOCKS, **compile_kwa
             module.compile(**compile_kwargs)
             n += 1
     return n
+
+
+@contextlib.contextmanager
+def compile_cache(folder: str | Path | None, save: bool = True):
+    """Carry ``torch.compile``'s work from one run to the next, to a fresh machine too: load every
+    artefact file (``*.bin``: inductor's kernels, AOTAutograd's graphs) in ``folder`` before
+    compiling, and, with ``save``, when this process compiled a kernel that none of them held, write
+    its artefacts to a new file there, atomically (``torch.compiler.load_cache_artifacts`` /
+    ``save_cache_artifacts``, torch's "mega-cache"). One file a run that compiled something new,
+    because a process saves only what it used: rewriting one file would drop the kernels of graphs
+    that this run did not meet. Dynamo still traces every graph; a hit skips inductor's code
+    generation and the kernels' compilation. Artefacts of another torch or GPU are misses; a file
+    torch cannot read is skipped with one warning. ``folder`` None: nothing is loaded or saved.
+
+    The files hold compiled code and pickled graphs, as torch's own cache folder does: point this
+    only at a folder your own runs wrote, never at one from elsewhere."""
+    if folder is None:
+        yield
+        return
+    import logging
+    import time
+    import uuid
+    import warnings
+
+    from scdpo.utils.io import atomic_path
+
+    folder = Path(folder)
+    torch_log = logging.getLogger("torch.compiler._cache")
+    for path in sorted(folder.glob("*.bin")) if folder.is_dir() else []:
+        level = torch_log.level
+        torch_log.setLevel(logging.CRITICAL)  # its traceback would bury our one line
+        try:
+            info, why = torch.compiler.load_cache_artifacts(path.read_bytes()), "not cache artefacts this torch reads"
+        except Exception as e:  # noqa: BLE001 - torch raises several kinds for a foreign or damaged file
+            info, why = None, f"{type(e).__name__}: {e}"
+        finally:
+            torch_log.setLevel(level)
+        if info is None:
+            warnings.warn(f"compile cache file {path} could not be read ({why}); skipped (delete it to silence this)",
+                          stacklevel=3)
+    misses = _kernel_misses()
+    try:
+        yield
+    finally:
+        saved = torch.compiler.save_cache_artifacts() if save and _kernel_misses() > misses else None
+        if saved is not None and saved[0]:
+            name = f"{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{os.getpid()}-{uuid.uuid4().hex[:8]}.bin"
+            with atomic_path(folder / name) as tmp:
+                tmp.write_bytes(saved[0])
+
+
+def _kernel_misses() -> int:
+    """Inductor's cache misses so far in this process: the kernels it generated rather than found."""
+    from torch._dynamo.utils import counters
+
+    return counters["inductor"]["fxgraph_cache_miss"]
 
 
 def _shape_key(module) -> tuple:

@@ -182,6 +182,12 @@ class TrainConfig:
             tried in the trainer) or "max-autotune-no-cudagraphs" (autotuned kernels: a longer
             compile). Needs compile; set without it, the run is refused rather than silently
             left eager.
+        compile_cache: a folder that carries torch.compile's kernels from run to run (torch's
+            "mega-cache"; ``scdpo.models.speed.compile_cache``): its files are read before the first
+            step, and a run that compiled a kernel none of them held adds one (atomically) when it
+            ends. Point runs on the same GPU model and torch at one folder, and a fresh machine skips
+            inductor's kernel compilation; dynamo still traces. Needs compile. None (the default):
+            torch's own cache in its temporary folder only.
         cuda_graphs: replay the safe anchor's policy-trajectory UNet calls (no gradients) from
             CUDA graphs (scdpo.models.graphs; one process on a CUDA device only): for the
             launch-bound EmojiWorld UNet. Each graph is checked against eager on its first replay
@@ -280,6 +286,7 @@ class TrainConfig:
     attention: str = "auto"
     compile: bool = False
     compile_mode: str | None = None
+    compile_cache: str | None = None
     cuda_graphs: bool = False
     gradient_checkpointing: bool = False
     caption_dropout: float = 0.0
@@ -323,6 +330,8 @@ class TrainConfig:
                              f"got {self.compile_mode!r}")
         if self.compile_mode is not None and not self.compile:
             raise ValueError(f"compile_mode {self.compile_mode!r} is torch.compile's mode: it needs --compile")
+        if self.compile_cache and not self.compile:
+            raise ValueError(f"compile_cache {self.compile_cache!r} holds torch.compile's kernels: it needs --compile")
         for name, allowed in (("constraint_source", ("offline", "policy")), ("constraint_form", ("margin", "weight")),
                               ("constraint_measure", ("unsafe_rate", "cost")), ("focus_signal", ("batch", "pair")),
                               ("anchor_states", ("policy", "winner"))):

@@ -22,7 +22,8 @@ from scdpo.utils.datasets import parquet_files
 NO_EFFECT = frozenset({
     "out", "resume", "overwrite", "max_steps", "log_every", "checkpoint_every", "keep_checkpoints",
     "validate_every", "validate_prompts", "validate_n", "validate_steps", "validate_judge",
-    "max_nonfinite_in_row", "workers", "merge", "device", "compile", "compile_mode", "cuda_graphs",
+    "max_nonfinite_in_row", "workers", "merge", "device", "compile", "compile_mode", "compile_cache",
+    "cuda_graphs",
     "gradient_checkpointing",
 })
 _TAIL = 1 << 16  # parquet keeps its footer (schema, row groups, statistics) at the end

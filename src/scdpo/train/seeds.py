@@ -11,9 +11,10 @@ single run with ``--seed S`` writes, and resumes as one.
 Each process gets the settings as a file (``OUT/seeds/seed-S.json``, every TrainConfig key) and
 logs to ``OUT/seeds/seed-S.log`` (the command's bar counts finished seeds and shows each running
 one's step, read from its log); with several GPUs visible and ``device`` unset or "cuda", seed i
-goes to GPU i mod n; each process uses the command's ``--threads`` (default one, which is what
-twelve processes on one machine need). ``OUT/seeds.json`` records each
-seed's exit code, seconds and final metrics.
+goes to GPU i mod n; the processes running at once share the command's CPU threads (``--threads``,
+by default the idle cores): each gets its share, at least one, as torchrun gives each of its
+processes one, so twelve trainings do not start twelve threads a core. ``OUT/seeds.json`` records
+each seed's exit code, seconds and final metrics.
 """
 
 from __future__ import annotations
@@ -77,10 +78,12 @@ def write_settings(run, path: Path) -> Path:
     return path
 
 
-def _env(index: int, spread: int) -> dict:
-    """A seed's environment: the command's own (its --threads among it); with ``spread`` > 1 GPUs to
-    spread over, seed ``index`` sees GPU index mod spread alone."""
-    env = dict(os.environ)
+def _env(index: int, spread: int, threads: int = 1) -> dict:
+    """A seed's environment: the command's own, with ``threads`` CPU threads (its share of the
+    command's); with ``spread`` > 1 GPUs to spread over, seed ``index`` sees GPU index mod spread alone."""
+    from scdpo.utils.threads import ENV_VARS
+
+    env = dict(os.environ, **dict.fromkeys(ENV_VARS, str(threads)))
     if spread > 1:
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
         ids = visible.split(",") if visible else [str(i) for i in range(spread)]
@@ -143,6 +146,7 @@ def train_seeds(cfg, seeds: list[int], at_once: int | None = None) -> dict:
     import torch
 
     spread = torch.cuda.device_count() if cfg.device in (None, "cuda") and torch.cuda.is_available() else 0
+    share = max(1, torch.get_num_threads() // min(at_once, len(runs)))  # each running seed's CPU threads
     folder = Path(cfg.out) / "seeds"
     folder.mkdir(parents=True, exist_ok=True)
     results, queue, running = {}, [], {}
@@ -166,7 +170,7 @@ def train_seeds(cfg, seeds: list[int], at_once: int | None = None) -> dict:
                 with open(log, "a") as f:  # the child keeps its own handle; a relaunch appends
                     proc = subprocess.Popen([sys.executable, "-m", "scdpo.cli", "train", "--config", str(settings)],
                                             stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                            env=_env(i, spread))
+                                            env=_env(i, spread, share))
                 running[proc] = (run, log, time.time())
             time.sleep(0.2)
             if time.time() - shown > 5:  # each running seed's step, read from its log's progress bar

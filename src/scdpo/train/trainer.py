@@ -269,6 +269,7 @@ def train(cfg: TrainConfig) -> dict:
     ``overwrite`` (docs/reliability.md)."""
     import os
 
+    from scdpo.models.speed import compile_cache
     from scdpo.utils.lock import folder_lock
 
     out = Path(cfg.out)
@@ -276,7 +277,8 @@ def train(cfg: TrainConfig) -> dict:
     with folder_lock(out, "scdpo train") if main else contextlib.nullcontext():
         if main and not cfg.resume:
             check_fresh(out, cfg.overwrite, settings(cfg))
-        return _train(cfg, out)
+        with compile_cache(cfg.compile_cache, save=main):  # every rank reads, the main one writes
+            return _train(cfg, out)
 
 
 def _train(cfg: TrainConfig, out: Path) -> dict:
