@@ -19,7 +19,7 @@ import torch
 
 
 def variants() -> dict:
-    """name -> (backbone, input memory format): the published module and the two levers in turn."""
+    """name -> backbone: the published module and the two levers in turn."""
     import scdpo.cost.backbone as B
 
     fold = B.fold_for_inference
@@ -28,43 +28,30 @@ def variants() -> dict:
         published, channels_last = B.EfficientNetLite0(), B.EfficientNetLite0()
     finally:
         B.fold_for_inference = fold
-    published.net.to(memory_format=torch.contiguous_format)
-    return {"published (contiguous)": (published, torch.contiguous_format),
-            "channels-last": (channels_last, torch.channels_last),
-            "folded + channels-last (shipped)": (B.EfficientNetLite0(), torch.channels_last)}
+    published.net.to(memory_format=torch.contiguous_format)  # as it loads, and fed contiguous images
+    published.normalise = lambda images: B.EfficientNetLite0.normalise(published, images).contiguous()
+    return {"published (contiguous)": published, "channels-last": channels_last,
+            "folded + channels-last (shipped)": B.EfficientNetLite0()}
 
 
-@torch.no_grad()
-def feature_map(backbone, images: torch.Tensor, memory_format) -> torch.Tensor:
-    net = backbone.net
-    x = backbone.normalise(images).contiguous(memory_format=memory_format)
-    x = net._swish(net._bn0(net._conv_stem(x)))
-    taps = []
-    for i, block in enumerate(net._blocks):
-        x = block(x)
-        if i in backbone.TAPS:
-            taps.append(x)
-    taps.append(net._swish(net._bn1(net._conv_head(x))))
-    side = taps[-1].shape[-1]
-    return torch.cat([torch.nn.functional.adaptive_avg_pool2d(t, side) for t in taps], 1)
-
-
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--images", type=int, default=64, help="images a forward pass (the cost model's batch)")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--no-vae", action="store_true", help="the backbone's rows only")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     images = torch.rand(args.images, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     models = variants()
-    reference = feature_map(models["published (contiguous)"][0], images, torch.contiguous_format)
+    with torch.no_grad():
+        reference = models["published (contiguous)"].feature_map(images)
     times, diffs = {name: [] for name in models}, {}
     for _ in range(args.repeats):  # interleaved, so the machine's load falls on every row alike
-        for name, (backbone, fmt) in models.items():
+        for name, backbone in models.items():
             t0 = time.perf_counter()
-            out = feature_map(backbone, images, fmt)
+            with torch.no_grad():
+                out = backbone.feature_map(images)
             times[name].append(time.perf_counter() - t0)
             diffs[name] = (out - reference).abs().max().item() / reference.abs().max().item()
     print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {args.threads} thread(s), {args.images} images "

@@ -43,6 +43,17 @@ def sd(tmp_path_factory):
 
 
 # ------------------------------------------------------------------ benchmark scripts, tiny paths
+def test_backbone_benchmark_rows_agree_with_the_published_module(capsys):
+    before = torch.get_num_threads()
+    try:
+        load_script("backbone_speed").main(["--images", "2", "--repeats", "1", "--no-vae"])
+    finally:
+        torch.set_num_threads(before)
+    rows = [line.split("|")[1:-1] for line in capsys.readouterr().out.splitlines() if line.startswith("| ")][1:]
+    assert [r[0].strip() for r in rows] == ["published (contiguous)", "channels-last", "folded + channels-last (shipped)"]
+    assert float(rows[0][4]) == 0 and all(float(r[4]) < 1e-5 for r in rows)  # the largest relative difference
+
+
 def test_train_benchmark_tiny_scdpo_step_equals_plain_step(tmp_path, capsys):
     out = tmp_path / "train.jsonl"
     bench = load_script("gpu_train_step")

@@ -48,6 +48,8 @@ def idle_cores(load: float | None = None, cores: int | None = None, machine: int
     machine = max(os.cpu_count() or cores, cores) if machine is None else machine
     idle = cores * max(0.0, 1.0 - load / machine)
     return max(DEFAULT_THREADS, min(cores, math.floor(idle + 0.5)))
+
+
 #: read by OpenMP (torch's CPU kernels), MKL, OpenBLAS and numexpr in this process's children
 #: (accelerate launch, DataLoader workers)
 ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS")
