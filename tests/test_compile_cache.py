@@ -126,8 +126,10 @@ def test_a_second_process_hits_the_first_ones_kernels(tmp_path):
 
     def run(name: str) -> dict:
         env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=str(tmp_path / name), OMP_NUM_THREADS="1")
-        done = subprocess.run([sys.executable, str(script), str(cache)], env=env, capture_output=True, text=True,
-                              check=True)
+        done = subprocess.run([sys.executable, str(script), str(cache)], env=env, capture_output=True, text=True)
+        if done.returncode and any(e in done.stderr for e in ("CppCompileError", "InvalidCxxCompiler")):
+            pytest.skip(f"inductor cannot build C++ on this machine: {done.stderr.strip().splitlines()[-1]}")
+        assert done.returncode == 0, done.stderr[-2000:]
         return json.loads(done.stdout.strip().splitlines()[-1])
 
     first = run("machine-1")
