@@ -43,6 +43,19 @@ def sd(tmp_path_factory):
 
 
 # ------------------------------------------------------------------ benchmark scripts, tiny paths
+@pytest.mark.parametrize("wall, code, word", [(420.0, 0, "within"), (657.0, 1, "OVER")])
+def test_demo_benchmark_says_whether_the_demo_kept_to_10_minutes(wall, code, word, tmp_path, monkeypatch, capsys):
+    bench = load_script("demo_wall_time")
+    calls, clock = [], iter([1000.0, 1000.0 + wall])
+    monkeypatch.setattr(bench.subprocess, "run", lambda cmd, check: calls.append(cmd))  # no demo: seconds
+    monkeypatch.setattr(bench.time, "time", lambda: next(clock))
+    monkeypatch.setattr(sys, "argv", ["demo_wall_time.py", "--out", str(tmp_path / "demo"), "--", "--threads", "1"])
+    assert bench.main() == code
+    assert calls[0][-4:] == ["--out", str(tmp_path / "demo"), "--threads", "1"]
+    out = capsys.readouterr().out
+    assert f"demo wall time {wall:.0f} s" in out and f"{word} the 10 minutes the README promises" in out
+
+
 def test_backbone_benchmark_rows_agree_with_the_published_module(capsys):
     before = torch.get_num_threads()
     try:
