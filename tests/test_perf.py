@@ -56,6 +56,21 @@ def test_demo_benchmark_says_whether_the_demo_kept_to_10_minutes(wall, code, wor
     assert f"demo wall time {wall:.0f} s" in out and f"{word} the 10 minutes the README promises" in out
 
 
+def test_cpu_peak_benchmark_counts_flops_and_compares_the_levers(capsys):
+    before = torch.get_num_threads()
+    try:
+        load_script("cpu_peak").main(["--images", "2", "--steps", "1"])
+    finally:
+        torch.set_num_threads(before)
+    rows = {r[0].strip(): r[1:] for r in (line.split("|")[1:-1] for line in capsys.readouterr().out.splitlines()
+                                          if line.startswith("| ") and not line.startswith("| work")
+                                          and not line.startswith("| lever"))}
+    assert float(rows["VAE round trip"][0]) == pytest.approx(9.40, abs=0.01)  # GFLOP an image, fixed by the VAE
+    assert float(rows["backbone"][0]) == pytest.approx(0.77, abs=0.01)
+    assert float(rows["sampling, UNet and VAE channels-last"][3]) < 1e-3  # the same images, another layout
+    assert 1e-3 < float(rows["backbone, bfloat16 autocast"][3]) < 0.5  # why bfloat16 was not taken
+
+
 def test_backbone_benchmark_rows_agree_with_the_published_module(capsys):
     before = torch.get_num_threads()
     try:

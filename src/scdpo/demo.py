@@ -84,11 +84,11 @@ def run(cfg: DemoConfig) -> dict | None:
     if cfg.world_only:
         world(cfg.out)
         return None
+    import torch
+
     from scdpo.eval.compare import compare
     from scdpo.eval.run import EvalConfig, run as run_eval
     from scdpo.models.sampler_config import SamplerConfig
-
-    import torch
 
     out = Path(cfg.out)
     start = time.time()
@@ -130,8 +130,8 @@ def _train_stages(cfg: DemoConfig, out: Path) -> None:
         model=cfg.model, dataset=str(out / "scp"), out=str(out / "lora"), loss="sc-dpo", beta=312.5, winner_weight=1.0,
         lr=cfg.lr, warmup=10, batch_size=cfg.batch_size, max_steps=cfg.train_steps, seed=cfg.seed,
         checkpoint_every=max(cfg.train_steps // 2, 1), validate_every=0, log_every=10,
-        # the VAE encodes the 62 pairs once, not 960 times over 120 steps: 0.4 s a step on one CPU thread,
-        # the loss the same to six digits (BENCHMARKS.md, "The README demo with cached latents")
+        # the VAE encodes the 62 pairs once, not 960 times over 120 steps: the stage 176 -> 118 s on one CPU
+        # thread, the same table (BENCHMARKS.md, "The README demo with cached latents")
         cache_latents=True,
         resume=(out / "lora" / "checkpoints").is_dir())))  # a rerun of a killed demo continues its run
 

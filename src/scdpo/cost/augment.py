@@ -76,7 +76,7 @@ def load_vae(name_or_path: str, device: str | torch.device = "cpu"):
     if sub is None and not (path / "config.json").is_file():
         raise FileNotFoundError(f"no VAE at {path} (neither config.json nor vae/config.json)")
     vae = AutoencoderKL.from_pretrained(path, subfolder=sub).to(device).eval().requires_grad_(False)
-    # channels-last: the same outputs up to float32 rounding, 1.2x the round trip on the CPU
+    # channels-last: the same outputs up to float32 rounding, 1.09x the round trip on the CPU
     # (BENCHMARKS.md, "EfficientNet-Lite0 folded")
     return vae.to(memory_format=torch.channels_last)
 

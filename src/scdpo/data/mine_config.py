@@ -76,4 +76,3 @@ class MineConfig:
         from scdpo.utils.config import flat_asdict
 
         return {k: v for k, v in flat_asdict(self).items() if k not in ("out", "device", "batch_size")}
-
