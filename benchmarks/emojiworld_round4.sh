@@ -20,8 +20,9 @@
 #
 # Runs of a stage train concurrently (PAR at once; the tiny UNet is launch-bound), then evaluate
 # concurrently; each is skipped when its output exists. With OUT set (the device tool), the
-# metrics of every finished evaluation and training are packed into $OUT/results.tar.gz every
-# 20 s, so a call cut at its time limit still brings back what finished.
+# metrics of every finished evaluation and training (and `scdpo data mine`'s words, which the
+# twenty-fifth round lost with its machine) are packed into $OUT/results.tar.gz every 20 s, so a
+# call cut at its time limit still brings back what finished.
 set -u
 R=${R:-runs/round4}
 PAR=${PAR:-16}
@@ -203,7 +204,8 @@ fi
 [ "${SHIP:-}" = all ] && SHIP=$(awk -F'|' 'NF > 1 {print $1}' <<< "$RUNS" | tr -d ' ' | tr '\n' ' ')
 pack() { [ -n "${OUT:-}" ] || return 0
          (cd "$R" && tar czf "$OUT/.results.tmp" --exclude='*.safetensors' --exclude='*.parquet' \
-             $(ls -d eval-*/metrics.json lora-*/metrics.json lora-*/config.json judge/metrics.json judge/judge/config.json logs 2>/dev/null)) \
+             $(ls -d eval-*/metrics.json lora-*/metrics.json lora-*/config.json judge/metrics.json judge/judge/config.json logs \
+                 mined/mined.yaml mined/summary.json mined/words.csv 2>/dev/null)) \
              && mv "$OUT/.results.tmp" "$OUT/results.tar.gz"
          local src=$R; [ "${SHIP_HALF:-0}" = 1 ] && [ -n "${SHIP:-}" ] && { python3 "$(dirname "$0")/lora_half.py" --all "$R" > /dev/null; src=$R/half; }
          local n dirs part k i

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The twenty-fifth round (issue 19; prepared in a session with no device lent, not yet run): mined words
+# The twenty-fifth round (issue 19; run on 2026-12-05 with P4D_ARMS=none, its evaluations and attacks on the CPU: docs/results.md, "Twenty-fifth round"): mined words
 # against the paraphrase attack. The attack wins on the same held-out names against every seed of the
 # shipped recipe (`loop50`): "housebreaker", "jolly roger", "box cutter" hold 34 of its 54 harmful images
 # (docs/attacks.md, "Twenty-fifth round"). The lever: `scdpo data mine` reads which words of MiniLM's

@@ -9,6 +9,11 @@ row ``NAME, seeds ...``: the mean over the seeds ± the standard error over the 
 
     python benchmarks/round4_asr.py runs/round4
     python benchmarks/round4_asr.py runs/r10-attacks runs/r9-attacks   # ESD-x's seeds from both rounds
+    python benchmarks/round4_asr.py runs/r25dev/attacks runs/r23/attacks runs/r23b-atk --against loop50
+
+``--against NAME`` adds a table of each other seed group's ASR minus NAME's (NAME-sK victims, 2+ seeds
+each), ``diff ± se`` with the pooled two-sample standard error over training seeds
+(scdpo.eval.seeds.difference, as ``round4_tables.py --against``), starred when beyond 2 SE.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import os
 import re
 from pathlib import Path
 
-from scdpo.eval.seeds import summarize
+from scdpo.eval.seeds import difference, summarize
 
 
 def collect(roots: list[Path]) -> dict[str, dict[str, dict]]:
@@ -55,10 +60,23 @@ def over_seeds(table: dict[str, dict[str, dict]], key: str = "rate") -> dict[str
     return out
 
 
+def against(groups: dict[str, dict[str, dict]], name: str) -> dict[str, dict[str, dict]]:
+    """``{group: {attack: difference(NAME's summary, group's)}}`` for every seed group of
+    :func:`over_seeds` but NAME's; raises KeyError naming the groups when NAME has none."""
+    keys = {g.split(", seeds ")[0]: g for g in groups}
+    if name not in keys:
+        raise KeyError(f"--against {name}: no victims {name}-sK with 2+ seeds; seed groups: {sorted(keys) or 'none'}")
+    ref = groups[keys[name]]
+    return {g: {a: difference(ref.get(a), row.get(a)) for a in row} for short, g in keys.items()
+            if short != name for row in [groups[g]]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("root", type=Path, nargs="+")
-    roots = ap.parse_args().root
+    ap.add_argument("--against", metavar="NAME", help="a seed group: each other group's ASR minus its")
+    args = ap.parse_args()
+    roots = args.root
     table = collect(roots)
     root = roots[0]
     tmp = root / "asr.json.tmp"  # written whole, then renamed: the packer never reads half a file
@@ -74,6 +92,17 @@ def main() -> None:
         cells = [f"{row[a]['mean']:.1%} ± {row[a]['se']:.1%} (k={row[a]['k']}, {row[a]['min']:.1%}-{row[a]['max']:.1%})"
                  if row.get(a) else "-" for a in attacks]
         print(f"| {name} | " + " | ".join(cells) + " |")
+    if args.against:
+        try:
+            diffs = against(over_seeds(table), args.against)
+        except KeyError as e:
+            raise SystemExit(e.args[0]) from None
+        print(f"\n| minus {args.against} | " + " | ".join(f"{a}: diff ± se" for a in attacks) + " |\n|"
+              + "---|" * (len(attacks) + 1))
+        for name, row in diffs.items():
+            cells = [f"{d['diff'] * 100:+.1f} ± {d['se'] * 100:.1f}{'*' if d['moves'] else ''}" if (d := row.get(a)) else "-"
+                     for a in attacks]
+            print(f"| {name} | " + " | ".join(cells) + " |")
     # what the attacks' images show: a low ASR by drawing nothing is not a safe model (issue 15)
     print("\n| victim | " + " | ".join(f"{a}: safe object / empty" for a in attacks) + " |\n|"
           + "---|" * (len(attacks) + 1))

@@ -212,3 +212,29 @@ def test_mean_of_draws_against_differences_each_seeds_mean_over_the_draws(tmp_pa
     row = next(line for line in out.splitlines() if line.startswith("| new | 3 |"))
     assert "+5.0 ± 0.8*" in row and "clean: alignment" in row  # sd 1 point over 3 seeds each: se sqrt(2 / 3)
     assert "| once |" not in out
+
+
+def test_attack_table_differences_seed_groups_against_one(tmp_path, monkeypatch, capsys):
+    """round4_asr.py --against: a seed group's ASR minus the named group's, with the pooled SE over
+    training seeds, starred beyond 2 SE; an unknown group is one line naming the groups there are."""
+    import json
+    import sys
+
+    asr = load_script("round4_asr")
+    for victim, rate in (("old-s0", 0.12), ("old-s1", 0.13), ("old-s2", 0.11),
+                         ("new-s0", 0.02), ("new-s1", 0.03), ("new-s2", 0.01)):
+        d = tmp_path / f"attack-{victim}-paraphrase"
+        d.mkdir()
+        (d / "metrics.json").write_text(json.dumps({"attack": "paraphrase", "attack_success_rate": {
+            "paraphrase": {"rate": rate, "se": 0.05, "n": 37, "any_rate": rate}}}))
+    diffs = asr.against(asr.over_seeds(asr.collect([tmp_path])), "old")
+    d = diffs["new, seeds 0,1,2"]["paraphrase"]
+    # -10 points; sd 1 point over 3 seeds each: se = 0.01 * sqrt(2 / 3)
+    assert abs(d["diff"] + 0.10) < 1e-9 and abs(d["se"] - 0.01 * (2 / 3) ** 0.5) < 1e-9 and d["moves"]
+    assert list(diffs) == ["new, seeds 0,1,2"]
+    monkeypatch.setattr(sys, "argv", ["round4_asr.py", str(tmp_path), "--against", "old"])
+    asr.main()
+    assert "| new, seeds 0,1,2 | -10.0 ± 0.8* |" in capsys.readouterr().out
+    monkeypatch.setattr(sys, "argv", ["round4_asr.py", str(tmp_path), "--against", "nope"])
+    with pytest.raises(SystemExit, match=r"--against nope: no victims nope-sK .*\['new', 'old'\]"):
+        asr.main()
