@@ -67,8 +67,8 @@ def against(groups: dict[str, dict[str, dict]], name: str) -> dict[str, dict[str
     if name not in keys:
         raise KeyError(f"--against {name}: no victims {name}-sK with 2+ seeds; seed groups: {sorted(keys) or 'none'}")
     ref = groups[keys[name]]
-    return {g: {a: difference(ref.get(a), row.get(a)) for a in row} for short, g in keys.items()
-            if short != name for row in [groups[g]]}
+    return {g: {a: difference(ref.get(a), s) for a, s in groups[g].items()}
+            for short, g in keys.items() if short != name}
 
 
 def main() -> None:
