@@ -25,8 +25,8 @@ kernel choice; dtypes change the arithmetic, and these columns say by how much.
 With ``--eval``, the whole `scdpo eval` (its 4 default suites, 1,610 images: sampling, PNGs, the
 judge's metrics, the Frechet distance to the renders, report) also runs three times in this process:
 with today's settings (64 images a batch, 8 a decoder call, PNGs one at a time, the Frechet distance
-in numpy, one suite after another), with the defaults without the overlap (`--no-overlap`) and with the
-defaults; each row gives its wall time, images/s, and the largest difference of any suite's harmful
+in numpy, one suite after another), with the defaults without the overlap (`--no-overlap`: the default on a
+GPU since the twenty-sixth round) and with it (`--overlap`: the default on the CPU); each row gives its wall time, images/s, and the largest difference of any suite's harmful
 rate and alignment from the first (``--eval-limit N --steps S`` on the CPU: the demo's evaluation).
 
     python benchmarks/emojiworld_throughput.py --device cpu --images 16 --steps 2 \\
@@ -141,7 +141,7 @@ def eval_rows(device: torch.device, steps: int, limit: int | None, out: Path, pr
     """`scdpo eval` end to end, today's settings (the issue's yardstick, the eval before the twenty-fourth
     round: 64 images a batch, 8 a decoder call, PNGs one at a time, the Frechet distance in numpy, no
     overlap) against the defaults without and with the overlap (the module's docstring). With
-    ``profile`` the defaults row runs under cProfile (its main thread): ``out/profile.txt`` lists the
+    ``profile`` the overlap's row runs under cProfile (its main thread): ``out/profile.txt`` lists the
     functions by cumulative and by own time (where the seconds beside sampling go)."""
     import contextlib
     import cProfile
@@ -163,7 +163,7 @@ def eval_rows(device: torch.device, steps: int, limit: int | None, out: Path, pr
     defaults = SamplerConfig(steps=steps, progress=False)
     for name, sampler, png, overlap in [("scdpo eval, today", today, one_thread, False),
                                         ("scdpo eval, defaults without overlap", defaults, None, False),
-                                        ("scdpo eval, defaults", defaults, None, True)]:
+                                        ("scdpo eval, defaults with overlap", defaults, None, True)]:
         cfg = EvalConfig(model="emojiworld", out=str(out / name.split(", ")[1].replace(" ", "-")), limit=limit,
                          device=str(device), sampler=sampler, overlap=overlap)
         with (mock.patch.object(dataset, "png_bytes_many", png) if png else contextlib.nullcontext(),
@@ -213,7 +213,7 @@ def main(argv=None) -> None:
     p.add_argument("--threads", type=int, default=8,
                    help="CPU threads, as `scdpo --threads N` sets them (PNGs of --eval's defaults row; 8 in the "
                         "twenty-fourth round's measurement)")
-    p.add_argument("--eval", action="store_true", help="also time the whole scdpo eval: today's settings, the defaults without the overlap, the defaults")
+    p.add_argument("--eval", action="store_true", help="also time the whole scdpo eval: today's settings, the defaults without the overlap, with it")
     p.add_argument("--profile", action="store_true", help="--eval's defaults row under cProfile -> OUT/eval/profile.txt")
     p.add_argument("--eval-limit", type=int, default=None, help="prompts a suite in --eval (default: all)")
     p.add_argument("--out", required=True, help="folder for rows.jsonl and table.md")

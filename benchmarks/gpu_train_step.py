@@ -280,7 +280,7 @@ def run_variant(bench: Bench, v: Variant, pairs: int, warmup: int, timed: int) -
         losses.append(step(i).item())
     sync(dev)
     row["build_s"] = round(t0 - t_build, 2)
-    row["warmup_s"] = round(time.perf_counter() - t0, 2)
+    row["warmup_s"], row["warmup_steps"] = round(time.perf_counter() - t0, 2), warmup
     t0 = time.perf_counter()
     for i in range(warmup, warmup + timed):
         losses.append(step(i).item())  # .item(): the trainer syncs once a step too (its statistics)
@@ -401,6 +401,12 @@ def best_of(runner: Runner, shape: str, mode: str, candidates: list[Variant]) ->
     return candidates[0]
 
 
+def best_pairs(runner: Runner, shape: str, variant: str) -> int | None:
+    """The micro-batch at which ``variant`` ran fastest (pairs/s), None when it has no measured row."""
+    done = [r for r in runner.rows if r.get("status") == "ok" and r["shape"] == shape and r["variant"] == variant]
+    return max(done, key=lambda r: r["pairs_per_s"])["pairs"] if done else None
+
+
 def estimate_s(runner: Runner, shape: str, variant: str, pairs: int, steps: int) -> float:
     """Seconds a row will take, from the same variant's last measured row (else a guess)."""
     done = [r for r in runner.rows if r.get("status") == "ok" and r["shape"] == shape and r["variant"] == variant]
@@ -417,6 +423,7 @@ def run_phases(runner: Runner, device, tmp: Path, args, shapes: list[str]) -> No
     compile (regional torch.compile on the best variant, first shape)."""
     first = SHAPES[shapes[0]]
     bench = Bench(first, device, tmp, args.lr_full, args.lr_lora, DTYPES[args.precision])
+    flops = bench.flops  # counted once on the plain step; the compile phase's rows use the same count
     ladders = {mode: ladder(mode, args) for mode in args.modes}
     best = {}
 
@@ -452,17 +459,47 @@ def run_phases(runner: Runner, device, tmp: Path, args, shapes: list[str]) -> No
             free(device)
     if "compile" in args.phases:
         bench = Bench(first, device, tmp, args.lr_full, args.lr_lora, DTYPES[args.precision])
+        bench.flops = flops
         for mode in args.modes:
             cv = replace(best[mode], name=best[mode].name + " + compile", compile=True)
-            runner.row(bench, cv, first.base_pairs, check=True, need_s=8 * need)
+            runner.row(bench, cv, first.base_pairs, check=True, need_s=8 * need)  # the loss check's row
+            # issue 16's goal compares with the plain step's best micro-batch: so also the eager variant's
+            # fastest one from the search (its losses checked at the base batch, the row above)
+            pairs = best_pairs(runner, first.name, f"{best[mode].name} (best)")
+            if pairs and pairs != first.base_pairs:
+                runner.row(bench, replace(cv, name=cv.name + " (best pairs)"), pairs, check=False, need_s=8 * need,
+                           steps=(args.warmup, max(4, args.steps // 2)))
         del bench
         free(device)
 
 
+def amortised(runner: Runner, row: dict, steps: int) -> str | None:
+    """A compiled row over a run of ``steps`` optimizer steps at its micro-batch (its measured warm-up,
+    compilation included, then its warm pace) against the plain step's best micro-batch at its warm
+    pace for the same pairs, and the run length where the two break even. Computed from the rows."""
+    ok = [r for r in runner.rows if r.get("status") == "ok" and r["shape"] == row["shape"] and r["mode"] == row["mode"]]
+    plain = [r["pairs_per_s"] for r in ok if r.get("impl") == "plain"]
+    if not plain or row.get("status") != "ok" or "warmup_s" not in row:
+        return None
+    w, s, pairs = row.get("warmup_steps", 4), row["s_per_step"], row["pairs"]
+    ours = row["warmup_s"] + (steps - w) * s
+
+    def against(other_s: float, what: str) -> str:  # other_s: the other step's warm seconds for these pairs
+        even = (row["warmup_s"] - w * s) / (other_s - s) if other_s > s else float("inf")
+        return f"{steps * other_s / ours:.2f}x {what} ({steps * other_s:.0f} s; break-even at {even:.0f} steps)"
+    parts = [against(pairs / max(plain), "the plain step's best")]
+    # the same variant eager at the same pairs: what turning compile on changes for a given run
+    eager = row["variant"].replace(" + compile (best pairs)", " (best)").replace(" + compile", "")
+    same = [r for r in ok if r["variant"] == eager and r["pairs"] == pairs]
+    if same:
+        parts.append(against(same[0]["s_per_step"], "the eager step at these pairs"))
+    return f"{row['shape']} {row['mode']} {row['variant']}, {pairs} pairs: {steps} steps in {ours:.0f} s, " + "; ".join(parts)
+
+
 def table(runner: Runner) -> str:
     head = ("| shape | mode | variant | pairs | pairs/s | x plain same pairs | x plain best | TFLOP/s | peak GB | "
-            "loss dev vs plain | vs fp32 | ok | status |")
-    lines = [head, "|" + "---|" * 13]
+            "warm-up s | loss dev vs plain | vs fp32 | ok | status |")
+    lines = [head, "|" + "---|" * 14]
 
     def fmt(x):
         return "" if x is None else f"{x:.2f}"
@@ -472,9 +509,18 @@ def table(runner: Runner) -> str:
         dev += f" | {r['loss_dev_fp32']:.2g}" if "loss_dev_fp32" in r else " | "
         dev += f" | {'yes' if r['loss_ok'] else 'NO'}" if "loss_ok" in r else " | "
         lines.append(f"| {r['shape']} | {r['mode']} | {r['variant']} | {r['pairs']} | {r.get('pairs_per_s', '')} | "
-                     f"{sp} | {r.get('tflops', '')} | {r.get('peak_gb', '')} | {dev} | "
+                     f"{sp} | {r.get('tflops', '')} | {r.get('peak_gb', '')} | {r.get('warmup_s', '')} | {dev} | "
                      f"{r.get('status', '')} |")
     return "\n".join(lines)
+
+
+def print_results(runner: Runner, run_steps: int) -> None:
+    """The table, then each compiled row amortised over ``run_steps`` steps."""
+    print(table(runner), flush=True)
+    lines = [a for r in runner.rows if "compile" in r.get("variant", "") for a in [amortised(runner, r, run_steps)] if a]
+    if lines:
+        print(f"\nCompiled, over a run of {run_steps} steps (warm-up included):\n" + "\n".join(f"- {a}" for a in lines),
+              flush=True)
 
 
 def main(argv=None) -> int:
@@ -487,11 +533,20 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=int, default=4)
     p.add_argument("--steps", type=int, default=16, help="timed steps of the base-batch rows (warmup + steps "
                    "losses are compared with the plain step's)")
+    p.add_argument("--run-steps", type=int, default=1000,
+                   help="run length over which the compiled rows' warm-up is amortised (printed after the table)")
     p.add_argument("--lr-full", type=float, default=1e-5)
     p.add_argument("--lr-lora", type=float, default=1e-4)
     p.add_argument("--loss-tol", type=float, default=0.02,
                    help="max |loss - plain loss| over the steps (bf16: plus twice plain's distance from fp32)")
+    p.add_argument("--from-jsonl", metavar="FILE", help="print the table and the compiled rows' amortisation from "
+                   "the rows a run wrote (its --out), measuring nothing")
     args = p.parse_args(argv)
+    if args.from_jsonl:
+        runner = Runner(types.SimpleNamespace(out=None, budget_s=0))
+        runner.rows = [json.loads(line) for line in Path(args.from_jsonl).read_text().splitlines() if line.strip()]
+        print_results(runner, args.run_steps)
+        return 0
     args.modes = [m for m in args.modes.split(",") if m]
     args.attention = [a for a in args.attention.split(",") if a]
     args.phases = [a for a in args.phases.split(",") if a]
@@ -527,7 +582,7 @@ def main(argv=None) -> int:
     finally:
         cancel_stop()
     print(f"\n## Training step, {info['device']}, torch {info['torch']}, {time.perf_counter() - runner.start:.0f} s\n")
-    print(table(runner), flush=True)
+    print_results(runner, args.run_steps)
     return 0
 
 

@@ -87,6 +87,22 @@ def test_folded_efficientnet_gives_the_published_modules_features(effnet, monkey
     assert effnet.fingerprint() == published.fingerprint()
 
 
+def test_efficientnet_layout_follows_its_device():
+    """Channels-last where oneDNN measured it faster (the CPU), the default layout on any other device
+    (on the GPU it slowed the eval's features; the meta device stands in for one here)."""
+    from scdpo.cost.backbone import EfficientNetLite0
+    from scdpo.models.speed import conv_layout
+
+    assert conv_layout("cpu") == torch.channels_last and conv_layout("cuda:0") == torch.contiguous_format
+    net = EfficientNetLite0()
+    convs = [m.weight for m in net.modules() if isinstance(m, torch.nn.Conv2d) and min(m.weight.shape[1:]) > 1]
+    assert convs and all(w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous() for w in convs)
+    net.to("meta")
+    convs = [m.weight for m in net.modules() if isinstance(m, torch.nn.Conv2d) and min(m.weight.shape[1:]) > 1]
+    assert all(w.device.type == "meta" and w.is_contiguous() for w in convs)
+    assert net.normalise(torch.rand(1, 3, 32, 32, device="meta")).is_contiguous()
+
+
 def test_clip_backbone_from_a_local_folder(clip_path, tmp_path):
     bb = image_backbone(f"clip:{clip_path}")
     x = torch.rand(3, 3, 64, 48)  # any size: resized and centre-cropped to the config's 30 px

@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -238,6 +239,31 @@ def test_bad_compile_mode_is_refused(flags, message):
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize("flags, device, want", [
+    (dict(max_steps=1000, grad_accum=4), "cuda", True),  # configs/sd15.yaml: 4,000 micro-batches
+    (dict(max_steps=1000, grad_accum=4), "cpu", False),
+    (dict(max_steps=1000, grad_accum=1), "cuda", False),  # under the measured break-even
+    (dict(model="emojiworld", max_steps=4000), "cuda", False),  # measured not to pay there
+    (dict(max_steps=10, compile=True), "cpu", True),  # a setting given wins
+    (dict(max_steps=8000, compile=False), "cuda", False)])
+def test_compile_is_on_by_default_where_it_was_measured_to_pay(flags, device, want):
+    assert TrainConfig(**{"model": "m", "dataset": "d", "out": "o", **flags}).compiles(device) is want
+
+
+def test_the_trainer_compiles_by_the_resolved_setting(sd, tmp_path, monkeypatch):
+    import scdpo.train.config as C
+    from scdpo.train.trainer import train
+    from test_trainer import FAST, write_pairs  # tests/ is on sys.path (no package)
+
+    seen = []
+    monkeypatch.setattr(tm, "compile_policy_and_reference", lambda *a: seen.append(a))
+    monkeypatch.setattr(C.TrainConfig, "compiles", lambda self, device_type: seen.append(device_type) or False)
+    data = write_pairs(tmp_path / "pairs.parquet", n=4)
+    train(TrainConfig(model=str(sd), dataset=str(data), out=str(tmp_path / "run"), loss="dpo", batch_size=2,
+                      max_steps=1, **FAST))
+    assert seen == ["cpu"]  # asked once, with the run's device, and nothing compiled
+
+
 def test_padded_rows_leave_the_prediction_and_its_gradients_as_they_are(sd):
     # TrainConfig.compile pads every denoiser batch to a power of two (5 rows -> 8), so the compiled
     # blocks meet a handful of batch sizes; the rows kept must be the unpadded call's
@@ -331,3 +357,29 @@ def test_explicit_no_autocast_where_it_cannot_apply_is_refused(tmp_path, precisi
     cfg = TrainConfig(model="m", dataset="d", out=str(tmp_path), full=True, autocast=False)
     with pytest.raises(ValueError, match="autocast: false needs bf16 mixed precision without FSDP"):
         pure_bf16(cfg, precision, fsdp)
+
+
+def test_train_benchmark_compiles_again_at_the_eager_variants_fastest_micro_batch():
+    bench = load_script("gpu_train_step")
+    runner = bench.Runner(types.SimpleNamespace(out=None, budget_s=1.0))
+    for pairs, rate, status in ((16, 30.0, "ok"), (32, 41.5, "ok"), (48, 39.0, "ok"), (64, 0, "OOM")):
+        runner.rows.append({"shape": "sd15", "variant": "v (best)", "pairs": pairs, "pairs_per_s": rate,
+                            "status": status})
+    runner.rows.append({"shape": "sdxl", "variant": "v (best)", "pairs": 4, "pairs_per_s": 99.0, "status": "ok"})
+    assert bench.best_pairs(runner, "sd15", "v (best)") == 32  # the fastest, not the largest that fit
+    assert bench.best_pairs(runner, "sd15", "w (best)") is None
+
+
+def test_train_benchmark_amortises_a_compiled_rows_warm_up():
+    bench = load_script("gpu_train_step")
+    runner = bench.Runner(types.SimpleNamespace(out=None, budget_s=1.0))
+    common = {"shape": "sd15", "mode": "full", "status": "ok"}
+    runner.rows = [{**common, "variant": "plain full", "impl": "plain", "pairs": 16, "pairs_per_s": 32.0, "s_per_step": 0.5},
+                   {**common, "variant": "v (best)", "impl": "scdpo", "pairs": 32, "pairs_per_s": 40.0, "s_per_step": 0.8},
+                   {**common, "variant": "v + compile (best pairs)", "impl": "scdpo", "pairs": 32, "pairs_per_s": 64.0,
+                    "s_per_step": 0.5, "warmup_s": 102.0, "warmup_steps": 4}]
+    line = bench.amortised(runner, runner.rows[-1], 1000)
+    # 102 + 996 x 0.5 = 600 s; the plain step's best needs 1.0 s for 32 pairs, the eager variant 0.8 s
+    assert "1000 steps in 600 s" in line
+    assert "1.67x the plain step's best (1000 s; break-even at 200 steps)" in line  # (102 - 2) / (1.0 - 0.5)
+    assert "1.33x the eager step at these pairs (800 s; break-even at 333 steps)" in line  # 100 / 0.3

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 # the config lives in a torch-free module (the command's flags are built without torch)
 from scdpo.cost.config import AugmentConfig  # noqa: F401
+from scdpo.models.speed import conv_layout
 
 
 def _rand(n: int, g: torch.Generator, lo: float = 0.0, hi: float = 1.0) -> torch.Tensor:
@@ -76,15 +77,14 @@ def load_vae(name_or_path: str, device: str | torch.device = "cpu"):
     if sub is None and not (path / "config.json").is_file():
         raise FileNotFoundError(f"no VAE at {path} (neither config.json nor vae/config.json)")
     vae = AutoencoderKL.from_pretrained(path, subfolder=sub).to(device).eval().requires_grad_(False)
-    # channels-last: the same outputs up to float32 rounding, 1.09x the round trip on the CPU
-    # (BENCHMARKS.md, "EfficientNet-Lite0 folded")
-    return vae.to(memory_format=torch.channels_last)
+    # channels-last on the CPU: the same outputs up to float32 rounding, 1.09x the round trip there
+    return vae.to(memory_format=conv_layout(device))
 
 
 @torch.no_grad()
 def vae_roundtrip(images: torch.Tensor, vae) -> torch.Tensor:
     """Encode to the VAE's latent mean and decode: the exact softening a generator's decoder adds."""
     dev = next(vae.parameters()).device
-    x = (images.to(dev) * 2 - 1).contiguous(memory_format=torch.channels_last)
+    x = (images.to(dev) * 2 - 1).contiguous(memory_format=conv_layout(dev))
     latents = vae.encode(x).latent_dist.mode()
     return ((vae.decode(latents).sample + 1) / 2).clamp(0, 1).to(images.device).contiguous()

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 # defined in the torch-free config module, whose flags default to it
 from scdpo.cost.config import DEFAULT_BACKBONE
+from scdpo.models.speed import conv_layout
 
 # CLIPImageProcessor's defaults (transformers.utils.constants.OPENAI_CLIP_MEAN / _STD)
 _CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -117,16 +118,22 @@ class EfficientNetLite0(Backbone):
         # of the published weights, before folding changes them (checkpoints and feature caches record it)
         self._fingerprint = super().fingerprint()
         fold_for_inference(self.net)
-        self.net.to(memory_format=torch.channels_last)
+        self.net.to(memory_format=conv_layout("cpu"))
+
+    def _apply(self, fn, recurse=True):
+        # .to(device) and the like: the weights' layout follows their device (conv_layout)
+        super()._apply(fn, recurse)
+        self.net.to(memory_format=conv_layout(self.net._conv_stem.weight.device))
+        return self
 
     def fingerprint(self) -> float:
         return self._fingerprint
 
     def normalise(self, images: torch.Tensor) -> torch.Tensor:
-        # the convolutions use static "same" padding computed for 224 px, so always feed 224;
-        # channels-last, the weights' layout (oneDNN's depthwise kernels are fastest in it)
+        # the convolutions use static "same" padding computed for 224 px, so always feed 224; in the
+        # weights' layout (channels-last on the CPU: oneDNN's depthwise kernels are fastest in it)
         x = (resize_square(images, self.input_size) - self.MEAN) / self.STD
-        return x.contiguous(memory_format=torch.channels_last)
+        return x.contiguous(memory_format=conv_layout(x.device))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net.extract_features(self.normalise(images)).mean((2, 3))

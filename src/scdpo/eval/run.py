@@ -253,7 +253,8 @@ def run(cfg: EvalConfig) -> dict:
     jobs = {}
     # each suite is scored on a worker thread while the next one samples (scdpo.eval.background);
     # the references' renders and features need no samples, so they go first
-    with Background(cfg.overlap) as bg:
+    overlap = model.device.type == "cpu" if cfg.overlap is None else cfg.overlap
+    with Background(overlap) as bg:
         refs = {}
         if tools.backbone is not None and domain == "emojiworld" and cfg.frechet:
             refs = {name: bg.submit(reference_features, records, size, tools.backbone, limit=False)

@@ -14,6 +14,10 @@ from scdpo.utils.config import check_finite
 # as SD 1.5 at 512 px (docs/method.md, "beta").
 BETA_DEFAULTS = {"sd": 5000.0, "sdxl": 5000.0, "emojiworld": 312.5}
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
+# Micro-batches from which regional compile pays (TrainConfig.compile's default): above the largest
+# break-even measured on an H100 for an SD 1.5-shaped UNet, full fine-tuning at 8 pairs against the
+# eager step at 8 pairs (about 3,600; docs/performance.md, "Compile in the trainer at SD scale")
+COMPILE_PAYS_FROM = 4000
 
 
 @dataclass
@@ -176,7 +180,14 @@ class TrainConfig:
         compile: torch.compile each resnet and transformer block of the UNet (regional
             compilation; the first steps take longer while it compiles). Every denoiser batch is
             then padded to a power of two (``T2IModel.pad_rows``), so the blocks meet a handful
-            of batch sizes: 108 graphs for EmojiWorld's recipe step (docs/performance.md).
+            of batch sizes: 108 graphs for EmojiWorld's recipe step (docs/performance.md). None
+            (the default): on where it was measured to pay (:meth:`compiles`): a CUDA device, a
+            model other than EmojiWorld's, and at least ``COMPILE_PAYS_FROM`` (4,000)
+            micro-batches in the run (max_steps x grad_accum); on an H100 an SD 1.5-shaped UNet's
+            compiled step ran 1.17-1.38x the eager one after 87-143 s of warm-up, which breaks even
+            by 3,600 micro-batches in every measured case (docs/performance.md, "Compile in the
+            trainer at SD scale"). EmojiWorld stays eager: six trainings at once lost with compile,
+            and its compiled losses varied between identical runs.
         compile_mode: torch.compile's mode for those blocks: None (the default: torch's own
             default), "default", "reduce-overhead" (CUDA graphs through cudagraph trees; never
             tried in the trainer) or "max-autotune-no-cudagraphs" (autotuned kernels: a longer
@@ -284,7 +295,7 @@ class TrainConfig:
     mixed_precision: str = "auto"
     autocast: bool | None = None
     attention: str = "auto"
-    compile: bool = False
+    compile: bool | None = None
     compile_mode: str | None = None
     compile_cache: str | None = None
     cuda_graphs: bool = False
@@ -410,6 +421,15 @@ class TrainConfig:
             self.lora_alpha = float(self.lora_rank)
         if isinstance(self.lora_targets, str):
             self.lora_targets = [t.strip() for t in self.lora_targets.split(",") if t.strip()]
+
+    def compiles(self, device_type: str) -> bool:
+        """``compile`` resolved for a run on ``device_type``: the setting when given, else on for a
+        CUDA device, a model other than EmojiWorld's, and at least ``COMPILE_PAYS_FROM``
+        micro-batches (where it was measured to pay; the field's doc)."""
+        if self.compile is not None:
+            return self.compile
+        return (device_type == "cuda" and str(self.model) != "emojiworld"
+                and self.max_steps * self.grad_accum >= COMPILE_PAYS_FROM)
 
     @property
     def uses_costs(self) -> bool:

@@ -111,7 +111,10 @@ def _build(cfg: TrainConfig, acc):
     if cfg.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
     reference = tm.Reference(unet, cfg.full, half)
-    if cfg.compile:
+    if cfg.compiles(acc.device.type):
+        if cfg.compile is None:
+            log.info("compile: on (the default on CUDA for %d micro-batches; --no-compile turns it off)",
+                     cfg.max_steps * cfg.grad_accum)
         tm.compile_policy_and_reference(unet, reference, cfg.compile_mode)
         model.pad_rows = True  # a handful of batch sizes, so the compiled blocks stop recompiling
     unet.train()
