@@ -383,3 +383,14 @@ def test_train_benchmark_amortises_a_compiled_rows_warm_up():
     assert "1000 steps in 600 s" in line
     assert "1.67x the plain step's best (1000 s; break-even at 200 steps)" in line  # (102 - 2) / (1.0 - 0.5)
     assert "1.33x the eager step at these pairs (800 s; break-even at 333 steps)" in line  # 100 / 0.3
+
+
+def test_sampling_with_compile_compiles_the_vae_blocks_too(sd, monkeypatch):
+    # issue 16 asks for the VAE decode compiled with the UNet; the stand-in records and stays eager
+    seen = []
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, *a, **kw: seen.append(self))
+    model = T2IModel.from_pretrained(sd, device="cpu")
+    model.sample(["a red apple"], [0], SamplerConfig(steps=1, compile=True, progress=False))
+    unet, vae = set(map(id, model.unet.modules())), set(map(id, model.vae.modules()))
+    assert any(id(m) in unet for m in seen) and any(id(m) in vae for m in seen)
+    assert {type(m).__name__ for m in seen if id(m) in vae} == {"ResnetBlock2D"}

@@ -33,8 +33,8 @@ class SamplerConfig:
             sampling (restored afterwards; ignored when the UNet carries LoRA adapters, which the fused
             layer would bypass). Off by default: on an H200 it changed nothing (docs/performance.md).
         channels_last: run the UNet and VAE in channels-last memory format while sampling.
-        compile: ``torch.compile`` the UNet's resnet and transformer blocks (in place, once; the
-            first batch takes longer while it compiles).
+        compile: ``torch.compile`` the resnet and transformer blocks of the UNet and of the VAE
+            (in place, once; the first batch takes longer while it compiles).
         vae_batch_size: images per VAE decoder call; None (the default): the batch itself where the
             batch is picked as 1024, else 8 (for SD-sized latents more bought 2% for 3x the memory; a
             set batch_size keeps 8, so runs with --batch-size decode as before).
