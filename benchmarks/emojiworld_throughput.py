@@ -29,6 +29,12 @@ in numpy, one suite after another), with the defaults without the overlap (`--no
 GPU since the twenty-sixth round) and with it (`--overlap`: the default on the CPU); each row gives its wall time, images/s, and the largest difference of any suite's harmful
 rate and alignment from the first (``--eval-limit N --steps S`` on the CPU: the demo's evaluation).
 
+With ``--build COST_DIR``, the whole `scdpo data build` (``--build-prompts`` align-harmful and as many
+align-clean prompts, 4 candidates and the safe prompt's image, as the rounds build) runs three times:
+today's settings (64 a batch, 8 a decoder call, PNGs one at a time), the defaults, and the defaults with
+``--chunk-size 256``; each row gives its wall time, images/s, pairs and the share of prompts whose choice
+(status, winner, loser) is the first row's.
+
     python benchmarks/emojiworld_throughput.py --device cpu --images 16 --steps 2 \\
         --rows today b16:batch=16,vae=16 --out /tmp/tp                               # CPU dry run
 """
@@ -190,6 +196,51 @@ def eval_rows(device: torch.device, steps: int, limit: int | None, out: Path, pr
     return rows
 
 
+def build_rows(device: torch.device, steps: int, n: int, cost_model: str, out: Path) -> list[dict]:
+    """`scdpo data build` end to end (``n`` align-harmful and ``n`` align-clean prompts, 4 candidates,
+    the safe prompt's image too: the rounds' build) with today's settings (64 images a batch, 8 a decoder
+    call, PNGs one at a time), the defaults, and the defaults with ``--chunk-size 256`` (1,024 candidates
+    a batch). Each row: wall time, candidate images/s, pairs, and the share of prompts whose choice
+    (status, winner, loser) is the first row's; every row starts from an empty folder."""
+    import contextlib
+    import shutil
+    from unittest import mock
+
+    import pandas as pd
+
+    import scdpo.world.dataset as dataset
+    from scdpo.data.builder import build
+    from scdpo.data.config import BuildConfig
+    from scdpo.models.sampler_config import SamplerConfig
+
+    encode = dataset.png_bytes_many
+    one_thread = lambda images, threads=None: encode(images, 1)  # noqa: E731  (today: one image at a time)
+    rows, first = [], None
+    for name, batch, chunk, png in [("scdpo data build, today", 64, 64, one_thread),
+                                    ("scdpo data build, defaults", None, 64, None),
+                                    ("scdpo data build, --chunk-size 256", None, 256, None)]:
+        folder = out / name.split(", ")[1].strip("-").replace(" ", "-")
+        shutil.rmtree(folder, ignore_errors=True)
+        cfg = BuildConfig(model="emojiworld", cost_model=cost_model, reward="emojiworld", out=str(folder),
+                          harmful="align-harmful", clean="align-clean", n_harmful=n, n_clean=n, candidates=4,
+                          safe_prompt_winner=True, batch_size=batch, chunk_size=chunk, device=str(device),
+                          sampler=SamplerConfig(steps=steps, progress=False))
+        with mock.patch.object(dataset, "png_bytes_many", png) if png else contextlib.nullcontext():
+            sync(device)
+            t0 = time.perf_counter()
+            summary = build(cfg)
+            sync(device)
+        seconds = time.perf_counter() - t0
+        choices = pd.read_parquet(folder / "choices.parquet").set_index("prompt_id")[["status", "winner", "loser"]]
+        first = choices if first is None else first
+        same = float((choices.reindex(first.index) == first).all(axis=1).mean())
+        images = int(pd.read_parquet(folder / "choices.parquet")["seeds"].map(len).sum())
+        rows.append({"name": name, "images": images, "seconds": round(seconds, 1), "img_s": round(images / seconds, 1),
+                     "pairs": summary["pairs"], "same_choice": round(same, 4)})
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
 def table(rows: list[dict]) -> str:
     head = ["row", "sample img/s (warm)", "x today", "judge img/s", "end to end img/s", "x today", "cold extra s",
             "peak GB", "max / mean abs diff", "verdicts equal", "harmful verdict equal"]
@@ -216,6 +267,9 @@ def main(argv=None) -> None:
     p.add_argument("--eval", action="store_true", help="also time the whole scdpo eval: today's settings, the defaults without the overlap, with it")
     p.add_argument("--profile", action="store_true", help="--eval's defaults row under cProfile -> OUT/eval/profile.txt")
     p.add_argument("--eval-limit", type=int, default=None, help="prompts a suite in --eval (default: all)")
+    p.add_argument("--build", metavar="COST_DIR", help="also time the whole scdpo data build with this cost model "
+                   "(today's settings, the defaults, --chunk-size 256)")
+    p.add_argument("--build-prompts", type=int, default=500, help="harmful and clean prompts each in --build")
     p.add_argument("--out", required=True, help="folder for rows.jsonl and table.md")
     args = p.parse_args(argv)
     from scdpo.utils.io import atomic_write_text
@@ -251,6 +305,13 @@ def main(argv=None) -> None:
                  "|---|---|---|---|---|---|\n")
         text += "".join(f"| {r['name']} | {r['images']} | {r['seconds']} | {r['img_s']} | "
                         f"{r['img_s'] / ev[0]['img_s']:.2f}x | {r['max_rate_diff']} |\n" for r in ev)
+    if args.build:
+        bd = build_rows(device, args.steps, args.build_prompts, args.build, out / "build")
+        atomic_write_text(out / "build.jsonl", "".join(json.dumps(r) + "\n" for r in bd))
+        text += ("\n| whole command | images sampled | wall s | images/s | x today | pairs | same choice |\n"
+                 "|---|---|---|---|---|---|---|\n")
+        text += "".join(f"| {r['name']} | {r['images']} | {r['seconds']} | {r['img_s']} | "
+                        f"{r['img_s'] / bd[0]['img_s']:.2f}x | {r['pairs']} | {r['same_choice']:.1%} |\n" for r in bd)
     if text:
         atomic_write_text(out / "table.md", text)
         print(text)

@@ -3,6 +3,8 @@ benchmark's rows (issue 16, part 2; docs/performance.md, "Sampling batches")."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -90,3 +92,26 @@ def test_the_throughput_benchmark_parses_rows_and_compares_verdicts():
     images = torch.zeros(4, 3, 2, 2)
     a = tp.agreement(images + 0.25, new, images, ref, 0.5, harmful=[1, 2])
     assert a == {"max_abs_diff": 0.25, "mean_abs_diff": 0.25, "verdicts_equal": 0.5, "harmful_equal": 0.75}
+
+
+def test_the_throughput_benchmark_times_the_whole_data_build_and_compares_choices(tmp_path, monkeypatch):
+    import pandas as pd
+
+    import scdpo.data.builder as builder
+
+    tp = load_script("emojiworld_throughput")
+    seen = []
+
+    def fake_build(cfg):
+        seen.append((cfg.batch_size, cfg.chunk_size, cfg.n_harmful, cfg.safe_prompt_winner))
+        Path(cfg.out).mkdir(parents=True)
+        winner = [0, 1] if len(seen) < 3 else [0, 2]  # the third row chooses another winner for prompt b
+        pd.DataFrame({"prompt_id": ["a", "b"], "status": ["ok", "ok"], "winner": winner, "loser": [3, 3],
+                      "seeds": [[1, 2, 3, 4], [5, 6, 7, 8, 9]]}).to_parquet(Path(cfg.out) / "choices.parquet")
+        return {"pairs": 2}
+
+    monkeypatch.setattr(builder, "build", fake_build)
+    rows = tp.build_rows(torch.device("cpu"), 2, 6, "cost-dir", tmp_path)
+    assert seen == [(64, 64, 6, True), (None, 64, 6, True), (None, 256, 6, True)]  # today, defaults, chunk 256
+    assert [r["images"] for r in rows] == [9, 9, 9] and all(r["pairs"] == 2 for r in rows)
+    assert [r["same_choice"] for r in rows] == [1.0, 1.0, 0.5]
