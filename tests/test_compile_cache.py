@@ -91,9 +91,11 @@ def test_the_trainer_reads_and_writes_it(sd, tmp_path, monkeypatch):
     assert sorted(p.read_bytes() for p in cache.iterdir()) == [b"earlier run", b"this run"]
 
 
-def test_compile_cache_needs_compile():
+def test_compile_cache_is_refused_with_no_compile_only():
     with pytest.raises(ValueError, match="compile_cache 'kernels' holds torch.compile's kernels: it needs --compile"):
-        TrainConfig(model="m", dataset="d", out="o", compile_cache="kernels")
+        TrainConfig(model="m", dataset="d", out="o", compile_cache="kernels", compile=False)
+    # unset, compile may turn on by itself (TrainConfig.compiles): the cache is taken
+    assert TrainConfig(model="m", dataset="d", out="o", compile_cache="kernels").compile_cache == "kernels"
 
 
 _RUN = textwrap.dedent("""

@@ -231,7 +231,7 @@ def test_compile_mode_reaches_the_full_reference_copy_too(sd, monkeypatch, mode)
      r"compile_mode must be unset \(None\) or one of default, reduce-overhead, max-autotune-no-cudagraphs, "
      "got 'fast'"),
     (dict(compile=True, compile_mode="max-autotune"), "compile_mode must be unset"),
-    (dict(compile_mode="reduce-overhead"), "needs --compile"),
+    (dict(compile_mode="reduce-overhead", compile=False), "needs --compile"),
 ])
 def test_bad_compile_mode_is_refused(flags, message):
     with pytest.raises(ValueError, match=message) as err:
@@ -262,6 +262,17 @@ def test_the_trainer_compiles_by_the_resolved_setting(sd, tmp_path, monkeypatch)
     train(TrainConfig(model=str(sd), dataset=str(data), out=str(tmp_path / "run"), loss="dpo", batch_size=2,
                       max_steps=1, **FAST))
     assert seen == ["cpu"]  # asked once, with the run's device, and nothing compiled
+
+
+def test_a_compile_mode_for_a_run_that_does_not_compile_says_so(sd, tmp_path, caplog):
+    from scdpo.train.trainer import train
+    from test_trainer import FAST, write_pairs
+
+    data = write_pairs(tmp_path / "pairs.parquet", n=4)
+    with caplog.at_level("WARNING", logger="scdpo.train.trainer"):
+        train(TrainConfig(model=str(sd), dataset=str(data), out=str(tmp_path / "run"), loss="dpo", batch_size=2,
+                          max_steps=1, compile_mode="reduce-overhead", **FAST))  # unset compile, on the CPU: off
+    assert any("compile is off for this run" in r.message and "pass --compile" in r.message for r in caplog.records)
 
 
 def test_padded_rows_leave_the_prediction_and_its_gradients_as_they_are(sd):

@@ -189,15 +189,16 @@ class TrainConfig:
             trainer at SD scale"). EmojiWorld stays eager: six trainings at once lost with compile,
             and its compiled losses varied between identical runs.
         compile_mode: torch.compile's mode for those blocks: None (the default: torch's own
-            default), "default", "reduce-overhead" (CUDA graphs through cudagraph trees; never
-            tried in the trainer) or "max-autotune-no-cudagraphs" (autotuned kernels: a longer
-            compile). Needs compile; set without it, the run is refused rather than silently
-            left eager.
+            default), "default", "reduce-overhead" (CUDA graphs through cudagraph trees; in the
+            trainer it failed at its first step on an H200, docs/performance.md) or
+            "max-autotune-no-cudagraphs" (autotuned kernels: a longer compile). Refused with ``compile=False``; with compile unset and off for the run
+            (:meth:`compiles`), a warning says it does nothing.
         compile_cache: a folder that carries torch.compile's kernels from run to run (torch's
             "mega-cache"; ``scdpo.models.speed.compile_cache``): its files are read before the first
             step, and a run that compiled a kernel none of them held adds one (atomically) when it
             ends. Point runs on the same GPU model and torch at one folder, and a fresh machine skips
-            inductor's kernel compilation; dynamo still traces. Needs compile. None (the default):
+            inductor's kernel compilation; dynamo still traces. Refused with ``compile=False``, as
+            compile_mode. None (the default):
             torch's own cache in its temporary folder only.
         cuda_graphs: replay the safe anchor's policy-trajectory UNet calls (no gradients) from
             CUDA graphs (scdpo.models.graphs; one process on a CUDA device only): for the
@@ -339,9 +340,10 @@ class TrainConfig:
         if self.compile_mode is not None and self.compile_mode not in COMPILE_MODES:
             raise ValueError(f"compile_mode must be unset (None) or one of {', '.join(COMPILE_MODES)}, "
                              f"got {self.compile_mode!r}")
-        if self.compile_mode is not None and not self.compile:
+        # refused only against an explicit --no-compile: unset, compile may turn on by itself (compiles())
+        if self.compile_mode is not None and self.compile is False:
             raise ValueError(f"compile_mode {self.compile_mode!r} is torch.compile's mode: it needs --compile")
-        if self.compile_cache and not self.compile:
+        if self.compile_cache and self.compile is False:
             raise ValueError(f"compile_cache {self.compile_cache!r} holds torch.compile's kernels: it needs --compile")
         for name, allowed in (("constraint_source", ("offline", "policy")), ("constraint_form", ("margin", "weight")),
                               ("constraint_measure", ("unsafe_rate", "cost")), ("focus_signal", ("batch", "pair")),

@@ -24,7 +24,7 @@ from scdpo.models.speed import attention_backend
 from scdpo.train import model as tm
 from scdpo.train.adversary import PromptBank, adversarial_anchor, with_bank
 from scdpo.train.checkpoint import Progress, check_fresh, checkpoints, resume, save_checkpoint
-from scdpo.train.config import TrainConfig
+from scdpo.train.config import COMPILE_PAYS_FROM, TrainConfig
 from scdpo.train.data import PreferencePairs, StreamSampler
 from scdpo.train.fingerprint import fingerprint, settings
 from scdpo.train.losses import LossState, dpo_logit, dual_ascent, get_loss, update_state
@@ -116,6 +116,10 @@ def _build(cfg: TrainConfig, acc):
             log.info("compile: on (the default on CUDA for %d micro-batches; --no-compile turns it off)",
                      cfg.max_steps * cfg.grad_accum)
         tm.compile_policy_and_reference(unet, reference, cfg.compile_mode)
+    elif cfg.compile_mode or cfg.compile_cache:
+        log.warning("compile is off for this run (unset: on only on CUDA, for a model other than EmojiWorld's and "
+                    ">= %d micro-batches), so --compile-mode / --compile-cache do nothing; pass --compile",
+                    COMPILE_PAYS_FROM)
         model.pad_rows = True  # a handful of batch sizes, so the compiled blocks stop recompiling
     unet.train()
     trainable = master.master if master else [p for p in unet.parameters() if p.requires_grad]
