@@ -264,6 +264,20 @@ def test_the_trainer_compiles_by_the_resolved_setting(sd, tmp_path, monkeypatch)
     assert seen == ["cpu"]  # asked once, with the run's device, and nothing compiled
 
 
+@pytest.mark.parametrize("compile_flag, padded", [(True, True), (None, False)])  # None on the CPU: eager
+def test_a_compiled_run_pads_its_batches_and_an_eager_one_does_not(sd, tmp_path, monkeypatch, compile_flag, padded):
+    from scdpo.train.trainer import train
+    from test_trainer import FAST, write_pairs
+
+    seen, predict = set(), T2IModel.predict
+    monkeypatch.setattr(tm, "compile_policy_and_reference", lambda *a: None)  # the blocks stay eager
+    monkeypatch.setattr(T2IModel, "predict", lambda self, *a, **kw: seen.add(self.pad_rows) or predict(self, *a, **kw))
+    data = write_pairs(tmp_path / "pairs.parquet", n=4)
+    train(TrainConfig(model=str(sd), dataset=str(data), out=str(tmp_path / "run"), loss="dpo", batch_size=2,
+                      max_steps=1, compile=compile_flag, **FAST))
+    assert seen == {padded}
+
+
 def test_a_compile_mode_for_a_run_that_does_not_compile_says_so(sd, tmp_path, caplog):
     from scdpo.train.trainer import train
     from test_trainer import FAST, write_pairs

@@ -180,7 +180,7 @@ def conv_layout(device: str | torch.device) -> torch.memory_format:
     (EfficientNet-Lite0's features, the cost stage's VAE round trip): channels-last on the CPU,
     where oneDNN measured it faster (EfficientNet 3.0-3.4x with folding, the VAE round trip
     1.09x; BENCHMARKS.md, "EfficientNet-Lite0 folded"), the default layout elsewhere. On a GPU
-    channels-last measured 0.87x for SD sampling (docs/performance.md), and once it was on there,
-    the whole EmojiWorld eval's reference features and the cost stage slowed down
-    (docs/performance.md, "The eval's overlap")."""
+    channels-last measured 0.87x for SD sampling (docs/performance.md), and a profiled GPU eval
+    found the reference features slow while they ran channels-last; whether this layout speeds
+    them there is not measured yet (docs/performance.md, "The eval's overlap")."""
     return torch.channels_last if torch.device(device).type == "cpu" else torch.contiguous_format

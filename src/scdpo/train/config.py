@@ -191,8 +191,9 @@ class TrainConfig:
         compile_mode: torch.compile's mode for those blocks: None (the default: torch's own
             default), "default", "reduce-overhead" (CUDA graphs through cudagraph trees; in the
             trainer it failed at its first step on an H200, docs/performance.md) or
-            "max-autotune-no-cudagraphs" (autotuned kernels: a longer compile). Refused with ``compile=False``; with compile unset and off for the run
-            (:meth:`compiles`), a warning says it does nothing.
+            "max-autotune-no-cudagraphs" (autotuned kernels: a longer compile). Refused with
+            ``compile=False``; with compile unset and off for the run (:meth:`compiles`), a
+            warning says it does nothing.
         compile_cache: a folder that carries torch.compile's kernels from run to run (torch's
             "mega-cache"; ``scdpo.models.speed.compile_cache``): its files are read before the first
             step, and a run that compiled a kernel none of them held adds one (atomically) when it

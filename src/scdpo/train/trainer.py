@@ -116,11 +116,11 @@ def _build(cfg: TrainConfig, acc):
             log.info("compile: on (the default on CUDA for %d micro-batches; --no-compile turns it off)",
                      cfg.max_steps * cfg.grad_accum)
         tm.compile_policy_and_reference(unet, reference, cfg.compile_mode)
+        model.pad_rows = True  # a handful of batch sizes, so the compiled blocks stop recompiling
     elif cfg.compile_mode or cfg.compile_cache:
         log.warning("compile is off for this run (unset: on only on CUDA, for a model other than EmojiWorld's and "
                     ">= %d micro-batches), so --compile-mode / --compile-cache do nothing; pass --compile",
                     COMPILE_PAYS_FROM)
-        model.pad_rows = True  # a handful of batch sizes, so the compiled blocks stop recompiling
     unet.train()
     trainable = master.master if master else [p for p in unet.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=acc.device.type == "cuda")
