@@ -231,10 +231,11 @@ def build_rows(device: torch.device, steps: int, n: int, cost_model: str, out: P
             summary = build(cfg)
             sync(device)
         seconds = time.perf_counter() - t0
-        choices = pd.read_parquet(folder / "choices.parquet").set_index("prompt_id")[["status", "winner", "loser"]]
+        table = pd.read_parquet(folder / "choices.parquet")
+        choices = table.set_index("prompt_id")[["status", "winner", "loser"]]
         first = choices if first is None else first
         same = float((choices.reindex(first.index) == first).all(axis=1).mean())
-        images = int(pd.read_parquet(folder / "choices.parquet")["seeds"].map(len).sum())
+        images = int(table["seeds"].map(len).sum())
         rows.append({"name": name, "images": images, "seconds": round(seconds, 1), "img_s": round(images / seconds, 1),
                      "pairs": summary["pairs"], "same_choice": round(same, 4)})
         print(json.dumps(rows[-1]), flush=True)
@@ -265,7 +266,7 @@ def main(argv=None) -> None:
                    help="CPU threads, as `scdpo --threads N` sets them (PNGs of --eval's defaults row; 8 in the "
                         "twenty-fourth round's measurement)")
     p.add_argument("--eval", action="store_true", help="also time the whole scdpo eval: today's settings, the defaults without the overlap, with it")
-    p.add_argument("--profile", action="store_true", help="--eval's defaults row under cProfile -> OUT/eval/profile.txt")
+    p.add_argument("--profile", action="store_true", help="--eval's row with the overlap under cProfile -> OUT/eval/profile.txt")
     p.add_argument("--eval-limit", type=int, default=None, help="prompts a suite in --eval (default: all)")
     p.add_argument("--build", metavar="COST_DIR", help="also time the whole scdpo data build with this cost model "
                    "(today's settings, the defaults, --chunk-size 256)")

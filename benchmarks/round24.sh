@@ -17,10 +17,9 @@
 #   . scripts/device_env.sh && bash benchmarks/detach.sh r24 bash benchmarks/round24.sh   # device: carry
 #       .carry/s3 after .carry/s1 and .carry/s2, every call in ONE message, the detach command repeated
 #   TINY=1 R=/tmp/r24 OUT=/tmp/r24/out bash benchmarks/round24.sh                        # CPU dry run
-#   ... detach.sh r26 STAGES="1 4" TP_FLAGS="--rows today --eval --profile" bash benchmarks/round24.sh
-#       the next budget (issue 16): the eval's overlap timed on the GPU (docs/performance.md, "The eval's
-#       overlap"), then the compile cache; STAGES picks stages (default "1 2 3"), TP_FLAGS adds to stage 1's
-#       throughput flags. Stage 2 with RAB_FLAGS="--tokens 30" SHARDS=8 SECS=150 ran in the twenty-fifth
+#   STAGES picks stages (default "1 2 3"), TP_FLAGS adds to stage 1's throughput flags: the twenty-sixth
+#       round ran stage 1 with --rows today --eval --profile (benchmarks/round26.sh), and the next budget's
+#       benchmarks/round27.sh runs stage 4. Stage 2 with RAB_FLAGS="--tokens 30" SHARDS=8 SECS=150 ran in the twenty-fifth
 #       round, beside benchmarks/round25.sh (docs/attacks.md, "Twenty-fifth round, on the device")
 set -u
 R=${R:-/tmp/r24}

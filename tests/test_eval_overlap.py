@@ -99,7 +99,7 @@ def test_a_scoring_error_writes_no_metrics(tiny, tmp_path, monkeypatch):
 @pytest.mark.parametrize("device, flag, want", [("cpu", None, True), ("meta", None, False), ("cpu", False, False),
                                                 ("meta", True, True)])
 def test_the_overlap_is_on_by_default_on_the_cpu_only(device, flag, want, monkeypatch):
-    """Measured: 1.31x the whole eval on the 2-core CPU, 0.58-0.68x on an H100 (docs/performance.md),
+    """Measured: 1.31x the whole eval on the 2-core CPU, 0.60-0.68x on an H100 (docs/performance.md),
     so None (the default) turns it on for a CPU model only; a flag given wins."""
     import types
 

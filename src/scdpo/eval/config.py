@@ -53,7 +53,7 @@ class EvalConfig:
         overlap: score each suite (PNGs, judges, Frechet distance, grid) on a worker thread while the
             next one samples, with the references' renders and features first; the same numbers as
             --no-overlap, which does one thing at a time. None (default): on for a CPU device, where it
-            measured 1.31x, off on a GPU, where it measured 0.58-0.68x: both threads then launch small
+            measured 1.31x, off on a GPU, where it measured 0.60-0.68x: both threads then launch small
             kernels on one GPU and take turns with the interpreter (docs/performance.md, "The eval's
             overlap").
         device: torch device (default: cuda if available, else cpu).

@@ -181,7 +181,7 @@ class TrainConfig:
             compilation; the first steps take longer while it compiles). Every denoiser batch is
             then padded to a power of two (``T2IModel.pad_rows``), so the blocks meet a handful
             of batch sizes: 108 graphs for EmojiWorld's recipe step (docs/performance.md). None
-            (the default): on where it was measured to pay (:meth:`compiles`): a CUDA device, a
+            (the default): on where it was measured to pay (TrainConfig.compiles): a CUDA device, a
             model other than EmojiWorld's, and at least ``COMPILE_PAYS_FROM`` (4,000)
             micro-batches in the run (max_steps x grad_accum); on an H100 an SD 1.5-shaped UNet's
             compiled step ran 1.17-1.38x the eager one after 87-143 s of warm-up, which breaks even
@@ -192,7 +192,7 @@ class TrainConfig:
             default), "default", "reduce-overhead" (CUDA graphs through cudagraph trees; in the
             trainer it failed at its first step on an H200, docs/performance.md) or
             "max-autotune-no-cudagraphs" (autotuned kernels: a longer compile). Refused with
-            ``compile=False``; with compile unset and off for the run (:meth:`compiles`), a
+            ``compile=False``; with compile unset and off for the run (TrainConfig.compiles), a
             warning says it does nothing.
         compile_cache: a folder that carries torch.compile's kernels from run to run (torch's
             "mega-cache"; ``scdpo.models.speed.compile_cache``): its files are read before the first
