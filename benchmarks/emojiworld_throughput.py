@@ -23,10 +23,12 @@ kernel choice; dtypes change the arithmetic, and these columns say by how much.
 
     python benchmarks/emojiworld_throughput.py --device cuda --out $OUT/tp          # one H200, ~3 min
 With ``--eval``, the whole `scdpo eval` (its 4 default suites, 1,610 images: sampling, PNGs, the
-judge's metrics, the Frechet distance to the renders, report) also runs three times in this process:
+judge's metrics, the Frechet distance to the renders, report) also runs four times in this process:
 with today's settings (64 images a batch, 8 a decoder call, PNGs one at a time, the Frechet distance
-in numpy, one suite after another), with the defaults without the overlap (`--no-overlap`: the default on a
-GPU since the twenty-sixth round) and with it (`--overlap`: the default on the CPU); each row gives its wall time, images/s, and the largest difference of any suite's harmful
+in numpy, one suite after another, no cache of the references' features), with the defaults without the
+overlap (`--no-overlap`: the default on a GPU since the twenty-sixth round) first with an empty cache of the
+references' features (a first evaluation) and then reading it (every later one), and with the overlap
+(`--overlap`: the default on the CPU) reading it; each row gives its wall time, images/s, and the largest difference of any suite's harmful
 rate and alignment from the first (``--eval-limit N --steps S`` on the CPU: the demo's evaluation).
 
 With ``--build COST_DIR``, the whole `scdpo data build` (``--build-prompts`` align-harmful and as many
@@ -152,7 +154,9 @@ def eval_rows(device: torch.device, steps: int, limit: int | None, out: Path, pr
     import contextlib
     import cProfile
     import io
+    import os
     import pstats
+    import shutil
     from unittest import mock
 
     import scdpo.eval.frechet as frechet
@@ -167,13 +171,19 @@ def eval_rows(device: torch.device, steps: int, limit: int | None, out: Path, pr
     rows, first = [], None
     today = SamplerConfig(steps=steps, batch_size=64, vae_batch_size=8, progress=False)
     defaults = SamplerConfig(steps=steps, progress=False)
+    # the references' cache starts empty in this run's folder: the first defaults row fills it (a first
+    # evaluation), the later ones read it (every later evaluation of the same suites); today's has none
+    cache = out / "cache"
+    shutil.rmtree(cache, ignore_errors=True)
     for name, sampler, png, overlap in [("scdpo eval, today", today, one_thread, False),
-                                        ("scdpo eval, defaults without overlap", defaults, None, False),
-                                        ("scdpo eval, defaults with overlap", defaults, None, True)]:
-        cfg = EvalConfig(model="emojiworld", out=str(out / name.split(", ")[1].replace(" ", "-")), limit=limit,
-                         device=str(device), sampler=sampler, overlap=overlap)
+                                        ("scdpo eval, defaults without overlap, cache empty", defaults, None, False),
+                                        ("scdpo eval, defaults without overlap, cache read", defaults, None, False),
+                                        ("scdpo eval, defaults with overlap, cache read", defaults, None, True)]:
+        cfg = EvalConfig(model="emojiworld", out=str(out / name.split(", ", 1)[1].replace(", ", "-").replace(" ", "-")),
+                         limit=limit, device=str(device), sampler=sampler, overlap=overlap, frechet_cache=not png)
         with (mock.patch.object(dataset, "png_bytes_many", png) if png else contextlib.nullcontext(),
-              mock.patch.object(frechet, "frechet_distance", on_cpu) if png else contextlib.nullcontext()):
+              mock.patch.object(frechet, "frechet_distance", on_cpu) if png else contextlib.nullcontext(),
+              mock.patch.dict(os.environ, {"SCDPO_CACHE": str(cache)})):
             prof = cProfile.Profile() if profile and overlap else None
             sync(device)
             t0 = time.perf_counter()
@@ -265,7 +275,7 @@ def main(argv=None) -> None:
     p.add_argument("--threads", type=int, default=8,
                    help="CPU threads, as `scdpo --threads N` sets them (PNGs of --eval's defaults row; 8 in the "
                         "twenty-fourth round's measurement)")
-    p.add_argument("--eval", action="store_true", help="also time the whole scdpo eval: today's settings, the defaults without the overlap, with it")
+    p.add_argument("--eval", action="store_true", help="also time the whole scdpo eval: today's settings, the defaults without the overlap (the references' cache empty, then read), with it")
     p.add_argument("--profile", action="store_true", help="--eval's row with the overlap under cProfile -> OUT/eval/profile.txt")
     p.add_argument("--eval-limit", type=int, default=None, help="prompts a suite in --eval (default: all)")
     p.add_argument("--build", metavar="COST_DIR", help="also time the whole scdpo data build with this cost model "

@@ -27,6 +27,7 @@ scdpo() { python3 -m scdpo.cli "$@"; }  # the device has no console script on PA
 . "$(dirname "$0")/negative_prompt.sh"  # NEG, the fixed negative prompt
 N=37  # EmojiWorld's harmful concepts, one target each
 per=$(( (N + SHARDS - 1) / SHARDS ))
+SHARDS=$(( (N + per - 1) / per ))  # 15 asked: 3 targets a shard, so 13 shards (none would start past the last target)
 if [ ! -f "$R/search/state.json" ]; then  # a merged search is kept: a rerun (or the CPU) only scores
     echo "[$(date +%T)] ring-a-bell search: $SHARDS shards of $per targets ($SEARCH)"
     pids=()
@@ -38,7 +39,7 @@ if [ ! -f "$R/search/state.json" ]; then  # a merged search is kept: a rerun (or
     for p in "${pids[@]}"; do wait "$p" || echo "FAILED: a shard (logs/shard-*.log)"; done
     scdpo attack merge "$R"/shard-* --out "$R/search" || exit 1
 fi
-[ -f "$R/lora-uce/baseline.json" ] || scdpo baseline uce --model emojiworld --out "$R/lora-uce" \
+[ -f "$R/lora-uce/baseline.json" ] || [[ -n "${ONLY:-}" && " $ONLY " != *" uce "* ]] || scdpo baseline uce --model emojiworld --out "$R/lora-uce" \
     > "$R/logs/uce.log" 2>&1
 echo "[$(date +%T)] scoring on every victim ($SEEDS seeds a prompt)"
 ESD=${ESD_DIR:-runs/esd}
@@ -46,6 +47,9 @@ victims=("base|" "shipped|--lora emojiworld-safe" "negative-prompt|--negative-pr
          "sld-medium|--guard sld:medium" "sld-max|--guard sld:max" "uce|--lora $R/lora-uce")
 for s in ${ESD_SEEDS:-0 1 2}; do [ -d "$ESD/lora-esd-x-s$s" ] && victims+=("esd-x-s$s|--lora $ESD/lora-esd-x-s$s"); done
 for extra in ${EXTRA:-}; do victims+=("${extra%%=*}|--lora ${extra#*=}"); done   # EXTRA="name=lora-dir ..."
+if [ -n "${ONLY:-}" ]; then  # ONLY="base ...": score these victims alone (a tuning draw: benchmarks/round28.sh)
+    keep=(); for v in "${victims[@]}"; do [[ " $ONLY " == *" ${v%%|*} "* ]] && keep+=("$v"); done; victims=("${keep[@]}")
+fi
 pids=()
 for v in "${victims[@]}"; do
     name=${v%%|*}; flags=${v#*|}

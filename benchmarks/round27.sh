@@ -3,7 +3,9 @@
 # another's load; each stage's files land flat in $OUT (detach.sh copies files, not folders):
 #   1. the whole EmojiWorld `scdpo eval`, twice, with the conv layout that follows the device (channels-last
 #      on the CPU only since the twenty-sixth round) and the overlap off on the GPU by default
-#      (docs/performance.md, "The eval's overlap") -> $OUT/eval-run{1,2}.jsonl, tp-table.md;
+#      (docs/performance.md, "The eval's overlap"), the defaults' rows first with an empty cache of the
+#      references' features, then reading it (docs/evaluation.md, "The Frechet reference's cache")
+#      -> $OUT/eval-run{1,2}.jsonl, tp-table.md;
 #   1b. the whole `scdpo data build` (never timed as a command against today's settings): a cost model with
 #      the rounds' settings, then 500 + 500 prompts built three ways (emojiworld_throughput.py --build)
 #      -> $OUT/build.jsonl, build-table.md;
@@ -14,6 +16,7 @@
 #   . scripts/device_env.sh && bash benchmarks/detach.sh r27 bash benchmarks/round27.sh   # device: carry
 #       .carry/s3 after .carry/s1 and .carry/s2, every call in ONE message, the detach command repeated
 #   TINY=1 R=/tmp/r27 OUT=/tmp/r27/out bash benchmarks/round27.sh                        # CPU dry run
+# Issue 19 ranks above issue 16: a budget that holds only one round runs benchmarks/round28.sh first.
 set -u
 R=${R:-/tmp/r27}
 OUT=${OUT:-$R/out}

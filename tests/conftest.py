@@ -9,6 +9,16 @@ import torch
 # the load average; under pytest-xdist two workers already share the cores, so every command run by a
 # test keeps to one thread unless the test says otherwise (tests of the default unset this)
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# scdpo's cache (the materialised EmojiWorld model, the Frechet references' features) in a folder of this
+# test session (xdist's workers inherit it), so that no test reads what an earlier run or the user's own
+# evaluations left in ~/.cache; a $SCDPO_CACHE set by the caller is kept
+if "SCDPO_CACHE" not in os.environ:
+    import atexit
+    import shutil
+    import tempfile
+
+    os.environ["SCDPO_CACHE"] = tempfile.mkdtemp(prefix="scdpo-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["SCDPO_CACHE"], True)
 
 
 @pytest.fixture(scope="module")

@@ -96,6 +96,31 @@ def test_ring_a_bell_finds_a_planted_prompt(model):
     assert text == "k q" and loss < 1e-6 and gens <= 100
 
 
+def test_ring_a_bell_encodes_only_what_a_generation_changed(model, monkeypatch):
+    """Kept parents that no mutation touched carry their loss over: fewer rows are encoded than
+    population x generations, and the loss returned is the returned tokens' own. Exact because a
+    row's loss does not depend on its batch (checked here on the CPU)."""
+    from scdpo.attack import ring_a_bell as rab
+    from scdpo.models.token_ids import layout_slots
+
+    vocab = allowed_tokens(model.tokenizers[0])
+    goal = encode_texts(model, ["k q"]).context[0].float()
+    pop = torch.randint(len(vocab), (32, 2), generator=torch.Generator().manual_seed(0))
+    lay = layout_slots(model, [None] * 2)
+    whole = rab._fitness(model, lay, pop, vocab, goal)
+    assert torch.equal(whole[5:12], rab._fitness(model, lay, pop[5:12], vocab, goal))
+
+    encoded, fitness = [], rab._fitness
+    monkeypatch.setattr(rab, "_fitness", lambda *a: encoded.append(len(a[2])) or fitness(*a))
+    for seed in range(3):
+        encoded.clear()
+        text, ids, loss, gens = rab.search(model, goal, 2, vocab, torch.Generator().manual_seed(seed), Budget(6), 32,
+                                           0.25, 0.5)
+        assert gens == 6 and sum(encoded) < 6 * 32 and encoded[0] == 32
+        mine = fitness(model, lay, torch.tensor([[vocab.tolist().index(i) for i in ids]]), vocab, goal)
+        assert float(mine[0]) == loss
+
+
 def test_p4d_finds_the_planted_prompt(model):
     """No LoRA, so the base and the attacked model are one: the P4D objective is exactly zero at the
     target prompt's own token, the planted answer among the pool."""
@@ -289,6 +314,35 @@ def test_a_state_written_before_a_field_existed_resumes(tiny, tmp_path):
     del state["config"]["start"]
     (tmp_path / "state.json").write_text(json.dumps(state))
     run(AttackConfig(**cfg), attack_fn=lambda *a: pytest.fail("searched again"))
+
+
+def test_suite_seed_draws_other_targets_of_the_same_concepts(tiny, tmp_path):
+    from scdpo.attack.targets import build_targets
+
+    first, other = (build_targets(["dagger", "pills"], None, 1, s) for s in (0, 1))
+    assert [t.concept for t in first] == [t.concept for t in other] == ["dagger", "pills"]
+    assert [t.prompt for t in first] != [t.prompt for t in other]
+    cfg = dict(attack="paraphrase", model=str(tiny), concepts=["dagger"], **FAST)
+    run(AttackConfig(out=str(tmp_path / "a"), suite_seed=1, **cfg))
+    assert _rows(tmp_path / "a" / "prompts.csv")[0]["source_prompt"] == other[0].prompt
+    with pytest.raises(ValueError, match="suite_seed"):
+        run(AttackConfig(out=str(tmp_path / "a"), **cfg))
+    with pytest.raises(ValueError, match="--suite-seed"):
+        AttackConfig(attack="paraphrase", model="x", prompts="p.csv", suite_seed=1)
+
+
+def test_a_shard_written_before_a_field_existed_merges_with_a_new_one(tiny, tmp_path):
+    from scdpo.attack.run import merge
+
+    cfg = dict(attack="paraphrase", model=str(tiny), concepts=["dagger", "pistol"], limit=1, **FAST)
+    for k in (0, 1):
+        run(AttackConfig(out=str(tmp_path / f"s{k}"), start=k, **cfg))
+    old = json.loads((tmp_path / "s0" / "state.json").read_text())
+    del old["config"]["suite_seed"]  # shard 0 finished before --suite-seed existed
+    (tmp_path / "s0" / "state.json").write_text(json.dumps(old))
+    merge(tmp_path / "all", [tmp_path / "s1", tmp_path / "s0"])
+    merged = json.loads((tmp_path / "all" / "state.json").read_text())
+    assert merged["config"]["suite_seed"] == 0 and "out" not in merged["config"] and len(merged["results"]) == 2
 
 
 def test_ring_a_bell_sets_the_population_into_ids_as_the_tokenizer_would(model):

@@ -115,3 +115,28 @@ def test_the_throughput_benchmark_times_the_whole_data_build_and_compares_choice
     assert seen == [(64, 64, 6, True), (None, 64, 6, True), (None, 256, 6, True)]  # today, defaults, chunk 256
     assert [r["images"] for r in rows] == [9, 9, 9] and all(r["pairs"] == 2 for r in rows)
     assert [r["same_choice"] for r in rows] == [1.0, 1.0, 0.5]
+
+
+def test_the_throughput_benchmark_times_the_eval_with_the_cache_empty_then_read(tmp_path, monkeypatch):
+    import os
+
+    import scdpo.eval.run as run
+
+    tp = load_script("emojiworld_throughput")
+    seen = []
+
+    def fake_run(cfg):
+        seen.append((cfg.frechet_cache, cfg.overlap, os.environ["SCDPO_CACHE"]))
+        return {"suites": {"eval-clean": {"prompts": 4, "harmful_rate": 0.0, "alignment": 0.5}}}
+
+    monkeypatch.setattr(run, "run", fake_run)
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "stale").write_text("from an earlier run")
+    rows = tp.eval_rows(torch.device("cpu"), 2, 4, tmp_path)
+    cache = str(tmp_path / "cache")
+    assert seen == [(False, False, cache), (True, False, cache), (True, False, cache), (True, True, cache)]
+    assert not (tmp_path / "cache").exists()  # emptied first; the fake run wrote nothing
+    assert [r["name"].split(", ", 1)[1] for r in rows] == [
+        "today", "defaults without overlap, cache empty", "defaults without overlap, cache read",
+        "defaults with overlap, cache read"]
+    assert "SCDPO_CACHE" not in os.environ or os.environ["SCDPO_CACHE"] != cache

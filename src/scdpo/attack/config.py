@@ -7,6 +7,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 
+#: AttackConfig's fields that do not change the prompts found: left out of a run's stored settings
+NOT_SEARCHED = frozenset({"out", "budget_seconds", "evaluate", "score_seeds", "device"})
+
+
 @dataclass
 class AttackConfig:
     """What `scdpo attack` attacks, with which budget, and where it writes.
@@ -27,6 +31,9 @@ class AttackConfig:
         prompts: a prompt file to attack instead (any format `scdpo eval --prompts` reads); each
             harmful prompt is one target.
         per_concept: target prompts per concept (with --concepts).
+        suite_seed: with --concepts, the draw of the eval-harmful-explicit suite the targets come
+            from (as `scdpo eval --suite-seed`). 0 is the draw every round of docs/attacks.md
+            attacked; another draw gives targets that no setting was chosen on.
         start: skip the first N targets; with --limit, one slice of an attack (a shard). Each
             target keeps its index in the whole list, so its generator and result are the ones an
             unsharded run gives it, and `scdpo attack merge` joins the shards into that run.
@@ -79,6 +86,7 @@ class AttackConfig:
     concepts: list[str] = field(default_factory=list)
     prompts: str | None = None
     per_concept: int = 1
+    suite_seed: int = 0
     start: int = 0
     limit: int | None = None
     budget_iters: int | None = None
@@ -124,6 +132,11 @@ class AttackConfig:
         for name in ("limit", "budget_iters", "tokens", "check_every"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.suite_seed < 0:
+            raise ValueError(f"--suite-seed must be >= 0, got {self.suite_seed}")
+        if self.suite_seed and self.prompts:
+            raise ValueError("--suite-seed picks the draw of --concepts targets; a --prompts file has no draws "
+                             "(drop --suite-seed)")
         if self.start < 0:
             raise ValueError(f"--start must be >= 0, got {self.start}")
         if self.budget_seconds is not None and self.budget_seconds <= 0:
@@ -143,8 +156,7 @@ class AttackConfig:
         the time budget and the scoring fields are left out."""
         from dataclasses import asdict
 
-        skip = {"out", "budget_seconds", "evaluate", "score_seeds", "device"}
-        return {k: v for k, v in asdict(self).items() if k not in skip}
+        return {k: v for k, v in asdict(self).items() if k not in NOT_SEARCHED}
 
 
 @dataclass

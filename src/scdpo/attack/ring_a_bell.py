@@ -47,33 +47,48 @@ def _fitness(model, lay, population: torch.Tensor, vocab: torch.Tensor, target: 
 def search(model, target_states: torch.Tensor, k: int, vocab: torch.Tensor, g: torch.Generator, budget,
            population: int, mutation_rate: float, crossover_rate: float):
     """The genetic search of ``k`` tokens (indices into ``vocab``) whose encoding matches
-    ``target_states``. Returns (best text, best token ids, best loss, generations run)."""
+    ``target_states``. Returns (best text, best token ids, best loss, generations run).
+
+    Only the individuals a generation changed are encoded: a kept parent that no mutation touched
+    (and a crossover child that copies a parent: cut at 0, or a parent crossed with itself) carries
+    its loss over, which skips about 40% of the encoder's work. The loss of a sequence does not depend on what else is in the
+    batch on the CPU (tests/test_attack.py), so the search is the one that encodes
+    everyone, as the authors' code does."""
     check_shared_vocab(model)
     lay = layout_slots(model, [None] * k)
     pop = torch.randint(len(vocab), (population, k), generator=g)
+    known = torch.full((population,), float("nan"))  # each individual's loss, NaN until encoded
     best = (float("inf"), None, None)
     gen = 0
     while gen == 0 or not budget.over(gen):  # at least one generation
-        loss = _fitness(model, lay, pop, vocab, target_states)
+        todo = known.isnan()
+        loss = known.clone()
+        if todo.any():  # a generation that changed nobody (small populations, K = 1) encodes nothing
+            loss[todo] = _fitness(model, lay, pop[todo], vocab, target_states)
         order = torch.argsort(loss, stable=True)
         if loss[order[0]] < best[0]:
             ids = vocab[pop[order[0]]]
             best = (float(loss[order[0]]), decode(model.tokenizers[0], ids), ids.tolist())
-        parents = pop[order[:max(population // 2, 1)]]
+        keep = order[:max(population // 2, 1)]
+        parents, parent_loss = pop[keep], loss[keep]
         gen += 1
-        children = []
+        children, child_loss = [], []
         for i in range(len(parents)):
             children.append(parents[i].clone())
+            child_loss.append(parent_loss[i])
             if torch.rand((), generator=g) < crossover_rate:
                 j = int(torch.randint(len(parents), (), generator=g))
                 cut = int(torch.randint(k, (), generator=g))
                 children.append(torch.cat([parents[i][:cut], parents[j][cut:]]))
                 children.append(torch.cat([parents[j][:cut], parents[i][cut:]]))
-        pop = torch.stack(children)
+                # cut 0 swaps whole parents, and a parent crossed with itself gives itself twice: copies
+                child_loss += [parent_loss[j], parent_loss[i]] if cut == 0 or j == i else [torch.tensor(float("nan"))] * 2
+        pop, known = torch.stack(children), torch.stack(child_loss)
         mutate = torch.rand(len(pop), generator=g) < mutation_rate
         where = torch.randint(k, (len(pop),), generator=g)
         values = torch.randint(len(vocab), (len(pop),), generator=g)
         pop[mutate, where[mutate]] = values[mutate]
+        known[mutate] = float("nan")
     return best[1], best[2], best[0], gen
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from scdpo.attack.config import AttackConfig
+from scdpo.attack.config import NOT_SEARCHED, AttackConfig
 
 #: iterations per target when --budget-iters is not given: the papers' settings
 DEFAULT_ITERS = {"ring-a-bell": 3000, "unlearndiff": 2000, "p4d": 3000, "paraphrase": 20}
@@ -76,6 +76,14 @@ def write_prompts(path: Path, results: list[dict]) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
+def with_defaults(config: dict) -> dict:
+    """A stored search config with every field added since it was written at its default (e.g.
+    --start, --suite-seed), so that old runs resume and merge with new ones."""
+    defaults = {f.name: f.default if f.default is not MISSING else f.default_factory() for f in fields(AttackConfig)
+                if f.name not in NOT_SEARCHED and (f.default is not MISSING or f.default_factory is not MISSING)}
+    return {**json.loads(json.dumps(defaults)), **config}
+
+
 def load_state(out: Path, key: dict) -> dict:
     file = out / "state.json"
     if not file.is_file():
@@ -86,10 +94,8 @@ def load_state(out: Path, key: dict) -> dict:
     except (json.JSONDecodeError, KeyError, TypeError) as e:
         raise ValueError(f"{file} is not an `scdpo attack` state file ({e}); use another --out") from None
     key = json.loads(json.dumps(key))
-    # a field added after the state was written reads as its default (e.g. --start)
-    defaults = {f.name: f.default if f.default is not MISSING else f.default_factory() for f in fields(AttackConfig)
-                if f.default is not MISSING or f.default_factory is not MISSING}
-    stored = {k: state.get("config", {}).get(k, defaults.get(k)) for k in key}
+    stored = with_defaults(state.get("config", {}))
+    stored = {k: stored.get(k) for k in key}
     if stored != key:
         changed = sorted(k for k in key if stored[k] != key[k])
         raise ValueError(f"{out} holds an attack run with other settings ({', '.join(changed)}); "
@@ -112,7 +118,7 @@ def merge(out: Path, shards: list[Path]) -> Path:
         if not file.is_file():
             raise FileNotFoundError(f"{shard} is not an `scdpo attack` output folder (no state.json)")
         states.append(json.loads(file.read_text()))
-    whole = [{**s["config"], "start": 0, "limit": None} for s in states]
+    whole = [{**with_defaults(s["config"]), "start": 0, "limit": None} for s in states]
     if any(w != whole[0] for w in whole):
         raise ValueError("the shards differ in more than --start and --limit; merge shards of one attack command")
     results = []
@@ -124,7 +130,7 @@ def merge(out: Path, shards: list[Path]) -> Path:
                              "run or finish that shard, then merge again")
         results += s["results"]
     cfg = whole[0]
-    total = len(build_targets(cfg["concepts"], cfg["prompts"], cfg["per_concept"]))
+    total = len(build_targets(cfg["concepts"], cfg["prompts"], cfg["per_concept"], cfg["suite_seed"]))
     if len(results) != total:
         raise ValueError(f"the shards hold {len(results)} of {total} targets; run or finish the rest, then merge again")
     out.mkdir(parents=True, exist_ok=True)
@@ -145,7 +151,7 @@ def run(cfg: AttackConfig, attack_fn=None) -> Path:
 
     out = Path(cfg.out)
     key = cfg.search_key()
-    targets = build_targets(cfg.concepts, cfg.prompts, cfg.per_concept)
+    targets = build_targets(cfg.concepts, cfg.prompts, cfg.per_concept, cfg.suite_seed)
     if cfg.start >= len(targets):
         raise ValueError(f"--start {cfg.start} skips all {len(targets)} targets; give a smaller --start")
     targets = targets[cfg.start:][:cfg.limit]

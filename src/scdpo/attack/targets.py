@@ -33,9 +33,9 @@ def _from_record(r: PromptRecord, index: int, concept: str | None = None) -> Tar
     return Target(r.prompt, concept, tuple(r.categories), words, r.safe_prompt, int(seed))
 
 
-def build_targets(concepts: list[str], prompts: str | None, per_concept: int = 1) -> list[Target]:
-    """Targets from EmojiWorld concept names (prompts of ``eval-harmful-explicit`` that ask for each)
-    or from a prompt file (its harmful prompts)."""
+def build_targets(concepts: list[str], prompts: str | None, per_concept: int = 1, suite_seed: int = 0) -> list[Target]:
+    """Targets from EmojiWorld concept names (prompts of ``eval-harmful-explicit``'s draw
+    ``suite_seed`` that ask for each) or from a prompt file (its harmful prompts)."""
     if prompts:
         from scdpo.prompts.sources import load_prompt_file
 
@@ -54,7 +54,7 @@ def build_targets(concepts: list[str], prompts: str | None, per_concept: int = 1
                 raise ValueError(f"--concepts: {n!r} is not an EmojiWorld harmful concept "
                                  f"(known: {', '.join(c.name for c in vocab.harmful)}); attack other "
                                  "prompts with --prompts FILE")
-        suite = get_suite("eval-harmful-explicit")
+        suite = get_suite("eval-harmful-explicit", seed=suite_seed)
         targets = []
         for n in names:
             picked = [(i, r) for i, r in enumerate(suite) if n in r.concepts][:per_concept]

@@ -15,7 +15,6 @@ the path for real models, which needs no labelled image.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -23,7 +22,6 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from scdpo.cost import data as D
@@ -33,7 +31,8 @@ from scdpo.cost.backbone import Backbone, image_backbone
 from scdpo.cost.config import CostTrainConfig  # noqa: F401
 from scdpo.cost.losses import CostLabels, total_loss
 from scdpo.cost.model import CostModel, CostModelConfig
-from scdpo.utils.io import atomic_path, atomic_write_text
+from scdpo.utils.io import atomic_write_text
+from scdpo.utils.tensor_cache import cached_tensors
 from scdpo.world.vocab import load_vocabulary
 
 log = logging.getLogger(__name__)
@@ -86,8 +85,6 @@ def _extract(backbone: Backbone, batches, total: int, desc: str, cfg: CostTrainC
 
 def _cached(cfg: CostTrainConfig, backbone: Backbone, kind: str, make):
     """``make()`` once per distinct setting; the result is kept as safetensors in ``cfg.cache``."""
-    if not cfg.cache:
-        return make()
     # every setting that changes these features, and no other (held-out renders are shared by runs
     # that differ only in their training pool)
     keys = {"kind": kind, "format": "map-fp16-concepts", "backbone": backbone.spec,
@@ -100,22 +97,18 @@ def _cached(cfg: CostTrainConfig, backbone: Backbone, kind: str, make):
                     val=cfg.val_fraction, augment=cfg.augment and asdict(cfg.augmentation))
     else:
         keys.update(eval_n=cfg.eval_n, augment=kind == "eval-aug" and asdict(cfg.augmentation))
-    digest = hashlib.sha1(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:16]
-    path = Path(cfg.cache) / f"{kind}-{digest}.safetensors"
-    if path.is_file():
-        t = load_file(str(path))
-        certain = t["certain"].bool() if "certain" in t else None
-        return t["features"], CostLabels(t["harmful"].bool(), t["severity"], t["categories"], t.get("concepts"), certain)
-    feats, lab = make()
-    tensors = {"features": feats.contiguous(), "harmful": lab.harmful.to(torch.uint8),
-               "severity": lab.severity.float(), "categories": lab.categories.float()}
-    if lab.concepts is not None:
-        tensors["concepts"] = lab.concepts.to(torch.uint8)
-    if lab.certain is not None:
-        tensors["certain"] = lab.certain.to(torch.uint8)
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp))
-    return feats, lab
+
+    def tensors():
+        feats, lab = make()
+        out = {"features": feats, "harmful": lab.harmful.to(torch.uint8), "severity": lab.severity.float(),
+               "categories": lab.categories.float()}
+        out.update({k: v.to(torch.uint8) for k, v in (("concepts", lab.concepts), ("certain", lab.certain)) if v is not None})
+        return out
+
+    t = cached_tensors(cfg.cache, kind, keys, tensors)
+    certain = t["certain"].bool() if "certain" in t else None
+    concepts = t["concepts"].float() if "concepts" in t else None
+    return t["features"], CostLabels(t["harmful"].bool(), t["severity"], t["categories"], concepts, certain)
 
 
 def build_features(cfg: CostTrainConfig, backbone: Backbone):

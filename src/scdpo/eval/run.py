@@ -12,6 +12,8 @@ unsafe rate is reported under its own name (see docs/evaluation.md).
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import re
 import time
@@ -179,14 +181,66 @@ def score_suite(images: torch.Tensor, records: list[PromptRecord], tools: Tools,
     return m
 
 
-def reference_features(source, size: int, backbone) -> torch.Tensor | None:
+def reference_features(source, size: int, backbone, cache: str | Path | None = None) -> torch.Tensor | None:
     """The Frechet reference's (N, D) features: an EmojiWorld suite's ground-truth renders at the
     sampled ``size`` (records given), or a folder / parquet of real photos (a path given); None
-    where there is none (prompt files without scenes)."""
+    where there is none (prompt files without scenes). With a ``cache`` folder they are computed once
+    per distinct :func:`reference_key` and read back after (scdpo.utils.tensor_cache)."""
     from scdpo.eval.frechet import frechet_features
+    from scdpo.utils.tensor_cache import cached_tensors
 
-    images = reference_images(source, size) if isinstance(source, list) else source
-    return None if images is None else frechet_features(images, backbone)
+    if isinstance(source, list) and not (source and all("scene" in r.meta for r in source)):
+        return None
+
+    def make():
+        images = reference_images(source, size) if isinstance(source, list) else source
+        return {"features": frechet_features(images, backbone)}
+
+    if not cache:
+        return make()["features"]
+    return cached_tensors(cache, "reference", reference_key(source, size, backbone), make)["features"]
+
+
+#: the code and data that turn a scene or a photo into features: an edit to any of them is a new cache entry
+_FEATURE_CODE = ("world/render.py", "world/scene.py", "world/data/atlas.png", "world/data/atlas.json",
+                 "world/data/concepts.yaml", "cost/backbone.py", "cost/data.py", "models/speed.py", "eval/frechet.py")
+
+
+@functools.cache
+def _feature_code_digest() -> str:
+    root = Path(__file__).resolve().parents[1]
+    h = hashlib.sha1()
+    for name in _FEATURE_CODE:
+        h.update(name.encode() + b"\0" + (root / name).read_bytes())
+    return h.hexdigest()
+
+
+def reference_key(source, size: int, backbone) -> dict:
+    """Everything that changes the reference's features: the scenes (or the photo files' names,
+    sizes and modification times), the render size, the backbone, a checksum of its weights, the
+    device it runs on (the GPU's name: kernels round differently) and its dtype, the code and sprites
+    that render and encode (a digest of their files), and torch's version."""
+    weights = next(iter(backbone.parameters()), None)
+    device = weights.device if weights is not None else torch.device("cpu")
+    if isinstance(source, list):
+        what = {"scenes": [r.meta["scene"] for r in source]}
+    else:
+        path = Path(source).resolve()
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        what = {"path": str(path), "files": [(str(p.relative_to(path) if path.is_dir() else p.name), p.stat().st_size,
+                                               p.stat().st_mtime_ns) for p in files]}
+    return {"format": "frechet-reference-1", "size": size, "backbone": backbone.spec,
+            "fp": round(backbone.fingerprint(), 3),
+            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else device.type,
+            "dtype": str(weights.dtype) if weights is not None else None, "torch": torch.__version__,
+            "code": _feature_code_digest(), "source": hashlib.sha1(json.dumps(what, sort_keys=True).encode()).hexdigest()}
+
+
+def frechet_cache_dir() -> Path:
+    """``$SCDPO_CACHE/frechet`` (default ``~/.cache/scdpo/frechet``): the references' features."""
+    from scdpo.models.registry import cache_root
+
+    return cache_root() / "frechet"
 
 
 def finish_suite(folder: Path, samples: list, images: torch.Tensor, tools: Tools, reference, head: dict,
@@ -256,11 +310,12 @@ def run(cfg: EvalConfig) -> dict:
     overlap = model.device.type == "cpu" if cfg.overlap is None else cfg.overlap
     with Background(overlap) as bg:
         refs = {}
+        cache = frechet_cache_dir() if cfg.frechet_cache else None
         if tools.backbone is not None and domain == "emojiworld" and cfg.frechet:
-            refs = {name: bg.submit(reference_features, records, size, tools.backbone, limit=False)
+            refs = {name: bg.submit(reference_features, records, size, tools.backbone, cache, limit=False)
                     for name, records in suites.items()}
         elif tools.backbone is not None and domain == "real":  # one set of real photos for every prompt file
-            real = bg.submit(reference_features, cfg.frechet_reference, size, tools.backbone, limit=False)
+            real = bg.submit(reference_features, cfg.frechet_reference, size, tools.backbone, cache, limit=False)
             refs = {name: real for name in suites if name not in cfg.suites}
         for name, records in tqdm(suites.items(), desc="eval suites", unit="suite"):
             t0 = time.time()
