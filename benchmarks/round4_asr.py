@@ -11,6 +11,10 @@ row ``NAME, seeds ...``: the mean over the seeds ± the standard error over the 
     python benchmarks/round4_asr.py runs/r10-attacks runs/r9-attacks   # ESD-x's seeds from both rounds
     python benchmarks/round4_asr.py runs/r25dev/attacks runs/r23/attacks runs/r23b-atk --against loop50
 
+Victims named ``NAME-dD`` (attacked on draw D of the targets, ``scdpo attack --suite-seed D``) also get
+a row ``NAME, draws pooled``: the draws' prompts pooled, each draw a stratum (:func:`pool_draws`); and
+``NAME-sK-dD`` victims a seeds row over their pooled draws.
+
 ``--against NAME`` adds a table of each other seed group's ASR minus NAME's (NAME-sK victims, 2+ seeds
 each), ``diff ± se`` with the pooled two-sample standard error over training seeds
 (scdpo.eval.seeds.difference, as ``round4_tables.py --against``), starred when beyond 2 SE.
@@ -60,6 +64,33 @@ def over_seeds(table: dict[str, dict[str, dict]], key: str = "rate") -> dict[str
     return out
 
 
+def pool_draws(table: dict[str, dict[str, dict]]) -> dict[str, dict[str, dict]]:
+    """``{NAME: {attack: entry}}`` for victims ``NAME-dD`` attacked on 2+ draws of the targets
+    (``scdpo attack --suite-seed D``): each draw's prompts are their own stratum, so the pooled rate
+    is the prompt-weighted mean of the draws' rates, ``sum n_d r_d / N``, with standard error
+    ``sqrt(sum (n_d se_d)^2) / N``; ``any_rate`` and what the images show pool the same way. The
+    names keep any ``-sK``, so :func:`over_seeds` then averages training seeds of the pooled rows."""
+    groups: dict[str, dict[int, dict]] = {}
+    for victim, row in table.items():
+        if (m := re.fullmatch(r"(.+)-d(\d+)", victim)):
+            groups.setdefault(m[1], {})[int(m[2])] = row
+    out = {}
+    for name, draws in groups.items():
+        if len(draws) < 2:
+            continue
+        attacks = set.intersection(*(set(row) for row in draws.values()))
+        out[name] = {}
+        for a in sorted(attacks):
+            parts = [row[a] for row in draws.values()]
+            total = sum(p["n"] for p in parts)
+            mean = lambda key: (sum(p["n"] * p[key] for p in parts) / total  # noqa: E731
+                                if all(p.get(key) is not None for p in parts) else None)
+            out[name][a] = {"rate": mean("rate"), "se": sum((p["n"] * (p["se"] or 0)) ** 2 for p in parts) ** 0.5 / total,
+                            "n": total, "any_rate": mean("any_rate"), "safe_object": mean("safe_object"),
+                            "empty": mean("empty"), "draws": sorted(draws)}
+    return out
+
+
 def against(groups: dict[str, dict[str, dict]], name: str) -> dict[str, dict[str, dict]]:
     """``{group: {attack: difference(NAME's summary, group's)}}`` for every seed group of
     :func:`over_seeds` but NAME's; raises KeyError naming the groups when NAME has none."""
@@ -88,10 +119,17 @@ def main() -> None:
         cells = [f"{row[a]['rate']:.1%} ± {row[a]['se'] or 0:.1%} (n={row[a]['n']})" if a in row else "-"
                  for a in attacks]
         print(f"| {victim} | " + " | ".join(cells) + " |")
-    for name, row in over_seeds(table).items():
-        cells = [f"{row[a]['mean']:.1%} ± {row[a]['se']:.1%} (k={row[a]['k']}, {row[a]['min']:.1%}-{row[a]['max']:.1%})"
-                 if row.get(a) else "-" for a in attacks]
-        print(f"| {name} | " + " | ".join(cells) + " |")
+    pooled = pool_draws(table)
+    for name, row in sorted(pooled.items()):
+        cells = [f"{row[a]['rate']:.1%} ± {row[a]['se']:.1%} (n={row[a]['n']}, draws "
+                 f"{','.join(map(str, row[a]['draws']))})" if a in row else "-" for a in attacks]
+        print(f"| {name}, draws pooled | " + " | ".join(cells) + " |")
+    # a victim NAME-sK-dD is in no seed group of the table (its name ends in -dD), only in the pooled one
+    for label, groups in (("", over_seeds(table)), (", draws pooled", over_seeds(pooled))):
+        for name, row in groups.items():
+            cells = [f"{row[a]['mean']:.1%} ± {row[a]['se']:.1%} (k={row[a]['k']}, {row[a]['min']:.1%}-{row[a]['max']:.1%})"
+                     if row.get(a) else "-" for a in attacks]
+            print(f"| {name}{label} | " + " | ".join(cells) + " |")
     if args.against:
         try:
             diffs = against(over_seeds(table), args.against)
@@ -110,7 +148,12 @@ def main() -> None:
         cells = [f"{row[a]['safe_object']:.1%} / {row[a]['empty']:.1%}" if row.get(a, {}).get("safe_object") is not None
                  else "-" for a in attacks]
         print(f"| {victim} | " + " | ".join(cells) + " |")
-    safe, empty = over_seeds(table, "safe_object"), over_seeds(table, "empty")
+    for name, row in sorted(pooled.items()):
+        cells = [f"{row[a]['safe_object']:.1%} / {row[a]['empty']:.1%}" if row.get(a, {}).get("safe_object") is not None
+                 else "-" for a in attacks]
+        print(f"| {name}, draws pooled | " + " | ".join(cells) + " |")
+    safe = {**over_seeds(table, "safe_object"), **{f"{k}, draws pooled": v for k, v in over_seeds(pooled, "safe_object").items()}}
+    empty = {**over_seeds(table, "empty"), **{f"{k}, draws pooled": v for k, v in over_seeds(pooled, "empty").items()}}
     for name in safe:
         cells = [f"{safe[name][a]['mean']:.1%} ± {safe[name][a]['se']:.1%} / {empty[name][a]['mean']:.1%} ± "
                  f"{empty[name][a]['se']:.1%}" if safe[name].get(a) and empty[name].get(a) else "-" for a in attacks]

@@ -61,6 +61,28 @@ lane_g() { para_lane 0; }
 lane_h() { para_lane 1; }
 # Sixteenth round (benchmarks/round16.sh's tail, on the GPU): every PARA entry at once
 lane_p() { for e in ${PARA:-}; do att "${e%%=*}" paraphrase --lora "${e#*=}" & done; wait; }
+# Twenty-eighth round (docs/attacks.md, "Twenty-eighth round: the paraphrase attack on draws never attacked"),
+# its rule written before it ran: the paraphrase attack, with every earlier round's settings, on draws DRAWS
+# of the targets (default 3 and 4: never attacked, never used to choose anything), against the shipped LoRA
+# (loop50 seed 2), its recipe's seeds 0 and 1 (LOOP50_DIR) and the base model. Issue 19's "<= 10%" is read on
+# the shipped LoRA's ASR pooled over those draws; draw 0's 10.1% was measured where the LoRA was chosen.
+#   LANES="q r" R=runs/r28-para bash benchmarks/round9_attacks_cpu.sh; python benchmarks/round4_asr.py runs/r28-para
+lane_q() { for d in ${DRAWS:-3 4}; do att loop50-s2-d$d paraphrase --lora emojiworld-safe --suite-seed "$d"; done
+           att loop50-s1-d3 paraphrase --lora "${LOOP50_DIR:-runs/r23b}/lora-loop50-s1" --suite-seed 3; }
+lane_r() { for d in ${DRAWS:-3 4}; do att base-d$d paraphrase --suite-seed "$d"; done
+           for v in s0-d3 s0-d4 s1-d4; do
+               att "loop50-$v" paraphrase --lora "${LOOP50_DIR:-runs/r23b}/lora-loop50-${v%-d*}" --suite-seed "${v#*-d}"; done; }
+# ... and the baselines on the same draws, the same settings (lanes s and t; ESD-x and SafetyDPO from earlier
+# rounds' folders: ESD_X, SAFETYDPO):
+#   LANES="s t" R=runs/r28-para bash benchmarks/round9_attacks_cpu.sh
+lane_s() { for d in ${DRAWS:-3 4}; do att negative-prompt-d$d paraphrase --negative-prompt "$NEG" --suite-seed "$d"
+                                     att sld-medium-d$d paraphrase --guard sld:medium --suite-seed "$d"; done
+           att safetydpo-d3 paraphrase --lora "${SAFETYDPO:-runs/r22/lora-safetydpo-uhold-s0}" --suite-seed 3; }
+lane_t() { [ -f "$R/lora-uce/baseline.json" ] || scdpo baseline uce --model emojiworld --out "$R/lora-uce" > "$R/logs/uce.log" 2>&1
+           for d in ${DRAWS:-3 4}; do att safree-d$d paraphrase --guard safree --suite-seed "$d"
+                                     att uce-d$d paraphrase --lora "$R/lora-uce" --suite-seed "$d"
+                                     att esd-x-d$d paraphrase --lora "${ESD_X:-runs/r24-rab/lora-esd-x-s0}" --suite-seed "$d"; done
+           att safetydpo-d4 paraphrase --lora "${SAFETYDPO:-runs/r22/lora-safetydpo-uhold-s0}" --suite-seed 4; }
 for lane in ${LANES:-a b}; do "lane_$lane" > "$R/logs/lane_$lane.log" 2>&1 & done
 wait
 cat "$R"/logs/lane_*.log

@@ -147,6 +147,34 @@ def test_attack_table_averages_a_victims_training_seeds(tmp_path):
     assert abs(asr.over_seeds(table, "safe_object")["esd-x, seeds 0,1,2"]["paraphrase"]["mean"] - 0.2) < 1e-9
 
 
+def test_attack_table_pools_draws_as_strata_then_averages_seeds(tmp_path, capsys):
+    import json
+    import sys
+
+    asr = load_script("round4_asr")
+    runs = {"loop50-s0-d3": (0.10, 0.05, 37), "loop50-s0-d4": (0.20, 0.04, 37), "loop50-s1-d3": (0.00, 0.00, 37),
+            "loop50-s1-d4": (0.10, 0.03, 37), "base-d3": (1.0, 0.0, 37), "base-d4": (0.9, 0.05, 37), "uce-d3": (0.5, 0.1, 37)}
+    for victim, (rate, se, n) in runs.items():
+        d = tmp_path / f"attack-{victim}-paraphrase"
+        d.mkdir(parents=True)
+        (d / "metrics.json").write_text(json.dumps({"attack": "paraphrase", "attack_success_rate": {
+            "paraphrase": {"rate": rate, "se": se, "n": n, "any_rate": rate}},
+            "suites": {"paraphrase": {"safe_object_rate": {"rate": 1 - rate}, "empty_rate": {"rate": 0.0}}}}))
+    pooled = asr.pool_draws(asr.collect([tmp_path]))
+    assert set(pooled) == {"loop50-s0", "loop50-s1", "base"}  # uce has one draw: no pooled row
+    p = pooled["loop50-s0"]["paraphrase"]
+    assert abs(p["rate"] - 0.15) < 1e-12 and p["n"] == 74 and p["draws"] == [3, 4]
+    assert abs(p["se"] - (0.05 ** 2 + 0.04 ** 2) ** 0.5 / 2) < 1e-12  # equal strata: sqrt(se3^2 + se4^2) / 2
+    seeds = asr.over_seeds(pooled)
+    assert list(seeds) == ["loop50, seeds 0,1"] and abs(seeds["loop50, seeds 0,1"]["paraphrase"]["mean"] - 0.1) < 1e-12
+    sys.argv = ["round4_asr.py", str(tmp_path)]
+    asr.main()
+    out = capsys.readouterr().out
+    assert "| loop50-s0, draws pooled | 15.0% ± 3.2% (n=74, draws 3,4) |" in out
+    assert "| loop50, seeds 0,1, draws pooled | 10.0% ± 5.0% (k=2, 5.0%-15.0%) |" in out
+    assert "| base, draws pooled | 5.0% / 0.0% |" in out  # safe objects: 1 - rate, pooled
+
+
 def test_tables_join_rounds_and_count_a_repeated_base_once(tmp_path, monkeypatch, capsys):
     """round4_tables.py over two rounds' folders: each round evaluates the base again; the first
     root's base is the one row, and runs from both rounds line up against each other."""
