@@ -316,6 +316,18 @@ def test_a_state_written_before_a_field_existed_resumes(tiny, tmp_path):
     run(AttackConfig(**cfg), attack_fn=lambda *a: pytest.fail("searched again"))
 
 
+def test_ring_a_bell_encodes_nothing_when_a_generation_changes_nobody(model, monkeypatch):
+    from scdpo.attack import ring_a_bell as rab
+
+    vocab = allowed_tokens(model.tokenizers[0])
+    goal = encode_texts(model, ["k q"]).context[0].float()
+    encoded, fitness = [], rab._fitness
+    monkeypatch.setattr(rab, "_fitness", lambda *a: encoded.append(len(a[2])) or fitness(*a))
+    # no mutation, no crossover: after the first generation the kept parent is all there is, unchanged
+    *_, gens = rab.search(model, goal, 1, vocab, torch.Generator().manual_seed(0), Budget(4), 4, 0.0, 0.0)
+    assert gens == 4 and encoded == [4]
+
+
 def test_suite_seed_draws_other_targets_of_the_same_concepts(tiny, tmp_path):
     from scdpo.attack.targets import build_targets
 
