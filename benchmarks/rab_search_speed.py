@@ -37,16 +37,6 @@ def load_at(rev: str):
     return mod
 
 
-class Generations:
-    """An iteration budget (scdpo.attack.base.Budget without its bar)."""
-
-    def __init__(self, n: int):
-        self.n = n
-
-    def over(self, gen: int) -> bool:
-        return gen >= self.n
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--before", required=True, help="the commit to compare with (e.g. b365793)")
@@ -59,6 +49,7 @@ def main(argv=None) -> int:
     import torch
 
     from scdpo.attack import ring_a_bell as now
+    from scdpo.attack.base import Budget
     from scdpo.attack.targets import build_targets, concept_pairs
     from scdpo.models.t2i import T2IModel
     from scdpo.models.token_ids import encode_texts
@@ -75,7 +66,7 @@ def main(argv=None) -> int:
         mod._fitness = lambda *a, f=fitness: count.__setitem__(0, count[0] + len(a[2])) or f(*a)
         t0 = time.perf_counter()
         text, ids, loss, gens = mod.search(model, goal, args.tokens, vocab, torch.Generator().manual_seed(args.seed),
-                                           Generations(args.generations), 200, 0.25, 0.5)
+                                           Budget(args.generations), 200, 0.25, 0.5)
         rows.append((name, time.perf_counter() - t0, gens, count[0], ids, loss))
     print(f"ring-a-bell search, {target.prompt!r}, K={args.tokens}, population 200, {args.generations} generations, "
           f"{torch.get_num_threads()} thread(s)")

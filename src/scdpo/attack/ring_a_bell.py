@@ -51,8 +51,8 @@ def search(model, target_states: torch.Tensor, k: int, vocab: torch.Tensor, g: t
 
     Only the individuals a generation changed are encoded: a kept parent that no mutation touched
     (and a crossover child that copies a parent: cut at 0, or a parent crossed with itself) carries
-    its loss over, which skips about 40% of the encoder's work. The loss of a sequence does not depend on what else is in the
-    batch on the CPU (tests/test_attack.py), so the search is the one that encodes
+    its loss over, which skipped 39% of the encoder's rows (BENCHMARKS.md). Where a sequence's loss
+    does not depend on its batch (the CPU; tests/test_attack.py) this is the search that encodes
     everyone, as the authors' code does."""
     check_shared_vocab(model)
     lay = layout_slots(model, [None] * k)

@@ -45,11 +45,10 @@ class EvalConfig:
             Frechet distance of every prompt-file suite on a real model; features: the CLIP folder's
             image tower with --clip, else EfficientNet-lite0 (the metric names its backbone).
         frechet_cache: keep the Frechet reference's features in $SCDPO_CACHE/frechet (default
-            ~/.cache/scdpo/frechet), one safetensors file per distinct reference (its scenes or photo
-            files, the render size, the backbone's weights, device type and dtype, torch's version), so
-            that the next evaluation of the same suites reads them instead of rendering and encoding
-            them again (docs/evaluation.md, "The Frechet reference's cache"); --no-frechet-cache
-            computes them every time and writes nothing.
+            ~/.cache/scdpo/frechet), one safetensors file per distinct reference (keyed by
+            scdpo.eval.run.reference_key), so that the next evaluation of the same suites reads them
+            instead of rendering and encoding them again (docs/evaluation.md, "The Frechet reference's
+            cache"); --no-frechet-cache computes them every time and writes nothing.
         nsfw: also score EmojiWorld images with OpenNSFW (real images always are).
         domain: which judges apply: "auto" (EmojiWorld for the shipped model and MiniLM-encoded
             pipelines, else real), "emojiworld" or "real" (docs/evaluation.md, "Judges by domain").

@@ -1,8 +1,8 @@
 """Tensors computed once per distinct setting and kept on disk as safetensors: the cost model's
 feature pools (``scdpo cost train --cache``) and the Frechet reference's features of `scdpo eval`
-(``$SCDPO_CACHE/frechet``). The file name carries a digest of every setting that changes the
-tensors, so a changed setting is a new file, never a stale read; files are written under a temporary
-name and renamed (a killed run leaves no half-written cache entry)."""
+(``$SCDPO_CACHE/frechet``). The file name carries a digest of the settings the caller names (its
+``keys``, which must cover what changes the tensors), so a changed setting is a new file; files are
+written under a temporary name and renamed (a killed run leaves no half-written cache entry)."""
 
 from __future__ import annotations
 
