@@ -15,7 +15,7 @@ mkdir -p "$OUT"
 for run in fill read; do
   echo "== $run: $(date -u '+%F %T UTC')"
   start=$(date +%s)
-  TORCHINDUCTOR_CACHE_DIR="$OUT/inductor-$run" python benchmarks/anchor_cost.py --device "$DEVICE" \
+  TORCHINDUCTOR_CACHE_DIR="$OUT/inductor-$run" python3 benchmarks/anchor_cost.py --device "$DEVICE" \
     --batch-size "$BATCH" --steps "$STEPS" --warmup "$WARMUP" --compile --only compiled \
     --compile-cache "$OUT/kernels" | tee "$OUT/$run.txt"
   echo "$run: $(( $(date +%s) - start )) s wall, the process's start and imports included"

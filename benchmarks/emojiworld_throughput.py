@@ -33,8 +33,9 @@ rate and alignment from the first (``--eval-limit N --steps S`` on the CPU: the 
 
 With ``--build COST_DIR``, the whole `scdpo data build` (``--build-prompts`` align-harmful and as many
 align-clean prompts, 4 candidates and the safe prompt's image, as the rounds build) runs three times:
-today's settings (64 a batch, 8 a decoder call, PNGs one at a time), the defaults, and the defaults with
-``--chunk-size 256``; each row gives its wall time, images/s, pairs and the share of prompts whose choice
+today's settings (64 a batch, 8 a decoder call, PNGs one at a time, 64-prompt chunks), the defaults with
+the chunk of before (``--chunk-size 64``), and the defaults (the chunk picked by device and image size:
+256 prompts on a GPU since the twenty-seventh round); each row gives its wall time, images/s, pairs and the share of prompts whose choice
 (status, winner, loser) is the first row's.
 
     python benchmarks/emojiworld_throughput.py --device cpu --images 16 --steps 2 \\
@@ -209,8 +210,8 @@ def eval_rows(device: torch.device, steps: int, limit: int | None, out: Path, pr
 def build_rows(device: torch.device, steps: int, n: int, cost_model: str, out: Path) -> list[dict]:
     """`scdpo data build` end to end (``n`` align-harmful and ``n`` align-clean prompts, 4 candidates,
     the safe prompt's image too: the rounds' build) with today's settings (64 images a batch, 8 a decoder
-    call, PNGs one at a time), the defaults, and the defaults with ``--chunk-size 256`` (1,024 candidates
-    a batch). Each row: wall time, candidate images/s, pairs, and the share of prompts whose choice
+    call, PNGs one at a time, 64 prompts a chunk), the defaults with ``--chunk-size 64`` (the chunk of before),
+    and the defaults (on a GPU 256 prompts a chunk: 1,024 candidates a batch). Each row: wall time, candidate images/s, pairs, and the share of prompts whose choice
     (status, winner, loser) is the first row's; every row starts from an empty folder."""
     import contextlib
     import shutil
@@ -227,8 +228,8 @@ def build_rows(device: torch.device, steps: int, n: int, cost_model: str, out: P
     one_thread = lambda images, threads=None: encode(images, 1)  # noqa: E731  (today: one image at a time)
     rows, first = [], None
     for name, batch, chunk, png in [("scdpo data build, today", 64, 64, one_thread),
-                                    ("scdpo data build, defaults", None, 64, None),
-                                    ("scdpo data build, --chunk-size 256", None, 256, None)]:
+                                    ("scdpo data build, --chunk-size 64", None, 64, None),
+                                    ("scdpo data build, defaults", None, None, None)]:
         folder = out / name.split(", ")[1].strip("-").replace(" ", "-")
         shutil.rmtree(folder, ignore_errors=True)
         cfg = BuildConfig(model="emojiworld", cost_model=cost_model, reward="emojiworld", out=str(folder),
@@ -279,7 +280,7 @@ def main(argv=None) -> None:
     p.add_argument("--profile", action="store_true", help="--eval's row with the overlap under cProfile -> OUT/eval/profile.txt")
     p.add_argument("--eval-limit", type=int, default=None, help="prompts a suite in --eval (default: all)")
     p.add_argument("--build", metavar="COST_DIR", help="also time the whole scdpo data build with this cost model "
-                   "(today's settings, the defaults, --chunk-size 256)")
+                   "(today's settings, the defaults with --chunk-size 64, the defaults)")
     p.add_argument("--build-prompts", type=int, default=500, help="harmful and clean prompts each in --build")
     p.add_argument("--out", required=True, help="folder for rows.jsonl and table.md")
     args = p.parse_args(argv)

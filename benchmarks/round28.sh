@@ -18,6 +18,7 @@
 #   . scripts/device_env.sh && bash benchmarks/detach.sh r28 bash benchmarks/round28.sh   # device: carry
 #       .carry/s3 after .carry/s1 and .carry/s2, every call in ONE message, the detach command repeated
 #   TINY=1 R=/tmp/r28 OUT=/tmp/r28/out bash benchmarks/round28.sh                        # CPU dry run
+#   ETA=5 ... bash benchmarks/round28.sh      # stage 2 alone, with the eta stage 1 picked in an earlier budget
 #   python benchmarks/round4_asr.py R/report                                            # the table
 #
 # Stage 1 runs the three tuning searches at once (SHARDS_TUNE shards each; 3 x 5 = 15 processes for the
@@ -34,6 +35,9 @@ SECS=${SECS:-60}
 ETAS=${ETAS:-3 5 5.5}
 if [ "${TINY:-0}" = 1 ]; then SHARDS_TUNE=1; SHARDS=${SHARDS:-2}; ETAS="3 5"; else SHARDS_TUNE=${SHARDS_TUNE:-5}; SHARDS=${SHARDS:-15}; fi
 
+if [ -n "${ETA:-}" ]; then  # stage 1 ran in an earlier budget: its pick, given (docs/attacks.md, "Twenty-eighth round")
+    eta=$ETA; echo "[$(date +%T)] 1. tuning draw: eta $eta, picked in an earlier budget"
+else
 echo "[$(date +%T)] 1. tuning draw 1: eta in {$ETAS}, scored on the base"
 pids=()
 for eta in $ETAS; do
@@ -46,6 +50,7 @@ for p in "${pids[@]}"; do wait "$p" || echo "FAILED: a tuning search (logs/tune-
 eta=$(python3 "$B/pick_eta.py" "$R"/tune-eta* 2> "$R/tune-table.md") || { cat "$R/tune-table.md"; exit 1; }
 cat "$R/tune-table.md"; cp "$R/tune-table.md" "$OUT/tune-table.md"
 echo "[$(date +%T)] picked eta $eta"
+fi
 
 echo "[$(date +%T)] 2. report draw 2 with eta $eta, every victim"
 extra=""
@@ -56,7 +61,7 @@ R=$R/report SHARDS=$SHARDS SECS=$SECS EXTRA="$extra" OUT= RAB_FLAGS="--eta $eta 
 tail -30 "$R/logs/report.log"
 cp "$R/report/asr.md" "$OUT/report-asr.md" 2>/dev/null
 # whatever exists: a failed report stage still sends the tuning draw's results back
-(cd "$R" && shopt -s nullglob && tar czf "$OUT/.r28.tmp" tune-table.md tune-eta*/asr.* tune-eta*/search/state.json \
-    tune-eta*/attack-*/metrics.json report/asr.* report/search/state.json report/attack-*/metrics.json logs) \
+(cd "$R" && shopt -s nullglob && tar czf "$OUT/.r28.tmp" tune-table.m[d] tune-eta*/asr.* tune-eta*/search/state.json \
+    tune-eta*/attack-*/metrics.json report/asr.* report/search/state.jso[n] report/attack-*/metrics.json logs) \
     && mv "$OUT/.r28.tmp" "$OUT/r28.tar.gz"
 echo "[$(date +%T)] done"

@@ -14,7 +14,18 @@
 # pointing at the copies, and src/scdpo/assets is linked to the stage.
 STAGE=${STAGE:-/tmp/stage}
 mkdir -p "$STAGE"
-for part in .carry/s1 .carry/s2 .carry/s3; do [ -d "$part" ] && cp -r "$part"/. "$STAGE"/; done
+# Each part is copied once per lease: the device keeps a carried path's files from call to call, and
+# copying them again rewrote the stage's files in place under a running round (the twenty-eighth round
+# lost a search's scoring to a half-written emojiworld/vae/config.json). A part is staged again only
+# when its files' names and sizes change (a new carry), into a temporary folder first.
+for part in .carry/s1 .carry/s2 .carry/s3; do
+    [ -d "$part" ] || continue
+    key=$(cd "$part" && find . -type f -printf '%P %s\n' | sort | md5sum | cut -c1-12)
+    [ -f "$STAGE/.staged-${part##*/}-$key" ] && continue
+    rm -rf "$STAGE/.tmp-${part##*/}" && cp -r "$part" "$STAGE/.tmp-${part##*/}" || return 1
+    for entry in "$STAGE/.tmp-${part##*/}"/*; do rm -rf "$STAGE/${entry##*/}" && mv "$entry" "$STAGE/"; done
+    rm -rf "$STAGE/.tmp-${part##*/}" "$STAGE/.staged-${part##*/}-"* && touch "$STAGE/.staged-${part##*/}-$key"
+done
 if [ -d "$STAGE/gpu" ] && [ -d "$STAGE/emojiworld" ] && [ -d "$STAGE/minilm" ] && [ -d "$STAGE/judge" ]; then
     if [ ! -f /tmp/site/.done ]; then
         python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \

@@ -161,3 +161,31 @@ def test_p4d_distance_is_relative_to_the_target_per_token():
     b = torch.ones(2, 3, 4)
     assert relative(b, b) == 0.0
     assert relative(3 * b, b) == pytest.approx(2.0)
+
+
+def test_device_env_stages_a_carry_once_and_again_only_when_it_changed(tmp_path):
+    # a second call of the same lease must not rewrite the stage's files under a running round: the
+    # twenty-eighth round lost a scoring to a config.json that the next call's copy had truncated
+    carry = tmp_path / ".carry" / "s1" / "emojiworld" / "vae"
+    carry.mkdir(parents=True)
+    (carry / "config.json").write_text("{}")
+    stage = tmp_path / "stage"
+
+    def source() -> str:
+        res = subprocess.run(["bash", "-c", f". {ROOT / 'scripts' / 'device_env.sh'}"], cwd=tmp_path,
+                             env={**os.environ, "STAGE": str(stage)}, capture_output=True, text=True, timeout=30)
+        assert res.returncode == 0, res
+        return res.stdout
+
+    assert "staged emojiworld" in source()
+    staged = stage / "emojiworld" / "vae" / "config.json"
+    first = staged.stat()
+    time.sleep(0.05)
+    source()
+    again = staged.stat()
+    assert (again.st_ino, again.st_mtime_ns) == (first.st_ino, first.st_mtime_ns)
+    # a changed carry (another file, another size) is staged anew
+    (carry / "config.json").write_text('{"a": 1}')
+    source()
+    assert staged.read_text() == '{"a": 1}' and not list(stage.glob(".tmp-*"))
+    assert len(list(stage.glob(".staged-s1-*"))) == 1

@@ -22,7 +22,7 @@ from PIL import Image
 
 from scdpo.cli import main
 from scdpo.utils.config import add_dataclass_args, dataclass_from_args
-from scdpo.data.builder import build, candidate_seed
+from scdpo.data.builder import build, candidate_seed, pick_chunk_size
 from scdpo.data.config import BuildConfig
 from scdpo.data.pairs import PairRules, blend, choose_clean, choose_harmful
 from scdpo.models.sampler_config import SamplerConfig
@@ -314,6 +314,34 @@ def test_resume_refuses_other_settings(tmp_path):
     build(_cfg(out, batch_size=7), FakeModel(), fake_cost, fake_reward)  # runtime settings may differ
 
 
+def test_chunk_size_fills_the_gpu_batch_for_small_images_only():
+    assert pick_chunk_size("cuda", 128, 4) == 256  # 1,024 candidates: the sampler's batch for 16x16 latents
+    assert pick_chunk_size("cuda", 128, 2) == 512
+    assert pick_chunk_size("cuda", 128, 64) == 64  # never below the CPU's chunk
+    assert pick_chunk_size("cuda", 512, 4) == 64  # SD: 64 a batch already fills the GPU
+    assert pick_chunk_size("cpu", 128, 4) == 64
+
+
+def test_unset_chunk_size_is_picked_then_kept_by_a_resumed_build(tmp_path, built):
+    def settings(out):
+        return json.loads((out / ".build.json").read_text())["settings"]
+
+    # on a GPU (the device's type is all the pick reads) EmojiWorld-sized images get 256-prompt chunks
+    gpu = tmp_path / "gpu"
+    build(_cfg(gpu, chunk_size=None, device="cuda"), FakeModel(), fake_cost, fake_reward)
+    assert settings(gpu)["chunk_size"] == 256
+    # a build started with 3-prompt chunks resumes under the default: the folder's own size, not 64
+    out = tmp_path / "pairs"
+    with pytest.raises(RuntimeError, match="stop"):
+        build(_cfg(out), FakeModel(), lambda i, r: (_ for _ in ()).throw(RuntimeError("stop")), fake_reward)
+    model = FakeModel()
+    summary = build(_cfg(out, chunk_size=None), model, fake_cost, fake_reward)
+    assert settings(out)["chunk_size"] == 3 and summary == built[1] and _tables(out) == _tables(built[0])
+    fresh = tmp_path / "fresh"
+    build(_cfg(fresh, chunk_size=None, device="cpu"), FakeModel(), fake_cost, fake_reward)
+    assert settings(fresh)["chunk_size"] == 64
+
+
 def test_processes_take_disjoint_chunks_and_give_the_same_dataset(tmp_path, built, monkeypatch):
     """Two "processes" as threads meeting at a real barrier, as under accelerate launch."""
     import threading
@@ -502,7 +530,8 @@ def test_summary_is_json(built):
 def test_settings_keep_the_keys_of_builds_made_before_the_sampler_was_nested():
     """The resume guard compares settings(): a build made when BuildConfig had steps, guidance_scale,
     sampler and guard fields must still resume, so the keys, values and order are those of then."""
-    base = dict(model="m", cost_model="c", reward="emojiworld", out="o", clean="align-clean")
+    # (the chunk size as a build resolves it: None picks one before the guard compares)
+    base = dict(model="m", cost_model="c", reward="emojiworld", out="o", clean="align-clean", chunk_size=64)
     before = {"model": "m", "cost_model": "c", "reward": "emojiworld", "harmful": None, "clean": "align-clean",
               "candidates": 4, "n_harmful": None, "n_clean": None, "steps": 3, "guidance_scale": 2.0,
               "sampler": "ddim", "seed": 0, "blend_ratio": 1.0, "chunk_size": 64, "shard_size": 1000,

@@ -112,7 +112,7 @@ def test_the_throughput_benchmark_times_the_whole_data_build_and_compares_choice
 
     monkeypatch.setattr(builder, "build", fake_build)
     rows = tp.build_rows(torch.device("cpu"), 2, 6, "cost-dir", tmp_path)
-    assert seen == [(64, 64, 6, True), (None, 64, 6, True), (None, 256, 6, True)]  # today, defaults, chunk 256
+    assert seen == [(64, 64, 6, True), (None, 64, 6, True), (None, None, 6, True)]  # today, chunk 64, defaults
     assert [r["images"] for r in rows] == [9, 9, 9] and all(r["pairs"] == 2 for r in rows)
     assert [r["same_choice"] for r in rows] == [1.0, 1.0, 0.5]
 

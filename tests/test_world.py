@@ -164,6 +164,18 @@ def test_scene_dict_round_trip():
 
 # ----------------------------------------------------------------------------- labels
 
+def test_scene_dict_is_asdict_and_the_vocabulary_yaml_parses_the_same_either_way(vocab):
+    # to_dict skips asdict's deep copies and the vocabulary parses with libyaml: neither may change a value
+    from scdpo.utils.config import yaml_safe_load
+    from scdpo.world.vocab import DATA_DIR
+
+    for s in suite_scenes("eval-mixed", 30) + suite_scenes("eval-harmful-explicit", 30):
+        assert s.to_dict() == dataclasses.asdict(s) and type(s.to_dict()["objects"]) is tuple
+    text = (DATA_DIR / "concepts.yaml").read_text(encoding="utf-8")
+    assert yaml_safe_load(text) == yaml.safe_load(text)
+    assert vocab.safe is vocab.safe and vocab.safe == tuple(c for c in vocab.concepts if not c.harmful)
+
+
 def test_explicit_harmful_labels(vocab):
     scenes = suite_scenes("eval-harmful-explicit")
     for s in scenes:

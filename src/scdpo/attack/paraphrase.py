@@ -32,10 +32,10 @@ def load_hand_list(path: str) -> dict[str, tuple[str, ...]]:
     file = Path(path)
     if not file.is_file():
         raise FileNotFoundError(f"--hand-list file not found: {file}")
-    import yaml
+    from scdpo.utils.config import yaml_safe_load
 
     text = file.read_text(encoding="utf-8")
-    data = json.loads(text) if file.suffix == ".json" else yaml.safe_load(text)
+    data = json.loads(text) if file.suffix == ".json" else yaml_safe_load(text)
     if not isinstance(data, dict) or not all(isinstance(v, list) for v in data.values()):
         raise ValueError(f"--hand-list {file} must map each word to a list of replacements")
     return {str(k).lower(): tuple(str(x) for x in v) for k, v in data.items()}

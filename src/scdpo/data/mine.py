@@ -240,14 +240,13 @@ def _write(out: Path, readings: list[Reading], cfg: MineConfig) -> dict:
 
 def load_mined(path: str | Path) -> dict[str, list[str]]:
     """``mined.yaml`` -> {harmful concept: [words]}; ValueError naming the file if it is not one."""
-    import yaml
-
+    from scdpo.utils.config import yaml_safe_load
     from scdpo.world.vocab import load_vocabulary
 
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"--mined-words {path}: no such file (write one with `scdpo data mine`)")
-    data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    data = yaml_safe_load(p.read_text(encoding="utf-8")) or {}
     by_name = load_vocabulary().by_name
     if not isinstance(data, dict) or not all(isinstance(v, list) for v in data.values()):
         raise ValueError(f"--mined-words {path}: expected a mapping of concept -> list of words (scdpo data mine's "

@@ -169,6 +169,15 @@ def flat_asdict(cfg) -> dict:
     return out
 
 
+def yaml_safe_load(text: str):
+    """``yaml.safe_load`` through libyaml's parser where PyYAML was built with it (the same objects:
+    the tags are resolved in Python either way), about 10x faster: the shipped concepts.yaml took 0.3 s
+    to parse in pure Python, a fixed cost of every command that builds EmojiWorld prompts."""
+    import yaml
+
+    return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+
+
 def load_yaml_config(path, cls) -> dict:
     """Read a YAML config file into ``cls``'s (flattened) field values; unknown keys are an error."""
     import yaml
@@ -177,7 +186,7 @@ def load_yaml_config(path, cls) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"no config file {path}")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml_safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
         raise ValueError(f"{path} is not valid YAML: {err}") from err
     if not isinstance(raw, dict):

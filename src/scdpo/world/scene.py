@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import zlib
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 
@@ -90,7 +90,11 @@ class Scene:
         return [tuple(int(round(min(max(v, 0.0), 1.0) * size)) for v in o.box) for o in self.objects]
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """``dataclasses.asdict(self)``, without its deep copies: every field is immutable (a third of
+        the time it took to build the evaluation suites' records)."""
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["objects"] = tuple({f.name: getattr(o, f.name) for f in fields(o)} for o in self.objects)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "Scene":
