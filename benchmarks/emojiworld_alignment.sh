@@ -16,8 +16,11 @@ STAGES=${STAGES:-"cost data train eval baselines compare"}
 PAR=${PAR:-8}
 if [ "${TINY:-0}" = 1 ]; then
     COST="--pool 64 --eval-n 16 --steps 20"; NPROMPTS=6; CAND=2; TSTEPS=2; TBATCH=2; ELIMIT="--limit 4"; SSTEPS=2
+    # a 20-step cost model calls every image unsafe, so every prompt was skipped and no training ran:
+    # the dry run pairs on the reward instead, to exercise every stage
+    DATA_TINY="--uniform-rule reward --cost-budget 1000"
 else
-    COST="--pool 8000 --eval-n 300"; NPROMPTS=2000; CAND=4; TSTEPS=1000; TBATCH=32; ELIMIT=""; SSTEPS=20
+    COST="--pool 8000 --eval-n 300"; NPROMPTS=2000; CAND=4; TSTEPS=1000; TBATCH=32; ELIMIT=""; SSTEPS=20; DATA_TINY=""
 fi
 . "$(dirname "$0")/negative_prompt.sh"  # NEG, the fixed negative prompt
 SUITES=${SUITES:-"eval-harmful-explicit eval-harmful-implicit eval-clean eval-mixed"}
@@ -39,7 +42,7 @@ if has data && [ ! -f "$R/scp/README.md" ]; then
     stamp data
     scdpo data build --model emojiworld --cost-model "$R/cost" --reward emojiworld \
         --harmful align-harmful --clean align-clean --n-harmful $NPROMPTS --n-clean $NPROMPTS \
-        --candidates $CAND --steps $SSTEPS --safe-prompt-winner --batch-size 256 --chunk-size 500 \
+        --candidates $CAND --steps $SSTEPS --safe-prompt-winner --batch-size 256 --chunk-size 500 $DATA_TINY \
         --out "$R/scp" > "$R/logs/data.log" 2>&1 || { tail "$R/logs/data.log"; exit 1; }
 fi
 if has train; then
