@@ -35,6 +35,7 @@ R=$R/align STAGES="cost data train eval compare" bash "$B/emojiworld_alignment.s
 { echo "emojiworld_alignment.sh (cost data train eval compare), $(python3 -c 'import torch; print(torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu")')"
   grep '^\[' "$R/align.log"; echo "whole: $(( $(date +%s) - start )) s wall"
   for f in "$R"/align/logs/train-*.log; do  # each training's mean rate, from its progress bar's last line
+      [ -f "$f" ] || continue
       echo "${f##*/}: $(tr '\r' '\n' < "$f" | grep -E '^train .*100%' | tail -1 | grep -oE '[0-9.]+(it/s|s/it)' | head -1)"; done
   grep -h FAILED "$R/align.log"; } > "$OUT/pipeline.txt"
 cp "$R/align/compare/table.md" "$OUT/pipeline-compare.md" 2>/dev/null

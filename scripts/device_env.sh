@@ -17,15 +17,24 @@ mkdir -p "$STAGE"
 # Each part is copied once per lease: the device keeps a carried path's files from call to call, and
 # copying them again rewrote the stage's files in place under a running round (the twenty-eighth round
 # lost a search's scoring to a half-written emojiworld/vae/config.json). A part is staged again only
-# when its files' names and sizes change (a new carry), into a temporary folder first.
-for part in .carry/s1 .carry/s2 .carry/s3; do
-    [ -d "$part" ] || continue
-    key=$(cd "$part" && find . -type f -printf '%P %s\n' | sort | md5sum | cut -c1-12)
-    [ -f "$STAGE/.staged-${part##*/}-$key" ] && continue
-    rm -rf "$STAGE/.tmp-${part##*/}" && cp -r "$part" "$STAGE/.tmp-${part##*/}" || return 1
-    for entry in "$STAGE/.tmp-${part##*/}"/*; do rm -rf "$STAGE/${entry##*/}" && mv "$entry" "$STAGE/"; done
-    rm -rf "$STAGE/.tmp-${part##*/}" "$STAGE/.staged-${part##*/}-"* && touch "$STAGE/.staged-${part##*/}-$key"
+# when its files' contents change (a new carry), through a temporary folder; an entry it replaces is
+# renamed aside and deleted after, so its path is missing only between two renames, never half-written.
+for _part in .carry/s1 .carry/s2 .carry/s3; do
+    [ -d "$_part" ] || continue
+    _key=$(cd "$_part" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 md5sum | md5sum | cut -c1-12)
+    _name=${_part##*/}
+    [ -f "$STAGE/.staged-$_name-$_key" ] && continue
+    rm -rf "$STAGE/.tmp-$_name" "$STAGE/.old-$_name" && cp -r "$_part" "$STAGE/.tmp-$_name" || return 1
+    mkdir -p "$STAGE/.old-$_name"
+    for _entry in "$STAGE/.tmp-$_name"/* "$STAGE/.tmp-$_name"/.[!.]*; do
+        [ -e "$_entry" ] || continue
+        [ -e "$STAGE/${_entry##*/}" ] && mv "$STAGE/${_entry##*/}" "$STAGE/.old-$_name/"
+        mv "$_entry" "$STAGE/"
+    done
+    rm -rf "$STAGE/.tmp-$_name" "$STAGE/.old-$_name" "$STAGE/.staged-$_name-"*
+    touch "$STAGE/.staged-$_name-$_key"
 done
+unset _part _key _name _entry
 if [ -d "$STAGE/gpu" ] && [ -d "$STAGE/emojiworld" ] && [ -d "$STAGE/minilm" ] && [ -d "$STAGE/judge" ]; then
     if [ ! -f /tmp/site/.done ]; then
         python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \

@@ -184,8 +184,10 @@ def test_device_env_stages_a_carry_once_and_again_only_when_it_changed(tmp_path)
     source()
     again = staged.stat()
     assert (again.st_ino, again.st_mtime_ns) == (first.st_ino, first.st_mtime_ns)
-    # a changed carry (another file, another size) is staged anew
+    # a changed carry is staged anew, a change of contents alone included (the same size)
     (carry / "config.json").write_text('{"a": 1}')
     source()
-    assert staged.read_text() == '{"a": 1}' and not list(stage.glob(".tmp-*"))
-    assert len(list(stage.glob(".staged-s1-*"))) == 1
+    assert staged.read_text() == '{"a": 1}' and not list(stage.glob(".tmp-*")) and not list(stage.glob(".old-*"))
+    (carry / "config.json").write_text('{"b": 2}')
+    source()
+    assert staged.read_text() == '{"b": 2}' and len(list(stage.glob(".staged-s1-*"))) == 1

@@ -314,21 +314,30 @@ def test_resume_refuses_other_settings(tmp_path):
     build(_cfg(out, batch_size=7), FakeModel(), fake_cost, fake_reward)  # runtime settings may differ
 
 
-def test_chunk_size_fills_the_gpu_batch_for_small_images_only():
-    assert pick_chunk_size("cuda", 128, 4) == 256  # 1,024 candidates: the sampler's batch for 16x16 latents
-    assert pick_chunk_size("cuda", 128, 2) == 512
-    assert pick_chunk_size("cuda", 128, 64) == 64  # never below the CPU's chunk
-    assert pick_chunk_size("cuda", 512, 4) == 64  # SD: 64 a batch already fills the GPU
-    assert pick_chunk_size("cpu", 128, 4) == 64
+def test_chunk_size_fills_the_gpu_batch_for_small_latents_only():
+    assert pick_chunk_size("cuda", (16, 16), 4, 1000) == 256  # 1,024 candidates: the sampler's batch for 16x16
+    assert pick_chunk_size("cuda", (16, 16), 2, 1000) == 512
+    assert pick_chunk_size("cuda", (16, 16), 64, 1000) == 64  # never below the CPU's chunk
+    assert pick_chunk_size("cuda", (64, 64), 4, 1000) == 64  # SD: 64 a batch already fills the GPU
+    assert pick_chunk_size("cuda", (8, 32), 4, 1000) == 256  # the sampler's test: the latent's area
+    assert pick_chunk_size("cpu", (16, 16), 4, 1000) == 64
+    # 8 processes share 1,000 prompts: chunks of 125, so none of them idles (4 chunks of 256 would)
+    assert pick_chunk_size("cuda", (16, 16), 4, 1000, processes=8) == 125
+    assert pick_chunk_size("cuda", (16, 16), 4, 100, processes=8) == 64
+
+
+def test_chunk_size_zero_is_refused_at_once():
+    with pytest.raises(ValueError, match="chunk_size"):
+        _cfg("unused", chunk_size=0)
 
 
 def test_unset_chunk_size_is_picked_then_kept_by_a_resumed_build(tmp_path, built):
     def settings(out):
         return json.loads((out / ".build.json").read_text())["settings"]
 
-    # on a GPU (the device's type is all the pick reads) EmojiWorld-sized images get 256-prompt chunks
+    # on a GPU (the device's type is all the pick reads) small latents get chunks that fill the batch
     gpu = tmp_path / "gpu"
-    build(_cfg(gpu, chunk_size=None, device="cuda"), FakeModel(), fake_cost, fake_reward)
+    build(_cfg(gpu, chunk_size=None, device="cuda", n_harmful=150, n_clean=150), FakeModel(), fake_cost, fake_reward)
     assert settings(gpu)["chunk_size"] == 256
     # a build started with 3-prompt chunks resumes under the default: the folder's own size, not 64
     out = tmp_path / "pairs"

@@ -25,14 +25,14 @@ from tqdm.auto import tqdm
 from scdpo.data.card import MANIFEST, WORK, finalize
 from scdpo.data.config import BuildConfig, load_source
 from scdpo.data.pairs import choose_clean, choose_harmful, harmful_loser, stable_hash
-from scdpo.models.sampler_config import DEFAULT_BATCH, SMALL_LATENT_BATCH
+from scdpo.models.sampler_config import DEFAULT_BATCH, SMALL_LATENT, SMALL_LATENT_BATCH
 from scdpo.utils.io import atomic_path
 from scdpo.world.records import PromptRecord, Scorer
 
 log = logging.getLogger(__name__)
 
-#: prompts per chunk on the CPU and for images larger than SMALL_IMAGE px (:func:`pick_chunk_size`)
-CHUNK, SMALL_IMAGE = 64, 128
+#: prompts per chunk on the CPU and for latents larger than SMALL_LATENT (:func:`pick_chunk_size`)
+CHUNK = 64
 
 
 def candidate_seed(seed: int, kind: str, index: int, k: int) -> int:
@@ -249,16 +249,20 @@ def _neighbours(cfg: BuildConfig, harmful: list[PromptRecord], clean: list[Promp
     return harmful, model
 
 
-def pick_chunk_size(device_type: str, resolution: int, candidates: int) -> int:
+def pick_chunk_size(device_type: str, latent_hw: tuple[int, int], candidates: int, prompts: int,
+                    processes: int = 1) -> int:
     """Prompts per chunk when ``--chunk-size`` is not given and no build is resumed.
 
-    On a GPU, small images (EmojiWorld's 128 px) are sampled a chunk's candidates in one batch of up to
-    SMALL_LATENT_BATCH (:func:`scdpo.models.sampler_config.auto_batch`); 64 prompts x 4 candidates left it a
-    quarter full. A chunk that fills it, 256 prompts at K = 4, took the whole EmojiWorld build from 2.34x to
-    3.56x today's images/s on an H100 (BENCHMARKS.md, "Twenty-seventh round"). Larger images, and the CPU,
-    keep 64: a chunk's images are held until it is written, and it is the unit of progress and resume."""
-    if device_type == "cuda" and resolution <= SMALL_IMAGE:
-        return max(CHUNK, SMALL_LATENT_BATCH // candidates)
+    On a GPU, small latents (EmojiWorld's 16x16; the sampler's own test, SMALL_LATENT of
+    :func:`scdpo.models.sampler_config.auto_batch`) are sampled a chunk's candidates in one batch of up to
+    SMALL_LATENT_BATCH; 64 prompts x 4 candidates left it a quarter full. A chunk that fills it, 256 prompts
+    at K = 4, took the whole EmojiWorld build from 2.34x to 3.56x today's images/s on an H100 (BENCHMARKS.md,
+    "Twenty-seventh round"). Never so large that a process of ``processes`` gets no chunk of ``prompts``.
+    Larger latents, and the CPU, keep 64: a chunk's images are held until it is written, and it is the
+    unit of progress and resume."""
+    if device_type == "cuda" and latent_hw[0] * latent_hw[1] <= SMALL_LATENT:
+        share = -(-prompts // max(processes, 1))
+        return max(CHUNK, min(SMALL_LATENT_BATCH // candidates, share))
     return CHUNK
 
 
@@ -268,21 +272,24 @@ def _load_model(cfg: BuildConfig, device):
     return T2IModel.from_pretrained(cfg.model, device=device)
 
 
-def _with_chunk_size(cfg: BuildConfig, out: Path, model, device) -> tuple[BuildConfig, object]:
-    """``cfg`` with its chunk size fixed: a resumed build's own (chunks are numbered by it), else
-    :func:`pick_chunk_size` for this device and model (loaded here, as the build would load it)."""
+def _with_chunk_size(cfg: BuildConfig, out: Path, model, device, prompts: int, processes: int):
+    """(``cfg`` with its chunk size fixed, the model): a resumed build's own chunk size (chunks are
+    numbered by it), else :func:`pick_chunk_size` for this device and model (loaded here, as the build
+    would load it). Every process computes the same: the manifest is written after the first barrier."""
     if (out / MANIFEST).exists():
         return replace(cfg, chunk_size=json.loads((out / MANIFEST).read_text())["settings"].get("chunk_size", CHUNK)), model
     model = model if model is not None else _load_model(cfg, device)
-    resolution = max(cfg.sampler.height or model.resolution, cfg.sampler.width or model.resolution)
-    return replace(cfg, chunk_size=pick_chunk_size(torch.device(device).type, resolution, cfg.candidates)), model
+    factor = getattr(model, "vae_scale_factor", 8)
+    latent = ((cfg.sampler.height or model.resolution) // factor, (cfg.sampler.width or model.resolution) // factor)
+    picked = pick_chunk_size(torch.device(device).type, latent, cfg.candidates, prompts, processes)
+    return replace(cfg, chunk_size=picked), model
 
 
 def _build(cfg: BuildConfig, state, out: Path, items: list, model, cost_fn, reward_fn) -> dict:
     # several processes: each its own accelerator (a --device cpu made the state a CPU one)
     device = state.device if state.num_processes > 1 else cfg.device or state.device
     if cfg.chunk_size is None:
-        cfg, model = _with_chunk_size(cfg, out, model, device)
+        cfg, model = _with_chunk_size(cfg, out, model, device, len(items), state.num_processes)
     settings = cfg.settings()
     manifest = _guard(out, settings)
     if manifest and manifest.get("complete"):

@@ -36,8 +36,9 @@ class BuildConfig:
         blend_ratio: harmful pairs per clean pair in the output (1.0 = 1:1); the larger kind is
             subsampled deterministically. 0 keeps every pair.
         chunk_size: prompts per resumable work unit (one work file each). None (the default): a
-            resumed build's own, else 256 on a GPU for images of at most 128 px (a chunk's candidates
-            then fill the sampler's batch of 1,024) and 64 otherwise (scdpo.data.builder.pick_chunk_size).
+            resumed build's own; else on a CUDA GPU, for small latents (EmojiWorld's), as many as fill
+            the sampler's batch of 1,024 candidates (256 at K = 4), and 64 on other devices and for
+            larger latents (scdpo.data.builder.pick_chunk_size).
         shard_size: pairs per output parquet shard.
         batch_size: images per sampling / scoring batch; None (the default): the sampler picks
             (scdpo.models.sampler_config.auto_batch: a chunk's candidates in one batch on a GPU for
@@ -140,7 +141,7 @@ class BuildConfig:
             raise ValueError("give --harmful and/or --clean prompt sources")
         if self.candidates < 2:
             raise ValueError(f"--candidates must be >= 2 to make a pair, got {self.candidates}")
-        if min(self.chunk_size or 1, self.shard_size) < 1 or (self.batch_size is not None and self.batch_size < 1):
+        if min(1 if self.chunk_size is None else self.chunk_size, self.shard_size) < 1 or (self.batch_size is not None and self.batch_size < 1):
             raise ValueError("chunk_size, shard_size and batch_size must be >= 1")
         _ = self.rules  # validates the rule fields
 
