@@ -45,13 +45,19 @@ def collect(roots: list[Path]) -> dict[str, dict[str, dict]]:
     return table
 
 
+def _grouped(table: dict[str, dict[str, dict]], letter: str) -> dict[str, dict[int, dict]]:
+    """``{NAME: {K: row}}`` of the victims named ``NAME-<letter>K`` (s: a training seed, d: a draw)."""
+    groups: dict[str, dict[int, dict]] = {}
+    for victim, row in table.items():
+        if (m := re.fullmatch(rf"(.+)-{letter}(\d+)", victim)):
+            groups.setdefault(m[1], {})[int(m[2])] = row
+    return groups
+
+
 def over_seeds(table: dict[str, dict[str, dict]], key: str = "rate") -> dict[str, dict[str, dict]]:
     """``{"NAME, seeds 0,1,2": {attack: summarize(values of key)}}`` for victims NAME-sK with 2+
     seeds (``key``: rate, safe_object or empty)."""
-    groups: dict[str, dict[int, dict]] = {}
-    for victim, row in table.items():
-        if (m := re.fullmatch(r"(.+)-s(\d+)", victim)):
-            groups.setdefault(m[1], {})[int(m[2])] = row
+    groups = _grouped(table, "s")
     out = {}
     for name, seeds in groups.items():
         if len(seeds) < 2:
@@ -70,10 +76,7 @@ def pool_draws(table: dict[str, dict[str, dict]]) -> dict[str, dict[str, dict]]:
     is the prompt-weighted mean of the draws' rates, ``sum n_d r_d / N``, with standard error
     ``sqrt(sum (n_d se_d)^2) / N``; ``any_rate`` and what the images show pool the same way. The
     names keep any ``-sK``, so :func:`over_seeds` then averages training seeds of the pooled rows."""
-    groups: dict[str, dict[int, dict]] = {}
-    for victim, row in table.items():
-        if (m := re.fullmatch(r"(.+)-d(\d+)", victim)):
-            groups.setdefault(m[1], {})[int(m[2])] = row
+    groups = _grouped(table, "d")
     out = {}
     for name, draws in groups.items():
         if len(draws) < 2:

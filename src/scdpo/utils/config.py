@@ -171,9 +171,9 @@ def flat_asdict(cfg) -> dict:
 
 def yaml_safe_load(text: str):
     """``yaml.safe_load`` through libyaml's parser where PyYAML was built with it (the same objects:
-    the tags are resolved in Python either way), about 8x faster: the shipped concepts.yaml takes 0.14 s
-    to parse in pure Python and 0.017 s so on the 2-core CPU, a fixed cost of every command that builds
-    EmojiWorld prompts."""
+    the tags are resolved in Python either way) and several times faster: parsing the shipped
+    concepts.yaml is a fixed cost of every command that builds EmojiWorld prompts (BENCHMARKS.md,
+    "Building the evaluation suites")."""
     import yaml
 
     return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
