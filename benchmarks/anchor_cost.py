@@ -7,9 +7,11 @@ counterparts), cached latents. Call counts do not depend on the device; seconds 
 
     python benchmarks/anchor_cost.py --steps 20 --batch-size 8 [--device cuda]
 
-On CUDA it adds the per-step trajectory with ``cuda_graphs`` (scdpo.models.graphs): its UNet calls
-then count only the eager ones (a replay launches no Python forward), and its seconds include the
-recordings of its first steps. ``--compile`` adds the per-step trajectory with regional
+On CUDA it adds the plain step and the per-step trajectory with ``cuda_graphs`` (the policy's
+forward and backward, the reference and the trajectory replayed from CUDA graphs;
+scdpo.models.graphs_train, scdpo.models.graphs): their UNet calls then count only the eager ones (a
+replay launches no Python forward), and their seconds include the recordings of the first steps;
+the last column's loss, equal data and seeds, is the check that a replayed step is the eager step. ``--compile`` adds the per-step trajectory with regional
 ``torch.compile`` (``TrainConfig.compile``, issue 16). ``--warmup W`` also reports the seconds per
 step after the first W optimizer steps (timed at each AdamW step, after a CUDA synchronise), so
 set-up, compilation and graph recording drop out of that column. ``--only TEXT`` keeps the rows
@@ -126,6 +128,7 @@ def main() -> None:
                                                                 anchor_bank=64),
     }
     if args.device.startswith("cuda"):
+        runs["no anchor, CUDA graphs"] = dict(cuda_graphs=True)
         runs["anchor, policy trajectory every step, CUDA graphs"] = dict(EVERY_STEP, cuda_graphs=True)
     if args.compile:
         runs["anchor, policy trajectory every step, compiled"] = dict(EVERY_STEP, compile=True,

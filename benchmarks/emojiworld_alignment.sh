@@ -8,6 +8,7 @@
 #   TINY=1 R=/tmp/r bash benchmarks/emojiworld_alignment.sh   # seconds-scale dry run on a CPU
 #
 # Stages run in order and each is skipped when its output exists (STAGES="train eval" reruns two).
+# TRAIN_FLAGS adds flags to every training (e.g. --cuda-graphs, BENCHMARKS.md "CUDA graphs for the training step").
 # Trainings and evaluations of different methods are independent, so they run concurrently
 # (PAR of them at once): on one GPU the tiny EmojiWorld UNet is launch-bound, not compute-bound.
 set -u
@@ -51,7 +52,7 @@ if has train; then
         [ -z "$name" ] || [ -f "$R/lora-$name/pytorch_lora_weights.safetensors" ] && continue
         bg "train-$name" scdpo train --config configs/emojiworld.yaml --dataset "$R/scp" --out "$R/lora-$name" \
             --max-steps $TSTEPS --batch-size $TBATCH --warmup 50 --validate-every 0 --checkpoint-every 100000 \
-            --log-every 50 $flags
+            --log-every 50 ${TRAIN_FLAGS:-} $flags
     done <<< "$METHODS"
     wait
 fi

@@ -58,8 +58,10 @@ tar czf "$OUT/.ct.tmp" -C "$R" ct && mv "$OUT/.ct.tmp" "$OUT/ct.tar.gz"
 fi
 if [[ $STAGES == *" 4 "* ]]; then
 echo "[$(date +%T)] 4. the compile cache on a fresh machine"
-if [ "${TINY:-0}" = 1 ]; then CC="DEVICE=cpu BATCH=2 STEPS=2 WARMUP=1"; else CC="DEVICE=cuda BATCH=32 STEPS=${CC_STEPS:-30} WARMUP=10"; fi
-env $CC OUT="$R/cc" bash "$B/compile_cache.sh" > "$R/cc.log" 2>&1
+# not named CC: the device exports CC (the C compiler), so assigning it there handed triton's build
+# "DEVICE=cuda BATCH=32 ..." as its compiler (the twenty-ninth round's stage failed so)
+if [ "${TINY:-0}" = 1 ]; then cc_env="DEVICE=cpu BATCH=2 STEPS=2 WARMUP=1"; else cc_env="DEVICE=cuda BATCH=32 STEPS=${CC_STEPS:-30} WARMUP=10"; fi
+env $cc_env OUT="$R/cc" bash "$B/compile_cache.sh" > "$R/cc.log" 2>&1
 grep -v "it/s\]" "$R/cc.log" | tail -40 > "$R/cc-summary.txt"
 # whatever exists: the twenty-seventh round's stage failed in 38 s and packed nothing, its log included
 (cd "$R" && shopt -s nullglob && tar czf "$OUT/.cc.tmp" cc.log cc-summary.txt cc/*.txt) && mv "$OUT/.cc.tmp" "$OUT/cc.tar.gz"

@@ -129,6 +129,17 @@ def test_every_benchmark_script_that_calls_scdpo_defines_it():
             assert "scdpo() {" in text or "jobs.sh" in text, f"{script.name}: define scdpo() or source jobs.sh"
 
 
+def test_no_benchmark_script_assigns_a_compiler_variable():
+    # the device exports CC (the C compiler) and triton builds its driver with it: round24.sh kept
+    # compile_cache.sh's settings in a variable named CC, and the twenty-ninth round's stage died on
+    # "No such file or directory: 'DEVICE=cuda BATCH=32 ...'"
+    assign = re.compile(r"(^|[\s;&|(])(CC|CXX|CFLAGS|LDFLAGS)=")
+    for script in sorted((ROOT / "benchmarks").glob("*.sh")) + sorted((ROOT / "scripts").glob("*.sh")):
+        code = [line for line in script.read_text().splitlines() if not line.lstrip().startswith("#")]
+        bad = [line for line in code if assign.search(line)]
+        assert not bad, f"{script.name} assigns a compiler variable: {bad[0].strip()}"
+
+
 def test_detach_runs_the_round_on_a_snapshot_of_src(tmp_path):
     # the device rewrites the working tree at every call; the round must not see that (nineteenth round)
     name = f"pytest-snap-{os.getpid()}-{time.time_ns()}"

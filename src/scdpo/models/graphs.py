@@ -34,7 +34,7 @@ import torch
 
 from scdpo.models.rows import pad_to, padded_rows
 
-__all__ = ["GraphedPredict", "cuda_recorder", "padded_rows"]
+__all__ = ["GraphCache", "GraphedPredict", "cuda_recorder", "eager_call", "graph_inputs", "padded_rows"]
 
 
 def cuda_recorder(pool) -> Callable:
@@ -53,6 +53,28 @@ def cuda_recorder(pool) -> Callable:
             out = run()
         return graph.replay, out
     return record
+
+
+def graph_inputs(model, x: torch.Tensor, t, cond) -> tuple[list, torch.dtype | None, tuple]:
+    """A denoiser call's graph inputs ``[x, t, context, pooled, time_ids]`` padded to
+    :func:`padded_rows`, the autocast dtype it runs under (None: off), and the key of its graph
+    (the denoiser object, the autocast state, each input's shape and dtype)."""
+    rows = padded_rows(x.shape[0])
+    t = torch.as_tensor(t, device=x.device)
+    args = [pad_to(x, rows), pad_to(t, rows), pad_to(cond.context, rows), pad_to(cond.pooled, rows),
+            pad_to(cond.add_time_ids, rows)]
+    autocast = torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else None
+    key = (id(model.unet), autocast, tuple(None if a is None else (tuple(a.shape), a.dtype) for a in args))
+    return args, autocast, key
+
+
+def eager_call(model) -> Callable:
+    """``fn(x, t, context, pooled, time_ids)``: ``model.predict`` on a call's graph inputs."""
+    def fn(x, t, context, pooled, time_ids) -> torch.Tensor:
+        from scdpo.models.t2i import Conditioning
+
+        return model.predict(x, t, Conditioning(context, pooled, time_ids))
+    return fn
 
 
 class _Graph:
@@ -79,7 +101,32 @@ class _Graph:
         return self.out.clone()
 
 
-class GraphedPredict:
+class GraphCache:
+    """Graphs by key for one model, each recorded on first use with ``recorder(pool)`` (made once,
+    on a CUDA model, unless a ``record`` is given: tests pass eager stand-ins), and switched off
+    for the rest of the run, with one warning, after any failure."""
+
+    def __init__(self, model, enabled: bool, record: Callable | None, recorder: Callable):
+        self.model, self.record, self.recorder = model, record, recorder
+        self.enabled = enabled and (record is not None or model.device.type == "cuda")
+        self.graphs: dict = {}
+        self.replays = 0
+
+    def graph(self, key: tuple, make: Callable):
+        """The graph of ``key``, recorded now with ``make(record)`` if there is none yet."""
+        graph = self.graphs.get(key)
+        if graph is None:
+            if self.record is None:
+                self.record = self.recorder(torch.cuda.graph_pool_handle())
+            graph = self.graphs[key] = make(self.record)
+        return graph
+
+    def turn_off(self, what: str) -> None:
+        warnings.warn(f"CUDA graphs {what}", stacklevel=3)
+        self.enabled, self.graphs = False, {}
+
+
+class GraphedPredict(GraphCache):
     """``model.predict`` for no-grad calls, replayed from CUDA graphs (see the module docstring).
 
     ``record``: how a call is recorded (default :func:`cuda_recorder`, and only on a CUDA model;
@@ -87,32 +134,16 @@ class GraphedPredict:
 
     def __init__(self, model, enabled: bool = True, record: Callable | None = None,
                  rtol: float = 1e-3, atol: float = 1e-3):
-        self.model, self.rtol, self.atol, self.record = model, rtol, atol, record
-        self.enabled = enabled and (record is not None or model.device.type == "cuda")
-        self.graphs: dict[tuple, _Graph] = {}
-        self.replays = 0
-
-    def _eager(self, x, t, context, pooled, time_ids) -> torch.Tensor:
-        from scdpo.models.t2i import Conditioning
-
-        return self.model.predict(x, t, Conditioning(context, pooled, time_ids))
+        super().__init__(model, enabled, record, cuda_recorder)
+        self.rtol, self.atol = rtol, atol
 
     def __call__(self, x: torch.Tensor, t, cond) -> torch.Tensor:
         if not self.enabled or torch.is_grad_enabled():
             return self.model.predict(x, t, cond)
         n = x.shape[0]
-        rows = padded_rows(n)
-        t = torch.as_tensor(t, device=x.device)
-        args = [pad_to(x, rows), pad_to(t, rows), pad_to(cond.context, rows), pad_to(cond.pooled, rows),
-                pad_to(cond.add_time_ids, rows)]
-        autocast = torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else None
-        key = (id(self.model.unet), autocast, tuple(None if a is None else (tuple(a.shape), a.dtype) for a in args))
+        args, autocast, key = graph_inputs(self.model, x, t, cond)
         try:
-            graph = self.graphs.get(key)
-            if graph is None:
-                if self.record is None:
-                    self.record = cuda_recorder(torch.cuda.graph_pool_handle())
-                graph = self.graphs[key] = _Graph(self._eager, args, autocast, self.record)
+            graph = self.graph(key, lambda record: _Graph(eager_call(self.model), args, autocast, record))
             out = graph(args)[:n]
             if not graph.checked:  # the first replay of each graph against eager on the same inputs
                 eager = graph.run()[:n]
@@ -123,7 +154,5 @@ class GraphedPredict:
             self.replays += 1
             return out
         except Exception as e:  # noqa: BLE001 - any failure falls back to eager, once, loudly
-            warnings.warn(f"CUDA graphs turned off for this run ({type(e).__name__}: {e}); the denoiser "
-                          "runs eagerly", stacklevel=2)
-            self.enabled, self.graphs = False, {}
+            self.turn_off(f"turned off for this run ({type(e).__name__}: {e}); the denoiser runs eagerly")
             return self.model.predict(x, t, cond)

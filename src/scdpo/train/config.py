@@ -201,12 +201,16 @@ class TrainConfig:
             inductor's kernel compilation; dynamo still traces. Refused with ``compile=False``, as
             compile_mode. None (the default):
             torch's own cache in its temporary folder only.
-        cuda_graphs: replay the safe anchor's policy-trajectory UNet calls (no gradients) from
-            CUDA graphs (scdpo.models.graphs; one process on a CUDA device only): for the
+        cuda_graphs: replay the step's UNet calls from CUDA graphs (one process on a CUDA device,
+            without gradient checkpointing): the policy's forward and backward
+            (scdpo.models.graphs_train), the reference's forward and the safe anchor's
+            policy-trajectory calls (scdpo.models.graphs), one graph per padded batch size, for the
             launch-bound EmojiWorld UNet. Each graph is checked against eager on its first replay
-            and any failure falls back to eager. EXPERIMENTAL: its one GPU run (an H200,
-            2026-12-02) died with a CUDA illegal memory access at the second step, which no fallback
-            can catch (BENCHMARKS.md, eighth round); off by default, do not use for real runs.
+            and any failure falls back to eager with one warning. Off by default until a GPU run
+            measures it (BENCHMARKS.md, "CUDA graphs for the training step"); with the safe anchor
+            it is EXPERIMENTAL: the anchor trajectory's one GPU run (an H200, 2026-12-02) died with
+            a CUDA illegal memory access at the second step, which no fallback can catch
+            (BENCHMARKS.md, eighth round).
         gradient_checkpointing: recompute UNet activations in the backward pass (less memory).
         caption_dropout: fraction of captions replaced by "" (the Diffusion-DPO authors used 0.2).
         min_timestep, max_timestep: training timesteps are drawn uniformly from min_timestep ..

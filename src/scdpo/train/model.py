@@ -48,11 +48,15 @@ def add_lora(unet, rank: int, alpha: float, targets: list[str]) -> None:
 
 
 class Reference:
-    """The frozen reference's prediction: ``ref(model, noisy, t, cond)`` without gradients."""
+    """The frozen reference's prediction: ``ref(model, noisy, t, cond)`` without gradients.
+    ``predict``: how the reference's UNet is called (default ``model.predict``; the trainer sets a
+    :class:`scdpo.models.graphs.GraphedPredict` of its own with cuda_graphs, whose graphs are
+    recorded with the adapters off)."""
 
     def __init__(self, policy_unet, full: bool, dtype: torch.dtype):
         self.unet = policy_unet
         self.copy = None
+        self.predict = None
         if full:  # before training: the base weights
             self.copy = copy.deepcopy(policy_unet).requires_grad_(False).eval().to(dtype=dtype)
             if getattr(self.copy, "is_gradient_checkpointing", False):
@@ -75,7 +79,7 @@ class Reference:
         # inference mode (no autograd bookkeeping at all); the clone, outside it, is an ordinary
         # tensor the loss may combine with the policy's
         with torch.inference_mode(), self.active(model):
-            pred = model.predict(noisy, t, cond)
+            pred = (self.predict or model.predict)(noisy, t, cond)
         return pred.clone()
 
 

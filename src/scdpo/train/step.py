@@ -66,7 +66,8 @@ def pair_errors(model: T2IModel, policy, reference, batch: dict, gen: torch.Gene
                 timesteps: tuple[int, int | None] = (0, None),
                 clean_timesteps: tuple[int, int | None] | None = None,
                 extra: tuple[torch.Tensor, torch.Tensor, Conditioning] | None = None,
-                latents: tuple[torch.Tensor, torch.Tensor] | None = None) -> PairErrors:
+                latents: tuple[torch.Tensor, torch.Tensor] | None = None,
+                predict=None) -> PairErrors:
     """``(err_w, err_l, ref_err_w, ref_err_l, drift)``, each (B,) float32. The errors are the mean
     over (C, H, W) of the squared error between prediction and regression target (epsilon, v or
     sample, per the model; SD3: the flow-matching velocity noise - x_0); ``drift`` is the mean squared difference between the policy's and the
@@ -83,6 +84,8 @@ def pair_errors(model: T2IModel, policy, reference, batch: dict, gen: torch.Gene
     anchor's, :mod:`scdpo.train.anchor`; one pass, so a DDP policy sees one forward per backward);
     their predictions (with gradient) come back as ``extra``. ``latents``: the batch's (winner,
     loser) latents when the caller already has them (:func:`pair_latents`), so they are not encoded twice.
+    ``predict``: how the policy's call with gradients is made (default ``model.predict``; the trainer
+    passes a :class:`scdpo.models.graphs_train.GraphedTrainPredict` with cuda_graphs).
     """
     from scdpo.train.model import using_unet
 
@@ -112,7 +115,7 @@ def pair_errors(model: T2IModel, policy, reference, batch: dict, gen: torch.Gene
     else:
         noisy_all, t_all, cond_all = noisy, t, cond
     with using_unet(model, policy):
-        pred_all = model.predict(noisy_all, t_all, cond_all).float()
+        pred_all = (predict or model.predict)(noisy_all, t_all, cond_all).float()
     pred = pred_all[:n]
     ref_pred = reference(model, noisy, t, cond).float()
     err = (pred - target).pow(2).mean(dim=(1, 2, 3))

@@ -20,6 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from scdpo.models.graphs import GraphedPredict
+from scdpo.models.graphs_train import GraphedTrainPredict
 from scdpo.models.speed import attention_backend
 from scdpo.train import model as tm
 from scdpo.train.adversary import PromptBank, adversarial_anchor, with_bank
@@ -175,11 +176,12 @@ def _cache_latents(model, pairs: PreferencePairs, batch_size: int = 64) -> torch
 
 
 def _accumulate(cfg, acc, model, policy, reference, loader, loss_fn, state, prog, cache, hardness=None,
-                bank=None, predict=None, prompts=None) -> list[dict]:
+                bank=None, predict=None, prompts=None, train_predict=None) -> list[dict]:
     """Forward and backward passes of one optimizer step's micro-batches; their statistics
     (``hardness``: the pairs' running logits, read and observed with focus_signal pair; ``bank``:
     the safe anchor's state bank with anchor_refresh > 1; ``predict``: the anchor trajectory's
-    UNet call, CUDA-graphed with cuda_graphs; ``prompts``: the PromptBank of anchor_p4d_every)."""
+    UNet call, CUDA-graphed with cuda_graphs, as ``train_predict`` is the policy's call with gradients;
+    ``prompts``: the PromptBank of anchor_p4d_every)."""
     micro_stats = []
     for micro in range(cfg.grad_accum):
         batch = next(loader)
@@ -206,7 +208,8 @@ def _accumulate(cfg, acc, model, policy, reference, loader, loss_fn, state, prog
                                  cache=cache, timesteps=(cfg.min_timestep, cfg.max_timestep),
                                  clean_timesteps=None if cfg.clean_min_timestep is None else
                                  (cfg.clean_min_timestep, cfg.max_timestep),
-                                 extra=None if anchor is None else anchor[:3], latents=latents)
+                                 extra=None if anchor is None else anchor[:3], latents=latents,
+                                 predict=train_predict)
             info = batch_info(batch, acc.device, errors)
             if hardness is not None:
                 info.hardness = hardness.lookup(batch["index"])
@@ -323,15 +326,19 @@ def _train(cfg: TrainConfig, out: Path) -> dict:
     if cfg.anchor_p4d_every > 0:
         prompts = PromptBank(model, cfg.anchor_p4d_steps, cfg.anchor_p4d_rows)
         prompts.register(acc)  # before resume: the bank is part of the checkpoint
-    predict = None
+    predict = train_predict = None
     if cfg.cuda_graphs:
         # one process only: a DDP-wrapped policy's forward is not a fixed kernel sequence to record
-        predict = GraphedPredict(model, enabled=acc.num_processes == 1)
+        graphs_on = acc.num_processes == 1 and not cfg.gradient_checkpointing
+        predict = GraphedPredict(model, enabled=graphs_on)
+        train_predict = GraphedTrainPredict(model, [p for p in unet.parameters() if p.requires_grad], enabled=graphs_on)
+        reference.predict = GraphedPredict(model, enabled=graphs_on)
         if not predict.enabled:
-            log.warning("--cuda-graphs needs one process on a CUDA device; the anchor trajectory runs eagerly")
-        else:
-            log.warning("--cuda-graphs is experimental: its one H200 run died with a CUDA illegal memory "
-                        "access at step 2 (BENCHMARKS.md, eighth round); leave it off for real runs")
+            log.warning("--cuda-graphs needs one process on a CUDA device, without gradient checkpointing; "
+                        "every UNet call runs eagerly")
+        elif cfg.anchor_weight > 0:
+            log.warning("--cuda-graphs with the safe anchor is experimental: its anchor-trajectory run on an H200 "
+                        "died with a CUDA illegal memory access at step 2 (BENCHMARKS.md, eighth round)")
     if cfg.resume and (resumed := resume(acc, out, meta)) is not None:
         prog, state = resumed
     cache = _cache_latents(model, pairs) if cfg.cache_latents else None
@@ -365,7 +372,7 @@ def _train(cfg: TrainConfig, out: Path) -> dict:
         if bank is not None and prog.step % cfg.anchor_refresh == 0:
             bank.refresh(model, policy, prog.step, acc.process_index, predict)
         micro_stats = _accumulate(cfg, acc, model, policy, reference, loader, loss_fn, state, prog, cache, hardness,
-                                  bank, predict, prompts)
+                                  bank, predict, prompts, train_predict)
         if master is not None:
             master.grads_to_master()  # clip and step in fp32
         grad_norm = acc.clip_grad_norm_(params, cfg.max_grad_norm if cfg.max_grad_norm > 0 else math.inf)

@@ -1,0 +1,169 @@
+"""CUDA graphs for the policy's training call: its forward and its backward, replayed (issue 16).
+
+An EmojiWorld training step is launch-bound on a GPU: the policy's forward, its backward and the
+reference's forward are about 5,800 small kernels (a count of the aten calls of one step at batch
+8; BENCHMARKS.md, "CUDA graphs for the training step"), each launched from Python through diffusers
+and peft, and the GPU waits on the launches. :class:`GraphedTrainPredict` records the policy's
+``model.predict(x, t, cond)`` with gradients once per input signature, in two CUDA graphs, the way
+``torch.cuda.make_graphed_callables`` does (PyTorch, "CUDA Graphs", "Partial-network capture"):
+
+* the forward, recorded with autograd on, so the backward's graph can be recorded from its output:
+  ``torch.autograd.grad(out, params, grad_out)`` into static gradient buffers;
+* replayed inside an autograd Function whose inputs are the call's tensors and the trainable
+  parameters: autograd then routes the replayed gradients to ``param.grad`` as an eager backward
+  would (accumulated over micro-batches, the buffers cloned on the way out so nothing aliases them);
+* rows are padded to the next power of two (:func:`scdpo.models.rows.padded_rows`), so the safe
+  anchor's varying rows meet a handful of graphs; a padded row's output is dropped, so its
+  gradient is zero and the parameters' gradients are the unpadded call's;
+* autocast's weight-cast cache is off inside the recording (a cached cast would be a tensor the
+  graph does not own), so the bf16 casts are made inside the graph from the current weights and
+  the optimizer's in-place updates are read at every replay;
+* the first replay of every graph, forward and backward, is checked against the eager call on the
+  same inputs; a mismatch or any error turns graphs off for the rest of the run with one warning
+  and returns the eager result: a graph can cost speed, never correctness;
+* a forward replayed again before the previous replay's backward ran would overwrite what that
+  backward reads: that backward then raises instead of returning wrong gradients.
+
+Off the GPU, without gradients, or when ``enabled`` is False, it is ``model.predict``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Callable
+
+import torch
+
+from scdpo.models.graphs import GraphCache, eager_call, graph_inputs
+
+__all__ = ["GraphedTrainPredict", "cuda_train_recorder"]
+
+
+def cuda_train_recorder(pool) -> Callable:
+    """``record(run, params) -> (forward, backward, out, grad_out, grads)`` with two CUDA graphs in
+    the memory ``pool``: ``run()`` (a forward with gradients on static inputs) is warmed up on a
+    side stream, then its forward is recorded, then the gradient of its output with respect to
+    ``params`` given ``grad_out``; ``forward()`` / ``backward()`` replay them into ``out`` / ``grads``."""
+    def record(run: Callable[[], torch.Tensor], params: list[torch.Tensor]):
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                out = run()
+                torch.autograd.grad(out, params, torch.ones_like(out), allow_unused=True)
+        torch.cuda.current_stream().wait_stream(side)
+        del out
+        forward, backward = torch.cuda.CUDAGraph(), torch.cuda.CUDAGraph()
+        with torch.cuda.graph(forward, pool=pool):
+            out = run()
+        grad_out = torch.empty_like(out)
+        with torch.cuda.graph(backward, pool=pool):
+            grads = torch.autograd.grad(out, params, grad_out, allow_unused=True)
+        return forward.replay, backward.replay, out.detach(), grad_out, grads
+    return record
+
+
+class _TrainGraph:
+    """One recorded signature: static inputs, the two replays, and the first-use checks."""
+
+    def __init__(self, fn: Callable, args: list, params: list[torch.Tensor], autocast: torch.dtype | None,
+                 record: Callable, rtol: float, atol: float):
+        self.static = [None if a is None else a.detach().clone() for a in args]
+        self.fn, self.params, self.autocast, self.rtol, self.atol = fn, params, autocast, rtol, atol
+        self.forward, self.backward, self.out, self.grad_out, self.grads = record(self.run, params)
+        self.inputs = [a for a in self.static if a is not None]  # what a replay copies into
+        self.generation = 0  # forward replays so far: a backward must follow its own forward
+        self.forward_checked = self.backward_checked = self.failed = False
+
+    def run(self) -> torch.Tensor:
+        """The call, eagerly, on the static inputs (what is recorded, and the checks' reference)."""
+        if self.autocast is None:
+            return self.fn(*self.static)
+        with torch.autocast("cuda", dtype=self.autocast, cache_enabled=False):
+            return self.fn(*self.static)
+
+    def close(self, a: torch.Tensor, b: torch.Tensor) -> bool:
+        return torch.allclose(a.float(), b.float(), rtol=self.rtol, atol=self.atol)
+
+    def replay_forward(self, args: list) -> torch.Tensor:
+        """``args``: the call's tensors, the None ones (no pooled text, no time ids) left out."""
+        for buf, a in zip(self.inputs, args):
+            buf.copy_(a)
+        self.forward()
+        self.generation += 1
+        out = self.out.clone()
+        if not self.forward_checked:
+            with torch.no_grad():
+                eager = self.run()
+            if not self.close(out, eager):
+                err = float((out.float() - eager.float()).abs().max())
+                raise RuntimeError(f"the forward replay differs from the eager call by up to {err:.3g}")
+            self.forward_checked = True
+        return out
+
+    def replay_backward(self, grad: torch.Tensor, generation: int) -> tuple[torch.Tensor | None, ...]:
+        if generation != self.generation:
+            raise RuntimeError("a graphed policy call was replayed again before the backward of the one before "
+                               "it; its gradients would be the later call's (run each backward before the next "
+                               "forward, or turn cuda_graphs off)")
+        self.grad_out.copy_(grad)
+        self.backward()
+        grads = tuple(None if g is None else g.clone() for g in self.grads)
+        if not self.backward_checked:
+            with torch.enable_grad():
+                eager = torch.autograd.grad(self.run(), self.params, grad, allow_unused=True)
+            if not all((g is None) == (e is None) and (g is None or self.close(g, e)) for g, e in zip(grads, eager)):
+                warnings.warn("CUDA graphs of the policy's training call turned off for this run (a backward "
+                              "replay differs from the eager gradients); this step uses the eager ones",
+                              stacklevel=2)
+                self.failed = True
+                return eager
+            self.backward_checked = True
+        return grads
+
+
+class _Replay(torch.autograd.Function):
+    """The graphed forward as one autograd node over (inputs..., params...); its backward replays
+    the backward graph. Inputs get no gradient (the latents, timesteps and text states are data)."""
+
+    @staticmethod
+    def forward(ctx, graph: _TrainGraph, n_args: int, *tensors):
+        ctx.graph, ctx.n_args, ctx.generation = graph, n_args, graph.generation + 1
+        return graph.replay_forward(list(tensors[:n_args]))
+
+    @staticmethod
+    def backward(ctx, grad):
+        grads = ctx.graph.replay_backward(grad.contiguous(), ctx.generation)
+        return (None, None) + (None,) * ctx.n_args + tuple(grads)
+
+
+class GraphedTrainPredict(GraphCache):
+    """``model.predict`` for the policy's calls with gradients, replayed from CUDA graphs (see the
+    module docstring). ``params``: the trainable parameters the gradients go to (the LoRA or the
+    whole UNet). ``record``: how a signature is recorded (default :func:`cuda_train_recorder`, only
+    on a CUDA model; tests pass an eager stand-in). ``rtol``, ``atol``: the first-use checks'
+    tolerance (bf16 kernels that reduce in another order still pass; a wrong graph does not)."""
+
+    def __init__(self, model, params, enabled: bool = True, record: Callable | None = None,
+                 rtol: float = 2e-2, atol: float = 2e-3):
+        super().__init__(model, enabled, record, cuda_train_recorder)
+        self.params, self.rtol, self.atol = list(params), rtol, atol
+
+    def __call__(self, x: torch.Tensor, t, cond) -> torch.Tensor:
+        if any(g.failed for g in self.graphs.values()):  # a backward check failed: eager from now on
+            self.enabled, self.graphs = False, {}
+        if not self.enabled or not torch.is_grad_enabled():
+            return self.model.predict(x, t, cond)
+        n = x.shape[0]
+        args, autocast, key = graph_inputs(self.model, x, t, cond)
+        try:
+            graph = self.graph(key, lambda record: _TrainGraph(eager_call(self.model), args, self.params, autocast,
+                                                               record, self.rtol, self.atol))
+            present = [a for a in args if a is not None]
+            out = _Replay.apply(graph, len(present), *present, *self.params)
+        except Exception as e:  # noqa: BLE001 - any failure falls back to eager, once, loudly
+            self.turn_off(f"of the policy's training call turned off for this run ({type(e).__name__}: {e}); "
+                          "the policy runs eagerly")
+            return self.model.predict(x, t, cond)
+        self.replays += 1
+        return out[:n]

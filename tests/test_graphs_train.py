@@ -1,0 +1,171 @@
+"""The policy's training call replayed from graphs (scdpo.models.graphs_train), with an eager
+stand-in for the CUDA recorder (no GPU here): gradients routed to the parameters as an eager
+backward routes them, padding, accumulation, in-place updates, the forward-before-backward guard,
+the first-use checks and the fallbacks; and the trainer's step with it gives the eager step."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from scdpo.models.graphs_train import GraphedTrainPredict
+from scdpo.models.t2i import Conditioning
+from tests.test_graphs import inputs
+
+
+class StubModel:
+    """predict = a trainable function of every input, row by row (a mixed-up or padded row shows)."""
+
+    device = torch.device("cpu")
+
+    def __init__(self):
+        torch.manual_seed(0)
+        self.unet = torch.nn.Linear(5, 5)
+        self.scale = torch.nn.Parameter(torch.tensor(1.5))
+
+    @property
+    def params(self):
+        return [self.unet.weight, self.unet.bias, self.scale]
+
+    def predict(self, x, t, cond):
+        t = torch.as_tensor(t, dtype=x.dtype).reshape(-1, 1, 1, 1)
+        text = self.unet(cond.context).tanh().mean((1, 2)).reshape(-1, 1, 1, 1)
+        return self.scale * x * text + t / 100
+
+
+def eager_train_recorder(log, corrupt_grads: bool = False):
+    """record(run, params) as cuda_train_recorder returns it, computed eagerly: a forward replay
+    reruns ``run`` on the static inputs (keeping its graph), a backward replay writes its gradients
+    into the static buffers."""
+    def record(run, params):
+        out = run().detach().clone()
+        log.append(out.shape[0])
+        grad_out, grads, state = torch.empty_like(out), [torch.zeros_like(p) for p in params], {}
+
+        def forward():
+            with torch.enable_grad():
+                state["out"] = run()
+            out.copy_(state["out"].detach())
+
+        def backward():
+            for buf, g in zip(grads, torch.autograd.grad(state["out"], params, grad_out)):
+                buf.copy_(g * (2 if corrupt_grads else 1))
+        return forward, backward, out, grad_out, grads
+    return record
+
+
+def grads_of(model, fn, calls):
+    for p in model.params:
+        p.grad = None
+    for x, t, cond, w in calls:
+        (fn(x, t, cond) * w).sum().backward()
+    return [p.grad.clone() for p in model.params]
+
+
+def test_replayed_gradients_are_the_eager_ones_padded_and_accumulated():
+    model, log = StubModel(), []
+    graphed = GraphedTrainPredict(model, model.params, record=eager_train_recorder(log))
+    calls = []
+    for seed in range(3):  # three micro-batches of 3 rows (padded to 4), accumulated
+        x, t, cond = inputs(3, seed)
+        calls.append((x, t, cond, torch.randn(3, 4, 2, 2, generator=torch.Generator().manual_seed(seed))))
+    eager = grads_of(model, model.predict, calls)
+    replayed = grads_of(model, graphed, calls)
+    assert log == [4] and graphed.replays == 3 and graphed.enabled
+    for e, r in zip(eager, replayed):
+        assert torch.allclose(e, r, atol=1e-6)
+    x, t, cond, _ = calls[0]
+    assert torch.allclose(graphed(x, t, cond), model.predict(x, t, cond))
+
+
+def test_an_in_place_update_shows_in_the_next_replay_and_no_grad_calls_stay_eager():
+    model = StubModel()
+    graphed = GraphedTrainPredict(model, model.params, record=eager_train_recorder(log := []))
+    x, t, cond = inputs(4)
+    graphed(x, t, cond).sum().backward()
+    with torch.no_grad():
+        model.scale.mul_(3.0)
+        assert torch.allclose(graphed(x, t, cond), model.predict(x, t, cond))  # eager: no replay
+    assert torch.allclose(graphed(x, t, cond), model.predict(x, t, cond))
+    assert graphed.replays == 2 and log == [4]
+
+
+def test_a_second_forward_before_the_first_backward_refuses_that_backward():
+    model = StubModel()
+    graphed = GraphedTrainPredict(model, model.params, record=eager_train_recorder([]))
+    x, t, cond = inputs(4)
+    first = graphed(x, t, cond)
+    graphed(x * 2, t, cond).sum().backward()
+    with pytest.raises(RuntimeError, match="replayed again before the backward"):
+        first.sum().backward()
+
+
+def test_a_failing_recording_falls_back_to_eager_with_one_warning():
+    model = StubModel()
+
+    def broken(run, params):
+        raise RuntimeError("capture failed")
+    graphed = GraphedTrainPredict(model, model.params, record=broken)
+    x, t, cond = inputs(4)
+    with pytest.warns(UserWarning, match="turned off for this run .*capture failed"):
+        out = graphed(x, t, cond)
+    assert torch.allclose(out, model.predict(x, t, cond)) and out.requires_grad and not graphed.enabled
+    assert not GraphedTrainPredict(model, model.params).enabled  # no recorder given and no CUDA device
+
+
+def test_a_backward_replay_that_differs_returns_the_eager_gradients_and_turns_graphs_off():
+    model = StubModel()
+    graphed = GraphedTrainPredict(model, model.params, record=eager_train_recorder([], corrupt_grads=True))
+    x, t, cond = inputs(4)
+    w = torch.randn(4, 4, 2, 2)
+    eager = grads_of(model, model.predict, [(x, t, cond, w)])
+    with pytest.warns(UserWarning, match="backward replay differs"):
+        replayed = grads_of(model, graphed, [(x, t, cond, w)])
+    assert all(torch.allclose(e, r) for e, r in zip(eager, replayed))
+    graphed(x, t, cond)
+    assert not graphed.enabled and not graphed.graphs
+
+
+@pytest.fixture(scope="module")
+def pipe(tmp_path_factory):
+    from scdpo.models import testing
+
+    return testing.tiny_sd_pipeline(tmp_path_factory.mktemp("pipe") / "sd")
+
+
+def test_the_step_with_graphed_policy_and_reference_gives_the_eager_errors(pipe, tmp_path):
+    """pair_errors with the trainer's cuda_graphs objects (eager stand-ins for the recorders) gives
+    the eager step's errors and LoRA gradients on the tiny SD pipeline."""
+    from scdpo.models.graphs import GraphedPredict
+    from scdpo.train import model as tm
+    from scdpo.train.step import pair_errors, step_generator
+    from tests.test_graphs import eager_recorder
+    from scdpo.train.data import PreferencePairs
+    from tests.test_trainer import SIZE, collate, lora_model, write_pairs
+
+    m = lora_model(pipe)
+    params = [p for p in m.unet.parameters() if p.requires_grad]
+    with torch.no_grad():  # a nonzero LoRA, so the reference and the policy differ
+        for p in params:
+            p.add_(0.05 * torch.randn_like(p))
+    batch = collate(PreferencePairs(write_pairs(tmp_path / "pairs.parquet", n=8), SIZE), range(3))
+
+    def run(graphed: bool):
+        ref = tm.Reference(m.unet, full=False, dtype=torch.float32)
+        predict = None
+        if graphed:
+            ref.predict = GraphedPredict(m, record=eager_recorder([]))
+            predict = GraphedTrainPredict(m, params, record=eager_train_recorder([]))
+        for p in params:
+            p.grad = None
+        errors = pair_errors(m, m.unet, ref, batch, step_generator(0, 0, 0), predict=predict)
+        (errors.err_w - errors.err_l).sum().backward()
+        return errors, [p.grad.clone() for p in params], predict, ref
+    eager, eager_grads, _, _ = run(False)
+    graphed, graphed_grads, predict, ref = run(True)
+    assert predict.replays == 1 and ref.predict.replays == 1
+    for a, b in zip(eager[:5], graphed[:5]):  # the errors and the drift (no anchor rows: no extra)
+        assert torch.allclose(a, b, atol=1e-6)
+    assert not torch.allclose(eager.err_w, eager.ref_err_w)  # the reference is the adapters-off UNet
+    for a, b in zip(eager_grads, graphed_grads):
+        assert torch.allclose(a, b, atol=1e-6)
