@@ -34,22 +34,31 @@ import torch
 
 from scdpo.models.rows import pad_to, padded_rows
 
-__all__ = ["GraphCache", "GraphedPredict", "cuda_recorder", "eager_call", "graph_inputs", "padded_rows"]
+__all__ = ["GraphCache", "GraphedPredict", "cuda_recorder", "eager_call", "graph_inputs", "padded_rows", "warm_up"]
 
 
-def cuda_recorder(pool) -> Callable:
-    """``record(run) -> (replay, out)`` with a CUDA graph in the memory ``pool``: ``run`` is warmed
-    up on a side stream (as ``torch.cuda.graph`` asks), then recorded; ``replay()`` reruns its
-    kernels, refilling ``out``."""
+def warm_up(run: Callable, times: int = 2) -> None:
+    """``run()`` a few times on a side stream before recording it, as ``torch.cuda.graph`` asks
+    (lazy initialisations, cuBLAS and cuDNN workspaces, happen outside the graph)."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(times):
+            run()
+    torch.cuda.current_stream().wait_stream(side)
+
+
+def cuda_recorder(pool, stream, keep: Callable) -> Callable:
+    """``record(run) -> (replay, out)`` with a CUDA graph in the memory ``pool``, recorded on
+    ``stream``: ``run`` is warmed up, then recorded; ``replay()`` reruns its kernels, refilling
+    ``out``. Every graph is handed to ``keep`` as soon as it exists, so none is destroyed while the
+    run lasts (destroying a graph clears the cuBLAS workspaces of its capture stream, which the
+    other graphs recorded on that stream still point at)."""
     def record(run: Callable[[], torch.Tensor]):
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(2):
-                run()
-        torch.cuda.current_stream().wait_stream(side)
+        warm_up(run)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=pool):
+        keep(graph)
+        with torch.cuda.graph(graph, pool=pool, stream=stream):
             out = run()
         return graph.replay, out
     return record
@@ -102,14 +111,17 @@ class _Graph:
 
 
 class GraphCache:
-    """Graphs by key for one model, each recorded on first use with ``recorder(pool)`` (made once,
-    on a CUDA model, unless a ``record`` is given: tests pass eager stand-ins), and switched off
-    for the rest of the run, with one warning, after any failure."""
+    """Graphs by key for one model, each recorded on first use with ``recorder(pool, stream, keep)``
+    (made once, on a CUDA model, with a memory pool and a capture stream of this cache's own, unless
+    a ``record`` is given: tests pass eager stand-ins), and switched off for the rest of the run,
+    with one warning, after any failure. Switched-off graphs are not destroyed (``kept``; see
+    :func:`cuda_recorder`)."""
 
     def __init__(self, model, enabled: bool, record: Callable | None, recorder: Callable):
         self.model, self.record, self.recorder = model, record, recorder
         self.enabled = enabled and (record is not None or model.device.type == "cuda")
         self.graphs: dict = {}
+        self.kept: list = []
         self.replays = 0
 
     def graph(self, key: tuple, make: Callable):
@@ -117,12 +129,13 @@ class GraphCache:
         graph = self.graphs.get(key)
         if graph is None:
             if self.record is None:
-                self.record = self.recorder(torch.cuda.graph_pool_handle())
+                self.record = self.recorder(torch.cuda.graph_pool_handle(), torch.cuda.Stream(), self.kept.append)
             graph = self.graphs[key] = make(self.record)
         return graph
 
     def turn_off(self, what: str) -> None:
         warnings.warn(f"CUDA graphs {what}", stacklevel=3)
+        self.kept.extend(self.graphs.values())
         self.enabled, self.graphs = False, {}
 
 

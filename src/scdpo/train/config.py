@@ -202,7 +202,7 @@ class TrainConfig:
             compile_mode. None (the default):
             torch's own cache in its temporary folder only.
         cuda_graphs: replay the step's UNet calls from CUDA graphs (one process on a CUDA device,
-            without gradient checkpointing): the policy's forward and backward
+            without gradient checkpointing, loader workers or compile): the policy's forward and backward
             (scdpo.models.graphs_train), the reference's forward and the safe anchor's
             policy-trajectory calls (scdpo.models.graphs), one graph per padded batch size, for the
             launch-bound EmojiWorld UNet. Each graph is checked against eager on its first replay

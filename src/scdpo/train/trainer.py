@@ -328,14 +328,17 @@ def _train(cfg: TrainConfig, out: Path) -> dict:
         prompts.register(acc)  # before resume: the bank is part of the checkpoint
     predict = train_predict = None
     if cfg.cuda_graphs:
-        # one process only: a DDP-wrapped policy's forward is not a fixed kernel sequence to record
-        graphs_on = acc.num_processes == 1 and not cfg.gradient_checkpointing
+        # one process only: a DDP-wrapped policy's forward is not a fixed kernel sequence to record;
+        # no loader workers (their pin-memory thread's CUDA calls would invalidate a recording) and no
+        # torch.compile (whose own CUDA graphs and recompilations do not belong inside one)
+        graphs_on = (acc.num_processes == 1 and not cfg.gradient_checkpointing and cfg.workers == 0
+                     and not cfg.compiles(acc.device.type))
         predict = GraphedPredict(model, enabled=graphs_on)
         train_predict = GraphedTrainPredict(model, [p for p in unet.parameters() if p.requires_grad], enabled=graphs_on)
         reference.predict = GraphedPredict(model, enabled=graphs_on)
         if not predict.enabled:
-            log.warning("--cuda-graphs needs one process on a CUDA device, without gradient checkpointing; "
-                        "every UNet call runs eagerly")
+            log.warning("--cuda-graphs needs one process on a CUDA device, without gradient checkpointing, "
+                        "--workers or --compile; every UNet call runs eagerly")
         elif cfg.anchor_weight > 0:
             log.warning("--cuda-graphs with the safe anchor is experimental: its anchor-trajectory run on an H200 "
                         "died with a CUDA illegal memory access at step 2 (BENCHMARKS.md, eighth round)")
