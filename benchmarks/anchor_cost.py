@@ -10,11 +10,12 @@ counterparts), cached latents. Call counts do not depend on the device; seconds 
 On CUDA it adds the plain step and the per-step trajectory with ``cuda_graphs`` (the policy's
 forward and backward, the reference and the trajectory replayed from CUDA graphs;
 scdpo.models.graphs_train, scdpo.models.graphs): their UNet calls then count only the eager ones (a
-replay launches no Python forward), and their seconds include the recordings of the first steps;
-the last column's loss, equal data and seeds, is the check that a replayed step is the eager step. ``--compile`` adds the per-step trajectory with regional
-``torch.compile`` (``TrainConfig.compile``, issue 16). ``--warmup W`` also reports the seconds per
-step after the first W optimizer steps (timed at each AdamW step, after a CUDA synchronise), so
-set-up, compilation and graph recording drop out of that column. ``--only TEXT`` keeps the rows
+replay launches no Python forward), and their seconds include the recordings of the first steps.
+The table's last loss (equal data and seeds) checks that a replayed step is the eager step.
+``--compile`` adds the per-step trajectory with regional ``torch.compile`` (``TrainConfig.compile``,
+issue 16). ``--warmup W`` also reports the seconds per step after the first W optimizer steps
+(timed at each AdamW step, after a CUDA synchronise), so set-up, compilation and graph recording
+drop out of that column. ``--only TEXT`` keeps the rows
 whose name contains TEXT, ``--skip TEXT`` drops those that do. ``--compile-cache DIR`` gives the
 compiled row ``TrainConfig.compile_cache`` (benchmarks/compile_cache.sh times a fresh machine with
 and without it).
@@ -144,11 +145,11 @@ def main() -> None:
         for name, flags in runs.items():
             rows.append(measure(name, flags, data, Path(tmp), args.steps, args.batch_size, args.device, args.warmup))
             print(json.dumps(rows[-1]), flush=True)  # each row as it lands: a cut run keeps what it measured
-    print(f"| run | UNet calls / step | UNet samples / step | s / step | s / step after {args.warmup} |\n"
-          "|---|---|---|---|---|")
+    print(f"| run | UNet calls / step | UNet samples / step | s / step | s / step after {args.warmup} | last loss |\n"
+          "|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['run']} | {r['unet_calls_per_step']} | {r['unet_samples_per_step']} | {r['seconds_per_step']} "
-              f"| {r['steady_seconds_per_step'] if r['steady_seconds_per_step'] is not None else ''} |")
+              f"| {r['steady_seconds_per_step'] if r['steady_seconds_per_step'] is not None else ''} | {r['loss']:.6g} |")
     print(json.dumps(rows))
 
 

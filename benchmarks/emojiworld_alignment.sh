@@ -43,7 +43,7 @@ if has data && [ ! -f "$R/scp/README.md" ]; then
     stamp data
     # the sampler's batch and the chunk unset: on a GPU the build picks them (1,024 candidates a batch,
     # 256-prompt chunks at K = 4: 3.56x the 64/64 settings, BENCHMARKS.md "Twenty-seventh round"); this
-    # script pinned 256 a batch and 500-prompt chunks until the thirtieth round
+    # script pinned 256 a batch and 500-prompt chunks until 2026-12-05
     scdpo data build --model emojiworld --cost-model "$R/cost" --reward emojiworld \
         --harmful align-harmful --clean align-clean --n-harmful $NPROMPTS --n-clean $NPROMPTS \
         --candidates $CAND --steps $SSTEPS --safe-prompt-winner $DATA_TINY \

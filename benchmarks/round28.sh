@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The twenty-eighth round, issue 19 (not run yet; docs/attacks.md, "Twenty-eighth round (planned)"):
+# The twenty-eighth round, issue 19 (ran 2026-12-05: stage 1 alone, then stage 2 as round29.sh stage 1; docs/attacks.md, "Twenty-eighth round"):
 # ring-a-bell's eta chosen on one draw of targets and reported on another that nothing was chosen on.
 #
 # THE RULE, written on 2026-12-05 before any search of this round ran:

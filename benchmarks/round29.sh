@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The next device budget (not run yet), one stage after another so that none times another's load; each
+# The twenty-ninth round (ran 2026-12-05 on one H100; BENCHMARKS.md, "Twenty-ninth round"), one stage after another so that none times another's load; each
 # stage's files land flat in $OUT (detach.sh copies files, not folders):
 #   1. issue 19: ring-a-bell's report draw with the eta the twenty-eighth round's tuning draw picked (5),
 #      scored on every victim (benchmarks/round28.sh stage 2; docs/attacks.md, "Twenty-eighth round")
@@ -21,6 +21,7 @@ R=${R:-/tmp/r29}
 OUT=${OUT:-$R/out}
 mkdir -p "$R" "$OUT"
 B=$(dirname "$0")
+. "$B/pipeline_report.sh"
 STAGES=" ${STAGES:-1 2 3} "  # some of them: STAGES="2"
 
 if [[ $STAGES == *" 1 "* ]]; then
@@ -32,12 +33,8 @@ if [[ $STAGES == *" 2 "* ]]; then
 echo "[$(date +%T)] 2. the whole EmojiWorld pipeline"
 start=$(date +%s)
 R=$R/align STAGES="cost data train eval compare" bash "$B/emojiworld_alignment.sh" > "$R/align.log" 2>&1
-{ echo "emojiworld_alignment.sh (cost data train eval compare), $(python3 -c 'import torch; print(torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu")')"
-  grep '^\[' "$R/align.log"; echo "whole: $(( $(date +%s) - start )) s wall"
-  for f in "$R"/align/logs/train-*.log; do  # each training's mean rate, from its progress bar's last line
-      [ -f "$f" ] || continue
-      echo "${f##*/}: $(tr '\r' '\n' < "$f" | grep -E '^train .*100%' | tail -1 | grep -oE '[0-9.]+(it/s|s/it)' | head -1)"; done
-  grep -h FAILED "$R/align.log"; } > "$OUT/pipeline.txt"
+pipeline_report "emojiworld_alignment.sh (cost data train eval compare)" "$R/align" "$R/align.log" "$start" \
+    > "$OUT/pipeline.txt"
 cp "$R/align/compare/table.md" "$OUT/pipeline-compare.md" 2>/dev/null
 # the 9 evaluations again: on a fresh machine each of the first ones, 8 at once, computed the Frechet
 # references' features itself; every later run of the script reads them from the cache

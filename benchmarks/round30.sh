@@ -6,7 +6,9 @@
 #      (equal data and seeds: the last loss of each row is the check) -> $OUT/step.txt;
 #   2. benchmarks/emojiworld_alignment.sh (cost, data, 6 trainings, 9 evaluations, the comparison) with
 #      TRAIN_FLAGS=--cuda-graphs, timed stage by stage (the twenty-ninth round ran it eager: 430 s, its
-#      trainings 203 s at 5.7-5.9 steps/s each) -> $OUT/pipeline.txt, pipeline-compare.md;
+#      trainings 203 s at 5.7-5.9 steps/s each; its data build has since 2026-12-05 taken the build's picked
+#      batch and chunk instead of 256 / 500, so compare stage by stage, not the whole)
+#      -> $OUT/pipeline.txt (each LoRA's cuda_graph_replays says the graphs ran), pipeline-compare.md;
 #   3. the anchored recipe's step ("every step"), eager then graphed: the eighth round's anchor
 #      trajectory graphs died at step 2, so it runs last, in a process of its own -> $OUT/anchor.txt.
 #
@@ -18,14 +20,14 @@ R=${R:-/tmp/r30}
 OUT=${OUT:-$R/out}
 mkdir -p "$R" "$OUT"
 B=$(dirname "$0")
+. "$B/pipeline_report.sh"
 STAGES=" ${STAGES:-1 2 3} "
-if [ "${TINY:-0}" = 1 ]; then AC="--device cpu --batch-size 2 --steps 3 --warmup 1"; else AC="--device cuda --batch-size 32 --steps ${STEPS:-100} --warmup 20"; fi
 # on the CPU there is no graphed row: the dry run times the eager one and checks the plumbing
-gpu() { python3 -c 'import torch; print(torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu")'; }
+if [ "${TINY:-0}" = 1 ]; then AC="--device cpu --batch-size 2 --steps 3 --warmup 1"; else AC="--device cuda --batch-size 32 --steps ${STEPS:-100} --warmup 20"; fi
 
 if [[ $STAGES == *" 1 "* ]]; then
 echo "[$(date +%T)] 1. the plain step, eager and graphed"
-{ echo "python3 benchmarks/anchor_cost.py $AC --only 'no anchor' ($(gpu))"
+{ echo "python3 benchmarks/anchor_cost.py $AC --only 'no anchor' ($(gpu_name))"
   python3 "$B/anchor_cost.py" $AC --only "no anchor" 2>&1 | grep -v "it/s\]" | tail -12; } > "$OUT/step.txt"
 cat "$OUT/step.txt"
 fi
@@ -35,21 +37,15 @@ echo "[$(date +%T)] 2. the whole EmojiWorld pipeline with --cuda-graphs"
 start=$(date +%s)
 R=$R/align STAGES="cost data train eval compare" TRAIN_FLAGS=--cuda-graphs bash "$B/emojiworld_alignment.sh" \
     > "$R/align.log" 2>&1
-{ echo "emojiworld_alignment.sh (cost data train eval compare), TRAIN_FLAGS=--cuda-graphs, $(gpu)"
-  grep '^\[' "$R/align.log"; echo "whole: $(( $(date +%s) - start )) s wall"
-  for f in "$R"/align/logs/train-*.log; do  # each training's mean rate (its progress bar's last line) and warnings
-      [ -f "$f" ] || continue
-      echo "${f##*/}: $(tr '\r' '\n' < "$f" | grep -E '^train .*100%' | tail -1 | grep -oE '[0-9.]+(it/s|s/it)' | head -1)"
-      grep -h "CUDA graphs\|Error" "$f" | head -3; done
-  for f in "$R"/align/lora-*/metrics.json; do [ -f "$f" ] && echo "$f: $(tr -d '\n ' < "$f" | head -c 300)"; done
-  grep -h FAILED "$R/align.log"; } > "$OUT/pipeline.txt"
+pipeline_report "emojiworld_alignment.sh (cost data train eval compare), TRAIN_FLAGS=--cuda-graphs" "$R/align" \
+    "$R/align.log" "$start" > "$OUT/pipeline.txt"
 cp "$R/align/compare/table.md" "$OUT/pipeline-compare.md" 2>/dev/null
 cat "$OUT/pipeline.txt"
 fi
 
 if [[ $STAGES == *" 3 "* ]]; then
 echo "[$(date +%T)] 3. the anchored step, eager and graphed"
-{ echo "python3 benchmarks/anchor_cost.py $AC --only 'every step' --skip compiled ($(gpu))"
+{ echo "python3 benchmarks/anchor_cost.py $AC --only 'every step' --skip compiled ($(gpu_name))"
   python3 "$B/anchor_cost.py" $AC --only "every step" --skip compiled 2>&1 | grep -v "it/s\]" | tail -12; } > "$OUT/anchor.txt"
 cat "$OUT/anchor.txt"
 fi

@@ -1,10 +1,12 @@
-"""Where an EmojiWorld training step's kernel launches come from (issue 16; BENCHMARKS.md, "CUDA graphs
-for the training step"): the aten calls of one optimizer step, counted by phase with a dispatch mode
-(each one a kernel launch or more on a GPU), on the shipped model with synthetic pairs and cached
-latents (benchmarks/anchor_cost.py's). The phases: the policy's forward with gradients, its backward,
-the reference's forward, the optimizer, and the rest (noise, timesteps, the loss, clipping). The
-count does not depend on the device; on the CPU the optimizer is not fused, so its row is the
-foreach/for-loop one, where CUDA's fused AdamW launches a few kernels.
+"""Where an EmojiWorld training step's work is dispatched from (issue 16; BENCHMARKS.md, "CUDA graphs
+for the training step"): the aten calls of one optimizer step, counted by phase with a dispatch mode,
+on the shipped model with synthetic pairs and cached latents (benchmarks/anchor_cost.py's). Each call
+is one trip from Python through the dispatcher; the ones that are not views (``OpOverload.is_view``:
+no data moved) are the candidates for a GPU kernel launch, counted apart (a count on the CPU, not a
+measurement of launches on a GPU). The phases: the policy's forward with gradients, its backward,
+the reference's forward, the optimizer, and the rest (noise, timesteps, the loss, clipping). On the
+CPU the optimizer is not fused, so its row is the for-loop one, where CUDA's fused AdamW is a few
+kernels.
 
     python benchmarks/step_ops.py --batch-size 8 --steps 4
 """
@@ -33,6 +35,8 @@ def count(data: Path, out: Path, batch: int, steps: int) -> dict[str, float]:
     class Count(TorchDispatchMode):
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
             counts[phase[0]] += 1
+            if not func.is_view:
+                counts[phase[0] + " (not views)"] += 1
             return func(*args, **(kwargs or {}))
 
     def labelled(fn, label):
@@ -80,12 +84,12 @@ def main() -> None:
         raise SystemExit(f"--steps {args.steps}: give at least 3 (the first and the last are not counted)")
     with tempfile.TemporaryDirectory() as tmp:
         per_step = count(synthetic_pairs(Path(tmp) / "pairs.parquet", 64), Path(tmp) / "run", args.batch_size, args.steps)
-    total = sum(per_step.values())
-    print(f"| phase | aten calls a step (batch {args.batch_size}) | share |\n|---|---|---|")
-    for k, v in sorted(per_step.items(), key=lambda kv: -kv[1]):
-        print(f"| {k} | {v:.0f} | {v / total:.1%} |")
-    print(f"| all | {total:.0f} | |")
-
+    phases = sorted((k for k in per_step if not k.endswith(" (not views)")), key=lambda k: -per_step[k])
+    print(f"| phase | aten calls a step (batch {args.batch_size}) | not views |\n|---|---|---|")
+    for k in phases:
+        print(f"| {k} | {per_step[k]:.0f} | {per_step.get(k + ' (not views)', 0):.0f} |")
+    print(f"| all | {sum(per_step[k] for k in phases):.0f} | "
+          f"{sum(per_step.get(k + ' (not views)', 0) for k in phases):.0f} |")
 
 if __name__ == "__main__":
     main()

@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from scdpo.models.graphs_train import GraphedTrainPredict
-from scdpo.models.t2i import Conditioning
 from tests.test_graphs import inputs
 
 
@@ -102,22 +101,40 @@ def test_a_second_forward_before_the_first_backward_refuses_that_backward(rows):
         first.sum().backward()
 
 
+def predict_calls(model, graphed, steps: int, update_after) -> list[int]:
+    """model.predict calls (recordings, eager replays of the stand-in, checks) of each of ``steps``
+    training calls, the parameters updated in place after the steps in ``update_after``."""
+    x, t, cond = inputs(4)
+    calls = []
+    for step in range(steps):
+        before = model.calls
+        graphed(x, t, cond).sum().backward()
+        calls.append(model.calls - before)
+        if step in update_after:
+            with torch.no_grad():
+                model.scale.mul_(1.01)  # the optimizer's in-place update
+    return calls
+
+
 def test_replays_are_checked_against_eager_until_the_parameters_have_changed():
     """A LoRA starts with B = 0, where a graph reading stale adapter weights still agrees with eager:
     the checks go on until one runs on parameters other than the first check's."""
     model = StubModel()
     graphed = GraphedTrainPredict(model, model.params, record=eager_train_recorder([]))
-    x, t, cond = inputs(4)
-    calls = []
-    for step in range(4):
-        before = model.calls
-        graphed(x, t, cond).sum().backward()
-        calls.append(model.calls - before)
-        if step == 1:
-            with torch.no_grad():
-                model.scale.mul_(1.1)  # the optimizer's in-place update
     # recording + replay + check; replay + check (same parameters); replay + the last check; replay alone
-    assert calls == [3, 2, 2, 1]
+    assert predict_calls(model, graphed, 4, update_after={1}) == [3, 2, 2, 1]
+
+
+def test_later_replays_are_checked_every_so_often_and_moved_parameters_are_refused():
+    model = StubModel()
+    graphed = GraphedTrainPredict(model, model.params, record=eager_train_recorder([]), check_every=3)
+    # checks at replays 1-2 (until the weights moved), then 3, 6, ...
+    assert predict_calls(model, graphed, 7, update_after=set(range(7))) == [3, 2, 2, 1, 1, 2, 1]
+    model.scale.data = model.scale.data.clone()  # reassigned storage: the graph would read the old one
+    x, t, cond = inputs(4)
+    with pytest.warns(UserWarning, match="moved in memory"):
+        out = graphed(x, t, cond)
+    assert torch.allclose(out, model.predict(x, t, cond)) and not graphed.enabled
 
 
 def test_a_failing_recording_falls_back_to_eager_with_one_warning():
@@ -219,3 +236,4 @@ def test_a_training_run_with_graphs_gives_the_eager_run(tmp_path, monkeypatch, p
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a) and eager["loss"] == graphed["loss"]
     # one 8-row graph for the policy; the reference's no-grad calls recorded by the other cache
     assert recorded["train"] == [8] and 8 in recorded["predict"]
+    assert graphed["cuda_graph_replays"] == 6 and graphed["cuda_graphs_on"] and "cuda_graph_replays" not in eager

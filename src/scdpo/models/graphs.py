@@ -133,10 +133,14 @@ class GraphCache:
             graph = self.graphs[key] = make(self.record)
         return graph
 
-    def turn_off(self, what: str) -> None:
-        warnings.warn(f"CUDA graphs {what}", stacklevel=3)
+    def off(self) -> None:
+        """Eager calls from now on; the graphs are kept, not destroyed."""
         self.kept.extend(self.graphs.values())
         self.enabled, self.graphs = False, {}
+
+    def turn_off(self, what: str) -> None:
+        warnings.warn(f"CUDA graphs {what}", stacklevel=3)
+        self.off()
 
 
 class GraphedPredict(GraphCache):

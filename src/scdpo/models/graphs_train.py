@@ -1,9 +1,9 @@
 """CUDA graphs for the policy's training call: its forward and its backward, replayed (issue 16).
 
 An EmojiWorld training step is launch-bound on a GPU: the policy's forward, its backward and the
-reference's forward are about 5,800 small kernels (a count of the aten calls of one step at batch
-8; BENCHMARKS.md, "CUDA graphs for the training step"), each launched from Python through diffusers
-and peft, and the GPU waits on the launches. :class:`GraphedTrainPredict` records the policy's
+reference's forward are 5,769 aten calls, 97% of a step's outside the optimizer (counted on the CPU
+at 32 pairs; BENCHMARKS.md, "CUDA graphs for the training step"), each made from Python through
+diffusers and peft, for a UNet too small to keep the GPU busy meanwhile. :class:`GraphedTrainPredict` records the policy's
 ``model.predict(x, t, cond)`` with gradients once per input signature, in two CUDA graphs, the way
 ``torch.cuda.make_graphed_callables`` does (PyTorch, "CUDA Graphs", "Partial-network capture"):
 
@@ -85,8 +85,10 @@ class _TrainGraph:
         self.static = [None if a is None else a.detach().clone() for a in args]
         self.inputs = [a for a in self.static if a is not None]  # what a replay copies into
         self.forward, self.backward, self.out, self.grad_out, self.grads = record(self.run, owner.params)
+        self.pointers = [p.data_ptr() for p in owner.params]  # where the graphs read the weights
         self.first_version = None  # the parameters' version at this graph's first check
         self.checking = True  # until a check ran on other parameter values than the first one
+        self.count = 0  # forward replays of this graph
         self.eager_out = None  # the eager forward of a checked replay, kept for its backward's check
         self.failed = False
 
@@ -99,13 +101,19 @@ class _TrainGraph:
 
     def replay_forward(self, args: list) -> torch.Tensor:
         """``args``: the call's tensors, the None ones (no pooled text, no time ids) left out."""
+        if [p.data_ptr() for p in self.owner.params] != self.pointers:
+            raise RuntimeError("the trainable parameters moved in memory since the graph was recorded (e.g. "
+                               "reassigned by a load); the graph would read their old storage")
         for buf, a in zip(self.inputs, args):
             buf.copy_(a)
         self.forward()
         self.owner.clock += 1
+        self.count += 1
         out = self.out.clone()
         self.eager_out = None
-        if self.checking:
+        # checked until the weights have moved, then every check_every-th replay: one step of a LoRA
+        # that starts at B = 0 moves the output little, so later checks see what a stale read would miss
+        if self.checking or self.count % self.owner.check_every == 0:
             version = sum(p._version for p in self.owner.params)
             if self.first_version is None:
                 self.first_version = version
@@ -165,18 +173,19 @@ class GraphedTrainPredict(GraphCache):
     module docstring). ``params``: the trainable parameters the gradients go to (the LoRA or the
     whole UNet). ``record``: how a signature is recorded (default :func:`cuda_train_recorder`, only
     on a CUDA model; tests pass an eager stand-in). ``rtol``, ``atol``: the checks' tolerance, on
-    norms (bf16 kernels that reduce in another order still pass; a wrong graph does not)."""
+    norms (bf16 kernels that reduce in another order still pass; a wrong graph does not);
+    ``check_every``: after the first checks, every how many replays of a graph are checked again
+    (each check is one more eager forward and backward: 200 costs about 1% of the replayed steps)."""
 
     def __init__(self, model, params, enabled: bool = True, record: Callable | None = None,
-                 rtol: float = 1e-2, atol: float = 1e-6):
+                 rtol: float = 1e-2, atol: float = 1e-6, check_every: int = 200):
         super().__init__(model, enabled, record, cuda_train_recorder)
-        self.params, self.rtol, self.atol = list(params), rtol, atol
+        self.params, self.rtol, self.atol, self.check_every = list(params), rtol, atol, check_every
         self.clock = 0  # forward replays so far, of every signature: a backward must follow the last one
 
     def __call__(self, x: torch.Tensor, t, cond) -> torch.Tensor:
-        if any(g.failed for g in self.graphs.values()):  # a backward check failed: eager from now on
-            self.kept.extend(self.graphs.values())
-            self.enabled, self.graphs = False, {}
+        if any(g.failed for g in self.graphs.values()):  # a backward check failed and warned: eager from now on
+            self.off()
         if not self.enabled or not torch.is_grad_enabled():
             return self.model.predict(x, t, cond)
         n = x.shape[0]

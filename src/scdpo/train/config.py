@@ -202,15 +202,16 @@ class TrainConfig:
             compile_mode. None (the default):
             torch's own cache in its temporary folder only.
         cuda_graphs: replay the step's UNet calls from CUDA graphs (one process on a CUDA device,
-            without gradient checkpointing, loader workers or compile): the policy's forward and backward
-            (scdpo.models.graphs_train), the reference's forward and the safe anchor's
-            policy-trajectory calls (scdpo.models.graphs), one graph per padded batch size, for the
-            launch-bound EmojiWorld UNet. Each graph is checked against eager on its first replay
-            and any failure falls back to eager with one warning. Off by default until a GPU run
-            measures it (BENCHMARKS.md, "CUDA graphs for the training step"); with the safe anchor
-            it is EXPERIMENTAL: the anchor trajectory's one GPU run (an H200, 2026-12-02) died with
-            a CUDA illegal memory access at the second step, which no fallback can catch
-            (BENCHMARKS.md, eighth round).
+            without gradient checkpointing, loader workers or compile), for the launch-bound
+            EmojiWorld UNet: the policy's forward and backward (two graphs a padded batch size;
+            scdpo.models.graphs_train), the reference's forward and the safe anchor's
+            policy-trajectory calls (one graph a padded batch size; scdpo.models.graphs). The
+            training graphs are checked against eager, by norm, until the weights have moved and
+            then every 200th replay; the no-grad ones on their first replay; any failure falls back
+            to eager with one warning. Off by default until a GPU run measures it (BENCHMARKS.md,
+            "CUDA graphs for the training step"); with the safe anchor it is EXPERIMENTAL: the
+            anchor trajectory's one GPU run (an H200, 2026-12-02) died with a CUDA illegal memory
+            access at the second step, which no fallback can catch (BENCHMARKS.md, eighth round).
         gradient_checkpointing: recompute UNet activations in the backward pass (less memory).
         caption_dropout: fraction of captions replaced by "" (the Diffusion-DPO authors used 0.2).
         min_timestep, max_timestep: training timesteps are drawn uniformly from min_timestep ..

@@ -434,6 +434,8 @@ def _train(cfg: TrainConfig, out: Path) -> dict:
     metrics = {"steps": prog.step, "pairs": len(pairs), "ties_dropped": pairs.ties, "filtered": pairs.filtered,
                "nonfinite_total": prog.nonfinite_total, "lambda": state.lam,
                **scalars, **{f"val_{k}": v for k, v in val.items()}}
+    if train_predict is not None:  # what --cuda-graphs did: the policy calls replayed, and whether graphs stayed on
+        metrics.update(cuda_graph_replays=train_predict.replays, cuda_graphs_on=train_predict.enabled)
     if val:
         acc.log({f"val/{k}": v for k, v in val.items()}, step=prog.step)
     if master is not None:  # export the fp32 master weights, not their bf16 rounding
