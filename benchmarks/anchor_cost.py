@@ -148,8 +148,10 @@ def main() -> None:
     print(f"| run | UNet calls / step | UNet samples / step | s / step | s / step after {args.warmup} | last loss |\n"
           "|---|---|---|---|---|---|")
     for r in rows:
+        steady = "" if r["steady_seconds_per_step"] is None else r["steady_seconds_per_step"]
+        loss = "" if r["loss"] is None else f"{r['loss']:.6g}"
         print(f"| {r['run']} | {r['unet_calls_per_step']} | {r['unet_samples_per_step']} | {r['seconds_per_step']} "
-              f"| {r['steady_seconds_per_step'] if r['steady_seconds_per_step'] is not None else ''} | {r['loss']:.6g} |")
+              f"| {steady} | {loss} |")
     print(json.dumps(rows))
 
 

@@ -78,12 +78,14 @@ def count(data: Path, out: Path, batch: int, steps: int) -> dict[str, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--steps", type=int, default=4, help="optimizer steps; those after the first and before the last are counted")
+    ap.add_argument("--steps", type=int, default=4,
+                    help="optimizer steps; the first and the last are not counted (set-up, the run's end)")
     args = ap.parse_args()
     if args.steps < 3:
         raise SystemExit(f"--steps {args.steps}: give at least 3 (the first and the last are not counted)")
     with tempfile.TemporaryDirectory() as tmp:
-        per_step = count(synthetic_pairs(Path(tmp) / "pairs.parquet", 64), Path(tmp) / "run", args.batch_size, args.steps)
+        data = synthetic_pairs(Path(tmp) / "pairs.parquet", 64)
+        per_step = count(data, Path(tmp) / "run", args.batch_size, args.steps)
     phases = sorted((k for k in per_step if not k.endswith(" (not views)")), key=lambda k: -per_step[k])
     print(f"| phase | aten calls a step (batch {args.batch_size}) | not views |\n|---|---|---|")
     for k in phases:

@@ -34,7 +34,8 @@ import torch
 
 from scdpo.models.rows import pad_to, padded_rows
 
-__all__ = ["GraphCache", "GraphedPredict", "cuda_recorder", "eager_call", "graph_inputs", "padded_rows", "warm_up"]
+__all__ = ["GraphCache", "GraphedPredict", "cuda_recorder", "eager_call", "graph_inputs", "padded_rows", "run_static",
+           "warm_up"]
 
 
 def warm_up(run: Callable, times: int = 2) -> None:
@@ -86,6 +87,15 @@ def eager_call(model) -> Callable:
     return fn
 
 
+def run_static(fn: Callable, static: list, autocast: torch.dtype | None) -> torch.Tensor:
+    """``fn(*static)`` as a graph records it: under ``autocast`` (None: off) with autocast's weight-cast
+    cache off, since a cached cast would be a tensor the graph does not own."""
+    if autocast is None:
+        return fn(*static)
+    with torch.autocast("cuda", dtype=autocast, cache_enabled=False):
+        return fn(*static)
+
+
 class _Graph:
     """One recorded call: its static inputs, the replay and the static output."""
 
@@ -97,10 +107,7 @@ class _Graph:
 
     def run(self) -> torch.Tensor:
         """The call, eagerly, on the static inputs (what is recorded, and the check's reference)."""
-        if self.autocast is None:
-            return self.fn(*self.static)
-        with torch.autocast("cuda", dtype=self.autocast, cache_enabled=False):
-            return self.fn(*self.static)
+        return run_static(self.fn, self.static, self.autocast)
 
     def __call__(self, args: list) -> torch.Tensor:
         for buf, a in zip(self.static, args):

@@ -3,9 +3,10 @@
 An EmojiWorld training step is launch-bound on a GPU: the policy's forward, its backward and the
 reference's forward are 5,769 aten calls, 97% of a step's outside the optimizer (counted on the CPU
 at 32 pairs; BENCHMARKS.md, "CUDA graphs for the training step"), each made from Python through
-diffusers and peft, for a UNet too small to keep the GPU busy meanwhile. :class:`GraphedTrainPredict` records the policy's
-``model.predict(x, t, cond)`` with gradients once per input signature, in two CUDA graphs, the way
-``torch.cuda.make_graphed_callables`` does (PyTorch, "CUDA Graphs", "Partial-network capture"):
+diffusers and peft, for a UNet too small to keep the GPU busy meanwhile. :class:`GraphedTrainPredict`
+records the policy's ``model.predict(x, t, cond)`` with gradients once per input signature, in two
+CUDA graphs, the way ``torch.cuda.make_graphed_callables`` does (PyTorch, "CUDA Graphs",
+"Partial-network capture"):
 
 * the forward, recorded with autograd on, so the backward's graph can be recorded from its output:
   ``torch.autograd.grad(out, params, grad_out)`` into static gradient buffers;
@@ -20,8 +21,9 @@ diffusers and peft, for a UNet too small to keep the GPU busy meanwhile. :class:
   the optimizer's in-place updates are read at every replay;
 * every graph's forward and backward replays are checked against the eager call on the same inputs
   (under the same attention kernel and grad mode) until one check has run after the parameters
-  changed: a LoRA starts with B = 0, where a graph that read stale adapter weights, or a broken
-  gradient path to A, would still agree with eager. Outputs and gradients are compared by norm,
+  changed, then every ``check_every``-th replay: a LoRA starts with B = 0, where a graph that read
+  stale adapter weights, or a broken gradient path to A, would still agree with eager. A replay
+  whose parameters moved in memory since the recording is refused. Outputs and gradients are compared by norm,
   ``||replay - eager|| <= rtol ||eager|| + atol``, per tensor. A mismatch or any error turns graphs
   off for the rest of the run with one warning and returns the eager result: a graph can cost
   speed, never correctness;
@@ -41,7 +43,7 @@ from typing import Callable
 
 import torch
 
-from scdpo.models.graphs import GraphCache, eager_call, graph_inputs, warm_up
+from scdpo.models.graphs import GraphCache, eager_call, graph_inputs, run_static, warm_up
 
 __all__ = ["GraphedTrainPredict", "cuda_train_recorder"]
 
@@ -94,10 +96,7 @@ class _TrainGraph:
 
     def run(self) -> torch.Tensor:
         """The call, eagerly, on the static inputs (what is recorded, and the checks' reference)."""
-        if self.autocast is None:
-            return self.fn(*self.static)
-        with torch.autocast("cuda", dtype=self.autocast, cache_enabled=False):
-            return self.fn(*self.static)
+        return run_static(self.fn, self.static, self.autocast)
 
     def replay_forward(self, args: list) -> torch.Tensor:
         """``args``: the call's tensors, the None ones (no pooled text, no time ids) left out."""
@@ -175,7 +174,7 @@ class GraphedTrainPredict(GraphCache):
     on a CUDA model; tests pass an eager stand-in). ``rtol``, ``atol``: the checks' tolerance, on
     norms (bf16 kernels that reduce in another order still pass; a wrong graph does not);
     ``check_every``: after the first checks, every how many replays of a graph are checked again
-    (each check is one more eager forward and backward: 200 costs about 1% of the replayed steps)."""
+    (each check is one more eager forward and backward, once in ``check_every`` replays)."""
 
     def __init__(self, model, params, enabled: bool = True, record: Callable | None = None,
                  rtol: float = 1e-2, atol: float = 1e-6, check_every: int = 200):
