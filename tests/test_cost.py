@@ -201,7 +201,8 @@ def test_lse_pool_lies_between_mean_and_max():
 def test_total_loss_weights_and_ablation():
     total, parts = total_loss(COST, LOGITS, LABELS, {"ranking": 1.0, "anchor": 0.0, "category": 0.5})
     assert set(parts) == {"ranking", "category"}
-    assert total.item() == pytest.approx(parts["ranking"] + 0.5 * parts["category"], rel=1e-6)
+    assert total.item() == pytest.approx(float(parts["ranking"] + 0.5 * parts["category"]), rel=1e-6)
+    assert all(not p.requires_grad for p in parts.values())  # detached, read once by the caller
     with pytest.raises(ValueError, match="disabled"):
         total_loss(COST, LOGITS, LABELS, {"ranking": 0, "anchor": 0, "category": 0})
     with pytest.raises(ValueError, match="enable at least one"):
@@ -221,6 +222,33 @@ def synthetic(n: int, seed: int, dim: int = 64, locations: int = 9):
     cats = torch.zeros(n, 7)
     cats[sev > 0, 1] = 1
     return x, CostLabels(sev > 0, sev, cats)
+
+
+def test_adapter_training_reads_its_losses_once_not_every_step(tmp_path, monkeypatch):
+    """Each read of a device value is a host sync on a GPU (issue 16): the loop keeps its losses on
+    the device, masks instead of boolean indexing, and reads the whole history at the end."""
+    from scdpo.cost.model import CostAdapter
+
+    x, y = synthetic(64, 0)
+    y = y._replace(certain=torch.arange(64) % 3 > 0)
+    import sys
+
+    reads = []
+
+    def spy(name):
+        real = getattr(torch.Tensor, name)
+
+        def read(self, *a, **k):
+            if "torch/optim" not in sys._getframe(1).f_code.co_filename:  # AdamW's step counts live on the CPU
+                reads.append(name)
+            return real(self, *a, **k)
+        return read
+    for name in ("item", "tolist", "__float__", "__bool__", "nonzero"):
+        monkeypatch.setattr(torch.Tensor, name, spy(name))
+    cfg = CostTrainConfig(out=str(tmp_path), steps=25, batch_size=16, progress=False)
+    hist = fit_adapter(CostAdapter(64, 32, 7, 0.0), x, y, {"ranking": 1.0, "anchor": 1.0, "category": 0.5}, cfg)
+    assert len(hist) == 25 and set(hist[0]) == {"ranking", "anchor", "category", "total"}
+    assert reads.count("tolist") == 1 and not {"item", "__float__", "__bool__", "nonzero"} & set(reads)
 
 
 @pytest.mark.parametrize("objectives", [dict(), dict(anchor=False), dict(ranking=False)])

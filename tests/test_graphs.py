@@ -95,3 +95,32 @@ def test_passthrough_on_cpu_and_with_gradients():
     x, t, cond = inputs(2, 0)
     out = graphed(x, t, cond)  # gradients on: never recorded
     assert out.requires_grad and log == []
+
+
+def test_a_recorded_call_never_reads_a_cast_cached_before_it():
+    """The thirty-first round's finding: accelerate wraps a prepared model's forward in its own
+    autocast, cache on, so the step's autocast region caches the bf16 cast of a trainable fp32
+    weight; a recording that reads that cache replays a stale cast (on the GPU: freed memory)."""
+    import torch.nn.functional as F
+
+    from scdpo.models.graphs import run_static
+
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(4, 4)  # fp32 leaves that require grad: what autocast caches
+    x = torch.randn(2, 4)
+
+    wrapper = torch.autocast("cpu", dtype=torch.bfloat16)  # made once, at prepare(): its cache stays on
+
+    def forward(x):  # as accelerate's prepare() wraps it
+        with wrapper:
+            return lin(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the training step's region
+        forward(x)  # caches the weight's cast (the graphs' warm-up did this)
+        with torch.no_grad():
+            lin.weight.add_(1.0)  # the optimizer moves the weight in place
+        stale = forward(x)
+        recorded = run_static(forward, [x], torch.bfloat16)
+        after = forward(x)
+    want = F.linear(x.bfloat16(), lin.weight.bfloat16(), lin.bias.bfloat16())
+    assert not torch.equal(stale, want)  # the mechanism: a cached cast is read stale within a region
+    assert torch.equal(recorded, want) and torch.equal(after, want)

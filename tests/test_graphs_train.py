@@ -34,7 +34,7 @@ class StubModel:
         return self.scale * x * text + t / 100
 
 
-def eager_train_recorder(log, corrupt_grads: bool = False):
+def eager_train_recorder(log, corrupt_grads: bool = False, nudge: float = 0.0):
     """record(run, params) as cuda_train_recorder returns it, computed eagerly: a forward replay
     reruns ``run`` on the static inputs (keeping its graph), a backward replay writes its gradients
     into the static buffers."""
@@ -46,7 +46,7 @@ def eager_train_recorder(log, corrupt_grads: bool = False):
         def forward():
             with torch.enable_grad():
                 state["out"] = run()
-            out.copy_(state["out"].detach())
+            out.copy_(state["out"].detach() * (1 + nudge))  # nudge: a stale read too small for the check
 
         def backward():
             for buf, g in zip(grads, torch.autograd.grad(state["out"], params, grad_out)):
@@ -156,11 +156,27 @@ def test_a_backward_replay_that_differs_returns_the_eager_gradients_and_turns_gr
     x, t, cond = inputs(4)
     w = torch.randn(4, 4, 2, 2)
     eager = grads_of(model, model.predict, [(x, t, cond, w)])
-    with pytest.warns(UserWarning, match="backward replay differs"):
+    with pytest.warns(UserWarning, match=r"backward replay differs .*: 3 of 3 tensors, the first by"):
         replayed = grads_of(model, graphed, [(x, t, cond, w)])
     assert all(torch.allclose(e, r) for e, r in zip(eager, replayed))
     graphed(x, t, cond)
     assert not graphed.enabled and not graphed.graphs and len(graphed.kept) == 1  # switched off, not destroyed
+
+
+def test_a_checked_call_goes_on_with_eager_values_and_an_unchecked_one_with_the_replay():
+    model = StubModel()
+    graphed = GraphedTrainPredict(model, model.params, record=eager_train_recorder([], nudge=1e-4))
+    x, t, cond = inputs(4)
+    w = torch.randn(4, 4, 2, 2)
+    first = graphed(x, t, cond)  # checked: within rtol of eager, so it passes, and eager's values are used
+    assert torch.equal(first, model.predict(x, t, cond)) and graphed.enabled
+    grads_of(model, graphed, [(x, t, cond, w)])
+    with torch.no_grad():
+        model.scale.add_(0.5)  # the weights move: one more check, then replays go unchecked
+    graphed(x, t, cond).sum().backward()
+    later = graphed(x, t, cond)
+    assert graphed.enabled and not torch.equal(later, model.predict(x, t, cond))
+    assert torch.allclose(later, model.predict(x, t, cond), rtol=1e-3)
 
 
 @pytest.fixture(scope="module")

@@ -56,11 +56,10 @@ def ranking_loss(cost: torch.Tensor, logits: torch.Tensor, labels: CostLabels) -
     Bradley-Terry loss ``-log sigmoid(c_i - c_j)`` (Safe-RLHF Eq. 5, first term). Harmful-vs-safe
     and higher-vs-lower-severity pairs are both covered by the rank. 0 when no pair is ordered."""
     r = harm_rank(labels)
-    valid = r[:, None] > r[None, :]
-    if not valid.any():
-        return cost.sum() * 0.0  # keeps the graph (and the device) for a batch of one class
+    # a mask, not an index: no host sync per step on a GPU, and 0 with the graph kept for one class
+    valid = (r[:, None] > r[None, :]).to(cost.dtype)
     diff = cost[:, None] - cost[None, :]
-    return F.softplus(-diff[valid]).mean()  # softplus(-x) = -log sigmoid(x), stable
+    return (F.softplus(-diff) * valid).sum() / valid.sum().clamp(min=1)  # softplus(-x) = -log sigmoid(x)
 
 
 def anchor_loss(cost: torch.Tensor, logits: torch.Tensor, labels: CostLabels) -> torch.Tensor:
@@ -73,9 +72,8 @@ def anchor_loss(cost: torch.Tensor, logits: torch.Tensor, labels: CostLabels) ->
     per_image = F.softplus(-sign * cost) + (cost - anchor) ** 2
     if labels.certain is None:
         return per_image.mean()
-    if not labels.certain.any():
-        return cost.sum() * 0.0
-    return per_image[labels.certain].mean()
+    certain = labels.certain.to(per_image.dtype)  # a mask: no host sync (see ranking_loss)
+    return (per_image * certain).sum() / certain.sum().clamp(min=1)
 
 
 def category_loss(cost: torch.Tensor, logits: torch.Tensor, labels: CostLabels) -> torch.Tensor:
@@ -104,11 +102,12 @@ LOSSES: dict[str, LossFn] = {"ranking": ranking_loss, "anchor": anchor_loss, "ca
 
 
 def total_loss(cost: torch.Tensor, logits: torch.Tensor, labels: CostLabels,
-               weights: dict[str, float]) -> tuple[torch.Tensor, dict[str, float]]:
-    """Weighted sum of the enabled objectives (weight 0 disables one); also returns each part."""
+               weights: dict[str, float]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Weighted sum of the enabled objectives (weight 0 disables one); also returns each part,
+    detached, on the device (read them once, not per step: each read is a host sync on a GPU)."""
     active = {k: w for k, w in weights.items() if w}
     if not active:
         raise ValueError("every cost-model objective is disabled; enable at least one")
     parts = {k: LOSSES[k](cost, logits, labels) for k in active}
     total = sum(active[k] * v for k, v in parts.items())
-    return total, {k: float(v.detach()) for k, v in parts.items()}
+    return total, {k: v.detach() for k, v in parts.items()}

@@ -262,7 +262,7 @@ def fit_adapter(adapter: torch.nn.Module, x: torch.Tensor, y: CostLabels, weight
     x, y = x.to(device), y.to(device)
     g = torch.Generator().manual_seed(cfg.seed)
     adapter.train()
-    history = []
+    rows, names = [], []  # each step's parts and total, kept on the device and read once at the end
     for step in tqdm(range(cfg.steps), desc="train adapter", disable=not cfg.progress):
         if paired:
             p = torch.randint(0, len(x) // 2, (max(1, min(cfg.batch_size, len(x)) // 2),), generator=g)
@@ -275,12 +275,13 @@ def fit_adapter(adapter: torch.nn.Module, x: torch.Tensor, y: CostLabels, weight
         loss.backward()
         opt.step()
         sched.step()
-        history.append({**parts, "total": float(loss.detach())})
+        names = [*parts, "total"]
+        rows.append(torch.stack([*parts.values(), loss.detach()]))
         if writer is not None and (step % 50 == 0 or step == cfg.steps - 1):
-            for k, v in history[-1].items():
+            for k, v in zip(names, rows[-1].tolist()):
                 writer.add_scalar(f"loss/{k}", v, step)
     adapter.eval()
-    return history
+    return [dict(zip(names, row)) for row in torch.stack(rows).tolist()] if rows else []
 
 
 @torch.no_grad()

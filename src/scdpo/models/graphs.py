@@ -15,9 +15,10 @@ graph records one call's kernels once and replays them with one launch (PyTorch,
 * inputs are copied into the graph's static buffers, the graph replays, the output is cloned
   (the next replay overwrites it); weights are read where they live, so the optimizer's in-place
   updates of a LoRA are seen by every replay;
-* autocast's weight-cast cache is off inside the recorded call (a cached cast would be a tensor the
-  graph does not own), so the bf16 copies of the weights are made inside the graph, from the
-  current weights, at every replay;
+* autocast's weight-cast cache is off inside the recorded call and emptied before and after it
+  (:func:`run_static`: a cached cast would be a tensor the graph does not own, and a forward
+  wrapped by accelerate turns the cache back on), so the bf16 copies of the weights are made
+  inside the graph, from the current weights, at every replay;
 * the first replay of every graph is checked against an eager call on the same inputs; a mismatch,
   or any error while recording, turns graphs off for the rest of the run with one warning, and the
   eager result is used: a graph can cost speed, never correctness.
@@ -89,11 +90,24 @@ def eager_call(model) -> Callable:
 
 def run_static(fn: Callable, static: list, autocast: torch.dtype | None) -> torch.Tensor:
     """``fn(*static)`` as a graph records it: under ``autocast`` (None: off) with autocast's weight-cast
-    cache off, since a cached cast would be a tensor the graph does not own."""
-    if autocast is None:
-        return fn(*static)
-    with torch.autocast("cuda", dtype=autocast, cache_enabled=False):
-        return fn(*static)
+    cache off and emptied before and after.
+
+    A cached cast is a tensor the graph does not own: a recording that finds the bf16 copy of a
+    trainable fp32 weight in the cache records no cast, and its replays read that copy, stale once
+    the optimizer moves the weight and freed memory once the cache is cleared. Turning the cache off
+    here is not enough: a forward that enters autocast itself turns it back on (``accelerate``'s
+    ``prepare()`` wraps a model's forward in ``torch.autocast`` with the cache on), and the cache of
+    the step's autocast region then held the warm-up's casts. The thirtieth round's backward checks
+    failed so (the LoRA's A gradients replayed from B's cast at the recording, zero), and the
+    anchored runs died of an illegal memory access (BENCHMARKS.md, "Thirty-first round")."""
+    torch.clear_autocast_cache()
+    try:
+        if autocast is None:
+            return fn(*static)
+        with torch.autocast("cuda", dtype=autocast, cache_enabled=False):
+            return fn(*static)
+    finally:
+        torch.clear_autocast_cache()  # nor may eager code after it find a cast that lives in a graph's pool
 
 
 class _Graph:
@@ -175,6 +189,7 @@ class GraphedPredict(GraphCache):
                     err = float((out.float() - eager.float()).abs().max())
                     raise RuntimeError(f"a replay differs from the eager call by up to {err:.3g}")
                 graph.checked = True
+                out = eager  # computed for the check: the checked call goes on with eager's values
             self.replays += 1
             return out
         except Exception as e:  # noqa: BLE001 - any failure falls back to eager, once, loudly

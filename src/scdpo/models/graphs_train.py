@@ -16,17 +16,22 @@ CUDA graphs, the way ``torch.cuda.make_graphed_callables`` does (PyTorch, "CUDA 
 * rows are padded to the next power of two (:func:`scdpo.models.rows.padded_rows`), so the safe
   anchor's varying rows meet a handful of graphs; a padded row's output is dropped, so its
   gradient is zero and the parameters' gradients are the unpadded call's;
-* autocast's weight-cast cache is off inside the recording (a cached cast would be a tensor the
-  graph does not own), so the bf16 casts are made inside the graph from the current weights and
-  the optimizer's in-place updates are read at every replay;
+* autocast's weight-cast cache is off inside the recording and emptied before and after it (a
+  cached cast would be a tensor the graph does not own; a forward wrapped by accelerate turns the
+  cache back on: :func:`scdpo.models.graphs.run_static`), so the bf16 casts are made inside the
+  graph from the current weights and the optimizer's in-place updates are read at every replay;
 * every graph's forward and backward replays are checked against the eager call on the same inputs
   (under the same attention kernel and grad mode) until one check has run after the parameters
   changed, then every ``check_every``-th replay: a LoRA starts with B = 0, where a graph that read
   stale adapter weights, or a broken gradient path to A, would still agree with eager. A replay
   whose parameters moved in memory since the recording is refused. Outputs and gradients are compared by norm,
-  ``||replay - eager|| <= rtol ||eager|| + atol``, per tensor. A mismatch or any error turns graphs
+  ``||replay - eager|| <= rtol ||eager|| + atol``, per tensor (eager's gradients are the same bits
+  run to run on an H100, and a fresh recording's replay gives those bits: thirty-first round). A
+  mismatch or any error turns graphs
   off for the rest of the run with one warning and returns the eager result: a graph can cost
-  speed, never correctness;
+  speed, never correctness. A checked call returns eager's output and gradients even when the
+  replay passes (it computed them for the check), so what a check cannot resolve (a stale read
+  smaller than ``rtol``) is never used on the steps it checks;
 * a forward replayed (of any signature: they share one memory pool) before the previous replay's
   backward ran would overwrite what that backward reads: that backward then raises instead of
   returning wrong gradients;
@@ -71,11 +76,20 @@ def cuda_train_recorder(pool, stream, keep: Callable) -> Callable:
     return record
 
 
+def _distance(a: torch.Tensor | None, b: torch.Tensor | None) -> float:
+    """``||a - b||`` (None: zero; as a float)."""
+    if a is None and b is None:
+        return 0.0
+    if a is None or b is None:
+        return float((a if b is None else b).float().norm())
+    return float((a.float() - b.float()).norm())
+
+
 def _close(a: torch.Tensor | None, b: torch.Tensor | None, rtol: float, atol: float) -> bool:
-    """Whether ``a`` is ``b`` up to ``rtol`` of ``b``'s norm plus ``atol`` (None only matches None)."""
+    """Whether ``||a - b|| <= rtol ||b|| + atol`` (None only matches None)."""
     if a is None or b is None:
         return a is None and b is None
-    return float((a.float() - b.float()).norm()) <= rtol * float(b.float().norm()) + atol
+    return _distance(a, b) <= rtol * _distance(b, None) + atol
 
 
 class _TrainGraph:
@@ -123,6 +137,9 @@ class _TrainGraph:
             if not _close(out, self.eager_out, self.owner.rtol, self.owner.atol):
                 err = float((out.float() - self.eager_out.float()).abs().max())
                 raise RuntimeError(f"the forward replay differs from the eager call by up to {err:.3g}")
+            # a checked call goes on with eager's values, which it has anyway: a stale read small enough to
+            # pass this check (the thirtieth round's, one step after B = 0) is then never used, only seen
+            return self.eager_out.detach().clone()
         return out
 
     def replay_backward(self, grad: torch.Tensor, clock: int) -> tuple[torch.Tensor | None, ...]:
@@ -136,19 +153,23 @@ class _TrainGraph:
         eager_out, self.eager_out = self.eager_out, None
         if eager_out is None:
             return grads
+        params, rtol, atol = self.owner.params, self.owner.rtol, self.owner.atol
         try:
-            eager = torch.autograd.grad(eager_out, self.owner.params, grad, allow_unused=True)
+            eager = torch.autograd.grad(eager_out, params, grad, allow_unused=True)
         except Exception as e:  # noqa: BLE001 - e.g. out of memory for the check's second backward
             self.failed = True
             warnings.warn(f"CUDA graphs of the policy's training call turned off for this run (their backward "
                           f"could not be checked: {type(e).__name__}: {e})", stacklevel=2)
             return grads
-        if not all(_close(g, e, self.owner.rtol, self.owner.atol) for g, e in zip(grads, eager)):
+        bad = [i for i, (g, e) in enumerate(zip(grads, eager)) if not _close(g, e, rtol, atol)]
+        if bad:
             self.failed = True
-            warnings.warn("CUDA graphs of the policy's training call turned off for this run (a backward "
-                          "replay differs from the eager gradients); this step uses the eager ones", stacklevel=2)
-            return eager
-        return grads
+            i = bad[0]
+            warnings.warn(f"CUDA graphs of the policy's training call turned off for this run (a backward replay "
+                          f"differs from the eager gradients: {len(bad)} of {len(grads)} tensors, the first by "
+                          f"{_distance(grads[i], eager[i]):.3g} in norm against {_distance(eager[i], None):.3g}); "
+                          "this step uses the eager ones", stacklevel=2)
+        return eager  # the checked call's own gradients (its forward gave eager's output)
 
 
 class _Replay(torch.autograd.Function):

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The thirty-second round (issue 16): --cuda-graphs again, now that a recorded call empties autocast's
+# weight-cast cache (scdpo.models.graphs.run_static; BENCHMARKS.md, "Thirtieth and thirty-first rounds").
+# Files land flat in $OUT:
+#   1. benchmarks/graph_probe.py --only-update: record at the LoRA's start, move the weights in place, replay;
+#      with the reference's graphed call between forward and backward; through autograd. Every row should
+#      read 0 where the thirty-first round's trainings read B's cast of the recording -> $OUT/update.txt;
+#   2. round30.sh, all three stages: the plain step eager vs graphed (step.txt), the whole pipeline with
+#      TRAIN_FLAGS=--cuda-graphs (pipeline.txt: each LoRA's cuda_graphs_on should now be True), the anchored
+#      step eager vs graphed (anchor.txt: its illegal memory access, if the stale cast was its cause, gone).
+#
+#   . scripts/device_env.sh && bash benchmarks/detach.sh r32 bash benchmarks/round32.sh   # device: carry
+#       .carry/s3 after .carry/s1 and .carry/s2, every call in ONE message, the detach command repeated
+#   TINY=1 R=/tmp/r32 OUT=/tmp/r32/out bash benchmarks/round32.sh                        # CPU dry run
+set -u
+R=${R:-/tmp/r32}
+OUT=${OUT:-$R/out}
+mkdir -p "$R" "$OUT"
+B=$(dirname "$0")
+echo "[$(date +%T)] 1. the trainer's order, replayed after in-place updates"
+if [ "${TINY:-0}" = 1 ]; then PROBE="--device cpu --rows 4"; else PROBE="--device cuda"; fi
+python3 "$B/graph_probe.py" $PROBE --only-update > "$OUT/update.txt" 2>&1
+grep "^{" "$OUT/update.txt" || tail -5 "$OUT/update.txt"
+R=$R OUT=$OUT bash "$B/round30.sh"
