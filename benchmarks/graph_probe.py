@@ -92,7 +92,7 @@ def recorded(model, params, x, t, cond, device: str):
     gp = GraphedTrainPredict(model, params, check_every=10**9, record=None if device.startswith("cuda") else eager)
     args, autocast, key = graph_inputs(model, x, t, cond)
     graph = gp.graph(key, lambda record: _TrainGraph(gp, eager_call(model), args, autocast, record))
-    graph.checking = False
+    graph.schedule.count, graph.schedule.checking = 1, False
     return gp, graph, [a for a in args if a is not None]
 
 

@@ -1,5 +1,6 @@
 """CUDA-graphed no-grad denoiser calls (scdpo.models.graphs): padding, static buffers, keys, the
-first-replay check and the fallback, with an eager stand-in for the CUDA recorder (no GPU here)."""
+checks and their schedule, the fallback and autocast's cache, with an eager stand-in for the CUDA
+recorder (no GPU here)."""
 
 from __future__ import annotations
 
@@ -124,3 +125,41 @@ def test_a_recorded_call_never_reads_a_cast_cached_before_it():
     want = F.linear(x.bfloat16(), lin.weight.bfloat16(), lin.bias.bfloat16())
     assert not torch.equal(stale, want)  # the mechanism: a cached cast is read stale within a region
     assert torch.equal(recorded, want) and torch.equal(after, want)
+
+
+def stale_recorder(run):
+    """A graph that read the weights once, at its recording (the thirtieth round's stale cast)."""
+    frozen = run().clone()
+    out = frozen.clone()
+    return (lambda: out.copy_(frozen)), out
+
+
+@torch.no_grad()
+def test_a_stale_replay_of_trainable_weights_is_caught_once_they_move():
+    model = StubModel()
+    graphed = GraphedPredict(model, record=stale_recorder, params=[model.unet.weight])
+    x, t, cond = inputs(4, 0)
+    assert torch.allclose(graphed(x, t, cond), model.predict(x, t, cond))  # agrees: nothing moved yet
+    graphed(x, t, cond)  # checked again: no move yet
+    model.unet.weight.mul_(3.0)
+    with pytest.warns(UserWarning, match="CUDA graphs turned off"):
+        out = graphed(x, t, cond)
+    assert torch.allclose(out, model.predict(x, t, cond)) and not graphed.enabled
+    # without params (the reference's frozen weights) only the first replay is checked
+    frozen = GraphedPredict(model, record=stale_recorder)
+    frozen(x, t, cond)
+    model.unet.weight.mul_(3.0)
+    assert not torch.allclose(frozen(x, t, cond), model.predict(x, t, cond)) and frozen.enabled
+
+
+def test_the_check_schedule_checks_until_the_weights_moved_then_every_nth():
+    from scdpo.models.graphs import CheckSchedule
+
+    w = torch.zeros(2)
+    schedule = CheckSchedule([w], every=3)
+    due = [schedule.due() for _ in range(3)]  # the weights have not moved: every replay
+    w.add_(1.0)
+    due += [schedule.due() for _ in range(7)]  # one check after the move, then replays 6 and 9
+    assert due == [True, True, True, True, False, True, False, False, True, False]
+    alone = CheckSchedule([], every=3)
+    assert [alone.due() for _ in range(4)] == [True, False, False, False]

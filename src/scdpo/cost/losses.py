@@ -57,7 +57,7 @@ def ranking_loss(cost: torch.Tensor, logits: torch.Tensor, labels: CostLabels) -
     and higher-vs-lower-severity pairs are both covered by the rank. 0 when no pair is ordered."""
     r = harm_rank(labels)
     # a mask, not an index: no host sync per step on a GPU, and 0 with the graph kept for one class
-    valid = (r[:, None] > r[None, :]).to(cost.dtype)
+    valid = (r[:, None] > r[None, :]).float()  # float32: a bf16 count rounds above 256 pairs
     diff = cost[:, None] - cost[None, :]
     return (F.softplus(-diff) * valid).sum() / valid.sum().clamp(min=1)  # softplus(-x) = -log sigmoid(x)
 

@@ -262,13 +262,17 @@ def fit_adapter(adapter: torch.nn.Module, x: torch.Tensor, y: CostLabels, weight
     x, y = x.to(device), y.to(device)
     g = torch.Generator().manual_seed(cfg.seed)
     adapter.train()
+    # every step's rows drawn up front (the same draws, in the same order, as one step at a time) and
+    # copied once: a copy per step to the GPU would wait for it, a host sync per step
+    if paired:
+        p = torch.randint(0, len(x) // 2, (cfg.steps, max(1, min(cfg.batch_size, len(x)) // 2)), generator=g)
+        batches = torch.stack([2 * p, 2 * p + 1], 2).flatten(1)
+    else:
+        batches = torch.randint(0, len(x), (cfg.steps, min(cfg.batch_size, len(x))), generator=g)
+    batches = batches.to(device)
     rows, names = [], []  # each step's parts and total, kept on the device and read once at the end
     for step in tqdm(range(cfg.steps), desc="train adapter", disable=not cfg.progress):
-        if paired:
-            p = torch.randint(0, len(x) // 2, (max(1, min(cfg.batch_size, len(x)) // 2),), generator=g)
-            idx = torch.stack([2 * p, 2 * p + 1], 1).flatten().to(device)
-        else:
-            idx = torch.randint(0, len(x), (min(cfg.batch_size, len(x)),), generator=g).to(device)
+        idx = batches[step]
         cost, logits = adapter(x[idx])
         loss, parts = total_loss(cost, logits, y.select(idx), weights)
         opt.zero_grad(set_to_none=True)

@@ -19,9 +19,11 @@ graph records one call's kernels once and replays them with one launch (PyTorch,
   (:func:`run_static`: a cached cast would be a tensor the graph does not own, and a forward
   wrapped by accelerate turns the cache back on), so the bf16 copies of the weights are made
   inside the graph, from the current weights, at every replay;
-* the first replay of every graph is checked against an eager call on the same inputs; a mismatch,
-  or any error while recording, turns graphs off for the rest of the run with one warning, and the
-  eager result is used: a graph can cost speed, never correctness.
+* the first replay of every graph is checked against an eager call on the same inputs, and, for a
+  call that reads trainable weights (``params``), every replay until one check has run after they
+  moved, then every ``check_every``-th (:class:`CheckSchedule`); a checked call goes on with eager's
+  values; a mismatch, or any error while recording, turns graphs off for the rest of the run with
+  one warning, and the eager result is used: a graph can cost speed, never correctness.
 
 Off the GPU, with gradients enabled, or when ``enabled`` is False, it is ``model.predict``.
 """
@@ -35,7 +37,7 @@ import torch
 
 from scdpo.models.rows import pad_to, padded_rows
 
-__all__ = ["GraphCache", "GraphedPredict", "cuda_recorder", "eager_call", "graph_inputs", "padded_rows", "run_static",
+__all__ = ["CheckSchedule", "GraphCache", "GraphedPredict", "cuda_recorder", "eager_call", "graph_inputs", "padded_rows", "run_static",
            "warm_up"]
 
 
@@ -97,9 +99,10 @@ def run_static(fn: Callable, static: list, autocast: torch.dtype | None) -> torc
     the optimizer moves the weight and freed memory once the cache is cleared. Turning the cache off
     here is not enough: a forward that enters autocast itself turns it back on (``accelerate``'s
     ``prepare()`` wraps a model's forward in ``torch.autocast`` with the cache on), and the cache of
-    the step's autocast region then held the warm-up's casts. The thirtieth round's backward checks
-    failed so (the LoRA's A gradients replayed from B's cast at the recording, zero), and the
-    anchored runs died of an illegal memory access (BENCHMARKS.md, "Thirty-first round")."""
+    the step's autocast region then held the warm-up's casts. The thirtieth and thirty-first rounds'
+    backward checks failed so (the LoRA's A gradients replayed from B's cast at the recording, zero),
+    and, as read, the anchored runs' illegal memory access is the same read of freed memory
+    (BENCHMARKS.md, "Thirtieth and thirty-first rounds")."""
     torch.clear_autocast_cache()
     try:
         if autocast is None:
@@ -110,14 +113,39 @@ def run_static(fn: Callable, static: list, autocast: torch.dtype | None) -> torc
         torch.clear_autocast_cache()  # nor may eager code after it find a cast that lives in a graph's pool
 
 
-class _Graph:
-    """One recorded call: its static inputs, the replay and the static output."""
+class CheckSchedule:
+    """Which replays of one graph are checked against eager: every one until a check has run after
+    the ``params`` changed (their version counters: a LoRA starts at B = 0, where a graph that reads
+    a stale copy of the weights still agrees with eager), then every ``every``-th. Without params,
+    the first replay only."""
 
-    def __init__(self, fn: Callable, args: list, autocast: torch.dtype | None, record: Callable):
+    def __init__(self, params: list, every: int):
+        self.params, self.every = params, every
+        self.first_version = None  # the parameters' version at the first check
+        self.checking = bool(params)  # until a check ran on other parameter values than the first one
+        self.count = 0  # replays so far
+
+    def due(self) -> bool:
+        """Whether this replay (counted now) is checked."""
+        self.count += 1
+        if self.count == 1:
+            self.first_version = sum(p._version for p in self.params)
+            return True
+        if self.checking:
+            if sum(p._version for p in self.params) != self.first_version:
+                self.checking = False  # this check is the last: the parameters have moved since the first
+            return True
+        return bool(self.params) and self.count % self.every == 0
+
+
+class _Graph:
+    """One recorded call: its static inputs, the replay, the static output and its checks."""
+
+    def __init__(self, fn: Callable, args: list, autocast: torch.dtype | None, record: Callable,
+                 schedule: CheckSchedule):
         self.static = [None if a is None else a.clone() for a in args]
-        self.fn, self.autocast = fn, autocast
+        self.fn, self.autocast, self.schedule = fn, autocast, schedule
         self.replay, self.out = record(self.run)
-        self.checked = False
 
     def run(self) -> torch.Tensor:
         """The call, eagerly, on the static inputs (what is recorded, and the check's reference)."""
@@ -168,12 +196,15 @@ class GraphedPredict(GraphCache):
     """``model.predict`` for no-grad calls, replayed from CUDA graphs (see the module docstring).
 
     ``record``: how a call is recorded (default :func:`cuda_recorder`, and only on a CUDA model;
-    tests pass an eager stand-in). ``rtol`` and ``atol``: the tolerance of the first-replay check."""
+    tests pass an eager stand-in). ``rtol`` and ``atol``: the checks' tolerance. ``params``: the
+    trainable weights the call reads (the policy's LoRA for the anchor trajectory), whose moves
+    schedule more checks (:class:`CheckSchedule`, every ``check_every``-th replay once they moved);
+    none: the first replay of each graph only (the reference's frozen weights)."""
 
     def __init__(self, model, enabled: bool = True, record: Callable | None = None,
-                 rtol: float = 1e-3, atol: float = 1e-3):
+                 rtol: float = 1e-3, atol: float = 1e-3, params=(), check_every: int = 200):
         super().__init__(model, enabled, record, cuda_recorder)
-        self.rtol, self.atol = rtol, atol
+        self.rtol, self.atol, self.params, self.check_every = rtol, atol, list(params), check_every
 
     def __call__(self, x: torch.Tensor, t, cond) -> torch.Tensor:
         if not self.enabled or torch.is_grad_enabled():
@@ -181,14 +212,14 @@ class GraphedPredict(GraphCache):
         n = x.shape[0]
         args, autocast, key = graph_inputs(self.model, x, t, cond)
         try:
-            graph = self.graph(key, lambda record: _Graph(eager_call(self.model), args, autocast, record))
+            graph = self.graph(key, lambda record: _Graph(eager_call(self.model), args, autocast, record,
+                                                          CheckSchedule(self.params, self.check_every)))
             out = graph(args)[:n]
-            if not graph.checked:  # the first replay of each graph against eager on the same inputs
+            if graph.schedule.due():  # against eager on the same inputs
                 eager = graph.run()[:n]
                 if not torch.allclose(out.float(), eager.float(), rtol=self.rtol, atol=self.atol):
                     err = float((out.float() - eager.float()).abs().max())
                     raise RuntimeError(f"a replay differs from the eager call by up to {err:.3g}")
-                graph.checked = True
                 out = eager  # computed for the check: the checked call goes on with eager's values
             self.replays += 1
             return out

@@ -31,7 +31,8 @@ CUDA graphs, the way ``torch.cuda.make_graphed_callables`` does (PyTorch, "CUDA 
   off for the rest of the run with one warning and returns the eager result: a graph can cost
   speed, never correctness. A checked call returns eager's output and gradients even when the
   replay passes (it computed them for the check), so what a check cannot resolve (a stale read
-  smaller than ``rtol``) is never used on the steps it checks;
+  smaller than ``rtol``) is never used on the steps it checks (the schedule:
+  :class:`scdpo.models.graphs.CheckSchedule`);
 * a forward replayed (of any signature: they share one memory pool) before the previous replay's
   backward ran would overwrite what that backward reads: that backward then raises instead of
   returning wrong gradients;
@@ -48,7 +49,7 @@ from typing import Callable
 
 import torch
 
-from scdpo.models.graphs import GraphCache, eager_call, graph_inputs, run_static, warm_up
+from scdpo.models.graphs import CheckSchedule, GraphCache, eager_call, graph_inputs, run_static, warm_up
 
 __all__ = ["GraphedTrainPredict", "cuda_train_recorder"]
 
@@ -102,9 +103,7 @@ class _TrainGraph:
         self.inputs = [a for a in self.static if a is not None]  # what a replay copies into
         self.forward, self.backward, self.out, self.grad_out, self.grads = record(self.run, owner.params)
         self.pointers = [p.data_ptr() for p in owner.params]  # where the graphs read the weights
-        self.first_version = None  # the parameters' version at this graph's first check
-        self.checking = True  # until a check ran on other parameter values than the first one
-        self.count = 0  # forward replays of this graph
+        self.schedule = CheckSchedule(owner.params, owner.check_every)
         self.eager_out = None  # the eager forward of a checked replay, kept for its backward's check
         self.failed = False
 
@@ -121,22 +120,15 @@ class _TrainGraph:
             buf.copy_(a)
         self.forward()
         self.owner.clock += 1
-        self.count += 1
         out = self.out.clone()
         self.eager_out = None
-        # checked until the weights have moved, then every check_every-th replay: one step of a LoRA
-        # that starts at B = 0 moves the output little, so later checks see what a stale read would miss
-        if self.checking or self.count % self.owner.check_every == 0:
-            version = sum(p._version for p in self.owner.params)
-            if self.first_version is None:
-                self.first_version = version
-            elif version != self.first_version:
-                self.checking = False  # this check is the last: the parameters have moved since the first
+        if self.schedule.due():
             with torch.enable_grad():  # as recorded: the same kernels, and a graph for the backward's check
-                self.eager_out = self.run()
-            if not _close(out, self.eager_out, self.owner.rtol, self.owner.atol):
-                err = float((out.float() - self.eager_out.float()).abs().max())
+                eager = self.run()
+            if not _close(out, eager, self.owner.rtol, self.owner.atol):
+                err = float((out.float() - eager.float()).abs().max())
                 raise RuntimeError(f"the forward replay differs from the eager call by up to {err:.3g}")
+            self.eager_out = eager
             # a checked call goes on with eager's values, which it has anyway: a stale read small enough to
             # pass this check (the thirtieth round's, one step after B = 0) is then never used, only seen
             return self.eager_out.detach().clone()
@@ -159,7 +151,8 @@ class _TrainGraph:
         except Exception as e:  # noqa: BLE001 - e.g. out of memory for the check's second backward
             self.failed = True
             warnings.warn(f"CUDA graphs of the policy's training call turned off for this run (their backward "
-                          f"could not be checked: {type(e).__name__}: {e})", stacklevel=2)
+                          f"could not be checked: {type(e).__name__}: {e}); this step uses the replay's "
+                          "gradients, unchecked", stacklevel=2)
             return grads
         bad = [i for i, (g, e) in enumerate(zip(grads, eager)) if not _close(g, e, rtol, atol)]
         if bad:

@@ -333,9 +333,10 @@ def _train(cfg: TrainConfig, out: Path) -> dict:
         # torch.compile (whose own CUDA graphs and recompilations do not belong inside one)
         graphs_on = (acc.num_processes == 1 and not cfg.gradient_checkpointing and cfg.workers == 0
                      and not cfg.compiles(acc.device.type))
-        predict = GraphedPredict(model, enabled=graphs_on)
-        train_predict = GraphedTrainPredict(model, [p for p in unet.parameters() if p.requires_grad], enabled=graphs_on)
-        reference.predict = GraphedPredict(model, enabled=graphs_on)
+        trainable = [p for p in unet.parameters() if p.requires_grad]
+        predict = GraphedPredict(model, enabled=graphs_on, params=trainable)  # the anchor's policy trajectory
+        train_predict = GraphedTrainPredict(model, trainable, enabled=graphs_on)
+        reference.predict = GraphedPredict(model, enabled=graphs_on)  # adapters off: frozen weights only
         if not predict.enabled:
             log.warning("--cuda-graphs needs one process on a CUDA device, without gradient checkpointing, "
                         "--workers or --compile; every UNet call runs eagerly")
