@@ -9,6 +9,7 @@ Rows (``--rows``; each ``NAME:key=value,...``): ``dtype`` (fp32, bf16, fp16: the
 encoder; the VAE follows unless its config asks for fp32), ``batch`` (images per UNet batch: the
 sampler's --batch-size), ``vae`` (images per decoder call), ``tf32`` (1: TF32 matmuls; convolutions
 already use TF32 by default in torch), ``compile`` (1: regional torch.compile of the UNet's blocks),
+``graphs`` (1: the denoising loop's UNet calls replayed from CUDA graphs, ``SamplerConfig.cuda_graphs``),
 ``png`` (threads that PNG-encode: 1, today's one image at a time; N > 1, ``png_bytes_many`` on N
 threads; 0, its default: ``--threads``).
 The first row is today's `scdpo eval` / `scdpo data build` (fp32, 64 images a batch, 8 a decoder
@@ -61,7 +62,7 @@ DEFAULT_ROWS = ("today:dtype=fp32,batch=64,vae=8", "b256:dtype=fp32,batch=256,va
                 "b1024-bf16-compile:dtype=bf16,batch=1024,vae=1024,compile=1",
                 "b1024-png:dtype=fp32,batch=1024,vae=1024,png=8")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-KEYS = {"dtype": "fp32", "batch": "64", "vae": "8", "tf32": "0", "compile": "0", "png": "1"}
+KEYS = {"dtype": "fp32", "batch": "64", "vae": "8", "tf32": "0", "compile": "0", "png": "1", "graphs": "0"}
 
 
 def parse_row(spec: str) -> dict:
@@ -77,7 +78,8 @@ def parse_row(spec: str) -> dict:
     if row["dtype"] not in DTYPES:
         raise SystemExit(f"--rows {spec!r}: dtype must be one of {', '.join(DTYPES)}")
     return {"name": name, "dtype": row["dtype"], "batch": int(row["batch"]), "vae": int(row["vae"]),
-            "tf32": row["tf32"] == "1", "compile": row["compile"] == "1", "png": int(row["png"])}
+            "tf32": row["tf32"] == "1", "compile": row["compile"] == "1", "png": int(row["png"]),
+            "graphs": row["graphs"] == "1"}
 
 
 def workload(n: int) -> tuple[list[str], list[int]]:
@@ -107,7 +109,7 @@ def run_row(row: dict, prompts: list[str], seeds: list[int], steps: int, device:
         torch.cuda.reset_peak_memory_stats()
     model = T2IModel.from_pretrained("emojiworld", device=device, dtype=DTYPES[row["dtype"]])
     sampler = SamplerConfig(steps=steps, batch_size=row["batch"], vae_batch_size=row["vae"], progress=False,
-                            compile=row["compile"])
+                            compile=row["compile"], cuda_graphs=row["graphs"])
     out = {**row, "images": len(prompts), "steps": steps}
     for phase in ("cold", "warm"):
         model.clear_prompt_cache()  # the warm pass encodes its prompts again, as a new run would

@@ -9,7 +9,8 @@ on the CPU) and the largest and mean absolute difference of the images from the 
 Rows: the pipeline (and, as the yardstick of "equal within bf16 tolerance", its first 4 images
 in fp32: a row matches when its images are within ``--tol`` of the pipeline's, or no further from
 the fp32 images than 1.5x the bf16 pipeline is); scdpo's sampler with every lever off; then its levers added one at a time
-(fused QKV, attention kernel, channels-last, one VAE call per batch, regional torch.compile).
+(fused QKV, attention kernel, channels-last, one VAE call per batch, CUDA graphs of the loop's UNet
+calls, regional torch.compile).
 JSON lines go to ``--out`` as rows finish; a markdown table is printed last, also when the
 ``--budget-s`` wall-time budget runs out.
 
@@ -191,7 +192,9 @@ def run(runner: Runner, args) -> None:
         return name, dict(ladder + extra)[name]
     extra = []
     name, cfg = best_so_far()
-    for label, change in (("channels-last", dict(channels_last=True)), ("VAE batch = images", dict(vae_batch_size=big))):
+    # CUDA graphs of the loop's UNet calls (issue 16), recorded in every sample() call: their recording is in the row
+    for label, change in (("channels-last", dict(channels_last=True)), ("VAE batch = images", dict(vae_batch_size=big)),
+                          ("CUDA graphs", dict(cuda_graphs=True))):
         new = (f"{name} + {label}", replace(cfg, **change))
         extra.append(new)
         done[new[0]] = runner.row(new[0], "scdpo", big, lambda n, s, c=new[1]: runner.run_scdpo(n, s, c), est)

@@ -7,7 +7,10 @@
 #      read 0 where the thirty-first round's trainings read B's cast of the recording -> $OUT/update.txt;
 #   2. round30.sh, all three stages: the plain step eager vs graphed (step.txt), the whole pipeline with
 #      TRAIN_FLAGS=--cuda-graphs (pipeline.txt: each LoRA's cuda_graphs_on should now be True), the anchored
-#      step eager vs graphed (anchor.txt: its illegal memory access, if the stale cast was its cause, gone).
+#      step eager vs graphed (anchor.txt: its illegal memory access, if the stale cast was its cause, gone);
+#   3. the sampler's loop from CUDA graphs (SamplerConfig.cuda_graphs): EmojiWorld's images/s at 64 and 1024 a
+#      batch, eager vs graphed, the same prompts and seeds (emojiworld_throughput.py) -> tp-table.md; and SD
+#      1.5-shaped sampling, whose ladder now has a "CUDA graphs" row (gpu_sampling.py) -> sampling.log.
 #
 #   . scripts/device_env.sh && bash benchmarks/detach.sh r32 bash benchmarks/round32.sh   # device: carry
 #       .carry/s3 after .carry/s1 and .carry/s2, every call in ONE message, the detach command repeated
@@ -22,3 +25,12 @@ if [ "${TINY:-0}" = 1 ]; then PROBE="--device cpu --rows 4"; else PROBE="--devic
 python3 "$B/graph_probe.py" $PROBE --only-update > "$OUT/update.txt" 2>&1
 grep "^{" "$OUT/update.txt" || tail -5 "$OUT/update.txt"
 R=$R OUT=$OUT bash "$B/round30.sh"
+echo "[$(date +%T)] 3. the sampler's loop from CUDA graphs"
+if [ "${TINY:-0}" = 1 ]; then TP="--device cpu --images 8 --steps 2"; SAMPLE="--tiny --steps 2 --batches 2"
+else TP="--device cuda"; SAMPLE=""; fi
+python3 "$B/emojiworld_throughput.py" $TP --rows today b64-graphs:batch=64,vae=8,graphs=1 b1024:batch=1024,vae=1024 \
+    b1024-graphs:batch=1024,vae=1024,graphs=1 --out "$R/tp" > "$R/tp.log" 2>&1 && cp "$R/tp/table.md" "$OUT/tp-table.md"
+tail -8 "$R/tp.log"
+timeout $((${SAMPLE_BUDGET:-240} + 40)) python3 "$B/gpu_sampling.py" --budget-s "${SAMPLE_BUDGET:-240}" \
+    --out "$OUT/sampling.jsonl" $SAMPLE > "$OUT/sampling.log" 2>&1; tail -16 "$OUT/sampling.log"
+echo "[$(date +%T)] done"

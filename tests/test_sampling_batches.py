@@ -77,9 +77,10 @@ def test_the_throughput_benchmark_parses_rows_and_compares_verdicts():
     tp = load_script("emojiworld_throughput")
     today = tp.parse_row("today:")
     assert today == {"name": "today", "dtype": "fp32", "batch": 64, "vae": 8, "tf32": False, "compile": False,
-                     "png": 1}
-    assert tp.parse_row("x:dtype=bf16,batch=1024,compile=1,png=0") | {} == {
-        "name": "x", "dtype": "bf16", "batch": 1024, "vae": 8, "tf32": False, "compile": True, "png": 0}
+                     "png": 1, "graphs": False}
+    assert tp.parse_row("x:dtype=bf16,batch=1024,compile=1,png=0,graphs=1") | {} == {
+        "name": "x", "dtype": "bf16", "batch": 1024, "vae": 8, "tf32": False, "compile": True, "png": 0,
+        "graphs": True}
     for bad in ("x:batch", "x:size=3", "x:dtype=fp64"):
         with pytest.raises(SystemExit, match="--rows"):
             tp.parse_row(bad)

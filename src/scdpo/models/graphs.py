@@ -84,7 +84,7 @@ def graph_inputs(model, x: torch.Tensor, t, cond) -> tuple[list, torch.dtype | N
 def eager_call(model) -> Callable:
     """``fn(x, t, context, pooled, time_ids)``: ``model.predict`` on a call's graph inputs."""
     def fn(x, t, context, pooled, time_ids) -> torch.Tensor:
-        from scdpo.models.t2i import Conditioning
+        from scdpo.models.conditioning import Conditioning
 
         return model.predict(x, t, Conditioning(context, pooled, time_ids))
     return fn

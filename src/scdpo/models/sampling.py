@@ -63,10 +63,13 @@ def sample_images(model: T2IModel, prompts: list[str], seeds: list[int], config:
 
 
 def _sample(model: T2IModel, prompts: list[str], seeds: list[int], config: SamplerConfig) -> torch.Tensor:
+    from scdpo.models.graphs import GraphedPredict
     from scdpo.models.guards import get_guard
-    from scdpo.models.t2i import Conditioning
+    from scdpo.models.conditioning import Conditioning
 
     guard = get_guard(config.guard)
+    # the denoiser's calls, from CUDA graphs with cuda_graphs (off the GPU: model.predict itself)
+    predict = GraphedPredict(model, enabled=config.cuda_graphs) if config.cuda_graphs else model.predict
     height, width = config.height or model.resolution, config.width or model.resolution
     factor = model.vae_scale_factor
     if height % factor or width % factor:
@@ -105,10 +108,10 @@ def _sample(model: T2IModel, prompts: list[str], seeds: list[int], config: Sampl
             if run is not None:  # a guard chooses the conditionings and how they combine
                 c = run.conditioning(i)
                 x = scale(latents.repeat(len(c) // len(latents), 1, 1, 1), t)
-                latents = scheduler.step(run.combine(i, model.predict(x, t, c)), t, latents, return_dict=False)[0]
+                latents = scheduler.step(run.combine(i, predict(x, t, c)), t, latents, return_dict=False)[0]
                 continue
             x = scale(torch.cat([latents, latents]) if guided else latents, t)
-            pred = model.predict(x, t, cond)
+            pred = predict(x, t, cond)
             if guided:
                 uncond_pred, cond_pred = pred.chunk(2)
                 pred = uncond_pred + config.guidance_scale * (cond_pred - uncond_pred)

@@ -16,12 +16,13 @@ import shutil
 import tempfile
 import warnings
 from collections import OrderedDict
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 
+from scdpo.models.conditioning import Conditioning
 from scdpo.models.families import FAMILIES, family_of_pipeline
 from scdpo.models.rows import pad_to, padded_rows
 from scdpo.models.registry import resolve_model_path
@@ -38,39 +39,6 @@ def _has_text_encoder_keys(file: Path) -> bool:
 
     with safe_open(str(file), "pt") as f:
         return any(k.startswith(("text_encoder", "lora_te")) for k in f.keys())
-
-
-@dataclass
-class Conditioning:
-    """Text conditioning for a batch: ``context`` (B, T, D) for cross-attention and, for SDXL and
-    SD3, the pooled text embedding ``pooled`` (B, D2), and for SDXL the size/crop ids
-    ``add_time_ids`` (B, 6)."""
-
-    context: torch.Tensor
-    pooled: torch.Tensor | None = None
-    add_time_ids: torch.Tensor | None = None
-
-    def __len__(self) -> int:
-        return self.context.shape[0]
-
-    @property
-    def added_cond_kwargs(self) -> dict | None:
-        """The UNet's ``added_cond_kwargs`` (SDXL), or None."""
-        if self.pooled is None or self.add_time_ids is None:
-            return None
-        return {"text_embeds": self.pooled, "time_ids": self.add_time_ids}
-
-    @classmethod
-    def cat(cls, conds: list[Conditioning]) -> Conditioning:
-        """Concatenate along the batch dimension (e.g. ``[uncond, cond]`` or ``[c, c]`` for a DPO pair)."""
-        def join(name):
-            parts = [getattr(c, name) for c in conds]
-            return None if parts[0] is None else torch.cat(parts)
-        return cls(join("context"), join("pooled"), join("add_time_ids"))
-
-    def to(self, device=None, dtype=None) -> Conditioning:
-        move = lambda t: None if t is None else t.to(device=device, dtype=dtype)  # noqa: E731
-        return Conditioning(move(self.context), move(self.pooled), move(self.add_time_ids))
 
 
 class T2IModel:
