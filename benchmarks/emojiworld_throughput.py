@@ -48,6 +48,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+import warnings
 import zlib
 from pathlib import Path
 
@@ -115,7 +116,11 @@ def run_row(row: dict, prompts: list[str], seeds: list[int], steps: int, device:
         model.clear_prompt_cache()  # the warm pass encodes its prompts again, as a new run would
         sync(device)
         t0 = time.perf_counter()
-        images = model.sample(prompts, seeds, sampler)
+        with warnings.catch_warnings(record=True) as caught:  # a graphed row that fell back must say so
+            warnings.simplefilter("always")
+            images = model.sample(prompts, seeds, sampler)
+        if any("CUDA graphs" in str(w.message) for w in caught):
+            out["graphs_fell_back"] = True
         sync(device)
         t1 = time.perf_counter()
         probs = judge.probabilities(images)

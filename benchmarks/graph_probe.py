@@ -8,7 +8,7 @@ fixed rtol reads noise as a wrong graph. This script builds the trainer's EmojiW
 draws one training call (batch ``--rows``), and prints per trainable tensor, worst first:
 ``||e1 - e2|| / ||e1||`` (eager vs eager) and ``||g - e1|| / ||e1||`` (replay vs eager), at the
 LoRA's start (B = 0) and with B moved (``--move``), under the trainer's attention kernel and with
-torch's deterministic algorithms (thirty-first round: every row 0, the replay 7.7-8.7x faster).
+torch's deterministic algorithms (thirty-first round: every row 0, the replay 7.7-8.8x faster).
 
 ``--only-update`` runs what those rows did not: the trainer's order, with the weights moved in place
 after the recording (as AdamW moves them), the reference's graphed call between the policy's

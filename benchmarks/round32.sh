@@ -29,8 +29,9 @@ echo "[$(date +%T)] 3. the sampler's loop from CUDA graphs"
 if [ "${TINY:-0}" = 1 ]; then TP="--device cpu --images 8 --steps 2"; SAMPLE="--tiny --steps 2 --batches 2"
 else TP="--device cuda"; SAMPLE=""; fi
 python3 "$B/emojiworld_throughput.py" $TP --rows today b64-graphs:batch=64,vae=8,graphs=1 b1024:batch=1024,vae=1024 \
-    b1024-graphs:batch=1024,vae=1024,graphs=1 --out "$R/tp" > "$R/tp.log" 2>&1 && cp "$R/tp/table.md" "$OUT/tp-table.md"
-tail -8 "$R/tp.log"
+    b1024-graphs:batch=1024,vae=1024,graphs=1 --out "$R/tp" > "$OUT/tp.log" 2>&1 && cp "$R/tp/table.md" "$OUT/tp-table.md" \
+    && cp "$R/tp/rows.jsonl" "$OUT/tp-rows.jsonl"   # a graphed row that fell back to eager says graphs_fell_back
+tail -8 "$OUT/tp.log"
 timeout $((${SAMPLE_BUDGET:-240} + 40)) python3 "$B/gpu_sampling.py" --budget-s "${SAMPLE_BUDGET:-240}" \
     --out "$OUT/sampling.jsonl" $SAMPLE > "$OUT/sampling.log" 2>&1; tail -16 "$OUT/sampling.log"
 echo "[$(date +%T)] done"

@@ -21,7 +21,7 @@ graph records one call's kernels once and replays them with one launch (PyTorch,
   inside the graph, from the current weights, at every replay;
 * the first replay of every graph is checked against an eager call on the same inputs, and, for a
   call that reads trainable weights (``params``), every replay until one check has run after they
-  moved, then every ``check_every``-th (:class:`CheckSchedule`); a checked call goes on with eager's
+  moved, then every ``check_every``-th (:class:`CheckSchedule`; 50 by default); a checked call goes on with eager's
   values; a mismatch, or any error while recording, turns graphs off for the rest of the run with
   one warning, and the eager result is used: a graph can cost speed, never correctness.
 
@@ -68,11 +68,11 @@ def cuda_recorder(pool, stream, keep: Callable) -> Callable:
     return record
 
 
-def graph_inputs(model, x: torch.Tensor, t, cond) -> tuple[list, torch.dtype | None, tuple]:
+def graph_inputs(model, x: torch.Tensor, t, cond, pad: bool = True) -> tuple[list, torch.dtype | None, tuple]:
     """A denoiser call's graph inputs ``[x, t, context, pooled, time_ids]`` padded to
-    :func:`padded_rows`, the autocast dtype it runs under (None: off), and the key of its graph
-    (the denoiser object, the autocast state, each input's shape and dtype)."""
-    rows = padded_rows(x.shape[0])
+    :func:`padded_rows` (``pad``; else as they are), the autocast dtype it runs under (None: off),
+    and the key of its graph (the denoiser object, the autocast state, each input's shape and dtype)."""
+    rows = padded_rows(x.shape[0]) if pad else x.shape[0]
     t = torch.as_tensor(t, device=x.device)
     args = [pad_to(x, rows), pad_to(t, rows), pad_to(cond.context, rows), pad_to(cond.pooled, rows),
             pad_to(cond.add_time_ids, rows)]
@@ -101,8 +101,8 @@ def run_static(fn: Callable, static: list, autocast: torch.dtype | None) -> torc
     ``prepare()`` wraps a model's forward in ``torch.autocast`` with the cache on), and the cache of
     the step's autocast region then held the warm-up's casts. The thirtieth and thirty-first rounds'
     backward checks failed so (the LoRA's A gradients replayed from B's cast at the recording, zero),
-    and, as read, the anchored runs' illegal memory access is the same read of freed memory
-    (BENCHMARKS.md, "Thirtieth and thirty-first rounds")."""
+    and the anchored runs' illegal memory access may be another face of it, one candidate until a
+    GPU run says (BENCHMARKS.md, "Thirtieth and thirty-first rounds")."""
     torch.clear_autocast_cache()
     try:
         if autocast is None:
@@ -198,19 +198,23 @@ class GraphedPredict(GraphCache):
     ``record``: how a call is recorded (default :func:`cuda_recorder`, and only on a CUDA model;
     tests pass an eager stand-in). ``rtol`` and ``atol``: the checks' tolerance. ``params``: the
     trainable weights the call reads (the policy's LoRA for the anchor trajectory), whose moves
-    schedule more checks (:class:`CheckSchedule`, every ``check_every``-th replay once they moved);
-    none: the first replay of each graph only (the reference's frozen weights)."""
+    schedule more checks (:class:`CheckSchedule`, every ``check_every``-th replay once they moved:
+    a no-grad call has no backward check, and a stale read of weights one step from a LoRA's start
+    is within ``atol``, so the periodic checks are what catch it); none: the first replay of each
+    graph only (the reference's frozen weights). ``pad``: rows padded to powers of two, so batch
+    sizes that vary from call to call share graphs (False: one graph per size, for a caller whose
+    sizes are fixed, as a sampler's are within a call; padding would be extra work)."""
 
     def __init__(self, model, enabled: bool = True, record: Callable | None = None,
-                 rtol: float = 1e-3, atol: float = 1e-3, params=(), check_every: int = 200):
+                 rtol: float = 1e-3, atol: float = 1e-3, params=(), check_every: int = 50, pad: bool = True):
         super().__init__(model, enabled, record, cuda_recorder)
-        self.rtol, self.atol, self.params, self.check_every = rtol, atol, list(params), check_every
+        self.rtol, self.atol, self.params, self.check_every, self.pad = rtol, atol, list(params), check_every, pad
 
     def __call__(self, x: torch.Tensor, t, cond) -> torch.Tensor:
         if not self.enabled or torch.is_grad_enabled():
             return self.model.predict(x, t, cond)
         n = x.shape[0]
-        args, autocast, key = graph_inputs(self.model, x, t, cond)
+        args, autocast, key = graph_inputs(self.model, x, t, cond, self.pad)
         try:
             graph = self.graph(key, lambda record: _Graph(eager_call(self.model), args, autocast, record,
                                                           CheckSchedule(self.params, self.check_every)))

@@ -30,7 +30,8 @@ CUDA graphs, the way ``torch.cuda.make_graphed_callables`` does (PyTorch, "CUDA 
   mismatch or any error turns graphs
   off for the rest of the run with one warning and returns the eager result: a graph can cost
   speed, never correctness. A checked call returns eager's output and gradients even when the
-  replay passes (it computed them for the check), so what a check cannot resolve (a stale read
+  replay passes (it computed them for the check; where eager's backward cannot run, e.g. out of
+  memory, the replay's gradients, with a warning), so what a check cannot resolve (a stale read
   smaller than ``rtol``) is never used on the steps it checks (the schedule:
   :class:`scdpo.models.graphs.CheckSchedule`);
 * a forward replayed (of any signature: they share one memory pool) before the previous replay's

@@ -75,6 +75,10 @@ class SamplerConfig:
                              f"{self.batch_size} and {self.vae_batch_size}")
         from scdpo.models.speed import ATTENTION_BACKENDS
 
+        if self.cuda_graphs and self.compile:
+            # as in the trainer: compile's own graphs and recompilations do not belong inside a CUDA graph
+            raise ValueError("cuda_graphs and compile are not used together (neither measured with the other); "
+                             "pick one")
         if self.attention not in ATTENTION_BACKENDS:
             raise ValueError(f"unknown attention backend {self.attention!r}; choose one of {ATTENTION_BACKENDS}")
         from scdpo.models.guards import get_guard

@@ -69,7 +69,9 @@ def _sample(model: T2IModel, prompts: list[str], seeds: list[int], config: Sampl
 
     guard = get_guard(config.guard)
     # the denoiser's calls, from CUDA graphs with cuda_graphs (off the GPU: model.predict itself)
-    predict = GraphedPredict(model, enabled=config.cuda_graphs) if config.cuda_graphs else model.predict
+    # (unpadded: a call's batch sizes are fixed; a failure is remembered on the model, not met again per call)
+    graphed = config.cuda_graphs and not getattr(model, "cuda_graphs_failed", False)
+    predict = GraphedPredict(model, pad=False) if graphed else model.predict
     height, width = config.height or model.resolution, config.width or model.resolution
     factor = model.vae_scale_factor
     if height % factor or width % factor:
@@ -119,4 +121,6 @@ def _sample(model: T2IModel, prompts: list[str], seeds: list[int], config: Sampl
             bar.update(1)
         images.append(((model.decode_latents(latents, batch_size=vae_batch_size) + 1) / 2).cpu())
     bar.close()
+    if graphed and not predict.enabled:
+        model.cuda_graphs_failed = True  # warned once: later sample() calls on this model run eagerly
     return torch.cat(images)

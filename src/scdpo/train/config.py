@@ -207,11 +207,13 @@ class TrainConfig:
             scdpo.models.graphs_train), the reference's forward and the safe anchor's
             policy-trajectory calls (one graph a padded batch size; scdpo.models.graphs). The
             training graphs are checked against eager, by norm, until the weights have moved and
-            then every 200th replay; the no-grad ones on their first replay; any failure falls back
-            to eager with one warning. Off by default until a GPU run measures it (BENCHMARKS.md,
-            "CUDA graphs for the training step"); with the safe anchor it is EXPERIMENTAL: the
-            anchor trajectory's one GPU run (an H200, 2026-12-02) died with a CUDA illegal memory
-            access at the second step, which no fallback can catch (BENCHMARKS.md, eighth round).
+            then every 200th replay; the anchor trajectory's until they have moved and then every
+            50th; the reference's on their first replay; a checked call goes on with eager's values;
+            any failure falls back to eager with one warning. Off by default until a GPU run
+            measures it (BENCHMARKS.md, "Thirtieth and thirty-first rounds": its first runs read a
+            stale weight cast, since fixed); with the safe anchor it is EXPERIMENTAL: the anchor
+            trajectory's two GPU runs (H200s) died with a CUDA illegal memory access at the second
+            step, which no fallback can catch; the stale cast is one candidate cause, not confirmed.
         gradient_checkpointing: recompute UNet activations in the backward pass (less memory).
         caption_dropout: fraction of captions replaced by "" (the Diffusion-DPO authors used 0.2).
         min_timestep, max_timestep: training timesteps are drawn uniformly from min_timestep ..

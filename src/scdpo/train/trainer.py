@@ -342,8 +342,8 @@ def _train(cfg: TrainConfig, out: Path) -> dict:
                         "--workers or --compile; every UNet call runs eagerly")
         elif cfg.anchor_weight > 0:
             log.warning("--cuda-graphs with the safe anchor is experimental: its anchor-trajectory runs died with a "
-                        "CUDA illegal memory access at step 2, read as the stale weight cast fixed since (BENCHMARKS.md, "
-                        "thirtieth and thirty-first rounds), not yet run again on a GPU")
+                        "CUDA illegal memory access at step 2; the stale weight cast fixed since is one candidate "
+                        "cause, not confirmed on a GPU (BENCHMARKS.md, thirtieth and thirty-first rounds)")
     if cfg.resume and (resumed := resume(acc, out, meta)) is not None:
         prog, state = resumed
     cache = _cache_latents(model, pairs) if cfg.cache_latents else None

@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING
 import torch
 
 if TYPE_CHECKING:
+    from scdpo.models.conditioning import Conditioning
     from scdpo.models.sampling import SamplerConfig
-    from scdpo.models.t2i import Conditioning, T2IModel
+    from scdpo.models.t2i import T2IModel
 
 #: Safe Latent Diffusion's default safety concept (Schramowski et al. 2023; diffusers'
 #: StableDiffusionPipelineSafe), the unsafe concepts of a real model unless told otherwise.
@@ -63,7 +64,7 @@ class GuardRun:
 
     def conditioning(self, i: int) -> Conditioning:
         """What the UNet sees at step ``i``: k stacked copies' conditionings (k = len / batch)."""
-        from scdpo.models.t2i import Conditioning
+        from scdpo.models.conditioning import Conditioning
 
         return self.cond if self.uncond is None else Conditioning.cat([self.uncond, self.cond])
 

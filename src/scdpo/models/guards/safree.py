@@ -133,7 +133,7 @@ class SafreeRun(GuardRun):
         self.safe, self.last_step = safe, last_step
 
     def conditioning(self, i):
-        from scdpo.models.t2i import Conditioning
+        from scdpo.models.conditioning import Conditioning
 
         use = (i <= self.last_step).to(self.cond.context.device)[:, None, None]
         text = Conditioning(torch.where(use, self.safe.context, self.cond.context), self.cond.pooled,

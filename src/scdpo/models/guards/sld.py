@@ -74,7 +74,7 @@ class SLDRun(GuardRun):
         self.nu: torch.Tensor | None = None  # the momentum
 
     def conditioning(self, i):
-        from scdpo.models.t2i import Conditioning
+        from scdpo.models.conditioning import Conditioning
 
         return Conditioning.cat([self.uncond, self.cond, self.safety])
 
