@@ -161,6 +161,7 @@ def test_a_backward_replay_that_differs_returns_the_eager_gradients_and_turns_gr
     assert all(torch.allclose(e, r) for e, r in zip(eager, replayed))
     graphed(x, t, cond)
     assert not graphed.enabled and not graphed.graphs and len(graphed.kept) == 1  # switched off, not destroyed
+    assert graphed.failed
 
 
 def test_a_checked_call_goes_on_with_eager_values_and_an_unchecked_one_with_the_replay():

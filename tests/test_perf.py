@@ -446,6 +446,7 @@ def test_sampling_with_cuda_graphs_replays_every_unet_call_and_draws_the_same_im
     torch.testing.assert_close(graphed, plain, rtol=0, atol=1e-6)
     # every step replayed, from one graph of the call's own rows (unpadded: 3 prompts, guided x2, SLD x3)
     assert len(made) == 1 and made[0].enabled and made[0].replays == 3 and recorded == [9 if guard else 6]
+    assert not hasattr(model, "cuda_graphs_failed")
 
 
 def test_a_failed_sampler_graph_is_remembered_and_compile_is_not_mixed_in(sd, monkeypatch):

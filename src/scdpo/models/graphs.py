@@ -172,6 +172,7 @@ class GraphCache:
         self.graphs: dict = {}
         self.kept: list = []
         self.replays = 0
+        self.failed = False  # turned off by a failure (not merely never on, as off the GPU)
 
     def graph(self, key: tuple, make: Callable):
         """The graph of ``key``, recorded now with ``make(record)`` if there is none yet."""
@@ -189,6 +190,7 @@ class GraphCache:
 
     def turn_off(self, what: str) -> None:
         warnings.warn(f"CUDA graphs {what}", stacklevel=3)
+        self.failed = True
         self.off()
 
 

@@ -199,6 +199,7 @@ class GraphedTrainPredict(GraphCache):
 
     def __call__(self, x: torch.Tensor, t, cond) -> torch.Tensor:
         if any(g.failed for g in self.graphs.values()):  # a backward check failed and warned: eager from now on
+            self.failed = True
             self.off()
         if not self.enabled or not torch.is_grad_enabled():
             return self.model.predict(x, t, cond)

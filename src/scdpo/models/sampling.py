@@ -121,6 +121,6 @@ def _sample(model: T2IModel, prompts: list[str], seeds: list[int], config: Sampl
             bar.update(1)
         images.append(((model.decode_latents(latents, batch_size=vae_batch_size) + 1) / 2).cpu())
     bar.close()
-    if graphed and not predict.enabled:
+    if graphed and predict.failed:
         model.cuda_graphs_failed = True  # warned once: later sample() calls on this model run eagerly
     return torch.cat(images)
