@@ -91,7 +91,8 @@ def measure(name: str, flags: dict, data: Path, out: Path, steps: int, batch: in
     try:
         cfg = TrainConfig(model="emojiworld", dataset=str(data), out=str(out / name), loss="sc-dpo", batch_size=batch,
                           max_steps=steps, lr=1e-4, cache_latents=True, checkpoint_every=10_000, log_every=10_000,
-                          validate_every=0, winner_weight=1.0, device=device, **flags)
+                          validate_every=0, winner_weight=1.0, device=device,
+                          **{"cuda_graphs": False, **flags})  # eager unless a row asks (they are on by default on CUDA)
         t0 = time.perf_counter()
         metrics = train(cfg)
         seconds = time.perf_counter() - t0

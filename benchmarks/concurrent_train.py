@@ -12,9 +12,11 @@ so the timed steps run side by side. Per row: each process's warm steps/s (the s
 first W), their sum, N times the slowest, each one's warm-up seconds (start of training to the end
 of step W), its wait for the row, the loss of its last step (equal data and seeds: the variants'
 losses should agree to rounding) and its peak memory. Rows are VARIANT x N; the variants are
-``eager``, ``compile`` (``TrainConfig.compile``, torch's default mode) and ``compile-MODE`` for the
-other ``TrainConfig.compile_mode`` values (``compile-reduce-overhead``: CUDA graphs through
-cudagraph trees, never tried in the trainer).
+``eager``, ``graphs`` (``TrainConfig.cuda_graphs``: the step's UNet calls replayed from CUDA graphs),
+``compile`` (``TrainConfig.compile``, torch's default mode) and ``compile-MODE`` for the other
+``TrainConfig.compile_mode`` values (``compile-reduce-overhead``: CUDA graphs through cudagraph
+trees, never tried in the trainer). ``--workload plain`` trains the step without the safe anchor,
+as the pipeline's trainings do (``benchmarks/emojiworld_alignment.sh``), instead of the recipe's.
 
     python benchmarks/concurrent_train.py --device cuda --rows eager:1 eager:6 eager:12 compile:1 --out OUT
     python benchmarks/concurrent_train.py --device cuda --rows compile:12 compile:6 --out OUT
@@ -60,8 +62,11 @@ from scdpo.utils.io import atomic_write_text
 
 HERE = Path(__file__).resolve().parent
 BAR = re.compile(r"\d+%\|")  # tqdm's "desc:  33%|###  | 1/3 [...]"
-VARIANTS = {"eager": {}, "compile": {"compile": True},
+VARIANTS = {"eager": {"cuda_graphs": False}, "graphs": {"cuda_graphs": True}, "compile": {"compile": True},
             **{f"compile-{m}": {"compile": True, "compile_mode": m} for m in COMPILE_MODES if m != "default"}}
+# what each process trains: the recipe's anchored step ("every-step"), or the pipeline's plain one
+# (benchmarks/emojiworld_alignment.sh trains without the anchor)
+WORKLOADS = {"every-step": EVERY_STEP, "plain": {}}
 # seconds of the budget a row needs to be worth starting: one compiled training alone took 197 s
 # of warm-up on the H200 (docs/performance.md)
 MIN_LEFT_EAGER, MIN_LEFT_COMPILED = 60, 240
@@ -127,7 +132,7 @@ def run_row(variant: str, n: int, args, data: Path, work: Path, deadline: float)
     cache = Path(tempfile.gettempdir()) / "concurrent_train-inductor" if args.cache == "shared" else folder / "inductor"
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", TORCHINDUCTOR_CACHE_DIR=str(cache),
                TRITON_CACHE_DIR=str(cache / "triton"))
-    flags = {**EVERY_STEP, **VARIANTS[variant]}
+    flags = {**WORKLOADS[args.workload], **VARIANTS[variant]}
     procs, logs = [], [folder / f"{i}.log" for i in range(n)]
     t0 = time.time()
     for i in range(n):
@@ -203,7 +208,7 @@ def record(out: Path, row: dict) -> None:
 
 
 def skipped(variant: str, n: int, left: float, args) -> dict:
-    return {**summarise(variant, n, "skipped", None, [], {**EVERY_STEP, **VARIANTS[variant]}, args),
+    return {**summarise(variant, n, "skipped", None, [], {**WORKLOADS[args.workload], **VARIANTS[variant]}, args),
             "reason": f"{left:.0f} s of the budget left"}
 
 
@@ -213,6 +218,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--n", type=int, nargs="+", default=[1, 6, 12], help="processes at once, a row each")
     ap.add_argument("--variants", nargs="+", default=["eager", "compile"], choices=list(VARIANTS))
     ap.add_argument("--rows", nargs="+", help="only these rows, in this order, as VARIANT:N (replaces --n/--variants)")
+    ap.add_argument("--workload", choices=list(WORKLOADS), default="every-step",
+                    help="the anchored recipe's step, or the plain one of the pipeline's trainings")
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--warmup", type=int, default=10, help="W: steps before the timed ones (and the row's barrier)")
     ap.add_argument("--batch-size", type=int, default=32)
@@ -234,7 +241,7 @@ def main(argv: list[str] | None = None) -> None:
         data = synthetic_pairs(Path(tmp) / "pairs.parquet", 64)
         for variant, n in rows:
             left = start + args.budget - time.time()
-            if left < (MIN_LEFT_EAGER if variant == "eager" else MIN_LEFT_COMPILED):
+            if left < (MIN_LEFT_COMPILED if variant.startswith("compile") else MIN_LEFT_EAGER):
                 row = skipped(variant, n, left, args)
             else:  # 20 s before the budget's end: time to stop the processes and write
                 deadline = min(time.time() + args.row_timeout, start + args.budget - 20)

@@ -61,9 +61,13 @@ def test_rows_append_to_the_jsonl_and_the_table(ct, tmp_path):
 def test_every_variant_is_a_valid_training(ct):
     from scdpo.train.config import TrainConfig
 
-    assert set(ct.VARIANTS) == {"eager", "compile", "compile-reduce-overhead", "compile-max-autotune-no-cudagraphs"}
-    for flags in ct.VARIANTS.values():
-        TrainConfig(model="emojiworld", dataset="d", out="o", **ct.EVERY_STEP, **flags)
+    assert set(ct.VARIANTS) == {"eager", "graphs", "compile", "compile-reduce-overhead",
+                                "compile-max-autotune-no-cudagraphs"}
+    for workload in ct.WORKLOADS.values():
+        for name, flags in ct.VARIANTS.items():
+            cfg = TrainConfig(model="emojiworld", dataset="d", out="o", **workload, **flags)
+            # on a GPU the eager rows stay eager (graphs are on by default there without the anchor)
+            assert cfg.uses_cuda_graphs("cuda") is (name == "graphs")
 
 
 def test_rows_filter(ct):

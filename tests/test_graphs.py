@@ -166,3 +166,21 @@ def test_the_check_schedule_checks_until_the_weights_moved_then_every_nth():
     assert due == [True, True, True, True, False, True, False, False, True, False]
     alone = CheckSchedule([], every=3)
     assert [alone.due() for _ in range(4)] == [True, False, False, False]
+
+
+def test_the_check_schedule_sees_a_move_that_leaves_the_version_counter_alone():
+    """Fused AdamW (the trainer's optimizer on CUDA, and on the CPU here) updates the weights in place
+    without bumping their version counters; the thirty-second round's schedule, which waited on the
+    counters, then checked every replay of every run."""
+    from scdpo.models.graphs import CheckSchedule
+
+    w = torch.nn.Parameter(torch.zeros(3))
+    opt = torch.optim.AdamW([w], lr=0.1, fused=True)
+    schedule = CheckSchedule([w], every=4)
+    assert schedule.due() and schedule.due()  # not moved yet
+    version = w._version
+    w.grad = torch.ones(3)
+    opt.step()
+    assert w._version == version  # the counter stays: what the schedule must not rely on
+    assert schedule.due()  # the check after the move, the last one before every 4th
+    assert [schedule.due() for _ in range(5)] == [True, False, False, False, True]

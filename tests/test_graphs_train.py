@@ -125,6 +125,23 @@ def test_replays_are_checked_against_eager_until_the_parameters_have_changed():
     assert predict_calls(model, graphed, 4, update_after={1}) == [3, 2, 2, 1]
 
 
+def test_the_checks_stop_after_a_fused_adamw_step():
+    """Fused AdamW, the trainer's optimizer on CUDA, moves the weights without bumping their version
+    counters: the thirty-second round's runs, whose checks waited on the counters, checked all 1,000
+    steps (an eager forward and backward each) and ran slower than eager."""
+    model = StubModel()
+    graphed = GraphedTrainPredict(model, model.params, record=eager_train_recorder([]))
+    opt = torch.optim.AdamW(model.params, lr=0.1, fused=True)
+    x, t, cond = inputs(4)
+    calls = []
+    for _ in range(4):
+        before = model.calls
+        graphed(x, t, cond).sum().backward()
+        opt.step(), opt.zero_grad()
+        calls.append(model.calls - before)
+    assert calls == [3, 2, 1, 1]  # recording + replay + check; replay + the check after the move; replays
+
+
 def test_later_replays_are_checked_every_so_often_and_moved_parameters_are_refused():
     model = StubModel()
     graphed = GraphedTrainPredict(model, model.params, record=eager_train_recorder([]), check_every=3)

@@ -251,6 +251,19 @@ def test_compile_is_on_by_default_where_it_was_measured_to_pay(flags, device, wa
     assert TrainConfig(**{"model": "m", "dataset": "d", "out": "o", **flags}).compiles(device) is want
 
 
+@pytest.mark.parametrize("flags, device, want", [
+    (dict(model="emojiworld"), "cuda", True),  # the measured case: EmojiWorld's launch-bound step
+    (dict(model="emojiworld"), "cpu", False),
+    (dict(model="runwayml/sd15"), "cuda", False),  # compute-bound, unmeasured
+    (dict(model="emojiworld", anchor_weight=20.0), "cuda", False),  # the anchor's graphs: only when asked
+    (dict(model="emojiworld", anchor_weight=20.0, cuda_graphs=True), "cuda", True),
+    (dict(model="emojiworld", workers=2), "cuda", False),  # what it cannot run with
+    (dict(model="emojiworld", compile=True), "cuda", False),
+    (dict(model="emojiworld", cuda_graphs=False), "cuda", False)])
+def test_cuda_graphs_are_on_by_default_where_they_were_measured_to_pay(flags, device, want):
+    assert TrainConfig(**{"dataset": "d", "out": "o", **flags}).uses_cuda_graphs(device) is want
+
+
 def test_the_trainer_compiles_by_the_resolved_setting(sd, tmp_path, monkeypatch):
     import scdpo.train.config as C
     from scdpo.train.trainer import train

@@ -115,25 +115,33 @@ def run_static(fn: Callable, static: list, autocast: torch.dtype | None) -> torc
 
 class CheckSchedule:
     """Which replays of one graph are checked against eager: every one until a check has run after
-    the ``params`` changed (their version counters: a LoRA starts at B = 0, where a graph that reads
-    a stale copy of the weights still agrees with eager), then every ``every``-th. Without params,
-    the first replay only."""
+    the ``params`` changed (a LoRA starts at B = 0, where a graph that reads a stale copy of the
+    weights still agrees with eager), then every ``every``-th. Without params, the first replay only.
+
+    A move is seen in the parameters' values (each tensor's norm, read once per check while
+    checking), not in their version counters: fused AdamW, the trainer's optimizer on CUDA, updates
+    the weights in place without bumping them, and the thirty-second round's graphed runs, whose
+    schedule waited on the counters, checked every replay of all 1,000 steps (BENCHMARKS.md)."""
 
     def __init__(self, params: list, every: int):
         self.params, self.every = params, every
-        self.first_version = None  # the parameters' version at the first check
+        self.first = None  # the parameters' fingerprint at the first check
         self.checking = bool(params)  # until a check ran on other parameter values than the first one
         self.count = 0  # replays so far
+
+    def fingerprint(self) -> torch.Tensor:
+        """Each parameter's norm (fp32), stacked: any optimizer step changes them."""
+        return torch.stack([p.detach().float().norm() for p in self.params])
 
     def due(self) -> bool:
         """Whether this replay (counted now) is checked."""
         self.count += 1
         if self.count == 1:
-            self.first_version = sum(p._version for p in self.params)
+            self.first = self.fingerprint() if self.params else None
             return True
         if self.checking:
-            if sum(p._version for p in self.params) != self.first_version:
-                self.checking = False  # this check is the last: the parameters have moved since the first
+            if not torch.equal(self.fingerprint(), self.first):
+                self.checking, self.first = False, None  # this check is the last: the parameters have moved
             return True
         return bool(self.params) and self.count % self.every == 0
 

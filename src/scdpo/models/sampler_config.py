@@ -36,14 +36,16 @@ class SamplerConfig:
         compile: ``torch.compile`` the resnet and transformer blocks of the UNet and of the VAE
             (in place, once; the first batch takes longer while it compiles).
         cuda_graphs: replay every UNet call of the denoising loop from a CUDA graph
-            (:class:`scdpo.models.graphs.GraphedPredict`: one graph per padded batch size, recorded at
+            (:class:`scdpo.models.graphs.GraphedPredict`: one graph per batch size (unpadded), recorded at
             its first call, whose replay is checked against eager; any mismatch or error falls back
             to eager with one warning). Issue 16's "CUDA-graph the denoising loop": for a UNet whose
             calls wait on their launches (EmojiWorld's; a compiled one's remaining launches). Graphs
             are recorded anew in every ``sample()`` call (a LoRA loaded, fused or rescaled between
             calls changes what a graph would have to replay), about four eager calls each (two warm-up
-            runs, the recording, the check), so they can pay only where a call runs many steps. On a CUDA device only (ignored elsewhere);
-            off by default until a GPU run measures it (``benchmarks/gpu_sampling.py``).
+            runs, the recording, the check), so they can pay only where a call runs many steps. On a
+            CUDA device only (ignored elsewhere). Off by default: on an H100 (BENCHMARKS.md,
+            "Thirty-second round") EmojiWorld sampled 3.1x faster at 64 images a batch, but no faster
+            at the 1,024 the sampler picks for small latents, and SD-shaped sampling ran 0.89x.
         vae_batch_size: images per VAE decoder call; None (the default): the batch itself where the
             batch is picked as 1024, else 8 (for SD-sized latents more bought 2% for 3x the memory; a
             set batch_size keeps 8, so runs with --batch-size decode as before).

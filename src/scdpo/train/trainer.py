@@ -327,7 +327,7 @@ def _train(cfg: TrainConfig, out: Path) -> dict:
         prompts = PromptBank(model, cfg.anchor_p4d_steps, cfg.anchor_p4d_rows)
         prompts.register(acc)  # before resume: the bank is part of the checkpoint
     predict = train_predict = None
-    if cfg.cuda_graphs:
+    if cfg.uses_cuda_graphs(acc.device.type):
         # one process only: a DDP-wrapped policy's forward is not a fixed kernel sequence to record;
         # no loader workers (their pin-memory thread's CUDA calls would invalidate a recording) and no
         # torch.compile (whose own CUDA graphs and recompilations do not belong inside one)
@@ -337,13 +337,18 @@ def _train(cfg: TrainConfig, out: Path) -> dict:
         predict = GraphedPredict(model, enabled=graphs_on, params=trainable)  # the anchor's policy trajectory
         train_predict = GraphedTrainPredict(model, trainable, enabled=graphs_on)
         reference.predict = GraphedPredict(model, enabled=graphs_on)  # adapters off: frozen weights only
-        if not predict.enabled:
+        if not predict.enabled and cfg.cuda_graphs:  # asked for (unset, it is on only where it can run)
             log.warning("--cuda-graphs needs one process on a CUDA device, without gradient checkpointing, "
                         "--workers or --compile; every UNet call runs eagerly")
+        elif not predict.enabled:
+            log.info("cuda graphs: off for this run (%d processes); every UNet call runs eagerly", acc.num_processes)
         elif cfg.anchor_weight > 0:
-            log.warning("--cuda-graphs with the safe anchor is experimental: its anchor-trajectory runs died with a "
-                        "CUDA illegal memory access at step 2; the stale weight cast fixed since is one candidate "
-                        "cause, not confirmed on a GPU (BENCHMARKS.md, thirtieth and thirty-first rounds)")
+            log.warning("--cuda-graphs with the safe anchor is experimental: its anchor-trajectory runs on H200s died "
+                        "with a CUDA illegal memory access at step 2 before the stale weight cast was fixed; an H100 "
+                        "ran it since, no H200 has (BENCHMARKS.md, thirtieth to thirty-second rounds)")
+        elif cfg.cuda_graphs is None:
+            log.info("cuda graphs: on (the default for EmojiWorld on CUDA without the safe anchor; "
+                     "--no-cuda-graphs turns them off)")
     if cfg.resume and (resumed := resume(acc, out, meta)) is not None:
         prog, state = resumed
     cache = _cache_latents(model, pairs) if cfg.cache_latents else None

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# The thirty-third round (issue 16): the fixed CUDA graphs of the training step where the science runs them.
+# The thirty-second round measured the plain step at 6.1x eager with the same loss, in one process alone, and
+# turned the graphs on by default for EmojiWorld on CUDA without the safe anchor (BENCHMARKS.md,
+# "Thirty-second round"). Files land flat in $OUT:
+#   1. one training, longer: benchmarks/anchor_cost.py, the plain step at 32 pairs, eager then graphed, over
+#      STEPS1 (300) steps, set-up and recording included in "s / step" -> $OUT/step.txt;
+#   2. N trainings at once (the pipeline runs six, `--seeds` up to twelve): concurrent_train.py --workload plain,
+#      eager against graphed, 1, 6 and 12 processes -> $OUT/concurrent.md (+ concurrent.jsonl);
+#   3. the whole pipeline, its trainings graphed by the new default (no TRAIN_FLAGS) -> $OUT/pipeline.txt,
+#      pipeline-compare.md (each LoRA's cuda_graphs_on should be True, its replays 1,000);
+#   4. the anchored step, eager and graphed: on an H200 this is the first run there since the fix (its two
+#      earlier runs died with an illegal memory access at step 2), on an H100 a repeat -> $OUT/anchor.txt.
+#
+#   . scripts/device_env.sh && bash benchmarks/detach.sh r33 bash benchmarks/round33.sh   # device: carry
+#       .carry/s3 after .carry/s1 and .carry/s2, every call in ONE message, the detach command repeated
+#   TINY=1 R=/tmp/r33 OUT=/tmp/r33/out bash benchmarks/round33.sh                        # CPU dry run
+set -u
+R=${R:-/tmp/r33}
+OUT=${OUT:-$R/out}
+mkdir -p "$R" "$OUT"
+B=$(dirname "$0")
+. "$B/pipeline_report.sh"
+if [ "${TINY:-0}" = 1 ]; then
+    AC="--device cpu --batch-size 2 --steps 3 --warmup 1"; CT="--device cpu --steps 3 --warmup 1 --batch-size 2"
+    CROWS="eager:1 graphs:1"
+else
+    AC="--device cuda --batch-size 32 --steps ${STEPS1:-300} --warmup 20"
+    CT="--device cuda --steps ${STEPS2:-200} --warmup 20 --batch-size 32 --budget 420"
+    CROWS="eager:6 graphs:6 graphs:1 graphs:12"
+fi
+
+echo "[$(date +%T)] 1. one training, eager and graphed"
+{ echo "python3 benchmarks/anchor_cost.py $AC --only 'no anchor' ($(gpu_name))"
+  python3 "$B/anchor_cost.py" $AC --only "no anchor" 2>&1 | grep -v "it/s\]" | tail -8; } > "$OUT/step.txt"
+cat "$OUT/step.txt"
+
+echo "[$(date +%T)] 2. N trainings at once, eager and graphed"
+python3 "$B/concurrent_train.py" $CT --workload plain --rows $CROWS --out "$R/ct" > "$R/ct.log" 2>&1
+cp "$R/ct/table.md" "$OUT/concurrent.md" 2>/dev/null; cp "$R/ct/rows.jsonl" "$OUT/concurrent.jsonl" 2>/dev/null
+tail -12 "$R/ct.log"
+
+echo "[$(date +%T)] 3. the whole EmojiWorld pipeline, the trainings graphed by default"
+start=$(date +%s)
+R=$R/align STAGES="cost data train eval compare" bash "$B/emojiworld_alignment.sh" > "$R/align.log" 2>&1
+pipeline_report "emojiworld_alignment.sh (cost data train eval compare), the defaults" "$R/align" \
+    "$R/align.log" "$start" > "$OUT/pipeline.txt"
+cp "$R/align/compare/table.md" "$OUT/pipeline-compare.md" 2>/dev/null
+cat "$OUT/pipeline.txt"
+
+echo "[$(date +%T)] 4. the anchored step, eager and graphed"
+AC4=${AC/--steps ${STEPS1:-300}/--steps 100}
+{ echo "python3 benchmarks/anchor_cost.py $AC4 --only 'every step' --skip compiled ($(gpu_name))"
+  python3 "$B/anchor_cost.py" $AC4 --only "every step" --skip compiled 2>&1 | grep -v "it/s\]" | tail -8; } > "$OUT/anchor.txt"
+cat "$OUT/anchor.txt"
+echo "[$(date +%T)] done"
