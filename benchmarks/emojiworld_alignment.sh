@@ -8,7 +8,7 @@
 #   TINY=1 R=/tmp/r bash benchmarks/emojiworld_alignment.sh   # seconds-scale dry run on a CPU
 #
 # Stages run in order and each is skipped when its output exists (STAGES="train eval" reruns two).
-# TRAIN_FLAGS adds flags to every training (e.g. --cuda-graphs, BENCHMARKS.md "CUDA graphs for the training step").
+# TRAIN_FLAGS adds flags to every training (e.g. --no-cuda-graphs: on a GPU the trainings replay their UNet calls from CUDA graphs by default, BENCHMARKS.md "Thirty-second round").
 # Trainings and evaluations of different methods are independent, so they run concurrently
 # (PAR of them at once): on one GPU the tiny EmojiWorld UNet is launch-bound, not compute-bound.
 set -u

@@ -125,6 +125,18 @@ def test_replays_are_checked_against_eager_until_the_parameters_have_changed():
     assert predict_calls(model, graphed, 4, update_after={1}) == [3, 2, 2, 1]
 
 
+def test_mismatches_names_each_tensor_off_by_more_than_the_tolerance():
+    from scdpo.models.graphs_train import _mismatches
+
+    b = [torch.ones(3), None, torch.zeros(2), torch.ones(2), torch.ones(1)]
+    a = [torch.ones(3) * 1.001, None, torch.zeros(2), torch.ones(2) * 2, None]
+    # 0: within 1e-2 of its norm; 1: both None; 2: both zero; 3: off by its whole norm; 4: None against a tensor
+    assert _mismatches(a, b, rtol=1e-2, atol=1e-6) == [3, 4]
+    assert _mismatches([], [], 1e-2, 1e-6) == []
+    with pytest.raises(ValueError, match="must match"):
+        _mismatches(a, b[:2], 1e-2, 1e-6)
+
+
 def test_the_checks_stop_after_a_fused_adamw_step():
     """Fused AdamW, the trainer's optimizer on CUDA, moves the weights without bumping their version
     counters: the thirty-second round's runs, whose checks waited on the counters, checked all 1,000

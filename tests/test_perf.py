@@ -259,7 +259,8 @@ def test_compile_is_on_by_default_where_it_was_measured_to_pay(flags, device, wa
     (dict(model="emojiworld", anchor_weight=20.0, cuda_graphs=True), "cuda", True),
     (dict(model="emojiworld", workers=2), "cuda", False),  # what it cannot run with
     (dict(model="emojiworld", compile=True), "cuda", False),
-    (dict(model="emojiworld", cuda_graphs=False), "cuda", False)])
+    (dict(model="emojiworld", cuda_graphs=False), "cuda", False),
+    (dict(model="emojiworld", full=True), "cuda", False)])  # full fine-tuning: unmeasured
 def test_cuda_graphs_are_on_by_default_where_they_were_measured_to_pay(flags, device, want):
     assert TrainConfig(**{"dataset": "d", "out": "o", **flags}).uses_cuda_graphs(device) is want
 
@@ -276,6 +277,26 @@ def test_the_trainer_compiles_by_the_resolved_setting(sd, tmp_path, monkeypatch)
     train(TrainConfig(model=str(sd), dataset=str(data), out=str(tmp_path / "run"), loss="dpo", batch_size=2,
                       max_steps=1, **FAST))
     assert seen == ["cpu"]  # asked once, with the run's device, and nothing compiled
+
+
+def test_the_trainer_graphs_by_the_resolved_setting(sd, tmp_path, monkeypatch, caplog):
+    """The trainer asks TrainConfig.uses_cuda_graphs once, with the run's device; unset on the CPU,
+    no graph is built and nothing is said about them."""
+    import logging
+
+    import scdpo.train.config as C
+    from scdpo.train.trainer import train
+    from test_trainer import FAST, write_pairs  # tests/ is on sys.path (no package)
+
+    seen = []
+    resolve = C.TrainConfig.uses_cuda_graphs
+    monkeypatch.setattr(C.TrainConfig, "uses_cuda_graphs", lambda self, d: seen.append(d) or resolve(self, d))
+    data = write_pairs(tmp_path / "pairs.parquet", n=4)
+    with caplog.at_level(logging.INFO, logger="scdpo"):
+        metrics = train(TrainConfig(model=str(sd), dataset=str(data), out=str(tmp_path / "run"), loss="dpo",
+                                    batch_size=2, max_steps=1, **FAST))
+    assert seen == ["cpu"] and "cuda_graph_replays" not in metrics
+    assert not [r for r in caplog.records if "cuda graphs" in r.getMessage().lower().replace("-", " ")]
 
 
 @pytest.mark.parametrize("compile_flag, padded", [(True, True), (None, False)])  # None on the CPU: eager

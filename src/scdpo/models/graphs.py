@@ -121,7 +121,8 @@ class CheckSchedule:
     A move is seen in the parameters' values (each tensor's norm, read once per check while
     checking), not in their version counters: fused AdamW, the trainer's optimizer on CUDA, updates
     the weights in place without bumping them, and the thirty-second round's graphed runs, whose
-    schedule waited on the counters, checked every replay of all 1,000 steps (BENCHMARKS.md)."""
+    schedule waited on the counters, checked every replay of all 1,000 steps (BENCHMARKS.md). Weights
+    that do not move (a learning rate of 0 in a warm-up) keep the checks going, which is only slower."""
 
     def __init__(self, params: list, every: int):
         self.params, self.every = params, every
@@ -131,7 +132,7 @@ class CheckSchedule:
 
     def fingerprint(self) -> torch.Tensor:
         """Each parameter's norm (fp32), stacked: any optimizer step changes them."""
-        return torch.stack([p.detach().float().norm() for p in self.params])
+        return torch.stack([torch.linalg.vector_norm(p.detach(), dtype=torch.float32) for p in self.params])
 
     def due(self) -> bool:
         """Whether this replay (counted now) is checked."""

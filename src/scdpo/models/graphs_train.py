@@ -96,6 +96,8 @@ def _mismatches(a: list, b: list, rtol: float, atol: float) -> list[int]:
     """The indices ``i`` where not ``||a_i - b_i|| <= rtol ||b_i|| + atol`` (None only matches None),
     with one host read for all of them: a LoRA's check compares hundreds of gradient tensors, and a
     read per tensor stalls a GPU that other runs share."""
+    if len(a) != len(b):
+        raise ValueError(f"compared {len(a)} tensors with {len(b)}: the two gradient lists must match")
     bad = [i for i, (x, y) in enumerate(zip(a, b)) if (x is None) != (y is None)]
     both = [(i, x, y) for i, (x, y) in enumerate(zip(a, b)) if x is not None and y is not None]
     if both:

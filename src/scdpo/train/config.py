@@ -209,15 +209,18 @@ class TrainConfig:
             training graphs are checked against eager, by norm, until the weights have moved and
             then every 200th replay; the anchor trajectory's until they have moved and then every
             50th; the reference's on their first replay; a checked call goes on with eager's values;
-            any failure falls back to eager with one warning. None (the default): on for EmojiWorld's
-            model on a CUDA device without the safe anchor (``TrainConfig.uses_cuda_graphs``), where
-            an H100 measured it: the plain step at 32 pairs 6.1x eager (0.029 against 0.180 s a
-            step), the same last loss to the digit after 100 steps (BENCHMARKS.md, "Thirty-second
-            round"); off elsewhere: SD-scale steps are compute-bound and unmeasured. With the safe
-            anchor it stays off unless asked for: the anchored step ran 6.3x on an H100, its loss
-            within 0.5% of eager's (padded batches round differently), but its earlier H200 runs, made
-            before the stale weight cast was fixed, died with a CUDA illegal memory access at the
-            second step, which no fallback can catch, and no H200 has run it since.
+            any failure falls back to eager with one warning. None (the default): on for a LoRA of
+            EmojiWorld's model on a CUDA device without the safe anchor
+            (``TrainConfig.uses_cuda_graphs``), where an H100 measured it: the plain step at 32 pairs
+            5.5-6.1x eager in one process (0.029 against 0.162-0.180 s a step), the same last loss to
+            the digit after 100 steps (BENCHMARKS.md, "Thirty-second round"); several graphed
+            trainings at once (the pipeline's six, ``--seeds``) are not yet measured against as many
+            eager ones. Off elsewhere: full fine-tuning is unmeasured, SD-scale steps are
+            compute-bound and unmeasured. With the safe anchor it stays off unless asked for: the
+            anchored step ran 6.3x on an H100, its last loss 0.5% off eager's (likely the padded
+            batches' rounding, not verified), but its earlier H200 runs, made before the stale weight
+            cast was fixed, died with a CUDA illegal memory access at the second step, which no
+            fallback can catch, and no H200 has run it since.
         gradient_checkpointing: recompute UNet activations in the backward pass (less memory).
         caption_dropout: fraction of captions replaced by "" (the Diffusion-DPO authors used 0.2).
         min_timestep, max_timestep: training timesteps are drawn uniformly from min_timestep ..
@@ -446,13 +449,20 @@ class TrainConfig:
                 and self.max_steps * self.grad_accum >= COMPILE_PAYS_FROM)
 
     def uses_cuda_graphs(self, device_type: str) -> bool:
-        """``cuda_graphs`` resolved for a run on ``device_type``: the setting when given, else on for a
-        CUDA device, EmojiWorld's model and no safe anchor (where it was measured to pay; the field's
-        doc), when nothing it cannot run with (gradient checkpointing, loader workers, compile) is on."""
+        """``cuda_graphs`` resolved for a run on ``device_type``: the setting when given (where it
+        cannot run, the trainer says so and runs eagerly), else on for a CUDA device, EmojiWorld's
+        model, a LoRA and no safe anchor (where it was measured to pay; the field's doc), when
+        :meth:`cuda_graphs_can_run`."""
         if self.cuda_graphs is not None:
             return self.cuda_graphs
         return (device_type == "cuda" and str(self.model) == "emojiworld" and self.anchor_weight == 0
-                and not self.gradient_checkpointing and self.workers == 0 and not self.compiles(device_type))
+                and not self.full and self.cuda_graphs_can_run(device_type))
+
+    def cuda_graphs_can_run(self, device_type: str) -> bool:
+        """Whether nothing CUDA graphs cannot run with is on: gradient checkpointing, loader workers
+        (their pin-memory thread's CUDA calls would invalidate a recording) or torch.compile (whose
+        own CUDA graphs and recompilations do not belong inside one). The trainer adds: one process."""
+        return not self.gradient_checkpointing and self.workers == 0 and not self.compiles(device_type)
 
     @property
     def uses_costs(self) -> bool:

@@ -328,11 +328,8 @@ def _train(cfg: TrainConfig, out: Path) -> dict:
         prompts.register(acc)  # before resume: the bank is part of the checkpoint
     predict = train_predict = None
     if cfg.uses_cuda_graphs(acc.device.type):
-        # one process only: a DDP-wrapped policy's forward is not a fixed kernel sequence to record;
-        # no loader workers (their pin-memory thread's CUDA calls would invalidate a recording) and no
-        # torch.compile (whose own CUDA graphs and recompilations do not belong inside one)
-        graphs_on = (acc.num_processes == 1 and not cfg.gradient_checkpointing and cfg.workers == 0
-                     and not cfg.compiles(acc.device.type))
+        # one process only: a DDP-wrapped policy's forward is not a fixed kernel sequence to record
+        graphs_on = acc.num_processes == 1 and cfg.cuda_graphs_can_run(acc.device.type)
         trainable = [p for p in unet.parameters() if p.requires_grad]
         predict = GraphedPredict(model, enabled=graphs_on, params=trainable)  # the anchor's policy trajectory
         train_predict = GraphedTrainPredict(model, trainable, enabled=graphs_on)
@@ -347,8 +344,10 @@ def _train(cfg: TrainConfig, out: Path) -> dict:
                         "with a CUDA illegal memory access at step 2 before the stale weight cast was fixed; an H100 "
                         "ran it since, no H200 has (BENCHMARKS.md, thirtieth to thirty-second rounds)")
         elif cfg.cuda_graphs is None:
-            log.info("cuda graphs: on (the default for EmojiWorld on CUDA without the safe anchor; "
+            log.info("cuda graphs: on (the default for an EmojiWorld LoRA on CUDA without the safe anchor; "
                      "--no-cuda-graphs turns them off)")
+    elif cfg.cuda_graphs is None and acc.device.type == "cuda" and cfg.anchor_weight > 0:
+        log.info("cuda graphs: off (with the safe anchor they run only when asked for: --cuda-graphs, experimental)")
     if cfg.resume and (resumed := resume(acc, out, meta)) is not None:
         prog, state = resumed
     cache = _cache_latents(model, pairs) if cfg.cache_latents else None
