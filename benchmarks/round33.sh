@@ -4,13 +4,18 @@
 # turned the graphs on by default for EmojiWorld on CUDA without the safe anchor (BENCHMARKS.md,
 # "Thirty-second round"). Files land flat in $OUT:
 #   1. one training, longer: benchmarks/anchor_cost.py, the plain step at 32 pairs, eager then graphed, over
-#      STEPS1 (300) steps, set-up and recording included in "s / step" -> $OUT/step.txt;
+#      STEPS1 (300) steps, set-up and recording included in "s / step"; then how busy the GPU is in the eager,
+#      graphed and anchored graphed step (benchmarks/step_busy.py: what a host-side lever could still buy)
+#      -> $OUT/step.txt;
 #   2. N trainings at once (the pipeline runs six, `--seeds` up to twelve): concurrent_train.py --workload plain,
 #      eager against graphed, 1, 6 and 12 processes -> $OUT/concurrent.md (+ concurrent.jsonl);
 #   3. the whole pipeline, its trainings graphed by the new default (no TRAIN_FLAGS) -> $OUT/pipeline.txt,
 #      pipeline-compare.md (each LoRA's cuda_graphs_on should be True, its replays 1,000);
 #   4. the anchored step, eager and graphed: on an H200 this is the first run there since the fix (its two
-#      earlier runs died with an illegal memory access at step 2), on an H100 a repeat -> $OUT/anchor.txt.
+#      earlier runs died with an illegal memory access at step 2), on an H100 a repeat -> $OUT/anchor.txt;
+#   5. where the other stages' time goes, alone on the GPU: one of the pipeline's evaluations (the base model,
+#      its four suites) and its data build, each under cProfile (the 50 costliest calls by cumulative time;
+#      CUDA's waits land on the calls that synchronise) -> $OUT/eval-profile.txt, data-profile.txt.
 #
 #   . scripts/device_env.sh && bash benchmarks/detach.sh r33 bash benchmarks/round33.sh   # device: carry
 #       .carry/s3 after .carry/s1 and .carry/s2, every call in ONE message, the detach command repeated
@@ -33,6 +38,10 @@ fi
 echo "[$(date +%T)] 1. one training, eager and graphed"
 { echo "python3 benchmarks/anchor_cost.py $AC --only 'no anchor' ($(gpu_name))"
   python3 "$B/anchor_cost.py" $AC --only "no anchor" 2>&1 | grep -v "it/s\]" | tail -8; } > "$OUT/step.txt"
+if [ "${TINY:-0}" = 1 ]; then BUSY="--device cpu --batch-size 2 --steps 5 --warmup 1 --window 2 --rows eager graphs"
+else BUSY="--device cuda --batch-size 32 --steps 80 --warmup 20 --window 20"; fi
+{ echo; echo "python3 benchmarks/step_busy.py $BUSY"
+  python3 "$B/step_busy.py" $BUSY 2>&1 | grep -v "it/s\]" | tail -8; } >> "$OUT/step.txt"
 cat "$OUT/step.txt"
 
 echo "[$(date +%T)] 2. N trainings at once, eager and graphed"
@@ -53,4 +62,15 @@ AC4=${AC/--steps ${STEPS1:-300}/--steps 100}
 { echo "python3 benchmarks/anchor_cost.py $AC4 --only 'every step' --skip compiled ($(gpu_name))"
   python3 "$B/anchor_cost.py" $AC4 --only "every step" --skip compiled 2>&1 | grep -v "it/s\]" | tail -8; } > "$OUT/anchor.txt"
 cat "$OUT/anchor.txt"
+echo "[$(date +%T)] 5. one evaluation and the data build, profiled"
+top() { python3 -c 'import pstats, sys; pstats.Stats(sys.argv[1]).sort_stats("cumulative").print_stats(50)' "$1"; }
+if [ "${TINY:-0}" = 1 ]; then EV="--limit 4 --steps 2"; DB="--n-harmful 6 --n-clean 6 --candidates 2 --steps 2 \
+    --uniform-rule reward --cost-budget 1000"; else EV="--steps 20"; DB="--n-harmful 2000 --n-clean 2000 --candidates 4 --steps 20"; fi
+SUITES="eval-harmful-explicit eval-harmful-implicit eval-clean eval-mixed"
+python3 -m cProfile -o "$R/eval.prof" -m scdpo.cli eval --model emojiworld --suites $SUITES $EV --batch-size 256 \
+    --cost-model "$R/align/cost" --name base --out "$R/eval-prof" > "$R/eval-prof.log" 2>&1 \
+    && top "$R/eval.prof" > "$OUT/eval-profile.txt"; tail -3 "$R/eval-prof.log"
+python3 -m cProfile -o "$R/data.prof" -m scdpo.cli data build --model emojiworld --cost-model "$R/align/cost" \
+    --reward emojiworld --harmful align-harmful --clean align-clean $DB --safe-prompt-winner --out "$R/scp-prof" \
+    > "$R/data-prof.log" 2>&1 && top "$R/data.prof" > "$OUT/data-profile.txt"; tail -3 "$R/data-prof.log"
 echo "[$(date +%T)] done"

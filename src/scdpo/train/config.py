@@ -217,7 +217,7 @@ class TrainConfig:
             trainings at once (the pipeline's six, ``--seeds``) are not yet measured against as many
             eager ones. Off elsewhere: full fine-tuning is unmeasured, SD-scale steps are
             compute-bound and unmeasured. With the safe anchor it stays off unless asked for: the
-            anchored step ran 6.3x on an H100, its last loss 0.5% off eager's (likely the padded
+            anchored step ran 6.0-6.3x on an H100, its last loss 0.5% off eager's (likely the padded
             batches' rounding, not verified), but its earlier H200 runs, made before the stale weight
             cast was fixed, died with a CUDA illegal memory access at the second step, which no
             fallback can catch, and no H200 has run it since.

@@ -1,0 +1,102 @@
+"""How busy the GPU is during an EmojiWorld training step (issue 16): the device time of a window of
+optimizer steps (every kernel, copy and fill torch's profiler sees, CUDA-graph replays included),
+per step, against the wall time per step of the steps after that window (the profiler slows the
+host down, so its own window's wall time is not used).
+
+With the step's UNet calls replayed from CUDA graphs, a step runs 5.5-6.1x eager's (BENCHMARKS.md,
+"Thirty-second round"), and what is left may be the host: the loss's small ops, the optimizer and
+one read of the step's statistics a step (``trainer._reduce``), which holds the next step back
+until the GPU has finished. The busy fraction says how much any host-side lever (no sync, more of the
+step graphed) could still buy: at most wall / device time.
+
+    python benchmarks/step_busy.py --device cuda --batch-size 32 --steps 80 --warmup 20 --window 20
+    python benchmarks/step_busy.py --device cpu --batch-size 2 --steps 4 --warmup 1 --window 2   # dry run
+
+On the CPU the "device" time is the profiler's self CPU time of the window (a dry run of the
+plumbing, not a measurement). Prints one JSON line a row, then a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from anchor_cost import EVERY_STEP, measure, synthetic_pairs
+
+ROWS = {"eager": dict(cuda_graphs=False), "graphs": dict(cuda_graphs=True),
+        "anchored, graphs": dict(EVERY_STEP, cuda_graphs=True)}
+
+
+def device_seconds(prof, cuda: bool) -> float:
+    """The window's device time in seconds: the sum of the self device time of every event (kernels,
+    copies, fills), as the footer of ``prof.key_averages().table()`` adds it up."""
+    events = prof.key_averages()
+    total = sum(e.self_device_time_total for e in events) if cuda else sum(e.self_cpu_time_total for e in events)
+    return total / 1e6
+
+
+def profiled(name: str, flags: dict, data: Path, tmp: Path, args) -> dict:
+    """``measure`` of one row, the profiler on for ``args.window`` optimizer steps after ``args.warmup``."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = args.device.startswith("cuda")
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    state = {"prof": None, "seconds": None}
+    stamps: list[float] = []  # after each optimizer step, the GPU synchronised
+    step = torch.optim.AdamW.step  # measure() wraps this one, so it runs inside measure's timing
+
+    def windowed(self, *a, **kw):
+        out = step(self, *a, **kw)
+        if cuda:
+            torch.cuda.synchronize()
+        stamps.append(time.perf_counter())
+        if len(stamps) == args.warmup:
+            state["prof"] = profile(activities=activities)
+            state["prof"].__enter__()
+        elif len(stamps) == args.warmup + args.window and state["prof"] is not None:
+            state["prof"].__exit__(None, None, None)
+            state["seconds"] = device_seconds(state["prof"], cuda)
+        return out
+    torch.optim.AdamW.step = windowed
+    try:
+        row = measure(name, flags, data, tmp, args.steps, args.batch_size, args.device, args.warmup)
+    finally:
+        torch.optim.AdamW.step = step
+    busy = None if state["seconds"] is None else state["seconds"] / args.window
+    after = stamps[args.warmup + args.window:]  # the unprofiled steps after the window, and the one before them
+    wall = (after[-1] - stamps[args.warmup + args.window - 1]) / len(after) if after else None
+    return {**row, "seconds_per_step_after_window": None if wall is None else round(wall, 4),
+            "device_seconds_per_step": None if busy is None else round(busy, 4),
+            "busy_fraction": None if busy is None or not wall else round(busy / wall, 3)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--steps", type=int, default=80)
+    ap.add_argument("--warmup", type=int, default=20, help="steps before the profiled window (and the steady timing)")
+    ap.add_argument("--window", type=int, default=20, help="optimizer steps profiled")
+    ap.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
+    args = ap.parse_args()
+    if not 1 <= args.warmup or args.warmup + args.window >= args.steps:
+        raise SystemExit(f"--warmup {args.warmup} + --window {args.window} must stay below --steps {args.steps}, "
+                         "with --warmup at least 1: steps are needed after the window")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        data = synthetic_pairs(Path(tmp) / "pairs.parquet", 64)
+        for name in args.rows:
+            rows.append(profiled(name, ROWS[name], data, Path(tmp), args))
+            print(json.dumps(rows[-1]), flush=True)
+    print("| row | wall s / step (after the window) | device s / step (in it) | busy | last loss |\n|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['run']} | {r['seconds_per_step_after_window']} | {r['device_seconds_per_step']} "
+              f"| {r['busy_fraction']} | {r['loss']:.6g} |")
+
+
+if __name__ == "__main__":
+    main()
