@@ -13,9 +13,9 @@
 #      pipeline-compare.md (each LoRA's cuda_graphs_on should be True, its replays 1,000);
 #   4. the anchored step, eager and graphed: on an H200 this is the first run there since the fix (its two
 #      earlier runs died with an illegal memory access at step 2), on an H100 a repeat -> $OUT/anchor.txt;
-#   5. where the other stages' time goes, alone on the GPU: one of the pipeline's evaluations (the base model,
-#      its four suites) and its data build, each under cProfile (the 50 costliest calls by cumulative time;
-#      CUDA's waits land on the calls that synchronise) -> $OUT/eval-profile.txt, data-profile.txt.
+#   5. where the other stages' time goes, alone on the GPU: the pipeline's cost model, one of its evaluations
+#      (the base model, its four suites) and its data build, each under cProfile (the 50 costliest calls by
+#      cumulative time; CUDA's waits land on the calls that synchronise) -> $OUT/profiles.txt.
 #
 #   . scripts/device_env.sh && bash benchmarks/detach.sh r33 bash benchmarks/round33.sh   # device: carry
 #       .carry/s3 after .carry/s1 and .carry/s2, every call in ONE message, the detach command repeated
@@ -62,15 +62,20 @@ AC4=${AC/--steps ${STEPS1:-300}/--steps 100}
 { echo "python3 benchmarks/anchor_cost.py $AC4 --only 'every step' --skip compiled ($(gpu_name))"
   python3 "$B/anchor_cost.py" $AC4 --only "every step" --skip compiled 2>&1 | grep -v "it/s\]" | tail -8; } > "$OUT/anchor.txt"
 cat "$OUT/anchor.txt"
-echo "[$(date +%T)] 5. one evaluation and the data build, profiled"
-top() { python3 -c 'import pstats, sys; pstats.Stats(sys.argv[1]).sort_stats("cumulative").print_stats(50)' "$1"; }
-if [ "${TINY:-0}" = 1 ]; then EV="--limit 4 --steps 2"; DB="--n-harmful 6 --n-clean 6 --candidates 2 --steps 2 \
-    --uniform-rule reward --cost-budget 1000"; else EV="--steps 20"; DB="--n-harmful 2000 --n-clean 2000 --candidates 4 --steps 20"; fi
-SUITES="eval-harmful-explicit eval-harmful-implicit eval-clean eval-mixed"
-python3 -m cProfile -o "$R/eval.prof" -m scdpo.cli eval --model emojiworld --suites $SUITES $EV --batch-size 256 \
-    --cost-model "$R/align/cost" --name base --out "$R/eval-prof" > "$R/eval-prof.log" 2>&1 \
-    && top "$R/eval.prof" > "$OUT/eval-profile.txt"; tail -3 "$R/eval-prof.log"
-python3 -m cProfile -o "$R/data.prof" -m scdpo.cli data build --model emojiworld --cost-model "$R/align/cost" \
-    --reward emojiworld --harmful align-harmful --clean align-clean $DB --safe-prompt-winner --out "$R/scp-prof" \
-    > "$R/data-prof.log" 2>&1 && top "$R/data.prof" > "$OUT/data-profile.txt"; tail -3 "$R/data-prof.log"
+echo "[$(date +%T)] 5. the cost model, one evaluation and the data build, profiled"
+# prof NAME ARGS...: `scdpo ARGS` under cProfile, its 50 costliest calls appended to $OUT/profiles.txt
+prof() { local name=$1; shift
+         python3 -m cProfile -o "$R/$name.prof" -m scdpo.cli "$@" > "$R/$name-prof.log" 2>&1 || tail -3 "$R/$name-prof.log"
+         { echo "== $name: scdpo $*"; python3 -c 'import pstats, sys
+pstats.Stats(sys.argv[1]).sort_stats("cumulative").print_stats(50)' "$R/$name.prof"; } >> "$OUT/profiles.txt"; }
+if [ "${TINY:-0}" = 1 ]; then CO="--pool 64 --eval-n 16 --steps 20"; EV="--limit 4 --steps 2"
+    DB="--n-harmful 6 --n-clean 6 --candidates 2 --steps 2 --uniform-rule reward --cost-budget 1000"
+else CO="--pool 8000 --eval-n 300"; EV="--steps 20"; DB="--n-harmful 2000 --n-clean 2000 --candidates 4 --steps 20"; fi
+rm -f "$OUT/profiles.txt"
+prof cost cost train --out "$R/cost-prof" $CO --no-progress
+prof eval eval --model emojiworld --suites eval-harmful-explicit eval-harmful-implicit eval-clean eval-mixed $EV \
+    --batch-size 256 --cost-model "$R/align/cost" --name base --out "$R/eval-prof"
+prof data data build --model emojiworld --cost-model "$R/align/cost" --reward emojiworld --harmful align-harmful \
+    --clean align-clean $DB --safe-prompt-winner --out "$R/scp-prof"
+grep -c "function calls" "$OUT/profiles.txt"
 echo "[$(date +%T)] done"
