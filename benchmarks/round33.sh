@@ -4,15 +4,15 @@
 # turned the graphs on by default for EmojiWorld on CUDA without the safe anchor (BENCHMARKS.md,
 # "Thirty-second round"). Files land flat in $OUT:
 #   1. one training, longer: benchmarks/anchor_cost.py, the plain step at 32 pairs, eager then graphed, over
-#      STEPS1 (300) steps, set-up and recording included in "s / step"; then how busy the GPU is in the eager,
-#      graphed and anchored graphed step (benchmarks/step_busy.py: what a host-side lever could still buy)
-#      -> $OUT/step.txt;
+#      STEPS1 (300) steps, set-up and recording included in "s / step"; then how busy the GPU is in the eager
+#      and the graphed step (benchmarks/step_busy.py: what a host-side lever could still buy) -> $OUT/step.txt;
 #   2. N trainings at once (the pipeline runs six, `--seeds` up to twelve): concurrent_train.py --workload plain,
 #      eager against graphed, 1, 6 and 12 processes -> $OUT/concurrent.md (+ concurrent.jsonl);
 #   3. the whole pipeline, its trainings graphed by the new default (no TRAIN_FLAGS) -> $OUT/pipeline.txt,
 #      pipeline-compare.md (each LoRA's cuda_graphs_on should be True, its replays 1,000);
 #   4. the anchored step, eager and graphed: on an H200 this is the first run there since the fix (its two
-#      earlier runs died with an illegal memory access at step 2), on an H100 a repeat -> $OUT/anchor.txt;
+#      earlier runs died with an illegal memory access at step 2), on an H100 a repeat; then, where it ran
+#      through, how busy the GPU is in the anchored graphed step -> $OUT/anchor.txt;
 #   5. where the other stages' time goes, alone on the GPU: the pipeline's cost model, one of its evaluations
 #      (the base model, its four suites) and its data build, each under cProfile (the 50 costliest calls by
 #      cumulative time; CUDA's waits land on the calls that synchronise) -> $OUT/profiles.txt.
@@ -39,7 +39,7 @@ echo "[$(date +%T)] 1. one training, eager and graphed"
 { echo "python3 benchmarks/anchor_cost.py $AC --only 'no anchor' ($(gpu_name))"
   python3 "$B/anchor_cost.py" $AC --only "no anchor" 2>&1 | grep -v "it/s\]" | tail -8; } > "$OUT/step.txt"
 if [ "${TINY:-0}" = 1 ]; then BUSY="--device cpu --batch-size 2 --steps 5 --warmup 1 --window 2 --rows eager graphs"
-else BUSY="--device cuda --batch-size 32 --steps 80 --warmup 20 --window 20"; fi
+else BUSY="--device cuda --batch-size 32 --steps 80 --warmup 20 --window 20 --rows eager graphs"; fi
 { echo; echo "python3 benchmarks/step_busy.py $BUSY"
   python3 "$B/step_busy.py" $BUSY 2>&1 | grep -v "it/s\]" | tail -8; } >> "$OUT/step.txt"
 cat "$OUT/step.txt"
@@ -61,6 +61,12 @@ echo "[$(date +%T)] 4. the anchored step, eager and graphed"
 AC4=${AC/--steps ${STEPS1:-300}/--steps 100}
 { echo "python3 benchmarks/anchor_cost.py $AC4 --only 'every step' --skip compiled ($(gpu_name))"
   python3 "$B/anchor_cost.py" $AC4 --only "every step" --skip compiled 2>&1 | grep -v "it/s\]" | tail -8; } > "$OUT/anchor.txt"
+# the anchored graphed step's GPU time after stage 4 ran it without the profiler (on an H200 that run says
+# whether it crashes); skipped where it did not run through
+if grep -q "CUDA graphs |" "$OUT/anchor.txt"; then
+    { echo; echo "python3 benchmarks/step_busy.py ${BUSY% --rows*} --rows 'anchored, graphs'"
+      python3 "$B/step_busy.py" ${BUSY% --rows*} --rows "anchored, graphs" 2>&1 | grep -v "it/s\]" | tail -4; } >> "$OUT/anchor.txt"
+fi
 cat "$OUT/anchor.txt"
 echo "[$(date +%T)] 5. the cost model, one evaluation and the data build, profiled"
 # prof NAME ARGS...: `scdpo ARGS` under cProfile, its 50 costliest calls appended to $OUT/profiles.txt

@@ -13,7 +13,9 @@ step graphed) could still buy: at most wall / device time.
     python benchmarks/step_busy.py --device cpu --batch-size 2 --steps 4 --warmup 1 --window 2   # dry run
 
 On the CPU the "device" time is the profiler's self CPU time of the window (a dry run of the
-plumbing, not a measurement). Prints one JSON line a row, then a table.
+plumbing, not a measurement). Prints one JSON line a row, then a table; "device events / step"
+counts the kernels, copies and fills the profiler saw (a graph's replayed kernels should be among
+them: if a graphed row shows only a handful, its replays were not traced and its device time is low).
 """
 
 from __future__ import annotations
@@ -30,12 +32,18 @@ ROWS = {"eager": dict(cuda_graphs=False), "graphs": dict(cuda_graphs=True),
         "anchored, graphs": dict(EVERY_STEP, cuda_graphs=True)}
 
 
-def device_seconds(prof, cuda: bool) -> float:
-    """The window's device time in seconds: the sum of the self device time of every event (kernels,
-    copies, fills), as the footer of ``prof.key_averages().table()`` adds it up."""
+def device_time(prof, cuda: bool) -> tuple[float, int]:
+    """The window's device time in seconds and its number of device events, summed as the footer of
+    ``prof.key_averages().table()`` sums "Self CUDA time total": device-side events only (kernels,
+    copies, fills; a CPU op's self device time repeats its kernels'), no user annotations (the
+    optimizer's step range). On the CPU: the self CPU time of every op."""
+    from torch.autograd import DeviceType
+
     events = prof.key_averages()
-    total = sum(e.self_device_time_total for e in events) if cuda else sum(e.self_cpu_time_total for e in events)
-    return total / 1e6
+    if not cuda:
+        return sum(e.self_cpu_time_total for e in events) / 1e6, sum(e.count for e in events)
+    device = [e for e in events if e.device_type == DeviceType.CUDA and not e.is_user_annotation]
+    return sum(e.self_device_time_total for e in device) / 1e6, sum(e.count for e in device)
 
 
 def profiled(name: str, flags: dict, data: Path, tmp: Path, args) -> dict:
@@ -45,7 +53,7 @@ def profiled(name: str, flags: dict, data: Path, tmp: Path, args) -> dict:
 
     cuda = args.device.startswith("cuda")
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
-    state = {"prof": None, "seconds": None}
+    state = {"prof": None, "seconds": None, "events": None}
     stamps: list[float] = []  # after each optimizer step, the GPU synchronised
     step = torch.optim.AdamW.step  # measure() wraps this one, so it runs inside measure's timing
 
@@ -58,19 +66,26 @@ def profiled(name: str, flags: dict, data: Path, tmp: Path, args) -> dict:
             state["prof"] = profile(activities=activities)
             state["prof"].__enter__()
         elif len(stamps) == args.warmup + args.window and state["prof"] is not None:
-            state["prof"].__exit__(None, None, None)
-            state["seconds"] = device_seconds(state["prof"], cuda)
+            prof, state["prof"] = state["prof"], None
+            prof.__exit__(None, None, None)
+            state["seconds"], state["events"] = device_time(prof, cuda)
+            stamps[-1] = time.perf_counter()  # stopping and summing up is not the next step's time
         return out
     torch.optim.AdamW.step = windowed
     try:
         row = measure(name, flags, data, tmp, args.steps, args.batch_size, args.device, args.warmup)
     finally:
         torch.optim.AdamW.step = step
+        if state["prof"] is not None:  # the run ended inside the window: stop the profiler for the next row
+            state["prof"].__exit__(None, None, None)
     busy = None if state["seconds"] is None else state["seconds"] / args.window
     after = stamps[args.warmup + args.window:]  # the unprofiled steps after the window, and the one before them
     wall = (after[-1] - stamps[args.warmup + args.window - 1]) / len(after) if after else None
-    return {**row, "seconds_per_step_after_window": None if wall is None else round(wall, 4),
+    # measure()'s own seconds include the profiled window: left out
+    return {"run": row["run"], "unet_calls_per_step": row["unet_calls_per_step"], "loss": row["loss"],
+            "seconds_per_step_after_window": None if wall is None else round(wall, 4),
             "device_seconds_per_step": None if busy is None else round(busy, 4),
+            "device_events_per_step": None if state["events"] is None else round(state["events"] / args.window, 1),
             "busy_fraction": None if busy is None or not wall else round(busy / wall, 3)}
 
 
@@ -92,10 +107,11 @@ def main() -> None:
         for name in args.rows:
             rows.append(profiled(name, ROWS[name], data, Path(tmp), args))
             print(json.dumps(rows[-1]), flush=True)
-    print("| row | wall s / step (after the window) | device s / step (in it) | busy | last loss |\n|---|---|---|---|---|")
+    print("| row | wall s / step (after the window) | device s / step (in it) | device events / step | busy "
+          "| last loss |\n|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['run']} | {r['seconds_per_step_after_window']} | {r['device_seconds_per_step']} "
-              f"| {r['busy_fraction']} | {r['loss']:.6g} |")
+              f"| {r['device_events_per_step']} | {r['busy_fraction']} | {r['loss']:.6g} |")
 
 
 if __name__ == "__main__":
