@@ -346,7 +346,7 @@ def _train(cfg: TrainConfig, out: Path) -> dict:
         elif cfg.cuda_graphs is None:
             log.info("cuda graphs: on (the default for an EmojiWorld LoRA on CUDA without the safe anchor; "
                      "--no-cuda-graphs turns them off)")
-    elif cfg.cuda_graphs is None and acc.device.type == "cuda" and cfg.anchor_weight > 0:
+    elif cfg.cuda_graphs is None and acc.device.type == "cuda" and str(cfg.model) == "emojiworld" and cfg.anchor_weight > 0:
         log.info("cuda graphs: off (with the safe anchor they run only when asked for: --cuda-graphs, experimental)")
     if cfg.resume and (resumed := resume(acc, out, meta)) is not None:
         prog, state = resumed
