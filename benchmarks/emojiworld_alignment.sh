@@ -4,17 +4,25 @@
 # base model, the negative-prompt baselines and (stage "baselines") the field's baselines, ESD-x/u,
 # UCE, SLD and SAFREE (benchmarks/emojiworld_baselines.sh, same R) -> one comparison table.
 #
-#   bash benchmarks/emojiworld_alignment.sh            # GPU scale (one H200: about 8 minutes)
+#   bash benchmarks/emojiworld_alignment.sh            # GPU scale (one H100: 325 s; BENCHMARKS.md, "Thirty-third and thirty-fourth rounds")
 #   TINY=1 R=/tmp/r bash benchmarks/emojiworld_alignment.sh   # seconds-scale dry run on a CPU
 #
 # Stages run in order and each is skipped when its output exists (STAGES="train eval" reruns two).
 # TRAIN_FLAGS adds flags to every training (e.g. --no-cuda-graphs: on a GPU the trainings replay their UNet calls from CUDA graphs by default, BENCHMARKS.md "Thirty-second round").
 # Trainings and evaluations of different methods are independent, so they run concurrently
 # (PAR of them at once): on one GPU the tiny EmojiWorld UNet is launch-bound, not compute-bound.
+# The three evaluations that need no training (the base model, the two negative prompts) start as soon as the
+# cost model exists, beside the data build and the trainings (EARLY_EVALS=0: with the others, as before); they
+# count against PAR.
+# The cost model and the data build are the only commands of their stages, so they take SERIAL_THREADS CPU
+# threads (default: every core; the device's environment pins one a process for the concurrent stages); the
+# data build encodes its PNGs on them.
 set -u
 R=${R:-runs/emojiworld-alignment}
 STAGES=${STAGES:-"cost data train eval baselines compare"}
 PAR=${PAR:-8}
+SERIAL_THREADS=${SERIAL_THREADS:-$(nproc 2>/dev/null || getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1)}
+early=
 if [ "${TINY:-0}" = 1 ]; then
     COST="--pool 64 --eval-n 16 --steps 20"; NPROMPTS=6; CAND=2; TSTEPS=2; TBATCH=2; ELIMIT="--limit 4"; SSTEPS=2
     # a 20-step cost model calls every image unsafe, so every prompt was skipped and no training ran:
@@ -36,39 +44,46 @@ sc-dpo-no-winner-term|--loss sc-dpo --winner-weight 0
 "}
 . "$(dirname "$0")/jobs.sh"
 
+# ev NAME FLAGS...: one evaluation in the background, unless its metrics exist
+ev() { local name=$1; shift
+       [ -f "$R/eval-$name/metrics.json" ] || bg "eval-$name" scdpo eval --model emojiworld --suites $SUITES \
+           $ELIMIT --steps $SSTEPS --batch-size 256 --cost-model "$R/cost" --name "$name" --out "$R/eval-$name" "$@"; }
+untrained_evals() { [ "${BASELINES:-1}" = 1 ] || return 0
+    ev base
+    ev negative-prompt --negative-prompt "$NEG"
+    ev negative-prompt-oracle --negative-from-concepts; }
+
 if has cost && [ ! -f "$R/cost/config.json" ]; then
-    stamp cost; scdpo cost train --out "$R/cost" $COST --no-progress > "$R/logs/cost.log" 2>&1 || { tail "$R/logs/cost.log"; exit 1; }
+    stamp cost; scdpo --threads "$SERIAL_THREADS" cost train --out "$R/cost" $COST --no-progress > "$R/logs/cost.log" 2>&1 \
+        || { tail "$R/logs/cost.log"; exit 1; }
+fi
+if has eval && [ "${EARLY_EVALS:-1}" = 1 ] && [ -f "$R/cost/config.json" ]; then
+    stamp "eval (base model, negative prompts: beside the data build and the trainings)"; untrained_evals; early=1
 fi
 if has data && [ ! -f "$R/scp/README.md" ]; then
     stamp data
     # the sampler's batch and the chunk unset: on a GPU the build picks them (1,024 candidates a batch,
     # 256-prompt chunks at K = 4: 3.56x the 64/64 settings, BENCHMARKS.md "Twenty-seventh round"); this
     # script pinned 256 a batch and 500-prompt chunks until 2026-12-05
-    scdpo data build --model emojiworld --cost-model "$R/cost" --reward emojiworld \
+    scdpo --threads "$SERIAL_THREADS" data build --model emojiworld --cost-model "$R/cost" --reward emojiworld \
         --harmful align-harmful --clean align-clean --n-harmful $NPROMPTS --n-clean $NPROMPTS \
         --candidates $CAND --steps $SSTEPS --safe-prompt-winner $DATA_TINY \
-        --out "$R/scp" > "$R/logs/data.log" 2>&1 || { tail "$R/logs/data.log"; exit 1; }
+        --out "$R/scp" > "$R/logs/data.log" 2>&1 || { tail "$R/logs/data.log"; kill $(jobs -rp) 2>/dev/null; exit 1; }
 fi
 if has train; then
     stamp train
+    early_pids=" $(jobs -rp | tr '\n' ' ')"  # the untrained evaluations, if still running: not waited for here
     while IFS='|' read -r name flags; do
         [ -z "$name" ] || [ -f "$R/lora-$name/pytorch_lora_weights.safetensors" ] && continue
         bg "train-$name" scdpo train --config configs/emojiworld.yaml --dataset "$R/scp" --out "$R/lora-$name" \
             --max-steps $TSTEPS --batch-size $TBATCH --warmup 50 --validate-every 0 --checkpoint-every 100000 \
             --log-every 50 ${TRAIN_FLAGS:-} $flags
     done <<< "$METHODS"
-    wait
+    wait_jobs $early_pids
 fi
 if has eval; then
     stamp eval
-    ev() { local name=$1; shift
-           [ -f "$R/eval-$name/metrics.json" ] || bg "eval-$name" scdpo eval --model emojiworld --suites $SUITES \
-               $ELIMIT --steps $SSTEPS --batch-size 256 --cost-model "$R/cost" --name "$name" --out "$R/eval-$name" "$@"; }
-    if [ "${BASELINES:-1}" = 1 ]; then
-        ev base
-        ev negative-prompt --negative-prompt "$NEG"
-        ev negative-prompt-oracle --negative-from-concepts
-    fi
+    [ -n "${early:-}" ] || untrained_evals
     while IFS='|' read -r name flags; do
         [ -n "$name" ] && [ -f "$R/lora-$name/pytorch_lora_weights.safetensors" ] && ev "$name" --lora "$R/lora-$name"
     done <<< "$METHODS"

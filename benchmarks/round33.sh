@@ -50,12 +50,7 @@ cp "$R/ct/table.md" "$OUT/concurrent.md" 2>/dev/null; cp "$R/ct/rows.jsonl" "$OU
 tail -12 "$R/ct.log"
 
 echo "[$(date +%T)] 3. the whole EmojiWorld pipeline, the trainings graphed by default"
-start=$(date +%s)
-R=$R/align STAGES="cost data train eval compare" bash "$B/emojiworld_alignment.sh" > "$R/align.log" 2>&1
-pipeline_report "emojiworld_alignment.sh (cost data train eval compare), the defaults" "$R/align" \
-    "$R/align.log" "$start" > "$OUT/pipeline.txt"
-cp "$R/align/compare/table.md" "$OUT/pipeline-compare.md" 2>/dev/null
-cat "$OUT/pipeline.txt"
+time_pipeline
 
 echo "[$(date +%T)] 4. the anchored step, eager and graphed"
 AC4=${AC/--steps ${STEPS1:-300}/--steps 100}

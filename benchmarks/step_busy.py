@@ -16,6 +16,7 @@ On the CPU the "device" time is the profiler's self CPU time of the window (a dr
 plumbing, not a measurement). Prints one JSON line a row, then a table; "device events / step"
 counts the kernels, copies and fills the profiler saw (a graph's replayed kernels should be among
 them: if a graphed row shows only a handful, its replays were not traced and its device time is low).
+``--top N`` lists each row's N costliest device events a step after the table.
 """
 
 from __future__ import annotations
@@ -30,6 +31,19 @@ from anchor_cost import EVERY_STEP, measure, synthetic_pairs
 
 ROWS = {"eager": dict(cuda_graphs=False), "graphs": dict(cuda_graphs=True),
         "anchored, graphs": dict(EVERY_STEP, cuda_graphs=True)}
+
+
+def top_events(prof, cuda: bool, n: int, window: int) -> list[dict]:
+    """The ``n`` device events (kernels, copies, fills; on the CPU: ops) with the most time in the window,
+    each with its time and count a step: what the step's device time is made of, and so which kernels a
+    lever (fusion, fewer casts) would have to remove."""
+    from torch.autograd import DeviceType
+
+    events = [e for e in prof.key_averages() if not e.is_user_annotation
+              and (e.device_type == DeviceType.CUDA if cuda else True)]
+    key = (lambda e: e.self_device_time_total) if cuda else (lambda e: e.self_cpu_time_total)
+    return [{"name": e.key[:160], "ms_per_step": round(key(e) / 1e3 / window, 3),
+             "count_per_step": round(e.count / window, 1)} for e in sorted(events, key=key, reverse=True)[:n]]
 
 
 def device_time(prof, cuda: bool) -> tuple[float, int]:
@@ -53,7 +67,7 @@ def profiled(name: str, flags: dict, data: Path, tmp: Path, args) -> dict:
 
     cuda = args.device.startswith("cuda")
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
-    state = {"prof": None, "seconds": None, "events": None}
+    state = {"prof": None, "seconds": None, "events": None, "top": None}
     stamps: list[float] = []  # after each optimizer step, the GPU synchronised
     step = torch.optim.AdamW.step  # measure() wraps this one, so it runs inside measure's timing
 
@@ -69,6 +83,7 @@ def profiled(name: str, flags: dict, data: Path, tmp: Path, args) -> dict:
             prof, state["prof"] = state["prof"], None
             prof.__exit__(None, None, None)
             state["seconds"], state["events"] = device_time(prof, cuda)
+            state["top"] = top_events(prof, cuda, args.top, args.window) if args.top else None
             stamps[-1] = time.perf_counter()  # stopping and summing up is not the next step's time
         return out
     torch.optim.AdamW.step = windowed
@@ -86,7 +101,8 @@ def profiled(name: str, flags: dict, data: Path, tmp: Path, args) -> dict:
             "seconds_per_step_after_window": None if wall is None else round(wall, 4),
             "device_seconds_per_step": None if busy is None else round(busy, 4),
             "device_events_per_step": None if state["events"] is None else round(state["events"] / args.window, 1),
-            "busy_fraction": None if busy is None or not wall else round(busy / wall, 3)}
+            "busy_fraction": None if busy is None or not wall else round(busy / wall, 3),
+            **({"top": state["top"]} if state["top"] else {})}
 
 
 def main() -> None:
@@ -97,7 +113,11 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=20, help="steps before the profiled window (and the steady timing)")
     ap.add_argument("--window", type=int, default=20, help="optimizer steps profiled")
     ap.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
+    ap.add_argument("--top", type=int, default=0, metavar="N",
+                    help="also list each row's N costliest device events (kernels) a step, after the table")
     args = ap.parse_args()
+    if args.top < 0:
+        raise SystemExit(f"--top {args.top}: give a number of events >= 0 (0 lists none)")
     if not 1 <= args.warmup or args.warmup + args.window >= args.steps:
         raise SystemExit(f"--warmup {args.warmup} + --window {args.window} must stay below --steps {args.steps}, "
                          "with --warmup at least 1: steps are needed after the window")
@@ -112,6 +132,11 @@ def main() -> None:
     for r in rows:
         print(f"| {r['run']} | {r['seconds_per_step_after_window']} | {r['device_seconds_per_step']} "
               f"| {r['device_events_per_step']} | {r['busy_fraction']} | {r['loss']:.6g} |")
+    for r in rows:
+        if r.get("top"):
+            print(f"\n{r['run']}: the {len(r['top'])} costliest device events\n\n| event | ms / step | count / step |"
+                  "\n|---|---|---|")
+            print("\n".join(f"| `{e['name']}` | {e['ms_per_step']} | {e['count_per_step']} |" for e in r["top"]))
 
 
 if __name__ == "__main__":

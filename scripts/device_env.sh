@@ -53,6 +53,21 @@ if [ -d "$STAGE/gpu" ] && [ -d "$STAGE/emojiworld" ] && [ -d "$STAGE/minilm" ] &
     export SCDPO_EMOJIWORLD_ASSETS=$STAGE/emojiworld SCDPO_JUDGE=${SCDPO_JUDGE:-$STAGE/judge}
     [ -d "$STAGE/loras" ] && export SCDPO_SHIPPED_LORAS=$STAGE/loras
     export PYTHONPATH=/tmp/site:$PWD/src TRANSFORMERS_VERBOSITY=error PYTHONUNBUFFERED=1 TQDM_MININTERVAL=20
+    # One bytecode cache that every process writes and reads. Without it each process of a round compiled about
+    # 2,100 modules from source (diffusers, transformers, torch._dynamo): 6.7-8.7 s of builtins.compile a process
+    # under cProfile (BENCHMARKS.md, "Thirty-third and thirty-fourth rounds"), paid by each of a pipeline's 17.
+    [ -n "${PYTHONDONTWRITEBYTECODE+x}" ] && echo "device_env: PYTHONDONTWRITEBYTECODE was set ($PYTHONDONTWRITEBYTECODE); unset"
+    unset PYTHONDONTWRITEBYTECODE
+    export PYTHONPYCACHEPREFIX=${PYTHONPYCACHEPREFIX:-/tmp/pycache}
+    # written once a lease, before any round runs, as a user's install writes it (pip compiles what it installs):
+    # an evaluation's imports took 18.7-20.6 s without it, 27.1 s writing it and 10.6 s reading it (thirty-fourth
+    # round), so a timed round's first process no longer pays for the others
+    if [ ! -f "$PYTHONPYCACHEPREFIX/.warm" ]; then
+        python3 -c "import diffusers, peft, transformers, accelerate, datasets
+import scdpo.cli, scdpo.cost.train, scdpo.data.builder, scdpo.train.trainer, scdpo.eval.run" \
+            || echo "device_env: the bytecode cache's imports failed (above); not tried again this lease"
+        mkdir -p "$PYTHONPYCACHEPREFIX" && touch "$PYTHONPYCACHEPREFIX/.warm"
+    fi
     # many small EmojiWorld processes share 16 cores: one intra-op thread each (BENCHMARKS.md)
     export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
     scdpo() { python3 -m scdpo.cli "$@"; }

@@ -1,5 +1,6 @@
-"""The device plumbing of benchmarks/: detach.sh (a round that outlives the device's calls) and
-jobs.sh's wait_jobs (no endless wait on the packer when no job started)."""
+"""The device plumbing of benchmarks/: detach.sh (a round that outlives the device's calls),
+jobs.sh's wait_jobs (no endless wait on the packer when no job started), and the order in which
+emojiworld_alignment.sh starts its commands (with a stand-in python3)."""
 
 from __future__ import annotations
 
@@ -202,3 +203,66 @@ def test_device_env_stages_a_carry_once_and_again_only_when_it_changed(tmp_path)
     (carry / "config.json").write_text('{"b": 2}')
     source()
     assert staged.read_text() == '{"b": 2}' and len(list(stage.glob(".staged-s1-*"))) == 1
+
+
+FAKE_PYTHON = r"""#!/usr/bin/env bash
+# stands in for `python3 -m scdpo.cli ...`: logs when each command begins and ends, and writes the output that
+# benchmarks/emojiworld_alignment.sh looks for
+out=""; prev=""
+for a in "$@"; do [ "$prev" = "--out" ] && out=$a; prev=$a; done
+echo "begin $*" >> "$LOG"
+case "$*" in
+  *"cost train"*) mkdir -p "$out"; echo {} > "$out/config.json";;
+  *"data build"*) sleep 2; mkdir -p "$out"; touch "$out/README.md";;
+  *"eval compare"*) mkdir -p "$out"; echo table > "$out/table.md";;
+  *" eval "*) sleep 1; mkdir -p "$out"; echo {} > "$out/metrics.json";;
+  *" train "*) mkdir -p "$out"; touch "$out/pytorch_lora_weights.safetensors";;
+esac
+echo "end $*" >> "$LOG"
+"""
+
+
+def _pipeline_log(tmp_path, **env) -> list[str]:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "python3"
+    fake.write_text(FAKE_PYTHON)
+    fake.chmod(0o755)
+    log = tmp_path / "calls.log"
+    # the script's own settings come from the test alone, never from the caller's environment
+    mine = ("TINY", "DEADLINE", "EARLY_EVALS", "BASELINES", "METHODS", "PAR", "SERIAL_THREADS", "SUITES", "TRAIN_FLAGS")
+    base = {k: v for k, v in os.environ.items() if k not in mine}
+    res = subprocess.run(["bash", str(ROOT / "benchmarks" / "emojiworld_alignment.sh")], cwd=ROOT, timeout=120,
+                         env={**base, "PATH": f"{bin_dir}:{os.environ['PATH']}", "LOG": str(log),
+                              "R": str(tmp_path / "r"), "STAGES": "cost data train eval compare", **env},
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res
+    return log.read_text().splitlines()
+
+
+def _first(lines: list[str], *words: str) -> int:
+    return next(i for i, line in enumerate(lines) if all(w in line for w in words))
+
+
+def _last(lines: list[str], *words: str) -> int:
+    return max(i for i, line in enumerate(lines) if all(w in line for w in words))
+
+
+def test_pipeline_starts_the_untrained_evaluations_beside_the_data_build(tmp_path):
+    # the base model's and the negative prompts' evaluations need only the cost model (thirty-fourth round:
+    # the eval stage 83 s -> 41 s); the trained models' evaluations still wait for their trainings
+    lines = _pipeline_log(tmp_path, SERIAL_THREADS="3")
+    for name in ("base", "negative-prompt", "negative-prompt-oracle"):  # each runs while the data build runs
+        assert _first(lines, "begin", f"--name {name} ") < _first(lines, "end", "data build")
+        assert _first(lines, "begin", "data build") < _first(lines, "end", f"--name {name} ")
+    assert _first(lines, "end", "cost train") < _first(lines, "begin", "--name base ")
+    assert _first(lines, "--name sc-dpo ", "--lora") > _last(lines, "end", " train --config")
+    assert sum("begin" in line and " eval --model" in line for line in lines) == 9  # each evaluation once
+    assert "--threads 3 cost train" in lines[_first(lines, "cost train")]
+    assert "--threads 3 data build" in lines[_first(lines, "data build")]
+
+
+def test_pipeline_runs_every_evaluation_after_the_trainings_with_early_evals_off(tmp_path):
+    lines = _pipeline_log(tmp_path, EARLY_EVALS="0")
+    assert _first(lines, "begin", "--name base ") > _last(lines, "end", " train --config")
+    assert sum("begin" in line and " eval --model" in line for line in lines) == 9

@@ -213,9 +213,9 @@ class TrainConfig:
             EmojiWorld's model on a CUDA device without the safe anchor
             (``TrainConfig.uses_cuda_graphs``), where an H100 measured it: the plain step at 32 pairs
             5.5-6.1x eager in one process (0.029 against 0.162-0.180 s a step), the same last loss to
-            the digit after 100 steps (BENCHMARKS.md, "Thirty-second round"); several graphed
-            trainings at once (the pipeline's six, ``--seeds``) are not yet measured against as many
-            eager ones. Off elsewhere: full fine-tuning is unmeasured, SD-scale steps are
+            the digit after 100 steps (BENCHMARKS.md, "Thirty-second round"); six graphed trainings
+            at once (the pipeline's, ``--seeds``) 1.65x as many eager ones in all (the thirty-third
+            round). Off elsewhere: full fine-tuning is unmeasured, SD-scale steps are
             compute-bound and unmeasured. With the safe anchor it stays off unless asked for: the
             anchored step ran 6.0-6.3x on an H100, its last loss 0.5% off eager's (likely the padded
             batches' rounding, not verified), but its earlier H200 runs, made before the stale weight

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# The thirty-fifth round (issue 16): what the thirty-fourth round left open. Files land flat in $OUT:
+#   1. pipeline.txt, pipeline-compare.md: emojiworld_alignment.sh (cost data train eval compare) with the bytecode
+#      cache written before the round (scripts/device_env.sh now writes it once a lease; the thirty-fourth
+#      round's cost model, the first process, wrote it and took 58 s against the thirty-third round's 42 s);
+#   2. cost.txt: the cost model alone, on one CPU thread and on every core (the pipeline gives it every core
+#      since the thirty-fourth round; whether that is what slowed it is not known);
+#   3. step.txt: the graphed training step's device time by kernel (benchmarks/step_busy.py --top): what its
+#      16.5 ms a step are made of, so which kernels a lever would have to remove. Six graphed trainings at once
+#      already reach 86% of what one step's device time allows (51.9 steps/s in all against 60.6), so the
+#      trainings themselves get faster only with less device work a step;
+#   4. cc.txt: the compile cache on a GPU (benchmarks/compile_cache.sh: the compiled step filling a
+#      --compile-cache folder, then a fresh process reading it), never measured on a GPU.
+#
+#   . scripts/device_env.sh && bash benchmarks/detach.sh r35 bash benchmarks/round35.sh   # device: carry
+#       .carry/s3 after .carry/s1 and .carry/s2, every call in ONE message, the detach command repeated
+#   TINY=1 R=/tmp/r35 OUT=/tmp/r35/out bash benchmarks/round35.sh                        # CPU dry run
+set -u
+R=${R:-/tmp/r35}
+OUT=${OUT:-$R/out}
+mkdir -p "$R" "$OUT"
+B=$(dirname "$0")
+. "$B/pipeline_report.sh"
+
+echo "[$(date +%T)] 1. the whole EmojiWorld pipeline, the bytecode cache written before it"
+time_pipeline
+
+echo "[$(date +%T)] 2. the cost model alone, one thread and every core"
+if [ "${TINY:-0}" = 1 ]; then CO="--pool 64 --eval-n 16 --steps 20"; else CO="--pool 8000 --eval-n 300"; fi
+{ echo "scdpo --threads N cost train $CO --no-progress ($(gpu_name)); seconds of wall time, the process's start included"
+  for n in 1 "$(nproc)"; do
+      t0=$(date +%s)
+      python3 -m scdpo.cli --threads "$n" cost train --out "$R/cost-$n" $CO --no-progress > "$R/cost-$n.log" 2>&1 \
+          || { echo "FAILED: --threads $n"; tail -3 "$R/cost-$n.log"; }
+      echo "--threads $n: $(( $(date +%s) - t0 )) s; held-out $(python3 -c 'import json, sys
+m = json.load(open(sys.argv[1]))
+print({"feature_seconds": m["feature_seconds"], "total_seconds": m["total_seconds"],
+       "auroc": round(m["heldout"]["auroc"], 4), "auroc_augmented": round(m["heldout_augmented"]["auroc"], 4)})' \
+          "$R/cost-$n/metrics.json" 2>&1 | tail -1)"
+  done; } > "$OUT/cost.txt"
+cat "$OUT/cost.txt"
+
+echo "[$(date +%T)] 3. the graphed step's device time by kernel"
+if [ "${TINY:-0}" = 1 ]; then BUSY="--device cpu --batch-size 2 --steps 5 --warmup 1 --window 2"
+else BUSY="--device cuda --batch-size 32 --steps 60 --warmup 20 --window 20"; fi
+{ echo "python3 benchmarks/step_busy.py $BUSY --rows graphs --top 30"
+  python3 "$B/step_busy.py" $BUSY --rows graphs --top 30 2>&1 | grep -v "it/s\]" | tail -45; } > "$OUT/step.txt"
+cat "$OUT/step.txt"
+
+echo "[$(date +%T)] 4. the compile cache on the GPU"
+if [ "${TINY:-0}" = 1 ]; then CCE="DEVICE=cpu BATCH=2 STEPS=4 WARMUP=2"; else CCE="DEVICE=cuda BATCH=32 STEPS=30 WARMUP=10"; fi
+env $CCE OUT="$R/cc" bash "$B/compile_cache.sh" > "$R/cc.log" 2>&1 || echo "FAILED: compile_cache.sh"
+tr "\r" "\n" < "$R/cc.log" | grep -vE "/s\]|s/it\]|^\[transformers\]|^ *$" | tail -20 > "$OUT/cc.txt"
+cat "$OUT/cc.txt"
+echo "[$(date +%T)] done"
