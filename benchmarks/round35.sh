@@ -2,9 +2,14 @@
 # The thirty-fifth round (issue 16): what the thirty-fourth round left open. Files land flat in $OUT:
 #   1. pipeline.txt, pipeline-compare.md: emojiworld_alignment.sh (cost data train eval compare) with the bytecode
 #      cache written before the round (scripts/device_env.sh now writes it once a lease; the thirty-fourth
-#      round's cost model, the first process, wrote it and took 58 s against the thirty-third round's 42 s);
-#   2. cost.txt: the cost model alone, on one CPU thread and on every core (the pipeline gives it every core
-#      since the thirty-fourth round; whether that is what slowed it is not known);
+#      round's cost model, the first process, wrote it and took 58 s against the thirty-third round's 42 s) and
+#      the cost model's renders on the GPU (`--render-device backbone`, the new default): its comparison table
+#      should differ from the thirty-fourth round's by the renders' rounding only;
+#   2. cost.txt: the cost model alone: on one CPU thread and on every core, its renders on the GPU (the default
+#      since this round: --render-device backbone), and on every core with its renders on the CPU (the
+#      thirty-fourth round's code); the pipeline gives it every core since the thirty-fourth round, and whether
+#      that is what slowed it there is not known. Held-out AUROCs beside each: the renders' device should
+#      change them by rounding only;
 #   3. step.txt: the graphed training step's device time by kernel (benchmarks/step_busy.py --top): what its
 #      16.5 ms a step are made of, so which kernels a lever would have to remove. Six graphed trainings at once
 #      already reach 86% of what one step's device time allows (51.9 steps/s in all against 60.6), so the
@@ -27,16 +32,16 @@ time_pipeline
 
 echo "[$(date +%T)] 2. the cost model alone, one thread and every core"
 if [ "${TINY:-0}" = 1 ]; then CO="--pool 64 --eval-n 16 --steps 20"; else CO="--pool 8000 --eval-n 300"; fi
-{ echo "scdpo --threads N cost train $CO --no-progress ($(gpu_name)); seconds of wall time, the process's start included"
-  for n in 1 "$(nproc)"; do
-      t0=$(date +%s)
-      python3 -m scdpo.cli --threads "$n" cost train --out "$R/cost-$n" $CO --no-progress > "$R/cost-$n.log" 2>&1 \
-          || { echo "FAILED: --threads $n"; tail -3 "$R/cost-$n.log"; }
-      echo "--threads $n: $(( $(date +%s) - t0 )) s; held-out $(python3 -c 'import json, sys
+{ echo "scdpo --threads N cost train $CO --render-device D --no-progress ($(gpu_name)); seconds of wall time, the process's start included"
+  for row in "1|backbone" "$(nproc)|backbone" "$(nproc)|cpu"; do
+      n=${row%|*}; rd=${row#*|}; t0=$(date +%s)
+      python3 -m scdpo.cli --threads "$n" cost train --out "$R/cost-$n-$rd" $CO --render-device "$rd" --no-progress \
+          > "$R/cost-$n-$rd.log" 2>&1 || { echo "FAILED: --threads $n --render-device $rd"; tail -3 "$R/cost-$n-$rd.log"; }
+      echo "--threads $n --render-device $rd: $(( $(date +%s) - t0 )) s; $(python3 -c 'import json, sys
 m = json.load(open(sys.argv[1]))
 print({"feature_seconds": m["feature_seconds"], "total_seconds": m["total_seconds"],
        "auroc": round(m["heldout"]["auroc"], 4), "auroc_augmented": round(m["heldout_augmented"]["auroc"], 4)})' \
-          "$R/cost-$n/metrics.json" 2>&1 | tail -1)"
+          "$R/cost-$n-$rd/metrics.json" 2>&1 | tail -1)"
   done; } > "$OUT/cost.txt"
 cat "$OUT/cost.txt"
 

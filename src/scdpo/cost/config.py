@@ -85,6 +85,11 @@ class CostTrainConfig:
         hidden, dropout: adapter width and dropout.
         tau: temperature of the log-sum-exp pooling of per-location costs (small: max, large: mean).
         feature_batch_size: images per backbone forward pass.
+        render_device: where the EmojiWorld renders of the pool and the held-out sets are drawn and
+            augmented: "backbone" (default: the backbone's device, so on a GPU they never wait on
+            the CPU; the thirty-third round's profile had the renders at 11.4 s of the cost stage on
+            one CPU thread) or "cpu" (the same pixels on every machine; the only place before
+            2026-12-05). The two differ by floating-point rounding only.
         cache: folder to cache pool and held-out features in (keyed by every setting that changes
             them), so ablations and re-runs skip the backbone; none by default.
         device: "auto" (the available accelerator, else CPU), "cpu", "cuda", "cuda:1", "mps" ...
@@ -128,6 +133,7 @@ class CostTrainConfig:
     dropout: float = 0.5
     tau: float = 0.5
     feature_batch_size: int = 64
+    render_device: str = "backbone"
     cache: str | None = None
     device: str = "auto"
     seed: int = 0
@@ -137,6 +143,8 @@ class CostTrainConfig:
     def __post_init__(self):
         if not (self.ranking or self.anchor or self.category):
             raise ValueError("every objective is disabled: enable at least one of ranking, anchor, category")
+        if self.render_device not in ("backbone", "cpu"):
+            raise ValueError(f"--render-device {self.render_device!r}: expected backbone (the backbone's device) or cpu")
         if not 0 < self.harmful_fraction < 1:
             raise ValueError(f"harmful_fraction must be in (0, 1), got {self.harmful_fraction}")
         if not self.tau > 0:

@@ -64,10 +64,12 @@ def balanced_scenes(suite: str, n: int, seed: int, harmful_fraction: float | Non
     return out
 
 
-def render_batches(scenes: Sequence[Scene], batch_size: int, size: int = 64) -> Iterator[Batch]:
+def render_batches(scenes: Sequence[Scene], batch_size: int, size: int = 64,
+                   device: str | torch.device = "cpu") -> Iterator[Batch]:
+    """The scenes rendered ``batch_size`` at a time on ``device``, each batch with its labels (on the CPU)."""
     for i in range(0, len(scenes), batch_size):
         chunk = scenes[i:i + batch_size]
-        yield render_scenes(chunk, size), scene_labels(chunk)
+        yield render_scenes(chunk, size, device), scene_labels(chunk)
 
 
 # ---------------------------------------------------------------- decoding user images

@@ -89,6 +89,9 @@ def _cached(cfg: CostTrainConfig, backbone: Backbone, kind: str, make):
     # that differ only in their training pool)
     keys = {"kind": kind, "format": "map-fp16-concepts", "backbone": backbone.spec,
             "fp": round(backbone.fingerprint(), 3), "data": cfg.data, "size": cfg.image_size, "seed": cfg.seed}
+    render = next(backbone.parameters()).device.type if cfg.render_device == "backbone" else "cpu"
+    if cfg.data == "emojiworld" and render != "cpu":  # (CPU renders keep the keys, and caches, of before)
+        keys["render"] = render
     if kind.startswith("pairs"):
         keys.update(pairs=pair_settings(cfg), pool=cfg.pool, clean=cfg.clean_prompts, views=cfg.views, val=cfg.val_fraction, judges=sorted(cfg.anchor_judges),
                     augment=kind == "pairs-train" and cfg.augment and asdict(cfg.augmentation))
@@ -117,16 +120,20 @@ def build_features(cfg: CostTrainConfig, backbone: Backbone):
     if cfg.prompt_pairs:
         return pair_features(cfg, backbone)
     if cfg.data == "emojiworld":
+        where = next(backbone.parameters()).device if cfg.render_device == "backbone" else torch.device("cpu")
+
+        def renders(scenes):
+            return D.render_batches(scenes, cfg.feature_batch_size * 4, cfg.image_size, where)
+
         def train_set():
             scenes = D.balanced_scenes(cfg.suite, cfg.pool, cfg.seed, cfg.harmful_fraction)
-            return _extract(backbone, D.render_batches(scenes, cfg.feature_batch_size * 4, cfg.image_size),
-                            len(scenes), "pool features", cfg, train=True)
+            return _extract(backbone, renders(scenes), len(scenes), "pool features", cfg, train=True)
 
         def eval_set(augmented: bool):
             def make():
                 scenes = [s for name in EVAL_SUITES for s in D.suite_scenes(name, cfg.eval_n, cfg.seed + 1)]
-                return _extract(backbone, D.render_batches(scenes, cfg.feature_batch_size * 4, cfg.image_size),
-                                len(scenes), "held-out features", cfg, train=False, augmented=augmented)
+                return _extract(backbone, renders(scenes), len(scenes), "held-out features", cfg, train=False,
+                                augmented=augmented)
             return make
         return {"train": _cached(cfg, backbone, "train", train_set),
                 "heldout": _cached(cfg, backbone, "eval", eval_set(False)),
