@@ -333,6 +333,8 @@ def test_renders_are_drawn_where_the_setting_says(render_device, monkeypatch, tm
     from scdpo.cost import data as D
     from scdpo.cost import train as cost_train
 
+    monkeypatch.setattr(cost_train, "RENDER_ON", ("cuda", "meta"))
+
     class MetaBackbone(torch.nn.Module):
         spec, map_dim = "stub", 4
 
@@ -361,6 +363,13 @@ def test_renders_are_drawn_where_the_setting_says(render_device, monkeypatch, tm
     files = {f.name for f in (tmp_path / "cache").iterdir()}
     cost_train.build_features(dataclasses.replace(cfg, render_device=other), MetaBackbone())
     assert len({f.name for f in (tmp_path / "cache").iterdir()}) == 2 * len(files) == 6
+
+
+def test_renders_stay_on_the_cpu_beside_a_backbone_off_cuda(tmp_path):
+    from scdpo.cost.train import render_device
+
+    meta = torch.nn.Linear(1, 1, device="meta")  # any device other than CUDA (MPS, XPU ...)
+    assert render_device(CostTrainConfig(out=str(tmp_path)), meta).type == "cpu"
 
 
 def test_an_unknown_render_device_is_named(tmp_path):

@@ -83,13 +83,25 @@ def _extract(backbone: Backbone, batches, total: int, desc: str, cfg: CostTrainC
     return (torch.cat(feats) if feats else empty), CostLabels.cat(labels)
 
 
+#: device types that ``render_device="backbone"`` renders on; elsewhere (MPS, XPU ...: not measured, and
+#: the augmentations' antialiased resize is not on every backend) the renders stay on the CPU
+RENDER_ON = ("cuda",)
+
+
+def render_device(cfg: CostTrainConfig, backbone: Backbone) -> torch.device:
+    """Where the EmojiWorld renders are drawn: the backbone's device for ``render_device="backbone"`` when
+    that is a CUDA GPU, else the CPU."""
+    dev = next(backbone.parameters()).device
+    return dev if cfg.render_device == "backbone" and dev.type in RENDER_ON else torch.device("cpu")
+
+
 def _cached(cfg: CostTrainConfig, backbone: Backbone, kind: str, make):
     """``make()`` once per distinct setting; the result is kept as safetensors in ``cfg.cache``."""
     # every setting that changes these features, and no other (held-out renders are shared by runs
     # that differ only in their training pool)
     keys = {"kind": kind, "format": "map-fp16-concepts", "backbone": backbone.spec,
             "fp": round(backbone.fingerprint(), 3), "data": cfg.data, "size": cfg.image_size, "seed": cfg.seed}
-    render = next(backbone.parameters()).device.type if cfg.render_device == "backbone" else "cpu"
+    render = render_device(cfg, backbone).type
     if cfg.data == "emojiworld" and render != "cpu":  # (CPU renders keep the keys, and caches, of before)
         keys["render"] = render
     if kind.startswith("pairs"):
@@ -120,7 +132,7 @@ def build_features(cfg: CostTrainConfig, backbone: Backbone):
     if cfg.prompt_pairs:
         return pair_features(cfg, backbone)
     if cfg.data == "emojiworld":
-        where = next(backbone.parameters()).device if cfg.render_device == "backbone" else torch.device("cpu")
+        where = render_device(cfg, backbone)
 
         def renders(scenes):
             return D.render_batches(scenes, cfg.feature_batch_size * 4, cfg.image_size, where)
