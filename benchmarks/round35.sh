@@ -5,11 +5,11 @@
 #      round's cost model, the first process, wrote it and took 58 s against the thirty-third round's 42 s) and
 #      the cost model's renders on the GPU (`--render-device backbone`, the new default): its comparison table
 #      should differ from the thirty-fourth round's by the renders' rounding only;
-#   2. cost.txt: the cost model alone: on one CPU thread and on every core, its renders on the GPU (the default
-#      since this round: --render-device backbone), and on every core with its renders on the CPU (the
-#      thirty-fourth round's code); the pipeline gives it every core since the thirty-fourth round, and whether
-#      that is what slowed it there is not known. Held-out AUROCs beside each: the renders' device should
-#      change them by rounding only;
+#   2. cost.txt: the cost model alone, on one CPU thread and on every core, its renders on the CPU (the thirty-
+#      third and thirty-fourth rounds' code) and on the GPU (--render-device backbone, the default since this
+#      round); the pipeline gives it every core since the thirty-fourth round, and whether that is what slowed
+#      it there is not known. Held-out AUROCs beside each: the renders' device should change them by rounding
+#      only;
 #   3. step.txt: the graphed training step's device time by kernel (benchmarks/step_busy.py --top): what its
 #      16.5 ms a step are made of, so which kernels a lever would have to remove. Six graphed trainings at once
 #      already reach 86% of what one step's device time allows (51.9 steps/s in all against 60.6), so the
@@ -33,7 +33,7 @@ time_pipeline
 echo "[$(date +%T)] 2. the cost model alone, one thread and every core"
 if [ "${TINY:-0}" = 1 ]; then CO="--pool 64 --eval-n 16 --steps 20"; else CO="--pool 8000 --eval-n 300"; fi
 { echo "scdpo --threads N cost train $CO --render-device D --no-progress ($(gpu_name)); seconds of wall time, the process's start included"
-  for row in "1|backbone" "$(nproc)|backbone" "$(nproc)|cpu"; do
+  for row in "1|cpu" "1|backbone" "$(nproc)|backbone" "$(nproc)|cpu"; do
       n=${row%|*}; rd=${row#*|}; t0=$(date +%s)
       python3 -m scdpo.cli --threads "$n" cost train --out "$R/cost-$n-$rd" $CO --render-device "$rd" --no-progress \
           > "$R/cost-$n-$rd.log" 2>&1 || { echo "FAILED: --threads $n --render-device $rd"; tail -3 "$R/cost-$n-$rd.log"; }

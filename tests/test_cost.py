@@ -365,6 +365,32 @@ def test_renders_are_drawn_where_the_setting_says(render_device, monkeypatch, tm
     assert len({f.name for f in (tmp_path / "cache").iterdir()}) == 2 * len(files) == 6
 
 
+def test_only_gpu_renders_of_emojiworld_scenes_change_the_feature_cache_keys(monkeypatch, tmp_path):
+    # CPU renders keep the keys (and so the caches) of before; prompt pairs draw no renders
+    from scdpo.cost import train as cost_train
+
+    class Stub(torch.nn.Module):
+        spec = "stub"
+
+        def __init__(self):
+            super().__init__()
+            self.p = torch.nn.Parameter(torch.empty(1, device="meta"))
+
+        def fingerprint(self):
+            return 0.0
+
+    keys = []
+    monkeypatch.setattr(cost_train, "RENDER_ON", ("cuda", "meta"))
+    monkeypatch.setattr(cost_train, "cached_tensors", lambda folder, name, k, make: keys.append(k) or {
+        "features": torch.zeros(1, 1, 1), "harmful": torch.zeros(1), "severity": torch.zeros(1),
+        "categories": torch.zeros(1, 7)})
+    for kind, extra in [("train", {}), ("train", {"render_device": "cpu"}),
+                        ("pairs-train", {"prompt_pairs": "p.txt", "model": "emojiworld"})]:
+        cost_train._cached(CostTrainConfig(out=str(tmp_path), **extra), Stub(), kind, None)
+    assert [k.get("render") for k in keys] == ["meta", None, None]
+    assert set(keys[0]) - set(keys[1]) == {"render"}
+
+
 def test_renders_stay_on_the_cpu_beside_a_backbone_off_cuda(tmp_path):
     from scdpo.cost.train import render_device
 

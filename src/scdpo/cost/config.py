@@ -89,8 +89,8 @@ class CostTrainConfig:
             augmented: "backbone" (default: the backbone's device when it is a CUDA GPU, so they
             never wait on the CPU; the thirty-third round's profile had the renders at 11.4 s of the
             cost stage on one CPU thread; any other device renders on the CPU) or "cpu" (the same
-            pixels on every machine; the only place before 2026-12-05). The two differ by
-            floating-point rounding only.
+            pixels on every machine; the only place before 2026-12-05). The two differ in
+            floating-point rounding only (on a GPU cuDNN may also run the blur's convolution in TF32).
         cache: folder to cache pool and held-out features in (keyed by every setting that changes
             them), so ablations and re-runs skip the backbone; none by default.
         device: "auto" (the available accelerator, else CPU), "cpu", "cuda", "cuda:1", "mps" ...

@@ -102,7 +102,7 @@ def _cached(cfg: CostTrainConfig, backbone: Backbone, kind: str, make):
     keys = {"kind": kind, "format": "map-fp16-concepts", "backbone": backbone.spec,
             "fp": round(backbone.fingerprint(), 3), "data": cfg.data, "size": cfg.image_size, "seed": cfg.seed}
     render = render_device(cfg, backbone).type
-    if cfg.data == "emojiworld" and render != "cpu":  # (CPU renders keep the keys, and caches, of before)
+    if cfg.data == "emojiworld" and not cfg.prompt_pairs and render != "cpu":  # (CPU renders: the keys of before)
         keys["render"] = render
     if kind.startswith("pairs"):
         keys.update(pairs=pair_settings(cfg), pool=cfg.pool, clean=cfg.clean_prompts, views=cfg.views, val=cfg.val_fraction, judges=sorted(cfg.anchor_judges),
