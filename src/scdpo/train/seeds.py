@@ -5,8 +5,9 @@ seeds), and EmojiWorld's training step is launch-bound: on an H200 one training 
 while the GPU idles, six at once run 9.9-10.6 steps/s in all and twelve 14.3, each keeping its losses
 to the last digit (benchmarks/concurrent_train.py; docs/performance.md, "Concurrent trainings"; the
 anchored recipe, eager). Without the anchor, a training now replays its UNet calls from CUDA graphs by
-default, 5.5-6.1x faster alone (TrainConfig.cuda_graphs); how many graphed ones at once pay best is not
-yet measured. So seeds run as separate processes side by side, each an ordinary `scdpo train` of the same
+default, 5.5-6.1x faster alone (TrainConfig.cuda_graphs); six graphed ones at once run 51.9 steps/s in all on
+an H100 against six eager ones' 31.5, and twelve no more than six (BENCHMARKS.md, "Thirty-third and
+thirty-fourth rounds"). So seeds run as separate processes side by side, each an ordinary `scdpo train` of the same
 settings with its own ``seed`` and ``out`` (``OUT/seed-S``): a seed's LoRA is exactly the one a
 single run with ``--seed S`` writes, and resumes as one.
 
