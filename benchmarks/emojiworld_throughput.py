@@ -39,6 +39,9 @@ the chunk of before (``--chunk-size 64``), and the defaults (the chunk picked by
 256 prompts on a GPU since the twenty-seventh round); each row gives its wall time, images/s, pairs and the share of prompts whose choice
 (status, winner, loser) is the first row's.
 
+``--dtypes bf16 ...`` adds a row to each of them per precision: the defaults with `--dtype` (the commands'
+precision since 2026-12-05; "auto" is fp32 for EmojiWorld).
+
     python benchmarks/emojiworld_throughput.py --device cpu --images 16 --steps 2 \\
         --rows today b16:batch=16,vae=16 --out /tmp/tp                               # CPU dry run
 """
@@ -50,6 +53,7 @@ import json
 import time
 import warnings
 import zlib
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -153,12 +157,14 @@ def agreement(images, probs, ref_images, ref_probs, threshold: float, harmful: l
             "harmful_equal": round(float((verdict[:, harmful].any(1) == ref_verdict[:, harmful].any(1)).float().mean()), 4)}
 
 
-def eval_rows(device: torch.device, steps: int, limit: int | None, out: Path, profile: bool = False) -> list[dict]:
+def eval_rows(device: torch.device, steps: int, limit: int | None, out: Path, profile: bool = False,
+              dtypes: tuple[str, ...] = ()) -> list[dict]:
     """`scdpo eval` end to end, today's settings (the issue's yardstick, the eval before the twenty-fourth
     round: 64 images a batch, 8 a decoder call, PNGs one at a time, the Frechet distance in numpy, no
     overlap) against the defaults without and with the overlap (the module's docstring). With
     ``profile`` the overlap's row runs under cProfile (its main thread): ``out/profile.txt`` lists the
-    functions by cumulative and by own time (where the seconds beside sampling go)."""
+    functions by cumulative and by own time (where the seconds beside sampling go). ``dtypes``: one more
+    row each, the defaults with the overlap and `--dtype` of that precision."""
     import contextlib
     import cProfile
     import io
@@ -186,7 +192,9 @@ def eval_rows(device: torch.device, steps: int, limit: int | None, out: Path, pr
     for name, sampler, png, overlap in [("scdpo eval, today", today, one_thread, False),
                                         ("scdpo eval, defaults without overlap, cache empty", defaults, None, False),
                                         ("scdpo eval, defaults without overlap, cache read", defaults, None, False),
-                                        ("scdpo eval, defaults with overlap, cache read", defaults, None, True)]:
+                                        ("scdpo eval, defaults with overlap, cache read", defaults, None, True),
+                                        *((f"scdpo eval, defaults with overlap, dtype {d}", replace(defaults, dtype=d),
+                                           None, True) for d in dtypes)]:
         cfg = EvalConfig(model="emojiworld", out=str(out / name.split(", ", 1)[1].replace(", ", "-").replace(" ", "-")),
                          limit=limit, device=str(device), sampler=sampler, overlap=overlap, frechet_cache=not png)
         with (mock.patch.object(dataset, "png_bytes_many", png) if png else contextlib.nullcontext(),
@@ -214,12 +222,14 @@ def eval_rows(device: torch.device, steps: int, limit: int | None, out: Path, pr
     return rows
 
 
-def build_rows(device: torch.device, steps: int, n: int, cost_model: str, out: Path) -> list[dict]:
+def build_rows(device: torch.device, steps: int, n: int, cost_model: str, out: Path,
+               dtypes: tuple[str, ...] = ()) -> list[dict]:
     """`scdpo data build` end to end (``n`` align-harmful and ``n`` align-clean prompts, 4 candidates,
     the safe prompt's image too: the rounds' build) with today's settings (64 images a batch, 8 a decoder
     call, PNGs one at a time, 64 prompts a chunk), the defaults with ``--chunk-size 64`` (the chunk of before),
     and the defaults (on a GPU 256 prompts a chunk: 1,024 candidates a batch). Each row: wall time, candidate images/s, pairs, and the share of prompts whose choice
-    (status, winner, loser) is the first row's; every row starts from an empty folder."""
+    (status, winner, loser) is the first row's; every row starts from an empty folder. ``dtypes``: one more
+    row each, the defaults with `--dtype` of that precision."""
     import contextlib
     import shutil
     from unittest import mock
@@ -234,15 +244,16 @@ def build_rows(device: torch.device, steps: int, n: int, cost_model: str, out: P
     encode = dataset.png_bytes_many
     one_thread = lambda images, threads=None: encode(images, 1)  # noqa: E731  (today: one image at a time)
     rows, first = [], None
-    for name, batch, chunk, png in [("scdpo data build, today", 64, 64, one_thread),
-                                    ("scdpo data build, --chunk-size 64", None, 64, None),
-                                    ("scdpo data build, defaults", None, None, None)]:
+    for name, batch, chunk, png, dtype in [("scdpo data build, today", 64, 64, one_thread, "auto"),
+                                           ("scdpo data build, --chunk-size 64", None, 64, None, "auto"),
+                                           ("scdpo data build, defaults", None, None, None, "auto"),
+                                           *((f"scdpo data build, --dtype {d}", None, None, None, d) for d in dtypes)]:
         folder = out / name.split(", ")[1].strip("-").replace(" ", "-")
         shutil.rmtree(folder, ignore_errors=True)
         cfg = BuildConfig(model="emojiworld", cost_model=cost_model, reward="emojiworld", out=str(folder),
                           harmful="align-harmful", clean="align-clean", n_harmful=n, n_clean=n, candidates=4,
                           safe_prompt_winner=True, batch_size=batch, chunk_size=chunk, device=str(device),
-                          sampler=SamplerConfig(steps=steps, progress=False))
+                          sampler=SamplerConfig(steps=steps, progress=False, dtype=dtype))
         with mock.patch.object(dataset, "png_bytes_many", png) if png else contextlib.nullcontext():
             sync(device)
             t0 = time.perf_counter()
@@ -288,6 +299,8 @@ def main(argv=None) -> None:
     p.add_argument("--eval-limit", type=int, default=None, help="prompts a suite in --eval (default: all)")
     p.add_argument("--build", metavar="COST_DIR", help="also time the whole scdpo data build with this cost model "
                    "(today's settings, the defaults with --chunk-size 64, the defaults)")
+    p.add_argument("--dtypes", nargs="*", default=[], choices=("fp32", "bf16", "fp16"),
+                   help="with --eval / --build: one more row each, the defaults with `--dtype` of that precision")
     p.add_argument("--build-prompts", type=int, default=500, help="harmful and clean prompts each in --build")
     p.add_argument("--out", required=True, help="folder for rows.jsonl and table.md")
     args = p.parse_args(argv)
@@ -318,14 +331,14 @@ def main(argv=None) -> None:
         atomic_write_text(out / "rows.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     text = table(rows) + "\n" if rows else ""
     if args.eval:
-        ev = eval_rows(device, args.steps, args.eval_limit, out / "eval", args.profile)
+        ev = eval_rows(device, args.steps, args.eval_limit, out / "eval", args.profile, tuple(args.dtypes))
         atomic_write_text(out / "eval.jsonl", "".join(json.dumps(r) + "\n" for r in ev))
         text += ("\n| whole command | images | wall s | images/s | x today | largest rate difference |\n"
                  "|---|---|---|---|---|---|\n")
         text += "".join(f"| {r['name']} | {r['images']} | {r['seconds']} | {r['img_s']} | "
                         f"{r['img_s'] / ev[0]['img_s']:.2f}x | {r['max_rate_diff']} |\n" for r in ev)
     if args.build:
-        bd = build_rows(device, args.steps, args.build_prompts, args.build, out / "build")
+        bd = build_rows(device, args.steps, args.build_prompts, args.build, out / "build", tuple(args.dtypes))
         atomic_write_text(out / "build.jsonl", "".join(json.dumps(r) + "\n" for r in bd))
         text += ("\n| whole command | images sampled | wall s | images/s | x today | pairs | same choice |\n"
                  "|---|---|---|---|---|---|---|\n")

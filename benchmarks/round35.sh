@@ -5,16 +5,21 @@
 #      round's cost model, the first process, wrote it and took 58 s against the thirty-third round's 42 s) and
 #      the cost model's renders on the GPU (`--render-device backbone`, the new default): its comparison table
 #      should differ from the thirty-fourth round's by the renders' rounding only;
-#   2. cost.txt: the cost model alone, on one CPU thread and on every core, its renders on the CPU (the thirty-
+#   2. dtype.txt: the sampling commands' precision (`--dtype`, new on 2026-12-05): the whole `scdpo generate` of
+#      an SD 1.5-shaped pipeline folder in fp32 (every command before), auto (bf16 on the GPU, their default
+#      now) and fp16 (benchmarks/sampling_dtype.py); then the whole EmojiWorld `scdpo eval` and `scdpo data build`
+#      with today's settings, the defaults (fp32) and --dtype bf16 (benchmarks/emojiworld_throughput.py --eval
+#      --build --dtypes bf16): the 5x goals of both, which fp32 has not reached;
+#   3. cost.txt: the cost model alone, on one CPU thread and on every core, its renders on the CPU (the thirty-
 #      third and thirty-fourth rounds' code) and on the GPU (--render-device backbone, the default since this
 #      round); the pipeline gives it every core since the thirty-fourth round, and whether that is what slowed
 #      it there is not known. Held-out AUROCs beside each: the renders' device should change them by rounding
 #      only;
-#   3. step.txt: the graphed training step's device time by kernel (benchmarks/step_busy.py --top): what its
+#   4. step.txt: the graphed training step's device time by kernel (benchmarks/step_busy.py --top): what its
 #      16.5 ms a step are made of, so which kernels a lever would have to remove. Six graphed trainings at once
 #      already reach 86% of what one step's device time allows (51.9 steps/s in all against 60.6), so the
 #      trainings themselves get faster only with less device work a step;
-#   4. cc.txt: the compile cache on a GPU (benchmarks/compile_cache.sh: the compiled step filling a
+#   5. cc.txt: the compile cache on a GPU (benchmarks/compile_cache.sh: the compiled step filling a
 #      --compile-cache folder, then a fresh process reading it), never measured on a GPU.
 #
 #   . scripts/device_env.sh && bash benchmarks/detach.sh r35 bash benchmarks/round35.sh   # device: carry
@@ -30,7 +35,17 @@ B=$(dirname "$0")
 echo "[$(date +%T)] 1. the whole EmojiWorld pipeline, the bytecode cache written before it"
 time_pipeline
 
-echo "[$(date +%T)] 2. the cost model alone, one thread and every core"
+echo "[$(date +%T)] 2. the sampling commands' precision"
+if [ "${TINY:-0}" = 1 ]; then DT="--tiny --images 8 --steps 2 --batch-size 8"; TP="--images 8 --steps 2 --eval-limit 4 --build-prompts 4"
+else DT="--images 64"; TP="--images 256 --build-prompts 500"; fi
+{ echo "python3 benchmarks/sampling_dtype.py $DT ($(gpu_name))"
+  python3 "$B/sampling_dtype.py" $DT --out "$R/dtype" 2>&1 | grep -vE "it/s\]|^wrote " | tail -8
+  echo "python3 benchmarks/emojiworld_throughput.py $TP --rows today --eval --build COST --dtypes bf16"
+  python3 "$B/emojiworld_throughput.py" $TP --rows today --eval --build "$R/align/cost" --dtypes bf16 \
+      --out "$R/tp" 2>&1 | grep -vE "it/s\]" | tail -30; } > "$OUT/dtype.txt"
+cat "$OUT/dtype.txt"
+
+echo "[$(date +%T)] 3. the cost model alone, one thread and every core"
 if [ "${TINY:-0}" = 1 ]; then CO="--pool 64 --eval-n 16 --steps 20"; else CO="--pool 8000 --eval-n 300"; fi
 { echo "scdpo --threads N cost train $CO --render-device D --no-progress ($(gpu_name)); seconds of wall time, the process's start included"
   for row in "1|cpu" "1|backbone" "$(nproc)|backbone" "$(nproc)|cpu"; do
@@ -45,14 +60,14 @@ print({"feature_seconds": m["feature_seconds"], "total_seconds": m["total_second
   done; } > "$OUT/cost.txt"
 cat "$OUT/cost.txt"
 
-echo "[$(date +%T)] 3. the graphed step's device time by kernel"
+echo "[$(date +%T)] 4. the graphed step's device time by kernel"
 if [ "${TINY:-0}" = 1 ]; then BUSY="--device cpu --batch-size 2 --steps 5 --warmup 1 --window 2"
 else BUSY="--device cuda --batch-size 32 --steps 60 --warmup 20 --window 20"; fi
 { echo "python3 benchmarks/step_busy.py $BUSY --rows graphs --top 30"
   python3 "$B/step_busy.py" $BUSY --rows graphs --top 30 2>&1 | grep -v "it/s\]" | tail -45; } > "$OUT/step.txt"
 cat "$OUT/step.txt"
 
-echo "[$(date +%T)] 4. the compile cache on the GPU"
+echo "[$(date +%T)] 5. the compile cache on the GPU"
 if [ "${TINY:-0}" = 1 ]; then CCE="DEVICE=cpu BATCH=2 STEPS=4 WARMUP=2"; else CCE="DEVICE=cuda BATCH=32 STEPS=30 WARMUP=10"; fi
 env $CCE OUT="$R/cc" bash "$B/compile_cache.sh" > "$R/cc.log" 2>&1 || echo "FAILED: compile_cache.sh"
 tr "\r" "\n" < "$R/cc.log" | grep -vE "/s\]|s/it\]|^\[transformers\]|^ *$" | tail -20 > "$OUT/cc.txt"

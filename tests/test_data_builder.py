@@ -154,6 +154,7 @@ class FakeModel:
     Prompts starting with "SAFE" give cost -2 (a safe-prompt twin)."""
 
     resolution = 16
+    dtype_name = "fp32"  # the precision it samples in, as T2IModel says it
 
     def __init__(self):
         self.images = 0

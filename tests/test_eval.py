@@ -199,6 +199,7 @@ def test_run_writes_metrics_report_and_images(runs):
     assert m["suites"]["eval-harmful-explicit"]["harmful_rate_by_category"]
     lora = json.loads((runs / "lora/metrics.json").read_text())
     assert lora["name"] == Path(lora["lora"]).name and lora["config"]["guidance_scale"] == 3.0
+    assert m["dtype"] == m["config"]["dtype"] == "fp32"  # the precision it sampled in ("auto" on the CPU), resolved
     report = _Report()
     report.feed((runs / "base/report.html").read_text())
     assert report.sections == ["summary", "suite-eval-clean", "suite-eval-harmful-explicit", "suite-coco"]

@@ -115,7 +115,7 @@ def test_the_overlap_is_on_by_default_on_the_cpu_only(device, flag, want, monkey
             seen.append(enabled)
             raise Stop
 
-    fake = types.SimpleNamespace(device=torch.device(device), resolution=16)
+    fake = types.SimpleNamespace(device=torch.device(device), resolution=16, dtype_name="fp32")
     monkeypatch.setattr(run, "Background", Spy)
     monkeypatch.setattr(run, "collect_suites", lambda cfg: {})
     monkeypatch.setattr(run, "load_tools", lambda cfg, device, domain: run.Tools())

@@ -60,6 +60,9 @@ class CostTrainConfig:
             classifier-free guidance (the builder's defaults, so the cost model sees the images the
             builder will score).
         sample_batch_size: prompt pairs only: images per sampling batch.
+        sample_dtype: prompt pairs only: the precision the model samples in, as the sampling commands'
+            --dtype (SamplerConfig.dtype; "auto": bf16 on a CUDA GPU for a real model, else fp32). A
+            precision other than fp32 is part of the image cache's key.
         suite: EmojiWorld suite the training pool is drawn from.
         pool: EmojiWorld training images (scenes); prompt pairs: pairs sampled (two images
             each); user data uses every row not held out.
@@ -111,6 +114,7 @@ class CostTrainConfig:
     sample_steps: int = 20
     guidance_scale: float = 5.0
     sample_batch_size: int = 64
+    sample_dtype: str = "auto"
     suite: str = "train"
     pool: int = 4000
     harmful_fraction: float = 0.5
@@ -144,6 +148,10 @@ class CostTrainConfig:
     def __post_init__(self):
         if not (self.ranking or self.anchor or self.category):
             raise ValueError("every objective is disabled: enable at least one of ranking, anchor, category")
+        from scdpo.models.sampler_config import SAMPLING_DTYPES
+
+        if self.sample_dtype not in SAMPLING_DTYPES:
+            raise ValueError(f"unknown --sample-dtype {self.sample_dtype!r}; choose one of {', '.join(SAMPLING_DTYPES)}")
         if self.render_device not in ("backbone", "cpu"):
             raise ValueError(f"--render-device {self.render_device!r}: expected backbone (the backbone's device) or cpu")
         if not 0 < self.harmful_fraction < 1:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -174,8 +174,12 @@ def build_features(cfg: CostTrainConfig, backbone: Backbone):
 def pair_settings(cfg: CostTrainConfig) -> dict:
     """The settings that change the images of the prompt-pair path (the image cache's key). Not the
     number of pairs: pair i's images depend only on pair i, so a larger pool reuses a smaller one's."""
-    return {"model": cfg.model, "prompt_pairs": cfg.prompt_pairs, "seed": cfg.seed,
-            "steps": cfg.sample_steps, "guidance": cfg.guidance_scale}
+    from scdpo.models.sampler_config import sampling_dtype, without_fp32
+
+    # fp32 keeps the key of before, so the caches sampled then are read
+    dtype = sampling_dtype(cfg.sample_dtype, str(cfg.model), resolve_device(cfg.device))
+    return without_fp32({"model": cfg.model, "prompt_pairs": cfg.prompt_pairs, "seed": cfg.seed,
+                         "steps": cfg.sample_steps, "guidance": cfg.guidance_scale, "dtype": dtype})
 
 
 def pair_features(cfg: CostTrainConfig, backbone: Backbone):
@@ -194,9 +198,9 @@ def pair_features(cfg: CostTrainConfig, backbone: Backbone):
         from scdpo.models.sampling import SamplerConfig
         from scdpo.models.t2i import T2IModel
 
-        model = T2IModel.from_pretrained(cfg.model, device=device)
         sampler = SamplerConfig(steps=cfg.sample_steps, guidance_scale=cfg.guidance_scale,
-                                batch_size=cfg.sample_batch_size, progress=False)
+                                batch_size=cfg.sample_batch_size, progress=False, dtype=cfg.sample_dtype)
+        model = T2IModel.for_sampling(cfg.model, sampler, device=device)
         images = sample_pairs(model, records, cfg.seed, sampler, cfg.cache, progress=cfg.progress,
                               key=pair_settings(cfg))
         labels = pair_labels(records)
@@ -321,6 +325,10 @@ def train(cfg: CostTrainConfig) -> dict:
     from torch.utils.tensorboard import SummaryWriter
 
     device = resolve_device(cfg.device)
+    if cfg.model:  # the prompt-pair path samples the model: its precision made concrete, for the cache's key
+        from scdpo.models.sampler_config import sampling_dtype
+
+        cfg = replace(cfg, sample_dtype=sampling_dtype(cfg.sample_dtype, cfg.model, device))
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out)
     if cfg.prompt_pairs:  # a bad pair file fails before any model is loaded

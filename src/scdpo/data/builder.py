@@ -25,7 +25,8 @@ from tqdm.auto import tqdm
 from scdpo.data.card import MANIFEST, WORK, finalize
 from scdpo.data.config import BuildConfig, load_source
 from scdpo.data.pairs import choose_clean, choose_harmful, harmful_loser, stable_hash
-from scdpo.models.sampler_config import DEFAULT_BATCH, SMALL_LATENT, SMALL_LATENT_BATCH
+from scdpo.models.sampler_config import (DEFAULT_BATCH, SMALL_LATENT, SMALL_LATENT_BATCH, dtype_hint,
+                                         with_sampling_dtype)
 from scdpo.utils.io import atomic_path
 from scdpo.world.records import PromptRecord, Scorer
 
@@ -176,9 +177,12 @@ def _guard(out: Path, settings: dict) -> dict | None:
         return None
     manifest = json.loads(path.read_text())
     if manifest["settings"] != settings:
-        diff = {k: (manifest["settings"].get(k), v) for k, v in settings.items() if manifest["settings"].get(k) != v}
+        was = manifest["settings"]
+        # both sides' keys: dtype is recorded only when it is not fp32, so it is missing on one side
+        get = lambda d, k: d.get(k, "fp32" if k == "dtype" else None)  # noqa: E731
+        diff = {k: (get(was, k), get(settings, k)) for k in {**was, **settings} if get(was, k) != get(settings, k)}
         raise ValueError(f"{out} holds a build made with other settings (was, now): {diff}; "
-                         "use another --out or the same settings")
+                         f"use another --out or the same settings{dtype_hint(was, settings)}")
     return manifest
 
 
@@ -231,10 +235,7 @@ def _neighbours(cfg: BuildConfig, harmful: list[PromptRecord], clean: list[Promp
     from scdpo.world.suites import SUITES
 
     if model is None:
-        from scdpo.models.t2i import T2IModel
-
-        device = state.device if state.num_processes > 1 else cfg.device or state.device
-        model = T2IModel.from_pretrained(cfg.model, device=device)
+        model = _load_model(cfg, state.device if state.num_processes > 1 else cfg.device or state.device)
     exclude = {w.lower() for w in cfg.neighbour_exclude}
     keep = clean_words([r.prompt for r in clean] + [r.safe_prompt for r in harmful if r.safe_prompt])
     if cfg.harmful in SUITES:
@@ -269,7 +270,7 @@ def pick_chunk_size(device_type: str, latent_hw: tuple[int, int], candidates: in
 def _load_model(cfg: BuildConfig, device):
     from scdpo.models.t2i import T2IModel
 
-    return T2IModel.from_pretrained(cfg.model, device=device)
+    return T2IModel.for_sampling(cfg.model, cfg.sampler, device=device)
 
 
 def _with_chunk_size(cfg: BuildConfig, out: Path, model, device, prompts: int, processes: int):
@@ -288,6 +289,7 @@ def _with_chunk_size(cfg: BuildConfig, out: Path, model, device, prompts: int, p
 def _build(cfg: BuildConfig, state, out: Path, items: list, model, cost_fn, reward_fn) -> dict:
     # several processes: each its own accelerator (a --device cpu made the state a CPU one)
     device = state.device if state.num_processes > 1 else cfg.device or state.device
+    cfg = replace(cfg, sampler=with_sampling_dtype(cfg.sampler, cfg.model, device, model))
     if cfg.chunk_size is None:
         cfg, model = _with_chunk_size(cfg, out, model, device, len(items), state.num_processes)
     settings = cfg.settings()

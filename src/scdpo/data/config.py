@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from scdpo.data.pairs import PairRules
-from scdpo.models.sampler_config import SamplerConfig
+from scdpo.models.sampler_config import SamplerConfig, with_sampling_dtype, without_fp32
 from scdpo.utils.config import check_finite, flat_asdict, nested
 from scdpo.world.records import PromptRecord
 
@@ -76,8 +76,8 @@ class BuildConfig:
         mined_share: the share of harmful prompts rewritten so (of those with a safe counterpart and
             a mined concept), drawn apart from the neighbour words' share.
         sampler: how candidates are sampled (a SamplerConfig, or a scheduler name); its flags
-            --steps, --guidance-scale, --scheduler (--sampler works too) and --guard are this
-            command's (the sampling batch is batch_size).
+            --steps, --guidance-scale, --scheduler (--sampler works too), --guard and --dtype are
+            this command's (the sampling batch is batch_size).
     """
 
     model: str
@@ -110,7 +110,7 @@ class BuildConfig:
     neighbour_margin: float = 0.1
     mined_words: str | None = None
     mined_share: float = 0.5
-    sampler: SamplerConfig = nested(SamplerConfig, ("steps", "guidance_scale", "scheduler", "guard"),
+    sampler: SamplerConfig = nested(SamplerConfig, ("steps", "guidance_scale", "scheduler", "guard", "dtype"),
                                     aliases={"scheduler": ("--sampler",)})
 
     def __post_init__(self):
@@ -151,8 +151,9 @@ class BuildConfig:
         return PairRules(**{k: v for k, v in dataclasses.asdict(self).items() if k in names})
 
     def settings(self) -> dict:
-        """Everything that determines the dataset (the resume guard compares these)."""
-        flat = flat_asdict(self)
+        """Everything that determines the dataset (the resume guard compares these). The sampler's "auto"
+        precision is resolved for ``device`` here (the build resolves it for its own device first)."""
+        flat = flat_asdict(dataclasses.replace(self, sampler=with_sampling_dtype(self.sampler, self.model, self.device)))
         # named and ordered as before the sampler settings were nested, so that existing builds still
         # resume (and cards list them as before): the scheduler under "sampler", after n_clean; no
         # guard is left out, so that builds made before guards existed still resume
@@ -165,6 +166,7 @@ class BuildConfig:
         off, unmined = self.neighbour_words == 0, not self.mined_words
         out = {k: v for k, v in flat.items() if k not in _RUNTIME_FIELDS and not (k == "guard" and v is None)
                and not (off and k.startswith("neighbour_")) and not (unmined and k.startswith("mined_"))}
+        out = without_fp32(out)  # a build made before --dtype existed sampled in fp32 and still resumes
         if not unmined:  # the words themselves, not only the file's name, decide the dataset
             out["mined_words_sha256"] = hashlib.sha256(Path(self.mined_words).read_bytes()).hexdigest()
         return out

@@ -169,19 +169,20 @@ def mine(cfg: MineConfig, model=None, reader=None) -> dict:
     returns the summary also in ``summary.json``."""
     from tqdm.auto import tqdm
 
+    from scdpo.models.sampler_config import dtype_hint, with_sampling_dtype
     from scdpo.utils.io import atomic_write_text
 
     out = Path(cfg.out)
+    cfg = dataclasses.replace(cfg, sampler=with_sampling_dtype(cfg.sampler, cfg.model, cfg.device, model))
     settings = cfg.settings()
     saved = out / "settings.json"
-    if saved.is_file() and json.loads(saved.read_text()) != settings:
-        raise ValueError(f"{out} was mined with other settings ({saved}); give a new --out or the same settings")
+    if saved.is_file() and (was := json.loads(saved.read_text())) != settings:
+        raise ValueError(f"{out} was mined with other settings ({saved}); give a new --out or the same settings"
+                         + dtype_hint(was, settings))
     if model is None:
         from scdpo.models.t2i import T2IModel
 
-        model = T2IModel.from_pretrained(cfg.model, device=cfg.device)
-        if cfg.lora:
-            model.load_lora(cfg.lora)
+        model = T2IModel.for_sampling(cfg.model, cfg.sampler, device=cfg.device, lora=cfg.lora)
     reader = reader or READERS[cfg.reader](cfg, model.device)
     words = candidate_words(cfg, None if cfg.words else model.tokenizers[0])
     out.mkdir(parents=True, exist_ok=True)

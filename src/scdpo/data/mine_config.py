@@ -38,8 +38,8 @@ class MineConfig:
         chunk_size: words sampled and scored together; a chunk is the unit that resumes.
         seed: salts every image's seed.
         device: torch device (default: cuda if available, else cpu).
-        sampler: how images are sampled; its flags --steps, --guidance-scale, --scheduler and
-            --batch-size are this command's.
+        sampler: how images are sampled; its flags --steps, --guidance-scale, --scheduler,
+            --batch-size and --dtype are this command's.
     """
 
     out: str
@@ -56,7 +56,7 @@ class MineConfig:
     chunk_size: int = 256
     seed: int = 0
     device: str | None = None
-    sampler: SamplerConfig = nested(SamplerConfig, ("steps", "guidance_scale", "scheduler", "batch_size"))
+    sampler: SamplerConfig = nested(SamplerConfig, ("steps", "guidance_scale", "scheduler", "batch_size", "dtype"))
 
     def __post_init__(self):
         check_finite(self)
@@ -75,4 +75,10 @@ class MineConfig:
         """What decides the mined words (the resume guard compares these)."""
         from scdpo.utils.config import flat_asdict
 
-        return {k: v for k, v in flat_asdict(self).items() if k not in ("out", "device", "batch_size")}
+        from dataclasses import replace
+
+        from scdpo.models.sampler_config import with_sampling_dtype, without_fp32
+
+        # "auto" resolved for ``device``; a folder mined before --dtype existed sampled in fp32 and still resumes
+        flat = flat_asdict(replace(self, sampler=with_sampling_dtype(self.sampler, self.model, self.device)))
+        return without_fp32({k: v for k, v in flat.items() if k not in ("out", "device", "batch_size")})

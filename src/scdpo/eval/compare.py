@@ -95,6 +95,10 @@ def compare(run_dirs: list[str], out: str | Path, grid_prompts: int = 8) -> dict
     if any(set(r["suites"]) != set(suites) for r in runs):
         notes.append("The runs were evaluated on different suites; compared on their intersection: "
                      + ", ".join(suites) + ".")
+    if len(dtypes := sorted({sm.run_dtype(r) for r in runs})) > 1:
+        notes.append(f"The runs sampled in different precisions ({', '.join(dtypes)}): a difference of a few images "
+                     "may be the arithmetic's, not the method's (bf16 changed 1.4% of EmojiWorld's judge verdicts "
+                     "against fp32; docs/performance.md, \"Sampling batches\"); evaluate with the same --dtype.")
     specs = sm.suite_specs(runs, suites)
     stats = [sm.pooled(r, suites, specs) for r in runs]
     cats = [sm.category_stats(r, suites) for r in runs]

@@ -36,7 +36,7 @@ class EvalConfig:
         limit: only the first N prompts of each suite and file.
         sampler: how images are sampled (a SamplerConfig); its flags --steps, --guidance-scale
             (--guidance works too), --scheduler, --negative-prompt (the "negative prompt" baseline),
-            --guard and --batch-size are this command's.
+            --guard, --batch-size and --dtype are this command's.
         cost_model: a cost model folder (`scdpo cost train`): adds mean cost and fraction > 0 (the
             cost model's unsafe rate, labelled as such: not an independent judge).
         frechet: Frechet distance to reference images: EmojiWorld suites' renders on EmojiWorld

@@ -22,7 +22,6 @@ a number (never a number from the wrong judge).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -31,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from scdpo.judges.nsfw import check_images
+from scdpo.models.registry import model_domain  # noqa: F401 (its home before; callers import it here)
 from scdpo.world.records import PromptRecord, Scorer
 
 #: Q16-style zero-shot classes (prompt ensembles, Radford et al. 2021): one inappropriate prompt per
@@ -79,21 +79,6 @@ class EvalJudge:
 
 class NotApplicable(Exception):
     """A judge that cannot run here; the message is the "not measured" reason shown in reports."""
-
-
-def model_domain(model: str) -> str:
-    """``emojiworld`` for the shipped model and any pipeline whose text encoder is the MiniLM
-    (``BertModel``) it uses, else ``real``; read from ``model_index.json``, nothing loaded."""
-    from scdpo.models.registry import resolve_model_path
-
-    if model == "emojiworld":
-        return "emojiworld"
-    try:
-        index = json.loads((resolve_model_path(model) / "model_index.json").read_text())
-    except (OSError, ValueError):
-        return "real"
-    encoder = index.get("text_encoder") or [None, None]
-    return "emojiworld" if encoder[-1] == "BertModel" else "real"
 
 
 def check_clip_folder(path: str | Path) -> Path:

@@ -296,9 +296,8 @@ def run(cfg: EvalConfig) -> dict:
 
     start, out = time.time(), Path(cfg.out)
     suites = collect_suites(cfg)
-    model = T2IModel.from_pretrained(cfg.model, device=cfg.device)
-    if cfg.lora:
-        model.load_lora(cfg.lora, cfg.lora_scale)
+    model = T2IModel.for_sampling(cfg.model, cfg.sampler, device=cfg.device, lora=cfg.lora, lora_scale=cfg.lora_scale)
+    cfg = replace(cfg, sampler=replace(cfg.sampler, dtype=model.dtype_name))  # metrics.json's config: what ran
     from scdpo.eval.judges import model_domain
 
     domain = model_domain(cfg.model) if cfg.domain == "auto" else cfg.domain
@@ -328,7 +327,8 @@ def run(cfg: EvalConfig) -> dict:
     negative = "the prompt's harmful concepts" if cfg.negative_from_concepts else cfg.sampler.negative_prompt
     metrics = {"name": cfg.name, "created": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                "model": cfg.model, "lora": cfg.lora, "negative_prompt": negative,
-               "domain": domain, "judge": describe_judges(domain, tools), "config": flat_asdict(cfg),
+               "domain": domain, "judge": describe_judges(domain, tools), "dtype": model.dtype_name,
+               "config": flat_asdict(cfg),
                "suites": results, "seconds": round(time.time() - start, 2)}
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=1))
     write_report(metrics, out)

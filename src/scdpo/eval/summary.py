@@ -124,6 +124,11 @@ def regressions(names: list[str], runs: list[dict], suites: list[str], specs: li
     return notes
 
 
+def run_dtype(run: dict) -> str:
+    """The precision an evaluation sampled in; "fp32" for the runs written before `scdpo eval --dtype`."""
+    return run.get("dtype") or "fp32"
+
+
 def metadata_table(names: list[str], runs: list[dict], suites: list[str]) -> tuple[list[str], list[list]]:
     """Who was compared, with what: model, LoRA, negative prompt, suites and draws, seeds, sampler,
     judge, and when each run was written."""
@@ -139,7 +144,8 @@ def metadata_table(names: list[str], runs: list[dict], suites: list[str]) -> tup
                           + ")" for s in suites)
         rows.append([name, run.get("model"), run.get("lora") or "none", run.get("negative_prompt") or "none", draws,
                      f"{cfg.get('n_per_prompt', 1)} per prompt, seeds fixed by (suite, prompt, k)",
-                     f"{cfg.get('steps')} {cfg.get('scheduler')} steps, guidance {cfg.get('guidance_scale')}",
+                     f"{cfg.get('steps')} {cfg.get('scheduler')} steps, guidance {cfg.get('guidance_scale')}, "
+                     f"{run_dtype(run)}",
                      run.get("judge", "-"), created, run.get("seconds")])
     return (["method", "model", "LoRA", "negative prompt", "suites (prompts, draw)", "images and seeds", "sampler",
              "judge", "written", "seconds"], rows)

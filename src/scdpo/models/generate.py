@@ -11,7 +11,7 @@ from scdpo.prompts.records import load_records
 from scdpo.utils.config import nested
 
 # the sampler settings `generate` and `eval` expose as flags
-SAMPLER_FLAGS = ("steps", "guidance_scale", "scheduler", "negative_prompt", "guard", "batch_size")
+SAMPLER_FLAGS = ("steps", "guidance_scale", "scheduler", "negative_prompt", "guard", "batch_size", "dtype")
 
 
 @dataclass
@@ -29,7 +29,7 @@ class GenerateConfig:
         limit: use only the first N prompts.
         n_per_prompt: images per prompt; image k of prompt i uses seed ``seed + i * n_per_prompt + k``.
         sampler: how images are sampled (a SamplerConfig); its flags --steps, --guidance-scale,
-            --scheduler, --negative-prompt, --guard and --batch-size are this command's.
+            --scheduler, --negative-prompt, --guard, --batch-size and --dtype are this command's.
         seed: base seed.
         device: torch device (default: cuda if available, else cpu).
         grid_size: images in grid.png.
@@ -67,9 +67,7 @@ def run(cfg: GenerateConfig) -> Path:
 
     records = load_records(cfg.suite, cfg.prompts, cfg.limit)
     check_writable(cfg.out)  # before sampling: a read-only --out fails now, not after the whole run
-    model = T2IModel.from_pretrained(cfg.model, device=cfg.device)
-    if cfg.lora:
-        model.load_lora(cfg.lora, cfg.lora_scale)
+    model = T2IModel.for_sampling(cfg.model, cfg.sampler, device=cfg.device, lora=cfg.lora, lora_scale=cfg.lora_scale)
     expanded = [(i, k, r) for i, r in enumerate(records) for k in range(cfg.n_per_prompt)]
     prompts = [r.prompt for _, _, r in expanded]
     seeds = [cfg.seed + i * cfg.n_per_prompt + k for i, k, _ in expanded]
@@ -87,6 +85,7 @@ def run(cfg: GenerateConfig) -> Path:
     save_grid(images[:n], out / "grid.png", prompts[:n])
     atomic_write_text(out / "generate.json", json.dumps({
         "model": cfg.model, "lora": cfg.lora, "images": len(images), "steps": cfg.sampler.steps,
-        "guidance_scale": cfg.sampler.guidance_scale, "scheduler": cfg.sampler.scheduler}, indent=1))
+        "guidance_scale": cfg.sampler.guidance_scale, "scheduler": cfg.sampler.scheduler,
+        "dtype": model.dtype_name}, indent=1))
     print(f"wrote {len(images)} images to {out}")
     return out

@@ -13,6 +13,7 @@ runs never leave a half-built folder.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -153,3 +154,16 @@ def materialise_emojiworld(
             if leftover.exists():
                 shutil.rmtree(leftover, ignore_errors=True)
     return target
+
+
+def model_domain(model: str) -> str:
+    """``emojiworld`` for the shipped model and any pipeline whose text encoder is the MiniLM
+    (``BertModel``) it uses, else ``real``; read from ``model_index.json``, nothing loaded."""
+    if model == "emojiworld":
+        return "emojiworld"
+    try:
+        index = json.loads((resolve_model_path(model) / "model_index.json").read_text())
+    except (OSError, ValueError):
+        return "real"
+    encoder = index.get("text_encoder") or [None, None]
+    return "emojiworld" if encoder[-1] == "BertModel" else "real"

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 SCHEDULERS = ("dpmsolver++", "ddim", "euler")
+#: the precisions a command loads the model in to sample (SamplerConfig.dtype)
+SAMPLING_DTYPES = ("auto", "fp32", "bf16", "fp16")
 
 
 @dataclass
@@ -51,6 +53,14 @@ class SamplerConfig:
             set batch_size keeps 8, so runs with --batch-size decode as before).
         guard: an inference-time safety guard (:mod:`scdpo.models.guards`): ``"sld:weak|medium|strong|max"``
             (Safe Latent Diffusion) or ``"safree"``; None: plain classifier-free guidance.
+        dtype: the precision a command loads the model in to sample: "fp32", "bf16", "fp16" or "auto"
+            (the default, :func:`sampling_dtype`): bf16 on a CUDA GPU for a real model (fp16 on a GPU
+            without bf16), as diffusers' examples sample and as benchmarks/gpu_sampling.py measured
+            scdpo's sampler against diffusers' pipeline; fp32 on other devices and for EmojiWorld, whose
+            every published number is fp32 (bf16 changed 1.4% of its judge verdicts; docs/performance.md,
+            "Sampling batches"). A VAE whose config sets force_upcast (SDXL's) decodes in fp32 whatever
+            this says. Read where a command loads its model (:meth:`T2IModel.for_sampling`); a model
+            already loaded samples in its own dtype.
     """
 
     steps: int = 20
@@ -68,8 +78,11 @@ class SamplerConfig:
     cuda_graphs: bool = False
     vae_batch_size: int | None = None
     guard: str | None = None
+    dtype: str = "auto"
 
     def __post_init__(self):
+        if self.dtype not in SAMPLING_DTYPES:
+            raise ValueError(f"unknown --dtype {self.dtype!r}; choose one of {', '.join(SAMPLING_DTYPES)}")
         if self.scheduler not in SCHEDULERS:
             raise ValueError(f"unknown scheduler {self.scheduler!r}; choose one of {SCHEDULERS}")
         if self.steps < 1 or any(b is not None and b < 1 for b in (self.batch_size, self.vae_batch_size)):
@@ -86,6 +99,53 @@ class SamplerConfig:
         from scdpo.models.guards import get_guard
 
         get_guard(self.guard)  # ValueError naming an unknown guard or option
+
+
+def sampling_dtype(choice: str, model: str, device) -> str:
+    """The precision ``choice`` (SamplerConfig.dtype) means for ``model`` on ``device`` (None: CUDA if
+    available, as :class:`T2IModel` picks): itself unless "auto"; "auto" is bf16 (fp16 on a GPU without
+    bf16 in hardware, before compute capability 8) on CUDA for a real model, else fp32 (the CPU, other
+    devices, EmojiWorld: see SamplerConfig.dtype)."""
+    import torch
+
+    from scdpo.models.registry import model_domain
+
+    if choice != "auto":
+        return choice
+    dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if dev.type != "cuda" or model_domain(str(model)) == "emojiworld":
+        return "fp32"
+    # bf16 in hardware from compute capability 8 (Ampere); torch's is_bf16_supported() also counts the
+    # emulated bf16 of a V100 or T4, slower there than fp16
+    return "bf16" if torch.cuda.get_device_capability(dev)[0] >= 8 else "fp16"
+
+
+def with_sampling_dtype(config: SamplerConfig, model: str, device, loaded=None) -> SamplerConfig:
+    """``config`` with its dtype made concrete: ``loaded``'s (a model already loaded samples in its own),
+    else :func:`sampling_dtype`'s. What a resumable command records, so that a run resumed on another
+    device cannot mix precisions under "auto"."""
+    from dataclasses import replace
+
+    dtype = getattr(loaded, "dtype_name", None) or sampling_dtype(config.dtype, model, device)
+    return replace(config, dtype=dtype)
+
+
+def without_fp32(settings: dict) -> dict:
+    """``settings`` without its "dtype" when that is fp32: the folders written before SamplerConfig.dtype
+    existed sampled in fp32 and saved no such key, and must still resume. An unresolved "auto" is an error
+    (it may mean either): record settings after :func:`with_sampling_dtype`."""
+    if settings.get("dtype") == "auto":
+        raise ValueError('settings with dtype "auto" are not recorded: resolve it first (with_sampling_dtype)')
+    return {k: v for k, v in settings.items() if not (k == "dtype" and v == "fp32")}
+
+
+def dtype_hint(was: dict, now: dict) -> str:
+    """A resume error's advice when the folder was sampled in fp32 before --dtype existed (no key) and
+    this run resolved another precision; else ""."""
+    if "dtype" in was or now.get("dtype", "fp32") == "fp32":
+        return ""
+    return (f"; it was sampled in fp32 (written before --dtype existed) and this run would sample in "
+            f"{now['dtype']}: add --dtype fp32 to resume it")
 
 
 #: images per batch on the CPU, and on a GPU for latents larger than SMALL_LATENT (today's default)
