@@ -19,12 +19,15 @@ def sd(tmp_path_factory):
 def test_auto_is_bf16_on_cuda_for_a_real_model_only(sd, monkeypatch):
     capability = {"cuda": (9, 0), "cuda:1": (7, 0)}  # an H100, and a V100 (bf16 emulated only)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d: capability[str(d)])
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert sampling_dtype("auto", sd, "cuda") == "bf16"
     assert sampling_dtype("auto", sd, "cuda:1") == "fp16"  # the device's own GPU decides
     assert sampling_dtype("auto", "emojiworld", "cuda") == "fp32"  # its published numbers are fp32
     assert sampling_dtype("auto", sd, "cpu") == "fp32"
+    assert sampling_dtype("auto", sd, None) == "bf16"  # no device given: what T2IModel would pick
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert sampling_dtype("auto", sd, None) == "fp32"  # no device given: what T2IModel would pick
+    assert sampling_dtype("auto", sd, None) == "fp32"
+    assert sampling_dtype("auto", sd, "cuda") == "fp32"  # no CUDA: loading the model on "cuda" says so itself
     for name in ("fp32", "bf16", "fp16"):  # a given precision is kept on every device
         assert sampling_dtype(name, "emojiworld", "cpu") == name
 
@@ -141,3 +144,17 @@ def test_a_small_lora_is_fused_before_the_cast(sd, tmp_path, random_lora):
     assert all(torch.equal(half[k], v.to(torch.bfloat16)) for k, v in full.items())
     late = T2IModel.from_pretrained(sd, device="cpu", dtype=torch.bfloat16).load_lora(lora).unet.state_dict()
     assert any(not torch.equal(half[k], late[k]) for k in half)  # what fusing into bf16 would have given
+
+
+@pytest.mark.parametrize("family", ["sdxl", "sd3"])
+@pytest.mark.parametrize("guard", [None, "sld:medium"])
+def test_every_family_samples_in_bf16(family, guard, tmp_path, one_thread):
+    """What "auto" now gives every real model on a GPU: each family (and a guard) samples finite images
+    within bf16's rounding of fp32's. SD 1.5's own test is above."""
+    path = str(getattr(testing, f"tiny_{family}_pipeline")(tmp_path / family))
+    images = {}
+    for dtype in ("bf16", "fp32"):
+        cfg = SamplerConfig(steps=3, progress=False, dtype=dtype, guard=guard)
+        images[dtype] = T2IModel.for_sampling(path, cfg, device="cpu").sample(["a red cat", "a dog"], [1, 2], cfg)
+    assert torch.isfinite(images["bf16"]).all() and images["bf16"].dtype == torch.float32
+    assert 0 < (images["bf16"] - images["fp32"]).abs().mean() < 0.05

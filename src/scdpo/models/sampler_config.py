@@ -113,7 +113,8 @@ def sampling_dtype(choice: str, model: str, device) -> str:
     if choice != "auto":
         return choice
     dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if dev.type != "cuda" or model_domain(str(model)) == "emojiworld":
+    # without CUDA a "cuda" device fails where the model loads, with torch's own message
+    if dev.type != "cuda" or not torch.cuda.is_available() or model_domain(str(model)) == "emojiworld":
         return "fp32"
     # bf16 in hardware from compute capability 8 (Ampere); torch's is_bf16_supported() also counts the
     # emulated bf16 of a V100 or T4, slower there than fp16
