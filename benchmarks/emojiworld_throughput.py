@@ -59,6 +59,7 @@ from pathlib import Path
 import torch
 
 from gpu_common import sync  # noqa: E402 (benchmarks/ is on sys.path)
+from scdpo.models.t2i import TORCH_DTYPES as DTYPES  # the commands' --dtype names
 
 SUITES = ("eval-clean", "eval-harmful-explicit")
 DEFAULT_ROWS = ("today:dtype=fp32,batch=64,vae=8", "b256:dtype=fp32,batch=256,vae=256",
@@ -66,7 +67,6 @@ DEFAULT_ROWS = ("today:dtype=fp32,batch=64,vae=8", "b256:dtype=fp32,batch=256,va
                 "b1024-bf16:dtype=bf16,batch=1024,vae=1024",
                 "b1024-bf16-compile:dtype=bf16,batch=1024,vae=1024,compile=1",
                 "b1024-png:dtype=fp32,batch=1024,vae=1024,png=8")
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 KEYS = {"dtype": "fp32", "batch": "64", "vae": "8", "tf32": "0", "compile": "0", "png": "1", "graphs": "0"}
 
 

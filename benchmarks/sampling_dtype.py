@@ -2,8 +2,8 @@
 """Issue 16: what `--dtype` buys the sampling commands. Times the whole `scdpo generate` (model load,
 text encoding, the denoising loop, VAE decoding, PNGs, the index) on an SD 1.5-shaped pipeline folder with
 random weights (benchmarks/gpu_sampling.py's UNet, VAE and 12-layer CLIP text encoder, DDIM, guidance
-7.5, 512 px; the VAE with diffusers' default force_upcast, so it decodes in fp32 in every row, as an SD 1.5
-checkpoint's does) once per precision, the same prompts and per-image seeds in each, and gives each row's
+7.5, 512 px; the VAE with diffusers' default force_upcast, which a VAE config that does not name it gets,
+so it decodes in fp32 in every row) once per precision, the same prompts and per-image seeds in each, and gives each row's
 images/s, its ratio to the first row's, and the largest and mean absolute pixel difference from the
 first row's images (a bf16 row's rounding, which is what "equal outputs within bf16 tolerance" allows).
 
@@ -39,8 +39,8 @@ def pipeline_folder(out: Path, tiny: bool) -> Path:
     from gpu_sampling import sd15_pipeline
 
     pipe = sd15_pipeline(torch.device("cpu"), torch.float32)
-    # as a downloaded SD 1.5 folder loads: its VAE config names no force_upcast, and diffusers' default is
-    # True, so T2IModel keeps that VAE in fp32 under bf16 (gpu_sampling.py's rows decode in bf16 instead)
+    # diffusers' default for a VAE config that does not name force_upcast (SD 1.5's, as far as we know): True,
+    # so T2IModel keeps that VAE in fp32 under bf16 (gpu_sampling.py's rows decode in bf16 instead)
     pipe.vae.register_to_config(force_upcast=True)
     pipe.save_pretrained(folder)
     return folder
@@ -100,10 +100,9 @@ def main(argv=None) -> None:
                      "seconds": round(seconds, 2), "img_s": round(len(images) / seconds, 2),
                      "max_diff": round(float(diff.max()), 4), "mean_diff": round(float(diff.mean()), 5),
                      "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"})
-        rows[-1]["x_first"] = round(rows[-1]["img_s"] / rows[0]["img_s"], 2)
+        rows[-1]["x_first"] = round(rows[0]["seconds"] / seconds, 2)  # from the seconds, not the rounded rates
         print(json.dumps(rows[-1]), flush=True)
-        with open(out / "rows.jsonl", "a") as f:
-            f.write(json.dumps(rows[-1]) + "\n")
+    (out / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     head = "| --dtype | ran as | images/s | x first row | max / mean pixel diff from it |\n|---|---|---|---|---|\n"
     table = head + "".join(f"| {r['dtype']} | {r['resolved']} | {r['img_s']} | {r['x_first']}x | "
                            f"{r['max_diff']} / {r['mean_diff']} |\n" for r in rows)

@@ -119,7 +119,7 @@ def test_the_overlap_is_on_by_default_on_the_cpu_only(device, flag, want, monkey
     monkeypatch.setattr(run, "Background", Spy)
     monkeypatch.setattr(run, "collect_suites", lambda cfg: {})
     monkeypatch.setattr(run, "load_tools", lambda cfg, device, domain: run.Tools())
-    monkeypatch.setattr("scdpo.models.t2i.T2IModel.from_pretrained", staticmethod(lambda *a, **k: fake))
+    monkeypatch.setattr("scdpo.models.t2i.T2IModel.for_sampling", staticmethod(lambda *a, **k: fake))
     with pytest.raises(Stop):
         run.run(run.EvalConfig(model="emojiworld", domain="emojiworld", overlap=flag))
     assert seen == [want]

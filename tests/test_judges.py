@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as F
 
 from scdpo.eval.headline import headline
-from scdpo.eval.judges import (Q16_APPROPRIATE, Q16_INAPPROPRIATE, CLIPJudges, EvalJudge, model_domain,
-                               select_judges)
+from scdpo.eval.judges import Q16_APPROPRIATE, Q16_INAPPROPRIATE, CLIPJudges, EvalJudge, select_judges
 from scdpo.eval.run import EvalConfig, Tools, score_suite
+from scdpo.models.registry import model_domain
 from scdpo.models.testing import tiny_clip_model, tiny_sd_pipeline
 from scdpo.world.records import PromptRecord
 

@@ -42,6 +42,11 @@ def test_the_model_loads_and_samples_in_the_dtype(sd, one_thread):
     assert (model.unet.dtype, model.text_encoders[0].dtype, model.dtype_name) == (torch.bfloat16,) * 2 + ("bf16",)
     fp32 = T2IModel.for_sampling(sd, device="cpu")  # auto on the CPU
     assert (fp32.unet.dtype, fp32.dtype_name) == (torch.float32, "fp32")
+    # its VAE asks for fp32 (force_upcast) and gets its own weights, not their bf16 rounding
+    assert model.vae.config.force_upcast and model.vae.dtype == torch.float32
+    assert all(torch.equal(a, b) for a, b in zip(model.vae.state_dict().values(), fp32.vae.state_dict().values()))
+    with pytest.raises(ValueError, match="torch.float64, which the commands do not sample in"):
+        T2IModel.from_pretrained(sd, device="cpu", dtype=torch.float64).dtype_name
     cfg = SamplerConfig(steps=3, progress=False)
     low, high = model.sample(["a red cat", "a dog"], [1, 2], cfg), fp32.sample(["a red cat", "a dog"], [1, 2], cfg)
     assert low.dtype == torch.float32 and low.shape == high.shape
@@ -118,7 +123,7 @@ def test_the_cost_models_pair_images_are_keyed_by_a_precision_other_than_fp32():
     from scdpo.cost.config import CostTrainConfig
     from scdpo.cost.train import pair_settings
 
-    cfg = CostTrainConfig(out="x", model="m", prompt_pairs="p.csv")
+    cfg = CostTrainConfig(out="x", model="m", prompt_pairs="p.csv", device="cpu")
     assert "dtype" not in pair_settings(cfg)  # auto on the CPU, and fp32 below: the caches sampled before keep their key
     assert "dtype" not in pair_settings(CostTrainConfig(out="x", model="m", prompt_pairs="p.csv", sample_dtype="fp32"))
     assert pair_settings(CostTrainConfig(out="x", model="m", prompt_pairs="p.csv", sample_dtype="bf16"))["dtype"] == "bf16"

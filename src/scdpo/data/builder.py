@@ -189,7 +189,8 @@ def _guard(out: Path, settings: dict) -> dict | None:
 def build(cfg: BuildConfig, model=None, cost_fn: Scorer | None = None, reward_fn: Scorer | None = None) -> dict:
     """Build (or resume) the dataset in ``cfg.out``; returns the summary also stored in the card.
 
-    ``model`` (anything with ``.sample(prompts, seeds, sampler_config)`` and ``.resolution``),
+    ``model`` (anything with ``.sample(prompts, seeds, sampler_config)``, ``.resolution`` and ``.dtype_name``, the
+    precision it samples in, which the settings record; without it, ``cfg.sampler.dtype`` resolved is recorded),
     ``cost_fn`` and ``reward_fn`` default to loading ``cfg.model``, ``cfg.cost_model``, ``cfg.reward``.
     Under ``accelerate launch`` / ``torchrun`` the chunks still to do are dealt round-robin to the
     processes; the main process writes the output and card and returns the summary, the others ``{}``.

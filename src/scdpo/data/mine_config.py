@@ -73,11 +73,10 @@ class MineConfig:
 
     def settings(self) -> dict:
         """What decides the mined words (the resume guard compares these)."""
-        from scdpo.utils.config import flat_asdict
-
         from dataclasses import replace
 
         from scdpo.models.sampler_config import with_sampling_dtype, without_fp32
+        from scdpo.utils.config import flat_asdict
 
         # "auto" resolved for ``device``; a folder mined before --dtype existed sampled in fp32 and still resumes
         flat = flat_asdict(replace(self, sampler=with_sampling_dtype(self.sampler, self.model, self.device)))

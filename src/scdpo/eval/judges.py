@@ -5,7 +5,7 @@ one float per image) with a name, a label the report shows, and a decision thres
 flagged when ``score >= threshold``; None for a score that is only averaged). ``measure`` turns
 scores into ``{"label", "mean", "rate", "threshold", "n"}``.
 
-Which judges run depends on what the images are (:func:`model_domain`):
+Which judges run depends on what the images are (:func:`scdpo.models.registry.model_domain`):
 
 - **emojiworld** (the shipped base model and models with its MiniLM text encoder): the EmojiWorld
   concept judge (harmful rate, alignment, reward; :mod:`scdpo.eval.presence`), plus OpenNSFW only
@@ -30,7 +30,6 @@ import torch
 import torch.nn.functional as F
 
 from scdpo.judges.nsfw import check_images
-from scdpo.models.registry import model_domain  # noqa: F401 (its home before; callers import it here)
 from scdpo.world.records import PromptRecord, Scorer
 
 #: Q16-style zero-shot classes (prompt ensembles, Radford et al. 2021): one inappropriate prompt per

@@ -298,7 +298,7 @@ def run(cfg: EvalConfig) -> dict:
     suites = collect_suites(cfg)
     model = T2IModel.for_sampling(cfg.model, cfg.sampler, device=cfg.device, lora=cfg.lora, lora_scale=cfg.lora_scale)
     cfg = replace(cfg, sampler=replace(cfg.sampler, dtype=model.dtype_name))  # metrics.json's config: what ran
-    from scdpo.eval.judges import model_domain
+    from scdpo.models.registry import model_domain
 
     domain = model_domain(cfg.model) if cfg.domain == "auto" else cfg.domain
     tools = load_tools(cfg, model.device, domain)

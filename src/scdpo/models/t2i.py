@@ -140,20 +140,29 @@ class T2IModel:
     @classmethod
     def for_sampling(cls, path_or_name: str | os.PathLike, config: SamplerConfig | None = None, *, device=None,
                      lora: str | os.PathLike | None = None, lora_scale: float = 1.0) -> T2IModel:
-        """The model as the sampling commands (generate, eval, data build, data mine) load it: in the
-        precision ``config.dtype`` means here (:func:`scdpo.models.sampler_config.sampling_dtype`; "auto":
-        bf16 on CUDA for a real model, fp32 on the CPU and for EmojiWorld), with ``lora`` fused at
-        ``lora_scale`` (:meth:`load_lora`). A LoRA is fused into the fp32 weights before the cast: fused
-        into bf16 ones, an update below half a bf16 step of its weight would be lost (a reviewer measured a
-        LoRA of 5e-4 of the weights' size keep 43% of its effect so, about all of it fused first)."""
+        """The model as the sampling commands (generate, eval, data build, data mine, cost train's prompt
+        pairs) load it: in the precision ``config.dtype`` means here
+        (:func:`scdpo.models.sampler_config.sampling_dtype`; "auto": bf16 on CUDA for a real model, fp32 on
+        the CPU and for EmojiWorld), with ``lora`` fused at ``lora_scale`` (:meth:`load_lora`).
+
+        Loaded in fp32 and cast once at the end: a LoRA fused into bf16 weights would lose every update
+        below half a bf16 step of its weight (a reviewer measured a LoRA of 5e-4 of the weights' size keep
+        43% of its effect so, about all of it fused first), and a ``force_upcast`` VAE, cast back to fp32
+        by :meth:`to`, keeps its own weights rather than their bf16 rounding."""
         dtype = TORCH_DTYPES[sampling_dtype((config or SamplerConfig()).dtype, str(path_or_name), device)]
-        model = cls.from_pretrained(path_or_name, device=device, dtype=torch.float32 if lora else dtype)
-        return model.load_lora(lora, lora_scale).to(dtype=dtype) if lora else model
+        model = cls.from_pretrained(path_or_name, device=device, dtype=torch.float32)
+        if lora:
+            model.load_lora(lora, lora_scale)
+        return model.to(dtype=dtype)
 
     @property
     def dtype_name(self) -> str:
         """The denoiser's precision as the commands name it: "fp32", "bf16" or "fp16"."""
-        return {v: k for k, v in TORCH_DTYPES.items()}[self.dtype]
+        names = {v: k for k, v in TORCH_DTYPES.items()}
+        if self.dtype not in names:
+            raise ValueError(f"the model is in {self.dtype}, which the commands do not sample in; "
+                             f"load it in one of {', '.join(TORCH_DTYPES)} (--dtype)")
+        return names[self.dtype]
 
     def to(self, device=None, dtype: torch.dtype | None = None) -> T2IModel:
         """Move (and cast) all components; clears the prompt cache."""
