@@ -58,7 +58,13 @@ def test_detach_reports_a_round_that_died_without_an_exit_code(tmp_path):
     name = f"pytest-dead-{os.getpid()}-{time.time_ns()}"
     folder = Path(f"/tmp/detach-{name}")
     _detach(name, tmp_path, "sleep", "30", wait=0)
-    os.killpg(int((folder / "pid").read_text()), 9)  # the round's whole session, shell included
+    pid = int((folder / "pid").read_text())
+    for _ in range(100):  # the pid is written before setsid has made its group: under load killpg can come first
+        try:
+            os.killpg(pid, 9)  # the round's whole session, shell included
+            break
+        except ProcessLookupError:
+            time.sleep(0.02)
     assert "died without an exit code" in _detach(name, tmp_path, "sleep", "30", wait=20, rc=1)
     subprocess.run(["rm", "-rf", str(folder)], check=True)
 

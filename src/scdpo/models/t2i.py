@@ -148,12 +148,14 @@ class T2IModel:
         Loaded in fp32 and cast once at the end: a LoRA fused into bf16 weights would lose every update
         below half a bf16 step of its weight (a reviewer measured a LoRA of 5e-4 of the weights' size keep
         43% of its effect so, about all of it fused first), and a ``force_upcast`` VAE, cast back to fp32
-        by :meth:`to`, keeps its own weights rather than their bf16 rounding."""
+        by :meth:`to`, keeps its own weights rather than their bf16 rounding. The fp32 copy is made in host
+        memory and cast there, so the GPU never holds more than the model in its sampling precision."""
         dtype = TORCH_DTYPES[sampling_dtype((config or SamplerConfig()).dtype, str(path_or_name), device)]
-        model = cls.from_pretrained(path_or_name, device=device, dtype=torch.float32)
+        model = cls.from_pretrained(path_or_name, device="cpu" if dtype != torch.float32 else device,
+                                    dtype=torch.float32)
         if lora:
             model.load_lora(lora, lora_scale)
-        return model.to(dtype=dtype)
+        return model.to(dtype=dtype).to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
     @property
     def dtype_name(self) -> str:
