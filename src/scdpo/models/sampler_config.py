@@ -55,11 +55,11 @@ class SamplerConfig:
             (Safe Latent Diffusion) or ``"safree"``; None: plain classifier-free guidance.
         dtype: the precision a command loads the model in to sample: "fp32", "bf16", "fp16" or "auto"
             (the default, :func:`sampling_dtype`): bf16 on a CUDA GPU for a real model (fp16 on a GPU
-            without bf16), as diffusers' examples sample and as benchmarks/gpu_sampling.py measured
+            below compute capability 8, whose bf16 is emulated), as diffusers' examples sample and as benchmarks/gpu_sampling.py measured
             scdpo's sampler against diffusers' pipeline; fp32 on other devices and for EmojiWorld, whose
             every published number is fp32 (bf16 changed 1.4% of its judge verdicts; docs/performance.md,
-            "Sampling batches"). A VAE whose config sets force_upcast (SDXL's) decodes in fp32 whatever
-            this says. Read where a command loads its model (:meth:`T2IModel.for_sampling`); a model
+            "Sampling batches"). A VAE with force_upcast (diffusers' default where its config does not
+            say, and SDXL's) decodes in fp32 whatever this says. Read where a command loads its model (:meth:`T2IModel.for_sampling`); a model
             already loaded samples in its own dtype.
     """
 
