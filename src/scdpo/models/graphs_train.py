@@ -203,12 +203,14 @@ class GraphedTrainPredict(GraphCache):
     on a CUDA model; tests pass an eager stand-in). ``rtol``, ``atol``: the checks' tolerance, on
     norms (bf16 kernels that reduce in another order still pass; a wrong graph does not);
     ``check_every``: after the first checks, every how many replays of a graph are checked again
-    (each check is one more eager forward and backward, once in ``check_every`` replays)."""
+    (each check is one more eager forward and backward, once in ``check_every`` replays); ``pad``:
+    rows padded to powers of two (False where every call has the same rows: padding is extra work)."""
 
     def __init__(self, model, params, enabled: bool = True, record: Callable | None = None,
-                 rtol: float = 1e-2, atol: float = 1e-6, check_every: int = 200):
+                 rtol: float = 1e-2, atol: float = 1e-6, check_every: int = 200, pad: bool = True):
         super().__init__(model, enabled, record, cuda_train_recorder)
         self.params, self.rtol, self.atol, self.check_every = list(params), rtol, atol, check_every
+        self.pad = pad
         self.clock = 0  # forward replays so far, of every signature: a backward must follow the last one
 
     def __call__(self, x: torch.Tensor, t, cond) -> torch.Tensor:
@@ -218,7 +220,7 @@ class GraphedTrainPredict(GraphCache):
         if not self.enabled or not torch.is_grad_enabled():
             return self.model.predict(x, t, cond)
         n = x.shape[0]
-        args, autocast, key = graph_inputs(self.model, x, t, cond)
+        args, autocast, key = graph_inputs(self.model, x, t, cond, self.pad)
         try:
             graph = self.graph(key, lambda record: _TrainGraph(self, eager_call(self.model), args, autocast, record))
             present = [a for a in args if a is not None]

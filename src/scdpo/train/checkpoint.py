@@ -110,6 +110,9 @@ def resume(acc, out: Path, meta: dict) -> tuple[Progress, LossState] | None:
     except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
         raise ValueError(f"checkpoint {last}: {STATE_FILE} is unreadable ({err}); delete this checkpoint folder "
                          "to resume from the one before, or start over with --overwrite") from err
+    if record.get("together"):
+        raise ValueError(f"--resume: checkpoint {last} was written by `scdpo train --together` (its optimizer state is "
+                         "not accelerate's); resume it with --together")
     diff = differences(record.get("fingerprint"), meta["fingerprint"])
     if diff:
         raise ValueError(f"--resume: checkpoint {last} belongs to another run: {'; '.join(diff)}. Resume with the "

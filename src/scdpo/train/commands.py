@@ -21,6 +21,11 @@ def _train(args) -> None:
     cfg = config_from_args(args)
     if args.at_once is not None and not args.seeds:
         raise ValueError("--at-once N goes with --seeds S ...; without --seeds there is one training")
+    if args.run and not args.together:
+        raise ValueError("--run goes with --together (several trainings in one process)")
+    if args.together:
+        _train_together(cfg, args)
+        return
     if args.seeds:
         _train_seeds(cfg, args)
         return
@@ -54,6 +59,62 @@ def _train_seeds(cfg, args) -> None:
         print(f"final loss over {s['k']} seeds: {s['mean']:.4g} ± {s['se']:.2g} (standard error)")
 
 
+def run_configs(cfg, runs: list[str]) -> list:
+    """One TrainConfig per ``--run OUT=FLAGS``: ``cfg`` with the run's flags (the command's own, e.g.
+    ``--loss dpo --no-constraint``) on top and ``out`` = OUT."""
+    import dataclasses
+    import shlex
+
+    from scdpo.train.config import TrainConfig
+    from scdpo.utils.config import add_dataclass_args
+
+    class Parser(argparse.ArgumentParser):
+        def error(self, message):  # one line naming the run, not argparse's usage text and exit
+            raise ValueError(message)
+
+    parser = Parser(prog="--run", add_help=False)
+    add_dataclass_args(parser, TrainConfig, skip=("out",))
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    out = []
+    for spec in runs:
+        where, sep, flags = spec.partition("=")
+        if not sep or not where:
+            raise ValueError(f"--run {spec!r}: write OUT=FLAGS, e.g. --run 'runs/dpo=--loss dpo'")
+        try:
+            given = vars(parser.parse_args(shlex.split(flags)))
+            if given.pop("config", None) is not None:
+                raise ValueError("--config belongs to the command, not to one run")
+            out.append(dataclasses.replace(cfg, out=where, **{k: v for k, v in given.items() if k in fields}))
+        except ValueError as err:
+            raise ValueError(f"--run {spec!r}: {err} (its flags are `scdpo train`'s own)") from None
+    return out
+
+
+def _train_together(cfg, args) -> None:
+    from scdpo.train.seeds import plan
+    from scdpo.train.together import train_together
+    from scdpo.train.trainer import TrainingDiverged
+
+    if args.seeds and args.run:
+        raise ValueError("--together trains either --seeds S ... or --run OUT=FLAGS ..., not both")
+    if args.seeds and getattr(args, "seed", None) is not None:
+        raise ValueError("give --seeds or --seed, not both")
+    if args.at_once is not None:
+        raise ValueError("--at-once counts processes; --together trains every run in one")
+    cfgs = plan(cfg, args.seeds) if args.seeds else run_configs(cfg, args.run) if args.run else [cfg]
+    try:
+        results = train_together(cfgs)
+    except TrainingDiverged as err:
+        raise SystemExit(f"scdpo: error: {err}") from None
+    for c, m in zip(cfgs, results):
+        print(f"trained {c.out}: steps {m['steps']}, loss {m.get('loss', float('nan')):.4g}, lambda {m['lambda']:.4g}")
+    if args.seeds and len(results) > 1:
+        from scdpo.eval.seeds import summarize
+
+        st = summarize([m["loss"] for m in results if "loss" in m])
+        print(f"final loss over {st['k']} seeds: {st['mean']:.4g} ± {st['se']:.2g} (standard error)")
+
+
 def _average(args) -> None:
     from scdpo.train.average import average_loras
 
@@ -77,6 +138,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--at-once", type=int, metavar="N",
                    help="with --seeds: trainings at a time (default on a GPU: an EmojiWorld recipe's all, at most "
                         "12, another model's one per GPU; on the CPU: 1)")
+    p.add_argument("--together", action="store_true",
+                   help="train the --seeds or --run runs in this one process, one UNet call a step for all "
+                        "(LoRA; docs/training.md, \"Trainings in one process\")")
+    p.add_argument("--run", action="append", metavar="OUT=FLAGS",
+                   help="with --together, repeated: one run into OUT with these flags on top of the command's, "
+                        "e.g. --run 'runs/dpo=--loss dpo' --run 'runs/no-dfm=--focus-gamma 0'")
     p.set_defaults(func=_train)
     inner = p.add_subparsers(dest="train_command", metavar="{average}")
     a = inner.add_parser("average", help="one LoRA whose weight change is the mean of several LoRAs' (e.g. the "

@@ -61,6 +61,52 @@ def pair_latents(model: T2IModel, batch: dict, cache: torch.Tensor | None) -> tu
     return latents.chunk(2)
 
 
+class PairInputs(NamedTuple):
+    """A batch of pairs as the UNet sees it: ``[winners; losers]`` noised with shared noise and
+    timesteps, their conditioning and regression target; ``pairs`` = B."""
+
+    noisy: torch.Tensor
+    t: torch.Tensor
+    cond: Conditioning
+    target: torch.Tensor
+    pairs: int
+
+
+def pair_inputs(model: T2IModel, batch: dict, gen: torch.Generator, *, caption_dropout: float = 0.0,
+                cache: torch.Tensor | None = None, timesteps: tuple[int, int | None] = (0, None),
+                clean_timesteps: tuple[int, int | None] | None = None,
+                latents: tuple[torch.Tensor, torch.Tensor] | None = None) -> PairInputs:
+    """What :func:`pair_errors` feeds the UNet, drawn from ``gen`` in its order (arguments: there)."""
+    lat_w, lat_l = latents if latents is not None else pair_latents(model, batch, cache)
+    b = len(lat_w)
+    captions = list(batch["caption"])
+    if caption_dropout > 0:
+        drop = torch.rand(b, generator=gen) < caption_dropout
+        captions = ["" if d else c for c, d in zip(captions, drop.tolist())]
+    noise = torch.randn(lat_w.shape, generator=gen).to(model.device, lat_w.dtype)
+    t = model.sample_timesteps(b, gen, *timesteps).to(model.device)
+    if clean_timesteps is not None and tuple(clean_timesteps) != tuple(timesteps):
+        # a second draw only then, so every other run draws exactly what it drew before
+        t_clean = model.sample_timesteps(b, gen, *clean_timesteps).to(model.device)
+        harmful = torch.as_tensor(batch["harmful"], dtype=torch.bool).to(model.device)
+        t = torch.where(harmful, t, t_clean)
+    latents = torch.cat([lat_w, lat_l])
+    noise, t = torch.cat([noise, noise]), torch.cat([t, t])
+    cond = model.encode_prompts(captions)
+    cond = Conditioning.cat([cond, cond])
+    noisy = model.add_noise(latents, noise, t)
+    return PairInputs(noisy, t, cond, model.noise_target(latents, noise, t).float(), b)
+
+
+def errors_of(pred: torch.Tensor, ref_pred: torch.Tensor, inputs: PairInputs,
+              extra: torch.Tensor | None = None) -> PairErrors:
+    """The :class:`PairErrors` of the policy's and the reference's predictions on ``inputs``."""
+    err = (pred - inputs.target).pow(2).mean(dim=(1, 2, 3))
+    ref_err = (ref_pred - inputs.target).pow(2).mean(dim=(1, 2, 3))
+    drift = (pred - ref_pred).pow(2).mean(dim=(1, 2, 3)).view(2, inputs.pairs).mean(0)
+    return PairErrors(*err.chunk(2), *ref_err.chunk(2), drift, extra)
+
+
 def pair_errors(model: T2IModel, policy, reference, batch: dict, gen: torch.Generator, *,
                 caption_dropout: float = 0.0, cache: torch.Tensor | None = None,
                 timesteps: tuple[int, int | None] = (0, None),
@@ -89,25 +135,9 @@ def pair_errors(model: T2IModel, policy, reference, batch: dict, gen: torch.Gene
     """
     from scdpo.train.model import using_unet
 
-    lat_w, lat_l = latents if latents is not None else pair_latents(model, batch, cache)
-    b = len(lat_w)
-    captions = list(batch["caption"])
-    if caption_dropout > 0:
-        drop = torch.rand(b, generator=gen) < caption_dropout
-        captions = ["" if d else c for c, d in zip(captions, drop.tolist())]
-    noise = torch.randn(lat_w.shape, generator=gen).to(model.device, lat_w.dtype)
-    t = model.sample_timesteps(b, gen, *timesteps).to(model.device)
-    if clean_timesteps is not None and tuple(clean_timesteps) != tuple(timesteps):
-        # a second draw only then, so every other run draws exactly what it drew before
-        t_clean = model.sample_timesteps(b, gen, *clean_timesteps).to(model.device)
-        harmful = torch.as_tensor(batch["harmful"], dtype=torch.bool).to(model.device)
-        t = torch.where(harmful, t, t_clean)
-    latents = torch.cat([lat_w, lat_l])
-    noise, t = torch.cat([noise, noise]), torch.cat([t, t])
-    cond = model.encode_prompts(captions)
-    cond = Conditioning.cat([cond, cond])
-    noisy = model.add_noise(latents, noise, t)
-    target = model.noise_target(latents, noise, t).float()
+    inputs = pair_inputs(model, batch, gen, caption_dropout=caption_dropout, cache=cache, timesteps=timesteps,
+                         clean_timesteps=clean_timesteps, latents=latents)
+    noisy, t, cond = inputs.noisy, inputs.t, inputs.cond
     n = len(noisy)
     if extra is not None:
         noisy_all, t_all = torch.cat([noisy, extra[0].to(noisy.dtype)]), torch.cat([t, extra[1].to(t.dtype)])
@@ -116,9 +146,5 @@ def pair_errors(model: T2IModel, policy, reference, batch: dict, gen: torch.Gene
         noisy_all, t_all, cond_all = noisy, t, cond
     with using_unet(model, policy):
         pred_all = (predict or model.predict)(noisy_all, t_all, cond_all).float()
-    pred = pred_all[:n]
     ref_pred = reference(model, noisy, t, cond).float()
-    err = (pred - target).pow(2).mean(dim=(1, 2, 3))
-    ref_err = (ref_pred - target).pow(2).mean(dim=(1, 2, 3))
-    drift = (pred - ref_pred).pow(2).mean(dim=(1, 2, 3)).view(2, b).mean(0)
-    return PairErrors(*err.chunk(2), *ref_err.chunk(2), drift, pred_all[n:] if extra is not None else None)
+    return errors_of(pred_all[:n], ref_pred, inputs, pred_all[n:] if extra is not None else None)

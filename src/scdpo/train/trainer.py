@@ -77,6 +77,15 @@ def pure_bf16(cfg: TrainConfig, mixed_precision: str, fsdp: bool = False) -> boo
     return not autocast and mixed_precision == "bf16" and not fsdp
 
 
+def check_timesteps(cfg: TrainConfig, model) -> None:
+    """The training timestep bounds must lie within the model's training timesteps."""
+    n_t = model.noise_scheduler.config.num_train_timesteps
+    if max(cfg.min_timestep, cfg.clean_min_timestep or 0) >= n_t or (cfg.max_timestep or 0) > n_t:
+        raise ValueError(f"min_timestep/clean_min_timestep/max_timestep ({cfg.min_timestep}, {cfg.clean_min_timestep}, "
+                         f"{cfg.max_timestep}) must lie within "
+                         f"the model's {n_t} training timesteps")
+
+
 def _build(cfg: TrainConfig, acc):
     """Model with LoRA (or not), reference, optimizer; returns (model, wrapped policy, reference,
     opt, params to clip, master weights or None)."""
@@ -97,11 +106,7 @@ def _build(cfg: TrainConfig, acc):
     # LoRA: the frozen base in half precision, adapters in fp32; full: fp32 weights (under autocast,
     # or the master copies of bf16 ones, taken before rounding)
     model = T2IModel.from_pretrained(cfg.model, device=acc.device, dtype=torch.float32 if cfg.full else half)
-    n_t = model.noise_scheduler.config.num_train_timesteps
-    if max(cfg.min_timestep, cfg.clean_min_timestep or 0) >= n_t or (cfg.max_timestep or 0) > n_t:
-        raise ValueError(f"min_timestep/clean_min_timestep/max_timestep ({cfg.min_timestep}, {cfg.clean_min_timestep}, "
-                         f"{cfg.max_timestep}) must lie within "
-                         f"the model's {n_t} training timesteps")
+    check_timesteps(cfg, model)
     unet = model.unet
     master = None
     if pure and cfg.full:
