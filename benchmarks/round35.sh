@@ -29,6 +29,9 @@
 #   . scripts/device_env.sh && bash benchmarks/detach.sh r35 bash benchmarks/round35.sh   # device: carry
 #       .carry/s3 after .carry/s1 and .carry/s2, every call in ONE message, the detach command repeated
 #   TINY=1 R=/tmp/r35 OUT=/tmp/r35/out bash benchmarks/round35.sh                        # CPU dry run
+# Ran on 2026-12-05 with ORDER="4 1 6" (BENCHMARKS.md, "Thirty-fifth round"). What it left, for the next budget:
+#   STAGE1_TOGETHER=1 ORDER="1 2 5 3" (the whole pipeline with its defaults now, then the precision, the compile
+#   cache and the cost model's stages)
 set -u
 R=${R:-/tmp/r35}
 OUT=${OUT:-$R/out}
@@ -38,7 +41,9 @@ B=$(dirname "$0")
 
 stage1() {
 echo "[$(date +%T)] 1. the whole EmojiWorld pipeline, the bytecode cache written before it"
-TOGETHER=0 time_pipeline  # six processes, as every round before; stage 6 trains them in one
+# six processes, as every round before (stage 6 trains them in one); STAGE1_TOGETHER=1: the pipeline's defaults
+# since this round, its trainings in one process
+TOGETHER=${STAGE1_TOGETHER:-0} time_pipeline
 }
 
 stage2() {

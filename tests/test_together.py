@@ -200,3 +200,32 @@ def test_resume_takes_the_newest_step_every_run_has(sd, tmp_path):
     shutil.rmtree(tmp_path / "r1" / "checkpoints")
     with pytest.raises(ValueError, match="no checkpoint step in common"):
         train_together([dataclasses.replace(c, resume=True) for c in cfgs])
+
+
+def test_a_run_whose_loss_is_not_finite_skips_its_steps_alone(sd, tmp_path, monkeypatch):
+    """One AdamW holds every run's tensors: a run's non-finite step leaves its own tensors untouched
+    (no update, no AdamW state) while the other runs step as they would alone, then the run's
+    divergence stops the training, naming it."""
+    from scdpo.train import losses
+    from scdpo.train.trainer import TrainingDiverged
+
+    load = T2IModel.from_pretrained.__func__
+    monkeypatch.setattr(T2IModel, "from_pretrained",
+                        classmethod(lambda cls, path, **kw: load(cls, path, **{**kw, "dtype": torch.float64})))
+
+    def nan_loss(*args):
+        loss, stats = losses.safetydpo_loss(*args)
+        return loss * float("nan"), stats
+
+    monkeypatch.setitem(losses.LOSSES, "safetydpo", losses.LossSpec(nan_loss, kinds=("harmful",)))
+    cfgs = [TrainConfig(out=str(tmp_path / f"n{k}"), **common(sd, max_nonfinite_in_row=10, **r))
+            for k, r in enumerate(RUNS[:2])]
+    metrics = train_together(cfgs)
+    assert metrics[1]["nonfinite_total"] == 3 and metrics[0]["nonfinite_total"] == 0
+    assert all(v.abs().max() == 0 for k, v in load_file(str(tmp_path / "n1" / LORA)).items() if ".up." in k)
+    alone = train(dataclasses.replace(cfgs[0], out=str(tmp_path / "alone")))
+    assert_close_loras(load_file(str(tmp_path / "n0" / LORA)), load_file(str(tmp_path / "alone" / LORA)))
+    assert metrics[0]["loss"] == pytest.approx(alone["loss"], rel=1e-5)
+    with pytest.raises(TrainingDiverged, match=r"m1: 2 non-finite steps in a row .*every run stopped"):
+        train_together([dataclasses.replace(c, out=str(tmp_path / f"m{k}"), max_nonfinite_in_row=2)
+                        for k, c in enumerate(cfgs)])

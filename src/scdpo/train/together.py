@@ -3,18 +3,19 @@
 A sweep's runs (the pipeline's six methods, a recipe's seeds) share the base model, the data and the
 batch, and differ in their loss settings and seeds. Trained side by side, one process each, six
 EmojiWorld trainings fill an H100 at 51.9 steps/s in all: each of their calls is too small for it.
-Here their adapters sit on one frozen UNet (:mod:`scdpo.train.stacked`) and each step makes one
-policy call for all runs (run k's rows get run k's adapter) and one reference call per data stream:
-runs of one seed and one pair filter draw the same batch, noise and timesteps, so their frozen
-reference predicts the same numbers once.
+Here their adapters sit on one frozen UNet (:mod:`scdpo.train.stacked`), and a step makes one policy
+call for all runs (run k's rows get run k's adapter), one reference call on the rows of each data
+stream (runs of one seed and one pair filter draw the same batch, noise and timesteps, so their frozen
+reference predicts the same numbers once), one AdamW step and one read of the statistics.
 
 Each run is the training :func:`scdpo.train.trainer.train` would make with its config: the same
-adapter initialisation, data order, noise, timesteps and loss, its own optimizer (AdamW), gradient
-clipping, lambda, focusing state, skipped steps, logs, grids and exported LoRA
-(tests/test_together.py: equal to separate trainings to float32 rounding). What may differ between the
-runs is :data:`PER_RUN`; every other setting must be equal, and a few are refused
-(:func:`check_runs`). Checkpoints hold each run's adapter, its AdamW state (safetensors) and
-``trainer_state.json``; a ``--together`` run resumes from them, a separate run does not.
+adapter initialisation, data order, noise, timesteps and loss, its own AdamW update (one optimizer
+holds every run's tensors; its update is elementwise), gradient clipping, lambda, focusing state,
+skipped steps, logs, grids and exported LoRA (tests/test_together.py: equal to separate trainings but
+for rounding). What may differ between the runs is :data:`PER_RUN`; every other setting must be
+equal, and a few are refused (:func:`check_runs`). Checkpoints hold each run's adapter, its AdamW
+state (safetensors) and ``trainer_state.json``; a ``--together`` run resumes from them, a separate run
+does not.
 """
 
 from __future__ import annotations
@@ -82,20 +83,12 @@ def check_runs(cfgs: list[TrainConfig]) -> None:
         raise ValueError("--together runs in one process: launch it without `accelerate launch`, or drop --together")
 
 
-class _Local:
-    """The few accelerate calls the trainer's helpers make, for one process (so they serve here too)."""
+class _OneProcess:
+    """What :func:`scdpo.utils.checkpoints.save_checkpoint` asks of accelerate, for one process."""
 
-    is_main_process, process_index, num_processes = True, 0, 1
-    device = torch.device("cpu")  # where the one-number agreements are made
-
-    @staticmethod
-    def reduce(tensor, op):
-        return tensor
+    is_main_process = True
 
     def wait_for_everyone(self):
-        pass
-
-    def end_training(self):
         pass
 
 
@@ -117,7 +110,6 @@ class _Run:
     stream: int
     loss_fn: object
     params: list
-    opt: torch.optim.Optimizer
     state: LossState
     meta: dict
     hardness: object = None
@@ -177,7 +169,7 @@ def _start_loaders(streams: list[_Stream], start: int, cfg: TrainConfig, device)
                                                     persistent_workers=cfg.workers > 0))
 
 
-def _save(run: _Run, unet, prog: Progress) -> None:
+def _save(run: _Run, unet, opt, prog: Progress) -> None:
     """``out/checkpoints/step-N`` of one run (adapter, AdamW state, hardness, trainer_state.json),
     written under a temporary name and renamed; nothing is rotated here (:func:`_save_all`)."""
     from safetensors.torch import save_file
@@ -185,16 +177,16 @@ def _save(run: _Run, unet, prog: Progress) -> None:
     from scdpo.train.trainer import LORA_CKPT
     from scdpo.utils import checkpoints as shared
 
-    class Writer(_Local):
+    class Writer(_OneProcess):
         def save_state(self, path, safe_serialization=True):
             path = Path(path)
             path.mkdir(parents=True, exist_ok=True)
             save_file(stacked.run_state(unet, run.index), str(path / LORA_CKPT))
-            opt = {}
+            state = {}
             for i, p in enumerate(run.params):
-                for k, v in run.opt.state.get(p, {}).items():
-                    opt[f"{i}.{k}"] = v.detach().reshape(v.shape).contiguous().cpu()
-            save_file(opt, str(path / OPT_CKPT))
+                for k, v in opt.state.get(p, {}).items():
+                    state[f"{i}.{k}"] = v.detach().reshape(v.shape).contiguous().cpu()
+            save_file(state, str(path / OPT_CKPT))
             if run.hardness is not None:
                 save_file(run.hardness.state_dict(), str(path / HARDNESS_CKPT))
 
@@ -203,7 +195,7 @@ def _save(run: _Run, unet, prog: Progress) -> None:
                            extra={STATE_FILE: json.dumps(record, indent=1)})
 
 
-def _save_all(runs: list[_Run], unet, prog: Progress) -> None:
+def _save_all(runs: list[_Run], unet, opt, prog: Progress) -> None:
     """Every run's checkpoint of this step, then the rotation: a crash between two runs' writes
     leaves every run its previous checkpoint, so they still have a step in common to resume from.
     NaN or infinite weights in any run: nothing is written."""
@@ -217,13 +209,13 @@ def _save_all(runs: list[_Run], unet, prog: Progress) -> None:
                                "saved. Resume every run with --resume --together and a lower --lr or --beta, or "
                                "resume the others without those runs")
     for run in runs:
-        _save(run, unet, prog)
+        _save(run, unet, opt, prog)
     for run in runs:
         for old in checkpoints(Path(run.cfg.out))[:-run.cfg.keep_checkpoints]:
             shutil.rmtree(old, ignore_errors=True)
 
 
-def _resume(runs: list[_Run], unet) -> Progress | None:
+def _resume(runs: list[_Run], unet, opt) -> Progress | None:
     """Load every run's checkpoint of the newest step that all of them have (made by ``--together``);
     None when no run has one."""
     found = [{c.name: c for c in checkpoints(Path(r.cfg.out))} for r in runs]
@@ -239,11 +231,11 @@ def _resume(runs: list[_Run], unet) -> Progress | None:
     step = max(common, key=lambda name: int(name.split("-")[1]))
     prog = None
     for run, ckpts in zip(runs, found):
-        prog = _load(run, unet, ckpts[step])
+        prog = _load(run, unet, opt, ckpts[step])
     return prog
 
 
-def _load(run: _Run, unet, ckpt: Path) -> Progress:
+def _load(run: _Run, unet, opt, ckpt: Path) -> Progress:
     """One run's checkpoint into its adapter, optimizer, hardness and loss state; its progress."""
     from safetensors.torch import load_file
 
@@ -262,11 +254,11 @@ def _load(run: _Run, unet, ckpt: Path) -> Progress:
                          "same settings and data, start over with --overwrite, or use another --out")
     try:
         stacked.load_run_state(unet, run.index, load_file(str(ckpt / LORA_CKPT)))
-        opt = load_file(str(ckpt / OPT_CKPT))
+        saved = load_file(str(ckpt / OPT_CKPT))
         for i, p in enumerate(run.params):
-            state = {k.split(".", 1)[1]: v.to(p.device) for k, v in opt.items() if k.split(".", 1)[0] == str(i)}
+            state = {k.split(".", 1)[1]: v.to(p.device) for k, v in saved.items() if k.split(".", 1)[0] == str(i)}
             if state:
-                run.opt.state[p] = state
+                opt.state[p] = state
         if run.hardness is not None:
             run.hardness.load_state_dict(load_file(str(ckpt / HARDNESS_CKPT)))
         run.state = LossState.from_dict(record["loss_state"])
@@ -298,7 +290,7 @@ def _train_runs(cfgs: list[TrainConfig], runs: list[_Run]) -> list[dict]:
     from scdpo.models.graphs_train import GraphedTrainPredict
     from scdpo.models.speed import attention_backend
     from scdpo.models.t2i import T2IModel
-    from scdpo.train.trainer import TrainingDiverged, _lr, _reduce, check_timesteps
+    from scdpo.train.trainer import TrainingDiverged, _lr, check_timesteps, pack_stats, unpack_stats
     from scdpo.train.validate import Validator, validation_records
     from scdpo.utils.checkpoints import resolve_mixed_precision
 
@@ -322,27 +314,28 @@ def _train_runs(cfgs: list[TrainConfig], runs: list[_Run]) -> list[dict]:
     streams, of_run = _streams(cfgs, model, device)
     for k, c in enumerate(cfgs):
         params = stacked.run_parameters(unet, k)
-        run = _Run(c, k, of_run[k], get_loss(c.loss), params,
-                   torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay, fused=device.type == "cuda"),
-                   LossState(lam=c.lambda_init),
+        run = _Run(c, k, of_run[k], get_loss(c.loss), params, LossState(lam=c.lambda_init),
                    {"fingerprint": fingerprint(c, len(streams[of_run[k]].pairs), c.batch_size, mp)})
         if "pair_hardness" in run.loss_fn.state(c):
             from scdpo.train.focus import PairHardness
 
             run.hardness = PairHardness(len(streams[run.stream].pairs), device, c.focus_ema)
         runs.append(run)
-    prog = (_resume(runs, unet) if base.resume else None) or Progress()
+    # one AdamW for every run: its update is elementwise and the runs share lr, betas and weight decay, so each
+    # run's tensors move as that run's own AdamW would move them; a run's skipped step is its tensors left
+    # without gradients, which AdamW then skips (their step counts included), as a separate run skips it
+    every = [p for r in runs for p in r.params]
+    opt = torch.optim.AdamW(every, lr=base.lr, weight_decay=base.weight_decay, fused=device.type == "cuda")
+    prog = (_resume(runs, unet, opt) if base.resume else None) or Progress()
     _start_loaders(streams, prog.samples, base, device)
     graphs = base.uses_cuda_graphs(device.type) and base.cuda_graphs_can_run(device.type) and device.type == "cuda"
     if base.cuda_graphs and not graphs:
         log.warning("--cuda-graphs needs a CUDA device, without gradient checkpointing or --workers; every UNet call "
                     "runs eagerly")
-    every = [p for r in runs for p in r.params]
     train_predict = GraphedTrainPredict(model, every, enabled=graphs, pad=False) if graphs else None
     ref_predict = GraphedPredict(model, enabled=graphs, pad=False) if graphs else None
     validator = Validator(validation_records(base.validate_prompts, base.validate_n), base.validate_steps,
                           base.validate_judge, device)
-    local = _Local()
 
     def autocast():  # as accelerate's bf16 autocast: the frozen base in bf16, the adapters fp32
         return torch.autocast(device.type, dtype=torch.bfloat16) if mp == "bf16" else contextlib.nullcontext()
@@ -401,19 +394,21 @@ def _train_runs(cfgs: list[TrainConfig], runs: list[_Run]) -> list[dict]:
         lr = _lr(base, prog.step)
         prog.step += 1
         bar.update(1)
-        for run in runs:
-            max_norm = base.max_grad_norm if base.max_grad_norm > 0 else math.inf
-            grad_norm = torch.nn.utils.clip_grad_norm_(run.params, max_norm)
-            step_stats, grad_norm, finite = _reduce(local, micro_stats[run.index], grad_norm)
+        max_norm = base.max_grad_norm if base.max_grad_norm > 0 else math.inf
+        packed = [pack_stats(micro_stats[r.index], torch.nn.utils.clip_grad_norm_(r.params, max_norm)) for r in runs]
+        values = torch.cat([vector for _, vector in packed]).tolist()  # the step's one host sync, for every run
+        at = 0
+        for run, (keys, vector) in zip(runs, packed):
+            step_stats, grad_norm, finite = unpack_stats(keys, values[at:at + len(vector)])
+            at += len(vector)
             if finite:
-                for group in run.opt.param_groups:
-                    group["lr"] = lr
-                run.opt.step()
                 run.nonfinite_in_row = 0
                 update_state(run.state, step_stats, run.cfg)
                 if run.hardness is not None:
                     run.hardness.commit()
             else:
+                for p in run.params:
+                    p.grad = None  # AdamW skips this run's tensors: its update is skipped
                 if run.hardness is not None:
                     run.hardness.discard()
                 run.nonfinite_total += 1
@@ -428,22 +423,25 @@ def _train_runs(cfgs: list[TrainConfig], runs: list[_Run]) -> list[dict]:
                         "resume with --resume --together and a lower --lr or --beta, or resume the others without "
                         "this run" if last else "No checkpoint was written yet: start over with a lower --lr or "
                         "--beta, or without this run"))
-            run.opt.zero_grad(set_to_none=True)
             if prog.step % base.log_every == 0 or prog.step == 1 or prog.step == base.max_steps:
                 run.scalars = {**step_stats, "grad_norm": grad_norm, "lr": lr, "lambda": run.state.lam,
                                "nonfinite_total": run.nonfinite_total}
                 for key, value in run.scalars.items():
                     run.writer.add_scalar(key, value, prog.step)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        opt.step()
+        opt.zero_grad(set_to_none=True)
         if prog.step % base.log_every == 0 or prog.step == 1:
             bar.set_postfix({Path(r.cfg.out).name: f"{r.scalars.get('loss', math.nan):.4g}" for r in runs[:4]})
         if prog.step % base.checkpoint_every == 0:
-            _save_all(runs, unet, prog)
+            _save_all(runs, unet, opt, prog)
         if base.validate_every and prog.step % base.validate_every == 0 and prog.step < base.max_steps:
             for run in runs:
                 for key, value in validate(run, f"step-{prog.step:07d}").items():
                     run.writer.add_scalar(f"val/{key}", value, prog.step)
     bar.close()
-    _save_all(runs, unet, prog)
+    _save_all(runs, unet, opt, prog)
     results = []
     for run in runs:
         val = validate(run, "final")

@@ -246,16 +246,27 @@ def _accumulate(cfg, acc, model, policy, reference, loader, loss_fn, state, prog
     return micro_stats
 
 
-def _reduce(acc, micro_stats: list[dict], grad_norm) -> tuple[dict[str, float], float, bool]:
-    """Step statistics averaged over micro-batches and processes, the gradient norm, and whether
-    the step is finite on every process: one all-reduce and one device sync per step."""
+def pack_stats(micro_stats: list[dict], grad_norm) -> tuple[list[str], torch.Tensor]:
+    """A step's statistics as one vector on the device: each key's mean over the micro-batches, then
+    whether any micro-batch's loss is non-finite, then the gradient norm (read by :func:`unpack_stats`)."""
     keys = sorted(micro_stats[0])
     local = torch.stack([torch.stack([s[k] for s in micro_stats]).mean() for k in keys])
     bad = (~torch.isfinite(torch.stack([s["loss"] for s in micro_stats]))).any().float().reshape(1)
     norm = torch.as_tensor(grad_norm, dtype=torch.float32, device=local.device).reshape(1)
-    values = acc.reduce(torch.cat([local, bad, norm]), "mean").tolist()
+    return keys, torch.cat([local, bad, norm])
+
+
+def unpack_stats(keys: list[str], values: list[float]) -> tuple[dict[str, float], float, bool]:
+    """:func:`pack_stats`'s vector, read back: the statistics, the gradient norm, whether the step is finite."""
     finite = values[-2] == 0 and math.isfinite(values[-1])
     return dict(zip(keys, values[:len(keys)])), values[-1], finite
+
+
+def _reduce(acc, micro_stats: list[dict], grad_norm) -> tuple[dict[str, float], float, bool]:
+    """Step statistics averaged over micro-batches and processes, the gradient norm, and whether
+    the step is finite on every process: one all-reduce and one device sync per step."""
+    keys, vector = pack_stats(micro_stats, grad_norm)
+    return unpack_stats(keys, acc.reduce(vector, "mean").tolist())
 
 
 def _lr(cfg: TrainConfig, step: int) -> float:
