@@ -203,29 +203,51 @@ def test_resume_takes_the_newest_step_every_run_has(sd, tmp_path):
 
 
 def test_a_run_whose_loss_is_not_finite_skips_its_steps_alone(sd, tmp_path, monkeypatch):
-    """One AdamW holds every run's tensors: a run's non-finite step leaves its own tensors untouched
-    (no update, no AdamW state) while the other runs step as they would alone, then the run's
-    divergence stops the training, naming it."""
+    """One AdamW holds every run's tensors: a run's non-finite step leaves its own tensors untouched (no
+    update, no decay, no AdamW state or step count) while the other runs step as they would alone; a
+    run that skips one step mid-way ends where a separate training with the same skip ends (its step
+    counts, so its bias correction, included); a run's divergence stops the training, naming it."""
+    from safetensors.torch import load_file as load
     from scdpo.train import losses
     from scdpo.train.trainer import TrainingDiverged
 
-    load = T2IModel.from_pretrained.__func__
+    load_model = T2IModel.from_pretrained.__func__
     monkeypatch.setattr(T2IModel, "from_pretrained",
-                        classmethod(lambda cls, path, **kw: load(cls, path, **{**kw, "dtype": torch.float64})))
+                        classmethod(lambda cls, path, **kw: load_model(cls, path, **{**kw, "dtype": torch.float64})))
+    calls = {"n": 0, "bad": set()}
 
-    def nan_loss(*args):
+    def flaky_loss(*args):  # non-finite at the calls in calls["bad"] (one call a step: grad_accum 1)
+        calls["n"] += 1
         loss, stats = losses.safetydpo_loss(*args)
-        return loss * float("nan"), stats
+        return (loss * float("nan") if calls["n"] in calls["bad"] else loss), stats
 
-    monkeypatch.setitem(losses.LOSSES, "safetydpo", losses.LossSpec(nan_loss, kinds=("harmful",)))
-    cfgs = [TrainConfig(out=str(tmp_path / f"n{k}"), **common(sd, max_nonfinite_in_row=10, **r))
+    monkeypatch.setitem(losses.LOSSES, "safetydpo", losses.LossSpec(flaky_loss, kinds=("harmful",)))
+    cfgs = [TrainConfig(out=str(tmp_path / f"n{k}"), **common(sd, max_nonfinite_in_row=10, weight_decay=0.1, **r))
             for k, r in enumerate(RUNS[:2])]
+    calls.update(n=0, bad={1, 2, 3})  # run 1 never steps
     metrics = train_together(cfgs)
     assert metrics[1]["nonfinite_total"] == 3 and metrics[0]["nonfinite_total"] == 0
-    assert all(v.abs().max() == 0 for k, v in load_file(str(tmp_path / "n1" / LORA)).items() if ".up." in k)
+    ckpt = tmp_path / "n1" / "checkpoints" / "step-2"
+    fresh = T2IModel.from_pretrained(str(sd[0]), device="cpu")
+    start = stacked.initial_adapters(fresh.unet, cfgs[1].seed, 4, 8.0, LORA_TARGETS)
+    kept = load(str(ckpt / "lora.safetensors"))
+    assert all(torch.equal(kept[k], start[k].to(kept[k].dtype)) for k in start)  # A and B: not decayed either
+    assert load(str(ckpt / "optimizer.safetensors")) == {}  # no AdamW state
+    steps = {k: v for k, v in load(str(tmp_path / "n0" / "checkpoints" / "step-2" / "optimizer.safetensors")).items()
+             if k.endswith(".step")}
+    assert steps and all(v.item() == 2 for v in steps.values())
     alone = train(dataclasses.replace(cfgs[0], out=str(tmp_path / "alone")))
-    assert_close_loras(load_file(str(tmp_path / "n0" / LORA)), load_file(str(tmp_path / "alone" / LORA)))
+    assert_close_loras(load(str(tmp_path / "n0" / LORA)), load(str(tmp_path / "alone" / LORA)))
     assert metrics[0]["loss"] == pytest.approx(alone["loss"], rel=1e-5)
+
+    calls.update(n=0, bad={2})  # run 1 skips its second step only
+    together = [dataclasses.replace(c, out=str(tmp_path / f"s{k}")) for k, c in enumerate(cfgs)]
+    train_together(together)
+    calls.update(n=0, bad={2})
+    train(dataclasses.replace(cfgs[1], out=str(tmp_path / "s-alone")))
+    assert_close_loras(load(str(tmp_path / "s1" / LORA)), load(str(tmp_path / "s-alone" / LORA)))
+
+    calls.update(n=0, bad={1, 2, 3})
     with pytest.raises(TrainingDiverged, match=r"m1: 2 non-finite steps in a row .*every run stopped"):
         train_together([dataclasses.replace(c, out=str(tmp_path / f"m{k}"), max_nonfinite_in_row=2)
                         for k, c in enumerate(cfgs)])

@@ -256,7 +256,11 @@ def _load(run: _Run, unet, opt, ckpt: Path) -> Progress:
         stacked.load_run_state(unet, run.index, load_file(str(ckpt / LORA_CKPT)))
         saved = load_file(str(ckpt / OPT_CKPT))
         for i, p in enumerate(run.params):
-            state = {k.split(".", 1)[1]: v.to(p.device) for k, v in saved.items() if k.split(".", 1)[0] == str(i)}
+            state = {k.split(".", 1)[1]: v for k, v in saved.items() if k.split(".", 1)[0] == str(i)}
+            for name, v in state.items():  # AdamW's own casts: the step a float32 scalar, the moments the tensor's
+                if name != "step" and v.shape != p.shape:
+                    raise ValueError(f"AdamW's {name} of tensor {i} is {tuple(v.shape)}, the adapter's {tuple(p.shape)}")
+                state[name] = v.to(p.device, torch.float32) if name == "step" else v.to(p.device, p.dtype)
             if state:
                 opt.state[p] = state
         if run.hardness is not None:
