@@ -180,6 +180,8 @@ def test_cli_trains_seeds_together(sd, tmp_path, capsys):
     for s in (0, 3):
         assert (tmp_path / "r" / f"seed-{s}" / LORA).is_file()
         assert json.loads((tmp_path / "r" / f"seed-{s}" / "config.json").read_text())["seed"] == s
+    record = json.loads((tmp_path / "r" / "seeds.json").read_text())
+    assert sorted(record) == ["0", "3"] and record["3"]["metrics"]["steps"] == 1 and record["0"]["exit_code"] == 0
 
 
 def test_resume_takes_the_newest_step_every_run_has(sd, tmp_path):

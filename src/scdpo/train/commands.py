@@ -101,11 +101,22 @@ def _train_together(cfg, args) -> None:
         raise ValueError("give --seeds or --seed, not both")
     if args.at_once is not None:
         raise ValueError("--at-once counts processes; --together trains every run in one")
+    import json
+    import time
+    from pathlib import Path
+
+    from scdpo.utils.io import atomic_write_text
+
     cfgs = plan(cfg, args.seeds) if args.seeds else run_configs(cfg, args.run) if args.run else [cfg]
+    start = time.time()
     try:
         results = train_together(cfgs)
     except TrainingDiverged as err:
         raise SystemExit(f"scdpo: error: {err}") from None
+    if args.seeds:  # what `--seeds` without --together records, the seconds being the one process's
+        record = {str(c.seed): {"out": c.out, "exit_code": 0, "seconds": round(time.time() - start, 1),
+                                "together": True, "metrics": m} for c, m in zip(cfgs, results)}
+        atomic_write_text(Path(cfg.out) / "seeds.json", json.dumps(record, indent=1))
     for c, m in zip(cfgs, results):
         print(f"trained {c.out}: steps {m['steps']}, loss {m.get('loss', float('nan')):.4g}, lambda {m['lambda']:.4g}")
     if args.seeds and len(results) > 1:
