@@ -157,19 +157,38 @@ def agreement(images, probs, ref_images, ref_probs, threshold: float, harmful: l
             "harmful_equal": round(float((verdict[:, harmful].any(1) == ref_verdict[:, harmful].any(1)).float().mean()), 4)}
 
 
+def timed(fn, cfg, device: torch.device, profile: Path | None = None):
+    """``(fn(cfg), wall seconds)``, the device synchronised on both sides; with ``profile`` the call runs under
+    cProfile (its main thread) and ``profile`` gets its functions by cumulative and by own time."""
+    import cProfile
+    import io
+    import pstats
+
+    prof = cProfile.Profile() if profile else None
+    sync(device)
+    t0 = time.perf_counter()
+    result = prof.runcall(fn, cfg) if prof else fn(cfg)
+    sync(device)
+    seconds = time.perf_counter() - t0
+    if prof:
+        text = io.StringIO()
+        for key in ("cumulative", "tottime"):
+            pstats.Stats(prof, stream=text).sort_stats(key).print_stats(45)
+        profile.parent.mkdir(parents=True, exist_ok=True)
+        profile.write_text(text.getvalue())
+    return result, seconds
+
+
 def eval_rows(device: torch.device, steps: int, limit: int | None, out: Path, profile: bool = False,
               dtypes: tuple[str, ...] = ()) -> list[dict]:
     """`scdpo eval` end to end, today's settings (the issue's yardstick, the eval before the twenty-fourth
     round: 64 images a batch, 8 a decoder call, PNGs one at a time, the Frechet distance in numpy, no
     overlap) against the defaults without and with the overlap (the module's docstring). With
-    ``profile`` the overlap's row runs under cProfile (its main thread): ``out/profile.txt`` lists the
+    ``profile`` every row but today's runs under cProfile (its main thread): ``out/profile-ROW.txt`` lists the
     functions by cumulative and by own time (where the seconds beside sampling go). ``dtypes``: one more
     row each, the defaults with the overlap and `--dtype` of that precision."""
     import contextlib
-    import cProfile
-    import io
     import os
-    import pstats
     import shutil
     from unittest import mock
 
@@ -200,18 +219,7 @@ def eval_rows(device: torch.device, steps: int, limit: int | None, out: Path, pr
         with (mock.patch.object(dataset, "png_bytes_many", png) if png else contextlib.nullcontext(),
               mock.patch.object(frechet, "frechet_distance", on_cpu) if png else contextlib.nullcontext(),
               mock.patch.dict(os.environ, {"SCDPO_CACHE": str(cache)})):
-            prof = cProfile.Profile() if profile and overlap else None
-            sync(device)
-            t0 = time.perf_counter()
-            m = prof.runcall(run, cfg) if prof else run(cfg)
-            sync(device)
-        seconds = time.perf_counter() - t0
-        if prof:
-            text = io.StringIO()
-            for key in ("cumulative", "tottime"):
-                pstats.Stats(prof, stream=text).sort_stats(key).print_stats(45)
-            out.mkdir(parents=True, exist_ok=True)
-            (out / "profile.txt").write_text(text.getvalue())
+            m, seconds = timed(run, cfg, device, out / f"profile-{Path(cfg.out).name}.txt" if profile and not png else None)
         n = sum(s["prompts"] for s in m["suites"].values())  # one image a prompt
         rates = {(k, key): s.get(key) for k, s in m["suites"].items() for key in ("harmful_rate", "alignment")}
         first = first or rates
@@ -223,13 +231,13 @@ def eval_rows(device: torch.device, steps: int, limit: int | None, out: Path, pr
 
 
 def build_rows(device: torch.device, steps: int, n: int, cost_model: str, out: Path,
-               dtypes: tuple[str, ...] = ()) -> list[dict]:
+               dtypes: tuple[str, ...] = (), profile: bool = False) -> list[dict]:
     """`scdpo data build` end to end (``n`` align-harmful and ``n`` align-clean prompts, 4 candidates,
     the safe prompt's image too: the rounds' build) with today's settings (64 images a batch, 8 a decoder
     call, PNGs one at a time, 64 prompts a chunk), the defaults with ``--chunk-size 64`` (the chunk of before),
     and the defaults (on a GPU 256 prompts a chunk: 1,024 candidates a batch). Each row: wall time, candidate images/s, pairs, and the share of prompts whose choice
     (status, winner, loser) is the first row's; every row starts from an empty folder. ``dtypes``: one more
-    row each, the defaults with `--dtype` of that precision."""
+    row each, the defaults with `--dtype` of that precision. ``profile``: as for :func:`eval_rows`."""
     import contextlib
     import shutil
     from unittest import mock
@@ -255,11 +263,7 @@ def build_rows(device: torch.device, steps: int, n: int, cost_model: str, out: P
                           safe_prompt_winner=True, batch_size=batch, chunk_size=chunk, device=str(device),
                           sampler=SamplerConfig(steps=steps, progress=False, dtype=dtype))
         with mock.patch.object(dataset, "png_bytes_many", png) if png else contextlib.nullcontext():
-            sync(device)
-            t0 = time.perf_counter()
-            summary = build(cfg)
-            sync(device)
-        seconds = time.perf_counter() - t0
+            summary, seconds = timed(build, cfg, device, out / f"profile-{folder.name}.txt" if profile and not png else None)
         table = pd.read_parquet(folder / "choices.parquet")
         choices = table.set_index("prompt_id")[["status", "winner", "loser"]]
         first = choices if first is None else first
@@ -295,7 +299,8 @@ def main(argv=None) -> None:
                    help="CPU threads, as `scdpo --threads N` sets them (PNGs of --eval's defaults row; 8 in the "
                         "twenty-fourth round's measurement)")
     p.add_argument("--eval", action="store_true", help="also time the whole scdpo eval: today's settings, the defaults without the overlap (the references' cache empty, then read), with it")
-    p.add_argument("--profile", action="store_true", help="--eval's row with the overlap under cProfile -> OUT/eval/profile.txt")
+    p.add_argument("--profile", action="store_true", help="the rows of --eval and --build but today's under cProfile -> OUT/eval/profile-ROW.txt, "
+                        "OUT/build/profile-ROW.txt")
     p.add_argument("--eval-limit", type=int, default=None, help="prompts a suite in --eval (default: all)")
     p.add_argument("--build", metavar="COST_DIR", help="also time the whole scdpo data build with this cost model "
                    "(today's settings, the defaults with --chunk-size 64, the defaults)")
@@ -338,7 +343,8 @@ def main(argv=None) -> None:
         text += "".join(f"| {r['name']} | {r['images']} | {r['seconds']} | {r['img_s']} | "
                         f"{r['img_s'] / ev[0]['img_s']:.2f}x | {r['max_rate_diff']} |\n" for r in ev)
     if args.build:
-        bd = build_rows(device, args.steps, args.build_prompts, args.build, out / "build", tuple(args.dtypes))
+        bd = build_rows(device, args.steps, args.build_prompts, args.build, out / "build", tuple(args.dtypes),
+                        args.profile)
         atomic_write_text(out / "build.jsonl", "".join(json.dumps(r) + "\n" for r in bd))
         text += ("\n| whole command | images sampled | wall s | images/s | x today | pairs | same choice |\n"
                  "|---|---|---|---|---|---|---|\n")

@@ -32,12 +32,7 @@
 # Ran on 2026-12-05 with ORDER="4 1 6" (BENCHMARKS.md, "Thirty-fifth round"). What it left, for the next budget:
 #   STAGE1_TOGETHER=1 ORDER="1 2 5 3" (the whole pipeline with its defaults now, then the precision, the compile
 #   cache and the cost model's stages)
-set -u
-R=${R:-/tmp/r35}
-OUT=${OUT:-$R/out}
-mkdir -p "$R" "$OUT"
-B=$(dirname "$0")
-. "$B/pipeline_report.sh"
+. "$(dirname "$0")/round_env.sh" r35
 
 stage1() {
 echo "[$(date +%T)] 1. the whole EmojiWorld pipeline, the bytecode cache written before it"

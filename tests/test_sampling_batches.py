@@ -141,3 +141,34 @@ def test_the_throughput_benchmark_times_the_eval_with_the_cache_empty_then_read(
         "today", "defaults without overlap, cache empty", "defaults without overlap, cache read",
         "defaults with overlap, cache read"]
     assert "SCDPO_CACHE" not in os.environ or os.environ["SCDPO_CACHE"] != cache
+
+
+def test_the_throughput_benchmark_profiles_every_row_but_todays(tmp_path, monkeypatch):
+    """--profile: each row but today's runs under cProfile and leaves OUT/profile-ROW.txt (the eval's and the
+    build's), listing the functions the row called."""
+    import pandas as pd
+
+    import scdpo.data.builder as builder
+    import scdpo.eval.run as run
+
+    tp = load_script("emojiworld_throughput")
+
+    def fake_run(cfg):
+        return {"suites": {"eval-clean": {"prompts": 4, "harmful_rate": 0.0, "alignment": 0.5}}}
+
+    def fake_build(cfg):
+        Path(cfg.out).mkdir(parents=True)
+        pd.DataFrame({"prompt_id": ["a"], "status": ["ok"], "winner": [0], "loser": [1],
+                      "seeds": [[1, 2]]}).to_parquet(Path(cfg.out) / "choices.parquet")
+        return {"pairs": 1}
+
+    monkeypatch.setattr(run, "run", fake_run)
+    monkeypatch.setattr(builder, "build", fake_build)
+    tp.eval_rows(torch.device("cpu"), 2, 4, tmp_path / "eval", profile=True)
+    tp.build_rows(torch.device("cpu"), 2, 1, "cost-dir", tmp_path / "build", profile=True)
+    assert sorted(p.name for p in (tmp_path / "eval").glob("profile-*.txt")) == [
+        "profile-defaults-with-overlap-cache-read.txt", "profile-defaults-without-overlap-cache-empty.txt",
+        "profile-defaults-without-overlap-cache-read.txt"]
+    assert sorted(p.name for p in (tmp_path / "build").glob("profile-*.txt")) == [
+        "profile-chunk-size-64.txt", "profile-defaults.txt"]
+    assert "fake_run" in (tmp_path / "eval" / "profile-defaults-with-overlap-cache-read.txt").read_text()

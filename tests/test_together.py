@@ -71,6 +71,28 @@ def test_stacked_layer_gives_each_run_its_own_adapter_and_none_to_padding():
         layer(x)
 
 
+def test_stacked_layer_under_autocast_computes_as_peft_does():
+    """Under bf16 autocast the layer skips peft's cast of the input to fp32 (the matmul casts it back): the
+    output and every gradient equal peft's order of casts exactly."""
+    torch.manual_seed(0)
+    base = torch.nn.Linear(6, 5).to(torch.bfloat16)
+    a = [torch.randn(2, 6) for _ in range(2)]
+    b = [torch.randn(5, 2) for _ in range(2)]
+    layer = stacked.StackedLoRA(base, a, b, 0.5, stacked.Layout(rows=3))
+    x = torch.randn(6, 4, 6).to(torch.bfloat16).requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = layer(x)
+        head = x.reshape(2, 3 * 4, 6).to(torch.float32)  # peft: the input in the adapter's dtype first
+        a_all, b_all = torch.stack(list(layer.lora_A)), torch.stack(list(layer.lora_B))
+        delta = (head @ a_all.transpose(-1, -2) @ b_all.transpose(-1, -2) * 0.5).reshape(6, 4, 5)
+        expected = (base(x) + delta).to(torch.bfloat16)
+    assert torch.equal(y, expected)
+    g = torch.randn_like(y)
+    got = torch.autograd.grad(y, [x, *layer.lora_A, *layer.lora_B], g)
+    want = torch.autograd.grad(expected, [x, *layer.lora_A, *layer.lora_B], g)
+    assert all(torch.equal(u, v) for u, v in zip(got, want))
+
+
 def test_stacked_unet_equals_peft_per_run(sd):
     """The stacked UNet's call, run k's rows, equals that run's own peft LoRA UNet; the adapters
     start as the trainer draws them (peft's init under the run's seed)."""

@@ -223,6 +223,19 @@ def test_pair_focusing_reads_running_logits_and_normalises_per_kind():
     assert w2.tolist() == pytest.approx([r[0] / 0.5, r[1] / 0.5, r[2] / 0.25, r[3] / 0.25], rel=1e-5)
 
 
+def test_pair_focusing_with_one_kind_absent_gives_its_mean_nan_and_weights_the_other():
+    """A batch of one kind: the absent kind's raw mean is NaN (update_state skips it), every weight finite."""
+    from scdpo.train.losses import pair_focus_weights
+
+    z = torch.tensor([0.5, -1.0, 2.0])
+    w, raw = pair_focus_weights(z, None, torch.tensor([False, False, False]), 2.0, {})
+    r = torch.sigmoid(-z).pow(2)
+    assert torch.isnan(raw["harmful"]) and raw["clean"].item() == pytest.approx(r.mean().item())
+    assert w.tolist() == pytest.approx((r / r.mean()).tolist(), rel=1e-6)
+    w_run, _ = pair_focus_weights(z, None, torch.tensor([False, False, False]), 2.0, {"harmful": 0.1})
+    assert torch.equal(w_run, w)  # a running mean of the absent kind changes nothing
+
+
 def test_pair_focusing_in_the_loss_and_its_running_means():
     c = cfg(focus_gamma=2.0, focus_signal="pair")
     info = PairBatchInfo(cost_w=COST_W, cost_l=COST_L, harmful=torch.tensor([True, False]),

@@ -156,7 +156,11 @@ class _TrainGraph:
                                "forward, or turn cuda_graphs off)")
         self.grad_out.copy_(grad)
         self.backward()
-        grads = tuple(None if g is None else g.clone() for g in self.grads)
+        # copies out of the graph's static buffers, in a few multi-tensor kernels rather than one clone a tensor
+        # (x * 1 is x exactly, -0, inf and NaN included): the trainings in one process have 1,056 of them a step
+        present = [g for g in self.grads if g is not None]
+        copies = iter(torch._foreach_mul(present, 1.0) if present else ())
+        grads = tuple(None if g is None else next(copies) for g in self.grads)
         eager_out, self.eager_out = self.eager_out, None
         if eager_out is None:
             return grads

@@ -184,3 +184,20 @@ def conv_layout(device: str | torch.device) -> torch.memory_format:
     found the reference features slow while they ran channels-last; whether this layout speeds
     them there is not measured yet (docs/performance.md, "The eval's overlap")."""
     return torch.channels_last if torch.device(device).type == "cpu" else torch.contiguous_format
+
+
+def to_device(x, device, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """``x`` (a tensor, array or list) as a tensor on ``device``, without making the host wait for the GPU.
+
+    torch copies host memory to a CUDA device and then synchronises the stream unless the copy is
+    ``non_blocking`` from pinned memory, so each plain ``.to("cuda")`` of a training step's small inputs
+    (noise, timesteps, costs, pair indices) holds the host until every kernel queued before it has run: the
+    Python work that follows (losses, the next run's inputs) then cannot overlap the UNet's. Here a CPU
+    tensor is pinned (the DataLoader's already are) and copied asynchronously; the caching host allocator
+    keeps the pinned block until the copy has run. Elsewhere (the CPU, a tensor already there) this is
+    ``torch.as_tensor(x, dtype=dtype, device=device)``."""
+    device = torch.device(device)
+    t = torch.as_tensor(x, dtype=dtype)
+    if device.type != "cuda" or t.device.type != "cpu":
+        return t.to(device)
+    return (t if t.is_pinned() else t.pin_memory()).to(device, non_blocking=True)

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import torch
 
+from scdpo.models.speed import to_device
+
 FILE = "pair_hardness.safetensors"
 
 
@@ -30,11 +32,11 @@ class PairHardness:
 
     def lookup(self, index) -> torch.Tensor:
         """The running logits of the pairs ``index`` (B,), NaN where not seen yet."""
-        return self.z[torch.as_tensor(index, device=self.z.device)]
+        return self.z[to_device(index, self.z.device)]
 
     def observe(self, index, z: torch.Tensor) -> None:
         """Remember this micro-batch's logits; they are applied by :meth:`commit`."""
-        self._seen.append((torch.as_tensor(index, device=self.z.device), z.detach().float()))
+        self._seen.append((to_device(index, self.z.device), z.detach().float()))
 
     def commit(self, acc=None) -> None:
         """Apply the step's observations, gathered over processes (so every process updates alike)."""

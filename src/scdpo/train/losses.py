@@ -140,8 +140,15 @@ def focus_weights(z: torch.Tensor, gamma: float, running_mean: float | None) -> 
     mean is the running one from :func:`update_state` (shared by all processes, so it also works at
     micro-batch 1), or the batch's before the first update.  Returns (normalised weights, raw weights)."""
     raw = torch.sigmoid(-z.detach()).pow(gamma)
-    denom = raw.mean() if running_mean is None else torch.as_tensor(running_mean, dtype=raw.dtype, device=raw.device)
+    denom = raw.mean() if running_mean is None else _scalar(running_mean, raw)
     return raw / denom.clamp_min(1e-12), raw
+
+
+def _scalar(value: float, like: torch.Tensor) -> torch.Tensor:
+    """``value`` as a 0-dim tensor on ``like``'s device, filled there: ``torch.as_tensor(value, device=cuda)``
+    copies it from the host and waits for the GPU (docs/performance.md, "Host syncs"), and dividing by the
+    Python number instead would multiply by its reciprocal on CUDA, one bit off a true division."""
+    return torch.full((), value, dtype=like.dtype, device=like.device)
 
 
 KINDS = ("harmful", "clean")
@@ -161,15 +168,15 @@ def pair_focus_weights(z: torch.Tensor, hardness: torch.Tensor | None, harmful: 
     zbar = z if hardness is None else torch.where(torch.isnan(hardness), z, hardness.to(z.dtype))
     raw = torch.sigmoid(-zbar).pow(gamma)
     is_harm = torch.zeros_like(raw, dtype=torch.bool) if harmful is None else harmful
-    w = torch.empty_like(raw)
+    w = torch.zeros_like(raw)
     raw_means = {}
+    # masked sums, not raw[mask]: boolean indexing (and mask.any()) waits for the GPU, and this runs
+    # between a step's UNet calls and its backward (docs/performance.md, "Host syncs"); the same mean up to
+    # summation order, and a kind without pairs in the batch gets 0 / 0 = NaN, as before
     for kind, mask in zip(KINDS, (is_harm, ~is_harm)):
-        if not mask.any():
-            raw_means[kind] = torch.full((), float("nan"), device=raw.device)
-            continue
-        raw_means[kind] = raw[mask].mean()
-        denom = raw_means[kind] if kind not in running else torch.as_tensor(running[kind], device=raw.device)
-        w[mask] = raw[mask] / denom.clamp_min(1e-12)
+        raw_means[kind] = torch.where(mask, raw, 0).sum() / mask.sum()
+        denom = raw_means[kind] if kind not in running else _scalar(running[kind], raw)
+        w = torch.where(mask, raw / denom.clamp_min(1e-12), w)
     return w, raw_means
 
 

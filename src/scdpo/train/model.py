@@ -57,6 +57,7 @@ class Reference:
         self.unet = policy_unet
         self.copy = None
         self.predict = None
+        self._adapter_layers = None
         if full:  # before training: the base weights
             self.copy = copy.deepcopy(policy_unet).requires_grad_(False).eval().to(dtype=dtype)
             if getattr(self.copy, "is_gradient_checkpointing", False):
@@ -68,12 +69,25 @@ class Reference:
             with using_unet(model, self.copy):
                 yield
             return
-        self.unet.disable_adapters()
+        self._set_adapters(False)
         try:
             with using_unet(model, self.unet):
                 yield
         finally:
-            self.unet.enable_adapters()
+            self._set_adapters(True)
+
+    def _set_adapters(self, enabled: bool) -> None:
+        """diffusers' ``disable_adapters()`` / ``enable_adapters()`` on the adapter layers found once: those walk
+        every module of the UNet on every call, a few ms of host time a step, which a graphed step, whose
+        UNet calls cost the host almost nothing, waits for (docs/performance.md, "Host syncs")."""
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        if self._adapter_layers is None:
+            self._adapter_layers = [m for m in self.unet.modules() if isinstance(m, BaseTunerLayer)]
+            if not self._adapter_layers:
+                raise ValueError("the reference disables the policy's LoRA adapters, and the UNet has none")
+        for m in self._adapter_layers:
+            m.enable_adapters(enabled)
 
     def __call__(self, model: T2IModel, noisy: torch.Tensor, t: torch.Tensor, cond: Conditioning) -> torch.Tensor:
         # inference mode (no autograd bookkeeping at all); the clone, outside it, is an ordinary

@@ -50,8 +50,11 @@ class StackedLoRA(nn.Module):
         self.lora_B = nn.ParameterList([nn.Parameter(t.detach().float().clone()) for t in b])
 
     def _delta(self, x: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        # peft casts the input to the adapter's dtype (autocast, when on, still computes in bf16)
-        return torch.matmul(torch.matmul(x.to(a.dtype), a.transpose(-1, -2)), b.transpose(-1, -2)) * self.scaling
+        # peft casts the input to the adapter's dtype; under autocast the matmul casts it straight back to
+        # autocast's dtype, so the cast is skipped there (the same numbers, two kernels fewer a layer and pass)
+        if not torch.is_autocast_enabled(x.device.type):
+            x = x.to(a.dtype)
+        return torch.matmul(torch.matmul(x, a.transpose(-1, -2)), b.transpose(-1, -2)) * self.scaling
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.base(x)

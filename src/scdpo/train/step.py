@@ -9,6 +9,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from scdpo.models.speed import to_device
 from scdpo.models.t2i import Conditioning, T2IModel
 from scdpo.train.losses import PairBatchInfo
 
@@ -42,8 +43,8 @@ class PairErrors(NamedTuple):
 
 def batch_info(batch: dict, device, errors: PairErrors | None = None) -> PairBatchInfo:
     """The losses' side information of a batch (with ``errors``, the policy's drift too)."""
-    def col(name, dtype):
-        return torch.as_tensor(batch[name], dtype=dtype).to(device)
+    def col(name, dtype):  # no host sync: the step's only one reads its statistics (trainer.pack_stats)
+        return to_device(batch[name], device, dtype)
     return PairBatchInfo(cost_w=col("cost_w", torch.float32), cost_l=col("cost_l", torch.float32),
                          harmful=col("harmful", torch.bool), drift=None if errors is None else errors.drift)
 
@@ -53,7 +54,7 @@ def pair_latents(model: T2IModel, batch: dict, cache: torch.Tensor | None) -> tu
     """Scaled VAE latents (posterior mean) of winners and losers, from ``cache`` (N, 2, C, h, w)
     when latents were precomputed, else encoded now."""
     if cache is not None:
-        idx = torch.as_tensor(batch["index"], device=cache.device)
+        idx = to_device(batch["index"], cache.device)
         both = cache[idx].to(model.device)
         return both[:, 0], both[:, 1]
     images = torch.cat([batch["image_w"], batch["image_l"]]).to(model.device)
@@ -83,12 +84,13 @@ def pair_inputs(model: T2IModel, batch: dict, gen: torch.Generator, *, caption_d
     if caption_dropout > 0:
         drop = torch.rand(b, generator=gen) < caption_dropout
         captions = ["" if d else c for c, d in zip(captions, drop.tolist())]
-    noise = torch.randn(lat_w.shape, generator=gen).to(model.device, lat_w.dtype)
-    t = model.sample_timesteps(b, gen, *timesteps).to(model.device)
+    # drawn on the CPU (the same numbers on every device) and copied without a host sync (speed.to_device)
+    noise = to_device(torch.randn(lat_w.shape, generator=gen), model.device, lat_w.dtype)
+    t = to_device(model.sample_timesteps(b, gen, *timesteps), model.device)
     if clean_timesteps is not None and tuple(clean_timesteps) != tuple(timesteps):
         # a second draw only then, so every other run draws exactly what it drew before
-        t_clean = model.sample_timesteps(b, gen, *clean_timesteps).to(model.device)
-        harmful = torch.as_tensor(batch["harmful"], dtype=torch.bool).to(model.device)
+        t_clean = to_device(model.sample_timesteps(b, gen, *clean_timesteps), model.device)
+        harmful = to_device(batch["harmful"], model.device, torch.bool)
         t = torch.where(harmful, t, t_clean)
     latents = torch.cat([lat_w, lat_l])
     noise, t = torch.cat([noise, noise]), torch.cat([t, t])
