@@ -58,9 +58,10 @@ class EvalConfig:
         overlap: score each suite (PNGs, judges, Frechet distance, grid) on a worker thread while the
             next one samples, with the references' renders and features first; the same numbers as
             --no-overlap, which does one thing at a time. None (default): on for a CPU device, where it
-            measured 1.31x, off on a GPU, where it measured 0.60-0.68x: both threads then launch small
-            kernels on one GPU and take turns with the interpreter (docs/performance.md, "The eval's
-            overlap").
+            measured 1.31x; on a GPU only for EmojiWorld suites whose Frechet references are all in the
+            cache already (3 of 3 runs on H100s: 1.03-1.12x), else off: computing the references' features
+            on the GPU beside the sampler measured 0.60-0.68x, both threads launching small kernels on one
+            GPU and taking turns with the interpreter (docs/performance.md, "The eval's overlap").
         device: torch device (default: cuda if available, else cpu).
     """
 

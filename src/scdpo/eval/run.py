@@ -201,6 +201,20 @@ def reference_features(source, size: int, backbone, cache: str | Path | None = N
     return cached_tensors(cache, "reference", reference_key(source, size, backbone), make)["features"]
 
 
+def references_cached(suites: dict, size: int, backbone, cache: str | Path | None) -> bool:
+    """Whether every EmojiWorld suite's Frechet reference features are in ``cache`` already (and there is at
+    least one such suite): the overlap's worker then reads them instead of rendering and encoding them on the
+    GPU beside the sampler, the case in which the overlap measured faster on a GPU (docs/performance.md, "The
+    eval's overlap")."""
+    from scdpo.utils.tensor_cache import cache_path
+
+    if not cache or backbone is None:
+        return False
+    scenes = [r for r in suites.values() if r and all("scene" in x.meta for x in r)]
+    return bool(scenes) and all(cache_path(cache, "reference", reference_key(r, size, backbone)).is_file()
+                                for r in scenes)
+
+
 #: the code and data that turn a scene or a photo into features: an edit to any of them is a new cache entry
 _FEATURE_CODE = ("world/render.py", "world/scene.py", "world/data/atlas.png", "world/data/atlas.json",
                  "world/data/concepts.yaml", "cost/backbone.py", "cost/data.py", "models/speed.py", "eval/frechet.py")
@@ -304,12 +318,15 @@ def run(cfg: EvalConfig) -> dict:
     tools = load_tools(cfg, model.device, domain)
     sampler, size = cfg.sampler, cfg.sampler.width or model.resolution
     jobs = {}
+    cache = frechet_cache_dir() if cfg.frechet_cache else None
     # each suite is scored on a worker thread while the next one samples (scdpo.eval.background);
     # the references' renders and features need no samples, so they go first
-    overlap = model.device.type == "cpu" if cfg.overlap is None else cfg.overlap
+    overlap = cfg.overlap
+    if overlap is None:
+        overlap = model.device.type == "cpu" or (domain == "emojiworld" and cfg.frechet
+                                                 and references_cached(suites, size, tools.backbone, cache))
     with Background(overlap) as bg:
         refs = {}
-        cache = frechet_cache_dir() if cfg.frechet_cache else None
         if tools.backbone is not None and domain == "emojiworld" and cfg.frechet:
             refs = {name: bg.submit(reference_features, records, size, tools.backbone, cache, limit=False)
                     for name, records in suites.items()}

@@ -20,6 +20,11 @@ def digest(keys: dict) -> str:
     return hashlib.sha1(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def cache_path(folder: str | Path, name: str, keys: dict) -> Path:
+    """Where :func:`cached_tensors` keeps the tensors of ``keys`` (whether or not they are there yet)."""
+    return Path(folder).expanduser() / f"{name}-{digest(keys)}.safetensors"
+
+
 def cached_tensors(folder: str | Path | None, name: str, keys: dict,
                    make: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     """``make()`` once per distinct ``keys``; kept as ``folder/name-DIGEST.safetensors``. With no
@@ -31,7 +36,7 @@ def cached_tensors(folder: str | Path | None, name: str, keys: dict,
 
     if not folder:
         return make()
-    path = Path(folder).expanduser() / f"{name}-{digest(keys)}.safetensors"
+    path = cache_path(folder, name, keys)
     if path.is_file():
         try:
             return load_file(str(path))
