@@ -24,6 +24,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from scdpo.models.speed import to_device
 from scdpo.models.t2i import Conditioning, T2IModel
 from scdpo.prompts.edits import ARTICLES, differing_spans
 
@@ -182,7 +183,7 @@ class StateBank:
         """``n`` states of the bank (with replacement): ``(x, t, harmful captions, safe captions)``."""
         rows = torch.randint(len(self.x), (n,), generator=gen)
         prompts = [self.prompts[self.index[i]] for i in rows.tolist()]
-        rows = rows.to(self.x.device)
+        rows = to_device(rows, self.x.device)
         return self.x[rows], self.t[rows], [p[0] for p in prompts], [p[1] for p in prompts]
 
 
@@ -259,9 +260,9 @@ def _states(cfg, model: T2IModel, policy, reference, batch: dict, gen: torch.Gen
             return AnchorInputs(x, t, _mixed(cfg, model, cond, safe, gen), target, clean=len(held))
     else:
         cond = model.encode_prompts(harmful)
-        x0 = winners[torch.as_tensor(rows, device=winners.device)]
-        noise = torch.randn(x0.shape, generator=gen).to(x0.device, x0.dtype)
-        t = model.sample_timesteps(len(rows), gen).to(model.device)
+        x0 = winners[to_device(rows, winners.device)]
+        noise = to_device(torch.randn(x0.shape, generator=gen), x0.device, x0.dtype)
+        t = to_device(model.sample_timesteps(len(rows), gen), model.device)
         x = model.add_noise(x0, noise, t)
     if cfg.anchor_keyword_dropout > 0:  # the policy predicts under the prompt without its harmful words
         cond = model.encode_prompts(_dropped(cfg, harmful, safe, gen))

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from scdpo.models.graphs import GraphedPredict
 from scdpo.models.graphs_train import GraphedTrainPredict
-from scdpo.models.speed import attention_backend
+from scdpo.models.speed import attention_backend, to_device
 from scdpo.train import model as tm
 from scdpo.train.adversary import PromptBank, adversarial_anchor, with_bank
 from scdpo.train.checkpoint import Progress, check_fresh, checkpoints, resume, save_checkpoint
@@ -231,7 +231,7 @@ def _accumulate(cfg, acc, model, policy, reference, loader, loss_fn, state, prog
                 # the anchor's expression as it was before (g), so runs without the hold round alike
                 loss = loss + cfg.anchor_weight * 0.5 * cfg.beta * a.sum() / len(batch["caption"])
                 if n_hold:  # each clean prompt at its hold weight (1 unless anchor_clean_focus)
-                    w = torch.as_tensor(batch["hold_weight"])[clean_rows(batch)].to(c.device, c.dtype)
+                    w = to_device(torch.as_tensor(batch["hold_weight"])[clean_rows(batch)], c.device, c.dtype)
                     loss = loss + cfg.anchor_clean_weight * 0.5 * cfg.beta * (c * w).sum() / len(batch["caption"])
                 if n_u and cfg.anchor_uncond_weight > 0:
                     loss = loss + cfg.anchor_uncond_weight * 0.5 * cfg.beta * u.sum() / len(batch["caption"])
