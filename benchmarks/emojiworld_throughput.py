@@ -49,6 +49,7 @@ precision since 2026-12-05; "auto" is fp32 for EmojiWorld).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import time
 import warnings
@@ -179,6 +180,36 @@ def timed(fn, cfg, device: torch.device, profile: Path | None = None):
     return result, seconds
 
 
+@contextlib.contextmanager
+def matmul_tf32(on: bool):
+    """TF32 matmuls for the ``--dtypes tf32`` rows (process-wide: the sampler's, the judges' and the cost model's
+    alike; convolutions use TF32 already by torch's default), restored after."""
+    before = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = on or before
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before
+
+
+def row_dtype(d: str) -> str:
+    """The sampler's ``dtype`` of a ``--dtypes`` entry: ``tf32`` is fp32 weights with TF32 matmuls."""
+    return "fp32" if d == "tf32" else d
+
+
+def eigh_frechet(a, b, device=None) -> float:
+    """Today's Frechet algebra (the eval's until 2026-12-06): ``Tr((R S_b R)^(1/2))`` with ``R = S_a^(1/2)``, two
+    D x D eigendecompositions in numpy; the eval's now is ``scdpo.eval.frechet.frechet_distance``'s nuclear norm."""
+    import numpy as np
+
+    a, b = (np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x, dtype=np.float64) for x in (a, b))
+    ca, cb = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    w, v = np.linalg.eigh((ca + ca.T) / 2)
+    root = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    cross = np.sqrt(np.clip(np.linalg.eigvalsh(root @ cb @ root), 0, None)).sum()
+    return max(float(((a.mean(0) - b.mean(0)) ** 2).sum() + np.trace(ca) + np.trace(cb) - 2 * cross), 0.0)
+
+
 def eval_rows(device: torch.device, steps: int, limit: int | None, out: Path, profile: bool = False,
               dtypes: tuple[str, ...] = ()) -> list[dict]:
     """`scdpo eval` end to end, today's settings (the issue's yardstick, the eval before the twenty-fourth
@@ -187,7 +218,6 @@ def eval_rows(device: torch.device, steps: int, limit: int | None, out: Path, pr
     ``profile`` every row but today's runs under cProfile (its main thread): ``out/profile-ROW.txt`` lists the
     functions by cumulative and by own time (where the seconds beside sampling go). ``dtypes``: one more
     row each, the defaults with the overlap and `--dtype` of that precision."""
-    import contextlib
     import os
     import shutil
     from unittest import mock
@@ -198,9 +228,8 @@ def eval_rows(device: torch.device, steps: int, limit: int | None, out: Path, pr
     from scdpo.eval.run import run
     from scdpo.models.sampler_config import SamplerConfig
 
-    encode, distance = dataset.png_bytes_many, frechet.frechet_distance
+    encode = dataset.png_bytes_many
     one_thread = lambda images, threads=None: encode(images, 1)  # noqa: E731  (today: one image at a time)
-    on_cpu = lambda a, b, device=None: distance(a, b)  # noqa: E731  (today: the distance in numpy)
     rows, first = [], None
     today = SamplerConfig(steps=steps, batch_size=64, vae_batch_size=8, progress=False)
     defaults = SamplerConfig(steps=steps, progress=False)
@@ -212,13 +241,13 @@ def eval_rows(device: torch.device, steps: int, limit: int | None, out: Path, pr
                                         ("scdpo eval, defaults without overlap, cache empty", defaults, None, False),
                                         ("scdpo eval, defaults without overlap, cache read", defaults, None, False),
                                         ("scdpo eval, defaults with overlap, cache read", defaults, None, True),
-                                        *((f"scdpo eval, defaults with overlap, dtype {d}", replace(defaults, dtype=d),
-                                           None, True) for d in dtypes)]:
+                                        *((f"scdpo eval, defaults with overlap, dtype {d}",
+                                           replace(defaults, dtype=row_dtype(d)), None, True) for d in dtypes)]:
         cfg = EvalConfig(model="emojiworld", out=str(out / name.split(", ", 1)[1].replace(", ", "-").replace(" ", "-")),
                          limit=limit, device=str(device), sampler=sampler, overlap=overlap, frechet_cache=not png)
         with (mock.patch.object(dataset, "png_bytes_many", png) if png else contextlib.nullcontext(),
-              mock.patch.object(frechet, "frechet_distance", on_cpu) if png else contextlib.nullcontext(),
-              mock.patch.dict(os.environ, {"SCDPO_CACHE": str(cache)})):
+              mock.patch.object(frechet, "frechet_distance", eigh_frechet) if png else contextlib.nullcontext(),
+              mock.patch.dict(os.environ, {"SCDPO_CACHE": str(cache)}), matmul_tf32(name.endswith("dtype tf32"))):
             m, seconds = timed(run, cfg, device, out / f"profile-{Path(cfg.out).name}.txt" if profile and not png else None)
         n = sum(s["prompts"] for s in m["suites"].values())  # one image a prompt
         rates = {(k, key): s.get(key) for k, s in m["suites"].items() for key in ("harmful_rate", "alignment")}
@@ -238,7 +267,6 @@ def build_rows(device: torch.device, steps: int, n: int, cost_model: str, out: P
     and the defaults (on a GPU 256 prompts a chunk: 1,024 candidates a batch). Each row: wall time, candidate images/s, pairs, and the share of prompts whose choice
     (status, winner, loser) is the first row's; every row starts from an empty folder. ``dtypes``: one more
     row each, the defaults with `--dtype` of that precision. ``profile``: as for :func:`eval_rows`."""
-    import contextlib
     import shutil
     from unittest import mock
 
@@ -261,8 +289,8 @@ def build_rows(device: torch.device, steps: int, n: int, cost_model: str, out: P
         cfg = BuildConfig(model="emojiworld", cost_model=cost_model, reward="emojiworld", out=str(folder),
                           harmful="align-harmful", clean="align-clean", n_harmful=n, n_clean=n, candidates=4,
                           safe_prompt_winner=True, batch_size=batch, chunk_size=chunk, device=str(device),
-                          sampler=SamplerConfig(steps=steps, progress=False, dtype=dtype))
-        with mock.patch.object(dataset, "png_bytes_many", png) if png else contextlib.nullcontext():
+                          sampler=SamplerConfig(steps=steps, progress=False, dtype=row_dtype(dtype)))
+        with mock.patch.object(dataset, "png_bytes_many", png) if png else contextlib.nullcontext(), matmul_tf32(dtype == "tf32"):
             summary, seconds = timed(build, cfg, device, out / f"profile-{folder.name}.txt" if profile and not png else None)
         table = pd.read_parquet(folder / "choices.parquet")
         choices = table.set_index("prompt_id")[["status", "winner", "loser"]]
@@ -304,8 +332,9 @@ def main(argv=None) -> None:
     p.add_argument("--eval-limit", type=int, default=None, help="prompts a suite in --eval (default: all)")
     p.add_argument("--build", metavar="COST_DIR", help="also time the whole scdpo data build with this cost model "
                    "(today's settings, the defaults with --chunk-size 64, the defaults)")
-    p.add_argument("--dtypes", nargs="*", default=[], choices=("fp32", "bf16", "fp16"),
-                   help="with --eval / --build: one more row each, the defaults with `--dtype` of that precision")
+    p.add_argument("--dtypes", nargs="*", default=[], choices=("fp32", "bf16", "fp16", "tf32"),
+                   help="with --eval / --build: one more row each, the defaults with `--dtype` of that precision "
+                        "(tf32: fp32 with TF32 matmuls, process-wide)")
     p.add_argument("--build-prompts", type=int, default=500, help="harmful and clean prompts each in --build")
     p.add_argument("--out", required=True, help="folder for rows.jsonl and table.md")
     args = p.parse_args(argv)

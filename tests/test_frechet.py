@@ -13,6 +13,7 @@ from scdpo.cost.backbone import image_backbone
 from scdpo.eval.frechet import ENV_INCEPTION, frechet_distance, frechet_score, torchmetrics_fid
 from scdpo.world.render import render_scenes
 from scdpo.world.suites import suite_scenes
+from test_perf import load_script
 
 
 def reference_fd(a: np.ndarray, b: np.ndarray) -> float:
@@ -41,13 +42,19 @@ def test_singular_covariances_stay_real_and_finite():
     assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-8)
 
 
-def test_torch_algebra_on_a_device_agrees_with_numpy():
-    # the path a CUDA backbone takes (frechet_score), checked here on the CPU device
-    rng = np.random.default_rng(2)
-    for a, b in [(rng.normal(size=(200, 6)), rng.normal(size=(150, 6)) * 0.7 + 0.3),
-                 (rng.normal(size=(10, 40)), rng.normal(size=(12, 40)) + 1.0)]:  # full rank and singular
-        assert frechet_distance(a, b, device="cpu") == pytest.approx(frechet_distance(a, b), rel=1e-7)
-    assert frechet_distance(a, a, device="cpu") == pytest.approx(0.0, abs=1e-8)
+@pytest.mark.parametrize("n_a, n_b, d", [(200, 150, 6), (10, 12, 40), (60, 30, 40), (30, 90, 40), (300, 280, 128)])
+def test_nuclear_norm_form_matches_the_eigendecompositions(n_a, n_b, d):
+    # more samples than dimensions (QR'd), fewer (singular covariances), one of each, and about the
+    # eval's proportions (a few hundred images, D of the order of N)
+    rng = np.random.default_rng(n_a + d)
+    a = rng.normal(size=(n_a, d)) ** 2
+    b = rng.normal(size=(n_b, d)) @ rng.normal(size=(d, d)) * 0.3 + 0.5
+    # the eval's algebra before 2026-12-06, the throughput benchmark's yardstick
+    eigh_fd = load_script("emojiworld_throughput").eigh_frechet
+    assert frechet_distance(a, b) == pytest.approx(eigh_fd(a, b), rel=1e-7)
+    assert frechet_distance(a, b, device="cpu") == frechet_distance(a, b)
+    assert frechet_distance(a, b) == pytest.approx(frechet_distance(b, a), rel=1e-9)
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-8)
 
 
 def test_bad_shapes_are_refused():

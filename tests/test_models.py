@@ -193,6 +193,23 @@ def test_prompt_cache(models, name, monkeypatch):
             h.remove()
 
 
+def test_text_encoder_calls_take_the_devices_batch(models, monkeypatch):
+    m = models["minilm"]
+    prompts = [f"batch {i}" for i in range(7)]
+    m.clear_prompt_cache()
+    whole = m.encode_prompts(prompts).context
+    calls = []
+    hook = m.text_encoders[0].register_forward_hook(lambda mod, args, out: calls.append(args[0].shape[0]))
+    try:
+        m.clear_prompt_cache()
+        monkeypatch.setattr(m, "text_batch_size", {"cpu": 3, "cuda": 512}, raising=False)
+        torch.testing.assert_close(m.encode_prompts(prompts).context, whole)
+        assert calls == [3, 3, 1]
+    finally:
+        hook.remove()
+        m.clear_prompt_cache()
+
+
 @pytest.mark.parametrize("name", ["clip", "minilm"])
 def test_long_prompt_warns_once_and_truncates(models, name):
     m = models[name]
