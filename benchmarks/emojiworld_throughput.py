@@ -181,20 +181,14 @@ def timed(fn, cfg, device: torch.device, profile: Path | None = None):
 
 
 @contextlib.contextmanager
-def matmul_tf32(on: bool):
-    """TF32 matmuls for the ``--dtypes tf32`` rows (process-wide: the sampler's, the judges' and the cost model's
-    alike; convolutions use TF32 already by torch's default), restored after."""
+def tf32_restored():
+    """Each row's TF32 switch put back after it: ``--dtype tf32`` sets it for the process (SamplerConfig.dtype),
+    and the rows after must not inherit it."""
     before = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = on or before
     try:
         yield
     finally:
         torch.backends.cuda.matmul.allow_tf32 = before
-
-
-def row_dtype(d: str) -> str:
-    """The sampler's ``dtype`` of a ``--dtypes`` entry: ``tf32`` is fp32 weights with TF32 matmuls."""
-    return "fp32" if d == "tf32" else d
 
 
 def eigh_frechet(a, b, device=None) -> float:
@@ -203,7 +197,7 @@ def eigh_frechet(a, b, device=None) -> float:
     import numpy as np
 
     a, b = (np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x, dtype=np.float64) for x in (a, b))
-    ca, cb = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    ca, cb = (np.atleast_2d(np.cov(x, rowvar=False)) for x in (a, b))
     w, v = np.linalg.eigh((ca + ca.T) / 2)
     root = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
     cross = np.sqrt(np.clip(np.linalg.eigvalsh(root @ cb @ root), 0, None)).sum()
@@ -241,13 +235,13 @@ def eval_rows(device: torch.device, steps: int, limit: int | None, out: Path, pr
                                         ("scdpo eval, defaults without overlap, cache empty", defaults, None, False),
                                         ("scdpo eval, defaults without overlap, cache read", defaults, None, False),
                                         ("scdpo eval, defaults with overlap, cache read", defaults, None, True),
-                                        *((f"scdpo eval, defaults with overlap, dtype {d}",
-                                           replace(defaults, dtype=row_dtype(d)), None, True) for d in dtypes)]:
+                                        *((f"scdpo eval, defaults with overlap, dtype {d}", replace(defaults, dtype=d),
+                                           None, True) for d in dtypes)]:
         cfg = EvalConfig(model="emojiworld", out=str(out / name.split(", ", 1)[1].replace(", ", "-").replace(" ", "-")),
                          limit=limit, device=str(device), sampler=sampler, overlap=overlap, frechet_cache=not png)
         with (mock.patch.object(dataset, "png_bytes_many", png) if png else contextlib.nullcontext(),
               mock.patch.object(frechet, "frechet_distance", eigh_frechet) if png else contextlib.nullcontext(),
-              mock.patch.dict(os.environ, {"SCDPO_CACHE": str(cache)}), matmul_tf32(name.endswith("dtype tf32"))):
+              mock.patch.dict(os.environ, {"SCDPO_CACHE": str(cache)}), tf32_restored()):
             m, seconds = timed(run, cfg, device, out / f"profile-{Path(cfg.out).name}.txt" if profile and not png else None)
         n = sum(s["prompts"] for s in m["suites"].values())  # one image a prompt
         rates = {(k, key): s.get(key) for k, s in m["suites"].items() for key in ("harmful_rate", "alignment")}
@@ -289,8 +283,8 @@ def build_rows(device: torch.device, steps: int, n: int, cost_model: str, out: P
         cfg = BuildConfig(model="emojiworld", cost_model=cost_model, reward="emojiworld", out=str(folder),
                           harmful="align-harmful", clean="align-clean", n_harmful=n, n_clean=n, candidates=4,
                           safe_prompt_winner=True, batch_size=batch, chunk_size=chunk, device=str(device),
-                          sampler=SamplerConfig(steps=steps, progress=False, dtype=row_dtype(dtype)))
-        with mock.patch.object(dataset, "png_bytes_many", png) if png else contextlib.nullcontext(), matmul_tf32(dtype == "tf32"):
+                          sampler=SamplerConfig(steps=steps, progress=False, dtype=dtype))
+        with mock.patch.object(dataset, "png_bytes_many", png) if png else contextlib.nullcontext(), tf32_restored():
             summary, seconds = timed(build, cfg, device, out / f"profile-{folder.name}.txt" if profile and not png else None)
         table = pd.read_parquet(folder / "choices.parquet")
         choices = table.set_index("prompt_id")[["status", "winner", "loser"]]
@@ -334,7 +328,7 @@ def main(argv=None) -> None:
                    "(today's settings, the defaults with --chunk-size 64, the defaults)")
     p.add_argument("--dtypes", nargs="*", default=[], choices=("fp32", "bf16", "fp16", "tf32"),
                    help="with --eval / --build: one more row each, the defaults with `--dtype` of that precision "
-                        "(tf32: fp32 with TF32 matmuls, process-wide)")
+                        "(tf32: fp32 weights, TF32 matmuls)")
     p.add_argument("--build-prompts", type=int, default=500, help="harmful and clean prompts each in --build")
     p.add_argument("--out", required=True, help="folder for rows.jsonl and table.md")
     args = p.parse_args(argv)

@@ -73,6 +73,16 @@ def test_a_changed_photo_is_a_new_entry(tmp_path):
     assert reference_key(str(folder), 16, net) != before
 
 
+def test_tf32_matmuls_are_a_new_entry_and_leave_the_old_keys(tmp_path, monkeypatch):
+    import scdpo.eval.run as run
+
+    net = TinyBackbone()
+    plain = run.reference_key(str(tmp_path), 16, net)
+    assert "matmul" not in plain  # the keys written before TF32 existed stay valid
+    monkeypatch.setattr(run, "tf32_in_force", lambda device: True)  # `--dtype tf32` on a CUDA backbone
+    assert run.reference_key(str(tmp_path), 16, net) == {**plain, "matmul": "tf32"}
+
+
 def test_a_failed_computation_leaves_no_entry(tmp_path):
     def boom():
         raise RuntimeError("killed")

@@ -32,8 +32,47 @@ def test_auto_is_bf16_on_cuda_for_a_real_model_only(sd, monkeypatch):
         assert sampling_dtype(name, "emojiworld", "cpu") == name
 
 
+def test_tf32_is_fp32_with_tf32_matmuls_on_cuda_only(sd, monkeypatch, one_thread):
+    capability = {"cuda": (9, 0), "cuda:1": (7, 0)}  # an H100, and a V100 (no TF32)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d: capability[str(d)])
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert sampling_dtype("tf32", "emojiworld", "cuda") == "tf32"
+    assert sampling_dtype("tf32", sd, "cuda:1") == "fp32"
+    assert sampling_dtype("tf32", sd, "cpu") == "fp32"  # a CUDA mode: elsewhere the arithmetic is fp32's
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert sampling_dtype("tf32", sd, "cuda") == "fp32"
+    assert T2IModel.for_sampling(sd, SamplerConfig(dtype="tf32"), device="cpu").dtype_name == "fp32"
+    # where it resolves to tf32 (a CUDA GPU), the model loads in fp32 and turns torch's switch on; its
+    # name says what is in force on its device (a CUDA device stood in for by the CPU here)
+    monkeypatch.setattr("scdpo.models.t2i.sampling_dtype", lambda choice, model, device: "tf32")
+    monkeypatch.setattr("scdpo.models.speed.tf32_in_force", lambda device: torch.backends.cuda.matmul.allow_tf32)
+    before, torch.backends.cuda.matmul.allow_tf32 = torch.backends.cuda.matmul.allow_tf32, False
+    try:
+        model = T2IModel.for_sampling(sd, SamplerConfig(dtype="tf32"), device="cpu")
+        assert (model.unet.dtype, model.dtype_name, torch.backends.cuda.matmul.allow_tf32) == \
+            (torch.float32, "tf32", True)
+        assert with_sampling_dtype(SamplerConfig(), sd, "cpu", model).dtype == "tf32"  # what a build records
+        assert model.to(dtype=torch.bfloat16).dtype_name == "bf16"  # a cast says what it is
+        torch.backends.cuda.matmul.allow_tf32 = False
+        assert model.to(dtype=torch.float32).dtype_name == "fp32"  # the switch off: fp32 again
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before
+
+
+def test_tf32_in_force_needs_a_cuda_device():
+    from scdpo.models.speed import tf32_in_force
+
+    before, torch.backends.cuda.matmul.allow_tf32 = torch.backends.cuda.matmul.allow_tf32, True
+    try:
+        assert not tf32_in_force("cpu") and tf32_in_force("cuda")
+        torch.backends.cuda.matmul.allow_tf32 = False
+        assert not tf32_in_force("cuda")
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before
+
+
 def test_an_unknown_dtype_is_a_one_line_error():
-    with pytest.raises(ValueError, match=r"unknown --dtype 'fp64'; choose one of auto, fp32, bf16, fp16"):
+    with pytest.raises(ValueError, match=r"unknown --dtype 'fp64'; choose one of auto, fp32, tf32, bf16, fp16"):
         SamplerConfig(dtype="fp64")
 
 

@@ -329,6 +329,10 @@ def train(cfg: CostTrainConfig) -> dict:
         from scdpo.models.sampler_config import sampling_dtype
 
         cfg = replace(cfg, sample_dtype=sampling_dtype(cfg.sample_dtype, cfg.model, device))
+        if cfg.sample_dtype == "tf32":  # for the whole command, as the model's load would set it: a run that
+            from scdpo.models.speed import allow_tf32  # reads its pair images from the cache trains alike
+
+            allow_tf32()
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out)
     if cfg.prompt_pairs:  # a bad pair file fails before any model is loaded

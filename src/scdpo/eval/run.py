@@ -27,6 +27,7 @@ import torch
 # the config lives in a torch-free module, so that `scdpo --help` imports no torch
 from scdpo.eval.background import Background
 from scdpo.eval.config import DEFAULT_SUITES, EvalConfig  # noqa: F401
+from scdpo.models.speed import tf32_in_force
 from scdpo.prompts.matching import with_concepts
 from scdpo.utils.config import flat_asdict
 from scdpo.world.records import I2P_CATEGORIES, PromptRecord
@@ -247,7 +248,8 @@ def reference_key(source, size: int, backbone) -> dict:
             "fp": round(backbone.fingerprint(), 3),
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else device.type,
             "dtype": str(weights.dtype) if weights is not None else None, "torch": torch.__version__,
-            "code": _feature_code_digest(), "source": hashlib.sha1(json.dumps(what, sort_keys=True).encode()).hexdigest()}
+            "code": _feature_code_digest(), "source": hashlib.sha1(json.dumps(what, sort_keys=True).encode()).hexdigest(),
+            **({"matmul": "tf32"} if tf32_in_force(device) else {})}  # only then: the keys of before stay valid
 
 
 def frechet_cache_dir() -> Path:

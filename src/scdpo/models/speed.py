@@ -186,6 +186,19 @@ def conv_layout(device: str | torch.device) -> torch.memory_format:
     return torch.channels_last if torch.device(device).type == "cpu" else torch.contiguous_format
 
 
+def allow_tf32() -> None:
+    """TF32 matmuls on CUDA for the rest of the process: what ``SamplerConfig.dtype == "tf32"`` means. torch's
+    switch is process-wide (no per-module or per-thread one), so a command that samples in "tf32" runs all its
+    CUDA matmuls so, the judges' and cost model's too, whatever thread they run on: one setting for the whole
+    command keeps it deterministic."""
+    torch.backends.cuda.matmul.allow_tf32 = True
+
+
+def tf32_in_force(device: str | torch.device) -> bool:
+    """Whether fp32 matmuls on ``device`` run in TF32 now (a CUDA device with torch's switch on)."""
+    return torch.device(device).type == "cuda" and torch.backends.cuda.matmul.allow_tf32
+
+
 def to_device(x, device, dtype: torch.dtype | None = None) -> torch.Tensor:
     """``x`` (a tensor, array or list) as a tensor on ``device``, without making the host wait for the GPU.
 

@@ -27,6 +27,7 @@ from scdpo.models.families import FAMILIES, family_of_pipeline
 from scdpo.models.rows import pad_to, padded_rows
 from scdpo.models.registry import resolve_model_path
 from scdpo.models.sampler_config import sampling_dtype
+from scdpo.models import speed
 from scdpo.models.sampling import SamplerConfig, sample_images
 from scdpo.utils.logs import drop_records
 
@@ -58,9 +59,9 @@ class T2IModel:
     prompt_cache_size = 4096
     #: prompts a text-encoder call, by device type (others: "cpu"'s). On a GPU a small encoder's call is
     #: launch-bound: the EmojiWorld eval's 1,610 prompts took 27 calls of 64, 1.15 s of its 5.9 s under
-    #: cProfile on an H100 (thirty-sixth round); 512 makes them 4. 512 SD3 prompts through T5-XXL in bf16
-    #: take about 2.7 GB an FFN activation.
-    text_batch_size = {"cpu": 64, "cuda": 512}
+    #: cProfile on an H100 (thirty-sixth round); 256 makes them 7. SD3's T5-XXL holds about three
+    #: (256, 256, 10240) tensors in its gated FFN: about 4 GB in bf16 (a reviewer's count).
+    text_batch_size = {"cpu": 64, "cuda": 256}
 
     def __init__(self, pipeline, *, device=None, dtype: torch.dtype = torch.float32):
         adapter = family_of_pipeline(type(pipeline).__name__)
@@ -155,16 +156,22 @@ class T2IModel:
         43% of its effect so, about all of it fused first), and a ``force_upcast`` VAE, cast back to fp32
         by :meth:`to`, keeps its own weights rather than their bf16 rounding. The fp32 copy is made in host
         memory and cast there, so the GPU never holds more than the model in its sampling precision."""
-        dtype = TORCH_DTYPES[sampling_dtype((config or SamplerConfig()).dtype, str(path_or_name), device)]
+        name = sampling_dtype((config or SamplerConfig()).dtype, str(path_or_name), device)
+        dtype = TORCH_DTYPES["fp32" if name == "tf32" else name]
         model = cls.from_pretrained(path_or_name, device="cpu" if dtype != torch.float32 else device,
                                     dtype=torch.float32)
         if lora:
             model.load_lora(lora, lora_scale)
+        if name == "tf32":
+            speed.allow_tf32()
         return model.to(dtype=dtype).to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
     @property
     def dtype_name(self) -> str:
-        """The denoiser's precision as the commands name it: "fp32", "bf16" or "fp16"."""
+        """The denoiser's precision as the commands name it: "fp32", "tf32" (fp32 on a CUDA device while torch's
+        TF32 switch is on: what is in force, however it was set; :meth:`for_sampling`), "bf16" or "fp16"."""
+        if self.dtype == torch.float32 and speed.tf32_in_force(self.device):
+            return "tf32"
         names = {v: k for k, v in TORCH_DTYPES.items()}
         if self.dtype not in names:
             raise ValueError(f"the model is in {self.dtype}, which the commands do not sample in; "
