@@ -14,7 +14,7 @@ pipeline_report() {
         grep -hi "cuda.graphs" "$f" | head -3; done
     for f in "$dir"/lora-*/metrics.json; do
         [ -f "$f" ] && echo "${f%/metrics.json}: $(python3 -c 'import json, sys; m = json.load(open(sys.argv[1]))
-print({k: m[k] for k in ("steps", "loss", "cuda_graph_replays", "cuda_graphs_on") if k in m})' "$f")"; done
+print({k: m[k] for k in ("steps", "loss", "cuda_graph_replays", "cuda_graphs_on", "seconds") if k in m})' "$f")"; done
     grep -h FAILED "$log"
 }
 # time_pipeline: emojiworld_alignment.sh (cost data train eval compare) with its defaults in $R/align, timed from

@@ -136,7 +136,11 @@ def test_trainings_together_equal_the_same_trainings_alone(sd, tmp_path, monkeyp
         for key in ("loss", "margin", "lambda", "implicit_acc", "grad_norm", "pairs", "steps", "filtered"):
             if key in alone:
                 assert got[key] == pytest.approx(alone[key], rel=1e-5, abs=1e-7), (k, key)
-        assert json.loads((tmp_path / f"t{k}" / "metrics.json").read_text())["together"] == len(RUNS)
+        written = json.loads((tmp_path / f"t{k}" / "metrics.json").read_text())
+        assert written["together"] == len(RUNS)
+        # where the process's time went, the same for every run: each phase once, none negative
+        assert set(written["seconds"]) == {"setup", "first step", "steps", "checkpoints", "validation", "export"}
+        assert min(written["seconds"].values()) >= 0 and written["seconds"] == got["seconds"]
         assert (tmp_path / f"t{k}" / "samples" / "final.png").is_file()
     assert any(v.abs().max() > 0 for k, v in load_file(str(tmp_path / "t0" / LORA)).items() if ".up." in k)
     from diffusers import StableDiffusionPipeline

@@ -269,6 +269,7 @@ def test_lora_run_loads_in_plain_diffusers(pipes, pairs_file, tmp_path, family):
                                 lr=1e-2, lora_rank=4, lora_alpha=8, merge=family == "sd", mixed_precision=precision,
                                 **FAST))
     assert metrics["steps"] == 1 and np.isfinite(metrics["loss"]) and (out / "samples" / "final.png").is_file()
+    assert set(metrics["seconds"]) == {"setup", "first step", "steps", "checkpoints", "validation", "export"}
     assert list((out / "logs").rglob("events.out.tfevents*"))  # TensorBoard
     policy = lora_model(pipes[family])  # rebuilt from the last checkpoint's adapter
     tm.load_lora_state_dict(policy.unet, load_file(str(out / "checkpoints" / "step-1" / "lora.safetensors")))

@@ -297,7 +297,9 @@ def _train_runs(cfgs: list[TrainConfig], runs: list[_Run]) -> list[dict]:
     from scdpo.train.trainer import TrainingDiverged, _lr, check_timesteps, pack_stats, unpack_stats
     from scdpo.train.validate import Validator, validation_records
     from scdpo.utils.checkpoints import resolve_mixed_precision
+    from scdpo.utils.phases import Phases
 
+    phases = Phases()  # each run's metrics.json: where the wall time went ("seconds")
     base = cfgs[0]
     device = torch.device(base.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     mp = resolve_mixed_precision(base.mixed_precision)
@@ -356,6 +358,8 @@ def _train_runs(cfgs: list[TrainConfig], runs: list[_Run]) -> list[dict]:
     log.info("%d runs together, %d data stream(s); batch %d x %d accumulation", len(runs), len(streams),
              base.batch_size, base.grad_accum)
     bar = tqdm(total=base.max_steps, initial=prog.step, desc=f"train {len(runs)} together")
+    phases.mark("setup")
+    first = prog.step + 1  # its step records the CUDA graphs and picks cuDNN's algorithms
     while prog.step < base.max_steps:
         micro_stats = [[] for _ in runs]
         for _ in range(base.grad_accum):
@@ -438,17 +442,24 @@ def _train_runs(cfgs: list[TrainConfig], runs: list[_Run]) -> list[dict]:
         opt.zero_grad(set_to_none=True)
         if prog.step % base.log_every == 0 or prog.step == 1:
             bar.set_postfix({Path(r.cfg.out).name: f"{r.scalars.get('loss', math.nan):.4g}" for r in runs[:4]})
+        if prog.step == first:
+            phases.mark("first step")
         if prog.step % base.checkpoint_every == 0:
-            _save_all(runs, unet, opt, prog)
+            with phases("checkpoints"):
+                _save_all(runs, unet, opt, prog)
         if base.validate_every and prog.step % base.validate_every == 0 and prog.step < base.max_steps:
-            for run in runs:
-                for key, value in validate(run, f"step-{prog.step:07d}").items():
-                    run.writer.add_scalar(f"val/{key}", value, prog.step)
+            with phases("validation"):
+                for run in runs:
+                    for key, value in validate(run, f"step-{prog.step:07d}").items():
+                        run.writer.add_scalar(f"val/{key}", value, prog.step)
     bar.close()
-    _save_all(runs, unet, opt, prog)
+    phases.mark("steps")
+    with phases("checkpoints"):
+        _save_all(runs, unet, opt, prog)
+    with phases("validation"):
+        vals = [validate(run, "final") for run in runs]
     results = []
-    for run in runs:
-        val = validate(run, "final")
+    for run, val in zip(runs, vals):
         pairs = streams[run.stream].pairs
         results.append({"steps": prog.step, "pairs": len(pairs), "ties_dropped": pairs.ties,
                         "filtered": pairs.filtered, "nonfinite_total": run.nonfinite_total, "lambda": run.state.lam,
@@ -457,12 +468,13 @@ def _train_runs(cfgs: list[TrainConfig], runs: list[_Run]) -> list[dict]:
             results[-1].update(cuda_graph_replays=train_predict.replays, cuda_graphs_on=train_predict.enabled)
         for key, value in val.items():
             run.writer.add_scalar(f"val/{key}", value, prog.step)
-    _export(runs, unet, model, results)
+    _export(runs, unet, model, results, phases)
     return results
 
 
-def _export(runs: list[_Run], unet, model, results: list[dict]) -> None:
-    """Each run's LoRA through peft and diffusers (and with ``merge`` its pipeline), then its metrics."""
+def _export(runs: list[_Run], unet, model, results: list[dict], phases) -> None:
+    """Each run's LoRA through peft and diffusers (and with ``merge`` its pipeline), then its metrics, with the
+    phases' seconds of the whole process (``phases``: :class:`scdpo.utils.phases.Phases`) under "seconds"."""
     from scdpo.train import model as tm
 
     states = [{k: v.float().cpu() for k, v in stacked.run_state(unet, r.index).items()} for r in runs]
@@ -470,7 +482,10 @@ def _export(runs: list[_Run], unet, model, results: list[dict]) -> None:
     cfg = runs[0].cfg
     stacked.save_run(unet, states, [r.cfg.out for r in runs], cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets,
                      model.family)
-    for run, metrics in zip(runs, results):
+    for run in runs:
         if run.cfg.merge:
             tm.export_pipeline(run.cfg.model, Path(run.cfg.out) / "pipeline", lora_dir=run.cfg.out, device=model.device)
+    phases.mark("export")
+    for run, metrics in zip(runs, results):
+        metrics["seconds"] = phases.rounded()
         atomic_write_text(Path(run.cfg.out) / "metrics.json", json.dumps(metrics, indent=1))

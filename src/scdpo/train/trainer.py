@@ -311,7 +311,9 @@ def _train(cfg: TrainConfig, out: Path) -> dict:
     from accelerate.utils import DistributedType
 
     from scdpo.train.validate import Validator, validation_records
+    from scdpo.utils.phases import Phases
 
+    phases = Phases()  # metrics.json's "seconds": where the wall time went
     out.mkdir(parents=True, exist_ok=True)
     acc = _accelerator(cfg, out)
     torch.manual_seed(cfg.seed)  # LoRA init
@@ -393,6 +395,8 @@ def _train(cfg: TrainConfig, out: Path) -> dict:
                  len(pairs), pairs.ties, pairs.filtered, global_batch, cfg.grad_accum)
     bar = tqdm(total=cfg.max_steps, initial=prog.step, desc=f"train {cfg.loss}", disable=not acc.is_main_process)
     scalars: dict[str, float] = {}
+    phases.mark("setup")
+    first = prog.step + 1  # its step records the CUDA graphs or compiles, and picks cuDNN's algorithms
     while prog.step < cfg.max_steps:
         if bank is not None and prog.step % cfg.anchor_refresh == 0:
             bank.refresh(model, policy, prog.step, acc.process_index, predict)
@@ -412,6 +416,8 @@ def _train(cfg: TrainConfig, out: Path) -> dict:
         opt.zero_grad(set_to_none=True)
         prog.step += 1
         bar.update(1)
+        if prog.step == first:
+            phases.mark("first step")
         if finite:
             prog.nonfinite_in_row = 0
             update_state(state, step_stats, cfg)
@@ -444,15 +450,20 @@ def _train(cfg: TrainConfig, out: Path) -> dict:
                              "margin": f"{scalars['margin']:.3g}", "lambda": f"{state.lam:.3g}"})
         if prog.step % cfg.checkpoint_every == 0:
             _require_finite(acc, params, prog, out)
-            save_checkpoint(acc, out, prog, state, meta, cfg.keep_checkpoints)
+            with phases("checkpoints"):
+                save_checkpoint(acc, out, prog, state, meta, cfg.keep_checkpoints)
         if cfg.validate_every and prog.step % cfg.validate_every == 0 and prog.step < cfg.max_steps:
-            numbers = validate(f"step-{prog.step:07d}")
+            with phases("validation"):
+                numbers = validate(f"step-{prog.step:07d}")
             if numbers:
                 acc.log({f"val/{k}": v for k, v in numbers.items()}, step=prog.step)
     bar.close()
+    phases.mark("steps")
     _require_finite(acc, params, prog, out)
-    save_checkpoint(acc, out, prog, state, meta, cfg.keep_checkpoints)
-    val = validate("final")
+    with phases("checkpoints"):
+        save_checkpoint(acc, out, prog, state, meta, cfg.keep_checkpoints)
+    with phases("validation"):
+        val = validate("final")
     metrics = {"steps": prog.step, "pairs": len(pairs), "ties_dropped": pairs.ties, "filtered": pairs.filtered,
                "nonfinite_total": prog.nonfinite_total, "lambda": state.lam,
                **scalars, **{f"val_{k}": v for k, v in val.items()}}
@@ -463,6 +474,8 @@ def _train(cfg: TrainConfig, out: Path) -> dict:
     if master is not None:  # export the fp32 master weights, not their bf16 rounding
         unet.to(torch.float32).load_state_dict(master.state_dict(), strict=False)
     _export(cfg, acc, model, policy, unet, out)
+    phases.mark("export")
+    metrics["seconds"] = phases.rounded()
     if acc.is_main_process:
         atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=1))
     acc.end_training()
