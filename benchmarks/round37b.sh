@@ -17,7 +17,7 @@ for which in before now; do
     else PP=${PYTHONPATH:-}; fi
     { echo "python3 benchmarks/emojiworld_throughput.py $TP --rows today --eval ($which; $(gpu_name))"
       PYTHONPATH=$PP python3 "$B/emojiworld_throughput.py" $TP --rows today --eval --out "$R/tp-$which" 2>&1 \
-          | grep -vE "it/s\]" | grep -E "^\| scdpo eval|^\| whole" ; } > "$OUT/eval-$which.txt"
+          | grep -vE "it/s\]" | grep -E "^\| [s]cdpo eval|^\| whole" ; } > "$OUT/eval-$which.txt"
     cat "$OUT/eval-$which.txt"
 done
 echo "[$(date +%T)] done"
