@@ -112,3 +112,10 @@ def test_torchmetrics_fid_runs_when_available():
     x = render_scenes(suite_scenes("eval-clean", 8, 0), 64)
     r = torchmetrics_fid(x, x)
     assert r["fid"] == pytest.approx(0.0, abs=1e-2) and r["n_a"] == 8
+
+
+def test_the_speed_benchmarks_exact_reference_agrees_to_float64():
+    # benchmarks/frechet_speed.py's 40-digit reference, on a small pair of sets with fewer samples than D
+    bench = load_script("frechet_speed")
+    a, b = bench.features(6, 8, 0, 0.3), bench.features(5, 8, 1, 0.35)
+    assert frechet_distance(a, b) == pytest.approx(bench.exact_fd(a, b), rel=1e-12)

@@ -39,10 +39,11 @@ def frechet_distance(feats_a, feats_b, device: str | torch.device | None = None)
     SVD is of a matrix at most (min(N_a, D), min(N_b, D)). No D x D square root is formed: the result
     is real by construction (no complex parts to discard, unlike ``scipy.linalg.sqrtm`` of a
     non-symmetric product), stable when the covariances are singular (N < D), and at the eval's
-    sizes (about 400 images a suite, D = 1280) 34x faster on one CPU thread than the two
-    1280 x 1280 eigendecompositions it replaced (0.016 against 0.544 s; docs/evaluation.md). Those
-    agree with it to about 3e-8 relative, their own error: against a 40-digit reference (30 and 25
-    samples, D = 300) this algebra was 3e-16 off and theirs 3e-8 (a reviewer's mpmath check).
+    sizes (about 400 images a suite, D = 1280) 30x faster on one CPU thread than the two
+    1280 x 1280 eigendecompositions it replaced (0.018 against 0.525 s; as fast, 0.9x, when both sets
+    have more samples than dimensions). Those agree with it to about 3e-8 relative, their own error:
+    against a 40-digit reference (30 and 25 samples, D = 300) this algebra was exact to float64 and
+    theirs 2.8e-8 off (benchmarks/frechet_speed.py; docs/evaluation.md).
 
     ``device``: where the float64 algebra runs (default: the CPU); :func:`frechet_score` passes a
     CUDA backbone's device, where a large reference's QR is faster.

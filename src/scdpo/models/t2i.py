@@ -22,12 +22,12 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError
 
+from scdpo.models import speed
 from scdpo.models.conditioning import Conditioning
 from scdpo.models.families import FAMILIES, family_of_pipeline
 from scdpo.models.rows import pad_to, padded_rows
 from scdpo.models.registry import resolve_model_path
 from scdpo.models.sampler_config import sampling_dtype
-from scdpo.models import speed
 from scdpo.models.sampling import SamplerConfig, sample_images
 from scdpo.utils.logs import drop_records
 
