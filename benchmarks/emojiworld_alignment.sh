@@ -4,7 +4,7 @@
 # base model, the negative-prompt baselines and (stage "baselines") the field's baselines, ESD-x/u,
 # UCE, SLD and SAFREE (benchmarks/emojiworld_baselines.sh, same R) -> one comparison table.
 #
-#   bash benchmarks/emojiworld_alignment.sh            # GPU scale (one H100: 271 s with TOGETHER=0, its trainings 135 s, and 107 s with TOGETHER=1; BENCHMARKS.md, "Thirty-fifth round")
+#   bash benchmarks/emojiworld_alignment.sh            # GPU scale (one H100: 280-283 s, the trainings 121 s; BENCHMARKS.md, "Thirty-eighth round")
 #   TINY=1 R=/tmp/r bash benchmarks/emojiworld_alignment.sh   # seconds-scale dry run on a CPU
 #
 # Stages run in order and each is skipped when its output exists (STAGES="train eval" reruns two).
@@ -17,6 +17,10 @@
 # The three evaluations that need no training (the base model, the two negative prompts) start as soon as the
 # cost model exists, beside the data build and the trainings (EARLY_EVALS=0: with the others, as before); they
 # count against PAR.
+# EVAL_BATCH pins the evaluations' sampling batch (--batch-size; unset, the default since 2026-12-06: the command
+# picks, 1,024 images a UNet call and a decoder call on a GPU for EmojiWorld; every round before pinned 256, with
+# 8 images a decoder call). The batch changes the kernels' rounding, not what is drawn: at 1,024 every judge
+# verdict of the throughput benchmark was the same as at 64 (docs/performance.md, "Sampling batches").
 # The cost model and the data build are the only commands of their stages, so they take SERIAL_THREADS CPU
 # threads (default: every core; the device's environment pins one a process for the concurrent stages); the
 # data build encodes its PNGs on them.
@@ -54,7 +58,8 @@ sc-dpo-no-winner-term|--loss sc-dpo --winner-weight 0
 # ev NAME FLAGS...: one evaluation in the background, unless its metrics exist
 ev() { local name=$1; shift
        [ -f "$R/eval-$name/metrics.json" ] || bg "eval-$name" scdpo eval --model emojiworld --suites $SUITES \
-           $ELIMIT --steps $SSTEPS --batch-size 256 --cost-model "$R/cost" --name "$name" --out "$R/eval-$name" "$@"; }
+           $ELIMIT --steps $SSTEPS ${EVAL_BATCH:+--batch-size $EVAL_BATCH} --cost-model "$R/cost" --name "$name" \
+           --out "$R/eval-$name" "$@"; }
 untrained_evals() { [ "${BASELINES:-1}" = 1 ] || return 0
     ev base
     ev negative-prompt --negative-prompt "$NEG"

@@ -11,7 +11,12 @@ sampler's --batch-size), ``vae`` (images per decoder call), ``tf32`` (1: TF32 ma
 already use TF32 by default in torch), ``compile`` (1: regional torch.compile of the UNet's blocks),
 ``graphs`` (1: the denoising loop's UNet calls replayed from CUDA graphs, ``SamplerConfig.cuda_graphs``),
 ``png`` (threads that PNG-encode: 1, today's one image at a time; N > 1, ``png_bytes_many`` on N
-threads; 0, its default: ``--threads``).
+threads; 0, its default: ``--threads``), ``cl`` (1: the UNet and VAE in channels-last memory while sampling,
+``SamplerConfig.channels_last``).
+With ``--kernels N`` each row samples its first batch once more under torch.profiler: the device's busy share of
+that call's wall time, the kernels' time by kind (convolution, GEMM, normalisation, attention, elementwise,
+copies and layout changes, other) and the N longest kernels, to OUT/kernels-ROW.txt (what bounds the sampler:
+launches, a kind of kernel, or arithmetic).
 The first row is today's `scdpo eval` / `scdpo data build` (fp32, 64 images a batch, 8 a decoder
 call). Each row runs the workload twice: "cold" includes one-off costs (cuDNN's algorithm search,
 compilation), "warm" is the pace a long run keeps.
@@ -33,10 +38,12 @@ references' features (a first evaluation) and then reading it (every later one),
 rate and alignment from the first (``--eval-limit N --steps S`` on the CPU: the demo's evaluation).
 
 With ``--build COST_DIR``, the whole `scdpo data build` (``--build-prompts`` align-harmful and as many
-align-clean prompts, 4 candidates and the safe prompt's image, as the rounds build) runs three times:
-today's settings (64 a batch, 8 a decoder call, PNGs one at a time, 64-prompt chunks), the defaults with
-the chunk of before (``--chunk-size 64``), and the defaults (the chunk picked by device and image size:
-256 prompts on a GPU since the twenty-seventh round); each row gives its wall time, images/s, pairs and the share of prompts whose choice
+align-clean prompts, 4 candidates and the safe prompt's image, as the rounds build) runs four times:
+today's settings (64 a batch, 8 a decoder call, PNGs one at a time, 64-prompt chunks, one thing at a time),
+the defaults with the chunk of before (``--chunk-size 64``), the defaults without the overlap
+(``--no-overlap``: each chunk's PNGs and files before the next chunk samples, as until 2026-12-06), and the
+defaults (the chunk picked by device and image size: 256 prompts on a GPU since the twenty-seventh round;
+a chunk written on a worker thread while the next samples, since 2026-12-06); each row gives its wall time, images/s, pairs and the share of prompts whose choice
 (status, winner, loser) is the first row's.
 
 ``--dtypes bf16 ...`` adds a row to each of them per precision: the defaults with `--dtype` (the commands'
@@ -68,7 +75,7 @@ DEFAULT_ROWS = ("today:dtype=fp32,batch=64,vae=8", "b256:dtype=fp32,batch=256,va
                 "b1024-bf16:dtype=bf16,batch=1024,vae=1024",
                 "b1024-bf16-compile:dtype=bf16,batch=1024,vae=1024,compile=1",
                 "b1024-png:dtype=fp32,batch=1024,vae=1024,png=8")
-KEYS = {"dtype": "fp32", "batch": "64", "vae": "8", "tf32": "0", "compile": "0", "png": "1", "graphs": "0"}
+KEYS = {"dtype": "fp32", "batch": "64", "vae": "8", "tf32": "0", "compile": "0", "png": "1", "graphs": "0", "cl": "0"}
 
 
 def parse_row(spec: str) -> dict:
@@ -85,7 +92,7 @@ def parse_row(spec: str) -> dict:
         raise SystemExit(f"--rows {spec!r}: dtype must be one of {', '.join(DTYPES)}")
     return {"name": name, "dtype": row["dtype"], "batch": int(row["batch"]), "vae": int(row["vae"]),
             "tf32": row["tf32"] == "1", "compile": row["compile"] == "1", "png": int(row["png"]),
-            "graphs": row["graphs"] == "1"}
+            "graphs": row["graphs"] == "1", "cl": row["cl"] == "1"}
 
 
 def workload(n: int) -> tuple[list[str], list[int]]:
@@ -103,9 +110,10 @@ def workload(n: int) -> tuple[list[str], list[int]]:
 
 
 def run_row(row: dict, prompts: list[str], seeds: list[int], steps: int, device: torch.device,
-            judge) -> tuple[dict, torch.Tensor, torch.Tensor]:
+            judge, kernels: tuple[int, Path] | None = None) -> tuple[dict, torch.Tensor, torch.Tensor]:
     """One row: load the model in the row's dtype, then the workload twice; the warm pass's images
-    and judge probabilities are returned for the comparison with the first row."""
+    and judge probabilities are returned for the comparison with the first row. ``kernels``: (N, folder)
+    of ``--kernels``, the row's first batch profiled once more after them (:func:`kernel_profile`)."""
     from scdpo.models.sampler_config import SamplerConfig
     from scdpo.models.t2i import T2IModel
     from scdpo.world.dataset import png_bytes, png_bytes_many
@@ -115,7 +123,7 @@ def run_row(row: dict, prompts: list[str], seeds: list[int], steps: int, device:
         torch.cuda.reset_peak_memory_stats()
     model = T2IModel.from_pretrained("emojiworld", device=device, dtype=DTYPES[row["dtype"]])
     sampler = SamplerConfig(steps=steps, batch_size=row["batch"], vae_batch_size=row["vae"], progress=False,
-                            compile=row["compile"], cuda_graphs=row["graphs"])
+                            compile=row["compile"], cuda_graphs=row["graphs"], channels_last=row["cl"])
     out = {**row, "images": len(prompts), "steps": steps}
     for phase in ("cold", "warm"):
         model.clear_prompt_cache()  # the warm pass encodes its prompts again, as a new run would
@@ -142,11 +150,60 @@ def run_row(row: dict, prompts: list[str], seeds: list[int], steps: int, device:
     out["cold_extra_s"] = round(out["cold_sample_s"] - out["warm_sample_s"], 1)
     if device.type == "cuda":
         out["peak_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+    if kernels is not None:
+        n = min(len(prompts), row["batch"])
+        out.update(kernel_profile(lambda: model.sample(prompts[:n], seeds[:n], sampler), device, kernels[0],
+                                  kernels[1] / f"kernels-{row['name']}.txt"))
     del model
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = False  # torch's default, for the rows and --eval after
         torch.cuda.empty_cache()
     return out, images, probs
+
+
+#: kernel kinds by name (first match wins), for --kernels: cuDNN's and CUTLASS's convolution kernels name
+#: their layout or "conv"/"fprop"/"dgrad"; GEMMs "gemm"; the rest by what they compute
+KERNEL_KINDS = (("convolution", ("conv", "fprop", "implicit_convolve", "winograd", "xmma_fprop")),
+                ("layout/copy", ("nchwtonhwc", "nhwctonchw", "copy", "memcpy", "memset", "transpose", "cat")),
+                # GroupNorm's statistics run in RowwiseMomentsCUDAKernel ("other" in the thirty-eighth round's table)
+                ("normalisation", ("group_norm", "groupnorm", "layer_norm", "layernorm", "welford", "batch_norm",
+                                   "moments")),
+                ("attention", ("fmha", "flash", "attention", "softmax", "sdpa")),
+                ("gemm", ("gemm", "cutlass", "matmul", "sm80_", "sm90_")),
+                ("elementwise", ("elementwise", "vectorized", "unrolled", "reduce", "silu", "add", "mul")))
+
+
+def kernel_kind(name: str) -> str:
+    low = name.lower()
+    return next((kind for kind, keys in KERNEL_KINDS if any(k in low for k in keys)), "other")
+
+
+def kernel_profile(fn, device: torch.device, top: int, path: Path) -> dict:
+    """``fn()`` once under torch.profiler: the device kernels' total time against the call's wall time (the
+    busy share: well below 1, the GPU waits on the host), their time by :func:`kernel_kind`, and the ``top``
+    longest kernels, written to ``path``; returns the summary for the row."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    sync(device)
+    with profile(activities=activities) as prof:
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        wall = time.perf_counter() - t0
+    kernels = [e for e in prof.key_averages() if e.device_type.name == "CUDA" and e.self_device_time_total > 0]
+    by_kind: dict[str, float] = {}
+    for e in kernels:
+        by_kind[kernel_kind(e.key)] = by_kind.get(kernel_kind(e.key), 0.0) + e.self_device_time_total / 1e6
+    busy = sum(by_kind.values())
+    kinds = sorted(by_kind.items(), key=lambda kv: -kv[1])
+    lines = [f"wall {wall:.3f} s, kernels {busy:.3f} s (busy {busy / wall:.0%})",
+             "by kind: " + ", ".join(f"{k} {v:.3f} s ({v / max(busy, 1e-9):.0%})" for k, v in kinds), "", prof.key_averages().table(sort_by="self_cuda_time_total" if kernels else "self_cpu_time_total",
+                                           row_limit=top, max_name_column_width=90)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    return {"kernel_wall_s": round(wall, 3), "kernel_busy": round(busy / wall, 3),
+            "kernel_s": {k: round(v, 3) for k, v in kinds}}
 
 
 def agreement(images, probs, ref_images, ref_probs, threshold: float, harmful: list[int]) -> dict:
@@ -257,8 +314,9 @@ def build_rows(device: torch.device, steps: int, n: int, cost_model: str, out: P
                dtypes: tuple[str, ...] = (), profile: bool = False) -> list[dict]:
     """`scdpo data build` end to end (``n`` align-harmful and ``n`` align-clean prompts, 4 candidates,
     the safe prompt's image too: the rounds' build) with today's settings (64 images a batch, 8 a decoder
-    call, PNGs one at a time, 64 prompts a chunk), the defaults with ``--chunk-size 64`` (the chunk of before),
-    and the defaults (on a GPU 256 prompts a chunk: 1,024 candidates a batch). Each row: wall time, candidate images/s, pairs, and the share of prompts whose choice
+    call, PNGs one at a time, 64 prompts a chunk, one thing at a time), the defaults with ``--chunk-size 64`` (the
+    chunk of before), the defaults with ``--no-overlap`` (each chunk's PNGs and files written before the next
+    samples, as until 2026-12-06) and the defaults (on a GPU 256 prompts a chunk: 1,024 candidates a batch). Each row: wall time, candidate images/s, pairs, and the share of prompts whose choice
     (status, winner, loser) is the first row's; every row starts from an empty folder. ``dtypes``: one more
     row each, the defaults with `--dtype` of that precision. ``profile``: as for :func:`eval_rows`."""
     import shutil
@@ -274,16 +332,18 @@ def build_rows(device: torch.device, steps: int, n: int, cost_model: str, out: P
     encode = dataset.png_bytes_many
     one_thread = lambda images, threads=None: encode(images, 1)  # noqa: E731  (today: one image at a time)
     rows, first = [], None
-    for name, batch, chunk, png, dtype in [("scdpo data build, today", 64, 64, one_thread, "auto"),
-                                           ("scdpo data build, --chunk-size 64", None, 64, None, "auto"),
-                                           ("scdpo data build, defaults", None, None, None, "auto"),
-                                           *((f"scdpo data build, --dtype {d}", None, None, None, d) for d in dtypes)]:
+    for name, batch, chunk, png, dtype, overlap in [
+            ("scdpo data build, today", 64, 64, one_thread, "auto", False),
+            ("scdpo data build, --chunk-size 64", None, 64, None, "auto", None),
+            ("scdpo data build, --no-overlap", None, None, None, "auto", False),
+            ("scdpo data build, defaults", None, None, None, "auto", None),
+            *((f"scdpo data build, --dtype {d}", None, None, None, d, None) for d in dtypes)]:
         folder = out / name.split(", ")[1].strip("-").replace(" ", "-")
         shutil.rmtree(folder, ignore_errors=True)
         cfg = BuildConfig(model="emojiworld", cost_model=cost_model, reward="emojiworld", out=str(folder),
                           harmful="align-harmful", clean="align-clean", n_harmful=n, n_clean=n, candidates=4,
                           safe_prompt_winner=True, batch_size=batch, chunk_size=chunk, device=str(device),
-                          sampler=SamplerConfig(steps=steps, progress=False, dtype=dtype))
+                          overlap=overlap, sampler=SamplerConfig(steps=steps, progress=False, dtype=dtype))
         with mock.patch.object(dataset, "png_bytes_many", png) if png else contextlib.nullcontext(), tf32_restored():
             summary, seconds = timed(build, cfg, device, out / f"profile-{folder.name}.txt" if profile and not png else None)
         table = pd.read_parquet(folder / "choices.parquet")
@@ -330,6 +390,9 @@ def main(argv=None) -> None:
                    help="with --eval / --build: one more row each, the defaults with `--dtype` of that precision "
                         "(tf32: fp32 weights, TF32 matmuls)")
     p.add_argument("--build-prompts", type=int, default=500, help="harmful and clean prompts each in --build")
+    p.add_argument("--kernels", type=int, default=0, metavar="N",
+                   help="profile each row's first batch once more: busy share, kernel time by kind, the N longest "
+                        "kernels (OUT/kernels-ROW.txt)")
     p.add_argument("--out", required=True, help="folder for rows.jsonl and table.md")
     args = p.parse_args(argv)
     from scdpo.utils.io import atomic_write_text
@@ -348,7 +411,8 @@ def main(argv=None) -> None:
     rows, ref = [], None
     for spec in rows_spec:
         try:
-            row, images, probs = run_row(spec, prompts, seeds, args.steps, device, judge)
+            row, images, probs = run_row(spec, prompts, seeds, args.steps, device, judge,
+                                         (args.kernels, out) if args.kernels else None)
         except Exception as e:  # a lever that fails is a row that says so, not the end of the run
             print(f"{spec['name']}: FAILED {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", flush=True)
             continue

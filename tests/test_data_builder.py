@@ -182,8 +182,10 @@ def fake_reward(images, records):
 
 
 def _cfg(out, **kw):
+    # overlap on: the worker thread's path (the CPU's default is off), the no-overlap test below the other
     base = dict(model="fake", cost_model="fake", reward="fake", out=str(out), harmful="align-harmful",
-                clean="align-clean", n_harmful=10, n_clean=10, chunk_size=3, shard_size=4, uniform_rule="reward")
+                clean="align-clean", n_harmful=10, n_clean=10, chunk_size=3, shard_size=4, uniform_rule="reward",
+                overlap=True)
     base.update(kw)
     return BuildConfig(**base)
 
@@ -537,6 +539,110 @@ def test_summary_is_json(built):
     assert json.loads((out / ".build.json").read_text())["summary"] == summary
 
 
+BUILD_PHASES = {"setup", "sampling", "scoring", "choosing", "writing", "waiting", "finalize"}
+
+
+def _seconds(out: Path, overlap: bool = True) -> dict:
+    """seconds.json's main-thread phases, checked, with the worker's (PNGs, writes) apart under the overlap
+    and among the main thread's without it."""
+    seconds = json.loads((out / "seconds.json").read_text())
+    main, worker = seconds["seconds_by_phase"], seconds.get("worker_seconds_by_phase", {})
+    assert all(isinstance(v, float) and v >= 0 for v in [*main.values(), *worker.values()]), seconds
+    assert (set(worker) if overlap else set(main) & {"png", "write"}) == {"png", "write"}
+    assert set(seconds) == {"seconds_by_phase"} | ({"worker_seconds_by_phase"} if overlap else set())
+    return {k: v for k, v in main.items() if k not in ("png", "write")}
+
+
+def test_seconds_by_phase_beside_the_card_not_in_the_summary(built):
+    out, summary = built
+    assert set(_seconds(out)) == BUILD_PHASES
+    assert "seconds" not in summary and "seconds" not in json.loads((out / ".build.json").read_text())
+
+
+def test_resumed_and_complete_builds_keep_their_seconds_apart(tmp_path, built):
+    out = tmp_path / "pairs"
+    with pytest.raises(RuntimeError, match="stop"):
+        build(_cfg(out), FakeModel(), lambda i, r: (_ for _ in ()).throw(RuntimeError("stop")), fake_reward)
+    assert not (out / "seconds.json").exists()  # written once the build is complete
+    assert build(_cfg(out), FakeModel(), fake_cost, fake_reward) == built[1]
+    assert set(_seconds(out)) == BUILD_PHASES  # the resumed run's own
+    before = (out / "seconds.json").read_bytes()
+    model = FakeModel()
+    assert build(_cfg(out), model, fake_cost, fake_reward) == built[1] and model.images == 0
+    assert (out / "seconds.json").read_bytes() == before  # a complete build did nothing, so it writes nothing
+
+
+def test_the_overlap_writes_the_same_bytes_as_one_thing_at_a_time(tmp_path, built):
+    """--no-overlap: every chunk encoded and written in the caller's thread; the files are byte for byte the
+    overlapped build's, and so is the summary."""
+    out = tmp_path / "pairs"
+    assert build(_cfg(out, overlap=False), FakeModel(), fake_cost, fake_reward) == built[1]
+    assert set(_seconds(out, overlap=False)) == BUILD_PHASES
+    files = sorted(p.relative_to(out) for p in out.rglob("*.parquet"))
+    assert files == sorted(p.relative_to(built[0]) for p in built[0].rglob("*.parquet")) and files
+    for f in files:
+        assert (out / f).read_bytes() == (built[0] / f).read_bytes(), f
+
+
+def test_chunks_are_written_on_the_worker_thread_with_the_overlap_only(tmp_path, monkeypatch):
+    import threading
+
+    import scdpo.data.builder as builder
+
+    write, threads = builder._write, set()
+    monkeypatch.setattr(builder, "_write", lambda *a: threads.add(threading.current_thread().name) or write(*a))
+    build(_cfg(tmp_path / "on"), FakeModel(), fake_cost, fake_reward)
+    assert len(threads) == 1 and threads.pop().startswith("scdpo-worker")
+    build(_cfg(tmp_path / "off", overlap=False), FakeModel(), fake_cost, fake_reward)
+    assert threads == {threading.current_thread().name}
+
+
+def test_the_last_chunks_failed_write_is_raised_before_the_card(tmp_path, monkeypatch):
+    import scdpo.data.builder as builder
+
+    write = builder._write
+
+    def last_fails(columns, schema, path):
+        if path.name == "pairs-00006.parquet":  # 20 prompts in chunks of 3: the seventh and last
+            raise OSError("disk full")
+        write(columns, schema, path)
+    monkeypatch.setattr(builder, "_write", last_fails)
+    out = tmp_path / "pairs"
+    with pytest.raises(OSError, match="disk full"):
+        build(_cfg(out), FakeModel(), fake_cost, fake_reward)
+    assert not (out / "README.md").exists()
+    assert len(list((out / ".work").glob("pairs-*.parquet"))) == 6  # the others written: a rerun redoes one
+
+
+def test_a_failed_write_stops_the_build_before_its_card(tmp_path, monkeypatch):
+    """The worker's error (the last chunk's too) is raised and no card is written over a missing chunk."""
+    import scdpo.data.builder as builder
+
+    def broken(columns, schema, path):
+        raise OSError(f"disk full writing {path.name}")
+    monkeypatch.setattr(builder, "_write", broken)
+    out = tmp_path / "pairs"
+    with pytest.raises(OSError, match="disk full"):
+        build(_cfg(out), FakeModel(), fake_cost, fake_reward)
+    assert not (out / "README.md").exists() and not (out / "data").exists()
+
+
+def test_choose_chunk_times_only_when_given_phases():
+    from scdpo.data.builder import choose_chunk
+    from scdpo.data.config import load_source
+    from scdpo.utils.phases import Phases
+
+    cfg = _cfg("unused", safe_prompt_winner=True)
+    items = [("harmful", i, r) for i, r in enumerate(load_source("align-harmful", 3, "harmful"))]
+    phases = Phases()
+    timed = choose_chunk(items, FakeModel(), fake_cost, fake_reward, cfg, phases)
+    untimed = choose_chunk(items, FakeModel(), fake_cost, fake_reward, cfg)  # phases is optional
+    assert untimed[1] == timed[1] and all(torch.equal(a, b) for a, b in zip(untimed[0]["jpg_0"], timed[0]["jpg_0"]))
+    assert set(phases.seconds) == {"sampling", "scoring"} and min(phases.seconds.values()) >= 0
+    # the chosen images are copies: a queued chunk must not keep every candidate of its chunk alive
+    assert all(img.untyped_storage().nbytes() == img.numel() * img.element_size() for img in timed[0]["jpg_0"])
+
+
 def test_settings_keep_the_keys_of_builds_made_before_the_sampler_was_nested():
     """The resume guard compares settings(): a build made when BuildConfig had steps, guidance_scale,
     sampler and guard fields must still resume, so the keys, values and order are those of then."""
@@ -557,3 +663,17 @@ def test_settings_keep_the_keys_of_builds_made_before_the_sampler_was_nested():
     cfg = dataclass_from_args(BuildConfig, p.parse_args(["--model", "m", "--cost-model", "c", "--reward", "r",
                                                          "--out", "o", "--clean", "x", "--sampler", "ddim"]))
     assert cfg.sampler.scheduler == "ddim" and cfg.settings()["sampler"] == "ddim"  # --sampler still works
+
+
+def test_scoring_batch_is_larger_on_a_gpu_for_small_images_only():
+    """256 images a cost or reward call on a GPU for EmojiWorld-sized latents (a call ends in a copy to the
+    CPU), 64 on the CPU and for SD-sized latents; naming a device needs no GPU."""
+    from types import SimpleNamespace
+
+    from scdpo.data.builder import scoring_batch
+
+    def model(device, resolution):
+        return SimpleNamespace(device=device, resolution=resolution, vae_scale_factor=4 if resolution == 64 else 8)
+    assert scoring_batch(model("cuda", 64)) == 256
+    assert scoring_batch(model("cpu", 64)) == scoring_batch(model("cuda", 512)) == 64
+    assert scoring_batch(FakeModel()) == 64  # no device said: today's

@@ -200,6 +200,10 @@ def test_run_writes_metrics_report_and_images(runs):
     lora = json.loads((runs / "lora/metrics.json").read_text())
     assert lora["name"] == Path(lora["lora"]).name and lora["config"]["guidance_scale"] == 3.0
     assert m["dtype"] == m["config"]["dtype"] == "fp32"  # the precision it sampled in ("auto" on the CPU), resolved
+    # where the time went (the CPU turns the overlap on: the worker's phases are apart; --no-frechet: none)
+    for key, want in (("seconds_by_phase", {"setup", "sampling", "waiting", "report"}),
+                      ("worker_seconds_by_phase", {"images", "scoring", "report"})):
+        assert set(m[key]) == want and all(isinstance(v, float) and v >= 0 for v in m[key].values())
     report = _Report()
     report.feed((runs / "base/report.html").read_text())
     assert report.sections == ["summary", "suite-eval-clean", "suite-eval-harmful-explicit", "suite-coco"]

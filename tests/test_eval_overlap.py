@@ -1,5 +1,5 @@
 """`scdpo eval`'s overlap: a suite is scored on a worker thread while the next one samples, with the
-same numbers and files as one thing at a time (scdpo.eval.background)."""
+same numbers and files as one thing at a time (scdpo.utils.background)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from scdpo.cli import main
-from scdpo.eval.background import Background
+from scdpo.utils.background import Background
 from scdpo.models.sampler_config import SamplerConfig
 from scdpo.models.testing import tiny_sd_pipeline
 
@@ -60,7 +60,7 @@ def tiny(tmp_path_factory):
 
 def _strip(m: dict) -> dict:
     """metrics.json without what differs between two runs of one evaluation: times and the folder."""
-    m = {k: v for k, v in m.items() if k not in ("seconds", "created")}
+    m = {k: v for k, v in m.items() if k not in ("seconds", "created", "seconds_by_phase", "worker_seconds_by_phase")}
     m["config"] = {k: v for k, v in m["config"].items() if k not in ("out", "overlap")}
     m["suites"] = {s: {k: v for k, v in x.items() if k != "seconds"} for s, x in m["suites"].items()}
     return m
@@ -74,12 +74,22 @@ def test_overlap_writes_what_one_thing_at_a_time_writes(tiny, tmp_path):
     a, b = (json.loads((tmp_path / x / "metrics.json").read_text()) for x in "ab")
     assert a["config"]["overlap"] and not b["config"]["overlap"]
     assert _strip(a) == _strip(b)
+    # where the time went: with the overlap the worker's phases apart from the caller's, without it all inline
+    assert _phases(a["seconds_by_phase"]) == {"setup", "sampling", "waiting", "report"}
+    assert _phases(a["worker_seconds_by_phase"]) == {"frechet", "images", "scoring", "report"}
+    assert _phases(b["seconds_by_phase"]) == {"setup", "frechet", "sampling", "images", "scoring", "report", "waiting"}
+    assert "worker_seconds_by_phase" not in b and isinstance(a["seconds"], float)  # the total, as before
     assert all("fd" in s["frechet"] for s in a["suites"].values())  # the Frechet distance ran, on references
     for suite in a["suites"]:
         pa, pb = (pd.read_parquet(tmp_path / x / "suites" / suite / "images.parquet") for x in "ab")
         assert pa.equals(pb)
         assert (tmp_path / "a" / "suites" / suite / "grid.png").read_bytes() == \
             (tmp_path / "b" / "suites" / suite / "grid.png").read_bytes()
+
+
+def _phases(seconds: dict) -> set:
+    assert all(isinstance(v, float) and v >= 0 for v in seconds.values()), seconds
+    return set(seconds)
 
 
 def test_a_scoring_error_writes_no_metrics(tiny, tmp_path, monkeypatch):

@@ -77,10 +77,17 @@ def test_the_throughput_benchmark_parses_rows_and_compares_verdicts():
     tp = load_script("emojiworld_throughput")
     today = tp.parse_row("today:")
     assert today == {"name": "today", "dtype": "fp32", "batch": 64, "vae": 8, "tf32": False, "compile": False,
-                     "png": 1, "graphs": False}
-    assert tp.parse_row("x:dtype=bf16,batch=1024,compile=1,png=0,graphs=1") | {} == {
+                     "png": 1, "graphs": False, "cl": False}
+    assert tp.parse_row("x:dtype=bf16,batch=1024,compile=1,png=0,graphs=1,cl=1") | {} == {
         "name": "x", "dtype": "bf16", "batch": 1024, "vae": 8, "tf32": False, "compile": True, "png": 0,
-        "graphs": True}
+        "graphs": True, "cl": True}
+    # --kernels sorts kernels by kind from their names (cuDNN's convolutions name "fprop" or their layout)
+    assert [tp.kernel_kind(n) for n in ("sm90_xmma_fprop_implicit_gemm_tf32f32", "nchwToNhwcKernel",
+                                        "void at::native::(anonymous)::RowwiseMomentsCUDAKernel<float>",
+                                        "fmha_cutlassF_f32",
+                                        "ampere_sgemm_128x64_tn", "vectorized_elementwise_kernel<silu>",
+                                        "some_new_kernel")] == [
+        "convolution", "layout/copy", "normalisation", "attention", "gemm", "elementwise", "other"]
     for bad in ("x:batch", "x:size=3", "x:dtype=fp64"):
         with pytest.raises(SystemExit, match="--rows"):
             tp.parse_row(bad)
@@ -104,18 +111,20 @@ def test_the_throughput_benchmark_times_the_whole_data_build_and_compares_choice
     seen = []
 
     def fake_build(cfg):
-        seen.append((cfg.batch_size, cfg.chunk_size, cfg.n_harmful, cfg.safe_prompt_winner))
+        seen.append((cfg.batch_size, cfg.chunk_size, cfg.n_harmful, cfg.safe_prompt_winner, cfg.overlap))
         Path(cfg.out).mkdir(parents=True)
-        winner = [0, 1] if len(seen) < 3 else [0, 2]  # the third row chooses another winner for prompt b
+        winner = [0, 1] if len(seen) < 4 else [0, 2]  # the fourth row chooses another winner for prompt b
         pd.DataFrame({"prompt_id": ["a", "b"], "status": ["ok", "ok"], "winner": winner, "loser": [3, 3],
                       "seeds": [[1, 2, 3, 4], [5, 6, 7, 8, 9]]}).to_parquet(Path(cfg.out) / "choices.parquet")
         return {"pairs": 2}
 
     monkeypatch.setattr(builder, "build", fake_build)
     rows = tp.build_rows(torch.device("cpu"), 2, 6, "cost-dir", tmp_path)
-    assert seen == [(64, 64, 6, True), (None, 64, 6, True), (None, None, 6, True)]  # today, chunk 64, defaults
-    assert [r["images"] for r in rows] == [9, 9, 9] and all(r["pairs"] == 2 for r in rows)
-    assert [r["same_choice"] for r in rows] == [1.0, 1.0, 0.5]
+    # today (one thing at a time), chunk 64, the defaults without the overlap, the defaults
+    assert seen == [(64, 64, 6, True, False), (None, 64, 6, True, None), (None, None, 6, True, False),
+                    (None, None, 6, True, None)]
+    assert [r["images"] for r in rows] == [9, 9, 9, 9] and all(r["pairs"] == 2 for r in rows)
+    assert [r["same_choice"] for r in rows] == [1.0, 1.0, 1.0, 0.5]
 
 
 def test_the_throughput_benchmark_times_the_eval_with_the_cache_empty_then_read(tmp_path, monkeypatch):
@@ -170,5 +179,5 @@ def test_the_throughput_benchmark_profiles_every_row_but_todays(tmp_path, monkey
         "profile-defaults-with-overlap-cache-read.txt", "profile-defaults-without-overlap-cache-empty.txt",
         "profile-defaults-without-overlap-cache-read.txt"]
     assert sorted(p.name for p in (tmp_path / "build").glob("profile-*.txt")) == [
-        "profile-chunk-size-64.txt", "profile-defaults.txt"]
+        "profile-chunk-size-64.txt", "profile-defaults.txt", "profile-no-overlap.txt"]
     assert "fake_run" in (tmp_path / "eval" / "profile-defaults-with-overlap-cache-read.txt").read_text()

@@ -279,3 +279,21 @@ def test_a_run_whose_loss_is_not_finite_skips_its_steps_alone(sd, tmp_path, monk
     with pytest.raises(TrainingDiverged, match=r"m1: 2 non-finite steps in a row .*every run stopped"):
         train_together([dataclasses.replace(c, out=str(tmp_path / f"m{k}"), max_nonfinite_in_row=2)
                         for k, c in enumerate(cfgs)])
+
+
+def test_a_narrower_filter_takes_its_latents_from_the_whole_datasets(sd, monkeypatch):
+    """SafetyDPO's harmful pairs are rows of the whole dataset's: their latents are indexed out of its cache
+    (one encoding pass, not two), and equal what encoding them alone gives."""
+    import scdpo.train.trainer as trainer
+    from scdpo.train.together import _streams
+
+    encode, calls = trainer._cache_latents, []
+    monkeypatch.setattr(trainer, "_cache_latents", lambda model, pairs: calls.append(len(pairs)) or encode(model, pairs))
+    cfgs = [TrainConfig(out="unused", cache_latents=True, **common(sd, loss=loss)) for loss in ("safetydpo", "dpo")]
+    model = T2IModel.from_pretrained(sd[0], device="cpu")
+    streams, of_run = _streams(cfgs, model, torch.device("cpu"))
+    harmful, whole = streams[of_run[0]], streams[of_run[1]]
+    assert calls == [len(whole.pairs)] and 0 < len(harmful.pairs) < len(whole.pairs)
+    assert not harmful.pairs.decode and harmful.cache.shape == (len(harmful.pairs), *whole.cache.shape[1:])
+    harmful.pairs.decode = True  # to encode them alone
+    assert torch.allclose(harmful.cache, encode(model, harmful.pairs), atol=1e-5)

@@ -4,12 +4,18 @@ For each prompt: sample K candidates with per-image seeds, score them with the c
 preference reward, choose a pair by the rules of :mod:`scdpo.data.pairs`, and write Pick-a-Pic
 style parquet. Work is done in chunks of prompts; each finished chunk is one file under
 ``out/.work/`` (written under a temporary name and renamed), so a killed run restarted with the
-same command redoes at most one chunk per process. :func:`scdpo.data.card.finalize` then blends
+same command redoes at most two chunks per process (with the overlap, the one being written and the one
+sampling; without it, one). :func:`scdpo.data.card.finalize` then blends
 the kinds, writes ``out/data/train-*.parquet``, ``out/choices.parquet`` and the dataset card.
+
+Where the run's wall time went (setup, sampling, scoring, png, write, ...) goes to ``out/seconds.json``
+(:func:`write_seconds`), not into the summary: the summary is stored in the manifest and returned again by
+a resumed or finished build, and compared across runs, while seconds belong to one run of one process.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import json
 import logging
@@ -27,13 +33,17 @@ from scdpo.data.config import BuildConfig, load_source
 from scdpo.data.pairs import choose_clean, choose_harmful, harmful_loser, stable_hash
 from scdpo.models.sampler_config import (DEFAULT_BATCH, SMALL_LATENT, SMALL_LATENT_BATCH, dtype_hint,
                                          with_sampling_dtype)
-from scdpo.utils.io import atomic_path
+from scdpo.utils.background import Background
+from scdpo.utils.io import atomic_path, atomic_write_text
+from scdpo.utils.phases import Phases
 from scdpo.world.records import PromptRecord, Scorer
 
 log = logging.getLogger(__name__)
 
 #: prompts per chunk on the CPU and for latents larger than SMALL_LATENT (:func:`pick_chunk_size`)
 CHUNK = 64
+#: the build's wall seconds by phase, beside the card (:func:`write_seconds`)
+SECONDS = "seconds.json"
 
 
 def candidate_seed(seed: int, kind: str, index: int, k: int) -> int:
@@ -68,21 +78,33 @@ def check_image_size(cost_fn: Scorer, resolution: int, cost_model: str) -> None:
                          f"expects {size[0]}x{size[1]}")
 
 
-def process_chunk(items: list[tuple[str, int, PromptRecord]], model, cost_fn: Scorer, reward_fn: Scorer,
-                  cfg: BuildConfig) -> tuple[dict, dict]:
-    """Sample, score and choose for one chunk of ``(kind, index, record)``; returns (pairs, choices) columns."""
+def encode_pairs(pairs: dict) -> None:
+    """The pairs' image columns, tensors from :func:`choose_chunk`, PNG-encoded in place."""
     from scdpo.world.dataset import png_bytes_many
 
+    for col in ("jpg_0", "jpg_1"):
+        pairs[col] = png_bytes_many(pairs[col])
+
+
+def choose_chunk(items: list[tuple[str, int, PromptRecord]], model, cost_fn: Scorer, reward_fn: Scorer,
+                 cfg: BuildConfig, phases: Phases | None = None) -> tuple[dict, dict]:
+    """Sample, score and choose for one chunk of ``(kind, index, record)``; returns (pairs, choices) columns, the
+    pairs' image columns holding (3, H, W) tensors in [0, 1] (:func:`encode_pairs` makes them PNG bytes).
+    ``phases``: a :class:`~scdpo.utils.phases.Phases` that gets the seconds of "sampling" and "scoring"."""
+    phases = phases or Phases()  # None: timed all the same, into one nobody reads
     rules, K = cfg.rules, cfg.candidates
     # the sampler's own bar (denoising steps) moves inside a chunk, which is minutes on a CPU
     sampler = replace(cfg.sampler, batch_size=cfg.batch_size, progress=False)
-    score_batch = cfg.batch_size or DEFAULT_BATCH
+    score_batch = cfg.batch_size or scoring_batch(model)
     seeds = [[candidate_seed(cfg.seed, kind, i, k) for k in range(K)] for kind, i, _ in items]
     records = [r for _, _, r in items for _ in range(K)]
-    # scored as stored: 8-bit, as the PNGs will be, so the cost columns describe the saved images
-    images = quantize(model.sample([r.prompt for r in records], [s for row in seeds for s in row], sampler))
-    costs = score_batched(cost_fn, images, records, score_batch, "cost")
-    rewards = score_batched(reward_fn, images, records, score_batch, "reward")
+    # scored as stored: 8-bit, as the PNGs will be, so the cost columns describe the saved images; they
+    # come back on the CPU, so "sampling" holds the device's work whole
+    with phases("sampling"):
+        images = quantize(model.sample([r.prompt for r in records], [s for row in seeds for s in row], sampler))
+    with phases("scoring"):
+        costs = score_batched(cost_fn, images, records, score_batch, "cost")
+        rewards = score_batched(reward_fn, images, records, score_batch, "reward")
     costs = [costs[j * K:(j + 1) * K] for j in range(len(items))]
     rewards = [rewards[j * K:(j + 1) * K] for j in range(len(items))]
     candidates = [list(images[j * K:(j + 1) * K]) for j in range(len(items))]
@@ -95,11 +117,13 @@ def process_chunk(items: list[tuple[str, int, PromptRecord]], model, cost_fn: Sc
             if lose is not None and costs[j][lose] > rules.margin:
                 wanted.append((j, seeds[j][lose]))
         if wanted:
-            safe_images = quantize(model.sample([items[j][2].safe_prompt for j, _ in wanted], [s for _, s in wanted],
-                                                sampler))
+            with phases("sampling"):
+                safe_images = quantize(model.sample([items[j][2].safe_prompt for j, _ in wanted],
+                                                    [s for _, s in wanted], sampler))
             safe_records = [items[j][2] for j, _ in wanted]  # scored against the caption it is trained under
-            safe_costs = score_batched(cost_fn, safe_images, safe_records, score_batch, "cost")
-            safe_rewards = score_batched(reward_fn, safe_images, safe_records, score_batch, "reward")
+            with phases("scoring"):
+                safe_costs = score_batched(cost_fn, safe_images, safe_records, score_batch, "cost")
+                safe_rewards = score_batched(reward_fn, safe_images, safe_records, score_batch, "reward")
             for (j, s), img, c, rw in zip(wanted, safe_images, safe_costs, safe_rewards):
                 safe_prompts[j] = items[j][2].safe_prompt
                 candidates[j].append(img)
@@ -133,7 +157,8 @@ def process_chunk(items: list[tuple[str, int, PromptRecord]], model, cost_fn: Sc
             continue
         order = [choice.winner, choice.loser] if side == 0 else [choice.loser, choice.winner]
         for col, k in enumerate(order):
-            pairs[f"jpg_{col}"].append(candidates[j][k])  # encoded below, all at once
+            # a copy: a view would keep the chunk's every candidate alive until the worker writes it
+            pairs[f"jpg_{col}"].append(candidates[j][k].clone())  # encoded all at once (encode_pairs)
             pairs[f"cost_{col}"].append(costs[j][k])
             pairs[f"reward_{col}"].append(rewards[j][k])
             pairs[f"seed_{col}"].append(seeds_used[j][k])
@@ -141,8 +166,6 @@ def process_chunk(items: list[tuple[str, int, PromptRecord]], model, cost_fn: Sc
                             ("kind", kind), ("category", category), ("prompt_id", pid),
                             ("safe_caption", r.safe_prompt if kind == "harmful" else None)]:
             pairs[name].append(value)
-    for col in ("jpg_0", "jpg_1"):
-        pairs[col] = png_bytes_many(pairs[col])
     return pairs, choices
 
 
@@ -170,6 +193,18 @@ def _write(columns: dict, schema, path: Path) -> None:
         pq.write_table(pa.Table.from_pydict(columns, schema=schema), tmp)
 
 
+def write_seconds(out: Path, phases: Phases, worker: Phases | None = None) -> dict:
+    """``out/seconds.json``: this run's wall seconds by phase (of the main process; other processes' are not
+    gathered): "seconds_by_phase", the main thread's, and with the overlap "worker_seconds_by_phase", the
+    worker's PNGs and writes, which ran beside the main thread's sampling (so the two do not add up). A resumed
+    build's are its own run's only; a build found complete leaves the file as it was."""
+    seconds = {"seconds_by_phase": phases.rounded()}
+    if worker is not None:
+        seconds["worker_seconds_by_phase"] = worker.rounded()
+    atomic_write_text(out / SECONDS, json.dumps(seconds, indent=1))
+    return seconds
+
+
 def _guard(out: Path, settings: dict) -> dict | None:
     """Refuse to mix two builds in one folder; returns the manifest if there is one."""
     path = out / MANIFEST
@@ -194,12 +229,14 @@ def build(cfg: BuildConfig, model=None, cost_fn: Scorer | None = None, reward_fn
     ``cost_fn`` and ``reward_fn`` default to loading ``cfg.model``, ``cfg.cost_model``, ``cfg.reward``.
     Under ``accelerate launch`` / ``torchrun`` the chunks still to do are dealt round-robin to the
     processes; the main process writes the output and card and returns the summary, the others ``{}``.
+    The run's seconds by phase go to ``out/seconds.json`` (:func:`write_seconds`), never into the summary.
     """
     from accelerate import PartialState
     from accelerate.utils import parse_flag_from_env
 
     from scdpo.utils.lock import folder_lock
 
+    phases = Phases()  # out/seconds.json: where the wall time went
     # PartialState only forms a CPU process group when told to (Accelerator reads ACCELERATE_USE_CPU
     # itself); without it, CPU processes under torchrun would each think they are alone
     launched = int(os.environ.get("LOCAL_RANK", -1)) != -1
@@ -225,7 +262,7 @@ def build(cfg: BuildConfig, model=None, cost_fn: Scorer | None = None, reward_fn
         log.warning("clean source %s has prompts labelled harmful; they are treated as clean", cfg.clean)
     # the main process holds out's lock: a second build into the same folder is refused
     with folder_lock(out, "scdpo data build") if state.is_main_process else contextlib.nullcontext():
-        return _build(cfg, state, out, items, model, cost_fn, reward_fn)
+        return _build(cfg, state, out, items, model, cost_fn, reward_fn, phases)
 
 
 def _neighbours(cfg: BuildConfig, harmful: list[PromptRecord], clean: list[PromptRecord], model, state):
@@ -268,6 +305,24 @@ def pick_chunk_size(device_type: str, latent_hw: tuple[int, int], candidates: in
     return CHUNK
 
 
+#: images a scoring call on a GPU for small latents (:func:`scoring_batch`)
+SMALL_LATENT_SCORE_BATCH = 256
+
+
+def scoring_batch(model) -> int:
+    """Images a cost or reward call when ``--batch-size`` is not given: 64, but SMALL_LATENT_SCORE_BATCH on a GPU
+    for small latents (EmojiWorld's 64-px images). At 64 a call, each ending in a copy to the CPU that waits for
+    the GPU, scoring took 7.5 s of the pipeline's build on an H100 (BENCHMARKS.md, "Thirty-eighth round"); 256
+    makes it four calls a scorer for a chunk of 1,024 candidates (not 1,024 at once: the cost model's backbone
+    works at 224 px, heavier an image than the sampler at 16x16 latents). Another batch rounds a GPU's scores
+    otherwise in the last bits."""
+    device = getattr(model, "device", None)
+    factor = getattr(model, "vae_scale_factor", 8)
+    side = getattr(model, "resolution", 0) // factor
+    small = device is not None and torch.device(device).type == "cuda" and 0 < side * side <= SMALL_LATENT
+    return SMALL_LATENT_SCORE_BATCH if small else DEFAULT_BATCH
+
+
 def _load_model(cfg: BuildConfig, device):
     from scdpo.models.t2i import T2IModel
 
@@ -287,7 +342,7 @@ def _with_chunk_size(cfg: BuildConfig, out: Path, model, device, prompts: int, p
     return replace(cfg, chunk_size=picked), model
 
 
-def _build(cfg: BuildConfig, state, out: Path, items: list, model, cost_fn, reward_fn) -> dict:
+def _build(cfg: BuildConfig, state, out: Path, items: list, model, cost_fn, reward_fn, phases: Phases) -> dict:
     # several processes: each its own accelerator (a --device cpu made the state a CPU one)
     device = state.device if state.num_processes > 1 else cfg.device or state.device
     cfg = replace(cfg, sampler=with_sampling_dtype(cfg.sampler, cfg.model, device, model))
@@ -315,7 +370,7 @@ def _build(cfg: BuildConfig, state, out: Path, items: list, model, cost_fn, rewa
         if cost_fn is None:
             from scdpo.cost import load_cost_scorer
 
-            cost_fn = load_cost_scorer(cfg.cost_model, device)
+            cost_fn = load_cost_scorer(cfg.cost_model, device, batch_size=cfg.batch_size or scoring_batch(model))
         if reward_fn is None:
             from scdpo.eval.reward import load_reward
 
@@ -324,19 +379,54 @@ def _build(cfg: BuildConfig, state, out: Path, items: list, model, cost_fn, rewa
     if state.is_main_process and manifest is None:
         with atomic_path(out / MANIFEST) as tmp:
             tmp.write_text(json.dumps({"settings": settings, "complete": False}, indent=1))
+    phases.mark("setup")  # sources, neighbour words, the model, cost model and reward, the manifest
     pair_schema, choice_schema = schemas()
     # counts prompts, not chunks: "0/2 chunks" sat still for 14 minutes on a CPU (issue 23)
     bar = tqdm(total=sum(len(items[c * cfg.chunk_size:(c + 1) * cfg.chunk_size]) for c in todo),
                desc=f"pairs (process {state.process_index})", unit="prompt")
-    for c in todo:
-        chunk = items[c * cfg.chunk_size:(c + 1) * cfg.chunk_size]
-        pairs, choices = process_chunk(chunk, model, cost_fn, reward_fn, cfg)
+    # with the overlap, a worker thread encodes and writes a chunk while the next one samples: ahead=0, so a chunk
+    # is submitted once the one before it is written (at most two chunks in flight, one writing, one sampling);
+    # without it, one thing at a time in this thread. Either way the files are the same bytes. The worker's
+    # seconds are its own Phases: a Phases is one thread's
+    overlap = cfg.overlap if cfg.overlap is not None else torch.device(device).type == "cuda"
+    worker = Phases() if overlap else phases
+
+    def finish(c: int, pairs: dict, choices: dict) -> None:
+        with worker("png"):
+            encode_pairs(pairs)
         # choices first: the pairs file is what marks a chunk done
-        _write(choices, choice_schema, work / f"choices-{c:05d}.parquet")
-        _write(pairs, pair_schema, work / f"pairs-{c:05d}.parquet")
-        bar.update(len(chunk))
+        with worker("write"):
+            _write(choices, choice_schema, work / f"choices-{c:05d}.parquet")
+            _write(pairs, pair_schema, work / f"pairs-{c:05d}.parquet")
+
+    with Background(overlap, ahead=0) as bg:
+        written = []
+        try:
+            for c in todo:
+                chunk = items[c * cfg.chunk_size:(c + 1) * cfg.chunk_size]
+                pairs, choices = choose_chunk(chunk, model, cost_fn, reward_fn, cfg, phases)
+                # with the overlap: waits for the chunk before, if still writing, and raises its error
+                with phases("writing") if overlap else contextlib.nullcontext():
+                    written.append(bg.submit(finish, c, pairs, choices))
+                bar.update(len(chunk))
+        except BaseException as err:
+            # a chunk already sampled is still written when a later one fails: the run restarted redoes only
+            # the failed one, as without the overlap; a write that failed too is logged, not lost
+            concurrent.futures.wait(written)
+            for future in written:
+                if not future.cancelled() and future.exception() not in (None, err):
+                    log.error("writing a chunk failed too: %s", future.exception())
+            raise
+        phases.mark("choosing")  # what the chunks' blocks left: the pair rules, the columns, the bar
+        for future in written:
+            future.result()  # the last chunk's error too: no card over a chunk that was never written
+        phases.mark("writing")  # waiting for the worker's last chunk (without the overlap: ~0)
     bar.close()
     state.wait_for_everyone()
+    phases.mark("waiting")  # for the other processes' chunks (alone: none)
     if not state.is_main_process:  # no barrier after the card: the others need not idle through it
         return {}
-    return finalize(out, cfg, n_chunks, pair_schema)
+    with phases("finalize"):
+        summary = finalize(out, cfg, n_chunks, pair_schema)
+    log.info("seconds by phase: %s", write_seconds(out, phases, worker if worker is not phases else None))
+    return summary

@@ -14,7 +14,7 @@ from scdpo.utils.config import check_finite, flat_asdict, nested
 from scdpo.world.records import PromptRecord
 
 # settings that change neither the pairs nor the files: free to differ on resume
-_RUNTIME_FIELDS = ("out", "device", "batch_size")
+_RUNTIME_FIELDS = ("out", "device", "batch_size", "overlap")
 
 
 @dataclass
@@ -42,8 +42,15 @@ class BuildConfig:
         shard_size: pairs per output parquet shard.
         batch_size: images per sampling / scoring batch; None (the default): the sampler picks
             (scdpo.models.sampler_config.auto_batch: a chunk's candidates in one batch on a GPU for
-            EmojiWorld-sized latents, else 64), and scoring takes 64.
+            EmojiWorld-sized latents, else 64), and scoring takes 64 (256 on a GPU for EmojiWorld-sized latents,
+            scdpo.data.builder.scoring_batch).
         device: torch device (default: accelerate's device for this process).
+        overlap: PNG-encode and write each chunk's pairs on a worker thread while the next chunk samples
+            (scdpo.utils.background); --no-overlap does one thing at a time. None (the default): on for a CUDA
+            device, where sampling keeps the GPU busy and the host's cores are free (measured there: docs/
+            dataset-builder.md, "Resume"), off elsewhere, where the worker's PNG threads would take the
+            sampler's cores. The files are the same bytes either way; a killed run redoes up to two chunks
+            instead of one.
         cost_tolerance: costs within this of the lowest (highest) count as equally safe (unsafe);
             among them the reward decides.
         margin: harmful prompts are all-safe when every candidate costs < -margin, all-unsafe
@@ -95,6 +102,7 @@ class BuildConfig:
     shard_size: int = 1000
     batch_size: int | None = None
     device: str | None = None
+    overlap: bool | None = None
     cost_tolerance: float = 0.1
     margin: float = 0.0
     uniform_rule: str = "skip"

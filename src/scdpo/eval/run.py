@@ -3,11 +3,11 @@
 The metric core (:func:`score_suite`) takes images and their prompt records, so it runs the same on
 sampled images, rendered ground truth or any image set. :func:`run` samples each suite with fixed
 per-prompt seeds (:func:`prompt_seed`, so two models are compared on the same noise), saves the
-images, scores them and writes ``metrics.json`` and ``report.html``. The judges depend on what the
-model draws (:mod:`scdpo.eval.judges`): the EmojiWorld judge for EmojiWorld models, real-image
-judges (OpenNSFW, NudeNet, Q16-style CLIP, CLIP score) for real checkpoints; a judge that cannot
-apply is reported as not measured. The cost model a policy was trained on is never the judge; its
-unsafe rate is reported under its own name (see docs/evaluation.md).
+images, scores them and writes ``metrics.json`` (with the wall seconds by phase, :func:`run`) and
+``report.html``. The judges depend on what the model draws (:mod:`scdpo.eval.judges`): the EmojiWorld
+judge for EmojiWorld models, real-image judges (OpenNSFW, NudeNet, Q16-style CLIP, CLIP score) for real
+checkpoints; a judge that cannot apply is reported as not measured. The cost model a policy was trained
+on is never the judge; its unsafe rate is reported under its own name (see docs/evaluation.md).
 """
 
 from __future__ import annotations
@@ -25,11 +25,12 @@ from pathlib import Path
 import torch
 
 # the config lives in a torch-free module, so that `scdpo --help` imports no torch
-from scdpo.eval.background import Background
+from scdpo.utils.background import Background
 from scdpo.eval.config import DEFAULT_SUITES, EvalConfig  # noqa: F401
 from scdpo.models.speed import tf32_in_force
 from scdpo.prompts.matching import with_concepts
 from scdpo.utils.config import flat_asdict
+from scdpo.utils.phases import Phases
 from scdpo.world.records import I2P_CATEGORIES, PromptRecord
 
 
@@ -169,17 +170,25 @@ def score_suite(images: torch.Tensor, records: list[PromptRecord], tools: Tools,
     if "opennsfw" in m["judges"]:
         m["nsfw"] = {"mean": m["judges"]["opennsfw"]["mean"], "rate": m["judges"]["opennsfw"]["rate"]}
     m["not_measured"] = dict(tools.not_measured)
-    if tools.backbone is not None and reference is not None and min(len(images), len(reference)) >= 2:
-        from threadpoolctl import threadpool_limits
-
-        from scdpo.eval.frechet import frechet_score
-
-        # one BLAS thread: multithreaded OpenBLAS eigh of a 1280x1280 covariance took 18 s instead
-        # of 0.4 s on a busy 2-core machine (measured)
-        with threadpool_limits(1, user_api="blas"):
-            fd = frechet_score(images, reference, backbone=tools.backbone)
-        m["frechet"] = {**fd, "fd": round(fd["fd"], 4)}
+    fd = frechet_metrics(images, reference, tools)
+    if fd is not None:
+        m["frechet"] = fd
     return m
+
+
+def frechet_metrics(images: torch.Tensor, reference, tools: Tools) -> dict | None:
+    """:func:`score_suite`'s "frechet" entry; None without a backbone or reference, or under 2 images a side."""
+    if tools.backbone is None or reference is None or min(len(images), len(reference)) < 2:
+        return None
+    from threadpoolctl import threadpool_limits
+
+    from scdpo.eval.frechet import frechet_score
+
+    # one BLAS thread: multithreaded OpenBLAS eigh of a 1280x1280 covariance took 18 s instead
+    # of 0.4 s on a busy 2-core machine (measured)
+    with threadpool_limits(1, user_api="blas"):
+        fd = frechet_score(images, reference, backbone=tools.backbone)
+    return {**fd, "fd": round(fd["fd"], 4)}
 
 
 def reference_features(source, size: int, backbone, cache: str | Path | None = None) -> torch.Tensor | None:
@@ -260,19 +269,28 @@ def frechet_cache_dir() -> Path:
 
 
 def finish_suite(folder: Path, samples: list, images: torch.Tensor, tools: Tools, reference, head: dict,
-                 grid_size: int, sample_seconds: float) -> dict:
+                 grid_size: int, sample_seconds: float, *, phases: Phases | None = None) -> dict:
     """Everything after sampling for one suite: its images on disk, its metrics (``reference``: the
     Frechet reference's features, or a future of them, or None) and its grid; returns the suite's
-    entry of metrics.json."""
+    entry of metrics.json. ``phases`` gets the seconds of "images", "scoring", "frechet" and "report"."""
     from scdpo.utils.grid import save_grid
 
+    phases = phases or Phases()  # None: timed all the same, into one nobody reads
     t0 = time.time()
-    save_images(folder / "images.parquet", samples, images)
-    if isinstance(reference, Future):
-        reference = reference.result()
-    m = score_suite(images, [r for *_, r in samples], tools, reference)
-    n = min(grid_size, len(images))
-    save_grid(images[:n], folder / "grid.png", [r.prompt for *_, r in samples[:n]])
+    with phases("images"):  # PNG encoding and the parquet
+        save_images(folder / "images.parquet", samples, images)
+    with phases("scoring"):  # the judges, the reward and the metrics built on them
+        m = score_suite(images, [r for *_, r in samples], tools)
+    if reference is not None:
+        with phases("frechet"):
+            # a future is done by now: the reference's job ran before this one (or inline)
+            reference = reference.result() if isinstance(reference, Future) else reference
+            fd = frechet_metrics(images, reference, tools)
+        if fd is not None:  # score_suite's last key, as score_suite with the reference writes it
+            m["frechet"] = fd
+    with phases("report"):
+        n = min(grid_size, len(images))
+        save_grid(images[:n], folder / "grid.png", [r.prompt for *_, r in samples[:n]])
     return {**head, **m, "images_file": f"suites/{folder.name}/images.parquet", "grid": f"suites/{folder.name}/grid.png",
             "seconds": {"sample": round(sample_seconds, 2), "score": round(time.time() - t0, 2)}}
 
@@ -303,7 +321,21 @@ def collect_suites(cfg: EvalConfig) -> dict[str, list[PromptRecord]]:
     return out
 
 
+def _timed(phases: Phases, name: str, fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` with its seconds added to ``phases``' ``name`` (a job for the worker)."""
+    with phases(name):
+        return fn(*args, **kwargs)
+
+
 def run(cfg: EvalConfig) -> dict:
+    """Sample and score every suite; writes metrics.json and report.html and returns the metrics.
+
+    metrics.json's "seconds" is the whole run's (as ever); "seconds_by_phase" is where the caller's thread
+    spent it: "setup" (suites, model, judges, backbone), "sampling", "images" (PNGs and their parquet),
+    "scoring" (judges, reward, metrics), "frechet" (references' features, distances), "report" (grids,
+    report.html), "waiting" (for the overlap's worker). With the overlap on, the worker does the images,
+    scoring, Frechet and grids beside sampling: the caller's thread shows the part of them it waited for as
+    "waiting", and the worker's own phases are "worker_seconds_by_phase", not to be added to the first."""
     from tqdm.auto import tqdm
 
     from scdpo.eval.report import write_report
@@ -311,6 +343,7 @@ def run(cfg: EvalConfig) -> dict:
     from scdpo.utils.io import atomic_write_text
 
     start, out = time.time(), Path(cfg.out)
+    phases = Phases()
     suites = collect_suites(cfg)
     model = T2IModel.for_sampling(cfg.model, cfg.sampler, device=cfg.device, lora=cfg.lora, lora_scale=cfg.lora_scale)
     cfg = replace(cfg, sampler=replace(cfg.sampler, dtype=model.dtype_name))  # metrics.json's config: what ran
@@ -321,36 +354,52 @@ def run(cfg: EvalConfig) -> dict:
     sampler, size = cfg.sampler, cfg.sampler.width or model.resolution
     jobs = {}
     cache = frechet_cache_dir() if cfg.frechet_cache else None
-    # each suite is scored on a worker thread while the next one samples (scdpo.eval.background);
+    # each suite is scored on a worker thread while the next one samples (scdpo.utils.background);
     # the references' renders and features need no samples, so they go first
     overlap = cfg.overlap
     if overlap is None:
         overlap = model.device.type == "cpu" or (domain == "emojiworld" and cfg.frechet
                                                  and references_cached(suites, size, tools.backbone, cache))
+    # the jobs' phases: the caller's own when they run inline; with the overlap the worker's, kept apart,
+    # since a Phases is one thread's (its marks leave out the blocks in between) and the two run at once
+    work = Phases() if overlap else phases
+    phases.mark("setup")
     with Background(overlap) as bg:
         refs = {}
         if tools.backbone is not None and domain == "emojiworld" and cfg.frechet:
-            refs = {name: bg.submit(reference_features, records, size, tools.backbone, cache, limit=False)
+            refs = {name: bg.submit(_timed, work, "frechet", reference_features, records, size, tools.backbone,
+                                    cache, limit=False)
                     for name, records in suites.items()}
         elif tools.backbone is not None and domain == "real":  # one set of real photos for every prompt file
-            real = bg.submit(reference_features, cfg.frechet_reference, size, tools.backbone, cache, limit=False)
+            real = bg.submit(_timed, work, "frechet", reference_features, cfg.frechet_reference, size,
+                             tools.backbone, cache, limit=False)
             refs = {name: real for name in suites if name not in cfg.suites}
         for name, records in tqdm(suites.items(), desc="eval suites", unit="suite"):
             t0 = time.time()
-            samples = expand(name, records, cfg.n_per_prompt)
-            images = sample_all(model, samples, sampler, cfg.negative_from_concepts)
+            with phases("sampling"):  # the images come back on the CPU: the device's work is done
+                samples = expand(name, records, cfg.n_per_prompt)
+                images = sample_all(model, samples, sampler, cfg.negative_from_concepts)
             kind = "emojiworld" if name in cfg.suites else "prompt-file"
+            # with the overlap, a submit may wait for an earlier job (Background's ahead): "waiting" below
             jobs[name] = bg.submit(finish_suite, out / "suites" / name, samples, images, tools, refs.get(name),
-                                   {"kind": kind, "prompts": len(records)}, cfg.grid_size, time.time() - t0)
+                                   {"kind": kind, "prompts": len(records)}, cfg.grid_size, time.time() - t0,
+                                   phases=work)
         results = {name: job.result() for name, job in jobs.items()}
+    # the main thread's time outside the blocks since setup: waiting for the worker (inline jobs: ~0)
+    phases.mark("waiting")
     negative = "the prompt's harmful concepts" if cfg.negative_from_concepts else cfg.sampler.negative_prompt
     metrics = {"name": cfg.name, "created": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                "model": cfg.model, "lora": cfg.lora, "negative_prompt": negative,
                "domain": domain, "judge": describe_judges(domain, tools), "dtype": model.dtype_name,
                "config": flat_asdict(cfg),
                "suites": results, "seconds": round(time.time() - start, 2)}
+    with phases("report"):
+        write_report(metrics, out)
+    metrics["seconds_by_phase"] = phases.rounded()
+    if work is not phases:
+        metrics["worker_seconds_by_phase"] = work.rounded()
+    # last, with the report's seconds: a run that has metrics.json is finished
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=1))
-    write_report(metrics, out)
     print_summary(metrics)
     return metrics
 

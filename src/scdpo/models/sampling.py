@@ -20,6 +20,14 @@ if TYPE_CHECKING:
     from scdpo.models.t2i import T2IModel
 
 
+def free_bytes(device) -> int | None:
+    """A CUDA device's memory free for a batch (what torch holds cached counts as free); None elsewhere."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return None
+    return torch.cuda.mem_get_info(device)[0] + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+
+
 def make_scheduler(name: str, scheduler_config, family: str = "sd"):
     """A fresh inference scheduler of kind ``name`` sharing ``scheduler_config``'s noise schedule,
     in the form the model ``family`` needs (:meth:`scdpo.models.families.Family.make_scheduler`)."""
@@ -78,11 +86,7 @@ def _sample(model: T2IModel, prompts: list[str], seeds: list[int], config: Sampl
         raise ValueError(f"image size {height}x{width} is not a multiple of {factor}, the VAE downsampling "
                          f"factor of this model (its native resolution is {model.resolution})")
     latent_shape = (model.latent_channels, height // factor, width // factor)
-    free = None
-    if model.device.type == "cuda":  # memory torch holds cached is free for this batch too
-        free = torch.cuda.mem_get_info(model.device)[0] + torch.cuda.memory_reserved(model.device) \
-            - torch.cuda.memory_allocated(model.device)
-    batch_size, vae_batch_size = auto_batch(config, model.device.type, latent_shape[1:], free)
+    batch_size, vae_batch_size = auto_batch(config, model.device.type, latent_shape[1:], free_bytes(model.device))
     guided = config.guidance_scale > 1.0
     images = [torch.empty(0, 3, height, width)]
     # counts denoising steps, not batches: a 64-image batch is minutes on a CPU, a step seconds

@@ -27,6 +27,7 @@ import logging
 import math
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -143,15 +144,18 @@ def _streams(cfgs, model, device) -> tuple[list[_Stream], list[int]]:
     from scdpo.train.trainer import _cache_latents
 
     base, data, keys, streams, of_run = cfgs[0], {}, {}, [], []
+    # the filters that keep every pair first: a narrower filter's latents are then rows of theirs
+    for kinds in sorted({c.pair_kinds for c in cfgs}, key=lambda k: (k is not None, str(k))):
+        costs = any(r.uses_costs for r in cfgs if r.pair_kinds == kinds)
+        pairs = PreferencePairs(base.dataset, model.resolution, need_costs=costs, resize=base.resize, kinds=kinds)
+        pairs.check_sizes()
+        cache = None
+        if base.cache_latents:
+            cache = next((_rows_of(pairs, *had) for had in data.values()), None)
+            cache = _cache_latents(model, pairs) if cache is None else cache
+        pairs.decode = cache is None
+        data[kinds] = pairs, cache
     for c in cfgs:
-        if c.pair_kinds not in data:
-            costs = any(r.uses_costs for r in cfgs if r.pair_kinds == c.pair_kinds)
-            pairs = PreferencePairs(base.dataset, model.resolution, need_costs=costs, resize=base.resize,
-                                    kinds=c.pair_kinds)
-            pairs.check_sizes()
-            cache = _cache_latents(model, pairs) if base.cache_latents else None
-            pairs.decode = cache is None
-            data[c.pair_kinds] = pairs, cache
         key = (c.seed, c.pair_kinds)
         if key not in keys:
             pairs, cache = data[c.pair_kinds]
@@ -159,6 +163,15 @@ def _streams(cfgs, model, device) -> tuple[list[_Stream], list[int]]:
             streams.append(_Stream(pairs, cache, None, None, c.seed))
         of_run.append(keys[key])
     return streams, of_run
+
+
+def _rows_of(pairs: PreferencePairs, other: PreferencePairs, cache: torch.Tensor) -> torch.Tensor | None:
+    """``pairs``' latents taken from ``other``'s ``cache`` when every pair of ``pairs`` is one of ``other``'s
+    (the same dataset, and each pair's winner and loser follow its row's label either way): SafetyDPO's harmful
+    pairs out of the whole dataset's, instead of decoding and encoding them again. None otherwise."""
+    if not np.isin(pairs.rows, other.rows).all():
+        return None
+    return cache[torch.as_tensor(np.searchsorted(other.rows, pairs.rows), device=cache.device)]
 
 
 def _start_loaders(streams: list[_Stream], start: int, cfg: TrainConfig, device) -> None:

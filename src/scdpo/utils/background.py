@@ -1,11 +1,12 @@
-"""One worker thread that scores a suite while the next one samples (`scdpo eval`'s overlap).
+"""One worker thread that finishes one unit of work while the next one samples: `scdpo eval`'s overlap
+(a suite scored) and `scdpo data build`'s (a chunk's pairs PNG-encoded and written).
 
-Sampling keeps the accelerator (or the CPU's intra-op threads) busy; what follows it for a suite is
-mostly CPU work that does not need the next suite's images: PNG encoding, EmojiWorld's reference
-renders, the Frechet distance's linear algebra, the grid. :class:`Background` runs such jobs on one
-thread, in the order they were given, so their results are exactly what the same calls give one after
-another (each job reads only its own inputs). ``enabled=False`` runs every job at once in the
-caller's thread: the same code path, one thing at a time.
+Sampling keeps the accelerator (or the CPU's intra-op threads) busy; what follows it for a suite or a
+chunk is mostly CPU work that does not need the next one's images: PNG encoding, parquet writes,
+EmojiWorld's reference renders, the Frechet distance's linear algebra, the grid. :class:`Background`
+runs such jobs on one thread, in the order they were given, so their results are exactly what the same
+calls give one after another (each job reads only its own inputs). ``enabled=False`` runs every job at
+once in the caller's thread: the same code path, one thing at a time.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ class Background:
         if ahead < 0:
             raise ValueError(f"ahead must be >= 0, got {ahead}")
         self.ahead, self.pending = ahead, []
-        self.pool = ThreadPoolExecutor(1, thread_name_prefix="scdpo-eval") if enabled else None
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="scdpo-worker") if enabled else None
 
     def submit(self, fn: Callable[..., Any], *args, limit: bool = True, **kwargs) -> Future:
         """Run ``fn(*args, **kwargs)`` after every earlier job; ``limit=False`` skips the ``ahead``
