@@ -17,6 +17,8 @@
 # The three evaluations that need no training (the base model, the two negative prompts) start as soon as the
 # cost model exists, beside the data build and the trainings (EARLY_EVALS=0: with the others, as before); they
 # count against PAR.
+# DTYPE (unset: each command's `auto`, fp32 for EmojiWorld) passes `--dtype DTYPE` (tf32, bf16, ...) to the data build
+# and every evaluation: the sampling commands' precision (docs/performance.md, "Sampling precision").
 # EVAL_BATCH pins the evaluations' sampling batch (--batch-size; unset, the default since 2026-12-06: the command
 # picks, 1,024 images a UNet call and a decoder call on a GPU for EmojiWorld; every round before pinned 256, with
 # 8 images a decoder call). The batch changes the kernels' rounding, not what is drawn: at 1,024 every judge
@@ -58,7 +60,8 @@ sc-dpo-no-winner-term|--loss sc-dpo --winner-weight 0
 # ev NAME FLAGS...: one evaluation in the background, unless its metrics exist
 ev() { local name=$1; shift
        [ -f "$R/eval-$name/metrics.json" ] || bg "eval-$name" scdpo eval --model emojiworld --suites $SUITES \
-           $ELIMIT --steps $SSTEPS ${EVAL_BATCH:+--batch-size $EVAL_BATCH} --cost-model "$R/cost" --name "$name" \
+           $ELIMIT --steps $SSTEPS ${EVAL_BATCH:+--batch-size $EVAL_BATCH} ${DTYPE:+--dtype $DTYPE} \
+           --cost-model "$R/cost" --name "$name" \
            --out "$R/eval-$name" "$@"; }
 untrained_evals() { [ "${BASELINES:-1}" = 1 ] || return 0
     ev base
@@ -79,7 +82,7 @@ if has data && [ ! -f "$R/scp/README.md" ]; then
     # script pinned 256 a batch and 500-prompt chunks until 2026-12-05
     scdpo --threads "$SERIAL_THREADS" data build --model emojiworld --cost-model "$R/cost" --reward emojiworld \
         --harmful align-harmful --clean align-clean --n-harmful $NPROMPTS --n-clean $NPROMPTS \
-        --candidates $CAND --steps $SSTEPS --safe-prompt-winner $DATA_TINY \
+        --candidates $CAND --steps $SSTEPS --safe-prompt-winner $DATA_TINY ${DTYPE:+--dtype $DTYPE} \
         --out "$R/scp" > "$R/logs/data.log" 2>&1 || { tail "$R/logs/data.log"; kill $(jobs -rp) 2>/dev/null; exit 1; }
 fi
 if has train; then

@@ -15,7 +15,7 @@ set -u
 R=${R:-runs/emojiworld-alignment}
 STAGES=${STAGES:-"cost baseline eval compare"}
 PAR=${PAR:-8}
-# EVAL_BATCH: the evaluations' --batch-size, as in emojiworld_alignment.sh (unset: the command picks)
+# EVAL_BATCH, DTYPE: the evaluations' --batch-size and --dtype, as in emojiworld_alignment.sh (unset: the command picks)
 SUITE_SEED=${SUITE_SEED:-0}
 if [ "${TINY:-0}" = 1 ]; then
     COST="--pool 64 --eval-n 16 --steps 20"; ESD="--iterations 2 --batch-size 2 --ddim-steps 4"; ELIMIT="--limit 4"; SSTEPS=2
@@ -56,7 +56,8 @@ if has eval; then
     stamp eval
     ev() { local name=$1; shift
            [ -f "$R/eval-$name/metrics.json" ] || bg "eval-$name" scdpo eval --model emojiworld --suites $SUITES \
-               --suite-seed "$SUITE_SEED" $ELIMIT --steps $SSTEPS ${EVAL_BATCH:+--batch-size $EVAL_BATCH} --cost-model "$R/cost" \
+               --suite-seed "$SUITE_SEED" $ELIMIT --steps $SSTEPS ${EVAL_BATCH:+--batch-size $EVAL_BATCH} ${DTYPE:+--dtype $DTYPE} \
+               --cost-model "$R/cost" \
                --name "$name" --out "$R/eval-$name" "$@"; }
     [ "${BASE:-1}" = 1 ] && ev base
     while IFS='|' read -r name how; do

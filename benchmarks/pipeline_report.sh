@@ -2,7 +2,8 @@
 #   pipeline_report TITLE ALIGN_DIR LOG START   prints the GPU, each stage's start, the whole wall time since
 #   START (epoch seconds), each training's mean rate (its progress bar's last line), whatever its log says
 #   of CUDA graphs, each LoRA's last loss and graph replays (metrics.json), and the failures
-#   time_pipeline                               runs it with its defaults and writes that report (below)
+#   time_pipeline [NAME]                        runs it with its defaults and writes that report (below)
+#   seconds_report DIR                          where its commands' seconds went (below)
 gpu_name() { python3 -c 'import torch; print(torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu")'; }
 pipeline_report() {
     local title=$1 dir=$2 log=$3 start=$4 f
@@ -17,14 +18,33 @@ pipeline_report() {
 print({k: m[k] for k in ("steps", "loss", "cuda_graph_replays", "cuda_graphs_on", "seconds") if k in m})' "$f")"; done
     grep -h FAILED "$log"
 }
-# time_pipeline: emojiworld_alignment.sh (cost data train eval compare) with its defaults in $R/align, timed from
-# here; its report to $OUT/pipeline.txt, its comparison table to $OUT/pipeline-compare.md (round33.sh on)
+# time_pipeline [NAME]: emojiworld_alignment.sh (cost data train eval compare) in $R/NAME (default align), with the
+# caller's environment (its defaults, or e.g. DTYPE=tf32), timed from here; its report to $OUT/pipeline.txt and its
+# comparison table to $OUT/pipeline-compare.md (round33.sh on), with -NAME before .txt/.md for another NAME
 time_pipeline() {
-    local start here
+    local start here name=${1:-align} tag
+    tag=${name#align}; [ "$tag" != "$name" ] || tag=-$name  # align-tf32: -tf32
     start=$(date +%s); here=$(dirname "${BASH_SOURCE[0]}")
-    R=$R/align STAGES="cost data train eval compare" bash "$here/emojiworld_alignment.sh" > "$R/align.log" 2>&1
-    pipeline_report "emojiworld_alignment.sh (cost data train eval compare), the defaults" "$R/align" \
-        "$R/align.log" "$start" > "$OUT/pipeline.txt"
-    cp "$R/align/compare/table.md" "$OUT/pipeline-compare.md" 2>/dev/null
-    cat "$OUT/pipeline.txt"
+    R=$R/$name STAGES="cost data train eval compare" bash "$here/emojiworld_alignment.sh" > "$R/$name.log" 2>&1
+    pipeline_report "emojiworld_alignment.sh (cost data train eval compare), the defaults${DTYPE:+, DTYPE=$DTYPE}" \
+        "$R/$name" "$R/$name.log" "$start" > "$OUT/pipeline$tag.txt"
+    cp "$R/$name/compare/table.md" "$OUT/pipeline$tag-compare.md" 2>/dev/null
+    cat "$OUT/pipeline$tag.txt"
+}
+# seconds_report DIR: every "seconds" by phase a pipeline's commands wrote under DIR (the trainings' metrics.json
+# "seconds", the evaluations' "seconds_by_phase" and "worker_seconds_by_phase", the data build's seconds.json),
+# one line each (round38.sh on)
+seconds_report() {
+    python3 - "$1" <<'PY'
+import json, sys
+from pathlib import Path
+for path in sorted(Path(sys.argv[1]).rglob("*.json")):
+    try:
+        data = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError):
+        continue
+    for key, value in (data.items() if isinstance(data, dict) else ()):
+        if "seconds" in key and isinstance(value, dict):
+            print(f"{path.relative_to(sys.argv[1])} {key}: {value}")
+PY
 }

@@ -38,29 +38,10 @@ cat "$OUT/levers.txt"
 
 stageb() { R=$R/37b OUT=$OUT bash "$B/round37b.sh"; }
 
-# every "seconds" by phase the pipeline's commands wrote (the trainings' metrics.json "seconds", the evaluations'
-# "seconds_by_phase" and "worker_seconds_by_phase", the data build's seconds.json), one line each
-seconds_report() {
-    python3 - "$R/align" <<'PY'
-import json, sys
-from pathlib import Path
-for path in sorted(Path(sys.argv[1]).rglob("*.json")):
-    try:
-        data = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError):
-        continue
-    if not isinstance(data, dict):
-        continue
-    for key, value in data.items():  # a training's "seconds", an evaluation's "seconds_by_phase" and its worker's
-        if "seconds" in key and isinstance(value, dict):
-            print(f"{path.relative_to(sys.argv[1])} {key}: {value}")
-PY
-}
-
 stage1() {
 echo "[$(date +%T)] 1. the whole pipeline with its defaults, and where its seconds go"
 time_pipeline
-seconds_report > "$OUT/seconds.txt"; cat "$OUT/seconds.txt"
+seconds_report "$R/align" > "$OUT/seconds.txt"; cat "$OUT/seconds.txt"
 tar czf "$OUT/logs.tar.gz" -C "$R/align" logs 2>/dev/null
 }
 
