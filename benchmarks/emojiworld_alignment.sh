@@ -17,7 +17,7 @@
 # The three evaluations that need no training (the base model, the two negative prompts) start as soon as the
 # cost model exists, beside the data build and the trainings (EARLY_EVALS=0: with the others, as before); they
 # count against PAR.
-# DTYPE (unset: each command's `auto`, fp32 for EmojiWorld) passes `--dtype DTYPE` (tf32, bf16, ...) to the data build
+# DTYPE (unset: each command's `auto`, TF32 for EmojiWorld on a CUDA GPU since 2026-12-06, fp32 before) passes `--dtype DTYPE` (tf32, bf16, ...) to the data build
 # and every evaluation: the sampling commands' precision (docs/performance.md, "Sampling precision").
 # EVAL_BATCH pins the evaluations' sampling batch (--batch-size; unset, the default since 2026-12-06: the command
 # picks, 1,024 images a UNet call and a decoder call on a GPU for EmojiWorld; every round before pinned 256, with

@@ -47,7 +47,10 @@ a chunk written on a worker thread while the next samples, since 2026-12-06); ea
 (status, winner, loser) is the first row's.
 
 ``--dtypes bf16 ...`` adds a row to each of them per precision: the defaults with `--dtype` (the commands'
-precision since 2026-12-05; "auto" is fp32 for EmojiWorld).
+precision since 2026-12-05; "auto" is TF32 for EmojiWorld on a CUDA GPU since 2026-12-06, fp32 before, and
+today's rows pin fp32). ``--graphs`` adds one eval row: the defaults with the sampler's CUDA graphs
+(``SamplerConfig.cuda_graphs``), whose one replay a UNet call leaves the sampling thread fewer launches to make
+while the eval's worker holds the interpreter.
 
     python benchmarks/emojiworld_throughput.py --device cpu --images 16 --steps 2 \\
         --rows today b16:batch=16,vae=16 --out /tmp/tp                               # CPU dry run
@@ -57,6 +60,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import json
 import time
 import warnings
@@ -65,6 +69,9 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+
+from scdpo.models.speed import tf32_restored  # each row's TF32 switch put back after it: the rows after must
+# not inherit a row's ``--dtype tf32`` (SamplerConfig.dtype sets it for the process)
 
 from gpu_common import sync  # noqa: E402 (benchmarks/ is on sys.path)
 from scdpo.models.t2i import TORCH_DTYPES as DTYPES  # the commands' --dtype names
@@ -237,15 +244,28 @@ def timed(fn, cfg, device: torch.device, profile: Path | None = None):
     return result, seconds
 
 
+def warm_up(fn, device: torch.device) -> None:
+    """One small untimed run before the rows (2026-12-06 on): the first row, today's, no longer pays the
+    process's first CUDA calls, cuDNN's first choices and the lazy imports alone (its wall time moved 20% between
+    two runs of the thirty-eighth round, 23.6 and 28.3 s). TF32's switch is restored after it."""
+    with tf32_restored(), contextlib.redirect_stdout(io.StringIO()):
+        fn()
+    sync(device)
+
+
 @contextlib.contextmanager
-def tf32_restored():
-    """Each row's TF32 switch put back after it: ``--dtype tf32`` sets it for the process (SamplerConfig.dtype),
-    and the rows after must not inherit it."""
-    before = torch.backends.cuda.matmul.allow_tf32
-    try:
+def todays_pngs():
+    """Today's PNGs for a row: one image at a time, at Pillow's default zlib level 6, the suites' grids too (the
+    commands' level is ``scdpo.utils.io.PNG_LEVEL``, 1 since 2026-12-06)."""
+    from unittest import mock
+
+    import scdpo.utils.grid as grid
+    import scdpo.world.dataset as dataset
+
+    encode = dataset.png_bytes_many
+    with mock.patch.object(dataset, "png_bytes_many", lambda images, threads=None: encode(images, 1, level=6)), \
+            mock.patch.object(grid, "PNG_LEVEL", 6):
         yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = before
 
 
 def eigh_frechet(a, b, device=None) -> float:
@@ -262,41 +282,44 @@ def eigh_frechet(a, b, device=None) -> float:
 
 
 def eval_rows(device: torch.device, steps: int, limit: int | None, out: Path, profile: bool = False,
-              dtypes: tuple[str, ...] = ()) -> list[dict]:
+              dtypes: tuple[str, ...] = (), graphs: bool = False) -> list[dict]:
     """`scdpo eval` end to end, today's settings (the issue's yardstick, the eval before the twenty-fourth
     round: 64 images a batch, 8 a decoder call, PNGs one at a time, the Frechet distance in numpy, no
     overlap) against the defaults without and with the overlap (the module's docstring). With
     ``profile`` every row but today's runs under cProfile (its main thread): ``out/profile-ROW.txt`` lists the
     functions by cumulative and by own time (where the seconds beside sampling go). ``dtypes``: one more
-    row each, the defaults with the overlap and `--dtype` of that precision."""
+    row each, the defaults with the overlap and `--dtype` of that precision; ``graphs``: one more, with the
+    sampler's CUDA graphs."""
     import os
     import shutil
     from unittest import mock
 
     import scdpo.eval.frechet as frechet
-    import scdpo.world.dataset as dataset
     from scdpo.eval.config import EvalConfig
     from scdpo.eval.run import run
     from scdpo.models.sampler_config import SamplerConfig
 
-    encode = dataset.png_bytes_many
-    one_thread = lambda images, threads=None: encode(images, 1)  # noqa: E731  (today: one image at a time)
     rows, first = [], None
-    today = SamplerConfig(steps=steps, batch_size=64, vae_batch_size=8, progress=False)
+    # today's precision pinned: "auto" is tf32 for EmojiWorld on a CUDA GPU since 2026-12-06, fp32 before
+    today = SamplerConfig(steps=steps, batch_size=64, vae_batch_size=8, progress=False, dtype="fp32")
     defaults = SamplerConfig(steps=steps, progress=False)
     # the references' cache starts empty in this run's folder: the first defaults row fills it (a first
     # evaluation), the later ones read it (every later evaluation of the same suites); today's has none
     cache = out / "cache"
     shutil.rmtree(cache, ignore_errors=True)
-    for name, sampler, png, overlap in [("scdpo eval, today", today, one_thread, False),
-                                        ("scdpo eval, defaults without overlap, cache empty", defaults, None, False),
-                                        ("scdpo eval, defaults without overlap, cache read", defaults, None, False),
-                                        ("scdpo eval, defaults with overlap, cache read", defaults, None, True),
+    warm_up(lambda: run(EvalConfig(model="emojiworld", out=str(out / "warm-up"), limit=4, device=str(device),
+                                   sampler=today, overlap=False, frechet_cache=False)), device)
+    for name, sampler, png, overlap in [("scdpo eval, today", today, True, False),
+                                        ("scdpo eval, defaults without overlap, cache empty", defaults, False, False),
+                                        ("scdpo eval, defaults without overlap, cache read", defaults, False, False),
+                                        ("scdpo eval, defaults with overlap, cache read", defaults, False, True),
                                         *((f"scdpo eval, defaults with overlap, dtype {d}", replace(defaults, dtype=d),
-                                           None, True) for d in dtypes)]:
+                                           False, True) for d in dtypes),
+                                        *([("scdpo eval, defaults with overlap, cuda graphs",
+                                            replace(defaults, cuda_graphs=True), False, True)] if graphs else [])]:
         cfg = EvalConfig(model="emojiworld", out=str(out / name.split(", ", 1)[1].replace(", ", "-").replace(" ", "-")),
                          limit=limit, device=str(device), sampler=sampler, overlap=overlap, frechet_cache=not png)
-        with (mock.patch.object(dataset, "png_bytes_many", png) if png else contextlib.nullcontext(),
+        with (todays_pngs() if png else contextlib.nullcontext(),
               mock.patch.object(frechet, "frechet_distance", eigh_frechet) if png else contextlib.nullcontext(),
               mock.patch.dict(os.environ, {"SCDPO_CACHE": str(cache)}), tf32_restored()):
             m, seconds = timed(run, cfg, device, out / f"profile-{Path(cfg.out).name}.txt" if profile and not png else None)
@@ -305,7 +328,8 @@ def eval_rows(device: torch.device, steps: int, limit: int | None, out: Path, pr
         first = first or rates
         diff = max((abs(v - first[k]) for k, v in rates.items() if v is not None and first[k] is not None), default=0.0)
         rows.append({"name": name, "images": n, "seconds": round(seconds, 1), "img_s": round(n / seconds, 1),
-                     "max_rate_diff": round(diff, 4)})
+                     "max_rate_diff": round(diff, 4), "dtype": m.get("dtype"),
+                     **{k: m[k] for k in ("seconds_by_phase", "worker_seconds_by_phase") if k in m}})
         print(json.dumps(rows[-1]), flush=True)
     return rows
 
@@ -320,31 +344,33 @@ def build_rows(device: torch.device, steps: int, n: int, cost_model: str, out: P
     (status, winner, loser) is the first row's; every row starts from an empty folder. ``dtypes``: one more
     row each, the defaults with `--dtype` of that precision. ``profile``: as for :func:`eval_rows`."""
     import shutil
-    from unittest import mock
 
     import pandas as pd
 
-    import scdpo.world.dataset as dataset
     from scdpo.data.builder import build
     from scdpo.data.config import BuildConfig
     from scdpo.models.sampler_config import SamplerConfig
 
-    encode = dataset.png_bytes_many
-    one_thread = lambda images, threads=None: encode(images, 1)  # noqa: E731  (today: one image at a time)
     rows, first = [], None
+
+    def config(folder: Path, batch, chunk, dtype, overlap, n=n) -> BuildConfig:
+        return BuildConfig(model="emojiworld", cost_model=cost_model, reward="emojiworld", out=str(folder),
+                           harmful="align-harmful", clean="align-clean", n_harmful=n, n_clean=n, candidates=4,
+                           safe_prompt_winner=True, batch_size=batch, chunk_size=chunk, device=str(device),
+                           overlap=overlap, sampler=SamplerConfig(steps=steps, progress=False, dtype=dtype))
+    shutil.rmtree(out / "warm-up", ignore_errors=True)
+    warm_up(lambda: build(config(out / "warm-up", 64, 64, "fp32", False, n=4)), device)
+    # today's precision pinned: "auto" is tf32 for EmojiWorld on a CUDA GPU since 2026-12-06, fp32 before
     for name, batch, chunk, png, dtype, overlap in [
-            ("scdpo data build, today", 64, 64, one_thread, "auto", False),
-            ("scdpo data build, --chunk-size 64", None, 64, None, "auto", None),
-            ("scdpo data build, --no-overlap", None, None, None, "auto", False),
-            ("scdpo data build, defaults", None, None, None, "auto", None),
-            *((f"scdpo data build, --dtype {d}", None, None, None, d, None) for d in dtypes)]:
+            ("scdpo data build, today", 64, 64, True, "fp32", False),
+            ("scdpo data build, --chunk-size 64", None, 64, False, "auto", None),
+            ("scdpo data build, --no-overlap", None, None, False, "auto", False),
+            ("scdpo data build, defaults", None, None, False, "auto", None),
+            *((f"scdpo data build, --dtype {d}", None, None, False, d, None) for d in dtypes)]:
         folder = out / name.split(", ")[1].strip("-").replace(" ", "-")
         shutil.rmtree(folder, ignore_errors=True)
-        cfg = BuildConfig(model="emojiworld", cost_model=cost_model, reward="emojiworld", out=str(folder),
-                          harmful="align-harmful", clean="align-clean", n_harmful=n, n_clean=n, candidates=4,
-                          safe_prompt_winner=True, batch_size=batch, chunk_size=chunk, device=str(device),
-                          overlap=overlap, sampler=SamplerConfig(steps=steps, progress=False, dtype=dtype))
-        with mock.patch.object(dataset, "png_bytes_many", png) if png else contextlib.nullcontext(), tf32_restored():
+        cfg = config(folder, batch, chunk, dtype, overlap)
+        with todays_pngs() if png else contextlib.nullcontext(), tf32_restored():
             summary, seconds = timed(build, cfg, device, out / f"profile-{folder.name}.txt" if profile and not png else None)
         table = pd.read_parquet(folder / "choices.parquet")
         choices = table.set_index("prompt_id")[["status", "winner", "loser"]]
@@ -352,7 +378,8 @@ def build_rows(device: torch.device, steps: int, n: int, cost_model: str, out: P
         same = float((choices.reindex(first.index) == first).all(axis=1).mean())
         images = int(table["seeds"].map(len).sum())
         rows.append({"name": name, "images": images, "seconds": round(seconds, 1), "img_s": round(images / seconds, 1),
-                     "pairs": summary["pairs"], "same_choice": round(same, 4)})
+                     "pairs": summary["pairs"], "same_choice": round(same, 4),
+                     **json.loads((folder / "seconds.json").read_text())})
         print(json.dumps(rows[-1]), flush=True)
     return rows
 
@@ -389,6 +416,8 @@ def main(argv=None) -> None:
     p.add_argument("--dtypes", nargs="*", default=[], choices=("fp32", "bf16", "fp16", "tf32"),
                    help="with --eval / --build: one more row each, the defaults with `--dtype` of that precision "
                         "(tf32: fp32 weights, TF32 matmuls)")
+    p.add_argument("--graphs", action="store_true",
+                   help="with --eval: one more row, the defaults with the sampler's CUDA graphs")
     p.add_argument("--build-prompts", type=int, default=500, help="harmful and clean prompts each in --build")
     p.add_argument("--kernels", type=int, default=0, metavar="N",
                    help="profile each row's first batch once more: busy share, kernel time by kind, the N longest "
@@ -423,7 +452,8 @@ def main(argv=None) -> None:
         atomic_write_text(out / "rows.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     text = table(rows) + "\n" if rows else ""
     if args.eval:
-        ev = eval_rows(device, args.steps, args.eval_limit, out / "eval", args.profile, tuple(args.dtypes))
+        ev = eval_rows(device, args.steps, args.eval_limit, out / "eval", args.profile, tuple(args.dtypes),
+                       args.graphs)
         atomic_write_text(out / "eval.jsonl", "".join(json.dumps(r) + "\n" for r in ev))
         text += ("\n| whole command | images | wall s | images/s | x today | largest rate difference |\n"
                  "|---|---|---|---|---|---|\n")

@@ -73,6 +73,33 @@ def test_png_bytes_many_writes_the_bytes_of_one_at_a_time():
     assert png_bytes_many(torch.empty(0, 3, 8, 8)) == []
 
 
+def test_pngs_are_written_at_the_fast_zlib_level_and_stay_lossless(tmp_path):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from scdpo.utils.grid import save_grid
+    from scdpo.utils.io import PNG_LEVEL
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(4, 3, 16, 16, generator=g)  # noise: the levels' outputs differ
+    eight_bit = (images * 255).round().byte().permute(0, 2, 3, 1).numpy()
+
+    def at(level, a):
+        buf = io.BytesIO()
+        Image.fromarray(a).save(buf, format="PNG", compress_level=level)
+        return buf.getvalue()
+    blobs = png_bytes_many(images, threads=1)
+    assert PNG_LEVEL == 1 and blobs == [at(1, a) for a in eight_bit] != [at(6, a) for a in eight_bit]
+    assert png_bytes_many(images, threads=1, level=6) == [at(6, a) for a in eight_bit]  # the benchmark's "today"
+    for blob, a in zip(blobs, eight_bit):  # lossless: the pixels of the 8-bit images, exactly
+        assert np.array_equal(np.asarray(Image.open(io.BytesIO(blob))), a)
+    path = save_grid(images, tmp_path / "grid.png", captions=list("abcd"), columns=2)
+    grid = Image.open(path)
+    assert grid.format == "PNG" and path.read_bytes() == at(1, np.asarray(grid.convert("RGB")))
+
+
 def test_the_throughput_benchmark_parses_rows_and_compares_verdicts():
     tp = load_script("emojiworld_throughput")
     today = tp.parse_row("today:")
@@ -111,20 +138,25 @@ def test_the_throughput_benchmark_times_the_whole_data_build_and_compares_choice
     seen = []
 
     def fake_build(cfg):
-        seen.append((cfg.batch_size, cfg.chunk_size, cfg.n_harmful, cfg.safe_prompt_winner, cfg.overlap))
+        seen.append((cfg.batch_size, cfg.chunk_size, cfg.n_harmful, cfg.safe_prompt_winner, cfg.overlap,
+                     cfg.sampler.dtype))
         Path(cfg.out).mkdir(parents=True)
-        winner = [0, 1] if len(seen) < 4 else [0, 2]  # the fourth row chooses another winner for prompt b
+        winner = [0, 1] if len(seen) < 5 else [0, 2]  # the fourth row chooses another winner for prompt b
         pd.DataFrame({"prompt_id": ["a", "b"], "status": ["ok", "ok"], "winner": winner, "loser": [3, 3],
                       "seeds": [[1, 2, 3, 4], [5, 6, 7, 8, 9]]}).to_parquet(Path(cfg.out) / "choices.parquet")
+        (Path(cfg.out) / "seconds.json").write_text('{"seconds_by_phase": {"sampling": 1.5}}')
         return {"pairs": 2}
 
     monkeypatch.setattr(builder, "build", fake_build)
     rows = tp.build_rows(torch.device("cpu"), 2, 6, "cost-dir", tmp_path)
-    # today (one thing at a time), chunk 64, the defaults without the overlap, the defaults
-    assert seen == [(64, 64, 6, True, False), (None, 64, 6, True, None), (None, None, 6, True, False),
-                    (None, None, 6, True, None)]
+    # an untimed warm-up at today's settings, then today (one thing at a time, fp32 pinned: "auto" is TF32 on a
+    # CUDA GPU since 2026-12-06), chunk 64, the defaults without the overlap, the defaults
+    assert seen == [(64, 64, 4, True, False, "fp32"), (64, 64, 6, True, False, "fp32"),
+                    (None, 64, 6, True, None, "auto"), (None, None, 6, True, False, "auto"),
+                    (None, None, 6, True, None, "auto")]
     assert [r["images"] for r in rows] == [9, 9, 9, 9] and all(r["pairs"] == 2 for r in rows)
     assert [r["same_choice"] for r in rows] == [1.0, 1.0, 1.0, 0.5]
+    assert all(r["seconds_by_phase"] == {"sampling": 1.5} for r in rows)  # each row's phases, from its folder
 
 
 def test_the_throughput_benchmark_times_the_eval_with_the_cache_empty_then_read(tmp_path, monkeypatch):
@@ -136,20 +168,62 @@ def test_the_throughput_benchmark_times_the_eval_with_the_cache_empty_then_read(
     seen = []
 
     def fake_run(cfg):
-        seen.append((cfg.frechet_cache, cfg.overlap, os.environ["SCDPO_CACHE"]))
-        return {"suites": {"eval-clean": {"prompts": 4, "harmful_rate": 0.0, "alignment": 0.5}}}
+        seen.append((cfg.frechet_cache, cfg.overlap, os.environ.get("SCDPO_CACHE"), cfg.sampler.dtype))
+        return {"suites": {"eval-clean": {"prompts": 4, "harmful_rate": 0.0, "alignment": 0.5}},
+                "seconds_by_phase": {"sampling": 1.0}}
 
     monkeypatch.setattr(run, "run", fake_run)
+    monkeypatch.delenv("SCDPO_CACHE", raising=False)
     (tmp_path / "cache").mkdir()
     (tmp_path / "cache" / "stale").write_text("from an earlier run")
     rows = tp.eval_rows(torch.device("cpu"), 2, 4, tmp_path)
     cache = str(tmp_path / "cache")
-    assert seen == [(False, False, cache), (True, False, cache), (True, False, cache), (True, True, cache)]
+    # an untimed warm-up without the cache, then today's (fp32 pinned) and the defaults
+    assert seen == [(False, False, None, "fp32"), (False, False, cache, "fp32"), (True, False, cache, "auto"),
+                    (True, False, cache, "auto"), (True, True, cache, "auto")]
+    assert all(r["seconds_by_phase"] == {"sampling": 1.0} for r in rows)
     assert not (tmp_path / "cache").exists()  # emptied first; the fake run wrote nothing
     assert [r["name"].split(", ", 1)[1] for r in rows] == [
         "today", "defaults without overlap, cache empty", "defaults without overlap, cache read",
         "defaults with overlap, cache read"]
     assert "SCDPO_CACHE" not in os.environ or os.environ["SCDPO_CACHE"] != cache
+
+
+def test_the_throughput_benchmarks_extra_eval_rows_and_todays_pngs(tmp_path, monkeypatch):
+    """--dtypes and --graphs add the defaults with that precision / the sampler's graphs; today's rows write their
+    images and grids at Pillow's default level 6, and everything after them at PNG_LEVEL again."""
+    import scdpo.eval.run as run
+    import scdpo.utils.grid as grid
+    import scdpo.world.dataset as dataset
+
+    tp = load_script("emojiworld_throughput")
+    seen = []
+    images = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+
+    def fake_run(cfg):
+        seen.append((cfg.sampler.dtype, cfg.sampler.cuda_graphs, grid.PNG_LEVEL,
+                     dataset.png_bytes_many(images) == [png_at(6, im) for im in images]))
+        return {"suites": {"eval-clean": {"prompts": 4, "harmful_rate": 0.0, "alignment": 0.5}}, "dtype": "x"}
+
+    def png_at(level, image):
+        import io
+
+        from PIL import Image
+
+        buf = io.BytesIO()
+        a = (image * 255).round().byte().permute(1, 2, 0).numpy()
+        Image.fromarray(a).save(buf, format="PNG", compress_level=level)
+        return buf.getvalue()
+
+    monkeypatch.setattr(run, "run", fake_run)
+    rows = tp.eval_rows(torch.device("cpu"), 2, 4, tmp_path, dtypes=("bf16",), graphs=True)
+    # warm-up, today, three defaults rows, then --dtypes bf16 and --graphs
+    assert [(d, g) for d, g, *_ in seen] == [("fp32", False), ("fp32", False), ("auto", False), ("auto", False),
+                                           ("auto", False), ("bf16", False), ("auto", True)]
+    assert [level for _, _, level, _ in seen] == [1, 6, 1, 1, 1, 1, 1]  # the grids: level 6 for today's only
+    assert [today for *_, today in seen] == [False, True, False, False, False, False, False]
+    assert rows[-1]["name"].endswith("cuda graphs") and all(r["dtype"] == "x" for r in rows)
+    assert grid.PNG_LEVEL == 1 and dataset.png_bytes_many(images) == [png_at(1, im) for im in images]
 
 
 def test_the_throughput_benchmark_profiles_every_row_but_todays(tmp_path, monkeypatch):
@@ -169,6 +243,7 @@ def test_the_throughput_benchmark_profiles_every_row_but_todays(tmp_path, monkey
         Path(cfg.out).mkdir(parents=True)
         pd.DataFrame({"prompt_id": ["a"], "status": ["ok"], "winner": [0], "loser": [1],
                       "seeds": [[1, 2]]}).to_parquet(Path(cfg.out) / "choices.parquet")
+        (Path(cfg.out) / "seconds.json").write_text("{}")
         return {"pairs": 1}
 
     monkeypatch.setattr(run, "run", fake_run)

@@ -22,7 +22,9 @@ def test_auto_is_bf16_on_cuda_for_a_real_model_only(sd, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert sampling_dtype("auto", sd, "cuda") == "bf16"
     assert sampling_dtype("auto", sd, "cuda:1") == "fp16"  # the device's own GPU decides
-    assert sampling_dtype("auto", "emojiworld", "cuda") == "fp32"  # its published numbers are fp32
+    assert sampling_dtype("auto", "emojiworld", "cuda") == "tf32"  # fp32 weights, TF32 matmuls
+    assert sampling_dtype("auto", "emojiworld", "cuda:1") == "fp32"  # no TF32 before Ampere
+    assert sampling_dtype("auto", "emojiworld", "cpu") == "fp32"
     assert sampling_dtype("auto", sd, "cpu") == "fp32"
     assert sampling_dtype("auto", sd, None) == "bf16"  # no device given: what T2IModel would pick
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
@@ -136,6 +138,44 @@ def test_a_build_sampled_before_dtype_existed_says_how_to_resume(tmp_path):
         build(_cfg(out, device="cpu"), FakeModel(), lambda i, r: (_ for _ in ()).throw(RuntimeError("stop")), fake_reward)
     with pytest.raises(ValueError, match=r"'dtype': \('fp32', 'bf16'\).*add --dtype fp32 to resume it"):
         build(_cfg(out), HalfModel(), fake_cost, fake_reward)
+
+
+def test_an_emojiworld_build_of_before_resumes_with_fp32_only(monkeypatch):
+    """A GPU build of EmojiWorld recorded no precision until 2026-12-06 ("auto" was fp32); "auto" now resolves
+    to tf32 there, so the settings differ and the refusal names the fix."""
+    from scdpo.data.config import BuildConfig
+    from scdpo.models.sampler_config import dtype_hint
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d: (9, 0))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    common = dict(model="emojiworld", cost_model="c", reward="emojiworld", harmful="align-harmful", out="o",
+                  device="cuda", chunk_size=64)
+    now = BuildConfig(**common).settings()
+    assert now["dtype"] == "tf32"
+    before = BuildConfig(**common, sampler=SamplerConfig(dtype="fp32")).settings()
+    assert "dtype" not in before and {k: v for k, v in now.items() if k != "dtype"} == before
+    assert dtype_hint(before, now).endswith("this run would sample in tf32: add --dtype fp32 to resume it")
+
+
+def test_a_process_of_several_commands_keeps_each_ones_tf32_switch(monkeypatch, tmp_path):
+    """tf32_restored puts torch's process-wide switch back, and the demo runs each stage inside it: a GPU build's
+    "tf32" sampling does not carry into the training after it."""
+    from scdpo import demo
+    from scdpo.models.speed import allow_tf32, tf32_restored
+
+    before = torch.backends.cuda.matmul.allow_tf32
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = False
+        with tf32_restored():
+            allow_tf32()
+            assert torch.backends.cuda.matmul.allow_tf32
+        assert not torch.backends.cuda.matmul.allow_tf32
+        seen = []
+        demo._stage("build", tmp_path / "not-done", allow_tf32)
+        demo._stage("train", tmp_path / "not-done", lambda: seen.append(torch.backends.cuda.matmul.allow_tf32))
+        assert seen == [False]
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before
 
 
 def test_generate_records_the_dtype(sd, tmp_path, one_thread):

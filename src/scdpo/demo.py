@@ -73,9 +73,12 @@ def _stage(name: str, done: Path, fn) -> None:
     if done.exists():
         print(f"[demo] {name}: done already ({done.parent}), skipped")
         return
+    from scdpo.models.speed import tf32_restored
+
     t0 = time.time()
     print(f"[demo] {name} ...", flush=True)
-    fn()
+    with tf32_restored():  # each stage in the precision it would have alone (a GPU build's "tf32" ends with it)
+        fn()
     print(f"[demo] {name}: {time.time() - t0:.0f} s", flush=True)
 
 

@@ -61,8 +61,9 @@ class CostTrainConfig:
             builder will score).
         sample_batch_size: prompt pairs only: images per sampling batch.
         sample_dtype: prompt pairs only: the precision the model samples in, as the sampling commands'
-            --dtype (SamplerConfig.dtype; "auto": bf16 on a CUDA GPU for a real model, else fp32). A
-            precision other than fp32 is part of the image cache's key.
+            --dtype (SamplerConfig.dtype; "auto": bf16 on a CUDA GPU for a real model, TF32 there for
+            EmojiWorld since 2026-12-06, else fp32). A precision other than fp32 is part of the image cache's
+            key, so an EmojiWorld pair cache sampled on a GPU before then is read with "fp32" only.
         suite: EmojiWorld suite the training pool is drawn from.
         pool: EmojiWorld training images (scenes); prompt pairs: pairs sampled (two images
             each); user data uses every row not held out.

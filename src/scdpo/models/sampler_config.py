@@ -47,7 +47,12 @@ class SamplerConfig:
             runs, the recording, the check), so they can pay only where a call runs many steps. On a
             CUDA device only (ignored elsewhere). Off by default: on an H100 (BENCHMARKS.md,
             "Thirty-second round") EmojiWorld sampled 3.1x faster at 64 images a batch, but no faster
-            at the 1,024 the sampler picks for small latents, and SD-shaped sampling ran 0.89x.
+            at the 1,024 the sampler picks for small latents, and SD-shaped sampling ran 0.89x. The whole
+            EmojiWorld `scdpo eval` (its worker scoring beside the sampling thread) took 4.8 s with them
+            against 5.2-5.3 s without, every rate the same (one H100, one run; BENCHMARKS.md, "Fortieth
+            round"). Not a command-line flag: the recording uses torch's default "global" capture mode, in
+            which the eval's worker thread may not allocate or synchronise while the sampler records, so a
+            flag needs thread-local capture and a GPU run of both first.
         vae_batch_size: images per VAE decoder call; None (the default): the batch itself where the
             batch is picked as 1024, else 8 (for SD-sized latents more bought 2% for 3x the memory; a
             set batch_size keeps 8, so runs with --batch-size decode as before).
@@ -56,9 +61,10 @@ class SamplerConfig:
         dtype: the precision a command loads the model in to sample: "fp32", "tf32", "bf16", "fp16" or "auto"
             (the default, :func:`sampling_dtype`): bf16 on a CUDA GPU for a real model (fp16 on a GPU
             below compute capability 8, whose bf16 is emulated), as diffusers' examples sample and as benchmarks/gpu_sampling.py measured
-            scdpo's sampler against diffusers' pipeline; fp32 on other devices and for EmojiWorld, whose
-            every published number is fp32 (bf16 changed 1.4% of its judge verdicts; docs/performance.md,
-            "Sampling batches"). "tf32": fp32 weights with TF32 matmuls on a CUDA GPU of compute capability 8 or
+            scdpo's sampler against diffusers' pipeline; "tf32" for EmojiWorld on a CUDA GPU (since
+            2026-12-06: diffusers' "Speed up inference" guide recommends TF32 matmuls; bf16 changed 1.4% of
+            EmojiWorld's judge verdicts, TF32 0.1%, fp32 until then; docs/performance.md, "Sampling
+            precision"); fp32 on the CPU and other devices. "tf32": fp32 weights with TF32 matmuls on a CUDA GPU of compute capability 8 or
             more (diffusers' training examples' ``--allow_tf32``; cuDNN's convolutions use TF32 by torch's
             default already), fp32 elsewhere; torch has no per-module switch, so it sets
             ``torch.backends.cuda.matmul.allow_tf32`` for the rest of the process (``speed.allow_tf32``: the
@@ -111,9 +117,10 @@ class SamplerConfig:
 
 def sampling_dtype(choice: str, model: str, device) -> str:
     """The precision ``choice`` (SamplerConfig.dtype) means for ``model`` on ``device`` (None: CUDA if
-    available, as :class:`T2IModel` picks): itself unless "auto" ("tf32" off CUDA or before compute capability 8: "fp32"); "auto" is bf16 (fp16 on a GPU without
-    bf16 in hardware, before compute capability 8) on CUDA for a real model, else fp32 (the CPU, other
-    devices, EmojiWorld: see SamplerConfig.dtype)."""
+    available, as :class:`T2IModel` picks): itself unless "auto" ("tf32" off CUDA or before compute
+    capability 8: "fp32"). "auto" on CUDA is bf16 for a real model (fp16 on a GPU without bf16 in hardware,
+    before compute capability 8) and tf32 for EmojiWorld (fp32 before compute capability 8); fp32 on the CPU
+    and other devices (see SamplerConfig.dtype)."""
     import torch
 
     from scdpo.models.registry import model_domain
@@ -125,8 +132,10 @@ def sampling_dtype(choice: str, model: str, device) -> str:
     if choice != "auto":
         return choice
     # without CUDA a "cuda" device fails where the model loads, with torch's own message
-    if not on_cuda or model_domain(str(model)) == "emojiworld":
+    if not on_cuda:
         return "fp32"
+    if model_domain(str(model)) == "emojiworld":  # fp32 arithmetic with TF32 matmuls (fortieth round)
+        return sampling_dtype("tf32", model, dev)
     # bf16 in hardware from compute capability 8 (Ampere); torch's is_bf16_supported() also counts the
     # emulated bf16 of a V100 or T4, slower there than fp16
     return "bf16" if torch.cuda.get_device_capability(dev)[0] >= 8 else "fp16"
@@ -152,12 +161,13 @@ def without_fp32(settings: dict) -> dict:
 
 
 def dtype_hint(was: dict, now: dict) -> str:
-    """A resume error's advice when the folder was sampled in fp32 before --dtype existed (no key) and
-    this run resolved another precision; else ""."""
+    """A resume error's advice when the folder was sampled in fp32 (no key: written before --dtype existed,
+    or under an "auto" that meant fp32, as EmojiWorld's did on a GPU until 2026-12-06) and this run resolved
+    another precision; else ""."""
     if "dtype" in was or now.get("dtype", "fp32") == "fp32":
         return ""
-    return (f"; it was sampled in fp32 (written before --dtype existed) and this run would sample in "
-            f"{now['dtype']}: add --dtype fp32 to resume it")
+    return (f"; it was sampled in fp32 and this run would sample in {now['dtype']}: add --dtype fp32 to "
+            "resume it")
 
 
 #: images per batch on the CPU, and on a GPU for latents larger than SMALL_LATENT (today's default)

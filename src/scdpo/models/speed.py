@@ -194,6 +194,18 @@ def allow_tf32() -> None:
     torch.backends.cuda.matmul.allow_tf32 = True
 
 
+@contextlib.contextmanager
+def tf32_restored():
+    """Run a block, then put torch's TF32 switch back as it was: a process that runs several commands in a row
+    (the demo; a benchmark's rows) keeps one command's "tf32" sampling (:func:`allow_tf32`) out of the next,
+    e.g. a training after an EmojiWorld build on a GPU, whose `auto` is "tf32"."""
+    before = torch.backends.cuda.matmul.allow_tf32
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before
+
+
 def tf32_in_force(device: str | torch.device) -> bool:
     """Whether fp32 matmuls on ``device`` run in TF32 now (a CUDA device with torch's switch on)."""
     return torch.device(device).type == "cuda" and torch.backends.cuda.matmul.allow_tf32

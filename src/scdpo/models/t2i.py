@@ -150,8 +150,8 @@ class T2IModel:
                      lora: str | os.PathLike | None = None, lora_scale: float = 1.0) -> T2IModel:
         """The model as the sampling commands (generate, eval, data build, data mine, cost train's prompt
         pairs) load it: in the precision ``config.dtype`` means here
-        (:func:`scdpo.models.sampler_config.sampling_dtype`; "auto": bf16 on CUDA for a real model, fp32 on
-        the CPU and for EmojiWorld), with ``lora`` fused at ``lora_scale`` (:meth:`load_lora`).
+        (:func:`scdpo.models.sampler_config.sampling_dtype`; "auto": bf16 on CUDA for a real model, TF32 on
+        CUDA for EmojiWorld, fp32 on the CPU), with ``lora`` fused at ``lora_scale`` (:meth:`load_lora`).
 
         Loaded in fp32 and cast once at the end: a LoRA fused into bf16 weights would lose every update
         below half a bf16 step of its weight (a reviewer measured a LoRA of 5e-4 of the weights' size keep

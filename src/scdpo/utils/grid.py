@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from scdpo.utils.io import atomic_path
+from scdpo.utils.io import PNG_LEVEL, atomic_path
 
 
 def _to_uint8(images) -> list[np.ndarray]:
@@ -59,5 +59,5 @@ def save_grid(images, path: str | Path, captions: Sequence[str] | None = None, *
     path = Path(path)
     grid = make_grid(images, captions, **kwargs)
     with atomic_path(path) as tmp:
-        grid.save(tmp, format="PNG")
+        grid.save(tmp, format="PNG", compress_level=PNG_LEVEL)
     return path

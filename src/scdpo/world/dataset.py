@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from scdpo.utils.io import atomic_path
+from scdpo.utils.io import PNG_LEVEL, atomic_path
 from scdpo.world.render import label_matrix, render_scenes
 from scdpo.world.suites import get_suite_spec, suite_scenes
 
@@ -55,14 +55,15 @@ def png_bytes(image: torch.Tensor) -> bytes:
     return png_bytes_many(image[None], threads=1)[0]
 
 
-def png_bytes_many(images: torch.Tensor | list[torch.Tensor], threads: int | None = None) -> list[bytes]:
-    """PNG bytes of (N, 3, H, W) images in [0, 1], the same bytes as :func:`png_bytes` of each.
+def png_bytes_many(images: torch.Tensor | list[torch.Tensor], threads: int | None = None,
+                   level: int = PNG_LEVEL) -> list[bytes]:
+    """PNG bytes of (N, 3, H, W) images in [0, 1], the same bytes as :func:`png_bytes` of each (at one level).
 
-    The 8-bit conversion runs once for the batch, and the encoding on ``threads`` threads (default:
-    torch's intra-op threads, which every command sets from ``--threads``): Pillow's zlib encoder
-    releases the GIL, so the threads run at once. One thread encoded 730 EmojiWorld images a second
-    on the H200's host, slower than the GPU samples them at 1024 a batch (docs/performance.md,
-    "Sampling batches")."""
+    The 8-bit conversion runs once for the batch, and the encoding (zlib ``level``: the commands' PNG_LEVEL,
+    :mod:`scdpo.utils.io`) on ``threads`` threads (default: torch's intra-op threads, which every command
+    sets from ``--threads``): Pillow's zlib encoder releases the GIL, so the threads run at once. One thread encoded 730 EmojiWorld
+    images a second at Pillow's default level on the H200's host, slower than the GPU samples them at 1024 a
+    batch (docs/performance.md, "Sampling batches")."""
     from concurrent.futures import ThreadPoolExecutor
 
     if isinstance(images, list):
@@ -71,7 +72,7 @@ def png_bytes_many(images: torch.Tensor | list[torch.Tensor], threads: int | Non
 
     def encode(a) -> bytes:
         buf = io.BytesIO()
-        Image.fromarray(a).save(buf, format="PNG")
+        Image.fromarray(a).save(buf, format="PNG", compress_level=level)
         return buf.getvalue()
 
     threads = threads or torch.get_num_threads()
