@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Iterator
 
 #: zlib's level for the PNGs the commands write in bulk, images and grids (Pillow's default is 6). PNG is
-#: lossless at any level, so the pixels are the same; level 1 encoded generated EmojiWorld images about 2x faster
-#: on one CPU thread for files about 15% larger (benchmarks/png_encode.py; BENCHMARKS.md, "PNG encoding by zlib
-#: level"). The eval's and the data build's encoding runs beside the GPU's sampling, on the critical path once the
+#: lossless at any level, so the pixels are the same; level 1 encoded generated EmojiWorld images 2.4x faster on
+#: one CPU thread for files 15% larger (benchmarks/png_encode.py; BENCHMARKS.md, "PNG encoding by zlib level").
+#: The eval's and the data build's encoding runs beside the GPU's sampling, on the critical path once the
 #: sampling is fast.
 PNG_LEVEL = 1
 

@@ -61,9 +61,9 @@ def png_bytes_many(images: torch.Tensor | list[torch.Tensor], threads: int | Non
 
     The 8-bit conversion runs once for the batch, and the encoding (zlib ``level``: the commands' PNG_LEVEL,
     :mod:`scdpo.utils.io`) on ``threads`` threads (default: torch's intra-op threads, which every command
-    sets from ``--threads``): Pillow's zlib encoder releases the GIL, so the threads run at once. One thread encoded 730 EmojiWorld
-    images a second at Pillow's default level on the H200's host, slower than the GPU samples them at 1024 a
-    batch (docs/performance.md, "Sampling batches")."""
+    sets from ``--threads``): Pillow's zlib encoder releases the GIL, so the threads run at once. One thread
+    encoded 730 EmojiWorld images a second at Pillow's default level on the H200's host, slower than the GPU
+    samples them at 1024 a batch (docs/performance.md, "Sampling batches")."""
     from concurrent.futures import ThreadPoolExecutor
 
     if isinstance(images, list):
