@@ -4,10 +4,12 @@
 # base model, the negative-prompt baselines and (stage "baselines") the field's baselines, ESD-x/u,
 # UCE, SLD and SAFREE (benchmarks/emojiworld_baselines.sh, same R) -> one comparison table.
 #
-#   bash benchmarks/emojiworld_alignment.sh            # GPU scale (one H100: 280-283 s, the trainings 121 s; BENCHMARKS.md, "Thirty-eighth round")
+#   bash benchmarks/emojiworld_alignment.sh            # GPU scale (one H100: 209-225 s; BENCHMARKS.md, "Forty-first round")
 #   TINY=1 R=/tmp/r bash benchmarks/emojiworld_alignment.sh   # seconds-scale dry run on a CPU
 #
 # Stages run in order and each is skipped when its output exists (STAGES="train eval" reruns two).
+# WARM=1 (the default on Linux; benchmarks/jobs.sh) forks every command from one server that imported everything once;
+# WARM=0 runs each in a fresh process (245-257 s against 209-225 s on one H100, the same tables).
 # TOGETHER=1 (the default for the default METHODS) trains the methods in one process (`scdpo train --together`):
 # on one H100 the six trainings took 107 s against 135 s as six processes, their tables equal within noise
 # (BENCHMARKS.md, "Thirty-fifth round"); TOGETHER=0: one process each.

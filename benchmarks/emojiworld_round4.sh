@@ -221,7 +221,7 @@ pack() { [ -n "${OUT:-}" ] || return 0
          done; }
 if [ -n "${OUT:-}" ]; then ( while sleep 20; do pack; done ) > /dev/null 2>&1 & PACKER=$!; fi
 # an early exit must not leave the packer or the judge running (they would hold the caller's pipe)
-trap 'kill ${PACKER:-} ${JUDGE_PID:-} 2>/dev/null' EXIT
+trap 'kill ${PACKER:-} ${JUDGE_PID:-} 2>/dev/null; warm_stop' EXIT
 
 # ---- the judge, fine-tuned to read concept-free images (blobs, smears) as nothing (docs/base-model.md);
 # it runs beside the data stages, and every evaluation of this script uses it (SCDPO_JUDGE)

@@ -5,6 +5,25 @@
 mkdir -p "$R/logs"
 T0=$(date +%s)
 scdpo() { python3 -m scdpo.cli "$@"; }
+# WARM=1 (the default on Linux): every scdpo command of the script is forked from one server that imported torch,
+# diffusers, transformers and scdpo once (scdpo.utils.warm) instead of importing them again in each process: on one
+# H100 the whole emojiworld_alignment.sh took 209-225 s against 245-257 s with WARM=0, its tables the same to the
+# character (docs/performance.md, "Warm starts"). WARM=0: each command a fresh process, as before. A script run by this
+# one (emojiworld_baselines.sh) reuses the server through WARM_SOCKET; the script that started it stops it at its exit
+# (one with its own EXIT trap calls warm_stop from it).
+# warm_stop: stop the server this script started (scripts with an EXIT trap of their own call it from theirs)
+warm_stop() { [ -z "${_warm_started:-}" ] || python3 -m scdpo.utils.warm stop "$WARM_SOCKET" 2>/dev/null; }
+if [ "${WARM:-$([ "$(uname -s)" = Linux ] && echo 1)}" = 1 ]; then
+    # in a folder only this user can open (the server serves its own user only, and a client trusts no other's)
+    export WARM_SOCKET=${WARM_SOCKET:-$(mktemp -d /tmp/scdpo-warm-XXXXXX)/s.sock}
+    if _warm=$(python3 -m scdpo.utils.warm start "$WARM_SOCKET" --log "$R/logs/warm.log"); then
+        [ "$_warm" = "already running" ] || { _warm_started=1; trap warm_stop EXIT; }
+        # a server gone (stopped by the script that started it, idle too long) leaves its commands cold, not failed
+        scdpo() { python3 -m scdpo.utils.warm run --wait 0 --cold-if-absent "$WARM_SOCKET" -- "$@"; }
+    else
+        echo "WARM=1: the warm server did not start (above; $R/logs/warm.log); the commands run cold"
+    fi
+fi
 stamp() { echo "[$(date +%T)] $*"; }
 has() { case " $STAGES " in *" $1 "*) return 0;; esac; return 1; }
 # run "$@" in the background with its log and exit code under $R/logs; at most PAR at once

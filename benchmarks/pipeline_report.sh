@@ -26,7 +26,7 @@ time_pipeline() {
     tag=${name#align}; [ "$tag" != "$name" ] || tag=-$name  # align-tf32: -tf32
     start=$(date +%s); here=$(dirname "${BASH_SOURCE[0]}")
     R=$R/$name STAGES="cost data train eval compare" bash "$here/emojiworld_alignment.sh" > "$R/$name.log" 2>&1
-    pipeline_report "emojiworld_alignment.sh (cost data train eval compare), the defaults${DTYPE:+, DTYPE=$DTYPE}" \
+    pipeline_report "emojiworld_alignment.sh (cost data train eval compare), the defaults${DTYPE:+, DTYPE=$DTYPE}${WARM:+, WARM=$WARM}" \
         "$R/$name" "$R/$name.log" "$start" > "$OUT/pipeline$tag.txt"
     cp "$R/$name/compare/table.md" "$OUT/pipeline$tag-compare.md" 2>/dev/null
     cat "$OUT/pipeline$tag.txt"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -240,7 +241,7 @@ def _pipeline_log(tmp_path, **env) -> list[str]:
     log = tmp_path / "calls.log"
     # the script's own settings come from the test alone, never from the caller's environment
     mine = ("TINY", "DEADLINE", "EARLY_EVALS", "BASELINES", "METHODS", "PAR", "SERIAL_THREADS", "SUITES", "TRAIN_FLAGS",
-            "TOGETHER")
+            "TOGETHER", "WARM", "WARM_SOCKET")
     base = {k: v for k, v in os.environ.items() if k not in mine}
     res = subprocess.run(["bash", str(ROOT / "benchmarks" / "emojiworld_alignment.sh")], cwd=ROOT, timeout=120,
                          env={**base, "PATH": f"{bin_dir}:{os.environ['PATH']}", "LOG": str(log),
@@ -270,6 +271,23 @@ def test_pipeline_starts_the_untrained_evaluations_beside_the_data_build(tmp_pat
     assert sum("begin" in line and " eval --model" in line for line in lines) == 9  # each evaluation once
     assert "--threads 3 cost train" in lines[_first(lines, "cost train")]
     assert "--threads 3 data build" in lines[_first(lines, "data build")]
+
+
+def test_pipeline_forks_its_commands_from_one_warm_server_unless_told_not_to(tmp_path):
+    # WARM=1, the default on Linux: one server started before the first command and stopped after the last, every
+    # command run through it (scdpo.utils.warm); WARM=0: each command its own `python3 -m scdpo.cli` process
+    for env, warm in (({}, sys.platform.startswith("linux")), ({"WARM": "1"}, True), ({"WARM": "0"}, False)):
+        lines = _pipeline_log(tmp_path / f"warm-{env.get('WARM', 'default')}", **env)
+        commands = [line for line in lines if line.startswith("begin") and "scdpo.utils.warm start " not in line
+                    and "scdpo.utils.warm stop " not in line]
+        assert len(commands) == 1 + 1 + 1 + 9 + 1  # cost, data, the trainings together, 9 evaluations, compare
+        if warm:
+            assert "-m scdpo.utils.warm start " in lines[0] and "-m scdpo.utils.warm stop " in lines[-2]
+            socket = lines[0].split(" start ")[1].split()[0]
+            assert all(line.startswith(f"begin -m scdpo.utils.warm run --wait 0 --cold-if-absent {socket} -- ")
+                       for line in commands)
+        else:
+            assert all(line.startswith("begin -m scdpo.cli ") for line in commands)
 
 
 def test_pipeline_runs_every_evaluation_after_the_trainings_with_early_evals_off(tmp_path):

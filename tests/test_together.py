@@ -44,10 +44,13 @@ RUNS = [dict(loss="dpo"), dict(loss="safetydpo"), dict(loss="sc-dpo", focus_sign
 
 
 def assert_close_loras(a, b):
-    """Equal but for rounding: the adapters' matmuls (float32) round otherwise than peft's."""
+    """Equal but for rounding: the adapters' matmuls (float32) round otherwise than peft's, and AdamW's normalised
+    step turns a near-zero gradient's rounding into up to lr-sized moves. On an AMD EPYC CPU (2026-12-06) the five
+    runs' weights differed by up to 3.3e-6 (atol 1e-7 of before failed there, at the commit before it too); a run
+    given another's adapter or loss is off by about lr = 1e-3 after three steps, far above 2e-5."""
     assert a.keys() == b.keys()
     for k in a:
-        assert torch.allclose(a[k], b[k], rtol=1e-5, atol=1e-7), (k, (a[k] - b[k]).abs().max())
+        assert torch.allclose(a[k], b[k], rtol=1e-5, atol=2e-5), (k, (a[k] - b[k]).abs().max(), b[k].abs().max())
 
 
 def test_stacked_layer_gives_each_run_its_own_adapter_and_none_to_padding():
