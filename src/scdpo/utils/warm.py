@@ -35,6 +35,7 @@ import time
 from scdpo.utils.warm_protocol import (IDLE_EXIT, IMPORT_TIME_PREFIXES, MAX_SOCKET_PATH, PRELOAD, answers,  # noqa: F401
                                        connect, receive, send)
 
+
 def run(path: str, argv: list[str], wait: float = 60.0, cold_if_absent: bool = False) -> int:
     """``scdpo ARGV`` forked from the server at ``path`` (waiting up to ``wait`` s for it to listen); returns its exit
     code. Runs cold, replacing this process, where the server says the environment differs, or with
