@@ -129,6 +129,41 @@ def test_missing_subcommand_is_a_usage_error(capsys):
     assert "usage:" in capsys.readouterr().err
 
 
+def test_ctrl_c_hint_is_the_last_line_after_what_the_interrupted_frames_print(monkeypatch, capsys):
+    # an object the interrupted command held that prints when finalised (as a parquet writer cut off mid-file does:
+    # "Exception ignored ... write to closed file") prints before the hint, never after it
+    import sys
+
+    from scdpo.cli import build_parser
+
+    class SaysGoodbye:
+        def __del__(self):
+            print("finalised", file=sys.stderr)
+
+    def interrupted(args):
+        held = SaysGoodbye()  # noqa: F841 (kept alive by this frame until the interrupt is handled)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("scdpo.cli.build_parser", lambda: _with_func(build_parser(), "world", interrupted))
+    assert main(["world", "suites"]) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == "scdpo: interrupted; rerun the same command: it resumes from the finished shards"
+    assert "finalised" in err[:-1]
+
+
+def _with_func(parser, command: str, func):
+    """``parser`` with every subcommand of ``command`` running ``func``."""
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices[command]._actions:
+                if isinstance(sub, argparse._SubParsersAction):
+                    for child in sub.choices.values():
+                        child.set_defaults(func=func)
+    return parser
+
+
 def test_world_suites_lists_every_suite(capsys):
     assert main(["world", "suites"]) == 0
     out = capsys.readouterr().out

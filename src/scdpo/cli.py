@@ -88,7 +88,15 @@ def main(argv: list[str] | None = None) -> int:
         args.func(args)
     except BrokenPipeError:  # `scdpo ... | head`
         return 0
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
+        # what the interrupted frames hold is finalised now, so that what it prints comes before the hint, which stays
+        # the last line: a parquet writer cut off mid-file writes its footer to a file already closed, and said
+        # "Exception ignored ... ValueError: write to closed file" after the hint once (CI, 2026-12-06)
+        import gc
+        import traceback
+
+        traceback.clear_frames(interrupt.__traceback__)
+        gc.collect()
         _close_bars()
         hint = RESUME_HINTS.get(args.command, "rerun the command")
         print(f"\nscdpo: interrupted; {hint}", file=sys.stderr)
