@@ -26,7 +26,7 @@ def main(argv):
         print(" ".join(argv[1:]))
         print("to stderr", file=sys.stderr)
     elif cmd == "where":
-        print(os.environ.get("WARM_TEST", "-"), os.getcwd(), os.environ.get("SET_AT_IMPORT", "-"))
+        print(os.environ.get("WARM_TEST", "-"), os.getcwd(), os.environ.get("SET_AT_IMPORT", "-"), sys.path[0])
     elif cmd == "fds":
         print(" ".join(sorted(os.listdir("/proc/self/fd"), key=int)))
     elif cmd == "upper":
@@ -95,8 +95,9 @@ def test_a_command_gets_the_clients_arguments_streams_cwd_and_environment(server
     where = tmp_path / "elsewhere"
     where.mkdir()
     res = server("where", cwd=where, extra_env={"WARM_TEST": "42"})
-    # the variable the server's import set reaches the command too, as a cold run's import would have set it
-    assert res.stdout.split() == ["42", str(where), "yes"]
+    # the variable the server's import set reaches the command too, as a cold run's import would have set it; the
+    # command's own working directory is first on its path, as `python -m` puts it
+    assert res.stdout.split() == ["42", str(where), "yes", str(where)]
     assert server("upper", input="hello").stdout == "HELLO"
 
 

@@ -1,6 +1,6 @@
 """Warm starts: many `scdpo` commands forked from one process that has imported everything once (issue 16).
 
-A command spends its first seconds importing torch, diffusers, transformers and peft: about 6 s on the project's
+A command spends its first seconds importing torch, diffusers, transformers and peft: 6.4-7.7 s on the project's
 2-core CPU, and 8-15 s of set-up a command in the GPU pipeline, against about 1 s in a process that has imported
 them already (docs/performance.md, "Warm starts"). A script that runs many short commands
 (``benchmarks/emojiworld_alignment.sh``, a sweep of seeds) starts one server, which imports once; each command is

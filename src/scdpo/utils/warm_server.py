@@ -101,6 +101,7 @@ def serve(path: str, modules=PRELOAD, idle_exit: float = IDLE_EXIT, target: str 
     request, SIGTERM, or ``idle_exit`` seconds without a command. ``ready(error)``: called once, with None when
     listening or with the reason it will not serve."""
     started_with = dict(os.environ)  # what the clients' environments are compared with: the server's own, as given
+    started_in = os.getcwd()  # `python -m` put it first on sys.path; each command gets its own cwd there instead
     failed, culprit = preload(modules)
     # what the imports set (transformers' verbosity, inductor's cache folder ...), replayed on each child's environment
     set_by_imports = {k: os.environ.get(k) for k in {**started_with, **os.environ}
@@ -119,7 +120,7 @@ def serve(path: str, modules=PRELOAD, idle_exit: float = IDLE_EXIT, target: str 
     sel = selectors.DefaultSelector()
     sel.register(listener, selectors.EVENT_READ)
     children: dict[int, socket.socket] = {}
-    server = {"env": started_with, "set_by_imports": set_by_imports, "target": target, "sel": sel,
+    server = {"env": started_with, "cwd": started_in, "set_by_imports": set_by_imports, "target": target, "sel": sel,
               "listener": listener, "children": children, "stopping": stopping}
     last = time.monotonic()
     try:
@@ -270,8 +271,9 @@ def _child(request: dict, fds: list[int], conn: socket.socket, server: dict) -> 
         os.environ.clear()
         os.environ.update(request["env"])
         _streams()
-        # as `python -m` sets them: the working directory first on the path, the program's arguments
-        sys.path[0] = request["cwd"]
+        # as `python -m` sets them: the working directory first on the path (where the server's was), the arguments
+        if sys.path and sys.path[0] in (server["cwd"], ""):
+            sys.path[0] = request["cwd"]
         sys.argv = ["scdpo", *request["argv"]]
         result = _target(server["target"])(list(request["argv"]))
         code = result if isinstance(result, int) else 0
