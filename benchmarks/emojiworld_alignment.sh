@@ -4,7 +4,7 @@
 # base model, the negative-prompt baselines and (stage "baselines") the field's baselines, ESD-x/u,
 # UCE, SLD and SAFREE (benchmarks/emojiworld_baselines.sh, same R) -> one comparison table.
 #
-#   bash benchmarks/emojiworld_alignment.sh            # GPU scale (one H100: 209-225 s; BENCHMARKS.md, "Forty-first round")
+#   bash benchmarks/emojiworld_alignment.sh            # GPU scale (166 s on one H100, 196-199 s on another; BENCHMARKS.md, "Forty-second round")
 #   TINY=1 R=/tmp/r bash benchmarks/emojiworld_alignment.sh   # seconds-scale dry run on a CPU
 #
 # Stages run in order and each is skipped when its output exists (STAGES="train eval" reruns two).
@@ -70,22 +70,40 @@ untrained_evals() { [ "${BASELINES:-1}" = 1 ] || return 0
     ev negative-prompt --negative-prompt "$NEG"
     ev negative-prompt-oracle --negative-from-concepts; }
 
+# data_build FLAGS...: the SCP dataset's build (the candidates' run adds --candidates-only)
+data_build() { scdpo data build --model emojiworld --cost-model "$R/cost" --reward emojiworld \
+        --harmful align-harmful --clean align-clean --n-harmful $NPROMPTS --n-clean $NPROMPTS \
+        --candidates $CAND --steps $SSTEPS --safe-prompt-winner $DATA_TINY ${DTYPE:+--dtype $DTYPE} \
+        --out "$R/scp" "$@"; }
+ahead=
+if has data && [ "${CANDIDATES_FIRST:-1}" = 1 ] && [ ! -f "$R/scp/README.md" ] && has cost && [ ! -f "$R/cost/config.json" ]; then
+    # the build's first pass (K candidates a prompt and their rewards) needs no cost model, so it samples while
+    # the cost model trains; the build below reads it and scores the costs (docs/dataset-builder.md,
+    # "Candidates first"). CANDIDATES_FIRST=0: the whole build after the cost model, as before 2026-12-06 (on one H100
+    # the whole script 174 s against 166 s with it, back to back; BENCHMARKS.md, "Forty-second round")
+    before=${!:-}; bg data-candidates data_build --candidates-only
+    [ "${!:-}" = "$before" ] || ahead=$!  # (bg starts nothing past DEADLINE)
+fi
 if has cost && [ ! -f "$R/cost/config.json" ]; then
-    stamp cost; scdpo --threads "$SERIAL_THREADS" cost train --out "$R/cost" $COST --no-progress > "$R/logs/cost.log" 2>&1 \
-        || { tail "$R/logs/cost.log"; exit 1; }
+    stamp "cost${ahead:+, the candidates of the build beside it}"
+    scdpo --threads "$SERIAL_THREADS" cost train --out "$R/cost" $COST --no-progress > "$R/logs/cost.log" 2>&1 \
+        || { tail "$R/logs/cost.log"; kill $(jobs -rp) 2>/dev/null; exit 1; }
 fi
 if has eval && [ "${EARLY_EVALS:-1}" = 1 ] && [ -f "$R/cost/config.json" ]; then
     stamp "eval (base model, negative prompts: beside the data build and the trainings)"; untrained_evals; early=1
 fi
 if has data && [ ! -f "$R/scp/README.md" ]; then
     stamp data
+    if [ -n "$ahead" ]; then
+        wait "$ahead"
+        [ "$(cat "$R/logs/data-candidates.rc" 2>/dev/null)" = 0 ] \
+            || { echo "FAILED: the build's candidates"; tail "$R/logs/data-candidates.log"; kill $(jobs -rp) 2>/dev/null; exit 1; }
+    fi
     # the sampler's batch and the chunk unset: on a GPU the build picks them (1,024 candidates a batch,
     # 256-prompt chunks at K = 4: 3.56x the 64/64 settings, BENCHMARKS.md "Twenty-seventh round"); this
     # script pinned 256 a batch and 500-prompt chunks until 2026-12-05
-    scdpo --threads "$SERIAL_THREADS" data build --model emojiworld --cost-model "$R/cost" --reward emojiworld \
-        --harmful align-harmful --clean align-clean --n-harmful $NPROMPTS --n-clean $NPROMPTS \
-        --candidates $CAND --steps $SSTEPS --safe-prompt-winner $DATA_TINY ${DTYPE:+--dtype $DTYPE} \
-        --out "$R/scp" > "$R/logs/data.log" 2>&1 || { tail "$R/logs/data.log"; kill $(jobs -rp) 2>/dev/null; exit 1; }
+    data_build --threads "$SERIAL_THREADS" > "$R/logs/data.log" 2>&1 \
+        || { tail "$R/logs/data.log"; kill $(jobs -rp) 2>/dev/null; exit 1; }
 fi
 if has train; then
     stamp train

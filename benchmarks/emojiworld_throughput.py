@@ -49,7 +49,7 @@ a chunk written on a worker thread while the next samples, since 2026-12-06); ea
 ``--dtypes bf16 ...`` adds a row to each of them per precision: the defaults with `--dtype` (the commands'
 precision since 2026-12-05; "auto" is TF32 for EmojiWorld on a CUDA GPU since 2026-12-06, fp32 before, and
 today's rows pin fp32). ``--graphs`` adds one eval row: the defaults with the sampler's CUDA graphs
-(``SamplerConfig.cuda_graphs``), whose one replay a UNet call leaves the sampling thread fewer launches to make
+(``scdpo eval --cuda-graphs``), whose one replay a UNet call leaves the sampling thread fewer launches to make
 while the eval's worker holds the interpreter.
 
     python benchmarks/emojiworld_throughput.py --device cpu --images 16 --steps 2 \\
@@ -288,8 +288,8 @@ def eval_rows(device: torch.device, steps: int, limit: int | None, out: Path, pr
     overlap) against the defaults without and with the overlap (the module's docstring). With
     ``profile`` every row but today's runs under cProfile (its main thread): ``out/profile-ROW.txt`` lists the
     functions by cumulative and by own time (where the seconds beside sampling go). ``dtypes``: one more
-    row each, the defaults with the overlap and `--dtype` of that precision; ``graphs``: one more, with the
-    sampler's CUDA graphs."""
+    row each, the defaults with the overlap and `--dtype` of that precision; ``graphs``: one more, the defaults
+    with the sampler's CUDA graphs (`scdpo eval --cuda-graphs`)."""
     import os
     import shutil
     from unittest import mock
@@ -308,17 +308,19 @@ def eval_rows(device: torch.device, steps: int, limit: int | None, out: Path, pr
     cache = out / "cache"
     shutil.rmtree(cache, ignore_errors=True)
     warm_up(lambda: run(EvalConfig(model="emojiworld", out=str(out / "warm-up"), limit=4, device=str(device),
-                                   sampler=today, overlap=False, frechet_cache=False)), device)
-    for name, sampler, png, overlap in [("scdpo eval, today", today, True, False),
-                                        ("scdpo eval, defaults without overlap, cache empty", defaults, False, False),
-                                        ("scdpo eval, defaults without overlap, cache read", defaults, False, False),
-                                        ("scdpo eval, defaults with overlap, cache read", defaults, False, True),
-                                        *((f"scdpo eval, defaults with overlap, dtype {d}", replace(defaults, dtype=d),
-                                           False, True) for d in dtypes),
-                                        *([("scdpo eval, defaults with overlap, cuda graphs",
-                                            replace(defaults, cuda_graphs=True), False, True)] if graphs else [])]:
+                                   sampler=today, overlap=False, frechet_cache=False, cuda_graphs=False)), device)
+    # the sampler's CUDA graphs: None is the eval's default (off), today's row pins them off as they were
+    for name, sampler, png, overlap, cuda_graphs in [
+            ("scdpo eval, today", today, True, False, False),
+            ("scdpo eval, defaults without overlap, cache empty", defaults, False, False, None),
+            ("scdpo eval, defaults without overlap, cache read", defaults, False, False, None),
+            ("scdpo eval, defaults with overlap, cache read", defaults, False, True, None),
+            *((f"scdpo eval, defaults with overlap, dtype {d}", replace(defaults, dtype=d), False, True, None)
+              for d in dtypes),
+            *([("scdpo eval, defaults with overlap, cuda graphs", defaults, False, True, True)] if graphs else [])]:
         cfg = EvalConfig(model="emojiworld", out=str(out / name.split(", ", 1)[1].replace(", ", "-").replace(" ", "-")),
-                         limit=limit, device=str(device), sampler=sampler, overlap=overlap, frechet_cache=not png)
+                         limit=limit, device=str(device), sampler=sampler, overlap=overlap, frechet_cache=not png,
+                         cuda_graphs=cuda_graphs)
         with (todays_pngs() if png else contextlib.nullcontext(),
               mock.patch.object(frechet, "frechet_distance", eigh_frechet) if png else contextlib.nullcontext(),
               mock.patch.dict(os.environ, {"SCDPO_CACHE": str(cache)}), tf32_restored()):

@@ -29,7 +29,13 @@ has() { case " $STAGES " in *" $1 "*) return 0;; esac; return 1; }
 # run "$@" in the background with its log and exit code under $R/logs; at most PAR at once
 bg() { local log=$1; shift; while [ "$(jobs -rp | wc -l)" -ge "$PAR" ]; do sleep 1; done
        [ $(( $(date +%s) - T0 )) -lt "${DEADLINE:-1000000000}" ] || { echo "deadline: $log not started"; return 0; }
-       ( "$@" >> "$R/logs/$log.log" 2>&1; echo $? > "$R/logs/$log.rc" ) & }
+       # the command runs in the background of its subshell, so a TERM to the subshell (`kill $(jobs -rp)`, a failed
+       # stage) reaches it too instead of leaving it running, a GPU and its folder's lock held
+       ( "$@" >> "$R/logs/$log.log" 2>&1 & c=$!
+         t=; trap 'kill $c 2>/dev/null; t=1' TERM
+         wait $c; rc=$?
+         [ -z "$t" ] || { wait $c; rc=$?; }  # the trap cut the wait short: the command's own exit code
+         echo $rc > "$R/logs/$log.rc" ) & }
 # `scdpo eval compare` of every finished evaluation under $R, and its table
 compare_runs() { local runs
     runs=$(ls -d "$R"/eval-*/ 2>/dev/null | while read -r d; do [ -f "$d/metrics.json" ] && echo "${d%/}"; done)

@@ -220,6 +220,7 @@ for a in "$@"; do [ "$prev" = "--out" ] && out=$a; prev=$a; done
 echo "begin $*" >> "$LOG"
 case "$*" in
   *"cost train"*) mkdir -p "$out"; echo {} > "$out/config.json";;
+  *"--candidates-only"*) sleep 1; mkdir -p "$out/.work";;
   *"data build"*) sleep 2; mkdir -p "$out"; touch "$out/README.md";;
   *"eval compare"*) mkdir -p "$out"; echo table > "$out/table.md";;
   *" eval "*) sleep 1; mkdir -p "$out"; echo {} > "$out/metrics.json";;
@@ -241,7 +242,7 @@ def _pipeline_log(tmp_path, **env) -> list[str]:
     log = tmp_path / "calls.log"
     # the script's own settings come from the test alone, never from the caller's environment
     mine = ("TINY", "DEADLINE", "EARLY_EVALS", "BASELINES", "METHODS", "PAR", "SERIAL_THREADS", "SUITES", "TRAIN_FLAGS",
-            "TOGETHER", "WARM", "WARM_SOCKET")
+            "TOGETHER", "WARM", "WARM_SOCKET", "CANDIDATES_FIRST")
     base = {k: v for k, v in os.environ.items() if k not in mine}
     res = subprocess.run(["bash", str(ROOT / "benchmarks" / "emojiworld_alignment.sh")], cwd=ROOT, timeout=120,
                          env={**base, "PATH": f"{bin_dir}:{os.environ['PATH']}", "LOG": str(log),
@@ -264,13 +265,32 @@ def test_pipeline_starts_the_untrained_evaluations_beside_the_data_build(tmp_pat
     # the eval stage 83 s -> 41 s); the trained models' evaluations still wait for their trainings
     lines = _pipeline_log(tmp_path, SERIAL_THREADS="3")
     for name in ("base", "negative-prompt", "negative-prompt-oracle"):  # each runs while the data build runs
-        assert _first(lines, "begin", f"--name {name} ") < _first(lines, "end", "data build")
-        assert _first(lines, "begin", "data build") < _first(lines, "end", f"--name {name} ")
+        assert _first(lines, "begin", f"--name {name} ") < _last(lines, "end", "data build")
+        assert _last(lines, "begin", "data build") < _first(lines, "end", f"--name {name} ")
     assert _first(lines, "end", "cost train") < _first(lines, "begin", "--name base ")
     assert _first(lines, "--name sc-dpo ", "--lora") > _last(lines, "end", " train --config")
     assert sum("begin" in line and " eval --model" in line for line in lines) == 9  # each evaluation once
     assert "--threads 3 cost train" in lines[_first(lines, "cost train")]
-    assert "--threads 3 data build" in lines[_first(lines, "data build")]
+    assert lines[_last(lines, "begin", "data build")].endswith("--threads 3")  # the build (its candidates: below)
+
+
+def test_pipeline_samples_the_builds_candidates_beside_the_cost_model(tmp_path):
+    # the build's first pass needs no cost model: it runs while the cost model trains, and the build itself
+    # (which scores the costs) starts once both are done; CANDIDATES_FIRST=0 builds after the cost model alone
+    lines = _pipeline_log(tmp_path / "first")
+    ahead = _first(lines, "begin", "data build", "--candidates-only")
+    assert ahead < _first(lines, "end", "cost train") and _first(lines, "begin", "cost train") < _first(
+        lines, "end", "--candidates-only")
+    build = next(i for i, line in enumerate(lines) if line.startswith("begin") and "data build" in line
+                 and "--candidates-only" not in line)
+    assert build > _first(lines, "end", "cost train") and build > _first(lines, "end", "--candidates-only")
+    # the same settings, or the build would refuse the candidates; the build alone takes the serial threads
+    flags = lambda line: line.split(" data build ", 1)[1].split()  # noqa: E731
+    assert flags(lines[ahead]) == [*flags(lines[build])[:-2], "--candidates-only"]
+    assert flags(lines[build])[-2] == "--threads"
+    lines = _pipeline_log(tmp_path / "after", CANDIDATES_FIRST="0")
+    assert not any("--candidates-only" in line for line in lines)
+    assert _first(lines, "begin", "data build") > _first(lines, "end", "cost train")
 
 
 def test_pipeline_forks_its_commands_from_one_warm_server_unless_told_not_to(tmp_path):
@@ -280,7 +300,8 @@ def test_pipeline_forks_its_commands_from_one_warm_server_unless_told_not_to(tmp
         lines = _pipeline_log(tmp_path / f"warm-{env.get('WARM', 'default')}", **env)
         commands = [line for line in lines if line.startswith("begin") and "scdpo.utils.warm start " not in line
                     and "scdpo.utils.warm stop " not in line]
-        assert len(commands) == 1 + 1 + 1 + 9 + 1  # cost, data, the trainings together, 9 evaluations, compare
+        # cost, the build's candidates, the build, the trainings together, 9 evaluations, compare
+        assert len(commands) == 1 + 2 + 1 + 9 + 1
         if warm:
             assert "-m scdpo.utils.warm start " in lines[0] and "-m scdpo.utils.warm stop " in lines[-2]
             socket = lines[0].split(" start ")[1].split()[0]

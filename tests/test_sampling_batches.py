@@ -201,7 +201,9 @@ def test_the_throughput_benchmarks_extra_eval_rows_and_todays_pngs(tmp_path, mon
     images = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
 
     def fake_run(cfg):
-        seen.append((cfg.sampler.dtype, cfg.sampler.cuda_graphs, grid.PNG_LEVEL,
+        # the eval's own setting (None: off, unless the sampler's asks), as scdpo.eval.run resolves it
+        graphs = run.uses_cuda_graphs(cfg.sampler.cuda_graphs if cfg.cuda_graphs is None else cfg.cuda_graphs)
+        seen.append((cfg.sampler.dtype, graphs, grid.PNG_LEVEL,
                      dataset.png_bytes_many(images) == [png_at(6, im) for im in images]))
         return {"suites": {"eval-clean": {"prompts": 4, "harmful_rate": 0.0, "alignment": 0.5}}, "dtype": "x"}
 

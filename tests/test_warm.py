@@ -4,13 +4,15 @@ environment differs in what libraries read at import."""
 
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
 
-from scdpo.utils import warm, warm_server
+from scdpo.utils import warm, warm_protocol, warm_server
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork") or sys.platform == "darwin", reason="Linux: fork, SCM_RIGHTS")
 
@@ -27,6 +29,9 @@ def main(argv):
         print("to stderr", file=sys.stderr)
     elif cmd == "where":
         print(os.environ.get("WARM_TEST", "-"), os.getcwd(), os.environ.get("SET_AT_IMPORT", "-"), sys.path[0])
+    elif cmd == "has":  # which of these modules this process has imported, and the variables they set
+        names = argv[1:]
+        print(*["yes" if m in sys.modules else "no" for m in names], *[os.environ.get(m.upper(), "-") for m in names])
     elif cmd == "fds":
         print(" ".join(sorted(os.listdir("/proc/self/fd"), key=int)))
     elif cmd == "upper":
@@ -48,21 +53,66 @@ def main(argv):
 '''
 # imported by the server: an import that sets a variable (as transformers' verbosity is set by scdpo.cli)
 PRELOADED = 'import os\nos.environ.setdefault("SET_AT_IMPORT", "yes")\n'
+# imported by the server after it listens: says it has started, waits for its gate file (so a test knows where the
+# server is), then sets a variable, as a later module of the real preload may
+GATED = """import os, time
+open({gate!r} + ".started", "w").close()
+deadline = time.monotonic() + 30
+while not os.path.exists({gate!r}) and time.monotonic() < deadline:
+    time.sleep(0.01)
+os.environ[{var!r}] = "imported"
+"""
+# `python -m scdpo.utils.warm` whose server takes the import of a module named warm_cuda for the CUDA driver's start
+FAKE_CUDA = ("import sys; from scdpo.utils import warm, warm_server; "
+             "warm_server.cuda_driver_initialised = lambda: 'warm_cuda' in sys.modules; "
+             "sys.exit(warm.main(sys.argv[1:]))")
+
+
+def _start(tmp_path, *args, fake_cuda=False):
+    """A server of warm_target.main (the command), started with ``args``: (its socket, the clients' environment,
+    its PID)."""
+    (tmp_path / "warm_target.py").write_text(TARGET)
+    (tmp_path / "warm_preloaded.py").write_text(PRELOADED)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    sock = str(tmp_path / "s.sock")
+    start = subprocess.run([sys.executable, *(["-c", FAKE_CUDA] if fake_cuda else ["-m", "scdpo.utils.warm"]), "start",
+                            sock, "--target", "warm_target:main", "--idle-exit", "60", *args], env=env,
+                           capture_output=True, text=True, timeout=60)
+    assert start.returncode == 0, start.stderr
+    return sock, env, int(start.stdout)
+
+
+def _gated(tmp_path, name):
+    """Module ``name`` (GATED, setting the variable NAME): its gate, which lets its import end once created."""
+    gate = tmp_path / f"{name}.gate"
+    (tmp_path / f"{name}.py").write_text(GATED.format(gate=str(gate), var=name.upper()))
+    return gate
+
+
+def _request(sock, env, out, *argv):
+    """What `warm run` sends, from this process, so the test knows it waits: ``argv`` with stdout and stderr to the
+    file ``out``. Returns the connection, whose next message is the exit code."""
+    conn = warm_protocol.connect(sock, 10)
+    with open(os.devnull) as null, open(out, "w") as f:
+        warm_protocol.send(conn, {"op": "run", "argv": list(argv), "cwd": os.getcwd(), "env": env},
+                           [null.fileno(), f.fileno(), f.fileno()])
+    return conn
+
+
+def _wait_for(check, timeout: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
 
 
 @pytest.fixture
 def server(tmp_path):
     """A server preloading a module that sets a variable, its commands run by warm_target.main; yields a function
     that runs a client and returns the CompletedProcess."""
-    (tmp_path / "warm_target.py").write_text(TARGET)
-    (tmp_path / "warm_preloaded.py").write_text(PRELOADED)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
-    sock = str(tmp_path / "s.sock")
-    start = subprocess.run([sys.executable, "-m", "scdpo.utils.warm", "start", sock, "--preload", "warm_preloaded",
-                            "--target", "warm_target:main", "--idle-exit", "60"], env=env, capture_output=True,
-                           text=True, timeout=60)
-    assert start.returncode == 0, start.stderr
-    pid = int(start.stdout)
+    sock, env, pid = _start(tmp_path, "--preload", "warm_preloaded")
 
     def client(*args, popen=False, extra_env=None, **kw):
         cmd = [sys.executable, "-m", "scdpo.utils.warm", "run", sock, "--", *args]
@@ -271,3 +321,114 @@ def test_with_no_server_a_command_can_run_cold(tmp_path):
                           str(tmp_path / "gone.sock"), "--", "--version"], capture_output=True, text=True, timeout=60,
                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     assert res.returncode == 0 and res.stdout.startswith("scdpo ") and "no server at" in res.stderr
+
+
+def test_the_server_listens_before_its_later_imports_and_forks_between_them(tmp_path):
+    first, slow = _gated(tmp_path, "warm_first"), _gated(tmp_path, "warm_slow")
+    sock, env, pid = _start(tmp_path, "--preload", "warm_preloaded", "warm_first", "warm_slow", "--listen-after", "1")
+    try:
+        # it listens while warm_first imports: a request waits for that one import, then goes before warm_slow
+        conn = _request(sock, env, tmp_path / "out", "has", "warm_first", "warm_slow")
+        first.touch()
+        # the command ends while warm_slow's import still waits for its gate: it has neither that module nor what
+        # it sets (it would import it itself, as a cold command does)
+        assert _wait_for(lambda: (tmp_path / "out").read_text().endswith("\n"))
+        assert (tmp_path / "out").read_text() == "yes no imported -\n"
+        slow.touch()
+        assert warm_protocol.receive(conn)[0] == {"rc": 0}
+        conn.close()
+    finally:
+        slow.touch()
+        warm.stop(sock)
+    assert _wait_gone(pid) and not os.path.exists(sock)
+
+
+def test_a_command_forked_after_a_later_import_gets_what_it_set(tmp_path):
+    _gated(tmp_path, "warm_late").touch()
+    sock, env, pid = _start(tmp_path, "--preload", "warm_preloaded", "warm_late", "no_such_module_xyz",
+                            "--listen-after", "1")
+    try:
+        run = [sys.executable, "-m", "scdpo.utils.warm", "run", sock, "--", "has", "warm_late",
+               "PYTORCH_NVML_BASED_CUDA_CHECK"]
+        # forked after warm_late's import (a request waits for the one in progress); the import-time NVML switch is
+        # the server's own, never the command's
+        res = subprocess.run(run, env=env, capture_output=True, text=True, timeout=60)
+        assert (res.returncode, res.stdout) == (0, "yes no imported -\n")
+        # the replay rule holds: a client that had its own value keeps it
+        res = subprocess.run(run, env={**env, "WARM_LATE": "mine"}, capture_output=True, text=True, timeout=60)
+        assert res.stdout == "yes no mine -\n"
+        # the module that fails is named once the imports are done
+        log = tmp_path / "s.sock.log"
+        assert _wait_for(lambda: "not preloaded" in log.read_text())
+        assert "no_such_module_xyz (ModuleNotFoundError" in log.read_text()
+    finally:
+        warm.stop(sock)
+    assert _wait_gone(pid)
+
+
+def test_an_import_that_starts_the_cuda_driver_stops_the_server_but_not_its_commands(tmp_path):
+    first, cuda = _gated(tmp_path, "warm_first"), _gated(tmp_path, "warm_cuda")
+    sock, env, pid = _start(tmp_path, "--preload", "warm_preloaded", "warm_first", "warm_cuda", "--listen-after", "1",
+                            fake_cuda=True)
+    try:
+        running = _request(sock, env, tmp_path / "out", "sleep", str(tmp_path / "pid"))
+        first.touch()
+        assert _wait_for(lambda: (tmp_path / "out").read_text() == "sleeping\n")  # forked before warm_cuda
+        assert _wait_for(lambda: os.path.exists(f"{cuda}.started"))
+        waiting = _request(sock, env, tmp_path / "out2", "echo", "late")  # connected while warm_cuda imports
+        cuda.touch()
+        # the request that waited is told why (its client runs cold, as with no server); nobody can connect now
+        assert "importing warm_cuda initialised the CUDA driver" in warm_protocol.receive(waiting)[0]["gone"]
+        assert _wait_for(lambda: not os.path.exists(sock))
+        log = (tmp_path / "s.sock.log").read_text()
+        assert log.count("\n") == 1 and "stopped serving: importing warm_cuda initialised the CUDA driver" in log
+        # the running command goes on, and ends with its own exit code (Ctrl-C at its client); then the server exits
+        assert not _wait_gone(int((tmp_path / "pid").read_text()), timeout=0.1)
+        running.send(b"i")
+        assert warm_protocol.receive(running)[0] == {"rc": 130}
+        assert _wait_gone(pid)
+    finally:
+        for gate in (first, cuda):
+            gate.touch()
+        warm.stop(sock)
+    # before listening, the same import is a start that fails, with the reason
+    res = subprocess.run([sys.executable, "-c", FAKE_CUDA, "start", str(tmp_path / "t.sock"), "--preload",
+                          "warm_cuda"], env=env, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2 and "importing warm_cuda initialised the CUDA driver" in res.stderr
+
+
+def test_a_client_whose_server_stopped_serving_runs_as_with_none(tmp_path, capsys):
+    sock = str(tmp_path / "g.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(sock)
+    listener.listen(1)
+
+    def gone():  # a server that stopped serving while the request waited
+        conn, _ = listener.accept()
+        _, fds = warm_protocol.receive(conn, max_fds=3)
+        for fd in fds:
+            os.close(fd)
+        warm_protocol.send(conn, {"gone": "importing x initialised the CUDA driver"})
+        conn.close()
+    thread = threading.Thread(target=gone)
+    thread.start()
+    assert warm.main(["run", sock, "--", "--version"]) == 2
+    thread.join()
+    listener.close()
+    err = capsys.readouterr().err
+    assert "stopped serving: importing x initialised the CUDA driver" in err and err.count("\n") == 1
+
+
+def test_listen_after_is_parsed_and_checked(monkeypatch, capsys, tmp_path):
+    # the default listens once `scdpo cost train`'s modules are in, the pipeline's first command
+    first = warm_protocol.PRELOAD[:warm_protocol.PRELOAD_FIRST]
+    assert {"torch", "scdpo.cli", "scdpo.cost.train"} <= set(first)
+    assert not any(m.startswith("diffusers") for m in first)
+    assert warm.main(["start", str(tmp_path / "s.sock"), "--listen-after", "-1"]) == 2
+    err = capsys.readouterr().err
+    assert "--listen-after -1: give a number of modules, 0 or more" in err and err.count("\n") == 1
+    calls = []
+    monkeypatch.setattr(warm, "start", lambda *a, **k: calls.append(k["listen_after"]) or 1)
+    for args in ([], ["--listen-after", "0"], ["--listen-after", "3"]):
+        assert warm.main(["start", "s.sock", *args]) == 0
+    assert calls == [warm_protocol.PRELOAD_FIRST, 0, 3]

@@ -5,7 +5,9 @@ preference reward, choose a pair by the rules of :mod:`scdpo.data.pairs`, and wr
 style parquet. Work is done in chunks of prompts; each finished chunk is one file under
 ``out/.work/`` (written under a temporary name and renamed), so a killed run restarted with the
 same command redoes at most two chunks per process (with the overlap, the one being written and the one
-sampling; without it, one). :func:`scdpo.data.card.finalize` then blends
+sampling; without it, one). ``--candidates-only`` writes each chunk's first pass there too
+(``candidates-XXXXX.safetensors``), which the build then reads instead of sampling. :func:`scdpo.data.card.finalize`
+then blends
 the kinds, writes ``out/data/train-*.parquet``, ``out/choices.parquet`` and the dataset card.
 
 Where the run's wall time went (setup, sampling, scoring, png, write, ...) goes to ``out/seconds.json``
@@ -86,25 +88,63 @@ def encode_pairs(pairs: dict) -> None:
         pairs[col] = png_bytes_many(pairs[col])
 
 
+def sample_candidates(items: list[tuple[str, int, PromptRecord]], model, reward_fn: Scorer, cfg: BuildConfig,
+                      phases: Phases | None = None) -> tuple[torch.Tensor, list[float]]:
+    """A chunk's first pass, which needs no cost model: K candidates a prompt, (N*K, 3, H, W) in [0, 1] quantized
+    as stored, and their rewards. ``phases`` gets the seconds of "sampling" and "scoring"."""
+    phases = phases or Phases()  # None: timed all the same, into one nobody reads
+    K = cfg.candidates
+    # the sampler's own bar (denoising steps) moves inside a chunk, which is minutes on a CPU
+    sampler = replace(cfg.sampler, batch_size=cfg.batch_size, progress=False)
+    seeds = [candidate_seed(cfg.seed, kind, i, k) for kind, i, _ in items for k in range(K)]
+    records = [r for _, _, r in items for _ in range(K)]
+    # scored as stored: 8-bit, as the PNGs will be, so the score columns describe the saved images; they
+    # come back on the CPU, so "sampling" holds the device's work whole
+    with phases("sampling"):
+        images = quantize(model.sample([r.prompt for r in records], seeds, sampler))
+    with phases("scoring"):
+        rewards = score_batched(reward_fn, images, records, cfg.batch_size or scoring_batch(model), "reward")
+    return images, rewards
+
+
+def save_candidates(path: Path, images: torch.Tensor, rewards: list[float]) -> None:
+    """A chunk's first pass (:func:`sample_candidates`) as safetensors: the images' 8-bit values, which
+    :func:`load_candidates` turns back into the same float32 numbers, and the rewards."""
+    from safetensors.torch import save_file
+
+    with atomic_path(path) as tmp:
+        save_file({"images": (images * 255).round().to(torch.uint8).contiguous(),
+                   "rewards": torch.tensor(rewards, dtype=torch.float32)}, str(tmp))
+
+
+def load_candidates(path: Path, count: int | None = None) -> tuple[torch.Tensor, list[float]]:
+    """A chunk's first pass written by :func:`save_candidates`; ``count``: the candidates the chunk must have."""
+    from safetensors.torch import load_file
+
+    t = load_file(str(path))
+    n = len(t["images"])
+    if n != len(t["rewards"]) or (count is not None and n != count):
+        raise ValueError(f"{path} holds {n} images and {len(t['rewards'])} rewards, not the chunk's {count}: it is "
+                         f"another build's; delete it and run again (the chunk is sampled anew)")
+    return t["images"].float() / 255, t["rewards"].tolist()
+
+
 def choose_chunk(items: list[tuple[str, int, PromptRecord]], model, cost_fn: Scorer, reward_fn: Scorer,
-                 cfg: BuildConfig, phases: Phases | None = None) -> tuple[dict, dict]:
+                 cfg: BuildConfig, phases: Phases | None = None,
+                 first: tuple[torch.Tensor, list[float]] | None = None) -> tuple[dict, dict]:
     """Sample, score and choose for one chunk of ``(kind, index, record)``; returns (pairs, choices) columns, the
     pairs' image columns holding (3, H, W) tensors in [0, 1] (:func:`encode_pairs` makes them PNG bytes).
-    ``phases``: a :class:`~scdpo.utils.phases.Phases` that gets the seconds of "sampling" and "scoring"."""
-    phases = phases or Phases()  # None: timed all the same, into one nobody reads
+    ``phases``: a :class:`~scdpo.utils.phases.Phases` that gets the seconds of "sampling" and "scoring".
+    ``first``: the chunk's first pass when sampled already (:func:`sample_candidates`, ``--candidates-only``)."""
+    phases = phases or Phases()
     rules, K = cfg.rules, cfg.candidates
-    # the sampler's own bar (denoising steps) moves inside a chunk, which is minutes on a CPU
     sampler = replace(cfg.sampler, batch_size=cfg.batch_size, progress=False)
     score_batch = cfg.batch_size or scoring_batch(model)
     seeds = [[candidate_seed(cfg.seed, kind, i, k) for k in range(K)] for kind, i, _ in items]
     records = [r for _, _, r in items for _ in range(K)]
-    # scored as stored: 8-bit, as the PNGs will be, so the cost columns describe the saved images; they
-    # come back on the CPU, so "sampling" holds the device's work whole
-    with phases("sampling"):
-        images = quantize(model.sample([r.prompt for r in records], [s for row in seeds for s in row], sampler))
+    images, rewards = first if first is not None else sample_candidates(items, model, reward_fn, cfg, phases)
     with phases("scoring"):
         costs = score_batched(cost_fn, images, records, score_batch, "cost")
-        rewards = score_batched(reward_fn, images, records, score_batch, "reward")
     costs = [costs[j * K:(j + 1) * K] for j in range(len(items))]
     rewards = [rewards[j * K:(j + 1) * K] for j in range(len(items))]
     candidates = [list(images[j * K:(j + 1) * K]) for j in range(len(items))]
@@ -193,15 +233,16 @@ def _write(columns: dict, schema, path: Path) -> None:
         pq.write_table(pa.Table.from_pydict(columns, schema=schema), tmp)
 
 
-def write_seconds(out: Path, phases: Phases, worker: Phases | None = None) -> dict:
-    """``out/seconds.json``: this run's wall seconds by phase (of the main process; other processes' are not
-    gathered): "seconds_by_phase", the main thread's, and with the overlap "worker_seconds_by_phase", the
-    worker's PNGs and writes, which ran beside the main thread's sampling (so the two do not add up). A resumed
-    build's are its own run's only; a build found complete leaves the file as it was."""
+def write_seconds(out: Path, phases: Phases, worker: Phases | None = None, name: str = SECONDS) -> dict:
+    """``out/NAME`` (``seconds.json``; ``--candidates-only`` writes ``seconds-candidates.json``): this run's wall
+    seconds by phase (of the main process; other processes' are not gathered): "seconds_by_phase", the main
+    thread's, and with the overlap "worker_seconds_by_phase", the worker's PNGs and writes, which ran beside the
+    main thread's sampling (so the two do not add up). A resumed build's are its own run's only; a build found
+    complete leaves the file as it was."""
     seconds = {"seconds_by_phase": phases.rounded()}
     if worker is not None:
         seconds["worker_seconds_by_phase"] = worker.rounded()
-    atomic_write_text(out / SECONDS, json.dumps(seconds, indent=1))
+    atomic_write_text(out / name, json.dumps(seconds, indent=1))
     return seconds
 
 
@@ -222,7 +263,8 @@ def _guard(out: Path, settings: dict) -> dict | None:
 
 
 def build(cfg: BuildConfig, model=None, cost_fn: Scorer | None = None, reward_fn: Scorer | None = None) -> dict:
-    """Build (or resume) the dataset in ``cfg.out``; returns the summary also stored in the card.
+    """Build (or resume) the dataset in ``cfg.out``; returns the summary also stored in the card (with
+    ``cfg.candidates_only``, what the first pass wrote: :func:`_candidates_only`).
 
     ``model`` (anything with ``.sample(prompts, seeds, sampler_config)``, ``.resolution`` and ``.dtype_name``, the
     precision it samples in, which the settings record; without it, ``cfg.sampler.dtype`` resolved is recorded),
@@ -342,6 +384,37 @@ def _with_chunk_size(cfg: BuildConfig, out: Path, model, device, prompts: int, p
     return replace(cfg, chunk_size=picked), model
 
 
+def candidates_path(work: Path, chunk: int) -> Path:
+    """Where ``--candidates-only`` keeps chunk ``chunk``'s first pass (:func:`save_candidates`)."""
+    return work / f"candidates-{chunk:05d}.safetensors"
+
+
+def _candidates_only(cfg: BuildConfig, state, out: Path, items: list, todo: list[int], model, reward_fn,
+                     phases: Phases) -> dict:
+    """``--candidates-only``: each chunk's first pass into ``out/.work`` (resumable, a file a chunk), nothing
+    else: the build run later with the same settings reads them instead of sampling, and needs the cost model
+    only then. Its seconds go to ``out/seconds-candidates.json``; the main process returns what it wrote."""
+    work = out / WORK
+    bar = tqdm(total=sum(len(items[c * cfg.chunk_size:(c + 1) * cfg.chunk_size]) for c in todo),
+               desc=f"candidates (process {state.process_index})", unit="prompt")
+    for c in todo:
+        chunk = items[c * cfg.chunk_size:(c + 1) * cfg.chunk_size]
+        images, rewards = sample_candidates(chunk, model, reward_fn, cfg, phases)
+        with phases("write"):
+            save_candidates(candidates_path(work, c), images, rewards)
+        bar.update(len(chunk))
+    bar.close()
+    state.wait_for_everyone()
+    phases.mark("waiting")
+    if not state.is_main_process:
+        return {}
+    write_seconds(out, phases, name="seconds-candidates.json")
+    n_chunks = -(-len(items) // cfg.chunk_size)
+    done = sum(candidates_path(work, c).exists() or (work / f"pairs-{c:05d}.parquet").exists() for c in range(n_chunks))
+    return {"candidates_only": True, "chunks": n_chunks, "chunks_sampled": done, "candidates": cfg.candidates,
+            "next": "run the same command without --candidates-only once the cost model exists"}
+
+
 def _build(cfg: BuildConfig, state, out: Path, items: list, model, cost_fn, reward_fn, phases: Phases) -> dict:
     # several processes: each its own accelerator (a --device cpu made the state a CPU one)
     device = state.device if state.num_processes > 1 else cfg.device or state.device
@@ -359,7 +432,8 @@ def _build(cfg: BuildConfig, state, out: Path, items: list, model, cost_fn, rewa
     work = out / WORK
     # the chunks still to do are dealt round-robin, so a resumed run stays balanced across processes;
     # every process lists them before the barrier, i.e. before any process writes a chunk
-    left = [c for c in range(n_chunks) if not (work / f"pairs-{c:05d}.parquet").exists()]
+    left = [c for c in range(n_chunks) if not (work / f"pairs-{c:05d}.parquet").exists()
+            and not (cfg.candidates_only and candidates_path(work, c).exists())]
     todo = left[state.process_index::state.num_processes]
     state.wait_for_everyone()
     # the model, cost model and reward load (and are checked) before the first write: a refused
@@ -367,7 +441,7 @@ def _build(cfg: BuildConfig, state, out: Path, items: list, model, cost_fn, rewa
     if todo or (manifest is None and state.is_main_process):
         if model is None:
             model = _load_model(cfg, device)
-        if cost_fn is None:
+        if cost_fn is None and not cfg.candidates_only:
             from scdpo.cost import load_cost_scorer
 
             cost_fn = load_cost_scorer(cfg.cost_model, device, batch_size=cfg.batch_size or scoring_batch(model))
@@ -375,11 +449,14 @@ def _build(cfg: BuildConfig, state, out: Path, items: list, model, cost_fn, rewa
             from scdpo.eval.reward import load_reward
 
             reward_fn = load_reward(cfg.reward, device)
-        check_image_size(cost_fn, model.resolution, cfg.cost_model)
+        if cost_fn is not None:
+            check_image_size(cost_fn, model.resolution, cfg.cost_model)
     if state.is_main_process and manifest is None:
         with atomic_path(out / MANIFEST) as tmp:
             tmp.write_text(json.dumps({"settings": settings, "complete": False}, indent=1))
     phases.mark("setup")  # sources, neighbour words, the model, cost model and reward, the manifest
+    if cfg.candidates_only:
+        return _candidates_only(cfg, state, out, items, todo, model, reward_fn, phases)
     pair_schema, choice_schema = schemas()
     # counts prompts, not chunks: "0/2 chunks" sat still for 14 minutes on a CPU (issue 23)
     bar = tqdm(total=sum(len(items[c * cfg.chunk_size:(c + 1) * cfg.chunk_size]) for c in todo),
@@ -404,7 +481,10 @@ def _build(cfg: BuildConfig, state, out: Path, items: list, model, cost_fn, rewa
         try:
             for c in todo:
                 chunk = items[c * cfg.chunk_size:(c + 1) * cfg.chunk_size]
-                pairs, choices = choose_chunk(chunk, model, cost_fn, reward_fn, cfg, phases)
+                ahead = candidates_path(work, c)  # sampled by an earlier --candidates-only run
+                with phases("reading") if ahead.exists() else contextlib.nullcontext():
+                    first = load_candidates(ahead, len(chunk) * cfg.candidates) if ahead.exists() else None
+                pairs, choices = choose_chunk(chunk, model, cost_fn, reward_fn, cfg, phases, first)
                 # with the overlap: waits for the chunk before, if still writing, and raises its error
                 with phases("writing") if overlap else contextlib.nullcontext():
                     written.append(bg.submit(finish, c, pairs, choices))

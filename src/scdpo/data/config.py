@@ -14,7 +14,7 @@ from scdpo.utils.config import check_finite, flat_asdict, nested
 from scdpo.world.records import PromptRecord
 
 # settings that change neither the pairs nor the files: free to differ on resume
-_RUNTIME_FIELDS = ("out", "device", "batch_size", "overlap")
+_RUNTIME_FIELDS = ("out", "device", "batch_size", "overlap", "candidates_only")
 
 
 @dataclass
@@ -51,6 +51,11 @@ class BuildConfig:
             dataset-builder.md, "Resume"), off elsewhere, where the worker's PNG threads would take the
             sampler's cores. The files are the same bytes either way; a killed run redoes up to two chunks
             instead of one.
+        candidates_only: sample each chunk's K candidates and score their rewards into ``out/.work/``, then
+            stop, without the cost model (which need not exist yet); the same command without it, run later,
+            reads them instead of sampling and scores their costs. So the first pass, most of a build's
+            work, can run beside `scdpo cost train` (the EmojiWorld pipeline does: docs/dataset-builder.md,
+            "Candidates first").
         cost_tolerance: costs within this of the lowest (highest) count as equally safe (unsafe);
             among them the reward decides.
         margin: harmful prompts are all-safe when every candidate costs < -margin, all-unsafe
@@ -103,6 +108,7 @@ class BuildConfig:
     batch_size: int | None = None
     device: str | None = None
     overlap: bool | None = None
+    candidates_only: bool = False
     cost_tolerance: float = 0.1
     margin: float = 0.0
     uniform_rule: str = "skip"

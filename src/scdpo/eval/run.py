@@ -26,7 +26,7 @@ import torch
 
 # the config lives in a torch-free module, so that `scdpo --help` imports no torch
 from scdpo.utils.background import Background
-from scdpo.eval.config import DEFAULT_SUITES, EvalConfig  # noqa: F401
+from scdpo.eval.config import DEFAULT_SUITES, EvalConfig, uses_cuda_graphs  # noqa: F401
 from scdpo.models.speed import tf32_in_force
 from scdpo.prompts.matching import with_concepts
 from scdpo.utils.config import flat_asdict
@@ -346,7 +346,11 @@ def run(cfg: EvalConfig) -> dict:
     phases = Phases()
     suites = collect_suites(cfg)
     model = T2IModel.for_sampling(cfg.model, cfg.sampler, device=cfg.device, lora=cfg.lora, lora_scale=cfg.lora_scale)
-    cfg = replace(cfg, sampler=replace(cfg.sampler, dtype=model.dtype_name))  # metrics.json's config: what ran
+    # unset here, a caller's SamplerConfig(cuda_graphs=True) still asks for them
+    graphs = uses_cuda_graphs(cfg.sampler.cuda_graphs if cfg.cuda_graphs is None else cfg.cuda_graphs,
+                              cfg.sampler.compile)
+    # metrics.json's config: what ran
+    cfg = replace(cfg, cuda_graphs=graphs, sampler=replace(cfg.sampler, dtype=model.dtype_name, cuda_graphs=graphs))
     from scdpo.models.registry import model_domain
 
     domain = model_domain(cfg.model) if cfg.domain == "auto" else cfg.domain
@@ -391,11 +395,13 @@ def run(cfg: EvalConfig) -> dict:
     metrics = {"name": cfg.name, "created": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                "model": cfg.model, "lora": cfg.lora, "negative_prompt": negative,
                "domain": domain, "judge": describe_judges(domain, tools), "dtype": model.dtype_name,
-               "config": flat_asdict(cfg),
+               "cuda_graphs": graphs, "config": flat_asdict(cfg),
                "suites": results, "seconds": round(time.time() - start, 2)}
     with phases("report"):
         write_report(metrics, out)
     metrics["seconds_by_phase"] = phases.rounded()
+    if graphs:  # whether they stayed on: a failed recording or check fell back to eager (with one warning)
+        metrics["cuda_graphs_failed"] = bool(getattr(model, "cuda_graphs_failed", False))
     if work is not phases:
         metrics["worker_seconds_by_phase"] = work.rounded()
     # last, with the report's seconds: a run that has metrics.json is finished

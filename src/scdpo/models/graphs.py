@@ -62,7 +62,11 @@ def cuda_recorder(pool, stream, keep: Callable) -> Callable:
         warm_up(run)
         graph = torch.cuda.CUDAGraph()
         keep(graph)
-        with torch.cuda.graph(graph, pool=pool, stream=stream):
+        # thread_local, not torch's default "global": another thread of this process (`scdpo eval`'s worker,
+        # scoring a suite while the next samples) may allocate or synchronise on the GPU while this thread
+        # records, which global mode turns into an error of the capture; thread_local still forbids those
+        # unsafe calls in the recording thread, the only one whose work goes into the graph
+        with torch.cuda.graph(graph, pool=pool, stream=stream, capture_error_mode="thread_local"):
             out = run()
         return graph.replay, out
     return record

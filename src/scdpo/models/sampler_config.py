@@ -50,9 +50,10 @@ class SamplerConfig:
             at the 1,024 the sampler picks for small latents, and SD-shaped sampling ran 0.89x. The whole
             EmojiWorld `scdpo eval` (its worker scoring beside the sampling thread) took 4.8 s with them
             against 5.2-5.3 s without, every rate the same (one H100, one run; BENCHMARKS.md, "Fortieth
-            round"). Not a command-line flag: the recording uses torch's default "global" capture mode, in
-            which the eval's worker thread may not allocate or synchronise while the sampler records, so a
-            flag needs thread-local capture and a GPU run of both first.
+            round") and 5.1 s against 4.7 s in another (forty-second), so `scdpo eval` sets it only when
+            asked (``--cuda-graphs``, EvalConfig.cuda_graphs); graphs record in torch's "thread_local"
+            capture mode (:func:`scdpo.models.graphs.cuda_recorder`), so the eval's worker thread may use
+            the GPU while the sampler records.
         vae_batch_size: images per VAE decoder call; None (the default): the batch itself where the
             batch is picked as 1024, else 8 (for SD-sized latents more bought 2% for 3x the memory; a
             set batch_size keeps 8, so runs with --batch-size decode as before).

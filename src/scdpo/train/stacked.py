@@ -8,9 +8,12 @@ call: rows ``k*n .. (k+1)*n - 1`` of the batch get run k's adapter,
 
     y = W x + (alpha / r) B_k A_k x      (Hu et al. 2021, eq. 3; peft's LoRA ``Linear.forward``),
 
-computed for all runs at once as two batched matmuls. Rows past ``R*n`` (a CUDA graph's padding) get
-``W x`` alone. Each run's ``A_k``, ``B_k`` are leaf tensors of their own, so every run has its own
-optimizer, gradient clipping and skipped steps, as a training alone has.
+computed for all runs at once as two batched matmuls. With ``Layout.blocks`` = m this run-major pattern
+repeats m times over the batch: classifier-free guidance's ``[uncond; cond]`` makes two blocks, and so
+every run's validation grid samples in one call (:meth:`scdpo.train.validate.Validator.many`). Rows
+past ``m*R*n`` (a CUDA graph's padding) get ``W x`` alone. Each run's ``A_k``, ``B_k`` are leaf
+tensors of their own, so every run has its own optimizer, gradient clipping and skipped steps, as a
+training alone has.
 
 The adapters start from peft's own initialisation (``add_lora`` under ``torch.manual_seed(seed)``, as
 :func:`scdpo.train.trainer.train` draws it), and :func:`save_run` writes a run's adapter through peft
@@ -31,16 +34,18 @@ from scdpo.train import model as tm
 @dataclass
 class Layout:
     """How the next UNet call's rows map to runs, shared by every :class:`StackedLoRA` of a UNet:
-    ``run`` set: every row gets that run's adapter (validation, sampling); ``rows`` set: run k owns
-    rows ``k*rows .. (k+1)*rows - 1``; neither: no adapter (the frozen reference)."""
+    ``run`` set: every row gets that run's adapter; ``rows`` set: run k owns rows
+    ``k*rows .. (k+1)*rows - 1`` of each of ``blocks`` blocks of R*rows rows (guided sampling: 2);
+    neither: no adapter (the frozen reference)."""
 
     rows: int | None = None
     run: int | None = None
+    blocks: int = 1
 
 
 class StackedLoRA(nn.Module):
-    """A frozen ``nn.Linear`` with R LoRA adapters (module docstring). ``lora_A[k]``: (r, in),
-    ``lora_B[k]``: (out, r), fp32 like peft's trainable adapters."""
+    """A frozen ``nn.Linear`` with R LoRA adapters, each on the rows its :class:`Layout` gives its run
+    (module docstring). ``lora_A[k]``: (r, in), ``lora_B[k]``: (out, r), fp32 like peft's trainable adapters."""
 
     def __init__(self, base: nn.Linear, a: list[torch.Tensor], b: list[torch.Tensor], scaling: float,
                  layout: Layout):
@@ -63,12 +68,16 @@ class StackedLoRA(nn.Module):
             return (y + self._delta(x, self.lora_A[lay.run], self.lora_B[lay.run])).to(y.dtype)
         if lay.rows is None:
             return y
-        runs, n = len(self.lora_A), lay.rows * len(self.lora_A)
+        runs, blocks = len(self.lora_A), lay.blocks
+        n = blocks * runs * lay.rows
         if x.shape[0] < n:
-            raise ValueError(f"a stacked LoRA call has {x.shape[0]} rows, fewer than {len(self.lora_A)} runs x "
-                             f"{lay.rows}; set Layout.rows to the rows of one run")
-        head = x[:n].reshape(runs, -1, x.shape[-1])  # rows are run-major: run k's are one contiguous block
-        delta = self._delta(head, torch.stack(list(self.lora_A)), torch.stack(list(self.lora_B)))
+            times = "" if blocks == 1 else f"{blocks} blocks x "
+            raise ValueError(f"a stacked LoRA call has {x.shape[0]} rows, fewer than {times}{runs} runs x "
+                             f"{lay.rows}; set Layout.rows to the rows of one run (and blocks to the call's blocks)")
+        # rows are run-major: run k's are contiguous (in each block); the adapters broadcast over the blocks,
+        # and one block (the training step) keeps its shapes and kernels
+        shape = (runs, -1, x.shape[-1]) if blocks == 1 else (blocks, runs, -1, x.shape[-1])
+        delta = self._delta(x[:n].reshape(shape), torch.stack(list(self.lora_A)), torch.stack(list(self.lora_B)))
         delta = delta.reshape(*x[:n].shape[:-1], -1)
         out = y[:n] + delta if n == x.shape[0] else torch.cat([y[:n] + delta, y[n:]])
         return out.to(y.dtype)
@@ -141,14 +150,16 @@ def unstack(unet) -> None:
 
 
 @contextlib.contextmanager
-def rows_per_run(layout: Layout, rows: int | None = None, run: int | None = None):
-    """Set ``layout`` for a while (both None: the adapters off)."""
-    saved = (layout.rows, layout.run)
-    layout.rows, layout.run = rows, run
+def rows_per_run(layout: Layout, rows: int | None = None, run: int | None = None, blocks: int = 1):
+    """Set ``layout`` for a while (``rows`` and ``run`` None: the adapters off)."""
+    if blocks < 1:
+        raise ValueError(f"blocks must be >= 1, got {blocks}")
+    saved = (layout.rows, layout.run, layout.blocks)
+    layout.rows, layout.run, layout.blocks = rows, run, blocks
     try:
         yield
     finally:
-        layout.rows, layout.run = saved
+        layout.rows, layout.run, layout.blocks = saved
 
 
 def save_run(unet, states: list[dict[str, torch.Tensor]], outs: list, rank: int, alpha: float, targets: list[str],

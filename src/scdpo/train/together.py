@@ -305,6 +305,7 @@ def _train_runs(cfgs: list[TrainConfig], runs: list[_Run]) -> list[dict]:
 
     from scdpo.models.graphs import GraphedPredict
     from scdpo.models.graphs_train import GraphedTrainPredict
+    from scdpo.models.sampler_config import SMALL_LATENT
     from scdpo.models.speed import attention_backend
     from scdpo.models.t2i import T2IModel
     from scdpo.train.trainer import TrainingDiverged, _lr, check_timesteps, pack_stats, unpack_stats
@@ -364,9 +365,20 @@ def _train_runs(cfgs: list[TrainConfig], runs: list[_Run]) -> list[dict]:
         atomic_write_text(out / "config.json", json.dumps(dataclasses.asdict(run.cfg), indent=1))
         run.writer = SummaryWriter(str(out / "logs" / "scdpo-train"))
 
-    def validate(run: _Run, name: str) -> dict:
-        with stacked.rows_per_run(layout, run=run.index):
-            return validator(model, Path(run.cfg.out) / "samples" / f"{name}.png")
+    def validate(name: str) -> list[dict]:
+        paths = [Path(r.cfg.out) / "samples" / f"{name}.png" for r in runs]
+        # on a GPU, for small latents (EmojiWorld's), every run's grid in one sampler call (Validator.many): six
+        # runs' final grids 1.3-2.1 s against 4.4 s a call a run (one H100); on the CPU, where the arithmetic is the
+        # cost, a call a run was faster, and an SD-sized call of every run's rows at once could run out of memory
+        # (BENCHMARKS.md, "Forty-second round")
+        side = model.resolution // model.vae_scale_factor
+        if device.type == "cuda" and side * side <= SMALL_LATENT:
+            return validator.many(model, layout, paths)
+        vals = []
+        for run, path in zip(runs, paths):
+            with stacked.rows_per_run(layout, run=run.index):
+                vals.append(validator(model, path))
+        return vals
 
     log.info("%d runs together, %d data stream(s); batch %d x %d accumulation", len(runs), len(streams),
              base.batch_size, base.grad_accum)
@@ -462,15 +474,15 @@ def _train_runs(cfgs: list[TrainConfig], runs: list[_Run]) -> list[dict]:
                 _save_all(runs, unet, opt, prog)
         if base.validate_every and prog.step % base.validate_every == 0 and prog.step < base.max_steps:
             with phases("validation"):
-                for run in runs:
-                    for key, value in validate(run, f"step-{prog.step:07d}").items():
+                for run, val in zip(runs, validate(f"step-{prog.step:07d}")):
+                    for key, value in val.items():
                         run.writer.add_scalar(f"val/{key}", value, prog.step)
     bar.close()
     phases.mark("steps")
     with phases("checkpoints"):
         _save_all(runs, unet, opt, prog)
     with phases("validation"):
-        vals = [validate(run, "final") for run in runs]
+        vals = validate("final")
     results = []
     for run, val in zip(runs, vals):
         pairs = streams[run.stream].pairs

@@ -6,7 +6,7 @@ them already (docs/performance.md, "Warm starts"). A script that runs many short
 (``benchmarks/emojiworld_alignment.sh``, a sweep of seeds) starts one server, which imports once; each command is
 then forked from it, as ``gunicorn --preload`` serves requests or ``multiprocessing``'s forkserver starts workers::
 
-    python -m scdpo.utils.warm start /tmp/scdpo.sock          # imports, serves in the background, returns when ready
+    python -m scdpo.utils.warm start /tmp/scdpo.sock          # serves in the background, returns once it listens
     python -m scdpo.utils.warm run /tmp/scdpo.sock -- eval --model emojiworld ...   # = `scdpo eval ...`
     python -m scdpo.utils.warm stop /tmp/scdpo.sock           # waits for running commands, then exits
 
@@ -18,8 +18,11 @@ takes its command with it (SIGTERM). What commands share: the modules the server
 read from the environment at import. So a client whose environment differs from the server's in a variable that a
 library may read at import (:data:`IMPORT_TIME_PREFIXES`) runs cold, as ``python -m scdpo.cli``, with a one-line
 note. The server exits after ``idle_exit`` seconds without a command, so a killed script leaves none behind; a client
-with ``--cold-if-absent`` then runs its command cold. The server serves its own user only (``SO_PEERCRED``) on a
-socket only that user may open. The server's loop and the forked command: :mod:`scdpo.utils.warm_server`.
+with ``--cold-if-absent`` then runs its command cold. The server listens once it has imported what the pipeline's
+first command needs (:data:`PRELOAD_FIRST`; ``--listen-after``) and imports the rest between requests: a command
+forked before then imports what it needs itself, as a cold one does. The server serves its own user only
+(``SO_PEERCRED``) on a socket only that user may open. The server's loop and the forked command:
+:mod:`scdpo.utils.warm_server`.
 """
 
 from __future__ import annotations
@@ -32,14 +35,14 @@ import socket
 import sys
 import time
 
-from scdpo.utils.warm_protocol import (IDLE_EXIT, IMPORT_TIME_PREFIXES, MAX_SOCKET_PATH, PRELOAD, answers,  # noqa: F401
-                                       connect, receive, send)
+from scdpo.utils.warm_protocol import (IDLE_EXIT, IMPORT_TIME_PREFIXES, MAX_SOCKET_PATH, PRELOAD,  # noqa: F401
+                                       PRELOAD_FIRST, answers, connect, receive, send)
 
 
 def run(path: str, argv: list[str], wait: float = 60.0, cold_if_absent: bool = False) -> int:
     """``scdpo ARGV`` forked from the server at ``path`` (waiting up to ``wait`` s for it to listen); returns its exit
     code. Runs cold, replacing this process, where the server says the environment differs, or with
-    ``cold_if_absent`` where no server answers."""
+    ``cold_if_absent`` where no server answers or it stopped serving while the request waited."""
     try:
         sock = connect(path, wait)
     except FileNotFoundError:
@@ -63,6 +66,10 @@ def run(path: str, argv: list[str], wait: float = 60.0, cold_if_absent: bool = F
             signal.signal(signal.SIGINT, before)
     if reply is None:  # a second Ctrl-C
         return 130
+    if "gone" in reply:  # it stopped serving while this request waited: as if no server had been there
+        if not cold_if_absent:
+            raise RuntimeError(f"the warm server at {path} stopped serving: {reply['gone']}")
+        _exec_cold(argv, f"the server at {path} stopped serving")
     if "cold" in reply:
         _exec_cold(argv, f"the environment differs from the server's in {', '.join(reply['cold'])}")
     if "error" in reply:
@@ -105,20 +112,22 @@ def _is_open(fd: int) -> bool:
 
 
 def start(path: str, modules=PRELOAD, idle_exit: float = IDLE_EXIT, log: str | None = None,
-          timeout: float = 600.0, target: str = "scdpo.cli:main") -> int:
+          timeout: float = 600.0, target: str = "scdpo.cli:main", listen_after: int = PRELOAD_FIRST) -> int:
     """Start a server at ``path`` in the background (its own session; its output in ``log``, default
-    ``path + ".log"``) and return its PID once it listens; raise RuntimeError with its reason if it will not.
-    A server already answering there is reused (its PID is not known: 0)."""
+    ``path + ".log"``) and return its PID once it listens, after importing the first ``listen_after`` of ``modules``;
+    raise RuntimeError with its reason if it will not. A server already answering there is reused (PID unknown: 0)."""
     if len(os.fsencode(path)) > MAX_SOCKET_PATH:
         raise ValueError(f"socket path {path!r} is {len(os.fsencode(path))} bytes, over the {MAX_SOCKET_PATH} a Unix "
                          f"socket allows: use a shorter one, e.g. /tmp/scdpo-warm.sock")
+    if listen_after < 0:
+        raise ValueError(f"--listen-after {listen_after}: give a number of modules, 0 or more (0: listen at once)")
     if answers(path):
         return 0
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # the server: detached from the caller's terminal, job control and open files
         os.close(read)
-        _serve_detached(path, modules, idle_exit, target, log or path + ".log", write)
+        _serve_detached(path, modules, idle_exit, target, log or path + ".log", write, listen_after)
     os.close(write)
     chunks, deadline = [], time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -135,7 +144,8 @@ def start(path: str, modules=PRELOAD, idle_exit: float = IDLE_EXIT, log: str | N
     return pid
 
 
-def _serve_detached(path: str, modules, idle_exit: float, target: str, log: str, write: int) -> None:
+def _serve_detached(path: str, modules, idle_exit: float, target: str, log: str, write: int,
+                    listen_after: int) -> None:
     """In the forked server process: a session of its own, /dev/null in, ``log`` out, no descriptor of the caller's
     but ``write`` (the readiness pipe, closed once it has said "ok" or why not). Never returns."""
     from scdpo.utils.warm_server import serve
@@ -158,7 +168,7 @@ def _serve_detached(path: str, modules, idle_exit: float, target: str, log: str,
         os.close(write)
     code = 0
     try:
-        serve(path, modules, idle_exit, target, ready=ready)
+        serve(path, modules, idle_exit, target, ready=ready, listen_after=listen_after)
     except BaseException as err:
         import traceback
 
@@ -186,7 +196,11 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("start", help="start a server in the background; return when it is ready")
     p.add_argument("socket")
     p.add_argument("--preload", nargs="+", default=list(PRELOAD), metavar="MODULE",
-                   help="modules the server imports (default: the pipeline's)")
+                   help="modules the server imports, in this order (default: the pipeline's)")
+    p.add_argument("--listen-after", type=int, default=None, metavar="N",
+                   help=f"import the first N of them, then listen and import the rest between requests (0: listen at "
+                        f"once; default: {PRELOAD_FIRST}, those of `scdpo cost train`, the pipeline's first command, "
+                        f"for the default --preload, and every module of another list)")
     p.add_argument("--idle-exit", type=float, default=IDLE_EXIT, metavar="S",
                    help=f"exit after S seconds without a command (default {IDLE_EXIT:.0f})")
     p.add_argument("--log", default=None, help="the server's output (default: SOCKET.log)")
@@ -202,7 +216,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.op == "start":
-            pid = start(args.socket, args.preload, args.idle_exit, args.log, target=args.target)
+            # PRELOAD_FIRST counts modules of PRELOAD: a list of one's own is imported whole before listening
+            first = PRELOAD_FIRST if args.preload == list(PRELOAD) else len(args.preload)
+            pid = start(args.socket, args.preload, args.idle_exit, args.log, target=args.target,
+                        listen_after=first if args.listen_after is None else args.listen_after)
             print(pid or "already running")
             return 0
         if args.op == "run":

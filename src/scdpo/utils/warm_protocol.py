@@ -13,16 +13,27 @@ import time
 #: imported once by the server: the libraries and scdpo modules behind the pipeline's commands (the cost model, the data
 #: build, the trainings, the evaluations, the comparison), found with ``python -X importtime``; one that fails to import
 #: (an optional extra) is left to the commands. Not onnxruntime (the NSFW judge's, 0.1-0.2 s): its import starts a
-#: thread, and a fork copies only the thread that forks
+#: thread, and a fork copies only the thread that forks. In the order the pipeline needs them: those of its first
+#: command, ``scdpo cost train`` (torch._dynamo comes with its optimiser, scdpo.demo and scdpo.world.commands with
+#: every command's parser); then the VAE round trip of its EmojiWorld pool (diffusers' AutoencoderKL, which brings
+#: transformers, peft and accelerate); then the later stages'. After the first, packages come before their heavy
+#: modules, so none takes long (at most 0.6 s on the 2-core CPU): a request waits for one
 PRELOAD = ("torch", "torch._dynamo", "torch.utils.tensorboard", "numpy", "pandas", "scipy.stats", "scipy.optimize",
-           "sklearn.metrics", "matplotlib.pyplot", "PIL.Image", "PIL.PngImagePlugin", "safetensors.torch",
-           "pyarrow.parquet", "datasets", "datasets.io.parquet", "accelerate", "transformers.modeling_utils",
-           "peft.tuners.lora", "diffusers.models.unets.unet_2d_condition",
-           "diffusers.models.autoencoders.autoencoder_kl", "diffusers.schedulers", "diffusers.loaders.peft",
-           "scdpo.cli", "scdpo.demo", "scdpo.models.t2i", "scdpo.models.sampling", "scdpo.models.guards.sld",
-           "scdpo.models.guards.safree", "scdpo.cost.train", "scdpo.data.builder", "scdpo.data.card",
-           "scdpo.train.trainer", "scdpo.train.together", "scdpo.eval.run", "scdpo.eval.compare", "scdpo.eval.report",
-           "scdpo.eval.judges", "scdpo.world.judge", "scdpo.world.minilm", "scdpo.world.commands")
+           "sklearn.metrics", "PIL.Image", "PIL.PngImagePlugin", "safetensors.torch", "scdpo.cli", "scdpo.demo",
+           "scdpo.world.commands", "scdpo.cost.train",
+           "accelerate", "transformers", "transformers.models", "transformers.modeling_utils", "peft.tuners.lora",
+           "diffusers.utils", "diffusers.models.autoencoders.autoencoder_kl",
+           "diffusers.models.unets.unet_2d_condition", "diffusers.schedulers", "diffusers.loaders.peft",
+           "matplotlib", "matplotlib.pyplot", "pyarrow.parquet", "datasets", "datasets.io.parquet", "scdpo.models.t2i",
+           "scdpo.models.sampling", "scdpo.models.guards.sld", "scdpo.models.guards.safree", "scdpo.data.builder",
+           "scdpo.data.card", "scdpo.train.trainer", "scdpo.train.together", "scdpo.eval.run", "scdpo.eval.compare",
+           "scdpo.eval.report", "scdpo.eval.judges", "scdpo.world.judge", "scdpo.world.minilm")
+#: how many of PRELOAD the server imports before it listens: those every ``scdpo cost train`` imports. The rest are
+#: imported one at a time while no request waits, during the cost stage, off the pipeline's critical path. A command
+#: forked before one of them is imported imports it itself, as a cold one does (a fork never sees the server's later
+#: imports): so the cost stage's VAE stack is left out too, paid by the stage in the seconds the server would have
+#: taken before listening, and not at all where it loads no VAE (cached features, ``--vae none``, user data)
+PRELOAD_FIRST = PRELOAD.index("scdpo.cost.train") + 1
 #: environment variables that libraries read at import (sys.path, hash seed, Hugging Face's cache and offline
 #: switches, torch's and inductor's settings, thread counts, tqdm's and matplotlib's defaults, the home, cache and
 #: temporary folders, the locale): a client whose values differ from the server's runs cold. CUDA_* are not among

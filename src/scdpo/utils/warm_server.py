@@ -4,20 +4,24 @@ One thread, one ``selectors`` loop over the listening socket and each running co
 with a timeout (a silent or malformed client costs at most that and is answered or dropped, never the server), the
 command is forked with the server's signals blocked until the child has reset them, and each child is reaped with
 ``WNOHANG`` and its exit code sent back. A byte from a client is its Ctrl-C (SIGINT to the command's process group);
-its end means it is gone (SIGTERM). Only a client of the server's own user is served (``SO_PEERCRED``).
+its end means it is gone (SIGTERM). Only a client of the server's own user is served (``SO_PEERCRED``). The server
+listens once the first command's modules are imported (:data:`PRELOAD_FIRST`) and imports the rest one at a time
+whenever no request waits, so a request waits for one module's import at most.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import select
 import selectors
 import signal
 import socket
 import sys
 import time
 
-from scdpo.utils.warm_protocol import IDLE_EXIT, IMPORT_TIME_PREFIXES, PRELOAD, answers, peer_uid, receive, send
+from scdpo.utils.warm_protocol import (IDLE_EXIT, IMPORT_TIME_PREFIXES, PRELOAD, PRELOAD_FIRST, answers, peer_uid,
+                                       receive, send)
 
 #: seconds a client may take to send its request once connected
 REQUEST_TIMEOUT = 5.0
@@ -65,28 +69,45 @@ def cuda_driver_initialised(maps: str | None = None, load=None) -> bool:
     return (load or ctypes.CDLL)(loaded[0]).cuDeviceGetCount(ctypes.byref(count)) != 3
 
 
-def preload(modules=PRELOAD) -> tuple[list[str], str | None]:
-    """Import ``modules``, skipping those that fail: (the ones that failed, the first one after whose import the CUDA
-    driver was initialised, or None). The CUDA check is NVML's while they import, so a library that asks torch whether
-    CUDA is available does not initialise the driver."""
+def import_module(name: str) -> str | None:
+    """Import ``name``; why it failed ("name (Error: ...)"), or None. The CUDA check is NVML's while it imports, so a
+    library that asks torch whether CUDA is available does not initialise the driver."""
     import importlib
 
-    failed, culprit, before = [], None, os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK")
+    before = os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK")
     os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "1"
     try:
-        for name in modules:
-            try:
-                importlib.import_module(name)
-            except Exception as err:  # an optional extra that is not installed: the command imports it cold
-                failed.append(f"{name} ({type(err).__name__}: {err})")
-            if culprit is None and cuda_driver_initialised():
-                culprit = name
-    finally:
+        importlib.import_module(name)
+    except Exception as err:  # an optional extra that is not installed: the command imports it cold
+        return f"{name} ({type(err).__name__}: {err})"
+    finally:  # restored at once: a command forked between two imports must not inherit it (set_by_imports)
         if before is None:
-            del os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"]
+            os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)
         else:
             os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = before
+    return None
+
+
+def preload(modules=PRELOAD) -> tuple[list[str], str | None]:
+    """Import ``modules``, skipping those that fail: (the ones that failed, the first one after whose import the CUDA
+    driver was initialised, or None)."""
+    failed, culprit = [], None
+    for name in modules:
+        failed += [why for why in [import_module(name)] if why]
+        if culprit is None and cuda_driver_initialised():
+            culprit = name
     return failed, culprit
+
+
+def set_by_imports(started_with: dict) -> dict:
+    """What the imports so far changed in this process's environment (transformers' verbosity, inductor's cache folder
+    ...): name -> value, None where they removed it. Computed at each fork, as the imports go on between commands."""
+    return {k: os.environ.get(k) for k in {**started_with, **os.environ} if os.environ.get(k) != started_with.get(k)}
+
+
+def _driver_error(name: str) -> str:
+    return (f"importing {name} initialised the CUDA driver, so a command forked after it could not use the GPU: "
+            f"leave it out (--preload without it), or run the commands cold (plain `scdpo`)")
 
 
 def exit_code(status: int) -> int:
@@ -96,51 +117,77 @@ def exit_code(status: int) -> int:
 
 
 def serve(path: str, modules=PRELOAD, idle_exit: float = IDLE_EXIT, target: str = "scdpo.cli:main",
-          ready=None) -> None:
-    """Import ``modules``, listen on the Unix socket ``path`` and fork a child per ``run`` request until a ``stop``
-    request, SIGTERM, or ``idle_exit`` seconds without a command. ``ready(error)``: called once, with None when
-    listening or with the reason it will not serve."""
+          ready=None, listen_after: int = PRELOAD_FIRST) -> None:
+    """Import the first ``listen_after`` of ``modules``, listen on the Unix socket ``path`` and fork a child per ``run``
+    request until a ``stop`` request, SIGTERM, or ``idle_exit`` seconds without a command; the rest of ``modules`` are
+    imported one at a time while no request waits. ``ready(error)``: called once, with None when listening or with the
+    reason it will not serve."""
     started_with = dict(os.environ)  # what the clients' environments are compared with: the server's own, as given
     started_in = os.getcwd()  # `python -m` put it first on sys.path; each command gets its own cwd there instead
-    failed, culprit = preload(modules)
-    # what the imports set (transformers' verbosity, inductor's cache folder ...), replayed on each child's environment
-    set_by_imports = {k: os.environ.get(k) for k in {**started_with, **os.environ}
-                      if os.environ.get(k) != started_with.get(k)}
-    if culprit:
-        raise RuntimeError(f"importing {culprit} initialised the CUDA driver, so a forked command could not use the "
-                           f"GPU: leave it out (--preload without it), or run the commands cold (plain `scdpo`)")
+    modules, failed = list(modules), []
+    for name in modules[:listen_after]:
+        failed += [why for why in [import_module(name)] if why]
+        if cuda_driver_initialised():
+            raise RuntimeError(_driver_error(name))
+    pending = modules[listen_after:]
     listener = _listen(path)
     ours = os.stat(path)
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append("SIGTERM"))
-    if failed:
-        print(f"scdpo warm: not preloaded (imported by each command instead): {'; '.join(failed)}", file=sys.stderr)
+    if failed and not pending:
+        _not_preloaded(failed)
     if ready:
         ready(None)
     sel = selectors.DefaultSelector()
     sel.register(listener, selectors.EVENT_READ)
     children: dict[int, socket.socket] = {}
-    server = {"env": started_with, "cwd": started_in, "set_by_imports": set_by_imports, "target": target, "sel": sel,
-              "listener": listener, "children": children, "stopping": stopping}
+    server = {"env": started_with, "cwd": started_in, "target": target, "sel": sel, "listener": listener,
+              "children": children, "stopping": stopping, "pending": pending, "failed": failed}
     last = time.monotonic()
     try:
         while children or not stopping:
-            for key, _ in sel.select(timeout=0.05):
+            # while modules remain, a request that waits goes first, and each moment without one imports one more
+            events = sel.select(timeout=0 if pending and not stopping else 0.05)
+            for key, _ in events:
                 if key.fileobj is listener:
                     _accept(server)
                 else:
                     _relay(key, sel)
             _reap(children, sel)
+            if pending and not stopping and not events:
+                _import_next(server)
             if stopping and listener.fileno() != -1:  # no new commands; the running ones finish
                 sel.unregister(listener)
                 _close(listener, path, ours)
-            if children:
+            # idle time counts once the imports are done: a server still importing is not idle, and a short
+            # --idle-exit would otherwise end it before the commands it imports for have come
+            if children or (pending and not stopping):
                 last = time.monotonic()
             elif time.monotonic() - last > idle_exit:
                 break
     finally:
         sel.close()
         _close(listener, path, ours)
+
+
+def _import_next(server: dict) -> None:
+    """Import the next module left. If it initialised the CUDA driver, answer the requests already waiting with why
+    and stop serving: the running commands, forked before it, finish; the next clients find no server."""
+    name = server["pending"].pop(0)
+    server["failed"] += [why for why in [import_module(name)] if why]
+    if cuda_driver_initialised():
+        server["pending"].clear()
+        server["gone"] = _driver_error(name)
+        print(f"scdpo warm: stopped serving: {server['gone']}", file=sys.stderr)
+        while select.select([server["listener"]], [], [], 0)[0]:  # (connected while it imported)
+            _accept(server)
+        server["stopping"].append("CUDA")
+    if not server["pending"] and server["failed"]:
+        _not_preloaded(server["failed"])
+
+
+def _not_preloaded(failed: list[str]) -> None:
+    print(f"scdpo warm: not preloaded (imported by each command instead): {'; '.join(failed)}", file=sys.stderr)
 
 
 def _listen(path: str) -> socket.socket:
@@ -207,13 +254,15 @@ def _accept(server: dict) -> None:
         if op == "stop":
             server["stopping"].append("stop")
         elif op == "ping":
-            send(conn, {"ok": True})
+            send(conn, {"ok": "gone" not in server})
         elif op == "run" and _well_formed(request) and len(fds) == 3:
             cold = changed_import_vars(server["env"], request["env"])
-            if cold:
+            if "gone" in server:  # the client runs as it would with no server
+                send(conn, {"gone": server["gone"]})
+            elif cold:
                 send(conn, {"cold": cold})
             else:
-                request["env"] = child_environment(server["env"], server["set_by_imports"], request["env"])
+                request["env"] = child_environment(server["env"], set_by_imports(server["env"]), request["env"])
                 _fork(server, request, fds, conn)
                 conn = None  # the command's now
         else:
