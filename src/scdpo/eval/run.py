@@ -349,6 +349,8 @@ def run(cfg: EvalConfig) -> dict:
     # unset here, a caller's SamplerConfig(cuda_graphs=True) still asks for them
     graphs = uses_cuda_graphs(cfg.sampler.cuda_graphs if cfg.cuda_graphs is None else cfg.cuda_graphs,
                               cfg.sampler.compile)
+    # what the sampler will do: graphs exist only on a CUDA device (metrics.json records this, not the wish)
+    graphs = graphs and model.device.type == "cuda"
     # metrics.json's config: what ran
     cfg = replace(cfg, cuda_graphs=graphs, sampler=replace(cfg.sampler, dtype=model.dtype_name, cuda_graphs=graphs))
     from scdpo.models.registry import model_domain

@@ -142,6 +142,7 @@ def serve(path: str, modules=PRELOAD, idle_exit: float = IDLE_EXIT, target: str 
     sel.register(listener, selectors.EVENT_READ)
     children: dict[int, socket.socket] = {}
     server = {"env": started_with, "cwd": started_in, "target": target, "sel": sel, "listener": listener,
+              "path": path, "ours": ours,
               "children": children, "stopping": stopping, "pending": pending, "failed": failed}
     last = time.monotonic()
     try:
@@ -179,7 +180,10 @@ def _import_next(server: dict) -> None:
         server["pending"].clear()
         server["gone"] = _driver_error(name)
         print(f"scdpo warm: stopped serving: {server['gone']}", file=sys.stderr)
-        while select.select([server["listener"]], [], [], 0)[0]:  # (connected while it imported)
+        # the path first: a client from now on finds no server (and runs cold with --cold-if-absent) instead of a
+        # listener about to close under it; then those that connected while it imported are told
+        _unlink_ours(server["path"], server["ours"])
+        while select.select([server["listener"]], [], [], 0)[0]:
             _accept(server)
         server["stopping"].append("CUDA")
     if not server["pending"] and server["failed"]:
@@ -214,6 +218,10 @@ def _listen(path: str) -> socket.socket:
 def _close(listener: socket.socket, path: str, ours: os.stat_result) -> None:
     """Close the listener and remove its socket file once, unless another server has bound that path since."""
     listener.close()
+    _unlink_ours(path, ours)
+
+
+def _unlink_ours(path: str, ours: os.stat_result) -> None:
     with contextlib.suppress(FileNotFoundError):
         now = os.lstat(path)
         if (now.st_dev, now.st_ino, now.st_ctime_ns) == (ours.st_dev, ours.st_ino, ours.st_ctime_ns):
