@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from scdpo.cli import main
-from scdpo.eval.config import EvalConfig, uses_cuda_graphs
+from scdpo.eval.config import EvalConfig
 from scdpo.eval.run import sample_all
 from scdpo.models.sampler_config import SamplerConfig
 from scdpo.models.testing import tiny_sd_pipeline
@@ -22,21 +22,11 @@ def tiny(tmp_path_factory):
     return tiny_sd_pipeline(tmp_path_factory.mktemp("sd") / "pipe")
 
 
-@pytest.mark.parametrize("choice, compile, want", [
-    (None, False, False),  # opt-in: measured no faster (docs/performance.md)
-    (False, False, False),
-    (True, False, True),
-    (True, True, False),   # never with the sampler's compile (EvalConfig refuses the pair when asked for)
-])
-def test_graphs_are_used_only_when_asked_for(choice, compile, want):
-    assert uses_cuda_graphs(choice, compile) is want
-
-
 def test_cuda_graphs_with_compile_is_a_one_line_error():
     with pytest.raises(ValueError, match="--cuda-graphs cannot be used with the sampler's compile") as err:
         EvalConfig(model="emojiworld", cuda_graphs=True, sampler=SamplerConfig(compile=True))
     assert "\n" not in str(err.value)
-    EvalConfig(model="emojiworld", sampler=SamplerConfig(compile=True))  # unset: resolved off, no error
+    EvalConfig(model="emojiworld", sampler=SamplerConfig(compile=True))  # unset: off, no error
 
 
 def _eval(tiny, out, *flags, monkeypatch=None) -> tuple[dict, list]:

@@ -202,7 +202,7 @@ def test_the_throughput_benchmarks_extra_eval_rows_and_todays_pngs(tmp_path, mon
 
     def fake_run(cfg):
         # the eval's own setting (None: off, unless the sampler's asks), as scdpo.eval.run resolves it
-        graphs = run.uses_cuda_graphs(cfg.sampler.cuda_graphs if cfg.cuda_graphs is None else cfg.cuda_graphs)
+        graphs = bool(cfg.sampler.cuda_graphs if cfg.cuda_graphs is None else cfg.cuda_graphs)
         seen.append((cfg.sampler.dtype, graphs, grid.PNG_LEVEL,
                      dataset.png_bytes_many(images) == [png_at(6, im) for im in images]))
         return {"suites": {"eval-clean": {"prompts": 4, "harmful_rate": 0.0, "alignment": 0.5}}, "dtype": "x"}

@@ -128,8 +128,3 @@ class EvalConfig:
         named = Path(self.lora or self.model)  # a LoRA file is named after its folder
         self.name = self.name or (named.parent.name if named.suffix == ".safetensors" else named.name)
 
-
-def uses_cuda_graphs(choice: bool | None, compile: bool = False) -> bool:
-    """EvalConfig.cuda_graphs (``choice``; None: off, the default, as measured: the field's doc) for a sampler
-    with or without ``compile``, with which graphs are never used."""
-    return bool(choice) and not compile

@@ -26,7 +26,7 @@ import torch
 
 # the config lives in a torch-free module, so that `scdpo --help` imports no torch
 from scdpo.utils.background import Background
-from scdpo.eval.config import DEFAULT_SUITES, EvalConfig, uses_cuda_graphs  # noqa: F401
+from scdpo.eval.config import DEFAULT_SUITES, EvalConfig  # noqa: F401
 from scdpo.models.speed import tf32_in_force
 from scdpo.prompts.matching import with_concepts
 from scdpo.utils.config import flat_asdict
@@ -346,11 +346,10 @@ def run(cfg: EvalConfig) -> dict:
     phases = Phases()
     suites = collect_suites(cfg)
     model = T2IModel.for_sampling(cfg.model, cfg.sampler, device=cfg.device, lora=cfg.lora, lora_scale=cfg.lora_scale)
-    # unset here, a caller's SamplerConfig(cuda_graphs=True) still asks for them
-    graphs = uses_cuda_graphs(cfg.sampler.cuda_graphs if cfg.cuda_graphs is None else cfg.cuda_graphs,
-                              cfg.sampler.compile)
-    # what the sampler will do: graphs exist only on a CUDA device (metrics.json records this, not the wish)
-    graphs = graphs and model.device.type == "cuda"
+    # unset here, a caller's SamplerConfig(cuda_graphs=True) still asks for them; graphs exist only on a CUDA
+    # device, so metrics.json records what the sampler does there, not the wish
+    asked = cfg.sampler.cuda_graphs if cfg.cuda_graphs is None else cfg.cuda_graphs
+    graphs = bool(asked) and model.device.type == "cuda"
     # metrics.json's config: what ran
     cfg = replace(cfg, cuda_graphs=graphs, sampler=replace(cfg.sampler, dtype=model.dtype_name, cuda_graphs=graphs))
     from scdpo.models.registry import model_domain

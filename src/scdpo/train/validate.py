@@ -30,7 +30,7 @@ class Validator:
     """Samples the fixed prompts with fixed seeds (so grids of different steps are comparable)."""
 
     def __init__(self, records: list[PromptRecord], steps: int, use_judge: bool, device):
-        self.records, self.steps = records, steps
+        self.records = records
         self.config = SamplerConfig(steps=steps, progress=False)
         self.judge = None
         if use_judge:

@@ -17,7 +17,8 @@ import time
 #: command, ``scdpo cost train`` (torch._dynamo comes with its optimiser, scdpo.demo and scdpo.world.commands with
 #: every command's parser); then the VAE round trip of its EmojiWorld pool (diffusers' AutoencoderKL, which brings
 #: transformers, peft and accelerate); then the later stages'. After the first, packages come before their heavy
-#: modules, so none takes long (at most 0.6 s on the 2-core CPU): a request waits for one
+#: modules, so none takes long (the longest, transformers, 0.60-0.81 s on the 2-core CPU: benchmarks/warm_preload.py):
+#: a request waits for one import at most
 PRELOAD = ("torch", "torch._dynamo", "torch.utils.tensorboard", "numpy", "pandas", "scipy.stats", "scipy.optimize",
            "sklearn.metrics", "PIL.Image", "PIL.PngImagePlugin", "safetensors.torch", "scdpo.cli", "scdpo.demo",
            "scdpo.world.commands", "scdpo.cost.train",
