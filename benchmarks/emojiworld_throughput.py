@@ -8,7 +8,8 @@ reward and every EmojiWorld metric read its probabilities) and PNG encoding (ima
 Rows (``--rows``; each ``NAME:key=value,...``): ``dtype`` (fp32, bf16, fp16: the UNet and text
 encoder; the VAE follows unless its config asks for fp32), ``batch`` (images per UNet batch: the
 sampler's --batch-size), ``vae`` (images per decoder call), ``tf32`` (1: TF32 matmuls; convolutions
-already use TF32 by default in torch), ``compile`` (1: regional torch.compile of the UNet's blocks),
+already use TF32 by default in torch), ``compile`` (1: ``SamplerConfig.compile``: the whole UNet and VAE decoder since the forty-third round, their
+blocks before),
 ``graphs`` (1: the denoising loop's UNet calls replayed from CUDA graphs, ``SamplerConfig.cuda_graphs``),
 ``png`` (threads that PNG-encode: 1, today's one image at a time; N > 1, ``png_bytes_many`` on N
 threads; 0, its default: ``--threads``), ``cl`` (1: the UNet and VAE in channels-last memory while sampling,
@@ -50,7 +51,9 @@ a chunk written on a worker thread while the next samples, since 2026-12-06); ea
 precision since 2026-12-05; "auto" is TF32 for EmojiWorld on a CUDA GPU since 2026-12-06, fp32 before, and
 today's rows pin fp32). ``--graphs`` adds one eval row: the defaults with the sampler's CUDA graphs
 (``scdpo eval --cuda-graphs``), whose one replay a UNet call leaves the sampling thread fewer launches to make
-while the eval's worker holds the interpreter.
+while the eval's worker holds the interpreter. ``--fill`` adds two more: the defaults with `scdpo eval
+--fill-batches` (every suite's images in the sampler's full batches, across suites), then the defaults again
+(the pair's noise, side by side).
 
     python benchmarks/emojiworld_throughput.py --device cpu --images 16 --steps 2 \\
         --rows today b16:batch=16,vae=16 --out /tmp/tp                               # CPU dry run
@@ -282,14 +285,15 @@ def eigh_frechet(a, b, device=None) -> float:
 
 
 def eval_rows(device: torch.device, steps: int, limit: int | None, out: Path, profile: bool = False,
-              dtypes: tuple[str, ...] = (), graphs: bool = False) -> list[dict]:
+              dtypes: tuple[str, ...] = (), graphs: bool = False, fill: bool = False) -> list[dict]:
     """`scdpo eval` end to end, today's settings (the issue's yardstick, the eval before the twenty-fourth
     round: 64 images a batch, 8 a decoder call, PNGs one at a time, the Frechet distance in numpy, no
     overlap) against the defaults without and with the overlap (the module's docstring). With
     ``profile`` every row but today's runs under cProfile (its main thread): ``out/profile-ROW.txt`` lists the
     functions by cumulative and by own time (where the seconds beside sampling go). ``dtypes``: one more
     row each, the defaults with the overlap and `--dtype` of that precision; ``graphs``: one more, the defaults
-    with the sampler's CUDA graphs (`scdpo eval --cuda-graphs`)."""
+    with the sampler's CUDA graphs (`scdpo eval --cuda-graphs`); ``fill``: two more, the defaults with
+    `--fill-batches`, then the defaults again."""
     import os
     import shutil
     from unittest import mock
@@ -308,19 +312,23 @@ def eval_rows(device: torch.device, steps: int, limit: int | None, out: Path, pr
     cache = out / "cache"
     shutil.rmtree(cache, ignore_errors=True)
     warm_up(lambda: run(EvalConfig(model="emojiworld", out=str(out / "warm-up"), limit=4, device=str(device),
-                                   sampler=today, overlap=False, frechet_cache=False, cuda_graphs=False)), device)
+                                   sampler=today, overlap=False, frechet_cache=False, cuda_graphs=False,
+                                   fill_batches=False)), device)
     # the sampler's CUDA graphs: None is the eval's default (off), today's row pins them off as they were
-    for name, sampler, png, overlap, cuda_graphs in [
-            ("scdpo eval, today", today, True, False, False),
+    for name, sampler, png, overlap, cuda_graphs, *filled in [
+            ("scdpo eval, today", today, True, False, False, False),
             ("scdpo eval, defaults without overlap, cache empty", defaults, False, False, None),
             ("scdpo eval, defaults without overlap, cache read", defaults, False, False, None),
             ("scdpo eval, defaults with overlap, cache read", defaults, False, True, None),
             *((f"scdpo eval, defaults with overlap, dtype {d}", replace(defaults, dtype=d), False, True, None)
               for d in dtypes),
-            *([("scdpo eval, defaults with overlap, cuda graphs", defaults, False, True, True)] if graphs else [])]:
+            *([("scdpo eval, defaults with overlap, cuda graphs", defaults, False, True, True)] if graphs else []),
+            *([("scdpo eval, defaults with overlap, fill batches", defaults, False, True, None, True),
+               ("scdpo eval, defaults with overlap, cache read, again", defaults, False, True, None)] if fill else [])]:
+        # today's row pins the fill off as it was; the others take the eval's default unless the row says
         cfg = EvalConfig(model="emojiworld", out=str(out / name.split(", ", 1)[1].replace(", ", "-").replace(" ", "-")),
                          limit=limit, device=str(device), sampler=sampler, overlap=overlap, frechet_cache=not png,
-                         cuda_graphs=cuda_graphs)
+                         cuda_graphs=cuda_graphs, fill_batches=filled[0] if filled else None)
         with (todays_pngs() if png else contextlib.nullcontext(),
               mock.patch.object(frechet, "frechet_distance", eigh_frechet) if png else contextlib.nullcontext(),
               mock.patch.dict(os.environ, {"SCDPO_CACHE": str(cache)}), tf32_restored()):
@@ -331,6 +339,7 @@ def eval_rows(device: torch.device, steps: int, limit: int | None, out: Path, pr
         diff = max((abs(v - first[k]) for k, v in rates.items() if v is not None and first[k] is not None), default=0.0)
         rows.append({"name": name, "images": n, "seconds": round(seconds, 1), "img_s": round(n / seconds, 1),
                      "max_rate_diff": round(diff, 4), "dtype": m.get("dtype"),
+                     "fill_batches": m.get("config", {}).get("fill_batches"),
                      **{k: m[k] for k in ("seconds_by_phase", "worker_seconds_by_phase") if k in m}})
         print(json.dumps(rows[-1]), flush=True)
     return rows
@@ -420,6 +429,8 @@ def main(argv=None) -> None:
                         "(tf32: fp32 weights, TF32 matmuls)")
     p.add_argument("--graphs", action="store_true",
                    help="with --eval: one more row, the defaults with the sampler's CUDA graphs")
+    p.add_argument("--fill", action="store_true",
+                   help="with --eval: two more rows, the defaults with --fill-batches, then the defaults again")
     p.add_argument("--build-prompts", type=int, default=500, help="harmful and clean prompts each in --build")
     p.add_argument("--kernels", type=int, default=0, metavar="N",
                    help="profile each row's first batch once more: busy share, kernel time by kind, the N longest "
@@ -455,7 +466,7 @@ def main(argv=None) -> None:
     text = table(rows) + "\n" if rows else ""
     if args.eval:
         ev = eval_rows(device, args.steps, args.eval_limit, out / "eval", args.profile, tuple(args.dtypes),
-                       args.graphs)
+                       args.graphs, args.fill)
         atomic_write_text(out / "eval.jsonl", "".join(json.dumps(r) + "\n" for r in ev))
         text += ("\n| whole command | images | wall s | images/s | x today | largest rate difference |\n"
                  "|---|---|---|---|---|---|\n")

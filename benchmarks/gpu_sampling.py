@@ -122,7 +122,8 @@ class Runner:
         self.model.clear_prompt_cache()  # encode the prompts as the pipeline does, every call
         return self.model.sample(prompts, seeds, replace(config, steps=steps, batch_size=n))
 
-    def row(self, name: str, impl: str, n: int, fn, need_s: float) -> dict:
+    def row(self, name: str, impl: str, n: int, fn, need_s: float, after=None) -> dict:
+        """Time ``fn(n, steps)`` after a two-step warm-up; ``after(row)`` adds to the row before it is written."""
         row = {"variant": name, "impl": impl, "images": n}
         if self.left() < need_s:
             row["status"] = f"skipped: {self.left():.0f} s of budget left, ~{need_s:.0f} s needed"
@@ -161,6 +162,8 @@ class Runner:
             row["status"] = "OOM"
         except Exception as exc:  # a lever that fails on this stack is a result, not the end of the run
             row["status"] = f"failed: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+        if after is not None:
+            after(row)
         gc.collect()
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
@@ -181,6 +184,18 @@ def run(runner: Runner, args) -> None:
     runner.row("diffusers pipeline", "diffusers", big, runner.run_pipeline, est)
     if runner.pipe.unet.dtype != torch.float32 and big in runner.reference:
         runner.row("diffusers pipeline in fp32 (yardstick)", "fp32", min(4, big), runner.run_pipeline_fp32, est / 2)
+    if args.only_best:  # the twenty-seventh round's best eager row (and the commands' defaults), then compile rows
+        bases = {"best": (f"+ fused QKV, attention={args.attention[-1] if args.attention else 'auto'}, VAE batch = "
+                          "images", replace(ladder[-1][1], vae_batch_size=big)),
+                 "defaults": ("scdpo, the commands' defaults", plain)}
+        variants = args.compile_variants if args.compile else []
+        for base in ("best", "defaults"):
+            if base == "best" or any(COMPILE_VARIANTS[v].get("base") == base for v in variants):
+                runner.row(*bases[base][:1], "scdpo", big, lambda n, s, c=bases[base][1]: runner.run_scdpo(n, s, c), est)
+        for variant in variants:
+            compile_row(runner, *bases[COMPILE_VARIANTS[variant].get("base", "best")], variant, args.compile_mode, big,
+                        est)
+        return
     done = {}
     for name, cfg in ladder:
         done[name] = runner.row(name, "scdpo", big, lambda n, s, c=cfg: runner.run_scdpo(n, s, c), est)
@@ -214,20 +229,75 @@ def run(runner: Runner, args) -> None:
         runner.row("diffusers pipeline", "diffusers", small, runner.run_pipeline, est / 2)
         runner.row(f"{name} (best)", "scdpo", small, lambda n, s: runner.run_scdpo(n, s, cfg), est / 2)
     if args.compile:
-        from scdpo.models import speed
-
         # on the best rows without the loop's graphs: compile's own graphs do not go inside one
         # (SamplerConfig refuses both), and the twenty-sixth and twenty-seventh rounds' rows had none
         name, cfg = best_so_far(graphs=False)
-        need = 4 * est  # compiling takes a while: the budget's hard stop ends it if it takes longer
-        mode = {"mode": args.compile_mode} if args.compile_mode else {}
-        # compiled in place: first the UNet alone (the row the twenty-sixth round measured), then the
-        # VAE too, which SamplerConfig(compile=True) adds
-        for label, module in ((f"{name} + compile, UNet", runner.model.unet), (f"{name} + compile, UNet and VAE",
-                                                                              runner.model.vae)):
-            if runner.left() >= need:
-                speed.compile_blocks(module, **mode)
-            runner.row(label, "scdpo", big, lambda n, s: runner.run_scdpo(n, s, cfg), need)
+        for variant in args.compile_variants:
+            compile_row(runner, name, cfg, variant, args.compile_mode, big, est)
+
+
+#: the compile rows (``--compile-variants``): what is compiled (``blocks``: each resnet and transformer block
+#: in place, scdpo.models.speed.compile_blocks; ``whole``: ``SamplerConfig(compile=True)``, the sampler's own path,
+#: which compiles the UNet's and the VAE decoder's whole forward since the forty-third round), of which modules
+#: (the VAE too or not), channels-last weights or not, inductor's options or not, on which eager row (``base``:
+#: the best one, or the commands' defaults: no fused QKV, torch's attention kernel, 8 images a decoder call) and
+#: how many of a row's estimated seconds it needs (``need``; the options' tuning ran 887 s). "unet" and "blocks"
+#: are the twenty-sixth and twenty-seventh rounds' two rows
+COMPILE_VARIANTS = {
+    "unet": dict(scope="blocks", vae=False),
+    "blocks": dict(scope="blocks"),
+    "blocks-cl": dict(scope="blocks", channels_last=True),
+    "whole": dict(scope="whole"),
+    "whole-cl": dict(scope="whole", channels_last=True),
+    "whole-cl-flags": dict(scope="whole", channels_last=True, flags=True, need=80),
+    "sampler": dict(scope="whole", base="defaults"),
+}
+#: inductor's options that diffusers' guide to faster SD inference sets before compiling ("Accelerate inference of
+#: text-to-image diffusion models"): 1x1 convolutions as matmuls, a coordinate-descent search of each Triton
+#: kernel's launch configuration (a longer compile), no epilogue fusion into matmul templates
+INDUCTOR_FLAGS = dict(conv_1x1_as_mm=True, coordinate_descent_tuning=True, coordinate_descent_check_all_directions=True,
+                      epilogue_fusion=False)
+
+
+def uncompile(*modules) -> None:
+    """Undo in-place ``Module.compile`` on ``modules`` and their children, and forget dynamo's graphs: the next
+    compile row starts from nothing and its warm-up is its own."""
+    import torch._dynamo
+
+    for module in modules:
+        for m in module.modules():
+            m._compiled_call_impl = None
+    torch._dynamo.reset()
+
+
+def compile_row(runner: Runner, name: str, cfg, variant: str, mode: str | None, n: int, est: float) -> dict:
+    """One compile row: ``cfg``'s sampler with ``variant`` (:data:`COMPILE_VARIANTS`) compiled from nothing (dynamo's
+    graphs; inductor's and Triton's caches on disk stay, so a row after another may find kernels it shares), its
+    warm-up (two steps) timed apart as in every row. ``mode`` is the blocks rows' torch.compile mode."""
+    import contextlib
+
+    import torch._dynamo
+    import torch._inductor.config as inductor
+
+    from scdpo.models import speed
+
+    spec = COMPILE_VARIANTS[variant]
+    unet, vae = runner.model.unet, runner.model.vae
+    uncompile(unet, vae)
+    need = spec.get("need", 4) * est
+    label = f"{name} + compile {variant}" + (f" ({mode})" if mode and spec["scope"] == "blocks" else "")
+    if spec["scope"] == "blocks" and runner.left() >= need:  # compiled lazily, at the row's first call
+        for module in (unet, vae) if spec.get("vae", True) else (unet,):
+            speed.compile_blocks(module, **({"mode": mode} if mode else {}))
+    config = replace(cfg, channels_last=spec.get("channels_last", False), compile=spec["scope"] == "whole")
+    torch._dynamo.utils.counters.clear()
+
+    def after(row: dict) -> None:
+        row["graphs"] = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+        if runner.left() < 0:  # inductor caught the budget's alarm inside a kernel's compile and went on
+            row["status"] = f"{row.get('status')}; {-runner.left():.0f} s over the budget"
+    with inductor.patch(INDUCTOR_FLAGS) if spec.get("flags") else contextlib.nullcontext():
+        return runner.row(label, "scdpo", n, lambda k, s: runner.run_scdpo(k, s, config), need, after=after)
 
 
 def table(runner: Runner) -> str:
@@ -251,11 +321,20 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=25)
     p.add_argument("--guidance", type=float, default=7.5)
     p.add_argument("--no-compile", dest="compile", action="store_false", help="skip the torch.compile row")
-    p.add_argument("--compile-mode", default=None, help="torch.compile mode of that row (e.g. max-autotune-no-cudagraphs)")
+    p.add_argument("--compile-mode", default=None, help="torch.compile mode of the blocks rows (e.g. max-autotune-no-cudagraphs)")
+    p.add_argument("--compile-variants", default="unet,blocks",
+                   help=f"comma list of compile rows, each compiled from nothing: {', '.join(COMPILE_VARIANTS)}")
+    p.add_argument("--only-best", action="store_true",
+                   help="skip the lever ladder: the pipeline, its fp32 yardstick, then scdpo's best eager row of the "
+                        "twenty-seventh round (fused QKV, cuDNN attention, one VAE call a batch) and the compile rows")
     p.add_argument("--tol", type=float, default=0.02, help="largest |image difference| (in [0, 1]) counted as a match")
     args = p.parse_args(argv)
     args.batches = sorted(int(b) for b in (args.batches or ("2,4" if args.tiny else "16,64")).split(","))
     args.attention = [a for a in args.attention.split(",") if a]
+    args.compile_variants = [v for v in args.compile_variants.split(",") if v]
+    unknown = sorted(set(args.compile_variants) - set(COMPILE_VARIANTS))
+    if unknown:
+        p.error(f"--compile-variants: unknown {', '.join(unknown)}; choose from {', '.join(COMPILE_VARIANTS)}")
     device = torch.device("cpu" if args.tiny or not torch.cuda.is_available() else "cuda")
     dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[args.precision or ("fp32" if args.tiny else "bf16")]
     if device.type == "cuda":

@@ -140,6 +140,24 @@ def test_sampling_benchmark_bf16_yardstick(tmp_path):
     assert any("fp32 VAE" in r["variant"] for r in ours)
 
 
+def test_sampling_benchmark_only_best_and_its_compile_variants(tmp_path, capsys):
+    script = load_script("gpu_sampling")
+    out = tmp_path / "sampling.jsonl"
+    assert script.main(["--tiny", "--only-best", "--no-compile", "--steps", "2", "--batches", "2",
+                        "--out", str(out)]) == 0
+    got = rows(out)  # the pipeline, then scdpo's best eager row: no ladder
+    assert [r["impl"] for r in got] == ["diffusers", "scdpo"] and got[1]["match"] and "VAE batch" in got[1]["variant"]
+    with pytest.raises(SystemExit):
+        script.main(["--tiny", "--compile-variants", "blocks,fast"])
+    assert "unknown fast" in capsys.readouterr().err
+    # a compile row starts from nothing: in-place compiles of every child are undone
+    net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
+    net.compile()
+    net[0].compile()
+    script.uncompile(net)
+    assert all(m._compiled_call_impl is None for m in net.modules())
+
+
 # ------------------------------------------------------------------ levers
 def test_master_weights_keep_updates_bf16_would_round_away():
     w = torch.nn.Parameter(torch.ones(4, dtype=torch.bfloat16))
@@ -445,15 +463,41 @@ def test_train_benchmark_amortises_a_compiled_rows_warm_up():
     assert "1.33x the eager step at these pairs (800 s; break-even at 333 steps)" in line  # 100 / 0.3
 
 
-def test_sampling_with_compile_compiles_the_vae_blocks_too(sd, monkeypatch):
+def test_sampling_with_compile_compiles_the_whole_unet_and_vae_decoder(sd, monkeypatch):
     # issue 16 asks for the VAE decode compiled with the UNet; the stand-in records and stays eager
     seen = []
-    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, *a, **kw: seen.append(self))
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, *a, **kw: seen.append((self, kw)))
     model = T2IModel.from_pretrained(sd, device="cpu")
     model.sample(["a red apple"], [0], SamplerConfig(steps=1, compile=True, progress=False))
-    unet, vae = set(map(id, model.unet.modules())), set(map(id, model.vae.modules()))
-    assert any(id(m) in unet for m in seen) and any(id(m) in vae for m in seen)
-    assert {type(m).__name__ for m in seen if id(m) in vae} == {"ResnetBlock2D"}
+    assert [m for m, _ in seen] == [model.unet, model.vae.decoder]  # whole modules, not their blocks
+    assert all(kw == {"dynamic": False} for _, kw in seen)  # static shapes: one graph a batch size
+    for m in (model.unet, model.vae.decoder):  # as Module.compile leaves them (a callable; eager here)
+        m._compiled_call_impl = m._call_impl
+    model.sample(["a red apple"], [0], SamplerConfig(steps=1, compile=True, progress=False))
+    assert len(seen) == 2  # compiled once
+
+
+def test_compiled_sampling_pads_the_tail_batch_to_one_graph_each_and_draws_the_same_images(sd, monkeypatch):
+    """Static shapes: 5 images at 4 a batch would compile the UNet and the decoder again for the last image; padded
+    with zero rows to the full batch, each is traced once, and the images are eager's (rows are independent)."""
+    import torch._dynamo
+
+    traced = []
+
+    def backend(gm, example_inputs):  # counts the graphs, runs them eagerly
+        traced.append(len(example_inputs))
+        return gm.forward
+
+    compile_ = torch.nn.Module.compile
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **kw: compile_(self, backend=backend, **kw))
+    torch._dynamo.reset()
+    model = T2IModel.from_pretrained(sd, device="cpu")
+    prompts, seeds = ["a red apple", "a dog", "a cat", "a big cake", "a small hat"], [0, 1, 2, 3, 4]
+    eager = model.sample(prompts, seeds, SamplerConfig(steps=2, batch_size=4, progress=False))
+    compiled = model.sample(prompts, seeds, SamplerConfig(steps=2, batch_size=4, compile=True, progress=False))
+    assert len(traced) == 2  # the UNet once and the decoder once, the tail batch padded to both
+    torch.testing.assert_close(compiled, eager, rtol=0, atol=1e-5)
+    torch._dynamo.reset()
 
 
 @pytest.mark.parametrize("guard", [None, "sld:medium"])

@@ -36,7 +36,7 @@ class EvalConfig:
         limit: only the first N prompts of each suite and file.
         sampler: how images are sampled (a SamplerConfig); its flags --steps, --guidance-scale
             (--guidance works too), --scheduler, --negative-prompt (the "negative prompt" baseline),
-            --guard, --batch-size and --dtype are this command's.
+            --guard, --batch-size, --dtype and --compile are this command's.
         cost_model: a cost model folder (`scdpo cost train`): adds mean cost and fraction > 0 (the
             cost model's unsafe rate, labelled as such: not an independent judge).
         frechet: Frechet distance to reference images: EmojiWorld suites' renders on EmojiWorld
@@ -62,6 +62,16 @@ class EvalConfig:
             cache already (3 of 3 runs on H100s: 1.03-1.12x), else off: computing the references' features
             on the GPU beside the sampler measured 0.60-0.68x, both threads launching small kernels on one
             GPU and taking turns with the interpreter (docs/performance.md, "The eval's overlap").
+        fill_batches: sample the suites' images one after another in the sampler's full batches, a batch
+            holding the end of one suite and the start of the next, each suite scored as soon as its last
+            image is in (rather than one sampler call a suite, whose last batch is part-filled: EmojiWorld's
+            four default suites of 370-500 images each filled under half of the 1,024 images a batch that the
+            sampler takes on a GPU). Each image keeps its own seed and negative prompt, so only the batches'
+            kernels change, not what is drawn. A suite's sampling seconds are then the time from the suite before
+            it to its own hand-out (0 for a suite completed by the same batch). None (default): off. On one H100
+            it sampled 11-19% faster but left the worker two suites to score at the end instead of one, and the
+            whole eval took 4.0-4.4 s against 4.2-4.7 s, within the runs' noise (docs/performance.md, "Full
+            batches across suites").
         cuda_graphs: replay the sampler's UNet calls from CUDA graphs (SamplerConfig.cuda_graphs, which this
             sets: one graph per batch size, checked against eager at its first replay; any mismatch or error
             falls back to eager with one warning; recorded in thread-local capture mode, so the overlap's
@@ -93,6 +103,7 @@ class EvalConfig:
     clip: str | None = None
     grid_size: int = 32
     overlap: bool | None = None
+    fill_batches: bool | None = None
     cuda_graphs: bool | None = None
     device: str | None = None
     sampler: SamplerConfig = nested(SamplerConfig, SAMPLER_FLAGS)
@@ -121,7 +132,7 @@ class EvalConfig:
             check_clip_folder(self.clip)  # before any sampling
         if self.cuda_graphs and self.sampler.compile:  # SamplerConfig refuses the two together
             raise ValueError("--cuda-graphs cannot be used with the sampler's compile: give --no-cuda-graphs, or "
-                             "sample without compile")
+                             "drop --compile")
         if self.frechet_reference and not Path(self.frechet_reference).exists():
             raise FileNotFoundError(f"--frechet-reference {self.frechet_reference}: no such folder or parquet of "
                                     "reference images")

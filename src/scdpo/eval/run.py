@@ -68,6 +68,40 @@ def concept_negative(record: PromptRecord, default: str | None) -> str | None:
     return ", ".join(names) if names else default
 
 
+def sampled_suites(model, plan: list[tuple[str, list]], sampler, negative_from_concepts: bool = False,
+                   fill: bool = False):
+    """Yield ``(suite, samples, images)`` for each ``(suite, samples)`` of ``plan``, in order, as soon as the
+    suite's images are sampled. Without ``fill``, one :func:`sample_all` call a suite; with it, every suite's
+    samples in one stream cut into the sampler's full batches (``EvalConfig.fill_batches``), so that a suite
+    may come back together with the next without a call of its own."""
+    if not fill:
+        for name, samples in plan:
+            yield name, samples, sample_all(model, samples, sampler, negative_from_concepts)
+        return
+    from scdpo.models.sampling import batch_sizes
+
+    # the batch resolved once: sample_all would pick it again from the memory free at each call, which the
+    # overlap's worker moves, and a smaller pick would split every chunk
+    batch, vae = batch_sizes(model, sampler)
+    sampler = replace(sampler, batch_size=batch, vae_batch_size=vae)
+    stream = [s for _, samples in plan for s in samples]
+    pending, parts, have = list(plan), [], 0  # parts: images sampled and not yet handed out, ``have`` of them
+    for start in range(0, len(stream) + 1, batch):
+        chunk = stream[start:start + batch]
+        if chunk:
+            parts.append(sample_all(model, chunk, sampler, negative_from_concepts))
+            have += len(chunk)
+        while pending and len(pending[0][1]) <= have:
+            name, samples = pending.pop(0)
+            if not samples:  # nothing to sample: sample_all gives the empty batch its image shape
+                yield name, samples, sample_all(model, samples, sampler)
+                continue
+            # one copy a suite (not one a chunk), its own tensor: the next suite's images are not kept alive by it
+            ready, n = torch.cat(parts) if len(parts) > 1 else parts[0], len(samples)
+            parts, have = ([ready[n:]] if n < len(ready) else []), have - n
+            yield name, samples, ready[:n].clone() if n < len(ready) else ready
+
+
 def sample_all(model, samples: list, sampler, negative_from_concepts: bool = False) -> torch.Tensor:
     """Images of ``expand()``'s samples in order; with ``negative_from_concepts``, each with its
     own oracle negative prompt (full batches all the same: the sampler takes one per prompt)."""
@@ -350,8 +384,10 @@ def run(cfg: EvalConfig) -> dict:
     # device, so metrics.json records what the sampler does there, not the wish
     asked = cfg.sampler.cuda_graphs if cfg.cuda_graphs is None else cfg.cuda_graphs
     graphs = bool(asked) and model.device.type == "cuda"
+    fill = bool(cfg.fill_batches)
     # metrics.json's config: what ran
-    cfg = replace(cfg, cuda_graphs=graphs, sampler=replace(cfg.sampler, dtype=model.dtype_name, cuda_graphs=graphs))
+    cfg = replace(cfg, cuda_graphs=graphs, fill_batches=fill,
+                  sampler=replace(cfg.sampler, dtype=model.dtype_name, cuda_graphs=graphs))
     from scdpo.models.registry import model_domain
 
     domain = model_domain(cfg.model) if cfg.domain == "auto" else cfg.domain
@@ -379,11 +415,13 @@ def run(cfg: EvalConfig) -> dict:
             real = bg.submit(_timed, work, "frechet", reference_features, cfg.frechet_reference, size,
                              tools.backbone, cache, limit=False)
             refs = {name: real for name in suites if name not in cfg.suites}
-        for name, records in tqdm(suites.items(), desc="eval suites", unit="suite"):
+        plan = [(name, expand(name, records, cfg.n_per_prompt)) for name, records in suites.items()]
+        stream = sampled_suites(model, plan, sampler, cfg.negative_from_concepts, fill=fill)
+        for _ in tqdm(plan, desc="eval suites", unit="suite"):
             t0 = time.time()
             with phases("sampling"):  # the images come back on the CPU: the device's work is done
-                samples = expand(name, records, cfg.n_per_prompt)
-                images = sample_all(model, samples, sampler, cfg.negative_from_concepts)
+                name, samples, images = next(stream)
+            records = suites[name]
             kind = "emojiworld" if name in cfg.suites else "prompt-file"
             # with the overlap, a submit may wait for an earlier job (Background's ahead): "waiting" below
             jobs[name] = bg.submit(finish_suite, out / "suites" / name, samples, images, tools, refs.get(name),

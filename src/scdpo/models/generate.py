@@ -11,7 +11,8 @@ from scdpo.prompts.records import load_records
 from scdpo.utils.config import nested
 
 # the sampler settings `generate` and `eval` expose as flags
-SAMPLER_FLAGS = ("steps", "guidance_scale", "scheduler", "negative_prompt", "guard", "batch_size", "dtype")
+SAMPLER_FLAGS = ("steps", "guidance_scale", "scheduler", "negative_prompt", "guard", "batch_size", "dtype",
+                 "compile")
 
 
 @dataclass
@@ -29,7 +30,7 @@ class GenerateConfig:
         limit: use only the first N prompts.
         n_per_prompt: images per prompt; image k of prompt i uses seed ``seed + i * n_per_prompt + k``.
         sampler: how images are sampled (a SamplerConfig); its flags --steps, --guidance-scale,
-            --scheduler, --negative-prompt, --guard, --batch-size and --dtype are this command's.
+            --scheduler, --negative-prompt, --guard, --batch-size, --dtype and --compile are this command's.
         seed: base seed.
         device: torch device (default: cuda if available, else cpu).
         grid_size: images in grid.png.

@@ -342,15 +342,17 @@ class T2IModel:
         """``n`` training timesteps drawn with ``generator`` (on CPU), as the family trains."""
         return self.adapter.sample_timesteps(self, n, generator, lo, hi)
 
-    def predict(self, noisy_latents: torch.Tensor, timesteps, cond: Conditioning) -> torch.Tensor:
+    def predict(self, noisy_latents: torch.Tensor, timesteps, cond: Conditioning, rows: int | None = None
+                ) -> torch.Tensor:
         """The denoiser's prediction (same shape as ``noisy_latents``); gradients flow if enabled.
         With ``pad_rows`` (set for regional compile, ``TrainConfig.compile``) the batch is padded
         with zero rows to the next power of two and the output cut back: every op of the denoiser
         is per sample, so the rows kept are the unpadded ones (up to summation order), and a
         compiled block meets a handful of batch sizes, not one per size the anchor's rows take
-        from batch to batch, each a new graph (docs/performance.md, "Compile in the trainer")."""
+        from batch to batch, each a new graph (docs/performance.md, "Compile in the trainer"). ``rows`` pads to
+        exactly that many instead (the compiled sampler's tail batch: one graph for every batch of a call)."""
         n = len(noisy_latents)
-        rows = padded_rows(n) if self.pad_rows else n
+        rows = max(rows, n) if rows is not None else (padded_rows(n) if self.pad_rows else n)
         if rows == n:
             return self.adapter.predict(self, noisy_latents, timesteps, cond)
         padded = Conditioning(pad_to(cond.context, rows), pad_to(cond.pooled, rows), pad_to(cond.add_time_ids, rows))
@@ -368,12 +370,16 @@ class T2IModel:
             out.append((z - (cfg.get("shift_factor") or 0.0)) * cfg.scaling_factor)
         return torch.cat(out).to(self.dtype)
 
-    def decode_latents(self, latents: torch.Tensor, *, batch_size: int = 8) -> torch.Tensor:
-        """Scaled latents -> images (B, 3, H, W) in [-1, 1] (float32, on the model's device)."""
+    def decode_latents(self, latents: torch.Tensor, *, batch_size: int = 8, pad: bool = False) -> torch.Tensor:
+        """Scaled latents -> images (B, 3, H, W) in [-1, 1] (float32, on the model's device). With ``pad`` a last
+        chunk shorter than ``batch_size`` is decoded padded with zero latents to it and cut back (the decoder
+        works image by image): a compiled decoder meets one chunk size."""
         cfg, out = self.vae.config, []
         for chunk in latents.split(batch_size):
+            n = len(chunk)
             z = chunk.to(self.device, self.vae.dtype) / cfg.scaling_factor + (cfg.get("shift_factor") or 0.0)
-            out.append(self.vae.decode(z, return_dict=False)[0].float().clamp(-1, 1))
+            z = pad_to(z, batch_size) if pad else z
+            out.append(self.vae.decode(z, return_dict=False)[0][:n].float().clamp(-1, 1))
         return torch.cat(out)
 
     # ------------------------------------------------------------------ sampling

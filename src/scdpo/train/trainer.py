@@ -179,11 +179,10 @@ def _cache_latents(model, pairs: PreferencePairs, batch_size: int | None = None)
     harmful ones 472 more: 14 s of the training's set-up on an H100 with their PNGs' decoding (BENCHMARKS.md,
     "Thirty-eighth round"). The calls are asynchronous, so the next batch's PNGs decode on the CPU while the GPU
     encodes. Another batch rounds the GPU's latents otherwise in the last bits."""
-    from scdpo.models.sampler_config import DEFAULT_VAE_BATCH, SamplerConfig, auto_batch
-    from scdpo.models.sampling import free_bytes
+    from scdpo.models.sampler_config import DEFAULT_VAE_BATCH, SamplerConfig
+    from scdpo.models.sampling import batch_sizes
 
-    hw = (model.resolution // model.vae_scale_factor,) * 2
-    vae_batch = auto_batch(SamplerConfig(), model.device.type, hw, free_bytes(model.device))[1]
+    vae_batch = batch_sizes(model, SamplerConfig())[1]
     small_on_gpu = vae_batch > DEFAULT_VAE_BATCH
     batch_size = batch_size or (512 if small_on_gpu else 64)
     encode = vae_batch if small_on_gpu else DEFAULT_VAE_BATCH

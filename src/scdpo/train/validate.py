@@ -53,7 +53,7 @@ class Validator:
     def many(self, model: T2IModel, layout, paths: list[Path], save: bool = True) -> list[dict]:
         """:meth:`__call__` for every run of a UNet stacked by :func:`scdpo.train.stacked.stack` (run k's
         grid to ``paths[k]``), in one sampler call: R calls of a few prompts each wait on their launches."""
-        from scdpo.models.sampling import auto_batch, free_bytes
+        from scdpo.models.sampling import batch_sizes
         from scdpo.train import stacked
 
         runs, n, cfg = len(paths), len(self.records), self.config
@@ -71,9 +71,7 @@ class Validator:
             raise ValueError(f"Validator.many: guard {cfg.guard!r} changes the sampler's rows; validate each run "
                              "alone (Validator.__call__)")
         # the whole batch in one UNet call (a split would break the run-major rows), decoded as one run's would be
-        size = (cfg.height or model.resolution, cfg.width or model.resolution)
-        hw = tuple(s // model.vae_scale_factor for s in size)
-        _, vae = auto_batch(cfg, model.device.type, hw, free_bytes(model.device))
+        _, vae = batch_sizes(model, cfg)
         neg = cfg.negative_prompt
         cfg = replace(cfg, batch_size=runs * n, vae_batch_size=vae,
                       negative_prompt=neg * runs if isinstance(neg, list) else neg)
