@@ -397,6 +397,25 @@ def test_an_import_that_starts_the_cuda_driver_stops_the_server_but_not_its_comm
     assert res.returncode == 2 and "importing warm_cuda initialised the CUDA driver" in res.stderr
 
 
+def test_a_client_that_connects_as_the_server_stops_is_told_so_not_reset(tmp_path):
+    """A stop request and then a command wait while the server imports (a gate holds the import): the server takes
+    the stop, removes its socket and answers the command that connected before with why (its client then runs cold
+    with --cold-if-absent), where it used to close the listener under it (a connection reset: exit code 2)."""
+    gate = _gated(tmp_path, "warm_first")
+    sock, env, pid = _start(tmp_path, "--preload", "warm_preloaded", "warm_first", "--listen-after", "1")
+    try:
+        assert _wait_for(lambda: os.path.exists(f"{gate}.started"))
+        with warm_protocol.connect(sock, 10) as stopper:
+            warm_protocol.send(stopper, {"op": "stop"})
+        late = _request(sock, env, tmp_path / "out", "echo", "late")  # behind the stop in the listener's queue
+        gate.touch()
+        assert warm_protocol.receive(late)[0] == {"gone": "it was stopped (stop)"}
+        assert _wait_gone(pid) and not os.path.exists(sock) and not (tmp_path / "out").read_text()
+    finally:
+        gate.touch()
+        warm.stop(sock)
+
+
 def test_a_client_whose_server_stopped_serving_runs_as_with_none(tmp_path, capsys):
     sock = str(tmp_path / "g.sock")
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -158,6 +158,7 @@ def serve(path: str, modules=PRELOAD, idle_exit: float = IDLE_EXIT, target: str 
             if pending and not stopping and not events:
                 _import_next(server)
             if stopping and listener.fileno() != -1:  # no new commands; the running ones finish
+                _refuse_new(server, f"it was stopped ({stopping[0]})")
                 sel.unregister(listener)
                 _close(listener, path, ours)
             # idle time counts once the imports are done: a server still importing is not idle, and a short
@@ -180,14 +181,20 @@ def _import_next(server: dict) -> None:
         server["pending"].clear()
         server["gone"] = _driver_error(name)
         print(f"scdpo warm: stopped serving: {server['gone']}", file=sys.stderr)
-        # the path first: a client from now on finds no server (and runs cold with --cold-if-absent) instead of a
-        # listener about to close under it; then those that connected while it imported are told
-        _unlink_ours(server["path"], server["ours"])
-        while select.select([server["listener"]], [], [], 0)[0]:
-            _accept(server)
+        _refuse_new(server, server["gone"])
         server["stopping"].append("CUDA")
     if not server["pending"] and server["failed"]:
         _not_preloaded(server["failed"])
+
+
+def _refuse_new(server: dict, why: str) -> None:
+    """Stop taking commands: the socket's path first, so that a client from now on finds no server (and runs cold
+    with --cold-if-absent) instead of a listener about to close under it; then every client that connected before
+    is answered ``{"gone": why}`` (the first reason given stays), not left to a connection reset."""
+    server.setdefault("gone", why)
+    _unlink_ours(server["path"], server["ours"])
+    while select.select([server["listener"]], [], [], 0)[0]:
+        _accept(server)
 
 
 def _not_preloaded(failed: list[str]) -> None:
