@@ -327,6 +327,9 @@ def main(argv=None) -> int:
     p.add_argument("--only-best", action="store_true",
                    help="skip the lever ladder: the pipeline, its fp32 yardstick, then scdpo's best eager row of the "
                         "twenty-seventh round (fused QKV, cuDNN attention, one VAE call a batch) and the compile rows")
+    p.add_argument("--no-cudnn-benchmark", dest="cudnn_benchmark", action="store_false",
+                   help="leave cuDNN's algorithm search off, as scdpo's commands and diffusers' pipeline run by default "
+                        "(every round before the forty-third's stage c searched)")
     p.add_argument("--tol", type=float, default=0.02, help="largest |image difference| (in [0, 1]) counted as a match")
     args = p.parse_args(argv)
     args.batches = sorted(int(b) for b in (args.batches or ("2,4" if args.tiny else "16,64")).split(","))
@@ -337,8 +340,8 @@ def main(argv=None) -> int:
         p.error(f"--compile-variants: unknown {', '.join(unknown)}; choose from {', '.join(COMPILE_VARIANTS)}")
     device = torch.device("cpu" if args.tiny or not torch.cuda.is_available() else "cuda")
     dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[args.precision or ("fp32" if args.tiny else "bf16")]
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
+    if device.type == "cuda":  # for every row, the pipeline's too; scdpo's commands leave torch's default (off)
+        torch.backends.cudnn.benchmark = args.cudnn_benchmark
 
     hard_stop(args.budget_s + 20)  # a little after the budget: the table is still printed
     import diffusers
@@ -346,7 +349,7 @@ def main(argv=None) -> int:
     from scdpo.models.t2i import T2IModel
 
     diffusers.utils.logging.set_verbosity_error()
-    info = {"torch": torch.__version__, "diffusers": diffusers.__version__,
+    info = {"torch": torch.__version__, "diffusers": diffusers.__version__, "cudnn_benchmark": args.cudnn_benchmark,
             "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "budget_s": args.budget_s}
     print(json.dumps(info), flush=True)
     runner = None

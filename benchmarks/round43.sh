@@ -12,7 +12,8 @@
 # new machine (ORDER=c) ran:
 #   c. compile.tar.gz: the pipeline, its yardstick, the best eager row, the commands' defaults (no fused QKV, torch's
 #      attention kernel, 8 images a decoder call) eager, then with `SamplerConfig(compile=True)` (first, so its warm-up
-#      meets empty compile caches), then the best row with it ("whole").
+#      meets empty compile caches), then the best row with it ("whole"); with cuDNN's algorithm search off
+#      (`--no-cudnn-benchmark`), as the commands and diffusers' pipeline run by default (every earlier row had it on).
 #
 #   . scripts/device_env.sh && WAIT=555 bash benchmarks/detach.sh r43 bash benchmarks/round43.sh
 #       # device: carry .carry/s3 after .carry/s1 and .carry/s2, every call in ONE message, the detach call repeated
@@ -42,7 +43,8 @@ sed -n '/^## Sampling/,$p' "$R/sampling.log"
 stagec() {
 echo "[$(date +%T)] c. SD 1.5-shaped sampling: the commands' defaults compiled"
 if [ "${TINY:-0}" = 1 ]; then SP="--tiny --budget-s 300"; else SP="--budget-s 420"; fi
-python3 "$B/gpu_sampling.py" $SP --only-best --compile-variants sampler,whole --out "$R/compile.jsonl" \
+python3 "$B/gpu_sampling.py" $SP --only-best --compile-variants sampler,whole --no-cudnn-benchmark \
+    --out "$R/compile.jsonl" \
     > "$R/compile.log" 2>&1
 tar czf "$OUT/compile.tar.gz" -C "$R" compile.jsonl compile.log
 sed -n '/^## Sampling/,$p' "$R/compile.log"
