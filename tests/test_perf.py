@@ -471,10 +471,11 @@ def test_sampling_with_compile_compiles_the_whole_unet_and_vae_decoder(sd, monke
     model.sample(["a red apple"], [0], SamplerConfig(steps=1, compile=True, progress=False))
     assert [m for m, _ in seen] == [model.unet, model.vae.decoder]  # whole modules, not their blocks
     assert all(kw == {"dynamic": False} for _, kw in seen)  # static shapes: one graph a batch size
-    for m in (model.unet, model.vae.decoder):  # as Module.compile leaves them (a callable; eager here)
-        m._compiled_call_impl = m._call_impl
+    # a lever of the call: afterwards the modules are as they were, and a user's own compile is left alone
+    model.unet._compiled_call_impl = model.unet._call_impl  # as Module.compile leaves it (a callable; eager here)
     model.sample(["a red apple"], [0], SamplerConfig(steps=1, compile=True, progress=False))
-    assert len(seen) == 2  # compiled once
+    assert [m for m, _ in seen[2:]] == [model.vae.decoder] and model.vae.decoder._compiled_call_impl is None
+    assert model.unet._compiled_call_impl == model.unet._call_impl
 
 
 def test_compiled_sampling_pads_the_tail_batch_to_one_graph_each_and_draws_the_same_images(sd, monkeypatch):
@@ -497,6 +498,9 @@ def test_compiled_sampling_pads_the_tail_batch_to_one_graph_each_and_draws_the_s
     compiled = model.sample(prompts, seeds, SamplerConfig(steps=2, batch_size=4, compile=True, progress=False))
     assert len(traced) == 2  # the UNet once and the decoder once, the tail batch padded to both
     torch.testing.assert_close(compiled, eager, rtol=0, atol=1e-5)
+    assert model.unet._compiled_call_impl is None  # the call's lever: the model is eager again afterwards
+    again = model.sample(prompts, seeds, SamplerConfig(steps=2, batch_size=4, compile=True, progress=False))
+    assert len(traced) == 2 and torch.equal(again, compiled)  # compiled again, dynamo's graphs reused
     torch._dynamo.reset()
 
 

@@ -35,8 +35,9 @@ class SamplerConfig:
             sampling (restored afterwards; ignored when the UNet carries LoRA adapters, which the fused
             layer would bypass). Off by default: on an H200 it changed nothing (docs/performance.md).
         channels_last: run the UNet and VAE in channels-last memory format while sampling.
-        compile: ``torch.compile`` the whole denoiser and the VAE's decoder (in place, once, static
-            shapes; a call's last, shorter batch is padded to the full one, so a call compiles once). At SD
+        compile: ``torch.compile`` the whole denoiser and the VAE's decoder for this call (static shapes;
+            a call's last, shorter batch is padded to the full one, so a call compiles once; a later call
+            reuses the graphs, and a call without compile runs the modules eagerly). At SD
             scale on one H100, on the best eager settings (fused QKV, cuDNN attention, one decoder call a
             batch), 1.42x diffusers' pipeline after about 46 s of warm-up (docs/performance.md, "What to
             compile for sampling"); until 2026-12-06 it compiled their resnet and transformer blocks (1.38x).
