@@ -25,6 +25,7 @@
 # picks, 1,024 images a UNet call and a decoder call on a GPU for EmojiWorld; every round before pinned 256, with
 # 8 images a decoder call). The batch changes the kernels' rounding, not what is drawn: at 1,024 every judge
 # verdict of the throughput benchmark was the same as at 64 (docs/performance.md, "Sampling batches").
+# EVAL_FLAGS adds flags to every evaluation (e.g. --fill-batches, measured in benchmarks/round43.sh's stage p).
 # The cost model and the data build are the only commands of their stages, so they take SERIAL_THREADS CPU
 # threads (default: every core; the device's environment pins one a process for the concurrent stages); the
 # data build encodes its PNGs on them.
@@ -64,7 +65,7 @@ ev() { local name=$1; shift
        [ -f "$R/eval-$name/metrics.json" ] || bg "eval-$name" scdpo eval --model emojiworld --suites $SUITES \
            $ELIMIT --steps $SSTEPS ${EVAL_BATCH:+--batch-size $EVAL_BATCH} ${DTYPE:+--dtype $DTYPE} \
            --cost-model "$R/cost" --name "$name" \
-           --out "$R/eval-$name" "$@"; }
+           --out "$R/eval-$name" ${EVAL_FLAGS:-} "$@"; }
 untrained_evals() { [ "${BASELINES:-1}" = 1 ] || return 0
     ev base
     ev negative-prompt --negative-prompt "$NEG"

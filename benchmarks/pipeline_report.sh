@@ -26,7 +26,7 @@ time_pipeline() {
     tag=${name#align}; [ "$tag" != "$name" ] || tag=-$name  # align-tf32: -tf32
     start=$(date +%s); here=$(dirname "${BASH_SOURCE[0]}")
     R=$R/$name STAGES="cost data train eval compare" bash "$here/emojiworld_alignment.sh" > "$R/$name.log" 2>&1
-    pipeline_report "emojiworld_alignment.sh (cost data train eval compare), the defaults${DTYPE:+, DTYPE=$DTYPE}${WARM:+, WARM=$WARM}" \
+    pipeline_report "emojiworld_alignment.sh (cost data train eval compare), the defaults${DTYPE:+, DTYPE=$DTYPE}${WARM:+, WARM=$WARM}${EVAL_FLAGS:+, EVAL_FLAGS=$EVAL_FLAGS}" \
         "$R/$name" "$R/$name.log" "$start" > "$OUT/pipeline$tag.txt"
     cp "$R/$name/compare/table.md" "$OUT/pipeline$tag-compare.md" 2>/dev/null
     cat "$OUT/pipeline$tag.txt"
@@ -47,4 +47,18 @@ for path in sorted(Path(sys.argv[1]).rglob("*.json")):
         if "seconds" in key and isinstance(value, dict):
             print(f"{path.relative_to(sys.argv[1])} {key}: {value}")
 PY
+}
+# pack_pipeline NAME DIR: the pipeline in DIR (a time_pipeline name under $R): its report files, seconds by phase, cost
+# model metrics and warm server log into $OUT/NAME.tar.gz (the device brings back a few files a call; round42.sh on)
+pack_pipeline() { local name=$1 dir=$2 tag
+    tag=${dir##*/}; tag=${tag#align}
+    seconds_report "$R/$dir" > "$R/seconds$tag.txt"
+    cp "$R/$dir/cost/metrics.json" "$R/cost-metrics$tag.json" 2>/dev/null
+    cp "$R/$dir/logs/warm.log" "$R/warm$tag.log" 2>/dev/null
+    cp "$OUT/pipeline$tag.txt" "$OUT/pipeline$tag-compare.md" "$R/" 2>/dev/null
+    tar czf "$OUT/$name.tar.gz" -C "$R" "pipeline$tag.txt" "pipeline$tag-compare.md" "seconds$tag.txt" \
+        $(cd "$R" && ls "cost-metrics$tag.json" "warm$tag.log" 2>/dev/null)
+    rm -f "$OUT/pipeline$tag.txt" "$OUT/pipeline$tag-compare.md"  # in the tar: few files a call come back
+    cat "$R/seconds$tag.txt"; python3 -c 'import json, sys; m = json.load(open(sys.argv[1]))
+print("cost:", {k: m.get(k) for k in ("feature_seconds", "adapter_seconds", "total_seconds")})' "$R/cost-metrics$tag.json" 2>/dev/null
 }

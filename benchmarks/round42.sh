@@ -27,19 +27,7 @@
 #   TINY=1 R=/tmp/r42 OUT=/tmp/r42/out BEFORE=.carry/old ORDER="n o" bash benchmarks/round42.sh   # CPU dry run
 . "$(dirname "$0")/round_env.sh" r42
 
-# pack NAME DIR: the pipeline in DIR's report files, seconds and cost metrics into $OUT/NAME.tar.gz
-pack() { local name=$1 dir=$2 tag
-    tag=${dir##*/}; tag=${tag#align}
-    seconds_report "$R/$dir" > "$R/seconds$tag.txt"
-    cp "$R/$dir/cost/metrics.json" "$R/cost-metrics$tag.json" 2>/dev/null
-    cp "$R/$dir/logs/warm.log" "$R/warm$tag.log" 2>/dev/null
-    cp "$OUT/pipeline$tag.txt" "$OUT/pipeline$tag-compare.md" "$R/" 2>/dev/null
-    tar czf "$OUT/$name.tar.gz" -C "$R" "pipeline$tag.txt" "pipeline$tag-compare.md" "seconds$tag.txt" \
-        $(cd "$R" && ls "cost-metrics$tag.json" "warm$tag.log" 2>/dev/null)
-    rm -f "$OUT/pipeline$tag.txt" "$OUT/pipeline$tag-compare.md"  # in the tar: few files a call come back
-    cat "$R/seconds$tag.txt"; python3 -c 'import json, sys; m = json.load(open(sys.argv[1]))
-print("cost:", {k: m.get(k) for k in ("feature_seconds", "adapter_seconds", "total_seconds")})' "$R/cost-metrics$tag.json" 2>/dev/null
-}
+pack() { pack_pipeline "$@"; }  # benchmarks/pipeline_report.sh
 
 stagen() { echo "[$(date +%T)] n. the whole pipeline, this round's defaults"; time_pipeline align-new; pack new align-new; }
 stageN() { echo "[$(date +%T)] N. the whole pipeline, this round's defaults, again"; time_pipeline align-new2; pack new2 align-new2; }

@@ -14,6 +14,9 @@
 #      attention kernel, 8 images a decoder call) eager, then with `SamplerConfig(compile=True)` (first, so its warm-up
 #      meets empty compile caches), then the best row with it ("whole"); with cuDNN's algorithm search off
 #      (`--no-cudnn-benchmark`), as the commands and diffusers' pipeline run by default (every earlier row had it on).
+#   p. fill.tar.gz, plain.tar.gz: the whole emojiworld_alignment.sh with EVAL_FLAGS=--fill-batches, then with the
+#      defaults, back to back: whether full batches help where nine evaluations share the GPU (the whole eval alone
+#      moved within its noise).
 #
 #   . scripts/device_env.sh && WAIT=555 bash benchmarks/detach.sh r43 bash benchmarks/round43.sh
 #       # device: carry .carry/s3 after .carry/s1 and .carry/s2, every call in ONE message, the detach call repeated
@@ -48,6 +51,12 @@ python3 "$B/gpu_sampling.py" $SP --only-best --compile-variants sampler,whole --
     > "$R/compile.log" 2>&1
 tar czf "$OUT/compile.tar.gz" -C "$R" compile.jsonl compile.log
 sed -n '/^## Sampling/,$p' "$R/compile.log"
+}
+
+stagep() {
+echo "[$(date +%T)] p. the whole pipeline with --fill-batches, then with the defaults"
+EVAL_FLAGS=--fill-batches time_pipeline align-fill; pack_pipeline fill align-fill
+time_pipeline align-plain; pack_pipeline plain align-plain
 }
 
 for k in ${ORDER:-e s}; do "stage$k"; done

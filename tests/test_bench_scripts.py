@@ -242,7 +242,7 @@ def _pipeline_log(tmp_path, **env) -> list[str]:
     log = tmp_path / "calls.log"
     # the script's own settings come from the test alone, never from the caller's environment
     mine = ("TINY", "DEADLINE", "EARLY_EVALS", "BASELINES", "METHODS", "PAR", "SERIAL_THREADS", "SUITES", "TRAIN_FLAGS",
-            "TOGETHER", "WARM", "WARM_SOCKET", "CANDIDATES_FIRST")
+            "TOGETHER", "WARM", "WARM_SOCKET", "CANDIDATES_FIRST", "EVAL_FLAGS")
     base = {k: v for k, v in os.environ.items() if k not in mine}
     res = subprocess.run(["bash", str(ROOT / "benchmarks" / "emojiworld_alignment.sh")], cwd=ROOT, timeout=120,
                          env={**base, "PATH": f"{bin_dir}:{os.environ['PATH']}", "LOG": str(log),
@@ -328,3 +328,10 @@ def test_pipeline_trains_its_methods_in_one_process_unless_given_methods(tmp_pat
         lines = _pipeline_log(tmp_path / str(len(env)) / env.get("TOGETHER", "-"), **env)
         trains = [line for line in lines if line.startswith("begin") and " train --config" in line]
         assert len(trains) == n and all(("--together" in line) == (n == 1) for line in trains), env
+
+
+def test_eval_flags_reach_every_evaluation_of_the_pipeline(tmp_path):
+    lines = _pipeline_log(tmp_path, EVAL_FLAGS="--fill-batches")
+    evals = [line for line in lines if line.startswith("begin") and " eval --model" in line]
+    assert len(evals) == 9 and all("--fill-batches" in line for line in evals)
+    assert not any("--fill-batches" in line for line in lines if " eval --model" not in line)
