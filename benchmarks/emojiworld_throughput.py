@@ -8,8 +8,8 @@ reward and every EmojiWorld metric read its probabilities) and PNG encoding (ima
 Rows (``--rows``; each ``NAME:key=value,...``): ``dtype`` (fp32, bf16, fp16: the UNet and text
 encoder; the VAE follows unless its config asks for fp32), ``batch`` (images per UNet batch: the
 sampler's --batch-size), ``vae`` (images per decoder call), ``tf32`` (1: TF32 matmuls; convolutions
-already use TF32 by default in torch), ``compile`` (1: ``SamplerConfig.compile``: the whole UNet and VAE decoder since the forty-third round, their
-blocks before),
+already use TF32 by default in torch), ``compile`` (1: ``SamplerConfig.compile``: the whole UNet and VAE
+decoder since the forty-third round, their blocks before),
 ``graphs`` (1: the denoising loop's UNet calls replayed from CUDA graphs, ``SamplerConfig.cuda_graphs``),
 ``png`` (threads that PNG-encode: 1, today's one image at a time; N > 1, ``png_bytes_many`` on N
 threads; 0, its default: ``--threads``), ``cl`` (1: the UNet and VAE in channels-last memory while sampling,
@@ -315,20 +315,19 @@ def eval_rows(device: torch.device, steps: int, limit: int | None, out: Path, pr
                                    sampler=today, overlap=False, frechet_cache=False, cuda_graphs=False,
                                    fill_batches=False)), device)
     # the sampler's CUDA graphs: None is the eval's default (off), today's row pins them off as they were
-    for name, sampler, png, overlap, cuda_graphs, *filled in [
-            ("scdpo eval, today", today, True, False, False, False),
+    for name, sampler, png, overlap, cuda_graphs in [
+            ("scdpo eval, today", today, True, False, False),
             ("scdpo eval, defaults without overlap, cache empty", defaults, False, False, None),
             ("scdpo eval, defaults without overlap, cache read", defaults, False, False, None),
             ("scdpo eval, defaults with overlap, cache read", defaults, False, True, None),
             *((f"scdpo eval, defaults with overlap, dtype {d}", replace(defaults, dtype=d), False, True, None)
               for d in dtypes),
             *([("scdpo eval, defaults with overlap, cuda graphs", defaults, False, True, True)] if graphs else []),
-            *([("scdpo eval, defaults with overlap, fill batches", defaults, False, True, None, True),
+            *([("scdpo eval, defaults with overlap, fill batches", defaults, False, True, None),
                ("scdpo eval, defaults with overlap, cache read, again", defaults, False, True, None)] if fill else [])]:
-        # today's row pins the fill off as it was; the others take the eval's default unless the row says
         cfg = EvalConfig(model="emojiworld", out=str(out / name.split(", ", 1)[1].replace(", ", "-").replace(" ", "-")),
                          limit=limit, device=str(device), sampler=sampler, overlap=overlap, frechet_cache=not png,
-                         cuda_graphs=cuda_graphs, fill_batches=filled[0] if filled else None)
+                         cuda_graphs=cuda_graphs, fill_batches=name.endswith("fill batches"))
         with (todays_pngs() if png else contextlib.nullcontext(),
               mock.patch.object(frechet, "frechet_distance", eigh_frechet) if png else contextlib.nullcontext(),
               mock.patch.dict(os.environ, {"SCDPO_CACHE": str(cache)}), tf32_restored()):

@@ -191,7 +191,8 @@ def run(runner: Runner, args) -> None:
         variants = args.compile_variants if args.compile else []
         for base in ("best", "defaults"):
             if base == "best" or any(COMPILE_VARIANTS[v].get("base") == base for v in variants):
-                runner.row(*bases[base][:1], "scdpo", big, lambda n, s, c=bases[base][1]: runner.run_scdpo(n, s, c), est)
+                label, cfg = bases[base]
+                runner.row(label, "scdpo", big, lambda n, s, c=cfg: runner.run_scdpo(n, s, c), est)
         for variant in variants:
             compile_row(runner, *bases[COMPILE_VARIANTS[variant].get("base", "best")], variant, args.compile_mode, big,
                         est)
@@ -261,7 +262,7 @@ INDUCTOR_FLAGS = dict(conv_1x1_as_mm=True, coordinate_descent_tuning=True, coord
 
 def uncompile(*modules) -> None:
     """Undo in-place ``Module.compile`` on ``modules`` and their children, and forget dynamo's graphs: the next
-    compile row starts from nothing and its warm-up is its own."""
+    compile row traces anew (inductor's and Triton's caches on disk stay: its warm-up may find kernels in them)."""
     import torch._dynamo
 
     for module in modules:

@@ -68,7 +68,7 @@ class EvalConfig:
             four default suites of 370-500 images each filled under half of the 1,024 images a batch that the
             sampler takes on a GPU). Each image keeps its own seed and negative prompt, so only the batches'
             kernels change, not what is drawn. A suite's sampling seconds are then the time from the suite before
-            it to its own hand-out (0 for a suite completed by the same batch). None (default): off. On one H100
+            it to its own hand-out (0 for a suite completed by the same batch). Off by default: on one H100
             it sampled 11-19% faster but left the worker two suites to score at the end instead of one, and the
             whole eval took 4.0-4.4 s against 4.2-4.7 s, within the runs' noise (docs/performance.md, "Full
             batches across suites").
@@ -103,7 +103,7 @@ class EvalConfig:
     clip: str | None = None
     grid_size: int = 32
     overlap: bool | None = None
-    fill_batches: bool | None = None
+    fill_batches: bool = False
     cuda_graphs: bool | None = None
     device: str | None = None
     sampler: SamplerConfig = nested(SamplerConfig, SAMPLER_FLAGS)

@@ -384,10 +384,8 @@ def run(cfg: EvalConfig) -> dict:
     # device, so metrics.json records what the sampler does there, not the wish
     asked = cfg.sampler.cuda_graphs if cfg.cuda_graphs is None else cfg.cuda_graphs
     graphs = bool(asked) and model.device.type == "cuda"
-    fill = bool(cfg.fill_batches)
     # metrics.json's config: what ran
-    cfg = replace(cfg, cuda_graphs=graphs, fill_batches=fill,
-                  sampler=replace(cfg.sampler, dtype=model.dtype_name, cuda_graphs=graphs))
+    cfg = replace(cfg, cuda_graphs=graphs, sampler=replace(cfg.sampler, dtype=model.dtype_name, cuda_graphs=graphs))
     from scdpo.models.registry import model_domain
 
     domain = model_domain(cfg.model) if cfg.domain == "auto" else cfg.domain
@@ -416,7 +414,7 @@ def run(cfg: EvalConfig) -> dict:
                              tools.backbone, cache, limit=False)
             refs = {name: real for name in suites if name not in cfg.suites}
         plan = [(name, expand(name, records, cfg.n_per_prompt)) for name, records in suites.items()]
-        stream = sampled_suites(model, plan, sampler, cfg.negative_from_concepts, fill=fill)
+        stream = sampled_suites(model, plan, sampler, cfg.negative_from_concepts, fill=cfg.fill_batches)
         for _ in tqdm(plan, desc="eval suites", unit="suite"):
             t0 = time.time()
             with phases("sampling"):  # the images come back on the CPU: the device's work is done

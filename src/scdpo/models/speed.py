@@ -156,7 +156,7 @@ def compile_whole(module, **compile_kwargs) -> int:
 def compiled(module, **compile_kwargs):
     """Run with ``module`` compiled whole (:func:`compile_whole`), then as it was: a lever of one sampler call, like
     the others here. Dynamo keeps its graphs on the code they traced, so a later call compiled again reuses them
-    (on the CPU: 7.3 s to compile a module's first call, 0.0 s to compile it again after it ran uncompiled)."""
+    without tracing (tests/test_perf.py, the compiled sampler's padding test)."""
     done = compile_whole(module, **compile_kwargs)
     try:
         yield module

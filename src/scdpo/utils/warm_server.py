@@ -181,8 +181,7 @@ def _import_next(server: dict) -> None:
         server["pending"].clear()
         server["gone"] = _driver_error(name)
         print(f"scdpo warm: stopped serving: {server['gone']}", file=sys.stderr)
-        _refuse_new(server, server["gone"])
-        server["stopping"].append("CUDA")
+        server["stopping"].append("CUDA")  # serve's loop refuses new commands next, telling them this reason
     if not server["pending"] and server["failed"]:
         _not_preloaded(server["failed"])
 
