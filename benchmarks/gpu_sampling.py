@@ -237,6 +237,13 @@ def run(runner: Runner, args) -> None:
             compile_row(runner, name, cfg, variant, args.compile_mode, big, est)
 
 
+#: inductor's options that diffusers' guide to faster SD inference sets before compiling ("Accelerate inference of
+#: text-to-image diffusion models"): 1x1 convolutions as matmuls, a coordinate-descent search of each Triton
+#: kernel's launch configuration (a longer compile), no epilogue fusion into matmul templates
+INDUCTOR_FLAGS = dict(conv_1x1_as_mm=True, coordinate_descent_tuning=True, coordinate_descent_check_all_directions=True,
+                      epilogue_fusion=False)
+
+
 #: the compile rows (``--compile-variants``): what is compiled (``blocks``: each resnet and transformer block
 #: in place, scdpo.models.speed.compile_blocks; ``whole``: ``SamplerConfig(compile=True)``, the sampler's own path,
 #: which compiles the UNet's and the VAE decoder's whole forward since the forty-third round), of which modules
@@ -250,14 +257,19 @@ COMPILE_VARIANTS = {
     "blocks-cl": dict(scope="blocks", channels_last=True),
     "whole": dict(scope="whole"),
     "whole-cl": dict(scope="whole", channels_last=True),
-    "whole-cl-flags": dict(scope="whole", channels_last=True, flags=True, need=80),
+    "whole-cl-flags": dict(scope="whole", channels_last=True, flags=INDUCTOR_FLAGS, need=80),
     "sampler": dict(scope="whole", base="defaults"),
+    # the forty-fourth round's three levers, one at a time on the whole compile: the one option of diffusers' guide
+    # that costs no tuning time; autotuning (what mode="max-autotune-no-cudagraphs" sets: each matmul and
+    # convolution timed against Triton's templates; the SD loop's CUDA graphs measured 0.90x, so none here); and
+    # inductor's freezing (the weights folded in as constants, the convolutions' laid out once at compile time).
+    # Freezing guards on the weights' identity, and the best row's fused QKV projections are new tensors each
+    # call (speed.fused_qkv), so every call would compile again: it runs on the commands' defaults, which fuse
+    # nothing. A frozen graph never sees a weight changed in place, so it is a measurement, not a sampler option
+    "whole-1x1": dict(scope="whole", flags=dict(conv_1x1_as_mm=True)),
+    "whole-autotune": dict(scope="whole", flags=dict(max_autotune=True), need=20),
+    "sampler-freeze": dict(scope="whole", base="defaults", flags=dict(freezing=True)),
 }
-#: inductor's options that diffusers' guide to faster SD inference sets before compiling ("Accelerate inference of
-#: text-to-image diffusion models"): 1x1 convolutions as matmuls, a coordinate-descent search of each Triton
-#: kernel's launch configuration (a longer compile), no epilogue fusion into matmul templates
-INDUCTOR_FLAGS = dict(conv_1x1_as_mm=True, coordinate_descent_tuning=True, coordinate_descent_check_all_directions=True,
-                      epilogue_fusion=False)
 
 
 def uncompile(*modules) -> None:
@@ -297,7 +309,7 @@ def compile_row(runner: Runner, name: str, cfg, variant: str, mode: str | None, 
         row["graphs"] = torch._dynamo.utils.counters["stats"]["unique_graphs"]
         if runner.left() < 0:  # inductor caught the budget's alarm inside a kernel's compile and went on
             row["status"] = f"{row.get('status')}; {-runner.left():.0f} s over the budget"
-    with inductor.patch(INDUCTOR_FLAGS) if spec.get("flags") else contextlib.nullcontext():
+    with inductor.patch(spec["flags"]) if spec.get("flags") else contextlib.nullcontext():
         return runner.row(label, "scdpo", n, lambda k, s: runner.run_scdpo(k, s, config), need, after=after)
 
 

@@ -36,21 +36,12 @@ stagee() { evalrows 1; evalrows 2; }
 
 stages() {
 echo "[$(date +%T)] s. SD 1.5-shaped sampling: the compile variants"
-if [ "${TINY:-0}" = 1 ]; then SP="--tiny --budget-s 600"; else SP="--budget-s 1100"; fi
-python3 "$B/gpu_sampling.py" $SP --only-best --compile-variants blocks,blocks-cl,whole,whole-cl,whole-cl-flags \
-    --out "$R/sampling.jsonl" > "$R/sampling.log" 2>&1
-tar czf "$OUT/sampling.tar.gz" -C "$R" sampling.jsonl sampling.log
-sed -n '/^## Sampling/,$p' "$R/sampling.log"
+sd_sampling sampling 1100 --compile-variants blocks,blocks-cl,whole,whole-cl,whole-cl-flags
 }
 
 stagec() {
 echo "[$(date +%T)] c. SD 1.5-shaped sampling: the commands' defaults compiled"
-if [ "${TINY:-0}" = 1 ]; then SP="--tiny --budget-s 300"; else SP="--budget-s 420"; fi
-python3 "$B/gpu_sampling.py" $SP --only-best --compile-variants sampler,whole --no-cudnn-benchmark \
-    --out "$R/compile.jsonl" \
-    > "$R/compile.log" 2>&1
-tar czf "$OUT/compile.tar.gz" -C "$R" compile.jsonl compile.log
-sed -n '/^## Sampling/,$p' "$R/compile.log"
+sd_sampling compile 420 --compile-variants sampler,whole --no-cudnn-benchmark
 }
 
 stagep() {

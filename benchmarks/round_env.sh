@@ -7,3 +7,14 @@ OUT=${OUT:-$R/out}
 mkdir -p "$R" "$OUT"
 B=$(dirname "${BASH_SOURCE[0]}")
 . "$B/pipeline_report.sh"
+
+# sd_sampling NAME BUDGET_S ARGS...: one stage of SD 1.5-shaped sampling (`gpu_sampling.py --only-best ARGS`, a
+# 600 s budget and the tiny pipeline under TINY=1), its rows and log packed into $OUT/NAME.tar.gz, its table printed
+# (round43.sh on)
+sd_sampling() {
+    local name=$1 budget=$2; shift 2
+    [ "${TINY:-0}" = 1 ] && budget="600 --tiny"
+    python3 "$B/gpu_sampling.py" --budget-s $budget --only-best "$@" --out "$R/$name.jsonl" > "$R/$name.log" 2>&1
+    tar czf "$OUT/$name.tar.gz" -C "$R" "$name.jsonl" "$name.log"
+    sed -n '/^## Sampling/,$p' "$R/$name.log"
+}

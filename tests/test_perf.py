@@ -158,6 +158,23 @@ def test_sampling_benchmark_only_best_and_its_compile_variants(tmp_path, capsys)
     assert all(m._compiled_call_impl is None for m in net.modules())
 
 
+def test_sampling_benchmark_compile_variants_name_real_inductor_options():
+    """A misspelt option would surface only on a lent GPU, after the rows before it: each variant's options are
+    inductor's, set while its row compiles and put back after; freezing, which guards on the weights' identity,
+    runs on the commands' defaults, whose weights stay the same tensors from call to call (no fused QKV)."""
+    import torch._inductor.config as inductor
+
+    variants = load_script("gpu_sampling").COMPILE_VARIANTS
+    flagged = {name: spec["flags"] for name, spec in variants.items() if spec.get("flags")}
+    assert {"whole-1x1", "whole-autotune", "sampler-freeze", "whole-cl-flags"} <= set(flagged)
+    for name, flags in flagged.items():
+        before = {k: getattr(inductor, k) for k in flags}
+        with inductor.patch(flags):
+            assert all(getattr(inductor, k) == v for k, v in flags.items()), name
+        assert {k: getattr(inductor, k) for k in flags} == before
+    assert variants["sampler-freeze"].get("base") == "defaults"
+
+
 # ------------------------------------------------------------------ levers
 def test_master_weights_keep_updates_bf16_would_round_away():
     w = torch.nn.Parameter(torch.ones(4, dtype=torch.bfloat16))

@@ -70,8 +70,10 @@ class EvalConfig:
             kernels change, not what is drawn. A suite's sampling seconds are then the time from the suite before
             it to its own hand-out (0 for a suite completed by the same batch). Off by default: on one H100
             it sampled 11-19% faster but left the worker two suites to score at the end instead of one, and the
-            whole eval took 4.0-4.4 s against 4.2-4.7 s, within the runs' noise (docs/performance.md, "Full
-            batches across suites").
+            whole eval took 4.0-4.4 s against 4.2-4.7 s, within the runs' noise; where six evaluations shared
+            an 80 GB GPU, full batches of 1,024 images ran one of them out of memory, as the batch is picked from
+            the memory free at the start (docs/performance.md, "Full batches across suites"): pin --batch-size
+            there.
         cuda_graphs: replay the sampler's UNet calls from CUDA graphs (SamplerConfig.cuda_graphs, which this
             sets: one graph per batch size, checked against eager at its first replay; any mismatch or error
             falls back to eager with one warning; recorded in thread-local capture mode, so the overlap's
