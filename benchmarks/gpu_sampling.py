@@ -259,9 +259,10 @@ COMPILE_VARIANTS = {
     "whole-cl": dict(scope="whole", channels_last=True),
     "whole-cl-flags": dict(scope="whole", channels_last=True, flags=INDUCTOR_FLAGS, need=80),
     "sampler": dict(scope="whole", base="defaults"),
-    # the forty-fourth round's three levers, one at a time on the whole compile: the one option of diffusers' guide
-    # that costs no tuning time; autotuning (what mode="max-autotune-no-cudagraphs" sets: each matmul and
-    # convolution timed against Triton's templates; the SD loop's CUDA graphs measured 0.90x, so none here); and
+    # the forty-fourth round's three levers, one at a time on the whole compile: an option of diffusers' guide
+    # that cost no tuning time; autotuning (``max_autotune``: each matmul and convolution timed against Triton's
+    # templates, the search of mode="max-autotune-no-cudagraphs" without that mode's coordinate-descent tuning,
+    # which the whole-cl-flags row measured; the SD loop's CUDA graphs measured 0.90x, so none here); and
     # inductor's freezing (the weights folded in as constants, the convolutions' laid out once at compile time).
     # Freezing guards on the weights' identity, and the best row's fused QKV projections are new tensors each
     # call (speed.fused_qkv), so every call would compile again: it runs on the commands' defaults, which fuse

@@ -12,9 +12,9 @@ B=$(dirname "${BASH_SOURCE[0]}")
 # 600 s budget and the tiny pipeline under TINY=1), its rows and log packed into $OUT/NAME.tar.gz, its table printed
 # (round43.sh on)
 sd_sampling() {
-    local name=$1 budget=$2; shift 2
-    [ "${TINY:-0}" = 1 ] && budget="600 --tiny"
-    python3 "$B/gpu_sampling.py" --budget-s $budget --only-best "$@" --out "$R/$name.jsonl" > "$R/$name.log" 2>&1
+    local name=$1 budget=(--budget-s "$2"); shift 2
+    [ "${TINY:-0}" = 1 ] && budget=(--tiny --budget-s 600)
+    python3 "$B/gpu_sampling.py" "${budget[@]}" --only-best "$@" --out "$R/$name.jsonl" > "$R/$name.log" 2>&1
     tar czf "$OUT/$name.tar.gz" -C "$R" "$name.jsonl" "$name.log"
     sed -n '/^## Sampling/,$p' "$R/$name.log"
 }

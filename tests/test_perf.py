@@ -158,21 +158,40 @@ def test_sampling_benchmark_only_best_and_its_compile_variants(tmp_path, capsys)
     assert all(m._compiled_call_impl is None for m in net.modules())
 
 
-def test_sampling_benchmark_compile_variants_name_real_inductor_options():
-    """A misspelt option would surface only on a lent GPU, after the rows before it: each variant's options are
-    inductor's, set while its row compiles and put back after; freezing, which guards on the weights' identity,
-    runs on the commands' defaults, whose weights stay the same tensors from call to call (no fused QKV)."""
+def test_sampling_benchmark_compiles_each_variant_under_its_own_inductor_options():
+    """Each compile row compiles (its row's first call) under its variant's inductor options and no other's: a
+    misspelt option would surface only on a lent GPU, and options leaking from one row to the next would mislabel
+    both. Freezing, which guards on the weights' identity, runs on the commands' defaults, whose weights stay the
+    same tensors from call to call (no fused QKV)."""
+    from types import SimpleNamespace
+
     import torch._inductor.config as inductor
 
-    variants = load_script("gpu_sampling").COMPILE_VARIANTS
-    flagged = {name: spec["flags"] for name, spec in variants.items() if spec.get("flags")}
-    assert {"whole-1x1", "whole-autotune", "sampler-freeze", "whole-cl-flags"} <= set(flagged)
-    for name, flags in flagged.items():
-        before = {k: getattr(inductor, k) for k in flags}
-        with inductor.patch(flags):
-            assert all(getattr(inductor, k) == v for k, v in flags.items()), name
-        assert {k: getattr(inductor, k) for k in flags} == before
-    assert variants["sampler-freeze"].get("base") == "defaults"
+    from scdpo.models.sampler_config import SamplerConfig
+
+    script = load_script("gpu_sampling")
+    keys = {k for spec in script.COMPILE_VARIANTS.values() for k in spec.get("flags", {})}
+    before = {k: getattr(inductor, k) for k in keys}
+    seen = {}
+
+    class Runner:
+        model = SimpleNamespace(unet=torch.nn.Linear(2, 2), vae=torch.nn.Linear(2, 2))
+
+        def left(self):
+            return 1e9
+
+        def row(self, label, impl, n, fn, need, after=None):  # where the real row makes its first (compiling) call
+            seen[label] = {k: getattr(inductor, k) for k in keys}
+            return {}
+
+    variants = [v for v, spec in script.COMPILE_VARIANTS.items() if spec["scope"] == "whole"]
+    assert {"whole", "whole-1x1", "whole-autotune", "sampler-freeze", "whole-cl-flags"} <= set(variants)
+    for variant in variants:
+        script.compile_row(Runner(), variant, SamplerConfig(), variant, None, 2, 1.0)
+        want = {**before, **script.COMPILE_VARIANTS[variant].get("flags", {})}
+        assert seen[f"{variant} + compile {variant}"] == want, variant
+        assert {k: getattr(inductor, k) for k in keys} == before  # put back after the row
+    assert script.COMPILE_VARIANTS["sampler-freeze"].get("base") == "defaults"
 
 
 # ------------------------------------------------------------------ levers
