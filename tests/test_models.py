@@ -58,6 +58,51 @@ def test_sample_shape_range_and_batch_independence(models, name):
     assert (batch[0] - batch[2]).abs().max() > 1e-3  # same prompt, other seed
 
 
+def _out_of_memory_above(monkeypatch, module, name, rows: int, calls: list):
+    """``module.name`` (a method of the model or its VAE) raising CUDA's out-of-memory error for more than ``rows``
+    rows, as a GPU shared with other commands would; each call's row count goes to ``calls``."""
+    real = getattr(module, name)
+
+    def limited(x, *args, **kwargs):
+        calls.append(len(x))
+        if len(x) > rows:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(x, *args, **kwargs)
+    monkeypatch.setattr(module, name, limited)
+
+
+def test_sampler_halves_its_batch_after_an_out_of_memory_error(models, monkeypatch):
+    """A UNet batch that runs out of memory is sampled again in halves, and the rest of the call keeps the smaller
+    batch: the same images as a call that started there (each image has its own seed), with one warning a halving."""
+    m, prompts, seeds = models["clip"], ["a red cat", "a dog", "a cat", "zzz", "a tree"], [0, 1, 2, 3, 4]
+    want = m.sample(prompts, seeds, SamplerConfig(batch_size=2, **FAST))
+    calls = []
+    _out_of_memory_above(monkeypatch, m, "predict", 4, calls)  # guided: 2 rows an image, so 2 images fit
+    with pytest.warns(RuntimeWarning, match="out of memory at 4 images a UNet batch.*going on at 2") as caught:
+        got = m.sample(prompts, seeds, SamplerConfig(batch_size=4, **FAST))
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    assert len([w for w in caught if "out of memory" in str(w.message)]) == 1
+    assert calls[0] == 8 and set(calls[1:]) == {4, 2}  # one failed call at 4 images, then 2, 2 and the last 1
+    calls.clear()
+    _out_of_memory_above(monkeypatch, m, "predict", 0, calls)
+    with pytest.raises(torch.OutOfMemoryError), pytest.warns(RuntimeWarning):  # one image still too many
+        m.sample(prompts[:2], seeds[:2], SamplerConfig(batch_size=2, **FAST))
+    assert calls == [4, 2]
+
+
+def test_sampler_decodes_in_smaller_calls_after_an_out_of_memory_error(models, monkeypatch):
+    """The decoder's out-of-memory error keeps the denoised latents and halves only its calls: the UNet runs once."""
+    m, prompts, seeds = models["clip"], ["a red cat", "a dog", "a cat", "zzz"], [0, 1, 2, 3]
+    want = m.sample(prompts, seeds, SamplerConfig(batch_size=4, **FAST))
+    decoded, predicted = [], []
+    _out_of_memory_above(monkeypatch, m.vae, "decode", 1, decoded)
+    _out_of_memory_above(monkeypatch, m, "predict", 99, predicted)
+    with pytest.warns(RuntimeWarning, match="VAE decoder call"):
+        got = m.sample(prompts, seeds, SamplerConfig(batch_size=4, vae_batch_size=4, **FAST))
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    assert decoded == [4, 2, 1, 1, 1, 1] and predicted == [8] * FAST["steps"]
+
+
 def test_progress_bar_counts_denoising_steps(models, monkeypatch):
     """A 64-image batch is minutes on a CPU: the bar moves once per denoising step, not per batch."""
     from scdpo.models import sampling

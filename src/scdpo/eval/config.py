@@ -73,7 +73,7 @@ class EvalConfig:
             whole eval took 4.0-4.4 s against 4.2-4.7 s, within the runs' noise; where six evaluations shared
             an 80 GB GPU, full batches of 1,024 images ran one of them out of memory, as the batch is picked from
             the memory free at the start (docs/performance.md, "Full batches across suites"): pin --batch-size
-            there.
+            there (the sampler now halves a batch that runs out of memory, not yet exercised on a GPU).
         cuda_graphs: replay the sampler's UNet calls from CUDA graphs (SamplerConfig.cuda_graphs, which this
             sets: one graph per batch size, checked against eager at its first replay; any mismatch or error
             falls back to eager with one warning; recorded in thread-local capture mode, so the overlap's

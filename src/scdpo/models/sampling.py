@@ -88,7 +88,6 @@ def sample_images(model: T2IModel, prompts: list[str], seeds: list[int], config:
 def _sample(model: T2IModel, prompts: list[str], seeds: list[int], config: SamplerConfig) -> torch.Tensor:
     from scdpo.models.graphs import GraphedPredict
     from scdpo.models.guards import get_guard
-    from scdpo.models.conditioning import Conditioning
 
     guard = get_guard(config.guard)
     # the denoiser's calls, from CUDA graphs with cuda_graphs (off the GPU: model.predict itself)
@@ -100,51 +99,106 @@ def _sample(model: T2IModel, prompts: list[str], seeds: list[int], config: Sampl
     if height % factor or width % factor:
         raise ValueError(f"image size {height}x{width} is not a multiple of {factor}, the VAE downsampling "
                          f"factor of this model (its native resolution is {model.resolution})")
-    latent_shape = (model.latent_channels, height // factor, width // factor)
     batch_size, vae_batch_size = batch_sizes(model, config)
-    guided = config.guidance_scale > 1.0
     images = [torch.empty(0, 3, height, width)]
     # counts denoising steps, not batches: a 64-image batch is minutes on a CPU, a step seconds
-    n_batches = -(-len(prompts) // batch_size)
-    bar = tqdm(total=n_batches * config.steps, desc=f"sampling {len(prompts)} images", unit="step",
-               disable=not config.progress, leave=False)
+    bar = tqdm(total=-(-len(prompts) // batch_size) * config.steps, desc=f"sampling {len(prompts)} images",
+               unit="step", disable=not config.progress, leave=False)
     # compiled (static shapes), a call's last, shorter batch is padded to the full one and its decoder chunks to
     # one size: one graph each, where every new size would compile again (about 46 s at SD scale)
     decode_rows = min(vae_batch_size, batch_size) if config.compile else vae_batch_size
-    for start in range(0, len(prompts), batch_size):
-        batch = prompts[start:start + batch_size]
+    start = 0
+    while start < len(prompts):
+        n = min(batch_size, len(prompts) - start)
         if config.compile:
-            predict = functools.partial(_padded_predict, model.predict, len(batch), batch_size)
-        cond = text = model.encode_prompts(batch, size=(height, width))
-        uncond = None
-        if guided:
-            neg = config.negative_prompt
-            neg = neg[start:start + len(batch)] if isinstance(neg, list) else neg
-            uncond = model.unconditional(len(batch), neg, size=(height, width))
-            cond = Conditioning.cat([uncond, cond])
-        run = guard.start(model, batch, text, uncond, config) if guard is not None else None
-        noise = torch.stack([torch.randn(latent_shape, generator=torch.Generator().manual_seed(int(seed)))
-                             for seed in seeds[start:start + len(batch)]])
-        scheduler = make_scheduler(config.scheduler, model.scheduler_config, model.family)
-        scheduler.set_timesteps(config.steps, device=model.device)
-        # flow-matching schedulers start at unit noise and take the model input as is
-        latents = noise.to(model.device, model.dtype) * getattr(scheduler, "init_noise_sigma", 1.0)
-        scale = getattr(scheduler, "scale_model_input", lambda x, t: x)
-        for i, t in enumerate(scheduler.timesteps):
-            if run is not None:  # a guard chooses the conditionings and how they combine
-                c = run.conditioning(i)
-                x = scale(latents.repeat(len(c) // len(latents), 1, 1, 1), t)
-                latents = scheduler.step(run.combine(i, predict(x, t, c)), t, latents, return_dict=False)[0]
-                continue
-            x = scale(torch.cat([latents, latents]) if guided else latents, t)
-            pred = predict(x, t, cond)
-            if guided:
-                uncond_pred, cond_pred = pred.chunk(2)
-                pred = uncond_pred + config.guidance_scale * (cond_pred - uncond_pred)
-            latents = scheduler.step(pred, t, latents, return_dict=False)[0]
-            bar.update(1)
-        images.append(((model.decode_latents(latents, batch_size=decode_rows, pad=config.compile) + 1) / 2).cpu())
+            predict = functools.partial(_padded_predict, model.predict, n, batch_size)
+        latents = decoded = None
+        try:
+            latents = _denoise(model, prompts, seeds, start, n, config, guard, predict, (height, width), bar)
+        except torch.OutOfMemoryError:
+            batch_size = _halved(batch_size, "UNet batch", model.device)
+        if latents is None:  # out of memory: this batch again in halves (each image keeps its own seed)
+            _release(model.device)
+            decode_rows = min(decode_rows, batch_size)
+            bar.total = bar.n + -(-(len(prompts) - start) // batch_size) * config.steps
+            continue
+        while decoded is None:
+            try:
+                decoded = model.decode_latents(latents, batch_size=decode_rows, pad=config.compile)
+            except torch.OutOfMemoryError:  # the latents are kept: only the decoder's calls get smaller
+                decode_rows = _halved(decode_rows, "VAE decoder call", model.device)
+            if decoded is None:
+                _release(model.device)
+        images.append(((decoded + 1) / 2).cpu())
+        start += n
     bar.close()
     if graphed and predict.failed:
         model.cuda_graphs_failed = True  # warned once: later sample() calls on this model run eagerly
     return torch.cat(images)
+
+
+def _halved(size: int, what: str, device) -> int:
+    """The next size to try after a CUDA out-of-memory error at ``size`` images a ``what``, said once a halving;
+    at one image the error stands (raised from the ``except`` block this is called in). The sampler picks its
+    batch from the memory free when a command starts (:func:`batch_sizes`), so commands that start together on one
+    GPU each see it empty: six EmojiWorld evaluations with ``--fill-batches`` ran one of them out of memory in the
+    decoder (docs/performance.md, "Full batches across suites")."""
+    if size <= 1:
+        raise  # noqa: PLE0704 - re-raises the out-of-memory error being handled
+    import warnings
+
+    warnings.warn(f"CUDA out of memory at {size} images a {what} on {device}; going on at {size // 2} "
+                  f"(the same images: each keeps its own seed). Pass a smaller --batch-size to start there",
+                  RuntimeWarning, stacklevel=3)
+    return size // 2
+
+
+def _release(device) -> None:
+    """Return what a failed batch held to the GPU (after its ``except`` block, whose traceback kept it alive)."""
+    import gc
+
+    gc.collect()
+    if torch.device(device).type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def _denoise(model: T2IModel, prompts: list[str], seeds: list[int], start: int, n: int, config: SamplerConfig,
+             guard, predict, size: tuple[int, int], bar) -> torch.Tensor:
+    """The denoised latents of the ``n`` images from ``start``: classifier-free guidance (or the config's guard)
+    over ``config.steps`` of its scheduler, from each image's own seeded noise."""
+    from scdpo.models.conditioning import Conditioning
+
+    batch = prompts[start:start + n]
+    guided = config.guidance_scale > 1.0
+    cond = text = model.encode_prompts(batch, size=size)
+    uncond = None
+    if guided:
+        neg = config.negative_prompt
+        neg = neg[start:start + n] if isinstance(neg, list) else neg
+        uncond = model.unconditional(n, neg, size=size)
+        cond = Conditioning.cat([uncond, cond])
+    run = guard.start(model, batch, text, uncond, config) if guard is not None else None
+    factor = model.vae_scale_factor
+    latent_shape = (model.latent_channels, size[0] // factor, size[1] // factor)
+    noise = torch.stack([torch.randn(latent_shape, generator=torch.Generator().manual_seed(int(seed)))
+                         for seed in seeds[start:start + n]])
+    scheduler = make_scheduler(config.scheduler, model.scheduler_config, model.family)
+    scheduler.set_timesteps(config.steps, device=model.device)
+    # flow-matching schedulers start at unit noise and take the model input as is
+    latents = noise.to(model.device, model.dtype) * getattr(scheduler, "init_noise_sigma", 1.0)
+    scale = getattr(scheduler, "scale_model_input", lambda x, t: x)
+    for i, t in enumerate(scheduler.timesteps):
+        if run is not None:  # a guard chooses the conditionings and how they combine
+            c = run.conditioning(i)
+            x = scale(latents.repeat(len(c) // len(latents), 1, 1, 1), t)
+            latents = scheduler.step(run.combine(i, predict(x, t, c)), t, latents, return_dict=False)[0]
+            bar.update(1)
+            continue
+        x = scale(torch.cat([latents, latents]) if guided else latents, t)
+        pred = predict(x, t, cond)
+        if guided:
+            uncond_pred, cond_pred = pred.chunk(2)
+            pred = uncond_pred + config.guidance_scale * (cond_pred - uncond_pred)
+        latents = scheduler.step(pred, t, latents, return_dict=False)[0]
+        bar.update(1)
+    return latents
