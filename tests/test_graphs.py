@@ -89,6 +89,20 @@ def test_a_replay_that_differs_turns_graphs_off_and_returns_eager():
         assert torch.allclose(graphed(x, t, cond), model.predict(x, t, cond))  # eager from then on
 
 
+def test_out_of_memory_passes_through_and_leaves_graphs_on():
+    """Running out of memory is a shortage, not a broken graph: the error reaches the sampler (which halves its
+    batch) and the graphs stay on, where a failure of the graphs themselves turns them off for the model."""
+    model = StubModel()
+
+    def short_of_memory(run):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    graphed = GraphedPredict(model, record=short_of_memory)
+    with torch.no_grad(), pytest.raises(torch.cuda.OutOfMemoryError):
+        graphed(*inputs(3, 0))
+    assert graphed.enabled and not graphed.failed
+
+
 def test_passthrough_on_cpu_and_with_gradients():
     model = StubModel()
     assert not GraphedPredict(model).enabled  # no recorder given and no CUDA device

@@ -66,7 +66,7 @@ def _out_of_memory_above(monkeypatch, module, name, rows: int, calls: list):
     def limited(x, *args, **kwargs):
         calls.append(len(x))
         if len(x) > rows:
-            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return real(x, *args, **kwargs)
     monkeypatch.setattr(module, name, limited)
 
@@ -82,10 +82,15 @@ def test_sampler_halves_its_batch_after_an_out_of_memory_error(models, monkeypat
         got = m.sample(prompts, seeds, SamplerConfig(batch_size=4, **FAST))
     torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
     assert len([w for w in caught if "out of memory" in str(w.message)]) == 1
-    assert calls[0] == 8 and set(calls[1:]) == {4, 2}  # one failed call at 4 images, then 2, 2 and the last 1
+    steps = FAST["steps"]  # one failed call at 4 images, then 2, 2 and the last 1
+    assert calls == [8] + [4] * 2 * steps + [2] * steps
+    calls.clear()  # a short batch halves from its own size: 3 images at batch 8 fail once (not at 8 and again at 4)
+    with pytest.warns(RuntimeWarning, match="out of memory at 3 images.*going on at 1"):
+        m.sample(prompts[:3], seeds[:3], SamplerConfig(batch_size=8, **FAST))
+    assert calls == [6] + [2] * 3 * steps
     calls.clear()
     _out_of_memory_above(monkeypatch, m, "predict", 0, calls)
-    with pytest.raises(torch.OutOfMemoryError), pytest.warns(RuntimeWarning):  # one image still too many
+    with pytest.raises(torch.cuda.OutOfMemoryError), pytest.warns(RuntimeWarning):  # one image still too many
         m.sample(prompts[:2], seeds[:2], SamplerConfig(batch_size=2, **FAST))
     assert calls == [4, 2]
 
@@ -120,6 +125,8 @@ def test_progress_bar_counts_denoising_steps(models, monkeypatch):
     assert (bar.total, bar.n, bar.unit, bar.desc) == (6, 6, "step", "sampling 3 images")  # 2 batches x 3 steps
     models["minilm"].sample(["a"], [0], SamplerConfig(**FAST))
     assert bars[1].disable
+    models["minilm"].sample(["a"], [0], SamplerConfig(**{**FAST, "progress": True}, guard="sld:weak"))
+    assert (bars[2].total, bars[2].n) == (3, 3)  # a guard's steps count too (the bar stood still under one)
 
 
 @pytest.mark.parametrize("scheduler", ["ddim", "euler", "dpmsolver++"])

@@ -242,6 +242,8 @@ class GraphedPredict(GraphCache):
                 out = eager  # computed for the check: the checked call goes on with eager's values
             self.replays += 1
             return out
+        except torch.cuda.OutOfMemoryError:  # a shortage, not a failure of the graphs: the sampler halves its batch
+            raise
         except Exception as e:  # noqa: BLE001 - any failure falls back to eager, once, loudly
             self.turn_off(f"turned off for this run ({type(e).__name__}: {e}); the denoiser runs eagerly")
             return self.model.predict(x, t, cond)

@@ -115,9 +115,11 @@ def _sample(model: T2IModel, prompts: list[str], seeds: list[int], config: Sampl
         latents = decoded = None
         try:
             latents = _denoise(model, prompts, seeds, start, n, config, guard, predict, (height, width), bar)
-        except torch.OutOfMemoryError:
-            batch_size = _halved(batch_size, "UNet batch", model.device)
+        except torch.cuda.OutOfMemoryError:  # compiled, the batch ran padded to the full size
+            batch_size = _halved(batch_size if config.compile else n, "UNet batch", model.device)
         if latents is None:  # out of memory: this batch again in halves (each image keeps its own seed)
+            if graphed:  # the graphs recorded at the old size hold their memory pools: dropped with them
+                predict = GraphedPredict(model, pad=False)
             _release(model.device)
             decode_rows = min(decode_rows, batch_size)
             bar.total = bar.n + -(-(len(prompts) - start) // batch_size) * config.steps
@@ -125,8 +127,9 @@ def _sample(model: T2IModel, prompts: list[str], seeds: list[int], config: Sampl
         while decoded is None:
             try:
                 decoded = model.decode_latents(latents, batch_size=decode_rows, pad=config.compile)
-            except torch.OutOfMemoryError:  # the latents are kept: only the decoder's calls get smaller
-                decode_rows = _halved(decode_rows, "VAE decoder call", model.device)
+            except torch.cuda.OutOfMemoryError:  # the latents are kept: only the decoder's calls get smaller
+                rows = decode_rows if config.compile else min(decode_rows, len(latents))
+                decode_rows = _halved(rows, "VAE decoder call", model.device)
             if decoded is None:
                 _release(model.device)
         images.append(((decoded + 1) / 2).cpu())
@@ -138,8 +141,8 @@ def _sample(model: T2IModel, prompts: list[str], seeds: list[int], config: Sampl
 
 
 def _halved(size: int, what: str, device) -> int:
-    """The next size to try after a CUDA out-of-memory error at ``size`` images a ``what``, said once a halving;
-    at one image the error stands (raised from the ``except`` block this is called in). The sampler picks its
+    """The next size to try after a CUDA out-of-memory error at ``size`` images a ``what``, with a warning; at one
+    image the error stands (raised from the ``except`` block this is called in). The sampler picks its
     batch from the memory free when a command starts (:func:`batch_sizes`), so commands that start together on one
     GPU each see it empty: six EmojiWorld evaluations with ``--fill-batches`` ran one of them out of memory in the
     decoder (docs/performance.md, "Full batches across suites")."""
