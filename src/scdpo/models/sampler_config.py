@@ -39,8 +39,10 @@ class SamplerConfig:
             a call's last, shorter batch is padded to the full one, so a call compiles once; a later call
             reuses the graphs, and a call without compile runs the modules eagerly). At SD
             scale on one H100, on the best eager settings (fused QKV, cuDNN attention, one decoder call a
-            batch), 1.42x diffusers' pipeline after about 46 s of warm-up (docs/performance.md, "What to
-            compile for sampling"); until 2026-12-06 it compiled their resnet and transformer blocks (1.38x).
+            batch), 1.42x diffusers' pipeline after about 46 s of warm-up; on the commands' own defaults
+            1.35-1.36x, 10 s of warm-up once inductor's disk caches hold the kernels (docs/performance.md, "What
+            to compile for sampling", "The compile's last levers"); until 2026-12-06 it compiled their resnet and
+            transformer blocks (1.38x).
         cuda_graphs: replay every UNet call of the denoising loop from a CUDA graph
             (:class:`scdpo.models.graphs.GraphedPredict`: one graph per batch size (unpadded), recorded at
             its first call, whose replay is checked against eager; any mismatch or error falls back
